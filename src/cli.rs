@@ -1,0 +1,579 @@
+//! The command line: clap definitions, and rendering of the answers as tables, JSON or CSV.
+//!
+//! Exit codes: 0 ok, 1 failure, 2 usage or config error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::member::{MemberView, Role};
+use crate::owner::{self, ActiveFilter, LocationEdit, Request, Response};
+use crate::store::{AuditEntry, Store};
+
+/// Keeps a Retrac workspace's members in step with a Google Workspace directory.
+#[derive(Debug, Parser)]
+#[command(name = "retrac-sync", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $RETRAC_SYNC_CONFIG, else /etc/retrac-sync/config.toml if it exists]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List, show, invite and manage members (locations, role, restore).
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Show the audit log of member changes.
+    Audit(AuditArgs),
+}
+
+/// `config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the effective values.
+    Check {
+        /// Print the effective values as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the documented example config (every key, with comments).
+    Example,
+}
+
+/// Output format of `members list`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum ListFormat {
+    /// An 80-column table.
+    #[default]
+    Table,
+    /// A JSON array of members.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// `members ...`
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// List members, ordered by user name.
+    List {
+        /// Only active members.
+        #[arg(long, conflicts_with = "inactive")]
+        active: bool,
+        /// Only inactive (deactivated) members.
+        #[arg(long)]
+        inactive: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Show one member.
+    Show {
+        /// Email address (any case) or member id.
+        member: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite a member by hand (managed by the owner; the pull never touches it).
+    Add {
+        /// Email address.
+        email: String,
+        /// First name.
+        #[arg(long)]
+        given: String,
+        /// Last name.
+        #[arg(long)]
+        family: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Assign locations (owner-only; provisioning never changes them).
+    #[command(subcommand)]
+    Locations(LocationsCommand),
+    /// Assign a role (owner-only).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Bring back a deactivated or SCIM-deleted member, with its locations.
+    Restore {
+        /// Email address or member id.
+        member: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `members locations ...`
+#[derive(Debug, Subcommand)]
+pub enum LocationsCommand {
+    /// Replace the member's locations.
+    Set(LocationsArgs),
+    /// Add locations.
+    Add(LocationsArgs),
+    /// Remove locations.
+    Remove(LocationsArgs),
+}
+
+/// Arguments of `members locations set|add|remove`.
+#[derive(Debug, Args)]
+pub struct LocationsArgs {
+    /// Email address or member id.
+    pub member: String,
+    /// Location names.
+    #[arg(required = true, num_args = 1..)]
+    pub locations: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `members role ...`
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Set the member's role.
+    Set {
+        /// Email address or member id.
+        member: String,
+        /// owner or member.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this member (email address or id).
+    #[arg(long, value_name = "EMAIL")]
+    pub member: Option<String>,
+    /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many entries, the most recent.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z ({e})"))
+}
+
+/// A failure, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 = failure, 2 = usage or config.
+    pub code: u8,
+    /// The message printed to stderr.
+    pub message: String,
+}
+
+impl Failure {
+    fn config(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+    fn failed(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("retrac-sync: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Runs a parsed command, writing its answer to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    let config_path = config::resolve_path(
+        cli.config.as_deref(),
+        std::env::var(config::PATH_ENV).ok().as_deref(),
+    );
+    let load = || Config::load(config_path.as_deref()).map_err(Failure::config);
+    let io = |e: std::io::Error| Failure::failed(format!("cannot write output: {e}"));
+    match cli.command {
+        Command::Config(ConfigCommand::Example) => {
+            out.write_all(config::EXAMPLE.as_bytes()).map_err(io)?;
+        }
+        Command::Config(ConfigCommand::Check { json }) => {
+            let config = load()?;
+            if json {
+                let text = serde_json::to_string_pretty(&config).map_err(Failure::failed)?;
+                writeln!(out, "{text}").map_err(io)?;
+            } else {
+                let from = config_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults (no config file)".into());
+                writeln!(
+                    out,
+                    "# config OK: {from}, with RETRAC_SYNC_* overrides applied"
+                )
+                .map_err(io)?;
+                out.write_all(config.to_toml().as_bytes()).map_err(io)?;
+            }
+        }
+        Command::Members(cmd) => {
+            let config = load()?;
+            let (request, render) = members_request(cmd);
+            let response = execute_local(&config, request)?;
+            render.write(&response, out).map_err(io)?;
+        }
+        Command::Audit(args) => {
+            let config = load()?;
+            let request = Request::Audit {
+                member: args.member,
+                since: args.since,
+                limit: args.limit,
+            };
+            let response = execute_local(&config, request)?;
+            let render = if args.json {
+                Render::Json
+            } else {
+                Render::AuditText
+            };
+            render.write(&response, out).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store named by the config and executes one owner request on it.
+fn execute_local(config: &Config, request: Request) -> Result<Response, Failure> {
+    let store = Store::open(&config.store.path).map_err(Failure::failed)?;
+    let response = owner::execute(&store, request, Utc::now()).map_err(Failure::failed)?;
+    store.flush_blocking().map_err(Failure::failed)?;
+    Ok(response)
+}
+
+/// How an answer is printed.
+#[derive(Debug, Clone, Copy)]
+enum Render {
+    Json,
+    Table,
+    Csv,
+    MemberText,
+    AuditText,
+}
+
+fn members_request(cmd: MembersCommand) -> (Request, Render) {
+    let one = |json: bool| {
+        if json {
+            Render::Json
+        } else {
+            Render::MemberText
+        }
+    };
+    match cmd {
+        MembersCommand::List {
+            active,
+            inactive,
+            format,
+        } => {
+            let filter = if active {
+                ActiveFilter::Active
+            } else if inactive {
+                ActiveFilter::Inactive
+            } else {
+                ActiveFilter::All
+            };
+            let render = match format {
+                ListFormat::Table => Render::Table,
+                ListFormat::Json => Render::Json,
+                ListFormat::Csv => Render::Csv,
+            };
+            (Request::MembersList { filter }, render)
+        }
+        MembersCommand::Show { member, json } => (Request::MembersShow { who: member }, one(json)),
+        MembersCommand::Add {
+            email,
+            given,
+            family,
+            json,
+        } => (
+            Request::MembersAdd {
+                email,
+                given,
+                family,
+            },
+            one(json),
+        ),
+        MembersCommand::Locations(cmd) => {
+            let (edit, args) = match cmd {
+                LocationsCommand::Set(a) => (LocationEdit::Set, a),
+                LocationsCommand::Add(a) => (LocationEdit::Add, a),
+                LocationsCommand::Remove(a) => (LocationEdit::Remove, a),
+            };
+            (
+                Request::MembersLocations {
+                    who: args.member,
+                    edit,
+                    locations: args.locations,
+                },
+                one(args.json),
+            )
+        }
+        MembersCommand::Role(RoleCommand::Set { member, role, json }) => {
+            (Request::MembersRole { who: member, role }, one(json))
+        }
+        MembersCommand::Restore { member, json } => {
+            (Request::MembersRestore { who: member }, one(json))
+        }
+    }
+}
+
+impl Render {
+    fn write(self, response: &Response, out: &mut dyn Write) -> std::io::Result<()> {
+        match (self, response) {
+            (Render::Json, Response::Members(ms)) => json_line(out, ms),
+            (Render::Json, Response::Member { member, .. }) => json_line(out, member),
+            (Render::Json, Response::Audit(entries)) => json_line(out, entries),
+            (Render::Csv, Response::Members(ms)) => write_csv(out, ms),
+            (Render::Table, Response::Members(ms)) => write_table(out, ms),
+            (Render::MemberText, Response::Member { member, changed }) => {
+                write_member(out, member, *changed)
+            }
+            (_, Response::Member { member, .. }) => write_member(out, member, true),
+            (_, Response::Audit(entries)) => write_audit(out, entries),
+            (_, Response::Members(ms)) => write_table(out, ms),
+        }
+    }
+}
+
+fn json_line<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")
+}
+
+/// Cuts `s` to `width` characters, marking a cut with '…'.
+fn fit(s: &str, width: usize) -> String {
+    let count = s.chars().count();
+    if count <= width {
+        format!("{s:<width$}")
+    } else {
+        let mut cut: String = s.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn full_name(m: &MemberView) -> String {
+    match (&m.given_name, &m.family_name) {
+        (Some(g), Some(f)) => format!("{g} {f}"),
+        (Some(g), None) => g.clone(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => m.display_name.clone().unwrap_or_default(),
+    }
+}
+
+/// USER NAME 28 | NAME 18 | ACTIVE 6 | ROLE 6 | BY 6 | LOCATIONS 10 = 74 + 5 separators = 79.
+fn write_table(out: &mut dyn Write, members: &[MemberView]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {} {} {} {} LOCATIONS",
+        fit("USER NAME", 28),
+        fit("NAME", 18),
+        fit("ACTIVE", 6),
+        fit("ROLE", 6),
+        fit("BY", 6),
+    )?;
+    for m in members {
+        let line = format!(
+            "{} {} {} {} {} {}",
+            fit(&m.user_name, 28),
+            fit(&full_name(m), 18),
+            fit(if m.active { "yes" } else { "no" }, 6),
+            fit(&m.role.to_string(), 6),
+            fit(&m.managed_by.to_string(), 6),
+            fit(&m.locations.join(","), 10),
+        );
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    let active = members.iter().filter(|m| m.active).count();
+    writeln!(out, "{} members, {active} active", members.len())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_csv(out: &mut dyn Write, members: &[MemberView]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "id,userName,givenName,familyName,displayName,active,externalId,locations,role,managedBy,created,lastModified,version"
+    )?;
+    for m in members {
+        let fields = [
+            m.id.clone(),
+            m.user_name.clone(),
+            m.given_name.clone().unwrap_or_default(),
+            m.family_name.clone().unwrap_or_default(),
+            m.display_name.clone().unwrap_or_default(),
+            m.active.to_string(),
+            m.external_id.clone().unwrap_or_default(),
+            m.locations.join(";"),
+            m.role.to_string(),
+            m.managed_by.to_string(),
+            m.created.to_rfc3339(),
+            m.last_modified.to_rfc3339(),
+            m.version.to_string(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        writeln!(out, "{}", line.join(","))?;
+    }
+    Ok(())
+}
+
+fn write_member(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::Result<()> {
+    let none = || "-".to_string();
+    let emails: Vec<&str> = m.emails.iter().map(|e| e.value.as_str()).collect();
+    let rows = [
+        ("id", m.id.clone()),
+        ("user name", m.user_name.clone()),
+        ("name", full_name(m)),
+        ("display name", m.display_name.clone().unwrap_or_else(none)),
+        ("emails", emails.join(", ")),
+        ("active", if m.active { "yes".into() } else { "no".into() }),
+        ("external id", m.external_id.clone().unwrap_or_else(none)),
+        (
+            "locations",
+            if m.locations.is_empty() {
+                none()
+            } else {
+                m.locations.join(", ")
+            },
+        ),
+        ("role", m.role.to_string()),
+        ("managed by", m.managed_by.to_string()),
+        ("created", m.created.to_rfc3339()),
+        ("last modified", m.last_modified.to_rfc3339()),
+        ("version", m.version.to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<14} {v}")?;
+    }
+    if !changed {
+        writeln!(out, "(no change)")?;
+    }
+    Ok(())
+}
+
+fn write_audit(out: &mut dyn Write, entries: &[AuditEntry]) -> std::io::Result<()> {
+    if entries.is_empty() {
+        return writeln!(out, "no audit entries");
+    }
+    for e in entries {
+        let fields: Vec<String> = e
+            .after
+            .iter()
+            .map(|(k, after)| {
+                let before = e
+                    .before
+                    .get(k)
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "∅".into());
+                format!("{k}: {before} -> {after}")
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}  {:<12} {:<14} {}",
+            e.time.format("%Y-%m-%dT%H:%M:%SZ"),
+            e.change,
+            e.actor.to_string(),
+            e.user_name
+        )?;
+        for f in fields {
+            writeln!(out, "    {f}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn table_rows_fit_80_columns() {
+        let m = MemberView {
+            id: "x".into(),
+            user_name: "a.very.long.user.name.that.goes.on@example.com".into(),
+            given_name: Some("Bartholomew-Maximilian".into()),
+            family_name: Some("Fitzgerald-Worthington".into()),
+            display_name: None,
+            emails: vec![],
+            active: true,
+            external_id: None,
+            locations: vec!["Paris".into(), "Lyon".into(), "Marseille".into()],
+            role: Role::Owner,
+            managed_by: crate::member::ManagedBy::Manual,
+            created: Utc::now(),
+            last_modified: Utc::now(),
+            version: 1,
+        };
+        let mut buf = Vec::new();
+        write_table(&mut buf, &[m]).unwrap();
+        for line in String::from_utf8(buf).unwrap().lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{line:?} is {} wide",
+                line.chars().count()
+            );
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

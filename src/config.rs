@@ -1,0 +1,657 @@
+//! Configuration, layered with figment: built-in defaults, then the TOML file, then
+//! `RETRAC_SYNC_<SECTION>__<KEY>` environment variables.
+//!
+//! The config holds no secret values, only paths to them (the Google key, the TLS key),
+//! so printing it cannot leak a secret. `config check` prints it as it is.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The documented example, embedded so `config example` can print it.
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// Where the config file is looked for when neither `--config` nor `$RETRAC_SYNC_CONFIG` is set.
+pub const DEFAULT_PATH: &str = "/etc/retrac-sync/config.toml";
+
+/// The environment variable that names the config file.
+pub const PATH_ENV: &str = "RETRAC_SYNC_CONFIG";
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "RETRAC_SYNC_";
+
+/// A config that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist or cannot be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// figment could not parse or type a value (unknown keys included).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is well typed but not valid.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[scim]`
+    pub scim: ScimConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[google]`
+    pub google: GoogleConfig,
+    /// `[scope]`
+    pub scope: ScopeConfig,
+    /// `[sync]`
+    pub sync: SyncConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[store]`: where the member database lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled directory (created with mode 0700).
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/retrac-sync/store"),
+        }
+    }
+}
+
+/// `[scim]`: the push listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Path prefix of the SCIM endpoint.
+    pub base_path: String,
+    /// The URL clients reach the endpoint at (printed with new tokens, used in `meta.location`).
+    pub public_url: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the listener serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        ScimConfig {
+            listen: "127.0.0.1:8080".into(),
+            base_path: "/scim/v2".into(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[admin]`: the owner CLI's socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unix socket path (mode 0600).
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("/run/retrac-sync/admin.sock"),
+        }
+    }
+}
+
+/// `[google]`: the directory to pull from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// Service account key file; unset = `$CREDENTIALS_DIRECTORY/google-key.json`.
+    pub key_file: Option<PathBuf>,
+    /// The admin the service account acts as (domain-wide delegation).
+    pub subject: Option<String>,
+    /// The customer to list (`my_customer` = the subject's own).
+    pub customer: String,
+    /// Managed domains: members outside them are never touched by the pull.
+    pub domains: Vec<String>,
+    /// The Admin SDK root URL.
+    pub api_base_url: String,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        GoogleConfig {
+            key_file: None,
+            subject: None,
+            customer: "my_customer".into(),
+            domains: Vec::new(),
+            api_base_url: "https://admin.googleapis.com".into(),
+        }
+    }
+}
+
+/// `[scope]`: which Google users are provisioned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// Group emails; their members (derived) are in scope.
+    pub groups: Vec<String>,
+    /// Org unit paths; the whole subtree is in scope.
+    pub org_units: Vec<String>,
+    /// A Google users.list query.
+    pub query: Option<String>,
+    /// Glob patterns on email removed from scope.
+    pub exclude: Vec<String>,
+}
+
+/// `[sync]`: the pull's schedule and safety limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Cron expression with seconds.
+    pub schedule: String,
+    /// More deactivations than this in one run are held.
+    pub max_deactivations: u32,
+    /// More deactivations than this percentage of active managed members are held.
+    pub max_deactivation_percent: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            schedule: "0 */15 * * * *".into(),
+            max_deactivations: 25,
+            max_deactivation_percent: 10.0,
+        }
+    }
+}
+
+/// `[metrics]`: health and Prometheus metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener (kept apart from SCIM).
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `retrac_sync=debug,info`, ...
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Which config file to read, from `--config`, `$RETRAC_SYNC_CONFIG` or the default path.
+pub fn resolve_path(cli: Option<&Path>, env: Option<&str>) -> Option<PathBuf> {
+    if let Some(p) = cli {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = env.filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let default = PathBuf::from(DEFAULT_PATH);
+    default.exists().then_some(default)
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist if given), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // figment treats a missing file as empty; a named file that is missing is an error.
+            std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != PATH_ENV)
+            .collect();
+        for (k, v) in &env {
+            // figment's Env provider reads the process environment; the pairs are fed in
+            // directly so tests need not mutate it. `__` separates section and key.
+            let key = k[ENV_PREFIX.len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            figment = figment.merge((key, env_value(v)));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, with an error that names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.store.path.as_os_str().is_empty() {
+            return invalid("store.path", "must not be empty".into());
+        }
+        check_addr("scim.listen", &self.scim.listen)?;
+        let bp = &self.scim.base_path;
+        if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) || bp.contains("//") {
+            return invalid(
+                "scim.base_path",
+                format!("{bp:?} must start with '/' and not end with '/', as in \"/scim/v2\""),
+            );
+        }
+        if let Some(u) = &self.scim.public_url {
+            check_url("scim.public_url", u)?;
+        }
+        match (&self.scim.tls_cert, &self.scim.tls_key) {
+            (Some(_), None) => {
+                return invalid(
+                    "scim.tls_key",
+                    "is required when scim.tls_cert is set".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "scim.tls_cert",
+                    "is required when scim.tls_key is set".into(),
+                )
+            }
+            _ => {}
+        }
+        if self.scim.max_body_bytes < 1024 {
+            return invalid(
+                "scim.max_body_bytes",
+                format!("{} is below the minimum of 1024", self.scim.max_body_bytes),
+            );
+        }
+        if self.admin.socket.as_os_str().is_empty() {
+            return invalid("admin.socket", "must not be empty".into());
+        }
+        if let Some(s) = &self.google.subject {
+            if crate::member::UserName::parse(s).is_err() {
+                return invalid(
+                    "google.subject",
+                    format!("{s:?} must be the email of a Google admin"),
+                );
+            }
+        }
+        if self.google.customer.trim().is_empty() {
+            return invalid(
+                "google.customer",
+                "must not be empty (use \"my_customer\")".into(),
+            );
+        }
+        for d in &self.google.domains {
+            if crate::member::UserName::parse(&format!("x@{d}")).is_err() {
+                return invalid("google.domains", format!("{d:?} is not a domain name"));
+            }
+        }
+        check_url("google.api_base_url", &self.google.api_base_url)?;
+        for g in &self.scope.groups {
+            if crate::member::UserName::parse(g).is_err() {
+                return invalid(
+                    "scope.groups",
+                    format!("{g:?} must be a group's email address"),
+                );
+            }
+        }
+        for ou in &self.scope.org_units {
+            if !ou.starts_with('/') {
+                return invalid(
+                    "scope.org_units",
+                    format!("{ou:?} must be an org unit path starting with '/', as in \"/Sales\""),
+                );
+            }
+        }
+        for pattern in &self.scope.exclude {
+            if pattern.trim().is_empty() {
+                return invalid("scope.exclude", "holds an empty pattern".into());
+            }
+        }
+        check_cron(&self.sync.schedule)?;
+        let pct = self.sync.max_deactivation_percent;
+        if !(0.0..=100.0).contains(&pct) || pct.is_nan() {
+            return invalid(
+                "sync.max_deactivation_percent",
+                format!("{pct} must be between 0 and 100"),
+            );
+        }
+        check_addr("metrics.listen", &self.metrics.listen)?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a log filter ({e}); try \"info\" or \"debug\"",
+                    self.log.level
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective values as TOML, for `config check`.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain data to TOML does not fail; fall back to Debug just in case.
+        toml_string(self).unwrap_or_else(|| format!("{self:#?}"))
+    }
+}
+
+fn toml_string(config: &Config) -> Option<String> {
+    let value = serde_json::to_value(config).ok()?;
+    let mut out = String::new();
+    let obj = value.as_object()?;
+    for (section, body) in obj {
+        out.push_str(&format!("[{section}]\n"));
+        for (k, v) in body.as_object()? {
+            let rendered = match v {
+                serde_json::Value::Null => format!("# {k} is not set"),
+                other => format!("{k} = {other}"),
+            };
+            out.push_str(&rendered);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    Some(out)
+}
+
+/// Parses an environment value the way figment's `Env` does: TOML-like scalars and arrays.
+fn env_value(raw: &str) -> figment::value::Value {
+    raw.parse::<figment::value::Value>()
+        .unwrap_or_else(|_| figment::value::Value::from(raw.to_string()))
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for err in e {
+        let mut line = String::from("invalid config: ");
+        if !err.path.is_empty() {
+            line.push_str(&err.path.join("."));
+            line.push_str(": ");
+        }
+        line.push_str(&err.kind.to_string());
+        match err.metadata.as_ref().and_then(|md| md.source.as_ref()) {
+            Some(figment::Source::File(p)) => line.push_str(&format!(" (in {})", p.display())),
+            // Defaults cannot fail, so anything not from the file came from the environment.
+            _ if !err.path.is_empty() => line.push_str(&format!(
+                " (from the environment variable {ENV_PREFIX}{})",
+                err.path.join("__").to_ascii_uppercase()
+            )),
+            _ => line.push_str(" (from the environment)"),
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+fn check_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse::<SocketAddr>()
+        .map_err(|_| ConfigError::Invalid {
+            key,
+            message: format!("{value:?} is not an address and port, as in \"127.0.0.1:8080\""),
+        })
+}
+
+fn check_url(key: &'static str, value: &str) -> Result<url::Url, ConfigError> {
+    let bad = |why: String| ConfigError::Invalid {
+        key,
+        message: format!("{value:?} {why}"),
+    };
+    let u = url::Url::parse(value).map_err(|e| bad(format!("is not a URL ({e})")))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(bad("must be an http:// or https:// URL".into()));
+    }
+    Ok(u)
+}
+
+/// Checks a six-field cron expression (with seconds), as the scheduler parses it.
+pub fn check_cron(expr: &str) -> Result<(), ConfigError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map(|_| ())
+        .map_err(|e| ConfigError::Invalid {
+            key: "sync.schedule",
+            message: format!(
+                "{expr:?} is not a cron expression with seconds ({e}); the default is \"0 */15 * * * *\" (every 15 minutes)"
+            ),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, body: &str) -> PathBuf {
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_in_the_example() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.scim.base_path, "/scim/v2");
+        assert_eq!(c.google.customer, "my_customer");
+        assert_eq!(c.sync.max_deactivations, 25);
+        // Every key of every section appears in config.example.toml.
+        let v = serde_json::to_value(&c).unwrap();
+        for (section, body) in v.as_object().unwrap() {
+            assert!(
+                EXAMPLE.contains(&format!("[{section}]")),
+                "example lacks [{section}]"
+            );
+            for key in body.as_object().unwrap().keys() {
+                assert!(
+                    EXAMPLE.contains(&format!("{key} =")),
+                    "example lacks {section}.{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_itself_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, EXAMPLE);
+        Config::load_with_env(Some(&p), no_env()).unwrap();
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "[store]\npath = \"/tmp/x\"\n[sync]\nmax_deactivations = 5\n[google]\ndomains = [\"example.com\"]\n",
+        );
+        let env = vec![
+            (
+                "RETRAC_SYNC_SYNC__MAX_DEACTIVATIONS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "RETRAC_SYNC_SCIM__LISTEN".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            ("RETRAC_SYNC_CONFIG".to_string(), "/ignored".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load_with_env(Some(&p), env).unwrap();
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x"));
+        assert_eq!(c.sync.max_deactivations, 7);
+        assert_eq!(c.scim.listen, "127.0.0.1:9999");
+        assert_eq!(c.google.domains, vec!["example.com".to_string()]);
+        assert_eq!(c.sync.schedule, "0 */15 * * * *");
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "[scim]\nlisten = \"127.0.0.1:1\"\nbase_pth = \"/x\"\n",
+        );
+        let err = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base_pth"), "{err}");
+        assert!(err.contains(&p.display().to_string()), "{err}");
+        let p = write(&dir, "[scm]\nlisten = \"127.0.0.1:1\"\n");
+        let err = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scm"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_env_key_is_an_error_too() {
+        let env = vec![(
+            "RETRAC_SYNC_SYNC__MAX_DEACTIVATION".to_string(),
+            "3".to_string(),
+        )];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("max_deactivation"), "{err}");
+        assert!(err.contains("environment"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/retrac.toml")), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/retrac.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (body, key) in [
+            ("[scim]\nlisten = \"nowhere\"\n", "scim.listen"),
+            ("[scim]\nbase_path = \"scim\"\n", "scim.base_path"),
+            ("[scim]\ntls_cert = \"/c.pem\"\n", "scim.tls_key"),
+            ("[scim]\npublic_url = \"ftp://x\"\n", "scim.public_url"),
+            ("[sync]\nschedule = \"every day\"\n", "sync.schedule"),
+            ("[sync]\nschedule = \"*/15 * * * *\"\n", "sync.schedule"),
+            (
+                "[sync]\nmax_deactivation_percent = 150\n",
+                "sync.max_deactivation_percent",
+            ),
+            ("[google]\nsubject = \"admin\"\n", "google.subject"),
+            ("[google]\ndomains = [\"not a domain\"]\n", "google.domains"),
+            ("[scope]\norg_units = [\"Sales\"]\n", "scope.org_units"),
+            ("[log]\nlevel = \"loud[\"\n", "log.level"),
+            ("[metrics]\nlisten = \"9464\"\n", "metrics.listen"),
+        ] {
+            let p = write(&dir, body);
+            let err = Config::load_with_env(Some(&p), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+        let p = write(&dir, "[log]\nformat = \"xml\"\n");
+        let err = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("format"), "{err}");
+        let p = write(&dir, "[sync]\nmax_deactivations = -1\n");
+        let err = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_deactivations"), "{err}");
+    }
+
+    #[test]
+    fn resolve_path_prefers_cli_then_env() {
+        assert_eq!(
+            resolve_path(Some(Path::new("/a.toml")), Some("/b.toml")),
+            Some(PathBuf::from("/a.toml"))
+        );
+        assert_eq!(
+            resolve_path(None, Some("/b.toml")),
+            Some(PathBuf::from("/b.toml"))
+        );
+    }
+
+    #[test]
+    fn the_effective_values_print_as_toml_like_text() {
+        let text = Config::default().to_toml();
+        assert!(text.contains("[scim]"));
+        assert!(text.contains("base_path = \"/scim/v2\""));
+        assert!(text.contains("# public_url is not set"));
+    }
+}

@@ -1,0 +1,16 @@
+//! retrac-sync keeps a Retrac workspace's members in step with a Google Workspace directory:
+//! a SCIM 2.0 endpoint for push, a scheduled Directory API pull as the safety net, and one
+//! write path, [`provision::apply`], for both.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod config;
+pub mod member;
+pub mod owner;
+pub mod provision;
+pub mod store;

@@ -1,0 +1,565 @@
+//! The member: its identity, the fields the directory owns, the fields the owner owns,
+//! and the [`Change`]s that [`crate::provision::apply`] turns into writes.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A member's permanent identifier; it is also the SCIM `id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MemberId(pub Uuid);
+
+impl MemberId {
+    /// A fresh random id.
+    pub fn new_random() -> Self {
+        MemberId(Uuid::new_v4())
+    }
+
+    /// The 16 bytes used as the key in the store.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// Reads an id back from its 16 key bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Uuid::from_slice(bytes).ok().map(MemberId)
+    }
+
+    /// Parses the hyphenated text form.
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s.trim()).ok().map(MemberId)
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Why a string is not a valid user name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an email address: {1}")]
+pub struct InvalidUserName(pub String, pub &'static str);
+
+/// A user name: the primary email address.
+///
+/// It is trimmed and stored as it was given, but compares, hashes and indexes
+/// case-insensitively (Google, SCIM clients and the owner's CLI all send mixed case).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserName(String);
+
+impl UserName {
+    /// Validates and trims an email address.
+    pub fn parse(raw: &str) -> Result<Self, InvalidUserName> {
+        let s = raw.trim();
+        let bad = |why| Err(InvalidUserName(raw.to_string(), why));
+        if s.is_empty() {
+            return bad("it is empty");
+        }
+        if s.len() > 254 {
+            return bad("it is longer than 254 characters");
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("it contains white space or control characters");
+        }
+        let Some((local, domain)) = s.rsplit_once('@') else {
+            return bad("it has no '@'");
+        };
+        if local.is_empty() {
+            return bad("nothing stands before the '@'");
+        }
+        if local.len() > 64 {
+            return bad("the part before the '@' is longer than 64 characters");
+        }
+        if local.contains('@') {
+            return bad("it has more than one '@'");
+        }
+        if domain.is_empty() {
+            return bad("nothing stands after the '@'");
+        }
+        if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+            return bad("the domain must have a dot between labels, as in example.com");
+        }
+        if domain.split('.').any(|label| label.is_empty()) {
+            return bad("the domain has an empty label");
+        }
+        if !domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+        {
+            return bad("the domain may hold only letters, digits, '-' and '.'");
+        }
+        Ok(UserName(s.to_string()))
+    }
+
+    /// The address as it was given (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key it is compared and indexed by: lower case.
+    pub fn normalized(&self) -> String {
+        normalize_email(&self.0)
+    }
+
+    /// The domain part, lower case.
+    pub fn domain(&self) -> String {
+        self.0
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// The case-insensitive comparison key of an email address.
+pub fn normalize_email(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+impl PartialEq for UserName {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized() == other.normalized()
+    }
+}
+impl Eq for UserName {}
+
+impl std::hash::Hash for UserName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normalized().hash(state)
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for UserName {
+    type Error = InvalidUserName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        UserName::parse(&s)
+    }
+}
+
+impl From<UserName> for String {
+    fn from(u: UserName) -> String {
+        u.0
+    }
+}
+
+/// One email address of a member, in SCIM's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// The address, as given.
+    pub value: String,
+    /// `work`, `home`, `other`, or absent.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Whether this is the primary address.
+    #[serde(default)]
+    pub primary: bool,
+}
+
+impl Email {
+    /// A primary work address.
+    pub fn primary_work(value: &str) -> Self {
+        Email {
+            value: value.to_string(),
+            kind: Some("work".into()),
+            primary: true,
+        }
+    }
+}
+
+/// The owner-assigned role of a member in the Retrac workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An ordinary member.
+    #[default]
+    Member,
+    /// A workspace owner.
+    Owner,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "member" => Ok(Role::Member),
+            "owner" => Ok(Role::Owner),
+            _ => Err(format!("unknown role {s:?}: expected owner or member")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Member => "member",
+            Role::Owner => "owner",
+        })
+    }
+}
+
+/// Who manages a member's directory-owned fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// Linked to the Google directory (by the pull or by a SCIM client).
+    Google,
+    /// Invited by an owner; the pull never touches it.
+    Manual,
+}
+
+impl fmt::Display for ManagedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ManagedBy::Google => "google",
+            ManagedBy::Manual => "manual",
+        })
+    }
+}
+
+/// The fields the directory owns. SCIM and the pull write these and nothing else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryAttrs {
+    /// The primary email.
+    pub user_name: UserName,
+    /// Emails, primary first.
+    pub emails: Vec<Email>,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub family_name: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// False = deactivated.
+    pub active: bool,
+    /// The Google user id (or a SCIM client's externalId).
+    pub external_id: Option<String>,
+    /// Other SCIM attributes a client sent, kept so nothing it wrote is lost.
+    /// `None` leaves what is stored as it is (the pull has none to give).
+    pub scim_extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl DirectoryAttrs {
+    /// The attributes of a new, active member with a primary work email.
+    pub fn new(user_name: UserName, given: Option<&str>, family: Option<&str>) -> Self {
+        DirectoryAttrs {
+            emails: vec![Email::primary_work(user_name.as_str())],
+            user_name,
+            given_name: given.map(str::to_string),
+            family_name: family.map(str::to_string),
+            display_name: None,
+            active: true,
+            external_id: None,
+            scim_extra: None,
+        }
+    }
+}
+
+/// A member of the Retrac workspace as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Permanent id.
+    pub id: MemberId,
+    /// Primary email; unique case-insensitively.
+    pub user_name: UserName,
+    /// Emails, primary first.
+    pub emails: Vec<Email>,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub family_name: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// False = no workspace access; the record stays.
+    pub active: bool,
+    /// The Google user id; the first key for matching.
+    pub external_id: Option<String>,
+    /// Locations assigned by an owner. Never written by SCIM or the pull.
+    pub locations: Vec<String>,
+    /// Role assigned by an owner. Never written by SCIM or the pull.
+    pub role: Role,
+    /// Google (linked to the directory) or manual.
+    pub managed_by: ManagedBy,
+    /// Removed from the SCIM view by a SCIM DELETE; kept, inactive, restorable.
+    #[serde(default)]
+    pub scim_deleted: bool,
+    /// Other SCIM attributes a client sent.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub scim_extra: serde_json::Map<String, serde_json::Value>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it last changed.
+    pub last_modified: DateTime<Utc>,
+    /// Grows by one on each write; the SCIM ETag.
+    pub version: u64,
+}
+
+impl Member {
+    /// The directory-owned fields as they are now.
+    pub fn directory_attrs(&self) -> DirectoryAttrs {
+        DirectoryAttrs {
+            user_name: self.user_name.clone(),
+            emails: self.emails.clone(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            display_name: self.display_name.clone(),
+            active: self.active,
+            external_id: self.external_id.clone(),
+            scim_extra: Some(self.scim_extra.clone()),
+        }
+    }
+
+    /// The CLI's JSON view: exactly the documented keys.
+    pub fn to_view(&self) -> MemberView {
+        MemberView {
+            id: self.id.to_string(),
+            user_name: self.user_name.to_string(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            display_name: self.display_name.clone(),
+            emails: self.emails.clone(),
+            active: self.active,
+            external_id: self.external_id.clone(),
+            locations: self.locations.clone(),
+            role: self.role,
+            managed_by: self.managed_by,
+            created: self.created,
+            last_modified: self.last_modified,
+            version: self.version,
+        }
+    }
+}
+
+/// A member as the CLI prints it in JSON.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberView {
+    /// Permanent id.
+    pub id: String,
+    /// Primary email.
+    pub user_name: String,
+    /// First name.
+    pub given_name: Option<String>,
+    /// Last name.
+    pub family_name: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Emails, primary first.
+    pub emails: Vec<Email>,
+    /// Workspace access.
+    pub active: bool,
+    /// Google user id.
+    pub external_id: Option<String>,
+    /// Owner-assigned locations.
+    pub locations: Vec<String>,
+    /// Owner-assigned role.
+    pub role: Role,
+    /// google or manual.
+    pub managed_by: ManagedBy,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Last change.
+    pub last_modified: DateTime<Utc>,
+    /// Version (ETag).
+    pub version: u64,
+}
+
+/// Who asked for a change; recorded in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Actor {
+    /// A SCIM client, named by its token's label.
+    Scim(String),
+    /// A pull run, named by its run id.
+    Pull(String),
+    /// The workspace owner, through the CLI.
+    Owner,
+}
+
+impl Actor {
+    /// Whether this actor speaks for the directory (SCIM or the pull).
+    pub fn is_directory(&self) -> bool {
+        matches!(self, Actor::Scim(_) | Actor::Pull(_))
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Scim(label) => write!(f, "scim:{label}"),
+            Actor::Pull(run) => write!(f, "pull:{run}"),
+            Actor::Owner => f.write_str("owner"),
+        }
+    }
+}
+
+/// A change to one member. Built by SCIM, the pull and the CLI; written only by
+/// [`crate::provision::apply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A new member. `managed_by` is `Manual` only for an owner's invite.
+    Create {
+        /// The directory fields.
+        attrs: DirectoryAttrs,
+        /// Google or manual.
+        managed_by: ManagedBy,
+    },
+    /// Replace the directory-owned fields; owner-owned fields are kept.
+    Update {
+        /// Which member.
+        id: MemberId,
+        /// The version the caller saw; a different stored version is a conflict.
+        expected_version: Option<u64>,
+        /// The new directory fields.
+        attrs: DirectoryAttrs,
+    },
+    /// `active = false`. Nothing is deleted.
+    Deactivate {
+        /// Which member.
+        id: MemberId,
+        /// The version the caller saw.
+        expected_version: Option<u64>,
+    },
+    /// `active = true` again; locations come back with it.
+    Reactivate {
+        /// Which member.
+        id: MemberId,
+        /// The version the caller saw.
+        expected_version: Option<u64>,
+    },
+    /// A SCIM DELETE: gone from the SCIM view, kept inactive and restorable.
+    ScimDelete {
+        /// Which member.
+        id: MemberId,
+        /// The version the caller saw.
+        expected_version: Option<u64>,
+    },
+    /// Link a member to its Google user id (the pull matched it by email).
+    Link {
+        /// Which member.
+        id: MemberId,
+        /// The Google user id.
+        external_id: String,
+        /// The version the caller saw.
+        expected_version: Option<u64>,
+    },
+    /// The owner brings back a deactivated or SCIM-deleted member.
+    Restore {
+        /// Which member.
+        id: MemberId,
+    },
+    /// The owner sets a member's locations.
+    SetLocations {
+        /// Which member.
+        id: MemberId,
+        /// The complete new list.
+        locations: Vec<String>,
+    },
+    /// The owner sets a member's role.
+    SetRole {
+        /// Which member.
+        id: MemberId,
+        /// The new role.
+        role: Role,
+    },
+}
+
+impl Change {
+    /// A short name of the kind of change, for the audit log and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Update { .. } => "update",
+            Change::Deactivate { .. } => "deactivate",
+            Change::Reactivate { .. } => "reactivate",
+            Change::ScimDelete { .. } => "scim_delete",
+            Change::Link { .. } => "link",
+            Change::Restore { .. } => "restore",
+            Change::SetLocations { .. } => "set_locations",
+            Change::SetRole { .. } => "set_role",
+        }
+    }
+
+    /// The member it targets, when it targets an existing one.
+    pub fn target(&self) -> Option<MemberId> {
+        match self {
+            Change::Create { .. } => None,
+            Change::Update { id, .. }
+            | Change::Deactivate { id, .. }
+            | Change::Reactivate { id, .. }
+            | Change::ScimDelete { id, .. }
+            | Change::Link { id, .. }
+            | Change::Restore { id }
+            | Change::SetLocations { id, .. }
+            | Change::SetRole { id, .. } => Some(*id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_compare_case_insensitively_and_keep_their_case() {
+        let a = UserName::parse("  Grace.Hopper@Example.com ").unwrap();
+        let b = UserName::parse("grace.hopper@example.COM").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "Grace.Hopper@Example.com");
+        assert_eq!(a.normalized(), "grace.hopper@example.com");
+        assert_eq!(a.domain(), "example.com");
+        assert_ne!(a, UserName::parse("grace@example.com").unwrap());
+    }
+
+    #[test]
+    fn user_names_that_are_not_emails_are_refused_with_a_reason() {
+        for (raw, why) in [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("grace", "no '@'"),
+            ("@example.com", "before the '@'"),
+            ("grace@", "after the '@'"),
+            ("grace@localhost", "dot"),
+            ("grace@example..com", "empty label"),
+            ("gr ace@example.com", "white space"),
+            ("a@b@example.com", "more than one"),
+            ("grace@exa_mple.com", "only letters"),
+        ] {
+            let err = UserName::parse(raw).unwrap_err();
+            assert!(
+                err.to_string().contains(why),
+                "{raw:?}: {err} should mention {why:?}"
+            );
+        }
+        let long = format!("{}@example.com", "a".repeat(65));
+        assert!(UserName::parse(&long).is_err());
+    }
+
+    #[test]
+    fn user_name_round_trips_through_serde_and_validates_on_the_way_in() {
+        let u = UserName::parse("Ada@Example.com").unwrap();
+        let json = serde_json::to_string(&u).unwrap();
+        assert_eq!(json, "\"Ada@Example.com\"");
+        let back: UserName = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_str(), "Ada@Example.com");
+        assert!(serde_json::from_str::<UserName>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn role_parses_in_any_case() {
+        assert_eq!("Owner".parse::<Role>().unwrap(), Role::Owner);
+        assert_eq!("member".parse::<Role>().unwrap(), Role::Member);
+        assert!("admin".parse::<Role>().is_err());
+    }
+}

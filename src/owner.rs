@@ -1,0 +1,244 @@
+//! The owner's operations on members, as requests a CLI (or the admin socket) can carry.
+//!
+//! Each request is executed against the store; writes go through [`provision::apply`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, Member, MemberView, Role, UserName};
+use crate::provision::{self, Outcome, ProvisionError};
+use crate::store::{AuditEntry, AuditQuery, Store, StoreError};
+
+/// Which members `members list` shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveFilter {
+    /// All of them.
+    #[default]
+    All,
+    /// Active only.
+    Active,
+    /// Inactive only.
+    Inactive,
+}
+
+/// How `members locations` changes the list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocationEdit {
+    /// Replace the list.
+    Set,
+    /// Add to the list.
+    Add,
+    /// Remove from the list.
+    Remove,
+}
+
+/// An owner's request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// `members list`
+    MembersList {
+        /// Which ones.
+        filter: ActiveFilter,
+    },
+    /// `members show`
+    MembersShow {
+        /// An email or an id.
+        who: String,
+    },
+    /// `members add`: a manual invite.
+    MembersAdd {
+        /// The email.
+        email: String,
+        /// First name.
+        given: String,
+        /// Last name.
+        family: String,
+    },
+    /// `members locations set|add|remove`
+    MembersLocations {
+        /// An email or an id.
+        who: String,
+        /// How.
+        edit: LocationEdit,
+        /// Which locations.
+        locations: Vec<String>,
+    },
+    /// `members role set`
+    MembersRole {
+        /// An email or an id.
+        who: String,
+        /// The role.
+        role: Role,
+    },
+    /// `members restore`
+    MembersRestore {
+        /// An email or an id.
+        who: String,
+    },
+    /// `audit`
+    Audit {
+        /// Only this member (email or id).
+        member: Option<String>,
+        /// Only entries at or after this time.
+        since: Option<DateTime<Utc>>,
+        /// At most this many, the most recent.
+        limit: Option<usize>,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Response {
+    /// A list of members.
+    Members(Vec<MemberView>),
+    /// One member, and whether the request changed it.
+    Member {
+        /// The member as it is now.
+        member: Box<MemberView>,
+        /// Whether anything was written.
+        changed: bool,
+    },
+    /// Audit entries, oldest first.
+    Audit(Vec<AuditEntry>),
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// No member matches.
+    #[error("no member {0:?} (give an email address or a member id)")]
+    NotFound(String),
+    /// The input is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The change was refused.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Executes one request. `now` is the time recorded for any write.
+pub fn execute(
+    store: &Store,
+    request: Request,
+    now: DateTime<Utc>,
+) -> Result<Response, OwnerError> {
+    match request {
+        Request::MembersList { filter } => {
+            let mut out = Vec::new();
+            for m in store.members() {
+                let m = m?;
+                let keep = match filter {
+                    ActiveFilter::All => true,
+                    ActiveFilter::Active => m.active,
+                    ActiveFilter::Inactive => !m.active,
+                };
+                if keep {
+                    out.push(m.to_view());
+                }
+            }
+            Ok(Response::Members(out))
+        }
+        // `changed` reports writes; a read has nothing to report, so it says true
+        // to keep the CLI from printing "(no change)" after `show`.
+        Request::MembersShow { who } => Ok(Response::Member {
+            member: Box::new(find(store, &who)?.to_view()),
+            changed: true,
+        }),
+        Request::MembersAdd {
+            email,
+            given,
+            family,
+        } => {
+            let user_name =
+                UserName::parse(&email).map_err(|e| OwnerError::Invalid(e.to_string()))?;
+            let given = non_empty("--given", &given)?;
+            let family = non_empty("--family", &family)?;
+            let attrs = DirectoryAttrs::new(user_name, Some(given), Some(family));
+            let change = Change::Create {
+                attrs,
+                managed_by: ManagedBy::Manual,
+            };
+            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+        }
+        Request::MembersLocations {
+            who,
+            edit,
+            locations,
+        } => {
+            let m = find(store, &who)?;
+            let mut next = m.locations.clone();
+            match edit {
+                LocationEdit::Set => next = locations,
+                LocationEdit::Add => next.extend(locations),
+                LocationEdit::Remove => {
+                    let gone: Vec<String> =
+                        locations.iter().map(|l| l.trim().to_string()).collect();
+                    next.retain(|l| !gone.contains(l));
+                }
+            }
+            let change = Change::SetLocations {
+                id: m.id,
+                locations: next,
+            };
+            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+        }
+        Request::MembersRole { who, role } => {
+            let m = find(store, &who)?;
+            let change = Change::SetRole { id: m.id, role };
+            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+        }
+        Request::MembersRestore { who } => {
+            let m = find(store, &who)?;
+            member_response(provision::apply(
+                store,
+                Change::Restore { id: m.id },
+                &Actor::Owner,
+                now,
+            )?)
+        }
+        Request::Audit {
+            member,
+            since,
+            limit,
+        } => {
+            let member = match member {
+                Some(who) => Some(find(store, &who)?.id),
+                None => None,
+            };
+            Ok(Response::Audit(store.audit(&AuditQuery {
+                member,
+                since,
+                limit,
+            })?))
+        }
+    }
+}
+
+fn find(store: &Store, who: &str) -> Result<Member, OwnerError> {
+    store
+        .find(who)?
+        .ok_or_else(|| OwnerError::NotFound(who.to_string()))
+}
+
+fn non_empty<'a>(flag: &str, value: &'a str) -> Result<&'a str, OwnerError> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(OwnerError::Invalid(format!("{flag} must not be empty")))
+    } else {
+        Ok(v)
+    }
+}
+
+fn member_response(outcome: Outcome) -> Result<Response, OwnerError> {
+    Ok(Response::Member {
+        changed: outcome.wrote(),
+        member: Box::new(outcome.member().to_view()),
+    })
+}

@@ -1,0 +1,1149 @@
+//! `apply`: the one write path for members, and its rules.
+//!
+//! SCIM, the pull and the owner's CLI build [`Change`]s; only this module turns them into
+//! writes. The rules (DESIGN.md, "provision::apply"):
+//!
+//! - a user name is unique case-insensitively; a collision is a conflict, except that a
+//!   create from the pull that meets a member not yet linked to another Google user links it,
+//!   and a create from SCIM that meets a SCIM-deleted record revives that record;
+//! - an expected version that is no longer current is a precondition failure;
+//! - SCIM and the pull write directory-owned fields only; locations and role are the owner's;
+//! - nothing is ever deleted: a deactivation sets `active = false`, and a SCIM delete hides
+//!   the record from SCIM and keeps it, inactive and restorable;
+//! - a change that differs in nothing writes nothing and reports [`Outcome::Unchanged`];
+//! - every applied change appends an audit entry in the same transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, Member, MemberId, Role};
+use crate::store::{AuditEntry, MemberTx, Store, StoreError};
+
+/// What `apply` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A new member (or, for SCIM, a SCIM-deleted record brought back).
+    Created(Member),
+    /// An existing member changed.
+    Updated {
+        /// As it was.
+        before: Box<Member>,
+        /// As it is now.
+        after: Box<Member>,
+    },
+    /// Nothing differed; nothing was written.
+    Unchanged(Member),
+}
+
+impl Outcome {
+    /// The member as it is after the change.
+    pub fn member(&self) -> &Member {
+        match self {
+            Outcome::Created(m) | Outcome::Unchanged(m) => m,
+            Outcome::Updated { after, .. } => after,
+        }
+    }
+
+    /// Whether anything was written.
+    pub fn wrote(&self) -> bool {
+        !matches!(self, Outcome::Unchanged(_))
+    }
+}
+
+/// Why a change was refused. A refused change writes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// Another member already has this user name (compared case-insensitively).
+    #[error("another member already has the user name {user_name} (member {existing})")]
+    UserNameTaken {
+        /// The name asked for.
+        user_name: String,
+        /// Who has it.
+        existing: MemberId,
+    },
+    /// Another member is already linked to this external id.
+    #[error("another member is already linked to external id {external_id} (member {existing})")]
+    ExternalIdTaken {
+        /// The external id asked for.
+        external_id: String,
+        /// Who has it.
+        existing: MemberId,
+    },
+    /// The member changed since the caller read it.
+    #[error("member {id} is at version {actual}, not the expected {expected}")]
+    VersionMismatch {
+        /// Which member.
+        id: MemberId,
+        /// What the caller expected.
+        expected: u64,
+        /// What is stored.
+        actual: u64,
+    },
+    /// No such member (or, for a directory actor, hidden by a SCIM delete).
+    #[error("no member {0}")]
+    NotFound(MemberId),
+    /// This actor may not make this change (owner-owned fields, manual invites).
+    #[error("{actor} may not {what}")]
+    Forbidden {
+        /// Who asked.
+        actor: String,
+        /// What it asked.
+        what: &'static str,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies one change atomically and returns what it did.
+pub fn apply(
+    store: &Store,
+    change: Change,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ProvisionError> {
+    let mut results = apply_batch(store, std::slice::from_ref(&change), actor, now)?;
+    results
+        .pop()
+        .unwrap_or_else(|| Err(ProvisionError::NotFound(MemberId(uuid::Uuid::nil()))))
+}
+
+/// Applies a batch of changes in one transaction.
+///
+/// Each change succeeds or is refused on its own (a refused one writes nothing); all the
+/// accepted ones are committed together, or none is if the store fails. Later changes
+/// see the effect of earlier ones in the same batch.
+pub fn apply_batch(
+    store: &Store,
+    changes: &[Change],
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Outcome, ProvisionError>>, StoreError> {
+    store.transact(|tx| {
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            match apply_one(tx, change, actor, now) {
+                Ok(outcome) => results.push(Ok(outcome)),
+                Err(ProvisionError::Store(e)) => return Err(e),
+                Err(refused) => results.push(Err(refused)),
+            }
+        }
+        Ok(results)
+    })
+}
+
+fn apply_one(
+    tx: &MemberTx<'_>,
+    change: &Change,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ProvisionError> {
+    match change {
+        Change::Create { attrs, managed_by } => create(tx, attrs, *managed_by, actor, now),
+        Change::Update {
+            id,
+            expected_version,
+            attrs,
+        } => {
+            let before = load(tx, *id, *expected_version, actor)?;
+            let mut after = before.clone();
+            write_directory_attrs(tx, &mut after, attrs)?;
+            if actor.is_directory() {
+                after.managed_by = ManagedBy::Google;
+            }
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::Deactivate {
+            id,
+            expected_version,
+        } => {
+            let before = load(tx, *id, *expected_version, actor)?;
+            let mut after = before.clone();
+            after.active = false;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::Reactivate {
+            id,
+            expected_version,
+        } => {
+            let before = load(tx, *id, *expected_version, actor)?;
+            let mut after = before.clone();
+            after.active = true;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::ScimDelete {
+            id,
+            expected_version,
+        } => {
+            let before = load(tx, *id, *expected_version, actor)?;
+            let mut after = before.clone();
+            after.active = false;
+            after.scim_deleted = true;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::Link {
+            id,
+            external_id,
+            expected_version,
+        } => {
+            let before = load(tx, *id, *expected_version, actor)?;
+            check_external_id_free(tx, external_id, *id)?;
+            let mut after = before.clone();
+            after.external_id = Some(external_id.clone());
+            after.managed_by = ManagedBy::Google;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::Restore { id } => {
+            owner_only(actor, "restore a member")?;
+            let before = load(tx, *id, None, actor)?;
+            let mut after = before.clone();
+            after.active = true;
+            after.scim_deleted = false;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::SetLocations { id, locations } => {
+            owner_only(actor, "assign locations")?;
+            let before = load(tx, *id, None, actor)?;
+            let mut after = before.clone();
+            after.locations = clean_locations(locations);
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+        Change::SetRole { id, role } => {
+            owner_only(actor, "assign roles")?;
+            let before = load(tx, *id, None, actor)?;
+            let mut after = before.clone();
+            after.role = *role;
+            commit(tx, before, after, change.kind(), actor, now)
+        }
+    }
+}
+
+fn create(
+    tx: &MemberTx<'_>,
+    attrs: &DirectoryAttrs,
+    managed_by: ManagedBy,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ProvisionError> {
+    if managed_by == ManagedBy::Manual && actor.is_directory() {
+        return Err(ProvisionError::Forbidden {
+            actor: actor.to_string(),
+            what: "create a manually managed member",
+        });
+    }
+    if let Some(existing_id) = tx.id_by_user_name(attrs.user_name.as_str())? {
+        let existing = tx
+            .get(existing_id)?
+            .ok_or(ProvisionError::NotFound(existing_id))?;
+        let same_google_user = match (&existing.external_id, &attrs.external_id) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        let takeover = match actor {
+            // The pull found a member it has not linked yet: link it, never duplicate it.
+            // A SCIM-deleted record stays hidden from the pull until the owner restores it.
+            Actor::Pull(_) => same_google_user && !existing.scim_deleted,
+            // A SCIM client re-creates a user it deleted: bring the record (and its
+            // locations) back rather than refuse the name forever.
+            Actor::Scim(_) => existing.scim_deleted,
+            Actor::Owner => false,
+        };
+        if !takeover {
+            return Err(ProvisionError::UserNameTaken {
+                user_name: attrs.user_name.to_string(),
+                existing: existing_id,
+            });
+        }
+        let mut after = existing.clone();
+        write_directory_attrs(tx, &mut after, attrs)?;
+        after.managed_by = ManagedBy::Google;
+        after.scim_deleted = false;
+        let kind = if existing.scim_deleted {
+            "revive"
+        } else {
+            "link"
+        };
+        let outcome = commit(tx, existing.clone(), after, kind, actor, now)?;
+        return Ok(match (existing.scim_deleted, outcome) {
+            (true, Outcome::Updated { after, .. }) => Outcome::Created(*after),
+            (_, other) => other,
+        });
+    }
+    if let Some(ext) = &attrs.external_id {
+        if let Some(existing) = tx.id_by_external_id(ext)? {
+            return Err(ProvisionError::ExternalIdTaken {
+                external_id: ext.clone(),
+                existing,
+            });
+        }
+    }
+    let member = Member {
+        id: MemberId::new_random(),
+        user_name: attrs.user_name.clone(),
+        emails: attrs.emails.clone(),
+        given_name: attrs.given_name.clone(),
+        family_name: attrs.family_name.clone(),
+        display_name: attrs.display_name.clone(),
+        active: attrs.active,
+        external_id: attrs.external_id.clone(),
+        locations: Vec::new(),
+        role: Role::Member,
+        managed_by,
+        scim_deleted: false,
+        scim_extra: attrs.scim_extra.clone().unwrap_or_default(),
+        created: now,
+        last_modified: now,
+        version: 1,
+    };
+    tx.put(None, &member)?;
+    tx.append_audit(AuditEntry {
+        seq: 0,
+        time: now,
+        actor: actor.clone(),
+        member_id: member.id,
+        user_name: member.user_name.to_string(),
+        change: "create".into(),
+        before: BTreeMap::new(),
+        after: fields(&member),
+    })?;
+    Ok(Outcome::Created(member))
+}
+
+/// Loads the target of a change and checks the version the caller expects.
+fn load(
+    tx: &MemberTx<'_>,
+    id: MemberId,
+    expected_version: Option<u64>,
+    actor: &Actor,
+) -> Result<Member, ProvisionError> {
+    let member = tx.get(id)?.ok_or(ProvisionError::NotFound(id))?;
+    // A SCIM-deleted member is gone as far as the directory is concerned; only the
+    // owner's restore brings it back.
+    if member.scim_deleted && actor.is_directory() {
+        return Err(ProvisionError::NotFound(id));
+    }
+    if let Some(expected) = expected_version {
+        if expected != member.version {
+            return Err(ProvisionError::VersionMismatch {
+                id,
+                expected,
+                actual: member.version,
+            });
+        }
+    }
+    Ok(member)
+}
+
+/// Copies the directory-owned fields onto `member`, checking uniqueness.
+fn write_directory_attrs(
+    tx: &MemberTx<'_>,
+    member: &mut Member,
+    attrs: &DirectoryAttrs,
+) -> Result<(), ProvisionError> {
+    if let Some(holder) = tx.id_by_user_name(attrs.user_name.as_str())? {
+        if holder != member.id {
+            return Err(ProvisionError::UserNameTaken {
+                user_name: attrs.user_name.to_string(),
+                existing: holder,
+            });
+        }
+    }
+    if let Some(ext) = &attrs.external_id {
+        check_external_id_free(tx, ext, member.id)?;
+    }
+    member.user_name = attrs.user_name.clone();
+    member.emails = attrs.emails.clone();
+    member.given_name = attrs.given_name.clone();
+    member.family_name = attrs.family_name.clone();
+    member.display_name = attrs.display_name.clone();
+    member.active = attrs.active;
+    member.external_id = attrs.external_id.clone();
+    if let Some(extra) = &attrs.scim_extra {
+        member.scim_extra = extra.clone();
+    }
+    Ok(())
+}
+
+fn check_external_id_free(
+    tx: &MemberTx<'_>,
+    external_id: &str,
+    id: MemberId,
+) -> Result<(), ProvisionError> {
+    match tx.id_by_external_id(external_id)? {
+        Some(holder) if holder != id => Err(ProvisionError::ExternalIdTaken {
+            external_id: external_id.to_string(),
+            existing: holder,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn owner_only(actor: &Actor, what: &'static str) -> Result<(), ProvisionError> {
+    if *actor == Actor::Owner {
+        Ok(())
+    } else {
+        Err(ProvisionError::Forbidden {
+            actor: actor.to_string(),
+            what,
+        })
+    }
+}
+
+/// Trims, drops empty entries and duplicates, keeps the owner's order.
+fn clean_locations(locations: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(locations.len());
+    for l in locations {
+        let l = l.trim();
+        if !l.is_empty() && !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+/// Writes `after` if it differs from `before`, with a new version and an audit entry.
+fn commit(
+    tx: &MemberTx<'_>,
+    before: Member,
+    mut after: Member,
+    kind: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ProvisionError> {
+    let (old_fields, new_fields) = diff(&before, &after);
+    if new_fields.is_empty() {
+        return Ok(Outcome::Unchanged(before));
+    }
+    after.version = before.version + 1;
+    after.last_modified = now;
+    tx.put(Some(&before), &after)?;
+    tx.append_audit(AuditEntry {
+        seq: 0,
+        time: now,
+        actor: actor.clone(),
+        member_id: after.id,
+        user_name: after.user_name.to_string(),
+        change: kind.to_string(),
+        before: old_fields,
+        after: new_fields,
+    })?;
+    Ok(Outcome::Updated {
+        before: Box::new(before),
+        after: Box::new(after),
+    })
+}
+
+/// The fields of a member that an audit entry records, by name.
+fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
+    use serde_json::json;
+    let mut f = BTreeMap::new();
+    // `user_name` compares case-insensitively, but a change of case is still a change.
+    f.insert("userName".into(), json!(m.user_name.as_str()));
+    f.insert("emails".into(), json!(m.emails));
+    f.insert("givenName".into(), json!(m.given_name));
+    f.insert("familyName".into(), json!(m.family_name));
+    f.insert("displayName".into(), json!(m.display_name));
+    f.insert("active".into(), json!(m.active));
+    f.insert("externalId".into(), json!(m.external_id));
+    f.insert("locations".into(), json!(m.locations));
+    f.insert("role".into(), json!(m.role));
+    f.insert("managedBy".into(), json!(m.managed_by));
+    f.insert("scimDeleted".into(), json!(m.scim_deleted));
+    f.insert("scimExtra".into(), json!(m.scim_extra));
+    f
+}
+
+type FieldMap = BTreeMap<String, serde_json::Value>;
+
+/// The fields that differ, as (before, after).
+fn diff(before: &Member, after: &Member) -> (FieldMap, FieldMap) {
+    let (b, a) = (fields(before), fields(after));
+    let mut old = BTreeMap::new();
+    let mut new = BTreeMap::new();
+    for (k, av) in a {
+        let bv = b.get(&k).cloned().unwrap_or(serde_json::Value::Null);
+        if bv != av {
+            old.insert(k.clone(), bv);
+            new.insert(k, av);
+        }
+    }
+    (old, new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Email, UserName};
+    use crate::store::AuditQuery;
+    use chrono::TimeZone;
+
+    fn t(sec: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + sec, 0).unwrap()
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    fn attrs(email: &str) -> DirectoryAttrs {
+        DirectoryAttrs::new(
+            UserName::parse(email).unwrap(),
+            Some("Ada"),
+            Some("Lovelace"),
+        )
+    }
+
+    fn create(store: &Store, email: &str, actor: &Actor) -> Member {
+        let outcome = apply(
+            store,
+            Change::Create {
+                attrs: attrs(email),
+                managed_by: ManagedBy::Google,
+            },
+            actor,
+            t(0),
+        )
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Created(_)));
+        outcome.member().clone()
+    }
+
+    fn scim() -> Actor {
+        Actor::Scim("google".into())
+    }
+
+    #[test]
+    fn create_then_read_back_by_id_name_and_external_id() {
+        let (_d, store) = store();
+        let mut a = attrs("Ada@Example.com");
+        a.external_id = Some("g-1".into());
+        let m = apply(
+            &store,
+            Change::Create {
+                attrs: a,
+                managed_by: ManagedBy::Google,
+            },
+            &scim(),
+            t(0),
+        )
+        .unwrap()
+        .member()
+        .clone();
+        assert_eq!(m.version, 1);
+        assert_eq!(store.get(m.id).unwrap().unwrap(), m);
+        assert_eq!(
+            store
+                .get_by_user_name("ada@EXAMPLE.com")
+                .unwrap()
+                .unwrap()
+                .id,
+            m.id
+        );
+        assert_eq!(store.get_by_external_id("g-1").unwrap().unwrap().id, m.id);
+        assert_eq!(m.user_name.as_str(), "Ada@Example.com", "stored as given");
+    }
+
+    #[test]
+    fn a_create_that_differs_only_in_case_is_a_conflict() {
+        let (_d, store) = store();
+        let first = create(&store, "grace@example.com", &scim());
+        let err = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("Grace@Example.COM"),
+                managed_by: ManagedBy::Google,
+            },
+            &scim(),
+            t(1),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ProvisionError::UserNameTaken { existing, .. } if existing == first.id)
+        );
+        assert_eq!(store.member_count(), 1);
+    }
+
+    #[test]
+    fn an_owner_invite_with_a_taken_name_is_a_conflict_too() {
+        let (_d, store) = store();
+        create(&store, "grace@example.com", &scim());
+        let err = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("GRACE@example.com"),
+                managed_by: ManagedBy::Manual,
+            },
+            &Actor::Owner,
+            t(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::UserNameTaken { .. }));
+    }
+
+    #[test]
+    fn a_pull_create_that_meets_an_unlinked_member_links_it() {
+        let (_d, store) = store();
+        let invited = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("ada@example.com"),
+                managed_by: ManagedBy::Manual,
+            },
+            &Actor::Owner,
+            t(0),
+        )
+        .unwrap()
+        .member()
+        .clone();
+        let mut a = attrs("Ada@example.com");
+        a.external_id = Some("g-ada".into());
+        let out = apply(
+            &store,
+            Change::Create {
+                attrs: a,
+                managed_by: ManagedBy::Google,
+            },
+            &Actor::Pull("run-1".into()),
+            t(1),
+        )
+        .unwrap();
+        let m = out.member();
+        assert_eq!(m.id, invited.id, "linked, not duplicated");
+        assert_eq!(m.external_id.as_deref(), Some("g-ada"));
+        assert_eq!(m.managed_by, ManagedBy::Google);
+        assert_eq!(store.member_count(), 1);
+        // A pull create for a different Google user with the same email is still a conflict.
+        let mut other = attrs("ada@example.com");
+        other.external_id = Some("g-other".into());
+        let err = apply(
+            &store,
+            Change::Create {
+                attrs: other,
+                managed_by: ManagedBy::Google,
+            },
+            &Actor::Pull("run-2".into()),
+            t(2),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::UserNameTaken { .. }));
+    }
+
+    #[test]
+    fn a_stale_expected_version_is_refused_and_writes_nothing() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        let mut a = attrs("ada@example.com");
+        a.family_name = Some("King".into());
+        let ok = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: Some(1),
+                attrs: a.clone(),
+            },
+            &scim(),
+            t(1),
+        )
+        .unwrap();
+        assert_eq!(ok.member().version, 2);
+        a.family_name = Some("Byron".into());
+        let err = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: Some(1),
+                attrs: a,
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ProvisionError::VersionMismatch {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ));
+        let now = store.get(m.id).unwrap().unwrap();
+        assert_eq!(now.family_name.as_deref(), Some("King"));
+        assert_eq!(now.version, 2);
+    }
+
+    #[test]
+    fn directory_updates_never_touch_locations_or_role() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        apply(
+            &store,
+            Change::SetLocations {
+                id: m.id,
+                locations: vec!["Paris".into(), " Lyon ".into(), "Paris".into(), "".into()],
+            },
+            &Actor::Owner,
+            t(1),
+        )
+        .unwrap();
+        apply(
+            &store,
+            Change::SetRole {
+                id: m.id,
+                role: Role::Owner,
+            },
+            &Actor::Owner,
+            t(2),
+        )
+        .unwrap();
+        let mut a = attrs("ada.king@example.com");
+        a.given_name = Some("Augusta".into());
+        let out = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: None,
+                attrs: a,
+            },
+            &Actor::Pull("r".into()),
+            t(3),
+        )
+        .unwrap();
+        let after = out.member();
+        assert_eq!(
+            after.locations,
+            vec!["Paris".to_string(), "Lyon".to_string()]
+        );
+        assert_eq!(after.role, Role::Owner);
+        assert_eq!(after.user_name.as_str(), "ada.king@example.com");
+        assert!(
+            store.get_by_user_name("ada@example.com").unwrap().is_none(),
+            "old name freed"
+        );
+        assert_eq!(
+            store
+                .get_by_user_name("ADA.KING@example.com")
+                .unwrap()
+                .unwrap()
+                .id,
+            m.id
+        );
+    }
+
+    #[test]
+    fn scim_and_the_pull_may_not_write_owner_fields() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        for actor in [scim(), Actor::Pull("r".into())] {
+            for change in [
+                Change::SetLocations {
+                    id: m.id,
+                    locations: vec!["X".into()],
+                },
+                Change::SetRole {
+                    id: m.id,
+                    role: Role::Owner,
+                },
+                Change::Restore { id: m.id },
+                Change::Create {
+                    attrs: attrs("new@example.com"),
+                    managed_by: ManagedBy::Manual,
+                },
+            ] {
+                let err = apply(&store, change, &actor, t(1)).unwrap_err();
+                assert!(matches!(err, ProvisionError::Forbidden { .. }), "{err}");
+            }
+        }
+        assert_eq!(store.get(m.id).unwrap().unwrap().version, 1);
+    }
+
+    #[test]
+    fn a_no_op_writes_nothing_and_says_unchanged() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        let audit_before = store.audit(&AuditQuery::default()).unwrap().len();
+        let out = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: Some(1),
+                attrs: m.directory_attrs(),
+            },
+            &scim(),
+            t(5),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Unchanged(_)));
+        let out = apply(
+            &store,
+            Change::Reactivate {
+                id: m.id,
+                expected_version: None,
+            },
+            &scim(),
+            t(6),
+        )
+        .unwrap();
+        assert!(!out.wrote());
+        let now = store.get(m.id).unwrap().unwrap();
+        assert_eq!(now.version, 1);
+        assert_eq!(now.last_modified, t(0));
+        assert_eq!(
+            store.audit(&AuditQuery::default()).unwrap().len(),
+            audit_before
+        );
+    }
+
+    #[test]
+    fn deactivate_keeps_everything_and_reactivate_brings_locations_back() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        apply(
+            &store,
+            Change::SetLocations {
+                id: m.id,
+                locations: vec!["Paris".into()],
+            },
+            &Actor::Owner,
+            t(1),
+        )
+        .unwrap();
+        let out = apply(
+            &store,
+            Change::Deactivate {
+                id: m.id,
+                expected_version: None,
+            },
+            &Actor::Pull("r".into()),
+            t(2),
+        )
+        .unwrap();
+        assert!(!out.member().active);
+        assert_eq!(store.member_count(), 1);
+        assert!(store.get_by_user_name("ada@example.com").unwrap().is_some());
+        let out = apply(
+            &store,
+            Change::Reactivate {
+                id: m.id,
+                expected_version: None,
+            },
+            &Actor::Pull("r".into()),
+            t(3),
+        )
+        .unwrap();
+        assert!(out.member().active);
+        assert_eq!(out.member().locations, vec!["Paris".to_string()]);
+    }
+
+    #[test]
+    fn a_scim_delete_hides_the_member_from_the_directory_and_the_owner_can_restore_it() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        apply(
+            &store,
+            Change::SetLocations {
+                id: m.id,
+                locations: vec!["Paris".into()],
+            },
+            &Actor::Owner,
+            t(1),
+        )
+        .unwrap();
+        apply(
+            &store,
+            Change::ScimDelete {
+                id: m.id,
+                expected_version: None,
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap();
+        let kept = store.get(m.id).unwrap().unwrap();
+        assert!(kept.scim_deleted && !kept.active);
+        assert_eq!(kept.locations, vec!["Paris".to_string()]);
+        // Gone for SCIM: a second delete or an update is "not found".
+        let err = apply(
+            &store,
+            Change::ScimDelete {
+                id: m.id,
+                expected_version: None,
+            },
+            &scim(),
+            t(3),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::NotFound(_)));
+        let restored = apply(&store, Change::Restore { id: m.id }, &Actor::Owner, t(4)).unwrap();
+        let r = restored.member();
+        assert!(r.active && !r.scim_deleted);
+        assert_eq!(r.locations, vec!["Paris".to_string()]);
+    }
+
+    #[test]
+    fn a_scim_create_of_a_scim_deleted_name_revives_the_record() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        apply(
+            &store,
+            Change::SetLocations {
+                id: m.id,
+                locations: vec!["Paris".into()],
+            },
+            &Actor::Owner,
+            t(1),
+        )
+        .unwrap();
+        apply(
+            &store,
+            Change::ScimDelete {
+                id: m.id,
+                expected_version: None,
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap();
+        let out = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("ADA@example.com"),
+                managed_by: ManagedBy::Google,
+            },
+            &scim(),
+            t(3),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Created(_)));
+        let m2 = out.member();
+        assert_eq!(m2.id, m.id);
+        assert!(m2.active && !m2.scim_deleted);
+        assert_eq!(m2.locations, vec!["Paris".to_string()]);
+        assert_eq!(store.member_count(), 1);
+    }
+
+    #[test]
+    fn a_rename_onto_a_taken_name_is_a_conflict() {
+        let (_d, store) = store();
+        let a = create(&store, "ada@example.com", &scim());
+        create(&store, "grace@example.com", &scim());
+        let err = apply(
+            &store,
+            Change::Update {
+                id: a.id,
+                expected_version: None,
+                attrs: attrs("Grace@example.com"),
+            },
+            &scim(),
+            t(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::UserNameTaken { .. }));
+        // A change of case of one's own name is fine.
+        let out = apply(
+            &store,
+            Change::Update {
+                id: a.id,
+                expected_version: None,
+                attrs: attrs("ADA@example.com"),
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap();
+        assert_eq!(out.member().user_name.as_str(), "ADA@example.com");
+    }
+
+    #[test]
+    fn link_sets_the_external_id_and_refuses_one_already_taken() {
+        let (_d, store) = store();
+        let a = create(&store, "ada@example.com", &scim());
+        let b = create(&store, "grace@example.com", &scim());
+        let pull = Actor::Pull("r".into());
+        apply(
+            &store,
+            Change::Link {
+                id: a.id,
+                external_id: "g-1".into(),
+                expected_version: Some(1),
+            },
+            &pull,
+            t(1),
+        )
+        .unwrap();
+        let err = apply(
+            &store,
+            Change::Link {
+                id: b.id,
+                external_id: "g-1".into(),
+                expected_version: None,
+            },
+            &pull,
+            t(2),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::ExternalIdTaken { .. }));
+        assert_eq!(store.get_by_external_id("g-1").unwrap().unwrap().id, a.id);
+    }
+
+    #[test]
+    fn every_write_is_audited_with_actor_and_changed_fields() {
+        let (_d, store) = store();
+        let m = create(&store, "ada@example.com", &scim());
+        let mut a = attrs("ada@example.com");
+        a.family_name = Some("King".into());
+        apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: None,
+                attrs: a,
+            },
+            &Actor::Pull("run-7".into()),
+            t(1),
+        )
+        .unwrap();
+        let entries = store
+            .audit(&AuditQuery {
+                member: Some(m.id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].change, "create");
+        assert_eq!(entries[0].actor, scim());
+        assert!(entries[0].before.is_empty());
+        assert_eq!(entries[1].change, "update");
+        assert_eq!(entries[1].actor, Actor::Pull("run-7".into()));
+        assert_eq!(
+            entries[1].before.len(),
+            1,
+            "only the changed field: {:?}",
+            entries[1]
+        );
+        assert_eq!(entries[1].before["familyName"], "Lovelace");
+        assert_eq!(entries[1].after["familyName"], "King");
+        let since = store
+            .audit(&AuditQuery {
+                since: Some(t(1)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(since.len(), 1);
+        let last = store
+            .audit(&AuditQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(last[0].change, "update");
+    }
+
+    #[test]
+    fn a_batch_commits_the_accepted_changes_and_the_indexes_agree() {
+        let (_d, store) = store();
+        let mut changes = Vec::new();
+        for i in 0..200 {
+            let mut a = attrs(&format!("user{i}@example.com"));
+            a.external_id = Some(format!("g-{i}"));
+            changes.push(Change::Create {
+                attrs: a,
+                managed_by: ManagedBy::Google,
+            });
+        }
+        // Two refused ones in the middle: a case-only duplicate and a taken external id.
+        changes.push(Change::Create {
+            attrs: attrs("USER7@example.com"),
+            managed_by: ManagedBy::Google,
+        });
+        let mut dup_ext = attrs("someone@example.com");
+        dup_ext.external_id = Some("g-3".into());
+        changes.push(Change::Create {
+            attrs: dup_ext,
+            managed_by: ManagedBy::Google,
+        });
+        let results = apply_batch(&store, &changes, &scim(), t(0)).unwrap();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 200);
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 2);
+        assert_eq!(store.member_count(), 200);
+        assert!(store.check_consistency().unwrap().is_empty());
+
+        // Renames and relinks in one batch keep the indexes right.
+        let m7 = store
+            .get_by_user_name("user7@example.com")
+            .unwrap()
+            .unwrap();
+        let m8 = store
+            .get_by_user_name("user8@example.com")
+            .unwrap()
+            .unwrap();
+        let mut a7 = m7.directory_attrs();
+        a7.user_name = UserName::parse("renamed7@example.com").unwrap();
+        a7.emails = vec![Email::primary_work("renamed7@example.com")];
+        a7.external_id = Some("g-7b".into());
+        let mut a8 = m8.directory_attrs();
+        a8.user_name = UserName::parse("user7@example.com").unwrap(); // takes 7's old name
+        let results = apply_batch(
+            &store,
+            &[
+                Change::Update {
+                    id: m7.id,
+                    expected_version: Some(m7.version),
+                    attrs: a7,
+                },
+                Change::Update {
+                    id: m8.id,
+                    expected_version: Some(m8.version),
+                    attrs: a8,
+                },
+            ],
+            &scim(),
+            t(1),
+        )
+        .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert!(store.check_consistency().unwrap().is_empty());
+        assert_eq!(
+            store
+                .get_by_user_name("user7@example.com")
+                .unwrap()
+                .unwrap()
+                .id,
+            m8.id
+        );
+        assert!(store.get_by_external_id("g-7").unwrap().is_none());
+        assert_eq!(store.get_by_external_id("g-7b").unwrap().unwrap().id, m7.id);
+    }
+
+    #[test]
+    fn everything_is_there_after_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let id;
+        {
+            let store = Store::open(&path).unwrap();
+            id = create(&store, "ada@example.com", &scim()).id;
+            apply(
+                &store,
+                Change::SetLocations {
+                    id,
+                    locations: vec!["Paris".into()],
+                },
+                &Actor::Owner,
+                t(1),
+            )
+            .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let m = store.get_by_user_name("ADA@example.com").unwrap().unwrap();
+        assert_eq!(m.id, id);
+        assert_eq!(m.locations, vec!["Paris".to_string()]);
+        assert_eq!(m.version, 2);
+        assert_eq!(store.audit(&AuditQuery::default()).unwrap().len(), 2);
+        assert!(store.check_consistency().unwrap().is_empty());
+    }
+}

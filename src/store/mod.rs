@@ -1,0 +1,507 @@
+//! The member store, on sled.
+//!
+//! Trees:
+//! - `members`: member id (16 bytes) -> member record (JSON);
+//! - `idx_user_name`: normalised user name -> member id;
+//! - `idx_external_id`: external id -> member id;
+//! - `audit`: time (µs, big endian) ++ sequence -> audit entry (JSON), so it reads in time order;
+//! - `audit_by_member`: member id ++ audit key -> (), for one member's history;
+//! - `meta`: `schema_version` and other single values;
+//! - `tokens`, `sync_runs`, `held_changes`: owned by the SCIM and pull modules.
+//!
+//! A record, its indexes and its audit entry change in one sled transaction, and only
+//! [`crate::provision`] opens such a transaction.
+
+mod audit;
+mod flush;
+
+pub use audit::{AuditEntry, AuditQuery};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+use crate::member::{normalize_email, Member, MemberId};
+
+/// The store layout this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+
+/// What can go wrong opening or using the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds sled's lock.
+    #[error("the store at {path} is in use by another process (is the daemon running?)")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The store was written by a newer retrac-sync.
+    #[error("the store at {path} has schema version {found}, but this retrac-sync understands up to {supported}; upgrade retrac-sync")]
+    NewerSchema {
+        /// The store directory.
+        path: PathBuf,
+        /// The version on disk.
+        found: u32,
+        /// What this build supports.
+        supported: u32,
+    },
+    /// The directory could not be created or its mode set.
+    #[error("cannot prepare the store directory {path}: {source}")]
+    Directory {
+        /// The store directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A record could not be decoded.
+    #[error("the store holds a record it cannot read ({0}); the store may be damaged")]
+    Corrupt(String),
+    /// sled failed.
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+impl From<UnabortableTransactionError> for StoreError {
+    fn from(e: UnabortableTransactionError) -> Self {
+        match e {
+            UnabortableTransactionError::Storage(e) => StoreError::Sled(e),
+            UnabortableTransactionError::Conflict => {
+                StoreError::Corrupt("transaction conflict escaped its retry loop".into())
+            }
+        }
+    }
+}
+
+/// The open store. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    members: sled::Tree,
+    by_user_name: sled::Tree,
+    by_external_id: sled::Tree,
+    audit: sled::Tree,
+    audit_by_member: sled::Tree,
+    meta: sled::Tree,
+    tokens: sled::Tree,
+    sync_runs: sled::Tree,
+    held_changes: sled::Tree,
+    flusher: flush::GroupFlush,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`, a directory created with mode 0700.
+    ///
+    /// Fails without changing anything when another process holds the store or when
+    /// it was written by a newer schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        prepare_dir(path)?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(META_SCHEMA_VERSION)? {
+            Some(v) => {
+                let found = decode_u32(&v)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                members: db.open_tree("members")?,
+                by_user_name: db.open_tree("idx_user_name")?,
+                by_external_id: db.open_tree("idx_external_id")?,
+                audit: db.open_tree("audit")?,
+                audit_by_member: db.open_tree("audit_by_member")?,
+                tokens: db.open_tree("tokens")?,
+                sync_runs: db.open_tree("sync_runs")?,
+                held_changes: db.open_tree("held_changes")?,
+                meta,
+                flusher: flush::GroupFlush::new(db.clone()),
+                db,
+            }),
+        };
+        store.inner.db.flush()?;
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The schema version recorded in the store.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        match self.inner.meta.get(META_SCHEMA_VERSION)? {
+            Some(v) => decode_u32(&v),
+            None => Ok(SCHEMA_VERSION),
+        }
+    }
+
+    /// A member by id.
+    pub fn get(&self, id: MemberId) -> Result<Option<Member>, StoreError> {
+        match self.inner.members.get(id.as_bytes())? {
+            Some(bytes) => decode_member(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the member with this user name (case-insensitive), from the index.
+    pub fn id_by_user_name(&self, user_name: &str) -> Result<Option<MemberId>, StoreError> {
+        let key = normalize_email(user_name);
+        self.inner
+            .by_user_name
+            .get(key.as_bytes())?
+            .map(|v| decode_id(&v))
+            .transpose()
+    }
+
+    /// The member with this user name (case-insensitive).
+    pub fn get_by_user_name(&self, user_name: &str) -> Result<Option<Member>, StoreError> {
+        match self.id_by_user_name(user_name)? {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The member with this external id (exact).
+    pub fn get_by_external_id(&self, external_id: &str) -> Result<Option<Member>, StoreError> {
+        match self.inner.by_external_id.get(external_id.as_bytes())? {
+            Some(v) => self.get(decode_id(&v)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves what an owner typed: a member id, or an email (case-insensitive).
+    pub fn find(&self, id_or_email: &str) -> Result<Option<Member>, StoreError> {
+        if let Some(id) = MemberId::parse(id_or_email) {
+            if let Some(m) = self.get(id)? {
+                return Ok(Some(m));
+            }
+        }
+        self.get_by_user_name(id_or_email)
+    }
+
+    /// How many member records the store holds (active or not).
+    pub fn member_count(&self) -> usize {
+        self.inner.members.len()
+    }
+
+    /// Every member, ordered by normalised user name.
+    pub fn members(&self) -> impl Iterator<Item = Result<Member, StoreError>> + '_ {
+        self.inner.by_user_name.iter().map(move |kv| {
+            let (_, id) = kv?;
+            let id = decode_id(&id)?;
+            self.get(id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("index points at missing member {id}")))
+        })
+    }
+
+    /// Every member in id order, straight from the records (no index).
+    pub fn members_by_id(&self) -> impl Iterator<Item = Result<Member, StoreError>> + '_ {
+        self.inner.members.iter().map(|kv| {
+            let (_, v) = kv?;
+            decode_member(&v)
+        })
+    }
+
+    /// Audit entries matching `query`, oldest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::query(&self.inner.audit, &self.inner.audit_by_member, query)
+    }
+
+    /// Checks that the indexes and the records agree; returns the problems found.
+    pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        let mut names = 0usize;
+        let mut externals = 0usize;
+        for m in self.members_by_id() {
+            let m = m?;
+            match self.inner.by_user_name.get(m.user_name.normalized())? {
+                Some(id) if decode_id(&id)? == m.id => names += 1,
+                other => problems.push(format!(
+                    "user name index for {} points at {:?}",
+                    m.user_name,
+                    other.map(|v| decode_id(&v))
+                )),
+            }
+            if let Some(ext) = &m.external_id {
+                match self.inner.by_external_id.get(ext.as_bytes())? {
+                    Some(id) if decode_id(&id)? == m.id => externals += 1,
+                    _ => problems.push(format!("external id index misses {ext} of {}", m.id)),
+                }
+            }
+        }
+        if names != self.inner.by_user_name.len() {
+            problems.push(format!(
+                "user name index has {} entries for {names} members",
+                self.inner.by_user_name.len()
+            ));
+        }
+        if externals != self.inner.by_external_id.len() {
+            problems.push(format!(
+                "external id index has {} entries for {externals} linked members",
+                self.inner.by_external_id.len()
+            ));
+        }
+        Ok(problems)
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one fsync.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flusher.flush().await
+    }
+
+    /// Makes every write so far durable, blocking the thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The tree of SCIM tokens (owned by the SCIM module).
+    pub fn tokens_tree(&self) -> &sled::Tree {
+        &self.inner.tokens
+    }
+
+    /// The tree of recorded sync runs (owned by the reconcile module).
+    pub fn sync_runs_tree(&self) -> &sled::Tree {
+        &self.inner.sync_runs
+    }
+
+    /// The tree of held changes (owned by the reconcile module).
+    pub fn held_changes_tree(&self) -> &sled::Tree {
+        &self.inner.held_changes
+    }
+
+    /// The tree of single values.
+    pub fn meta_tree(&self) -> &sled::Tree {
+        &self.inner.meta
+    }
+
+    /// A fresh monotonic id from sled.
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?)
+    }
+
+    /// Runs `f` in one sled transaction over the member trees. Only `provision` calls this.
+    ///
+    /// `f` may run more than once (sled retries on conflict), so it must not have side
+    /// effects outside the transaction.
+    pub(crate) fn transact<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(&mut MemberTx<'_>) -> Result<T, StoreError>,
+    {
+        let i = &self.inner;
+        let result = (
+            &i.members,
+            &i.by_user_name,
+            &i.by_external_id,
+            &i.audit,
+            &i.audit_by_member,
+        )
+            .transaction(|(members, by_name, by_ext, audit, audit_by_member)| {
+                let mut tx = MemberTx {
+                    members,
+                    by_name,
+                    by_ext,
+                    audit,
+                    audit_by_member,
+                };
+                f(&mut tx).map_err(ConflictableTransactionError::Abort)
+            });
+        match result {
+            Ok(t) => Ok(t),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+}
+
+/// The member trees inside one transaction.
+pub(crate) struct MemberTx<'a> {
+    members: &'a TransactionalTree,
+    by_name: &'a TransactionalTree,
+    by_ext: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
+    audit_by_member: &'a TransactionalTree,
+}
+
+impl MemberTx<'_> {
+    /// A member by id, as this transaction sees it.
+    pub(crate) fn get(&self, id: MemberId) -> Result<Option<Member>, StoreError> {
+        match self.members.get(id.as_bytes())? {
+            Some(v) => decode_member(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The id holding this user name, as this transaction sees it.
+    pub(crate) fn id_by_user_name(&self, user_name: &str) -> Result<Option<MemberId>, StoreError> {
+        self.by_name
+            .get(normalize_email(user_name).as_bytes())?
+            .map(|v| decode_id(&v))
+            .transpose()
+    }
+
+    /// The id holding this external id, as this transaction sees it.
+    pub(crate) fn id_by_external_id(&self, ext: &str) -> Result<Option<MemberId>, StoreError> {
+        self.by_ext
+            .get(ext.as_bytes())?
+            .map(|v| decode_id(&v))
+            .transpose()
+    }
+
+    /// Writes `new`, moving its index entries away from `old`'s.
+    pub(crate) fn put(&self, old: Option<&Member>, new: &Member) -> Result<(), StoreError> {
+        let id = new.id.as_bytes();
+        if let Some(old) = old {
+            let old_key = old.user_name.normalized();
+            if old_key != new.user_name.normalized() {
+                self.by_name.remove(old_key.as_bytes())?;
+            }
+            if let Some(old_ext) = &old.external_id {
+                if new.external_id.as_deref() != Some(old_ext) {
+                    self.by_ext.remove(old_ext.as_bytes())?;
+                }
+            }
+        }
+        self.by_name
+            .insert(new.user_name.normalized().as_bytes(), id)?;
+        if let Some(ext) = &new.external_id {
+            self.by_ext.insert(ext.as_bytes(), id)?;
+        }
+        let bytes = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.members.insert(id, bytes)?;
+        Ok(())
+    }
+
+    /// Appends an audit entry (its `seq` is assigned here).
+    pub(crate) fn append_audit(&self, mut entry: AuditEntry) -> Result<(), StoreError> {
+        entry.seq = self.audit.generate_id()?;
+        let key = audit::key(entry.time, entry.seq);
+        let bytes = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.audit.insert(&key[..], bytes)?;
+        let mut by_member = Vec::with_capacity(32);
+        by_member.extend_from_slice(entry.member_id.as_bytes());
+        by_member.extend_from_slice(&key);
+        self.audit_by_member.insert(by_member, &[][..])?;
+        Ok(())
+    }
+}
+
+fn prepare_dir(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| StoreError::Directory {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}
+
+fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("member record: {e}")))
+}
+
+fn decode_id(bytes: &[u8]) -> Result<MemberId, StoreError> {
+    MemberId::from_slice(bytes).ok_or_else(|| StoreError::Corrupt("bad member id in index".into()))
+}
+
+fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
+    let arr: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("bad schema version".into()))?;
+    Ok(u32::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/store");
+        let store = Store::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_store_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .contains("is in use by another process (is the daemon running?)"));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .meta_tree()
+                .insert(META_SCHEMA_VERSION, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+        assert!(err.to_string().contains("upgrade retrac-sync"));
+        // Refusing did not rewrite the version.
+        let db = sled::open(dir.path()).unwrap();
+        let v = db
+            .open_tree("meta")
+            .unwrap()
+            .get(META_SCHEMA_VERSION)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_u32(&v).unwrap(), SCHEMA_VERSION + 1);
+    }
+}
