@@ -13,9 +13,10 @@ use uuid::Uuid;
 pub struct MemberId(pub Uuid);
 
 impl MemberId {
-    /// A fresh random id.
+    /// A fresh id: a UUIDv7, random but ordered by creation time, so new records append
+    /// to the end of the members tree instead of landing all over it (cheaper in sled).
     pub fn new_random() -> Self {
-        MemberId(Uuid::new_v4())
+        MemberId(Uuid::now_v7())
     }
 
     /// The 16 bytes used as the key in the store.
@@ -118,7 +119,18 @@ impl UserName {
 
 /// The case-insensitive comparison key of an email address.
 pub fn normalize_email(s: &str) -> String {
-    s.trim().to_lowercase()
+    normalize_email_cow(s).into_owned()
+}
+
+/// As [`normalize_email`], borrowing when the address is already trimmed lower case
+/// (the common case on the lookup path).
+pub fn normalize_email_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = s.trim();
+    if t.chars().any(|c| c.is_uppercase()) {
+        std::borrow::Cow::Owned(t.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    }
 }
 
 impl PartialEq for UserName {

@@ -120,7 +120,7 @@ pub fn apply_batch(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Outcome, ProvisionError>>, StoreError> {
-    store.transact(|tx| {
+    let results = store.transact(|tx| {
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
             match apply_one(tx, change, actor, now) {
@@ -130,7 +130,22 @@ pub fn apply_batch(
             }
         }
         Ok(results)
-    })
+    })?;
+    // Counted after the commit: sled may run the closure more than once.
+    let source = match actor {
+        Actor::Scim(_) => "push",
+        Actor::Pull(_) => "pull",
+        Actor::Owner => "owner",
+    };
+    for (change, result) in changes.iter().zip(&results) {
+        if let Ok(outcome) = result {
+            if outcome.wrote() {
+                metrics::counter!("retrac_changes_total", "kind" => change.kind(), "source" => source)
+                    .increment(1);
+            }
+        }
+    }
+    Ok(results)
 }
 
 fn apply_one(
@@ -306,7 +321,11 @@ fn create(
         user_name: member.user_name.to_string(),
         change: "create".into(),
         before: BTreeMap::new(),
-        after: fields(&member),
+        // A create records only the fields it set, which keeps the entry small.
+        after: fields(&member)
+            .into_iter()
+            .filter(|(_, v)| !is_empty_value(v))
+            .collect(),
     })?;
     Ok(Outcome::Created(member))
 }
@@ -456,6 +475,16 @@ fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
 }
 
 type FieldMap = BTreeMap<String, serde_json::Value>;
+
+fn is_empty_value(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
 
 /// The fields that differ, as (before, after).
 fn diff(before: &Member, after: &Member) -> (FieldMap, FieldMap) {
@@ -1016,6 +1045,12 @@ mod tests {
         assert_eq!(entries[0].change, "create");
         assert_eq!(entries[0].actor, scim());
         assert!(entries[0].before.is_empty());
+        assert_eq!(entries[0].after["userName"], "ada@example.com");
+        assert_eq!(entries[0].after["active"], true);
+        assert!(
+            !entries[0].after.contains_key("displayName"),
+            "unset fields are left out"
+        );
         assert_eq!(entries[1].change, "update");
         assert_eq!(entries[1].actor, Actor::Pull("run-7".into()));
         assert_eq!(

@@ -13,19 +13,25 @@
 //! [`crate::provision`] opens such a transaction.
 
 mod audit;
+mod codec;
 mod flush;
 
 pub use audit::{AuditEntry, AuditQuery};
 
+mod mirror;
+
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use mirror::{Mirror, Overlay};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 use sled::Transactional;
 
-use crate::member::{normalize_email, Member, MemberId};
+use crate::member::{normalize_email, normalize_email_cow, Member, MemberId};
 
 /// The store layout this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -97,6 +103,12 @@ struct Inner {
     sync_runs: sled::Tree,
     held_changes: sled::Tree,
     flusher: flush::GroupFlush,
+    /// Every member in memory, kept in step with the trees after each commit, so reads
+    /// cost no decoding. Only `transact` changes it, under `writer`.
+    mirror: RwLock<Mirror>,
+    /// One member transaction at a time: the mirror is updated in commit order, and sled
+    /// never has to retry a member transaction.
+    writer: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,10 +154,14 @@ impl Store {
                 meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        let members = db.open_tree("members")?;
+        let mirror = Mirror::load(&members)?;
         let store = Store {
             inner: Arc::new(Inner {
+                mirror: RwLock::new(mirror),
+                writer: Mutex::new(()),
                 path: path.to_path_buf(),
-                members: db.open_tree("members")?,
+                members,
                 by_user_name: db.open_tree("idx_user_name")?,
                 by_external_id: db.open_tree("idx_external_id")?,
                 audit: db.open_tree("audit")?,
@@ -175,38 +191,50 @@ impl Store {
         }
     }
 
+    fn mirror(&self) -> std::sync::RwLockReadGuard<'_, Mirror> {
+        self.inner.mirror.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A member by id.
     pub fn get(&self, id: MemberId) -> Result<Option<Member>, StoreError> {
-        match self.inner.members.get(id.as_bytes())? {
-            Some(bytes) => decode_member(&bytes).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.mirror().get(id).map(|m| (*m).clone()))
+    }
+
+    /// A shared handle on a member by id, without copying it.
+    pub fn get_shared(&self, id: MemberId) -> Option<Arc<Member>> {
+        self.mirror().get(id)
     }
 
     /// The id of the member with this user name (case-insensitive), from the index.
     pub fn id_by_user_name(&self, user_name: &str) -> Result<Option<MemberId>, StoreError> {
-        let key = normalize_email(user_name);
-        self.inner
-            .by_user_name
-            .get(key.as_bytes())?
-            .map(|v| decode_id(&v))
-            .transpose()
+        Ok(self.mirror().id_by_name(&normalize_email_cow(user_name)))
+    }
+
+    /// A shared handle on the member with this user name (case-insensitive), without copying it.
+    pub fn shared_by_user_name(&self, user_name: &str) -> Option<Arc<Member>> {
+        let key = normalize_email_cow(user_name);
+        let mirror = self.mirror();
+        mirror.id_by_name(&key).and_then(|id| mirror.get(id))
+    }
+
+    /// A shared handle on the member with this external id, without copying it.
+    pub fn shared_by_external_id(&self, external_id: &str) -> Option<Arc<Member>> {
+        let mirror = self.mirror();
+        mirror
+            .id_by_external_id(external_id)
+            .and_then(|id| mirror.get(id))
     }
 
     /// The member with this user name (case-insensitive).
     pub fn get_by_user_name(&self, user_name: &str) -> Result<Option<Member>, StoreError> {
-        match self.id_by_user_name(user_name)? {
-            Some(id) => self.get(id),
-            None => Ok(None),
-        }
+        Ok(self.shared_by_user_name(user_name).map(|m| (*m).clone()))
     }
 
     /// The member with this external id (exact).
     pub fn get_by_external_id(&self, external_id: &str) -> Result<Option<Member>, StoreError> {
-        match self.inner.by_external_id.get(external_id.as_bytes())? {
-            Some(v) => self.get(decode_id(&v)?),
-            None => Ok(None),
-        }
+        Ok(self
+            .shared_by_external_id(external_id)
+            .map(|m| (*m).clone()))
     }
 
     /// Resolves what an owner typed: a member id, or an email (case-insensitive).
@@ -221,20 +249,20 @@ impl Store {
 
     /// How many member records the store holds (active or not).
     pub fn member_count(&self) -> usize {
-        self.inner.members.len()
+        self.mirror().len()
     }
 
-    /// Every member, ordered by normalised user name.
-    pub fn members(&self) -> impl Iterator<Item = Result<Member, StoreError>> + '_ {
-        self.inner.by_user_name.iter().map(move |kv| {
-            let (_, id) = kv?;
-            let id = decode_id(&id)?;
-            self.get(id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("index points at missing member {id}")))
-        })
+    /// A snapshot of every member, ordered by normalised user name.
+    pub fn snapshot(&self) -> Vec<Arc<Member>> {
+        self.mirror().ordered()
     }
 
-    /// Every member in id order, straight from the records (no index).
+    /// Every member, ordered by normalised user name (a snapshot taken now).
+    pub fn members(&self) -> impl Iterator<Item = Result<Member, StoreError>> {
+        self.snapshot().into_iter().map(|m| Ok((*m).clone()))
+    }
+
+    /// Every member in id order, decoded from the records on disk (not the mirror).
     pub fn members_by_id(&self) -> impl Iterator<Item = Result<Member, StoreError>> + '_ {
         self.inner.members.iter().map(|kv| {
             let (_, v) = kv?;
@@ -274,6 +302,19 @@ impl Store {
                 "user name index has {} entries for {names} members",
                 self.inner.by_user_name.len()
             ));
+        }
+        let on_disk = self.inner.members.len();
+        if self.member_count() != on_disk {
+            problems.push(format!(
+                "memory holds {} members, the disk {on_disk}",
+                self.member_count()
+            ));
+        }
+        for m in self.members_by_id() {
+            let m = m?;
+            if self.get(m.id)?.as_ref() != Some(&m) {
+                problems.push(format!("member {} in memory differs from the disk", m.id));
+            }
         }
         if externals != self.inner.by_external_id.len() {
             problems.push(format!(
@@ -329,25 +370,39 @@ impl Store {
         F: Fn(&mut MemberTx<'_>) -> Result<T, StoreError>,
     {
         let i = &self.inner;
-        let result = (
-            &i.members,
-            &i.by_user_name,
-            &i.by_external_id,
-            &i.audit,
-            &i.audit_by_member,
-        )
-            .transaction(|(members, by_name, by_ext, audit, audit_by_member)| {
-                let mut tx = MemberTx {
-                    members,
-                    by_name,
-                    by_ext,
-                    audit,
-                    audit_by_member,
-                };
-                f(&mut tx).map_err(ConflictableTransactionError::Abort)
-            });
+        let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let overlay = RefCell::new(Overlay::default());
+        let result = {
+            let mirror = self.mirror();
+            (
+                &i.members,
+                &i.by_user_name,
+                &i.by_external_id,
+                &i.audit,
+                &i.audit_by_member,
+            )
+                .transaction(|(members, by_name, by_ext, audit, audit_by_member)| {
+                    // sled may run this closure again; start from a clean overlay each time.
+                    *overlay.borrow_mut() = Overlay::default();
+                    let mut tx = MemberTx {
+                        members,
+                        by_name,
+                        by_ext,
+                        audit,
+                        audit_by_member,
+                        mirror: &mirror,
+                        overlay: &overlay,
+                    };
+                    f(&mut tx).map_err(ConflictableTransactionError::Abort)
+                })
+        };
         match result {
-            Ok(t) => Ok(t),
+            Ok(t) => {
+                // Committed: make the mirror agree, still under the writer lock.
+                let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
+                mirror.apply(overlay.into_inner());
+                Ok(t)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
@@ -361,54 +416,64 @@ pub(crate) struct MemberTx<'a> {
     by_ext: &'a TransactionalTree,
     audit: &'a TransactionalTree,
     audit_by_member: &'a TransactionalTree,
+    /// The committed state (the writer lock keeps it still during the transaction).
+    mirror: &'a Mirror,
+    /// This transaction's own writes, read before the mirror.
+    overlay: &'a RefCell<Overlay>,
 }
 
 impl MemberTx<'_> {
     /// A member by id, as this transaction sees it.
     pub(crate) fn get(&self, id: MemberId) -> Result<Option<Member>, StoreError> {
-        match self.members.get(id.as_bytes())? {
-            Some(v) => decode_member(&v).map(Some),
-            None => Ok(None),
+        if let Some(m) = self.overlay.borrow().members.get(&id) {
+            return Ok(Some(m.clone()));
         }
+        Ok(self.mirror.get(id).map(|m| (*m).clone()))
     }
 
     /// The id holding this user name, as this transaction sees it.
     pub(crate) fn id_by_user_name(&self, user_name: &str) -> Result<Option<MemberId>, StoreError> {
-        self.by_name
-            .get(normalize_email(user_name).as_bytes())?
-            .map(|v| decode_id(&v))
-            .transpose()
+        let key = normalize_email(user_name);
+        if let Some(v) = self.overlay.borrow().names.get(&key) {
+            return Ok(*v);
+        }
+        Ok(self.mirror.id_by_name(&key))
     }
 
     /// The id holding this external id, as this transaction sees it.
     pub(crate) fn id_by_external_id(&self, ext: &str) -> Result<Option<MemberId>, StoreError> {
-        self.by_ext
-            .get(ext.as_bytes())?
-            .map(|v| decode_id(&v))
-            .transpose()
+        if let Some(v) = self.overlay.borrow().externals.get(ext) {
+            return Ok(*v);
+        }
+        Ok(self.mirror.id_by_external_id(ext))
     }
 
     /// Writes `new`, moving its index entries away from `old`'s.
     pub(crate) fn put(&self, old: Option<&Member>, new: &Member) -> Result<(), StoreError> {
         let id = new.id.as_bytes();
+        let new_name = new.user_name.normalized();
+        let mut overlay = self.overlay.borrow_mut();
         if let Some(old) = old {
             let old_key = old.user_name.normalized();
-            if old_key != new.user_name.normalized() {
+            if old_key != new_name {
                 self.by_name.remove(old_key.as_bytes())?;
+                overlay.names.insert(old_key, None);
             }
             if let Some(old_ext) = &old.external_id {
                 if new.external_id.as_deref() != Some(old_ext) {
                     self.by_ext.remove(old_ext.as_bytes())?;
+                    overlay.externals.insert(old_ext.clone(), None);
                 }
             }
         }
-        self.by_name
-            .insert(new.user_name.normalized().as_bytes(), id)?;
+        self.by_name.insert(new_name.as_bytes(), id)?;
+        overlay.names.insert(new_name, Some(new.id));
         if let Some(ext) = &new.external_id {
             self.by_ext.insert(ext.as_bytes(), id)?;
+            overlay.externals.insert(ext.clone(), Some(new.id));
         }
-        let bytes = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.members.insert(id, bytes)?;
+        self.members.insert(id, codec::encode(new)?)?;
+        overlay.members.insert(new.id, new.clone());
         Ok(())
     }
 
@@ -438,7 +503,7 @@ fn prepare_dir(path: &Path) -> Result<(), StoreError> {
 }
 
 fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("member record: {e}")))
+    codec::decode(bytes)
 }
 
 fn decode_id(bytes: &[u8]) -> Result<MemberId, StoreError> {
