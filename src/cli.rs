@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::time::Duration;
+
+use crate::admin::{self, client::ClientError, AdminRequest, AdminResponse};
 use crate::config::{self, Config};
 use crate::member::{MemberView, Role};
 use crate::owner::{self, ActiveFilter, LocationEdit, Request, Response};
@@ -29,6 +32,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: SCIM endpoint, scheduled pull, admin socket, health and metrics.
+    Run,
     /// Validate or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -229,6 +234,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
     let load = || Config::load(config_path.as_deref()).map_err(Failure::config);
     let io = |e: std::io::Error| Failure::failed(format!("cannot write output: {e}"));
     match cli.command {
+        Command::Run => {
+            let config = load()?;
+            crate::telemetry::init_logging(&config.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+            runtime
+                .block_on(crate::daemon::run(config))
+                .map_err(Failure::failed)?;
+        }
         Command::Config(ConfigCommand::Example) => {
             out.write_all(config::EXAMPLE.as_bytes()).map_err(io)?;
         }
@@ -253,7 +269,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Members(cmd) => {
             let config = load()?;
             let (request, render) = members_request(cmd);
-            let response = execute_local(&config, request)?;
+            let response = execute_owner(&config, request)?;
             render.write(&response, out).map_err(io)?;
         }
         Command::Audit(args) => {
@@ -263,7 +279,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 since: args.since,
                 limit: args.limit,
             };
-            let response = execute_local(&config, request)?;
+            let response = execute_owner(&config, request)?;
             let render = if args.json {
                 Render::Json
             } else {
@@ -273,6 +289,20 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Executes a member command: through the daemon's admin socket when a daemon runs,
+/// else directly on the store.
+fn execute_owner(config: &Config, request: Request) -> Result<Response, Failure> {
+    let call = AdminRequest::Owner(request.clone());
+    match admin::client::call(&config.admin.socket, &call, Duration::from_secs(60)) {
+        Ok(AdminResponse::Owner(r)) => Ok(r),
+        Ok(other) => Err(Failure::failed(format!(
+            "the daemon answered something unexpected: {other:?}"
+        ))),
+        Err(ClientError::NoDaemon(_)) => execute_local(config, request),
+        Err(e) => Err(Failure::failed(e)),
+    }
 }
 
 /// Opens the store named by the config and executes one owner request on it.

@@ -8,9 +8,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod health;
 pub mod member;
 pub mod owner;
 pub mod provision;
 pub mod store;
+pub mod telemetry;

@@ -55,6 +55,11 @@ impl Mirror {
         self.by_ext.get(ext).copied()
     }
 
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let active = self.by_id.values().filter(|m| m.active).count();
+        (active, self.by_id.len() - active)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -252,6 +252,11 @@ impl Store {
         self.mirror().len()
     }
 
+    /// How many members are (active, inactive).
+    pub fn member_counts(&self) -> (usize, usize) {
+        self.mirror().counts()
+    }
+
     /// A snapshot of every member, ordered by normalised user name.
     pub fn snapshot(&self) -> Vec<Arc<Member>> {
         self.mirror().ordered()

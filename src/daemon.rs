@@ -1,0 +1,204 @@
+//! The daemon: one process serving SCIM, running the pull on its schedule, answering the
+//! owner's CLI on the admin socket and exposing health and metrics, with systemd
+//! notification and a graceful shutdown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::admin;
+use crate::config::Config;
+use crate::health::{self, Health, HealthState};
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The store could not be opened (in use, newer schema, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin socket could not be set up.
+    #[error(transparent)]
+    Admin(#[from] admin::server::BindError),
+    /// Something else failed at start.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// The listeners the daemon serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The public SCIM listener.
+    pub scim: TcpListener,
+    /// The private health and metrics listener.
+    pub metrics: TcpListener,
+    /// The admin socket.
+    pub admin: UnixListener,
+    /// The admin socket's path, removed at shutdown.
+    pub admin_path: PathBuf,
+}
+
+/// Binds every listener named in the config.
+pub async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
+    let tcp = |what: &'static str, addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| DaemonError::Bind { what, addr, source })
+    };
+    Ok(Listeners {
+        scim: tcp("the SCIM address", config.scim.listen.clone()).await?,
+        metrics: tcp("the metrics address", config.metrics.listen.clone()).await?,
+        admin: admin::server::bind(&config.admin.socket)?,
+        admin_path: config.admin.socket.clone(),
+    })
+}
+
+/// A running daemon's shared parts, handed to each component.
+#[derive(Clone)]
+pub struct Shared {
+    /// The open store.
+    pub store: Store,
+    /// Pull outcomes for health.
+    pub health: Arc<Health>,
+}
+
+/// Runs the daemon on the given listeners until `shutdown` resolves, then stops cleanly:
+/// stop accepting, drain requests (bounded), let a running sync finish its batch, flush.
+pub async fn launch(
+    config: Config,
+    store: Store,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let _ = crate::telemetry::metrics();
+    let shared = Shared {
+        store: store.clone(),
+        health: Arc::new(Health::default()),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let metrics_addr = listeners.metrics.local_addr().ok();
+    let metrics_app = health::router(HealthState {
+        store: store.clone(),
+        health: shared.health.clone(),
+    });
+    let metrics_task = tokio::spawn({
+        let stopped = stopped();
+        async move {
+            axum::serve(listeners.metrics, metrics_app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    });
+
+    let admin_task = tokio::spawn(admin::server::serve(
+        listeners.admin,
+        admin::server::AdminContext {
+            store: store.clone(),
+        },
+        stopped(),
+    ));
+
+    let scim_addr = listeners.scim.local_addr().ok();
+    drop(listeners.scim);
+
+    tracing::info!(
+        store = %config.store.path.display(),
+        scim = ?scim_addr,
+        metrics = ?metrics_addr,
+        admin = %listeners.admin_path.display(),
+        "retrac-sync is running"
+    );
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = spawn_watchdog();
+
+    shutdown.await;
+    tracing::info!("shutting down: no new requests, draining those in flight");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = metrics_task.await;
+        let _ = admin_task.await;
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    store.flush().await?;
+    let _ = std::fs::remove_file(&listeners.admin_path);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `retrac-sync run`: opens the store, binds from the config, runs until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let store = Store::open(&config.store.path)?;
+    let listeners = bind(&config).await?;
+    launch(config, store, listeners, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Tells systemd about our state; a no-op outside systemd.
+pub fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Pings the systemd watchdog at half its interval, when `WatchdogSec=` is set.
+fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let every = Duration::from_micros(usec / 2);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }))
+}

@@ -1,0 +1,142 @@
+//! `/healthz` and `/metrics`, on their own listener apart from the public SCIM one.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::store::Store;
+
+/// After this many failed pulls in a row, `/healthz` reports unhealthy.
+pub const MAX_CONSECUTIVE_SYNC_FAILURES: u32 = 3;
+
+/// The daemon's view of its own health, updated as pulls finish.
+#[derive(Default)]
+pub struct Health {
+    consecutive_sync_failures: AtomicU32,
+    last_sync: Mutex<Option<LastSync>>,
+}
+
+/// The outcome of the last pull, as health reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastSync {
+    /// The run id.
+    pub run_id: String,
+    /// ok, held or failed.
+    pub status: String,
+    /// When it finished.
+    pub finished: DateTime<Utc>,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Health {
+    /// Records a finished pull.
+    pub fn record_sync(&self, last: LastSync) {
+        if last.status == "failed" {
+            self.consecutive_sync_failures
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.consecutive_sync_failures.store(0, Ordering::Relaxed);
+        }
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+    }
+
+    /// How many pulls in a row have failed.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_sync_failures.load(Ordering::Relaxed)
+    }
+
+    /// The last pull, if any finished.
+    pub fn last_sync(&self) -> Option<LastSync> {
+        self.last_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What the health listener reads.
+#[derive(Clone)]
+pub struct HealthState {
+    /// The open store.
+    pub store: Store,
+    /// Pull outcomes.
+    pub health: Arc<Health>,
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    version: &'static str,
+    members: MemberCounts,
+    consecutive_sync_failures: u32,
+    last_sync: Option<LastSync>,
+}
+
+#[derive(Serialize)]
+struct MemberCounts {
+    active: usize,
+    inactive: usize,
+}
+
+/// The router of the health and metrics listener.
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<HealthState>) -> Response {
+    let (active, inactive) = state.store.member_counts();
+    let failures = state.health.consecutive_failures();
+    let store_ok = state.store.schema_version().is_ok();
+    let reason = if !store_ok {
+        Some("the store cannot be read".to_string())
+    } else if failures >= MAX_CONSECUTIVE_SYNC_FAILURES {
+        Some(format!(
+            "the last {failures} pulls from Google failed; see `retrac-sync sync status`"
+        ))
+    } else {
+        None
+    };
+    let code = if reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = HealthBody {
+        status: if reason.is_some() { "unhealthy" } else { "ok" },
+        reason,
+        version: env!("CARGO_PKG_VERSION"),
+        members: MemberCounts { active, inactive },
+        consecutive_sync_failures: failures,
+        last_sync: state.health.last_sync(),
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<HealthState>) -> Response {
+    let (active, inactive) = state.store.member_counts();
+    metrics::gauge!("retrac_members", "state" => "active").set(active as f64);
+    metrics::gauge!("retrac_members", "state" => "inactive").set(inactive as f64);
+    let text = crate::telemetry::metrics().render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

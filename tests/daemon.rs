@@ -1,0 +1,245 @@
+//! The daemon in-process on port 0 with a temporary directory: the CLI over the admin
+//! socket, health and metrics, and a clean shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use retrac_sync::config::Config;
+use retrac_sync::daemon::{self, Listeners};
+use retrac_sync::store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Running {
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    metrics: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("store");
+    let socket = dir.path().join("run/admin.sock");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n",
+            store_path.display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_with_env(Some(&config_path), Vec::new()).unwrap();
+    let store = Store::open(&config.store.path).unwrap();
+    let scim = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
+    let listeners = Listeners {
+        scim,
+        metrics: metrics_listener,
+        admin: retrac_sync::admin::server::bind(&socket).unwrap(),
+        admin_path: socket.clone(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::launch(config, store, listeners, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        dir,
+        config_path,
+        metrics,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        let result = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the daemon stops within its drain timeout")
+            .unwrap();
+        result.unwrap();
+        self.dir
+    }
+}
+
+async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env_remove("RETRAC_SYNC_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf[9..12].parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_over_the_socket_while_the_daemon_holds_the_store() {
+    let d = start().await;
+    let out = cli(
+        &d.config_path,
+        &[
+            "members",
+            "add",
+            "Ada@Example.com",
+            "--given",
+            "Ada",
+            "--family",
+            "Lovelace",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["userName"], "Ada@Example.com");
+
+    let out = cli(
+        &d.config_path,
+        &["members", "locations", "set", "ada@example.com", "Paris"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&d.config_path, &["members", "list", "--format", "json"]).await;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["locations"], serde_json::json!(["Paris"]));
+    let out = cli(&d.config_path, &["audit", "--json"]).await;
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audit.as_array().unwrap().len(), 2);
+    // Errors come back with the same message and exit code as a local run.
+    let out = cli(&d.config_path, &["members", "show", "nobody@example.com"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no member"));
+
+    let dir = d.stop().await;
+    // After a clean stop the store opens, with everything there.
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let m = store.get_by_user_name("ada@example.com").unwrap().unwrap();
+    assert_eq!(m.locations, vec!["Paris".to_string()]);
+    assert!(
+        !dir.path().join("run/admin.sock").exists(),
+        "socket removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_report_the_store_and_the_members() {
+    let d = start().await;
+    let out = cli(
+        &d.config_path,
+        &[
+            "members",
+            "add",
+            "ada@example.com",
+            "--given",
+            "A",
+            "--family",
+            "L",
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let (status, body) = http_get(d.metrics, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["members"]["active"], 1);
+
+    let (status, text) = http_get(d.metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("retrac_members{state=\"active\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("retrac_changes_total{kind=\"create\",source=\"owner\"}"),
+        "{text}"
+    );
+    let (status, _) = http_get(d.metrics, "/nope").await;
+    assert_eq!(status, 404);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_store_or_socket_fails_at_once() {
+    let d = start().await;
+    let out = tokio::time::timeout(Duration::from_secs(20), cli(&d.config_path, &["run"]))
+        .await
+        .expect("the second run fails at once rather than waiting");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    d.stop().await;
+}
+
+#[test]
+fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    // A stale socket file: bound once, its listener gone.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n",
+            dir.path().join("store").display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "members",
+            "list",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
