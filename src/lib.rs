@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod member;
 pub mod owner;
 pub mod provision;
