@@ -14,4 +14,5 @@ pub mod directory;
 pub mod member;
 pub mod owner;
 pub mod provision;
+pub mod reconcile;
 pub mod store;

@@ -14,8 +14,10 @@
 
 mod audit;
 mod flush;
+mod runs;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
