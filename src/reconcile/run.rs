@@ -144,7 +144,11 @@ pub struct SyncContext {
     flight: tokio::sync::Mutex<()>,
     stop: AtomicBool,
     batch_size: usize,
+    before_apply: Option<BeforeApply>,
 }
+
+/// A hook run between plan and apply (tests use it to change a member under a run).
+pub type BeforeApply = Arc<dyn Fn(&Store) + Send + Sync>;
 
 impl std::fmt::Debug for SyncContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,7 +173,15 @@ impl SyncContext {
             flight: tokio::sync::Mutex::new(()),
             stop: AtomicBool::new(false),
             batch_size: BATCH_SIZE,
+            before_apply: None,
         }
+    }
+
+    /// Runs `hook` after each plan, just before its changes are applied. Tests use it to
+    /// play a SCIM write landing between plan and apply.
+    pub fn with_before_apply(mut self, hook: BeforeApply) -> SyncContext {
+        self.before_apply = Some(hook);
+        self
     }
 
     /// Uses another backoff (tests shorten it).
@@ -452,6 +464,9 @@ async fn apply(
     book: &mut RunBook,
     changes: Vec<PlannedChange>,
 ) -> Result<(), String> {
+    if let Some(hook) = &ctx.before_apply {
+        hook(&ctx.store);
+    }
     let actor = Actor::Pull(book.run_id.clone());
     let mut batches = 0usize;
     let mut rest = changes;
