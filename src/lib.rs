@@ -15,4 +15,5 @@ pub mod member;
 pub mod owner;
 pub mod provision;
 pub mod reconcile;
+pub mod schedule;
 pub mod store;
