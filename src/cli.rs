@@ -15,6 +15,7 @@ use crate::admin::{self, client::ClientError, AdminRequest, AdminResponse};
 use crate::config::{self, Config};
 use crate::member::{MemberView, Role};
 use crate::owner::{self, ActiveFilter, LocationEdit, Request, Response};
+use crate::reconcile::{self, Request as SyncRequest, Response as SyncResponse};
 use crate::store::{AuditEntry, Store};
 
 /// Keeps a Retrac workspace's members in step with a Google Workspace directory.
@@ -42,6 +43,64 @@ pub enum Command {
     Members(MembersCommand),
     /// Show the audit log of member changes.
     Audit(AuditArgs),
+    /// Pull from the Google directory now; show runs; approve or discard held deactivations.
+    Sync(SyncArgs),
+}
+
+/// `sync [--dry-run] [--json]` and its subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SyncArgs {
+    /// What to do; without one, run a sync now.
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+    /// Print each planned change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the run's report as JSON (no progress).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sync ...`
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Reconcile one user now (provision on demand).
+    User {
+        /// The user's email.
+        email: String,
+        /// Print the planned change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the recent runs and any held deactivations.
+    Status {
+        /// How many runs.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the deactivations a run held, after re-planning against the current state.
+    Approve {
+        /// The run id shown by `sync status`.
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the deactivations a run held.
+    Discard {
+        /// The run id shown by `sync status`.
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `config ...`
@@ -287,6 +346,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             };
             render.write(&response, out).map_err(io)?;
         }
+        Command::Sync(args) => {
+            let config = load()?;
+            let (request, json) = sync_request(args);
+            return run_sync_command(config, request, json, out);
+        }
     }
     Ok(())
 }
@@ -302,6 +366,206 @@ fn execute_owner(config: &Config, request: Request) -> Result<Response, Failure>
         ))),
         Err(ClientError::NoDaemon(_)) => execute_local(config, request),
         Err(e) => Err(Failure::failed(e)),
+    }
+}
+
+fn sync_request(args: SyncArgs) -> (SyncRequest, bool) {
+    match args.command {
+        None => (
+            SyncRequest::Sync {
+                dry_run: args.dry_run,
+            },
+            args.json,
+        ),
+        Some(SyncCommand::User {
+            email,
+            dry_run,
+            json,
+        }) => (SyncRequest::SyncUser { email, dry_run }, json),
+        Some(SyncCommand::Status { limit, json }) => (SyncRequest::Status { limit }, json),
+        Some(SyncCommand::Approve { run_id, json }) => (SyncRequest::Approve { run_id }, json),
+        Some(SyncCommand::Discard { run_id, json }) => (SyncRequest::Discard { run_id }, json),
+    }
+}
+
+/// Runs a sync request against the store (the daemon issue routes it over the admin socket).
+fn run_sync_command(
+    config: Config,
+    request: SyncRequest,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Failure::failed)?;
+    let store = Store::open(&config.store.path).map_err(Failure::failed)?;
+    let ctx = reconcile::SyncContext::new(store, config);
+    // Progress goes to stderr, only on a terminal, never with --json.
+    let show_progress = !json && std::io::stderr().is_terminal();
+    let progress: Option<reconcile::ProgressFn> = show_progress.then(|| {
+        let f: reconcile::ProgressFn = std::sync::Arc::new(|p: reconcile::Progress| {
+            eprint!(
+                "\rfetching: {} user pages, {} users, {} group pages",
+                p.pages, p.users, p.group_pages
+            );
+        });
+        f
+    });
+    let response = runtime.block_on(reconcile::execute(&ctx, request, progress));
+    if show_progress {
+        eprintln!();
+    }
+    let response = response.map_err(|e| match e {
+        reconcile::SyncError::Invalid(_) => Failure::config(e),
+        other => Failure::failed(other),
+    })?;
+    let io = |e: std::io::Error| Failure::failed(format!("cannot write output: {e}"));
+    sync_render::write(&response, json, out).map_err(io)?;
+    match &response {
+        SyncResponse::Run(o) if o.failed() => Err(Failure::failed(format!(
+            "sync run {} failed: {}",
+            o.report.run_id,
+            o.error.as_deref().unwrap_or("see the log")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Rendering of the sync answers.
+mod sync_render {
+    use std::io::Write;
+
+    use crate::reconcile::{Response, SyncOutcome};
+
+    pub(super) fn write(r: &Response, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+        match (r, json) {
+            (Response::Run(o), true) => {
+                let mut v = serde_json::to_value(&o.report).map_err(std::io::Error::other)?;
+                if let (Some(changes), serde_json::Value::Object(map)) = (&o.changes, &mut v) {
+                    // A dry run adds the planned changes to the report's keys.
+                    map.insert(
+                        "changes".into(),
+                        serde_json::to_value(changes).map_err(std::io::Error::other)?,
+                    );
+                }
+                super::json_line(out, &v)
+            }
+            (Response::Run(o), false) => run_text(out, o),
+            (Response::Status { .. }, true) | (Response::Discarded { .. }, true) => {
+                super::json_line(out, r)
+            }
+            (
+                Response::Status {
+                    runs,
+                    held,
+                    running,
+                },
+                false,
+            ) => {
+                if *running {
+                    writeln!(out, "a sync is running now")?;
+                }
+                if runs.is_empty() {
+                    writeln!(out, "no sync runs yet")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<24} {:<7} {:<6} {:<20} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5}",
+                        "RUN",
+                        "KIND",
+                        "STATUS",
+                        "STARTED",
+                        "CREATE",
+                        "UPDATE",
+                        "DEACT",
+                        "LINK",
+                        "HELD",
+                        "ERR"
+                    )?;
+                    for run in runs {
+                        let c = &run.counts;
+                        writeln!(
+                            out,
+                            "{:<24} {:<7} {:<6} {:<20} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5}",
+                            run.run_id,
+                            run.kind,
+                            run.status.to_string(),
+                            run.started.format("%Y-%m-%dT%H:%M:%SZ"),
+                            c.created,
+                            c.updated,
+                            c.deactivated,
+                            c.linked,
+                            c.held,
+                            c.errors
+                        )?;
+                        if let Some(e) = &run.error {
+                            writeln!(out, "    error: {e}")?;
+                        }
+                    }
+                }
+                for h in held {
+                    writeln!(
+                        out,
+                        "held: {} deactivations from run {} ({}): {}",
+                        h.count,
+                        h.run_id,
+                        h.reasons.join("; "),
+                        h.sample.join(", ")
+                    )?;
+                    writeln!(
+                        out,
+                        "      approve: retrac-sync sync approve {0}   discard: retrac-sync sync discard {0}",
+                        h.run_id
+                    )?;
+                }
+                Ok(())
+            }
+            (Response::Discarded { run_id, count }, false) => {
+                writeln!(out, "discarded {count} held deactivations of run {run_id}")
+            }
+        }
+    }
+
+    fn run_text(out: &mut dyn Write, o: &SyncOutcome) -> std::io::Result<()> {
+        if let Some(changes) = &o.changes {
+            for c in changes {
+                let fields = if c.fields.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.fields.join(", "))
+                };
+                writeln!(out, "{:<10} {}{fields}", c.action.as_str(), c.user_name)?;
+            }
+            writeln!(out, "dry run: nothing was written")?;
+        }
+        let r = &o.report;
+        let id = if r.run_id.is_empty() {
+            "(dry run)".to_string()
+        } else {
+            r.run_id.clone()
+        };
+        writeln!(
+            out,
+            "sync {id} {}: created {}, updated {}, deactivated {}, linked {}, unchanged {}, held {}, skipped {}, errors {}; {} Google requests in {} ms",
+            r.status, r.created, r.updated, r.deactivated, r.linked, r.unchanged, r.held, r.skipped, r.errors, r.google_requests, r.duration_ms
+        )?;
+        if !o.held_reasons.is_empty() {
+            writeln!(out, "deactivations held: {}", o.held_reasons.join("; "))?;
+            if !r.run_id.is_empty() {
+                writeln!(
+                    out,
+                    "review them with `retrac-sync sync status`, then `retrac-sync sync approve {0}` or `retrac-sync sync discard {0}`",
+                    r.run_id
+                )?;
+            }
+        }
+        for p in &o.problems {
+            writeln!(out, "problem: {p}")?;
+        }
+        Ok(())
     }
 }
 

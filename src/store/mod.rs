@@ -15,8 +15,10 @@
 mod audit;
 mod codec;
 mod flush;
+mod runs;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
 
 mod mirror;
 

@@ -1,0 +1,207 @@
+//! Service-account authentication with domain-wide delegation (yup-oauth2 12).
+//!
+//! yup-oauth2 caches the token and refreshes it a minute before it expires; the client asks
+//! for a forced refresh once when the API answers 401 (a token revoked early).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use yup_oauth2::authenticator::Authenticator;
+use yup_oauth2::error::AuthErrorCode;
+use yup_oauth2::ServiceAccountKey;
+
+use super::{DirectoryError, DELEGATION_PATH, SCOPE_GROUP_MEMBERS, SCOPE_USERS};
+
+/// The HTTP client shared by the token exchange and the Directory API.
+pub type HttpsClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, String>;
+
+/// Builds the HTTP client: rustls with ring and the webpki roots (the machine may have no
+/// CA store), http/1.1, plain http allowed only where [`check_url`] allows it.
+pub fn build_http_client() -> Result<HttpsClient, DirectoryError> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| DirectoryError::Token(format!("cannot set up TLS: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector),
+    )
+}
+
+/// Accepts https anywhere and plain http only to a loopback host (the fake directory).
+pub fn check_url(url: &str) -> Result<url::Url, DirectoryError> {
+    let bad = |reason: &str| DirectoryError::Url {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(parsed)
+            } else {
+                Err(bad(
+                    "plain http is only allowed to a loopback address; use https",
+                ))
+            }
+        }
+        _ => Err(bad("the scheme must be https")),
+    }
+}
+
+/// Where the key file is: `[google].key_file`, else `$CREDENTIALS_DIRECTORY/google-key.json`.
+pub fn key_path(
+    key_file: Option<&Path>,
+    credentials_directory: Option<&Path>,
+) -> Result<PathBuf, DirectoryError> {
+    if let Some(p) = key_file {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(dir) = credentials_directory {
+        let p = dir.join("google-key.json");
+        if p.exists() {
+            return Ok(p);
+        }
+        return Err(DirectoryError::NoKeyFile {
+            looked: format!(" ({} does not exist)", p.display()),
+        });
+    }
+    Err(DirectoryError::NoKeyFile {
+        looked: " ($CREDENTIALS_DIRECTORY is not set)".into(),
+    })
+}
+
+/// Reads a service account key file. Errors never quote the file's content.
+pub fn read_key(path: &Path) -> Result<ServiceAccountKey, DirectoryError> {
+    let err = |reason: String| DirectoryError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    // serde_json's messages can quote values, and this file holds a private key: keep only
+    // the position.
+    let key: ServiceAccountKey = serde_json::from_slice(&bytes).map_err(|e| {
+        err(format!(
+            "not a service account key in JSON (line {}, column {}); download a JSON key for the service account",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if !key.private_key.contains("PRIVATE KEY") {
+        return Err(err("private_key is not a PEM private key".into()));
+    }
+    check_url(&key.token_uri)?;
+    Ok(key)
+}
+
+/// A service-account authenticator acting as the delegated admin.
+#[derive(Clone)]
+pub struct GoogleAuth {
+    inner: Authenticator<HttpsConnector<HttpConnector>>,
+    scopes: Arc<Vec<String>>,
+    client_id: String,
+    subject: String,
+}
+
+impl std::fmt::Debug for GoogleAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The authenticator holds the private key and the cached token: never print it.
+        f.debug_struct("GoogleAuth")
+            .field("client_id", &self.client_id)
+            .field("subject", &self.subject)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scopes the pull needs: users, and group members when groups are in scope.
+pub fn scopes(with_groups: bool) -> Vec<String> {
+    let mut s = vec![SCOPE_USERS.to_string()];
+    if with_groups {
+        s.push(SCOPE_GROUP_MEMBERS.to_string());
+    }
+    s
+}
+
+impl GoogleAuth {
+    /// An authenticator for `key`, acting as `subject`, asking for `scopes`.
+    pub async fn new(
+        key: ServiceAccountKey,
+        subject: &str,
+        scopes: Vec<String>,
+        http: HttpsClient,
+    ) -> Result<GoogleAuth, DirectoryError> {
+        let client_id = key
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("(the client id of {})", key.client_email));
+        let inner = yup_oauth2::ServiceAccountAuthenticator::with_client(
+            key,
+            yup_oauth2::CustomHyperClientBuilder::from(http),
+        )
+        .subject(subject)
+        .build()
+        .await
+        .map_err(|e| DirectoryError::Token(format!("cannot use the service account key: {e}")))?;
+        Ok(GoogleAuth {
+            inner,
+            scopes: Arc::new(scopes),
+            client_id,
+            subject: subject.to_string(),
+        })
+    }
+
+    /// The cached token, or a new one.
+    pub async fn token(&self) -> Result<String, DirectoryError> {
+        let t = self.inner.token(&self.scopes).await;
+        self.finish(t)
+    }
+
+    /// A new token, ignoring the cache (after a 401).
+    pub async fn refreshed_token(&self) -> Result<String, DirectoryError> {
+        let t = self.inner.force_refreshed_token(&self.scopes).await;
+        self.finish(t)
+    }
+
+    fn finish(
+        &self,
+        t: Result<yup_oauth2::AccessToken, yup_oauth2::Error>,
+    ) -> Result<String, DirectoryError> {
+        match t {
+            Ok(t) => t
+                .token()
+                .map(str::to_string)
+                .ok_or_else(|| DirectoryError::Token("the token endpoint sent no token".into())),
+            Err(yup_oauth2::Error::AuthError(e))
+                if matches!(
+                    e.error,
+                    AuthErrorCode::UnauthorizedClient
+                        | AuthErrorCode::AccessDenied
+                        | AuthErrorCode::InvalidScope
+                        | AuthErrorCode::InvalidGrant
+                ) =>
+            {
+                Err(DirectoryError::Unauthorized {
+                    client_id: self.client_id.clone(),
+                    scopes: self.scopes.join(","),
+                    subject: self.subject.clone(),
+                    detail: e.to_string(),
+                    path: DELEGATION_PATH,
+                })
+            }
+            Err(e) => Err(DirectoryError::Token(e.to_string())),
+        }
+    }
+}

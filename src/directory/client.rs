@@ -1,0 +1,375 @@
+//! A thin typed client for the three Directory API calls the pull makes.
+//!
+//! Every request asks for a partial response (`fields=`) and gzip (Google compresses only
+//! when the User-Agent also says `gzip`). Failures Google calls transient (429, 403 with a
+//! rate-limit reason, 500/502/503/504, connection errors) are retried with Google's
+//! exponential backoff; any other 4xx fails at once with Google's message. A 401 gets one
+//! forced token refresh and one retry.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use super::auth::{check_url, GoogleAuth, HttpsClient};
+use super::model::{ErrorBody, GoogleUser, MembersPage, UsersPage};
+use super::model::{MEMBER_FIELDS, ONE_USER_FIELDS, USER_FIELDS};
+use super::DirectoryError;
+
+/// Sent with every request; Google compresses only when the User-Agent contains "gzip".
+pub const USER_AGENT: &str = concat!("retrac-sync/", env!("CARGO_PKG_VERSION"), " (gzip)");
+
+/// Largest page users.list serves.
+pub const USERS_PAGE_SIZE: u32 = 500;
+/// Largest page members.list serves.
+pub const MEMBERS_PAGE_SIZE: u32 = 200;
+
+/// How long one HTTP request may take before it counts as a connection failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Google's backoff: wait `base * 2^n` plus a random `0..jitter`, for n = 0..max_retries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    /// The first wait (Google: 1 s).
+    pub base: Duration,
+    /// The largest random addition (Google: 1000 ms).
+    pub jitter: Duration,
+    /// How many retries after the first attempt (Google: n = 0..5, so 6).
+    pub max_retries: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(1),
+            jitter: Duration::from_millis(1000),
+            max_retries: 6,
+        }
+    }
+}
+
+impl Backoff {
+    /// A short backoff for tests: same shape, milliseconds instead of seconds.
+    pub fn fast() -> Self {
+        Backoff {
+            base: Duration::from_millis(2),
+            jitter: Duration::from_millis(2),
+            max_retries: 6,
+        }
+    }
+
+    /// The wait before retry number `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << n.min(16));
+        let jitter_ms = self.jitter.as_millis() as u64;
+        let random = if jitter_ms == 0 {
+            0
+        } else {
+            getrandom::u64().unwrap_or(0) % (jitter_ms + 1)
+        };
+        exp + Duration::from_millis(random)
+    }
+}
+
+/// Whose users users.list lists: a customer (`my_customer`) or one domain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserListTarget {
+    /// `customer=...`
+    Customer(String),
+    /// `domain=...`
+    Domain(String),
+}
+
+/// The Directory API client. Cheap to share behind an `Arc`.
+pub struct DirectoryClient {
+    http: HttpsClient,
+    auth: GoogleAuth,
+    base: String,
+    backoff: Backoff,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for DirectoryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryClient")
+            .field("base", &self.base)
+            .field("auth", &self.auth)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Retry(&'static str, String),
+    Fail(DirectoryError),
+}
+
+impl DirectoryClient {
+    /// A client for the API rooted at `base_url` (`https://admin.googleapis.com`).
+    pub fn new(
+        http: HttpsClient,
+        auth: GoogleAuth,
+        base_url: &str,
+        backoff: Backoff,
+    ) -> Result<DirectoryClient, DirectoryError> {
+        check_url(base_url)?;
+        Ok(DirectoryClient {
+            http,
+            auth,
+            base: base_url.trim_end_matches('/').to_string(),
+            backoff,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// How many HTTP requests (retries included) this client has sent to the API.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// One page of users.list, ordered by primary email.
+    pub async fn list_users_page(
+        &self,
+        target: &UserListTarget,
+        query: Option<&str>,
+        page_token: Option<&str>,
+    ) -> Result<UsersPage, DirectoryError> {
+        let mut url = self.url(&["admin", "directory", "v1", "users"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            match target {
+                UserListTarget::Customer(c) => q.append_pair("customer", c),
+                UserListTarget::Domain(d) => q.append_pair("domain", d),
+            };
+            q.append_pair("maxResults", &USERS_PAGE_SIZE.to_string());
+            q.append_pair("orderBy", "email");
+            q.append_pair("projection", "basic");
+            q.append_pair("fields", USER_FIELDS);
+            if let Some(query) = query {
+                q.append_pair("query", query);
+            }
+            if let Some(t) = page_token {
+                q.append_pair("pageToken", t);
+            }
+        }
+        let body = self.get("users.list", url.as_str()).await?;
+        decode("users.list", &body)
+    }
+
+    /// One user by primary email or id; `None` when Google does not know it.
+    pub async fn get_user(&self, user_key: &str) -> Result<Option<GoogleUser>, DirectoryError> {
+        let mut url = self.url(&["admin", "directory", "v1", "users", user_key])?;
+        url.query_pairs_mut()
+            .append_pair("projection", "basic")
+            .append_pair("fields", ONE_USER_FIELDS);
+        match self.get("users.get", url.as_str()).await {
+            Ok(body) => decode("users.get", &body).map(Some),
+            Err(DirectoryError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of members.list with derived membership (members of nested groups).
+    pub async fn list_members_page(
+        &self,
+        group: &str,
+        page_token: Option<&str>,
+    ) -> Result<MembersPage, DirectoryError> {
+        let mut url = self.url(&["admin", "directory", "v1", "groups", group, "members"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("includeDerivedMembership", "true");
+            q.append_pair("maxResults", &MEMBERS_PAGE_SIZE.to_string());
+            q.append_pair("fields", MEMBER_FIELDS);
+            if let Some(t) = page_token {
+                q.append_pair("pageToken", t);
+            }
+        }
+        let body = self.get("members.list", url.as_str()).await?;
+        decode("members.list", &body)
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<url::Url, DirectoryError> {
+        let mut url = check_url(&self.base)?;
+        url.path_segments_mut()
+            .map_err(|_| DirectoryError::Url {
+                url: self.base.clone(),
+                reason: "cannot be a base URL".into(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// GET with auth, gzip and retries; returns the decompressed body of a 200.
+    async fn get(&self, endpoint: &'static str, url: &str) -> Result<Vec<u8>, DirectoryError> {
+        let mut retries = 0u32;
+        let mut refreshed = false;
+        let mut force_refresh = false;
+        loop {
+            let token = if force_refresh {
+                self.auth.refreshed_token().await?
+            } else {
+                self.auth.token().await?
+            };
+            force_refresh = false;
+            let outcome = self.attempt(endpoint, url, &token).await;
+            drop(token);
+            let (reason, last) = match outcome {
+                Ok(body) => return Ok(body),
+                Err(Attempt::Fail(DirectoryError::Api { status: 401, .. })) if !refreshed => {
+                    // A token Google no longer accepts (revoked or expired early): one
+                    // forced refresh, one retry.
+                    refreshed = true;
+                    force_refresh = true;
+                    metrics::counter!("retrac_google_retries_total", "reason" => "unauthorized")
+                        .increment(1);
+                    tracing::info!(endpoint, "Google answered 401; refreshing the token once");
+                    continue;
+                }
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(reason, last)) => (reason, last),
+            };
+            if retries >= self.backoff.max_retries {
+                return Err(DirectoryError::GaveUp {
+                    endpoint,
+                    attempts: retries + 1,
+                    last,
+                });
+            }
+            let wait = self.backoff.delay(retries);
+            retries += 1;
+            metrics::counter!("retrac_google_retries_total", "reason" => reason).increment(1);
+            tracing::warn!(endpoint, reason, retry = retries, wait_ms = wait.as_millis() as u64, error = %last, "retrying Google request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        token: &str,
+    ) -> Result<Vec<u8>, Attempt> {
+        let request = http::Request::get(url)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(http::header::ACCEPT_ENCODING, "gzip")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(http::header::ACCEPT, "application/json")
+            .body(String::new())
+            .map_err(|e| {
+                Attempt::Fail(DirectoryError::Url {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })
+            })?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let count = |status: &str| {
+            metrics::counter!("retrac_google_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+                .increment(1);
+        };
+        let response = match tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request)).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                count("connection_error");
+                return Err(Attempt::Retry(
+                    "connection",
+                    format!("connection failed: {e}"),
+                ));
+            }
+            Err(_) => {
+                count("timeout");
+                return Err(Attempt::Retry("connection", "timed out".into()));
+            }
+        };
+        let status = response.status().as_u16();
+        count(&status.to_string());
+        let gzip = response
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let body = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            // The body broke off (the connection closed early): a transient failure.
+            Err(e) => {
+                return Err(Attempt::Retry(
+                    "connection",
+                    format!("the response body broke off: {e}"),
+                ))
+            }
+        };
+        let body = if gzip {
+            let mut out = Vec::with_capacity(body.len() * 8);
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    Attempt::Fail(DirectoryError::BadResponse {
+                        endpoint,
+                        detail: format!("bad gzip body: {e}"),
+                    })
+                })?;
+            out
+        } else {
+            body.to_vec()
+        };
+        if status == 200 {
+            return Ok(body);
+        }
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let reason = error.reason().unwrap_or("").to_string();
+        let message = if error.error.message.is_empty() {
+            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+        } else {
+            error.error.message.clone()
+        };
+        let last = format!("HTTP {status} {reason}: {message}");
+        match status {
+            429 => Err(Attempt::Retry("rate_limit", last)),
+            403 if matches!(
+                reason.as_str(),
+                "userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded"
+            ) =>
+            {
+                Err(Attempt::Retry("rate_limit", last))
+            }
+            500 | 502 | 503 | 504 => Err(Attempt::Retry("server_error", last)),
+            _ => Err(Attempt::Fail(DirectoryError::Api {
+                endpoint,
+                status,
+                reason,
+                message,
+            })),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    body: &[u8],
+) -> Result<T, DirectoryError> {
+    // A truncated or garbled page must fail the run: it must never look like fewer users.
+    serde_json::from_slice(body).map_err(|e| DirectoryError::BadResponse {
+        endpoint,
+        detail: format!("not a complete JSON page ({e})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_adds_bounded_jitter() {
+        let b = Backoff::default();
+        for n in 0..6 {
+            let d = b.delay(n);
+            let base = Duration::from_secs(1 << n);
+            assert!(
+                d >= base && d <= base + Duration::from_millis(1000),
+                "{n}: {d:?}"
+            );
+        }
+    }
+}

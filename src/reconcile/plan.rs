@@ -1,0 +1,691 @@
+//! The plan: a pure function from the desired state (Google users in scope) and the observed
+//! state (the members) to the changes that make them agree, in a deterministic order.
+//!
+//! Rules (DESIGN.md, "The pull"):
+//! - a Google user is matched to a member by `external_id` (the immutable Google id), else
+//!   by normalised primary email;
+//! - no match: Create. A match that differs: Update (a rename is an Update, never delete +
+//!   create). Suspended or archived: `active = false`; and back;
+//! - a match by email to a member that is not linked yet (or is manual): Link, which makes it
+//!   managed by Google;
+//! - a match by email to a member linked to a Google id that Google no longer has: the user
+//!   was deleted and recreated with the same email. The member, its locations and its history
+//!   are kept and relinked to the new id (an Update of `external_id`);
+//! - an active member managed by Google that is no longer in Google or in scope: Deactivate.
+//!   Nothing is ever deleted;
+//! - members the directory does not own (manual and not matched, or outside the managed
+//!   domains) are never touched; a SCIM-deleted member is hidden from the directory and left
+//!   alone (only the owner's `members restore` brings it back).
+//!
+//! Any Update or Deactivate that takes an active member to inactive counts as a
+//! deactivation: the guard holds them all alike, because both lock a person out.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::model::GoogleUser;
+use crate::member::{
+    normalize_email, Change, DirectoryAttrs, Email, ManagedBy, Member, MemberId, UserName,
+};
+
+/// A Google user as the member it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The Google id.
+    pub google_id: String,
+    /// The directory fields it should have.
+    pub attrs: DirectoryAttrs,
+}
+
+impl Desired {
+    /// The member a Google user should be; an error when its primary email is not usable.
+    pub fn from_google(u: &GoogleUser) -> Result<Desired, String> {
+        let user_name =
+            UserName::parse(&u.primary_email).map_err(|e| format!("Google user {}: {e}", u.id))?;
+        let mut emails = vec![Email::primary_work(user_name.as_str())];
+        for other in u.other_addresses() {
+            emails.push(Email {
+                value: other,
+                kind: Some("other".into()),
+                primary: false,
+            });
+        }
+        let clean = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let name = u.name.clone().unwrap_or_default();
+        Ok(Desired {
+            google_id: u.id.clone(),
+            attrs: DirectoryAttrs {
+                user_name,
+                emails,
+                given_name: clean(&name.given_name),
+                family_name: clean(&name.family_name),
+                display_name: clean(&name.full_name),
+                active: u.is_active(),
+                external_id: Some(u.id.clone()),
+                scim_extra: None,
+            },
+        })
+    }
+}
+
+/// What a planned change does, as the run counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Changes directory fields (rename, name, reactivation, relink).
+    Update,
+    /// Links an existing member to its Google user.
+    Link,
+    /// A new member.
+    Create,
+    /// Takes an active member to inactive.
+    Deactivate,
+}
+
+impl Action {
+    /// The name used in output and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Update => "update",
+            Action::Link => "link",
+            Action::Create => "create",
+            Action::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// One change of the plan, with what the output needs to describe it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    /// How it is counted.
+    pub action: Action,
+    /// The member's user name (after the change).
+    pub user_name: String,
+    /// The member, when it exists.
+    pub member: Option<MemberId>,
+    /// The fields that change.
+    pub fields: Vec<String>,
+    /// What `provision::apply` is given.
+    pub change: Change,
+}
+
+/// The plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Changes: updates and links, then creates, then deactivations; each by user name.
+    pub changes: Vec<PlannedChange>,
+    /// Matched members that already agree.
+    pub unchanged: usize,
+    /// Google users whose member was deleted over SCIM (left alone until restored).
+    pub hidden: usize,
+    /// Members the directory does not own that no Google user matched.
+    pub not_owned: usize,
+    /// Google users that cannot be provisioned (duplicate email, email held elsewhere).
+    pub problems: Vec<String>,
+    /// Active managed members after the plan is applied.
+    pub active_after: usize,
+    /// Active managed members now.
+    pub active_now: usize,
+}
+
+impl Plan {
+    /// How many changes of this kind.
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+}
+
+/// What the plan needs to know besides the users and members.
+#[derive(Clone, Debug, Default)]
+pub struct PlanContext<'a> {
+    /// Managed domains, lower case; empty = all.
+    pub domains: &'a [String],
+    /// Every Google id listed (in scope or not), to tell a recreated user from a renamed one.
+    pub all_google_ids: Option<&'a HashSet<String>>,
+}
+
+fn in_domains(domains: &[String], user_name: &UserName) -> bool {
+    domains.is_empty() || domains.iter().any(|d| *d == user_name.domain())
+}
+
+/// Whether a member counts as active and managed by Google (the guard's base).
+pub fn is_active_managed(m: &Member, domains: &[String]) -> bool {
+    m.managed_by == ManagedBy::Google
+        && m.active
+        && !m.scim_deleted
+        && in_domains(domains, &m.user_name)
+}
+
+/// The directory fields that differ between a member and what it should be.
+fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
+    let mut f = Vec::new();
+    // A change of case in the email is a change: the member shows the address as Google has it.
+    if m.user_name.as_str() != a.user_name.as_str() {
+        f.push("userName".to_string());
+    }
+    if m.emails != a.emails {
+        f.push("emails".into());
+    }
+    if m.given_name != a.given_name {
+        f.push("givenName".into());
+    }
+    if m.family_name != a.family_name {
+        f.push("familyName".into());
+    }
+    if m.display_name != a.display_name {
+        f.push("displayName".into());
+    }
+    if m.active != a.active {
+        f.push("active".into());
+    }
+    if m.external_id != a.external_id {
+        f.push("externalId".into());
+    }
+    if m.managed_by != ManagedBy::Google {
+        f.push("managedBy".into());
+    }
+    f
+}
+
+/// Plans the changes that make `members` agree with `desired`.
+pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> Plan {
+    let mut out = Plan::default();
+    let by_ext: HashMap<&str, usize> = members
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i)))
+        .collect();
+    let by_name: HashMap<String, usize> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.user_name.normalized(), i))
+        .collect();
+    out.active_now = members
+        .iter()
+        .filter(|m| is_active_managed(m, ctx.domains))
+        .count();
+
+    // Deterministic order, and one Google user per email: Google forbids duplicates, but a
+    // listing taken while an address moves between users can show it twice.
+    let mut order: Vec<&Desired> = desired
+        .iter()
+        .filter(|d| in_domains(ctx.domains, &d.attrs.user_name))
+        .collect();
+    order.sort_by(|a, b| {
+        (a.attrs.user_name.normalized(), &a.google_id)
+            .cmp(&(b.attrs.user_name.normalized(), &b.google_id))
+    });
+    let mut seen_names = HashSet::new();
+    let mut seen_ids = HashSet::new();
+    order.retain(|d| {
+        let fresh_name = seen_names.insert(d.attrs.user_name.normalized());
+        let fresh_id = seen_ids.insert(d.google_id.clone());
+        if !fresh_name || !fresh_id {
+            out.problems.push(format!(
+                "Google lists {} ({}) twice; it is left for the next run",
+                d.attrs.user_name, d.google_id
+            ));
+        }
+        fresh_name && fresh_id
+    });
+
+    let mut claimed = vec![false; members.len()];
+    let mut matched: Vec<(usize, &Desired, bool)> = Vec::new(); // (member, user, by email)
+    let mut unmatched: Vec<&Desired> = Vec::new();
+    // Pass 1: the Google id, which never changes.
+    let mut rest = Vec::new();
+    for d in order {
+        match by_ext.get(d.google_id.as_str()) {
+            Some(&i) => {
+                claimed[i] = true;
+                matched.push((i, d, false));
+            }
+            None => rest.push(d),
+        }
+    }
+    // Pass 2: the email, for members not claimed by their Google id.
+    for d in rest {
+        match by_name.get(&d.attrs.user_name.normalized()) {
+            Some(&i) if !claimed[i] => {
+                let m = &members[i];
+                let linked_elsewhere = m.external_id.as_ref().is_some_and(|old| {
+                    old != &d.google_id
+                        && ctx
+                            .all_google_ids
+                            .is_none_or(|ids| ids.contains(old.as_str()))
+                });
+                if linked_elsewhere {
+                    out.problems.push(format!(
+                        "{} is held by member {} linked to another Google user ({}); not provisioned",
+                        d.attrs.user_name,
+                        m.id,
+                        m.external_id.as_deref().unwrap_or("")
+                    ));
+                    claimed[i] = true;
+                    continue;
+                }
+                claimed[i] = true;
+                matched.push((i, d, true));
+            }
+            // Held by a member that another Google user claimed by id: that user is being
+            // renamed away from this address in the same plan, so create after updates.
+            _ => unmatched.push(d),
+        }
+    }
+
+    let mut updates = Vec::new();
+    for (i, d, by_email) in matched {
+        let m = &members[i];
+        if m.scim_deleted {
+            out.hidden += 1;
+            continue;
+        }
+        if !in_domains(ctx.domains, &m.user_name) {
+            out.not_owned += 1;
+            continue;
+        }
+        if d.attrs.active {
+            out.active_after += 1;
+        }
+        let fields = changed_fields(m, &d.attrs);
+        if fields.is_empty() {
+            out.unchanged += 1;
+            continue;
+        }
+        let newly_linked = by_email && m.external_id.is_none();
+        let goes_inactive = m.active && !d.attrs.active;
+        let action = if goes_inactive {
+            Action::Deactivate
+        } else if newly_linked || m.managed_by != ManagedBy::Google {
+            Action::Link
+        } else {
+            Action::Update
+        };
+        let only_link = fields.iter().all(|f| f == "externalId" || f == "managedBy");
+        let change = if only_link && action == Action::Link {
+            Change::Link {
+                id: m.id,
+                external_id: d.google_id.clone(),
+                expected_version: Some(m.version),
+            }
+        } else {
+            Change::Update {
+                id: m.id,
+                expected_version: Some(m.version),
+                attrs: d.attrs.clone(),
+            }
+        };
+        updates.push(PlannedChange {
+            action,
+            user_name: d.attrs.user_name.to_string(),
+            member: Some(m.id),
+            fields,
+            change,
+        });
+    }
+
+    let mut creates = Vec::new();
+    for d in unmatched {
+        if d.attrs.active {
+            out.active_after += 1;
+        }
+        creates.push(PlannedChange {
+            action: Action::Create,
+            user_name: d.attrs.user_name.to_string(),
+            member: None,
+            fields: Vec::new(),
+            change: Change::Create {
+                attrs: d.attrs.clone(),
+                managed_by: ManagedBy::Google,
+            },
+        });
+    }
+
+    let mut deactivations = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        if claimed[i] {
+            continue;
+        }
+        if is_active_managed(m, ctx.domains) {
+            deactivations.push(PlannedChange {
+                action: Action::Deactivate,
+                user_name: m.user_name.to_string(),
+                member: Some(m.id),
+                fields: vec!["active".into()],
+                change: Change::Deactivate {
+                    id: m.id,
+                    expected_version: Some(m.version),
+                },
+            });
+        } else if m.managed_by == ManagedBy::Manual || !in_domains(ctx.domains, &m.user_name) {
+            out.not_owned += 1;
+        }
+    }
+
+    let key = |c: &PlannedChange| normalize_email(&c.user_name);
+    updates.sort_by_key(key);
+    creates.sort_by_key(key);
+    deactivations.sort_by_key(key);
+    out.changes = updates;
+    out.changes.append(&mut creates);
+    out.changes.append(&mut deactivations);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads as "these users"
+mod tests {
+    use super::*;
+    use crate::directory::model::UserNameParts;
+    use crate::member::Role;
+    use chrono::{TimeZone, Utc};
+
+    fn google(id: &str, email: &str, given: &str) -> GoogleUser {
+        GoogleUser {
+            id: id.into(),
+            primary_email: email.into(),
+            name: Some(UserNameParts {
+                given_name: Some(given.into()),
+                family_name: Some("Test".into()),
+                full_name: Some(format!("{given} Test")),
+            }),
+            suspended: Some(false),
+            archived: Some(false),
+            org_unit_path: Some("/".into()),
+            emails: None,
+        }
+    }
+
+    fn desired(users: &[GoogleUser]) -> Vec<Desired> {
+        users
+            .iter()
+            .map(|u| Desired::from_google(u).unwrap())
+            .collect()
+    }
+
+    /// The member a Google user becomes when the pull creates it.
+    fn member_of(u: &GoogleUser) -> Member {
+        let a = Desired::from_google(u).unwrap().attrs;
+        let t = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        Member {
+            id: MemberId::new_random(),
+            user_name: a.user_name,
+            emails: a.emails,
+            given_name: a.given_name,
+            family_name: a.family_name,
+            display_name: a.display_name,
+            active: a.active,
+            external_id: a.external_id,
+            locations: vec!["Paris".into()],
+            role: Role::Member,
+            managed_by: ManagedBy::Google,
+            scim_deleted: false,
+            scim_extra: Default::default(),
+            created: t,
+            last_modified: t,
+            version: 3,
+        }
+    }
+
+    fn run(users: &[GoogleUser], members: &[Member]) -> Plan {
+        plan(&desired(users), members, &PlanContext::default())
+    }
+
+    fn actions(p: &Plan) -> Vec<(Action, &str)> {
+        p.changes
+            .iter()
+            .map(|c| (c.action, c.user_name.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn new_users_are_created_and_agreeing_members_are_left_alone() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let bob = google("2", "bob@example.com", "Bob");
+        let p = run(&[bob.clone(), ada.clone()], &[member_of(&ada)]);
+        assert_eq!(actions(&p), [(Action::Create, "bob@example.com")]);
+        assert_eq!(p.unchanged, 1);
+        assert!(matches!(
+            &p.changes[0].change,
+            Change::Create { managed_by: ManagedBy::Google, attrs } if attrs.external_id.as_deref() == Some("2")
+        ));
+        // Applying the plan's result again plans nothing: no rewrite on every run.
+        let p = run(
+            &[bob.clone(), ada.clone()],
+            &[member_of(&ada), member_of(&bob)],
+        );
+        assert!(p.changes.is_empty());
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn a_rename_is_an_update_matched_by_google_id() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let m = member_of(&ada);
+        let renamed = google("1", "ada.king@example.com", "Ada");
+        let p = run(&[renamed], &[m.clone()]);
+        assert_eq!(actions(&p), [(Action::Update, "ada.king@example.com")]);
+        assert_eq!(p.changes[0].member, Some(m.id));
+        assert!(p.changes[0].fields.contains(&"userName".to_string()));
+        assert!(matches!(
+            p.changes[0].change,
+            Change::Update {
+                expected_version: Some(3),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_name_change_and_a_case_change_are_updates() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let p = run(
+            &[google("1", "ada@example.com", "Augusta")],
+            &[member_of(&ada)],
+        );
+        assert_eq!(p.changes[0].fields, ["givenName", "displayName"]);
+        let p = run(&[google("1", "Ada@Example.com", "Ada")], &[member_of(&ada)]);
+        assert_eq!(p.changes[0].action, Action::Update);
+        assert!(p.changes[0].fields.contains(&"userName".to_string()));
+    }
+
+    #[test]
+    fn suspended_or_archived_goes_inactive_as_a_deactivation_and_comes_back_as_an_update() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let m = member_of(&ada);
+        let mut suspended = ada.clone();
+        suspended.suspended = Some(true);
+        let p = run(&[suspended], &[m.clone()]);
+        assert_eq!(actions(&p), [(Action::Deactivate, "ada@example.com")]);
+        assert!(matches!(&p.changes[0].change, Change::Update { attrs, .. } if !attrs.active));
+        let mut archived = ada.clone();
+        archived.archived = Some(true);
+        assert_eq!(
+            run(&[archived.clone()], &[m.clone()]).changes[0].action,
+            Action::Deactivate
+        );
+        let inactive = member_of(&archived);
+        let p = run(&[ada], &[inactive]);
+        assert_eq!(actions(&p), [(Action::Update, "ada@example.com")]);
+        assert_eq!(p.changes[0].fields, ["active"]);
+    }
+
+    #[test]
+    fn a_member_gone_from_google_or_scope_is_deactivated_never_deleted() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let bob = google("2", "bob@example.com", "Bob");
+        let p = run(&[ada.clone()], &[member_of(&ada), member_of(&bob)]);
+        assert_eq!(actions(&p), [(Action::Deactivate, "bob@example.com")]);
+        assert!(matches!(
+            p.changes[0].change,
+            Change::Deactivate {
+                expected_version: Some(3),
+                ..
+            }
+        ));
+        assert_eq!(p.active_now, 2);
+        assert_eq!(p.active_after, 1);
+        // Already inactive: nothing to do.
+        let mut gone = member_of(&bob);
+        gone.active = false;
+        assert!(run(
+            &[ada],
+            &[member_of(&google("1", "ada@example.com", "Ada")), gone]
+        )
+        .changes
+        .is_empty());
+    }
+
+    #[test]
+    fn an_unlinked_or_manual_member_with_the_email_is_linked() {
+        let ada = google("1", "Ada@example.com", "Ada");
+        let mut manual = member_of(&ada);
+        manual.external_id = None;
+        manual.managed_by = ManagedBy::Manual;
+        let p = run(&[ada.clone()], &[manual.clone()]);
+        assert_eq!(actions(&p), [(Action::Link, "Ada@example.com")]);
+        assert!(
+            matches!(&p.changes[0].change, Change::Link { external_id, .. } if external_id == "1")
+        );
+        // Linked and different: one Update counted as a link.
+        manual.given_name = Some("Old".into());
+        let p = run(&[ada], &[manual]);
+        assert_eq!(p.changes[0].action, Action::Link);
+        assert!(matches!(p.changes[0].change, Change::Update { .. }));
+    }
+
+    #[test]
+    fn manual_and_foreign_domain_members_are_never_touched() {
+        let mut manual = member_of(&google("9", "guest@example.com", "Guest"));
+        manual.managed_by = ManagedBy::Manual;
+        manual.external_id = None;
+        let foreign = member_of(&google("8", "partner@other.org", "Partner"));
+        let domains = vec!["example.com".to_string()];
+        let p = plan(
+            &desired(&[google("8", "partner@other.org", "Renamed")]),
+            &[manual, foreign],
+            &PlanContext {
+                domains: &domains,
+                all_google_ids: None,
+            },
+        );
+        assert!(p.changes.is_empty(), "{:?}", p.changes);
+        assert_eq!(p.not_owned, 2);
+    }
+
+    #[test]
+    fn a_scim_deleted_member_stays_hidden_and_is_not_recreated() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let mut m = member_of(&ada);
+        m.scim_deleted = true;
+        m.active = false;
+        let p = run(&[google("1", "ada@example.com", "Changed")], &[m]);
+        assert!(p.changes.is_empty());
+        assert_eq!(p.hidden, 1);
+    }
+
+    #[test]
+    fn a_user_deleted_and_recreated_with_the_same_email_keeps_the_member_relinked() {
+        let old = google("1", "ada@example.com", "Ada");
+        let m = member_of(&old);
+        let new = google("5", "ada@example.com", "Ada");
+        let ids: HashSet<String> = ["5".to_string()].into();
+        let p = plan(
+            &desired(&[new]),
+            &[m.clone()],
+            &PlanContext {
+                domains: &[],
+                all_google_ids: Some(&ids),
+            },
+        );
+        assert_eq!(actions(&p), [(Action::Update, "ada@example.com")]);
+        assert_eq!(
+            p.changes[0].member,
+            Some(m.id),
+            "same member, locations kept"
+        );
+        assert_eq!(p.changes[0].fields, ["externalId"]);
+        // If the old id is still a Google user (it moved away), the address is not stolen.
+        let ids: HashSet<String> = ["1".to_string(), "5".to_string()].into();
+        let p = plan(
+            &desired(&[google("5", "ada@example.com", "Ada")]),
+            &[m],
+            &PlanContext {
+                domains: &[],
+                all_google_ids: Some(&ids),
+            },
+        );
+        assert!(p.changes.is_empty());
+        assert_eq!(p.problems.len(), 1);
+    }
+
+    #[test]
+    fn an_address_moving_between_users_renames_first_then_creates() {
+        let old = google("1", "ada@example.com", "Ada");
+        let m = member_of(&old);
+        // User 1 renamed away, a new user 2 takes the address.
+        let p = run(
+            &[
+                google("1", "ada.old@example.com", "Ada"),
+                google("2", "ada@example.com", "Ada"),
+            ],
+            &[m.clone()],
+        );
+        assert_eq!(
+            actions(&p),
+            [
+                (Action::Update, "ada.old@example.com"),
+                (Action::Create, "ada@example.com")
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_emails_from_google_are_reported_not_both_provisioned() {
+        let p = run(
+            &[
+                google("2", "Ada@example.com", "Ada"),
+                google("1", "ada@example.com", "Ada"),
+            ],
+            &[],
+        );
+        assert_eq!(p.changes.len(), 1);
+        assert!(
+            matches!(&p.changes[0].change, Change::Create { attrs, .. } if attrs.external_id.as_deref() == Some("1"))
+        );
+        assert_eq!(p.problems.len(), 1);
+    }
+
+    #[test]
+    fn aliases_become_secondary_emails() {
+        let mut u = google("1", "ada@example.com", "Ada");
+        u.emails = Some(
+            serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
+        );
+        let d = Desired::from_google(&u).unwrap();
+        assert_eq!(d.attrs.emails.len(), 2);
+        assert!(d.attrs.emails[0].primary);
+        assert_eq!(d.attrs.emails[1].value, "a@example.com");
+        assert!(Desired::from_google(&google("3", "not-an-email", "X")).is_err());
+    }
+
+    #[test]
+    fn the_order_is_deterministic() {
+        let users: Vec<GoogleUser> = (0..50)
+            .rev()
+            .map(|i| google(&i.to_string(), &format!("u{i:02}@example.com"), "U"))
+            .collect();
+        let a = run(&users, &[]);
+        let mut shuffled = users.clone();
+        shuffled.rotate_left(17);
+        let b = run(&shuffled, &[]);
+        assert_eq!(actions(&a), actions(&b));
+        assert_eq!(a.changes[0].user_name, "u00@example.com");
+    }
+}

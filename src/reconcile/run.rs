@@ -1,0 +1,777 @@
+//! One run of the pull: fetch -> scope -> plan -> guard -> apply -> record.
+//!
+//! A fetch that fails in any way (a page still failing after its retries, a truncated
+//! page, a token failure, a scope group Google does not know) fails the run before any
+//! write, so a partial listing can never look like deleted users. Runs never overlap: the
+//! single-flight lock is shared by the schedule, the CLI and the admin socket.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::guard::{self, Limits};
+use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
+use super::scope::{GroupMembership, ScopeRules};
+use crate::config::Config;
+use crate::directory::model::GoogleUser;
+use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
+use crate::member::{Actor, Member, UserName};
+use crate::provision::{self, Outcome, ProvisionError};
+use crate::store::{HeldSet, RunCounts, RunStatus, Store, StoreError, SyncRun};
+
+/// How many changes go into one atomic batch.
+pub const BATCH_SIZE: usize = 1000;
+
+/// At most this many problem messages are kept in a run record.
+const MAX_PROBLEMS: usize = 50;
+
+/// Why a run could not even start or be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Another run is in progress.
+    #[error(
+        "a sync is already running; try again when it has finished (see `retrac-sync sync status`)"
+    )]
+    Busy,
+    /// No held changes under this run id.
+    #[error("no held changes for run {0:?} (see `retrac-sync sync status`)")]
+    UnknownRun(String),
+    /// The input is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Fetch progress, for a terminal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// users.list pages read.
+    pub pages: usize,
+    /// Users read.
+    pub users: usize,
+    /// members.list pages read.
+    pub group_pages: usize,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Options of one run.
+#[derive(Clone, Default)]
+pub struct SyncOptions {
+    /// Plan and print, write nothing.
+    pub dry_run: bool,
+    /// Called after each page.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The report of a run: exactly the keys of `sync --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The run id (empty for a dry run, which is not recorded).
+    pub run_id: String,
+    /// `ok`, `failed` or `held`.
+    pub status: String,
+    /// Members created.
+    pub created: u64,
+    /// Members updated.
+    pub updated: u64,
+    /// Members made inactive.
+    pub deactivated: u64,
+    /// Members linked.
+    pub linked: u64,
+    /// Members already in agreement.
+    pub unchanged: u64,
+    /// Deactivations held.
+    pub held: u64,
+    /// Changes skipped (the member changed since the plan).
+    pub skipped: u64,
+    /// Changes refused and users that could not be provisioned.
+    pub errors: u64,
+    /// Directory API requests made (retries included).
+    pub google_requests: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// A run's report with what a person reading it needs besides the counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// The counts.
+    pub report: SyncReport,
+    /// Why the run failed.
+    pub error: Option<String>,
+    /// Refusals and problems.
+    pub problems: Vec<String>,
+    /// Why deactivations were held.
+    pub held_reasons: Vec<String>,
+    /// The planned changes (dry run only).
+    pub changes: Option<Vec<PlannedChange>>,
+}
+
+impl SyncOutcome {
+    /// Whether the run failed.
+    pub fn failed(&self) -> bool {
+        self.report.status == RunStatus::Failed.to_string()
+    }
+}
+
+/// What a run needs: the store, the config, the Directory client (made on first use), and
+/// the single-flight lock.
+pub struct SyncContext {
+    store: Store,
+    config: Arc<Config>,
+    rules: ScopeRules,
+    limits: Limits,
+    client: tokio::sync::OnceCell<Arc<DirectoryClient>>,
+    backoff: Backoff,
+    credentials_dir: Option<PathBuf>,
+    flight: tokio::sync::Mutex<()>,
+    stop: AtomicBool,
+    batch_size: usize,
+    before_apply: Option<BeforeApply>,
+}
+
+/// A hook run between plan and apply (tests use it to change a member under a run).
+pub type BeforeApply = Arc<dyn Fn(&Store) + Send + Sync>;
+
+impl std::fmt::Debug for SyncContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncContext")
+            .field("store", &self.store)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncContext {
+    /// A context over `store` with `config`. `$CREDENTIALS_DIRECTORY` is read now.
+    pub fn new(store: Store, config: Config) -> SyncContext {
+        SyncContext {
+            rules: ScopeRules::from_config(&config.scope, &config.google),
+            limits: Limits::from_config(&config.sync),
+            store,
+            config: Arc::new(config),
+            client: tokio::sync::OnceCell::new(),
+            backoff: Backoff::default(),
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            flight: tokio::sync::Mutex::new(()),
+            stop: AtomicBool::new(false),
+            batch_size: BATCH_SIZE,
+            before_apply: None,
+        }
+    }
+
+    /// Runs `hook` after each plan, just before its changes are applied. Tests use it to
+    /// play a SCIM write landing between plan and apply.
+    pub fn with_before_apply(mut self, hook: BeforeApply) -> SyncContext {
+        self.before_apply = Some(hook);
+        self
+    }
+
+    /// Uses another backoff (tests shorten it).
+    pub fn with_backoff(mut self, backoff: Backoff) -> SyncContext {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Uses another `$CREDENTIALS_DIRECTORY`.
+    pub fn with_credentials_dir(mut self, dir: Option<PathBuf>) -> SyncContext {
+        self.credentials_dir = dir;
+        self
+    }
+
+    /// Uses another batch size.
+    pub fn with_batch_size(mut self, n: usize) -> SyncContext {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether a run is in progress now.
+    pub fn is_running(&self) -> bool {
+        self.flight.try_lock().is_err()
+    }
+
+    /// Asks a running sync to stop after its current batch (shutdown).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    async fn client(&self) -> Result<Arc<DirectoryClient>, DirectoryError> {
+        self.client
+            .get_or_try_init(|| async {
+                let g = &self.config.google;
+                let key = directory::auth::key_path(
+                    g.key_file.as_deref(),
+                    self.credentials_dir.as_deref(),
+                )?;
+                let subject = g.subject.as_deref().ok_or_else(|| DirectoryError::Token(
+                    "[google].subject is not set: name the Google super admin the service account acts as".into(),
+                ))?;
+                let c = directory::connect(
+                    &key,
+                    subject,
+                    self.rules.uses_groups(),
+                    &g.api_base_url,
+                    self.backoff,
+                )
+                .await?;
+                Ok(Arc::new(c))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// What was read from Google.
+struct Snapshot {
+    users: Vec<GoogleUser>,
+    groups: GroupMembership,
+}
+
+async fn fetch(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    progress: Option<&ProgressFn>,
+) -> Result<Snapshot, DirectoryError> {
+    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
+    let mut p = Progress::default();
+    let mut users = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
+            .await?;
+        p.pages += 1;
+        p.users += page.users.len();
+        users.extend(page.users);
+        if let Some(f) = progress {
+            f(p);
+        }
+        match page.next_page_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    let mut groups = GroupMembership::default();
+    for g in &ctx.rules.groups {
+        let mut token: Option<String> = None;
+        loop {
+            // A scope group Google does not know is an error, not an empty group: an empty
+            // group would deactivate its members.
+            let page = client.list_members_page(g, token.as_deref()).await?;
+            groups.add(&page.members);
+            p.group_pages += 1;
+            if let Some(f) = progress {
+                f(p);
+            }
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+    }
+    Ok(Snapshot { users, groups })
+}
+
+/// What the fetch and plan produced.
+struct Planned {
+    plan: Plan,
+    problems: Vec<String>,
+}
+
+fn plan_snapshot(ctx: &SyncContext, snap: &Snapshot, members: &[Member]) -> Planned {
+    let selection = ctx.rules.select(&snap.users, &snap.groups);
+    let mut problems = Vec::new();
+    let mut desired = Vec::with_capacity(selection.users.len());
+    for u in &selection.users {
+        match Desired::from_google(u) {
+            Ok(d) => desired.push(d),
+            Err(e) => problems.push(e),
+        }
+    }
+    let all_ids: HashSet<String> = snap.users.iter().map(|u| u.id.clone()).collect();
+    // A query narrows the listing, so an id missing from it may still be a Google user.
+    let ids = ctx.rules.query.is_none().then_some(&all_ids);
+    let plan = plan::plan(
+        &desired,
+        members,
+        &PlanContext {
+            domains: &ctx.rules.domains,
+            all_google_ids: ids,
+        },
+    );
+    problems.extend(plan.problems.iter().cloned());
+    Planned { plan, problems }
+}
+
+async fn load_members(store: &Store) -> Result<Vec<Member>, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.members_by_id().collect::<Result<Vec<_>, _>>())
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))?
+}
+
+/// A run being put together.
+struct RunBook {
+    run_id: String,
+    kind: &'static str,
+    started: DateTime<Utc>,
+    t0: Instant,
+    counts: RunCounts,
+    problems: Vec<String>,
+    held_reasons: Vec<String>,
+    google_requests: u64,
+}
+
+impl RunBook {
+    fn new(ctx: &SyncContext, kind: &'static str, dry_run: bool) -> Result<RunBook, SyncError> {
+        let started = Utc::now();
+        let run_id = if dry_run {
+            String::new()
+        } else {
+            ctx.store.new_run_id(started)?
+        };
+        Ok(RunBook {
+            run_id,
+            kind,
+            started,
+            t0: Instant::now(),
+            counts: RunCounts::default(),
+            problems: Vec::new(),
+            held_reasons: Vec::new(),
+            google_requests: 0,
+        })
+    }
+
+    fn problem(&mut self, p: String) {
+        self.counts.errors += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+
+    /// Records the run (unless dry), emits metrics and a log line, and builds the outcome.
+    fn finish(
+        self,
+        ctx: &SyncContext,
+        status: RunStatus,
+        error: Option<String>,
+        changes: Option<Vec<PlannedChange>>,
+    ) -> Result<SyncOutcome, SyncError> {
+        let finished = Utc::now();
+        let elapsed = self.t0.elapsed();
+        let dry = changes.is_some();
+        if !dry {
+            ctx.store.put_sync_run(&SyncRun {
+                run_id: self.run_id.clone(),
+                kind: self.kind.to_string(),
+                started: self.started,
+                finished,
+                status,
+                counts: self.counts.clone(),
+                google_requests: self.google_requests,
+                error: error.clone(),
+                problems: self.problems.clone(),
+                held_reasons: self.held_reasons.clone(),
+            })?;
+            metrics::counter!("retrac_sync_runs_total", "status" => status.to_string())
+                .increment(1);
+            metrics::histogram!("retrac_sync_duration_seconds").record(elapsed.as_secs_f64());
+            if status != RunStatus::Failed {
+                metrics::gauge!("retrac_sync_last_success_timestamp_seconds")
+                    .set(finished.timestamp() as f64);
+            }
+            if let Ok(held) = ctx.store.held_all() {
+                let n: usize = held.iter().map(|h| h.changes.len()).sum();
+                metrics::gauge!("retrac_sync_held_changes").set(n as f64);
+            }
+        }
+        let c = &self.counts;
+        match &error {
+            Some(e) => {
+                tracing::error!(run_id = %self.run_id, kind = self.kind, %status, error = %e,
+                google_requests = self.google_requests, "sync run failed")
+            }
+            None => tracing::info!(run_id = %self.run_id, kind = self.kind, %status, dry_run = dry,
+                created = c.created, updated = c.updated, deactivated = c.deactivated,
+                linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
+                errors = c.errors, google_requests = self.google_requests,
+                duration_ms = elapsed.as_millis() as u64, "sync run finished"),
+        }
+        Ok(SyncOutcome {
+            report: SyncReport {
+                run_id: self.run_id,
+                status: status.to_string(),
+                created: c.created,
+                updated: c.updated,
+                deactivated: c.deactivated,
+                linked: c.linked,
+                unchanged: c.unchanged,
+                held: c.held,
+                skipped: c.skipped,
+                errors: c.errors,
+                google_requests: self.google_requests,
+                duration_ms: elapsed.as_millis() as u64,
+            },
+            error,
+            problems: self.problems,
+            held_reasons: self.held_reasons,
+            changes,
+        })
+    }
+}
+
+/// Counts a dry run's plan as if it were applied.
+fn count_plan(book: &mut RunBook, plan: &Plan, held: bool) {
+    let c = &mut book.counts;
+    c.created += plan.count(Action::Create) as u64;
+    c.updated += plan.count(Action::Update) as u64;
+    c.linked += plan.count(Action::Link) as u64;
+    let d = plan.count(Action::Deactivate) as u64;
+    if held {
+        c.held += d;
+    } else {
+        c.deactivated += d;
+    }
+    c.unchanged += plan.unchanged as u64;
+}
+
+/// Applies changes in atomic batches, counting each outcome. Stops between batches when a
+/// shutdown asks; returns the error that stopped it.
+async fn apply(
+    ctx: &SyncContext,
+    book: &mut RunBook,
+    changes: Vec<PlannedChange>,
+) -> Result<(), String> {
+    if let Some(hook) = &ctx.before_apply {
+        hook(&ctx.store);
+    }
+    let actor = Actor::Pull(book.run_id.clone());
+    let mut batches = 0usize;
+    let mut rest = changes;
+    while !rest.is_empty() {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return Err(format!(
+                "stopped by shutdown after {batches} batches; the next run takes up the rest"
+            ));
+        }
+        let tail = rest.split_off(rest.len().min(ctx.batch_size));
+        let batch = std::mem::replace(&mut rest, tail);
+        let store = ctx.store.clone();
+        let actor = actor.clone();
+        let now = Utc::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let just: Vec<_> = batch.iter().map(|c| c.change.clone()).collect();
+            let results = provision::apply_batch(&store, &just, &actor, now);
+            (batch, results)
+        })
+        .await;
+        let (batch, results) = joined.map_err(|e| format!("apply task failed: {e}"))?;
+        let results = results.map_err(|e| format!("the store failed: {e}"))?;
+        batches += 1;
+        for (planned, result) in batch.iter().zip(results) {
+            tally(book, planned, result);
+        }
+    }
+    ctx.store.flush().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn tally(book: &mut RunBook, planned: &PlannedChange, result: Result<Outcome, ProvisionError>) {
+    let c = &mut book.counts;
+    match result {
+        Ok(Outcome::Unchanged(_)) => c.unchanged += 1,
+        Ok(outcome) => {
+            let counted = match (planned.action, &outcome) {
+                (Action::Create, Outcome::Created(_)) => {
+                    c.created += 1;
+                    "create"
+                }
+                // A create that met an unlinked member with the name linked it instead.
+                (Action::Create, _) | (Action::Link, _) => {
+                    c.linked += 1;
+                    "link"
+                }
+                (Action::Update, _) => {
+                    c.updated += 1;
+                    "update"
+                }
+                (Action::Deactivate, _) => {
+                    c.deactivated += 1;
+                    "deactivate"
+                }
+            };
+            // What the pull writes is drift the push did not deliver.
+            metrics::counter!("retrac_sync_drift_corrected_total", "kind" => counted).increment(1);
+        }
+        // Changed by SCIM since the plan (or SCIM-deleted): the next run takes it up.
+        Err(ProvisionError::VersionMismatch { .. }) | Err(ProvisionError::NotFound(_)) => {
+            c.skipped += 1
+        }
+        Err(e) => book.problem(format!(
+            "{} ({}): {e}",
+            planned.user_name,
+            planned.action.as_str()
+        )),
+    }
+}
+
+/// Performs one complete run and records it. Fails with [`SyncError::Busy`] when a run is
+/// already in progress; a run that fails (Google, store) is reported with status `failed`.
+pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcome, SyncError> {
+    let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let mut book = RunBook::new(ctx, "sync", opts.dry_run)?;
+    let client = match ctx.client().await {
+        Ok(c) => c,
+        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), None),
+    };
+    let before = client.requests();
+    let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
+    book.google_requests = client.requests() - before;
+    let snap = match fetched {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e}; nothing was written");
+            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(opts.dry_run));
+        }
+    };
+    let members = load_members(&ctx.store).await?;
+    let Planned { plan, problems } = plan_snapshot(ctx, &snap, &members);
+    drop(members);
+    for p in problems {
+        book.problem(p);
+    }
+    let reasons = guard::check(&plan, &ctx.limits);
+    let hold = !reasons.is_empty();
+    book.held_reasons = reasons.clone();
+    if opts.dry_run {
+        count_plan(&mut book, &plan, hold);
+        let status = if hold { RunStatus::Held } else { RunStatus::Ok };
+        return book.finish(ctx, status, None, Some(plan.changes));
+    }
+    book.counts.unchanged += plan.unchanged as u64;
+    let (to_apply, held): (Vec<_>, Vec<_>) = plan
+        .changes
+        .into_iter()
+        .partition(|c| !hold || c.action != Action::Deactivate);
+    if !held.is_empty() {
+        book.counts.held = held.len() as u64;
+        tracing::warn!(run_id = %book.run_id, held = held.len(), reasons = ?reasons,
+            "deactivations held; approve with `retrac-sync sync approve {}`", book.run_id);
+        ctx.store.put_held(&HeldSet {
+            run_id: book.run_id.clone(),
+            held_at: Utc::now(),
+            reasons,
+            changes: held,
+        })?;
+    }
+    let status = if hold { RunStatus::Held } else { RunStatus::Ok };
+    match apply(ctx, &mut book, to_apply).await {
+        Ok(()) => book.finish(ctx, status, None, None),
+        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
+    }
+}
+
+fn dry(dry_run: bool) -> Option<Vec<PlannedChange>> {
+    dry_run.then(Vec::new)
+}
+
+/// `sync approve RUN_ID`: re-plans against Google and the store as they are now, and applies
+/// the deactivations that run held which the new plan still wants. The guard is not applied
+/// again: an owner approved them.
+pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, SyncError> {
+    let held = ctx
+        .store
+        .held(run_id)?
+        .ok_or_else(|| SyncError::UnknownRun(run_id.to_string()))?;
+    let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let mut book = RunBook::new(ctx, "approve", false)?;
+    let client = match ctx.client().await {
+        Ok(c) => c,
+        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), None),
+    };
+    let before = client.requests();
+    let fetched = fetch(&client, ctx, None).await;
+    book.google_requests = client.requests() - before;
+    let snap = match fetched {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e}; nothing was written, the held changes are kept");
+            return book.finish(ctx, RunStatus::Failed, Some(msg), None);
+        }
+    };
+    let members = load_members(&ctx.store).await?;
+    let Planned { plan, .. } = plan_snapshot(ctx, &snap, &members);
+    let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
+    let to_apply: Vec<PlannedChange> = plan
+        .changes
+        .into_iter()
+        .filter(|c| c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m)))
+        .collect();
+    // Held deactivations the new plan no longer wants (the user came back) are dropped.
+    book.counts.skipped += (wanted.len() - to_apply.len()) as u64;
+    let result = apply(ctx, &mut book, to_apply).await;
+    if result.is_ok() {
+        ctx.store.remove_held(run_id)?;
+    }
+    match result {
+        Ok(()) => book.finish(ctx, RunStatus::Ok, None, None),
+        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
+    }
+}
+
+/// `sync discard RUN_ID`: drops the deactivations a run held. Returns how many.
+pub fn discard(ctx: &SyncContext, run_id: &str) -> Result<usize, SyncError> {
+    let held = ctx
+        .store
+        .remove_held(run_id)?
+        .ok_or_else(|| SyncError::UnknownRun(run_id.to_string()))?;
+    tracing::info!(
+        run_id,
+        discarded = held.changes.len(),
+        "held deactivations discarded"
+    );
+    if let Ok(all) = ctx.store.held_all() {
+        let n: usize = all.iter().map(|h| h.changes.len()).sum();
+        metrics::gauge!("retrac_sync_held_changes").set(n as f64);
+    }
+    Ok(held.changes.len())
+}
+
+/// `sync user EMAIL`: reconciles one user now (provision on demand). The guard does not
+/// apply: the owner asked for this one user.
+pub async fn sync_user(
+    ctx: &SyncContext,
+    email: &str,
+    dry_run: bool,
+) -> Result<SyncOutcome, SyncError> {
+    let user_name = UserName::parse(email).map_err(|e| SyncError::Invalid(e.to_string()))?;
+    let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let mut book = RunBook::new(ctx, "user", dry_run)?;
+    let client = match ctx.client().await {
+        Ok(c) => c,
+        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), dry(dry_run)),
+    };
+    let before = client.requests();
+    let fetched = fetch_one(&client, ctx, &user_name).await;
+    book.google_requests = client.requests() - before;
+    let snap = match fetched {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e}; nothing was written");
+            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(dry_run));
+        }
+    };
+    // Only the members this user could be: by email, and by the Google id if Google has it.
+    let mut members: HashMap<_, Member> = HashMap::new();
+    if let Some(m) = ctx.store.get_by_user_name(user_name.as_str())? {
+        members.insert(m.id, m);
+    }
+    for u in &snap.users {
+        if let Some(m) = ctx.store.get_by_external_id(&u.id)? {
+            members.insert(m.id, m);
+        }
+    }
+    let members: Vec<Member> = members.into_values().collect();
+    let selection = ctx.rules.select(&snap.users, &snap.groups);
+    let mut desired = Vec::new();
+    for u in &selection.users {
+        match Desired::from_google(u) {
+            Ok(d) => desired.push(d),
+            Err(e) => book.problem(e),
+        }
+    }
+    let plan = plan::plan(
+        &desired,
+        &members,
+        &PlanContext {
+            domains: &ctx.rules.domains,
+            all_google_ids: None,
+        },
+    );
+    for p in &plan.problems {
+        book.problem(p.clone());
+    }
+    if dry_run {
+        count_plan(&mut book, &plan, false);
+        return book.finish(ctx, RunStatus::Ok, None, Some(plan.changes));
+    }
+    book.counts.unchanged += plan.unchanged as u64;
+    match apply(ctx, &mut book, plan.changes).await {
+        Ok(()) => book.finish(ctx, RunStatus::Ok, None, None),
+        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
+    }
+}
+
+/// Reads one user and whatever decides whether it is in scope.
+async fn fetch_one(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    user_name: &UserName,
+) -> Result<Snapshot, DirectoryError> {
+    let Some(user) = client.get_user(user_name.as_str()).await? else {
+        return Ok(Snapshot {
+            users: Vec::new(),
+            groups: GroupMembership::default(),
+        });
+    };
+    if let Some(q) = &ctx.rules.query {
+        // The query is Google's to evaluate: ask users.list whether it matches this user.
+        let target = UserListTarget::Customer(ctx.config.google.customer.clone());
+        let narrowed = format!("{q} email:{}", user.primary_email);
+        let page = client
+            .list_users_page(&target, Some(&narrowed), None)
+            .await?;
+        if !page.users.iter().any(|u| u.id == user.id) {
+            return Ok(Snapshot {
+                users: Vec::new(),
+                groups: GroupMembership::default(),
+            });
+        }
+    }
+    let mut groups = GroupMembership::default();
+    for g in &ctx.rules.groups {
+        let mut token: Option<String> = None;
+        loop {
+            let page = client.list_members_page(g, token.as_deref()).await?;
+            groups.add(&page.members);
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+    }
+    Ok(Snapshot {
+        users: vec![user],
+        groups,
+    })
+}
+
+/// A fetch-only pass (the benchmark's baseline): reads every page a run reads and returns
+/// the number of users, writing nothing.
+pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
+    let client = ctx.client().await?;
+    let snap = fetch(&client, ctx, None).await?;
+    Ok(snap.users.len())
+}

@@ -1,0 +1,179 @@
+//! Sync run records and held deactivations, in the `sync_runs` and `held_changes` trees.
+//!
+//! Run ids start with the UTC start time, so the keys sort in time order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::reconcile::plan::PlannedChange;
+
+/// How many run records are kept; older ones are pruned.
+const KEEP_RUNS: usize = 1000;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every change applied (refusals are counted in `errors`/`skipped`).
+    Ok,
+    /// Creates and updates applied; deactivations held for approval.
+    Held,
+    /// Nothing written by this run after its failure point (a fetch failure writes nothing).
+    Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Held => "held",
+            RunStatus::Failed => "failed",
+        })
+    }
+}
+
+/// The counts of a run; serialized with the keys of `sync --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Members created.
+    pub created: u64,
+    /// Members updated (renames, names, reactivations, relinks).
+    pub updated: u64,
+    /// Members made inactive.
+    pub deactivated: u64,
+    /// Members linked to their Google user.
+    pub linked: u64,
+    /// Members that already agreed.
+    pub unchanged: u64,
+    /// Deactivations held for approval.
+    pub held: u64,
+    /// Changes skipped because the member changed since the plan (taken up next run).
+    pub skipped: u64,
+    /// Changes refused, and Google users that could not be provisioned.
+    pub errors: u64,
+}
+
+/// One recorded run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncRun {
+    /// The run id (also the audit actor: `pull:RUN_ID`).
+    pub run_id: String,
+    /// `sync`, `user`, or `approve`.
+    pub kind: String,
+    /// Start.
+    pub started: DateTime<Utc>,
+    /// End.
+    pub finished: DateTime<Utc>,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Counts.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    /// Directory API requests made.
+    pub google_requests: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Individual refusals and problems (at most 50).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Why deactivations were held.
+    #[serde(default)]
+    pub held_reasons: Vec<String>,
+}
+
+/// Deactivations held by a run, waiting for `sync approve` or `sync discard`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldSet {
+    /// The run that held them.
+    pub run_id: String,
+    /// When.
+    pub held_at: DateTime<Utc>,
+    /// Why.
+    pub reasons: Vec<String>,
+    /// The deactivations as planned.
+    pub changes: Vec<PlannedChange>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+impl Store {
+    /// A new run id: the start time and a sequence number, sortable.
+    pub fn new_run_id(&self, now: DateTime<Utc>) -> Result<String, StoreError> {
+        Ok(format!(
+            "{}-{:06}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            self.generate_id()? % 1_000_000
+        ))
+    }
+
+    /// Records (or rewrites) a run, pruning the oldest beyond the last 1000.
+    pub fn put_sync_run(&self, run: &SyncRun) -> Result<(), StoreError> {
+        let tree = self.sync_runs_tree();
+        tree.insert(run.run_id.as_bytes(), encode(run)?)?;
+        while tree.len() > KEEP_RUNS {
+            match tree.pop_min()? {
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The most recent runs, newest first.
+    pub fn sync_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sync_runs_tree().iter().rev().take(limit) {
+            let (_, v) = kv?;
+            out.push(decode("sync run", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// One run by id.
+    pub fn sync_run(&self, run_id: &str) -> Result<Option<SyncRun>, StoreError> {
+        self.sync_runs_tree()
+            .get(run_id.as_bytes())?
+            .map(|v| decode("sync run", &v))
+            .transpose()
+    }
+
+    /// Stores the deactivations a run held.
+    pub fn put_held(&self, held: &HeldSet) -> Result<(), StoreError> {
+        self.held_changes_tree()
+            .insert(held.run_id.as_bytes(), encode(held)?)?;
+        Ok(())
+    }
+
+    /// The deactivations a run held.
+    pub fn held(&self, run_id: &str) -> Result<Option<HeldSet>, StoreError> {
+        self.held_changes_tree()
+            .get(run_id.as_bytes())?
+            .map(|v| decode("held changes", &v))
+            .transpose()
+    }
+
+    /// Every held set, oldest first.
+    pub fn held_all(&self) -> Result<Vec<HeldSet>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.held_changes_tree().iter() {
+            let (_, v) = kv?;
+            out.push(decode("held changes", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Drops a held set; returns it if it was there.
+    pub fn remove_held(&self, run_id: &str) -> Result<Option<HeldSet>, StoreError> {
+        self.held_changes_tree()
+            .remove(run_id.as_bytes())?
+            .map(|v| decode("held changes", &v))
+            .transpose()
+    }
+}

@@ -1,0 +1,130 @@
+//! The `sync` commands of the binary, against a fake Google on loopback.
+
+mod common;
+
+use common::*;
+use retrac_sync::directory::fake::{FakeSeed, Fault};
+
+fn write_config(w: &World) -> std::path::PathBuf {
+    let c = &w.config;
+    let body = format!(
+        "[store]\npath = {:?}\n[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\ndomains = [\"example.com\"]\n[sync]\nmax_deactivations = 5\n",
+        c.store.path, c.google.key_file.as_ref().unwrap(), c.google.subject.as_ref().unwrap(), c.google.api_base_url
+    );
+    let p = w.dir.path().join("config.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_json_status_dry_run_and_failures() {
+    let w = world(FakeSeed::sample(40, "example.com")).await;
+    let config = write_config(&w);
+
+    let (code, out, err) = cli(&config, &["sync", "--dry-run"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("create"), "{out}");
+    assert!(out.contains("dry run: nothing was written"), "{out}");
+
+    let (code, out, err) = cli(&config, &["sync", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("fetching"), "no progress with --json: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = [
+        "run_id",
+        "status",
+        "created",
+        "updated",
+        "deactivated",
+        "linked",
+        "unchanged",
+        "held",
+        "skipped",
+        "errors",
+        "google_requests",
+        "duration_ms",
+    ];
+    want.sort();
+    let mut got = keys.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["created"], 40);
+    assert_eq!(v["google_requests"], 1);
+
+    let (code, out, _) = cli(&config, &["sync", "status", "--json"]).await;
+    assert_eq!(code, 0);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["value"]["runs"][0]["run_id"], v["run_id"]);
+
+    // Mass deletion: held, exit 0, and the text says how to approve.
+    for u in w.google.users().iter().take(20) {
+        w.google.delete(&u.primary_email);
+    }
+    let (code, out, err) = cli(&config, &["sync"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sync approve"), "{out}");
+    let (_, status, _) = cli(&config, &["sync", "status"]).await;
+    assert!(status.contains("held:"), "{status}");
+    let run_id = status
+        .lines()
+        .find(|l| l.starts_with("held:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(5)
+        .unwrap()
+        .to_string();
+    let (code, out, err) = cli(&config, &["sync", "approve", &run_id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let a: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(a["deactivated"].as_u64().unwrap() > 5);
+
+    // A failed run exits non-zero and says why.
+    w.google.inject(Fault::FailPage {
+        endpoint: "users.list",
+        page: 1,
+        times: 1000,
+        status: 400,
+        reason: "invalid",
+    });
+    let (code, out, err) = cli(&config, &["sync", "--json"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"],
+        "failed"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+
+    let (code, _, err) = cli(&config, &["sync", "discard", "no-such-run"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no held changes"), "{err}");
+    let (code, _, _) = cli(&config, &["sync", "user", "not-an-email"]).await;
+    assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_file_is_a_clear_failure() {
+    let mut w = world(FakeSeed::sample(3, "example.com")).await;
+    w.config.google.key_file = Some(w.dir.path().join("missing.json"));
+    let config = write_config(&w);
+    let (code, _, err) = cli(&config, &["sync"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.json"), "{err}");
+}
