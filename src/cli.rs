@@ -396,6 +396,22 @@ fn run_sync_command(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
+    // A running daemon holds the store: ask it. A sync waits for the whole run.
+    let call = AdminRequest::Sync(request.clone());
+    let remote = match admin::client::call(&config.admin.socket, &call, Duration::from_secs(3600)) {
+        Ok(AdminResponse::Sync(r)) => Some(Ok(r)),
+        Ok(other) => {
+            return Err(Failure::failed(format!(
+                "the daemon answered something unexpected: {other:?}"
+            )))
+        }
+        Err(ClientError::NoDaemon(_)) => None,
+        Err(e) => Some(Err(e)),
+    };
+    if let Some(result) = remote {
+        let response = result.map_err(Failure::failed)?;
+        return finish_sync(&response, json, out);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -422,9 +438,14 @@ fn run_sync_command(
         reconcile::SyncError::Invalid(_) => Failure::config(e),
         other => Failure::failed(other),
     })?;
+    finish_sync(&response, json, out)
+}
+
+/// Prints a sync answer; a failed run is a failure (exit 1).
+fn finish_sync(response: &SyncResponse, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let io = |e: std::io::Error| Failure::failed(format!("cannot write output: {e}"));
-    sync_render::write(&response, json, out).map_err(io)?;
-    match &response {
+    sync_render::write(response, json, out).map_err(io)?;
+    match response {
         SyncResponse::Run(o) if o.failed() => Err(Failure::failed(format!(
             "sync run {} failed: {}",
             o.report.run_id,

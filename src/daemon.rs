@@ -12,7 +12,9 @@ use tokio::sync::watch;
 
 use crate::admin;
 use crate::config::Config;
-use crate::health::{self, Health, HealthState};
+use crate::health::{self, Health, HealthState, LastSync};
+use crate::reconcile::{self, SyncContext, SyncOutcome};
+use crate::schedule::{self, BoxFuture, Runner, Trigger};
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for in-flight requests.
@@ -84,6 +86,7 @@ pub async fn launch(
     config: Config,
     store: Store,
     listeners: Listeners,
+    options: LaunchOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let _ = crate::telemetry::metrics();
@@ -113,10 +116,41 @@ pub async fn launch(
         }
     });
 
+    // The pull runs only where Google is configured; a push-only install needs no key.
+    let sync_ctx = if config.google.subject.is_some() {
+        Some(Arc::new(SyncContext::new(store.clone(), config.clone())))
+    } else {
+        tracing::warn!(
+            "the pull is disabled: [google].subject is not set (push over SCIM still works)"
+        );
+        None
+    };
+    let on_sync: admin::server::OnSync = {
+        let health = shared.health.clone();
+        Arc::new(move |o: &SyncOutcome| record_sync(&health, o))
+    };
+    let schedule = match &sync_ctx {
+        Some(ctx) => Some(
+            schedule::start(
+                &config.sync.schedule,
+                Arc::new(DaemonRunner {
+                    ctx: ctx.clone(),
+                    on_sync: on_sync.clone(),
+                }),
+                options.first_sync_delay,
+            )
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?,
+        ),
+        None => None,
+    };
+
     let admin_task = tokio::spawn(admin::server::serve(
         listeners.admin,
         admin::server::AdminContext {
             store: store.clone(),
+            sync: sync_ctx.clone(),
+            on_sync: Some(on_sync.clone()),
         },
         stopped(),
     ));
@@ -145,6 +179,10 @@ pub async fn launch(
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    if let Some(schedule) = schedule {
+        // Lets a running sync finish its current batch, then stops.
+        schedule.shutdown().await;
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -158,7 +196,71 @@ pub async fn launch(
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path)?;
     let listeners = bind(&config).await?;
-    launch(config, store, listeners, shutdown_signal()).await
+    launch(
+        config,
+        store,
+        listeners,
+        LaunchOptions::default(),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Knobs the daemon's callers (tests, the demo) may turn.
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    /// How long after start the first pull comes.
+    pub first_sync_delay: Duration,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            first_sync_delay: schedule::FIRST_RUN_DELAY,
+        }
+    }
+}
+
+/// The scheduled pull, recording each outcome for health and systemd.
+struct DaemonRunner {
+    ctx: Arc<SyncContext>,
+    on_sync: admin::server::OnSync,
+}
+
+impl Runner for DaemonRunner {
+    fn run(&self, trigger: Trigger) -> BoxFuture {
+        let ctx = self.ctx.clone();
+        let on_sync = self.on_sync.clone();
+        Box::pin(async move {
+            match reconcile::run_sync(&ctx, reconcile::SyncOptions::default()).await {
+                Ok(outcome) => on_sync(&outcome),
+                Err(reconcile::SyncError::Busy) => {
+                    tracing::info!(?trigger, "sync skipped: another run is in progress")
+                }
+                Err(e) => tracing::error!(?trigger, error = %e, "sync could not run"),
+            }
+        })
+    }
+
+    fn stop(&self) {
+        self.ctx.request_stop();
+    }
+}
+
+/// Records a finished pull in health and in systemd's STATUS=.
+fn record_sync(health: &Health, o: &SyncOutcome) {
+    let r = &o.report;
+    health.record_sync(LastSync {
+        run_id: r.run_id.clone(),
+        status: r.status.clone(),
+        finished: chrono::Utc::now(),
+        error: o.error.clone(),
+    });
+    let status = format!(
+        "last sync {} ({}): {} created, {} updated, {} deactivated, {} held, {} errors",
+        r.status, r.run_id, r.created, r.updated, r.deactivated, r.held, r.errors
+    );
+    notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

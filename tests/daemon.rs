@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use retrac_sync::config::Config;
 use retrac_sync::daemon::{self, Listeners};
+use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -20,6 +21,10 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(String::new(), daemon::LaunchOptions::default()).await
+}
+
+async fn start_with(extra_config: String, options: daemon::LaunchOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store");
     let socket = dir.path().join("run/admin.sock");
@@ -27,7 +32,7 @@ async fn start() -> Running {
     std::fs::write(
         &config_path,
         format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n",
+            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n{extra_config}",
             store_path.display().to_string(),
             socket.display().to_string()
         ),
@@ -45,9 +50,15 @@ async fn start() -> Running {
         admin_path: socket.clone(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(daemon::launch(config, store, listeners, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(daemon::launch(
+        config,
+        store,
+        listeners,
+        options,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Running {
         dir,
         config_path,
@@ -242,4 +253,178 @@ fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+async fn fake_google(dir: &Path, users: usize) -> (FakeGoogle, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = FakeGoogle::start(listener, FakeSeed::sample(users, "example.com"))
+        .await
+        .unwrap();
+    let key = dir.join("google-key.json");
+    fake.write_key_file(&key).unwrap();
+    let config = format!(
+        "[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\n[sync]\nschedule = \"0 0 0 1 1 *\"\nmax_deactivations = 1000\nmax_deactivation_percent = 100\n",
+        key.display().to_string(),
+        fake.admin(),
+        fake.base_url()
+    );
+    (fake, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_pulls_on_start_and_on_demand_and_reports_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let (fake, google) = fake_google(keys.path(), 120).await;
+    let d = start_with(
+        google,
+        daemon::LaunchOptions {
+            first_sync_delay: Duration::from_millis(50),
+        },
+    )
+    .await;
+    // The first run comes shortly after start.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, body) = http_get(d.metrics, "/healthz").await;
+        health = serde_json::from_str(&body).unwrap();
+        if !health["last_sync"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health["last_sync"]["status"], "ok", "{health}");
+    let total = fake.users().len();
+    let active_in_google = fake
+        .users()
+        .iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .count();
+    assert_eq!(health["members"]["active"], active_in_google);
+    assert_eq!(
+        health["members"]["active"].as_u64().unwrap()
+            + health["members"]["inactive"].as_u64().unwrap(),
+        total as u64
+    );
+
+    // A change in Google, then `sync` through the socket: the run waits and reports.
+    let victim = fake.users()[3].primary_email.clone();
+    assert!(fake.suspend(&victim));
+    let out = cli(&d.config_path, &["sync", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["deactivated"], 1, "{report}");
+    let out = cli(&d.config_path, &["members", "show", &victim, "--json"]).await;
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["active"], false);
+    let out = cli(&d.config_path, &["sync", "status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_, text) = http_get(d.metrics, "/metrics").await;
+    assert!(text.contains("retrac_sync_runs_total"), "{text}");
+    assert!(
+        text.contains("retrac_changes_total{kind=\"update\",source=\"pull\"}"),
+        "{text}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_unhealthy_after_repeated_pull_failures() {
+    let keys = tempfile::tempdir().unwrap();
+    let (fake, google) = fake_google(keys.path(), 10).await;
+    fake.inject(Fault::DenyDelegation);
+    let d = start_with(google, daemon::LaunchOptions::default()).await;
+    for _ in 0..3 {
+        let out = cli(&d.config_path, &["sync", "--json"]).await;
+        assert_eq!(out.status.code(), Some(1), "a failed run exits non-zero");
+    }
+    let (status, body) = http_get(d.metrics, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        health["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pulls from Google failed"),
+        "{health}"
+    );
+    fake.clear_faults();
+    let out = cli(&d.config_path, &["sync", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = http_get(d.metrics, "/healthz").await;
+    assert_eq!(status, 200);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, google) = fake_google(dir.path(), 2000).await;
+    // Slow Google down so the run is still going when the signal comes.
+    fake.inject(Fault::Delay(Duration::from_millis(400)));
+    let store = dir.path().join("store");
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n{google}",
+            store.display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("RETRAC_SYNC_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(socket.exists(), "the daemon came up");
+    // The first scheduled run starts 5 s after start; wait until it is fetching.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert!(fake.api_requests() > 0, "a sync is running");
+    let pid = daemon.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("the daemon stops promptly")
+        .unwrap();
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    let store = Store::open(&store).unwrap();
+    assert!(store.check_consistency().unwrap().is_empty());
 }

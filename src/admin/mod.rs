@@ -9,7 +9,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::owner;
+use crate::{owner, reconcile};
 
 /// A request over the admin socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,8 @@ use crate::owner;
 pub enum AdminRequest {
     /// A member command (`members ...`, `audit`).
     Owner(owner::Request),
+    /// A pull command (`sync ...`).
+    Sync(reconcile::Request),
     /// Is the daemon there, and which version is it?
     Ping,
 }
@@ -27,6 +29,8 @@ pub enum AdminRequest {
 pub enum AdminResponse {
     /// The answer to a member command.
     Owner(owner::Response),
+    /// The answer to a pull command.
+    Sync(reconcile::Response),
     /// The answer to a ping.
     Pong {
         /// The daemon's version.

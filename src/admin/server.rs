@@ -10,15 +10,22 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{AdminReply, AdminRequest, AdminResponse, MAX_LINE};
-use crate::owner;
 use crate::store::Store;
+use crate::{owner, reconcile};
 
 /// What the admin API needs from the daemon.
 #[derive(Clone)]
 pub struct AdminContext {
     /// The open store.
     pub store: Store,
+    /// The pull, when `[google]` is configured.
+    pub sync: Option<Arc<reconcile::SyncContext>>,
+    /// Called after a pull requested over the socket finishes (health, systemd status).
+    pub on_sync: Option<OnSync>,
 }
+
+/// A callback told about each finished pull.
+pub type OnSync = Arc<dyn Fn(&reconcile::SyncOutcome) + Send + Sync>;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +131,7 @@ async fn handle_connection(stream: UnixStream, ctx: &AdminContext) -> std::io::R
 fn request_name(r: &AdminRequest) -> &'static str {
     match r {
         AdminRequest::Owner(_) => "owner",
+        AdminRequest::Sync(_) => "sync",
         AdminRequest::Ping => "ping",
     }
 }
@@ -143,6 +151,20 @@ pub async fn execute(ctx: &AdminContext, request: AdminRequest) -> Result<AdminR
                     .map_err(|e| e.to_string())?;
             ctx.store.flush().await.map_err(|e| e.to_string())?;
             Ok(AdminResponse::Owner(response))
+        }
+        AdminRequest::Sync(req) => {
+            let sync = ctx.sync.as_ref().ok_or_else(|| {
+                "the pull is not configured on this daemon: set [google].subject and the service account key (see the README, \"Google setup\")".to_string()
+            })?;
+            let response = reconcile::execute(sync, req, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let (reconcile::Response::Run(outcome), Some(hook)) = (&response, &ctx.on_sync) {
+                if !outcome.report.run_id.is_empty() {
+                    hook(outcome);
+                }
+            }
+            Ok(AdminResponse::Sync(response))
         }
     }
 }
