@@ -13,4 +13,5 @@ pub mod config;
 pub mod member;
 pub mod owner;
 pub mod provision;
+pub mod scim;
 pub mod store;

@@ -14,8 +14,10 @@
 
 mod audit;
 mod flush;
+mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use scim::{TokenRecord, WeakStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
