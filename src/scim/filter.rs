@@ -553,9 +553,11 @@ impl Parser {
                     Ok(n) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
                         CompValue::Num(n)
                     }
-                    _ => return err(format!(
+                    _ => {
+                        return err(format!(
                         "{w:?} is not a value: use a quoted string, a number, true, false or null"
-                    )),
+                    ))
+                    }
                 },
             },
             t => {

@@ -424,3 +424,92 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Why the standalone SCIM service could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listener could not be bound or failed.
+    #[error("SCIM listener on {addr}: {source}")]
+    Listen {
+        /// `[scim].listen`
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// `retrac-sync run` until the daemon issue wires the rest: logs, the store, and the SCIM
+/// listener until Ctrl-C or SIGTERM.
+pub fn run_standalone(config: &crate::config::Config) -> Result<(), RunError> {
+    // Logs go to stderr: the CLI holds stdout's lock for the command's answer.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log.level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Listen {
+            addr: config.scim.listen.clone(),
+            source,
+        })?;
+    runtime.block_on(async {
+        let store = Store::open(&config.store.path)?;
+        let state = ScimState::new(store.clone(), &config.scim)?;
+        let tls = match (&config.scim.tls_cert, &config.scim.tls_key) {
+            (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+            _ => None,
+        };
+        let listen_err = |source| RunError::Listen {
+            addr: config.scim.listen.clone(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(&config.scim.listen)
+            .await
+            .map_err(listen_err)?;
+        let local = listener.local_addr().map_err(listen_err)?;
+        tracing::info!(
+            addr = %local,
+            tls = tls.is_some(),
+            base_path = %config.scim.base_path,
+            "SCIM listening"
+        );
+        serve(listener, tls, router(state), shutdown_signal())
+            .await
+            .map_err(listen_err)?;
+        store.flush().await?;
+        tracing::info!("SCIM stopped");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

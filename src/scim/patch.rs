@@ -98,6 +98,12 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
             Some(_) => return Err(ScimError::invalid_syntax("path must be a string")),
         };
     let value = filter::get_ci(op, "value").cloned();
+    // A path naming a whole extension (`urn:...:enterprise:2.0:User`) targets its object.
+    if let Some(Value::String(raw)) = filter::get_ci(op, "path") {
+        if let Some(urn) = extension_key(resource, raw.trim()) {
+            return whole_extension(resource, kind, &urn, value);
+        }
+    }
     match (kind, path) {
         (Op::Remove, None) => Err(ScimError::no_target("remove needs a path")),
         (Op::Remove, Some(p)) => remove(resource, &p, value.as_ref()),
@@ -137,6 +143,85 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
                     }
                     KeyPath::Path(pp) => set(resource, kind, &pp, v)?,
                 }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The resource key of an extension a path names as a whole, if it does.
+fn extension_key(resource: &Value, raw: &str) -> Option<String> {
+    if !(raw.len() > 4 && raw[..4].eq_ignore_ascii_case("urn:")) {
+        return None;
+    }
+    if let Some(k) = canonical_key(raw).filter(|k| k.starts_with("urn:")) {
+        if !k.eq_ignore_ascii_case(crate::scim::filter::USER_SCHEMA) {
+            return Some(k.to_string());
+        }
+    }
+    resource
+        .as_object()?
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case(raw) && v.is_object())
+        .map(|(k, _)| k.clone())
+}
+
+fn whole_extension(
+    resource: &mut Value,
+    kind: Op,
+    urn: &str,
+    value: Option<Value>,
+) -> Result<(), ScimError> {
+    if urn.eq_ignore_ascii_case(RETRAC_SCHEMA) {
+        // Read-only: an add or replace that restates what it holds changes nothing and is
+        // accepted; anything else is refused.
+        let current = filter::get_ci(resource, urn)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let restates = kind != Op::Remove
+            && value
+                .as_ref()
+                .and_then(Value::as_object)
+                .is_some_and(|new| {
+                    new.iter().all(|(k, v)| {
+                        k.eq_ignore_ascii_case("schemas") || filter::get_ci(&current, k) == Some(v)
+                    })
+                });
+        if restates {
+            return Ok(());
+        }
+        return Err(ScimError::mutability(format!(
+            "{urn} is read-only: locations and role are assigned by the workspace owner"
+        )));
+    }
+    let Some(root) = resource.as_object_mut() else {
+        return Err(ScimError::no_target("the resource is not an object"));
+    };
+    match kind {
+        Op::Remove => {
+            root.remove(urn);
+            Ok(())
+        }
+        Op::Add | Op::Replace => {
+            let Some(Value::Object(new)) = value else {
+                return Err(ScimError::invalid_value(format!(
+                    "{urn} takes an object of its attributes"
+                )));
+            };
+            let slot = root
+                .entry(urn.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            match slot {
+                Value::Object(have) => {
+                    for (k, v) in new {
+                        if k.eq_ignore_ascii_case("schemas") {
+                            continue;
+                        }
+                        let key = key_in(have, &k);
+                        have.insert(key, v);
+                    }
+                }
+                other => *other = Value::Object(new),
             }
             Ok(())
         }

@@ -156,7 +156,12 @@ pub fn user_schema(base_url: &str) -> Value {
         attr("preferredLanguage", "string"),
         attr("locale", "string"),
         attr("timezone", "string"),
-        attr("active", "boolean"),
+        // Every member has an `active` value, so it cannot be unassigned; a create without
+        // it makes an active member (a default, RFC 7644 §3.3).
+        attr("active", "boolean").required().set(
+            "description",
+            json!("false = deactivated: the member keeps its record but loses workspace access"),
+        ),
         attr("emails", "complex")
             .multi()
             .subs(multi_subs("string", &["work", "home", "other"])),
