@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::member::{MemberView, Role};
 use crate::owner::{self, ActiveFilter, LocationEdit, Request, Response};
 use crate::reconcile::{self, Request as SyncRequest, Response as SyncResponse};
+use crate::scim::auth::{self as scim_auth, TokenRequest, TokenResponse};
 use crate::store::{AuditEntry, Store};
 
 /// Keeps a Retrac workspace's members in step with a Google Workspace directory.
@@ -45,6 +46,51 @@ pub enum Command {
     Audit(AuditArgs),
     /// Pull from the Google directory now; show runs; approve or discard held deactivations.
     Sync(SyncArgs),
+    /// Make, list and revoke the SCIM bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The SCIM connection as a whole.
+    #[command(subcommand)]
+    Scim(ScimCommand),
+}
+
+/// `token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for a SCIM client; it is printed once, with the SCIM URL.
+    Create {
+        /// Who it is for, e.g. google-workspace; recorded as the actor of its changes.
+        #[arg(long)]
+        label: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens: id, label, created, last used, revoked (never the secret).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one token; requests that use it get 401 at once.
+    Revoke {
+        /// The token id (from `token list`).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `scim ...`
+#[derive(Debug, Subcommand)]
+pub enum ScimCommand {
+    /// Revoke every token, so the SCIM endpoint accepts nothing until a new token is made.
+    Disconnect {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `sync [--dry-run] [--json]` and its subcommands.
@@ -346,6 +392,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             };
             render.write(&response, out).map_err(io)?;
         }
+        Command::Token(cmd) => {
+            let config = load()?;
+            let (request, json) = match cmd {
+                TokenCommand::Create { label, json } => (TokenRequest::Create { label }, json),
+                TokenCommand::List { json } => (TokenRequest::List, json),
+                TokenCommand::Revoke { id, json } => (TokenRequest::Revoke { id }, json),
+            };
+            let response = execute_tokens(&config, request)?;
+            write_tokens(out, &response, json).map_err(io)?;
+        }
+        Command::Scim(ScimCommand::Disconnect { json }) => {
+            let config = load()?;
+            let response = execute_tokens(&config, TokenRequest::Disconnect)?;
+            write_tokens(out, &response, json).map_err(io)?;
+        }
         Command::Sync(args) => {
             let config = load()?;
             let (request, json) = sync_request(args);
@@ -587,6 +648,120 @@ mod sync_render {
             writeln!(out, "problem: {p}")?;
         }
         Ok(())
+    }
+}
+
+/// Executes a token request: through the daemon when one runs, else on the store.
+fn execute_tokens(config: &Config, request: TokenRequest) -> Result<TokenResponse, Failure> {
+    let call = AdminRequest::Token(request.clone());
+    match admin::client::call(&config.admin.socket, &call, Duration::from_secs(60)) {
+        Ok(AdminResponse::Token(r)) => return Ok(r),
+        Ok(other) => {
+            return Err(Failure::failed(format!(
+                "the daemon answered something unexpected: {other:?}"
+            )))
+        }
+        Err(ClientError::NoDaemon(_)) => {}
+        Err(e) => return Err(Failure::failed(e)),
+    }
+    let store = Store::open(&config.store.path).map_err(Failure::failed)?;
+    let url = config
+        .scim
+        .public_url
+        .as_deref()
+        .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path));
+    let response =
+        scim_auth::execute(&store, request, url.as_deref(), Utc::now()).map_err(Failure::failed)?;
+    store.flush_blocking().map_err(Failure::failed)?;
+    Ok(response)
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn write_tokens(out: &mut dyn Write, response: &TokenResponse, json: bool) -> std::io::Result<()> {
+    if json {
+        return json_line(out, response);
+    }
+    match response {
+        TokenResponse::Created {
+            token,
+            secret,
+            scim_url,
+        } => {
+            writeln!(out, "Token {} for {:?}:", token.id, token.label)?;
+            writeln!(out)?;
+            writeln!(out, "  {}", secret.0)?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "It is shown only this once: put it in the SCIM client now (as a Bearer token)."
+            )?;
+            match scim_url {
+                Some(u) => writeln!(out, "SCIM URL: {u}"),
+                None => writeln!(
+                    out,
+                    "SCIM URL: set [scim].public_url (e.g. https://sync.example.com) to have it printed here."
+                ),
+            }
+        }
+        TokenResponse::Tokens { tokens } => {
+            if tokens.is_empty() {
+                return writeln!(
+                    out,
+                    "no tokens (make one with `retrac-sync token create --label NAME`)"
+                );
+            }
+            writeln!(
+                out,
+                "{:<16} {:<20} {:<16} {:<16} REVOKED",
+                "ID", "LABEL", "CREATED", "LAST USED"
+            )?;
+            for t in tokens {
+                writeln!(
+                    out,
+                    "{:<16} {} {:<16} {:<16} {}",
+                    t.id,
+                    fit(&t.label, 20),
+                    when(Some(t.created)),
+                    when(t.last_used),
+                    when(t.revoked)
+                )?;
+            }
+            let valid = tokens.iter().filter(|t| t.revoked.is_none()).count();
+            writeln!(out, "{} tokens, {valid} valid", tokens.len())
+        }
+        TokenResponse::Revoked { token, already } => {
+            if *already {
+                writeln!(
+                    out,
+                    "Token {} ({:?}) was already revoked.",
+                    token.id, token.label
+                )
+            } else {
+                writeln!(
+                    out,
+                    "Revoked token {} ({:?}); requests that use it now get 401.",
+                    token.id, token.label
+                )
+            }
+        }
+        TokenResponse::Disconnected {
+            revoked,
+            active_members,
+        } => {
+            writeln!(
+                out,
+                "Revoked {revoked} tokens. The SCIM endpoint accepts no request until a new token is made."
+            )?;
+            writeln!(
+                out,
+                "{active_members} members are still active; SCIM will no longer deactivate them."
+            )?;
+            writeln!(out, "Review them with: retrac-sync members list --active")
+        }
     }
 }
 

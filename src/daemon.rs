@@ -149,6 +149,11 @@ pub async fn launch(
         listeners.admin,
         admin::server::AdminContext {
             store: store.clone(),
+            scim_url: config
+                .scim
+                .public_url
+                .as_deref()
+                .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
             sync: sync_ctx.clone(),
             on_sync: Some(on_sync.clone()),
         },
@@ -156,11 +161,28 @@ pub async fn launch(
     ));
 
     let scim_addr = listeners.scim.local_addr().ok();
-    drop(listeners.scim);
+    let tls = match (&config.scim.tls_cert, &config.scim.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::scim::tls::server_config(cert, key)
+                .map_err(|e| DaemonError::Start(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scim_state = crate::scim::ScimState::new(store.clone(), &config.scim)?;
+    let scim_task = tokio::spawn(crate::scim::serve(
+        listeners.scim,
+        tls.clone(),
+        crate::scim::router(scim_state),
+        stopped(),
+    ));
 
     tracing::info!(
         store = %config.store.path.display(),
         scim = ?scim_addr,
+        scim_tls = tls.is_some(),
+        base_path = %config.scim.base_path,
+        pull = sync_ctx.is_some(),
+        schedule = %config.sync.schedule,
         metrics = ?metrics_addr,
         admin = %listeners.admin_path.display(),
         "retrac-sync is running"
@@ -173,6 +195,7 @@ pub async fn launch(
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let drain = async {
+        let _ = scim_task.await;
         let _ = metrics_task.await;
         let _ = admin_task.await;
     };

@@ -19,5 +19,6 @@ pub mod owner;
 pub mod provision;
 pub mod reconcile;
 pub mod schedule;
+pub mod scim;
 pub mod store;
 pub mod telemetry;

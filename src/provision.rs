@@ -120,6 +120,8 @@ pub fn apply_batch(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Outcome, ProvisionError>>, StoreError> {
+    // The store keeps microseconds; cut here so memory and disk agree exactly.
+    let now = chrono::SubsecRound::trunc_subsecs(now, 6);
     let results = store.transact(|tx| {
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {

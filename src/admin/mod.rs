@@ -9,6 +9,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scim::auth::{TokenRequest, TokenResponse};
 use crate::{owner, reconcile};
 
 /// A request over the admin socket.
@@ -19,6 +20,8 @@ pub enum AdminRequest {
     Owner(owner::Request),
     /// A pull command (`sync ...`).
     Sync(reconcile::Request),
+    /// A token command (`token ...`, `scim disconnect`).
+    Token(TokenRequest),
     /// Is the daemon there, and which version is it?
     Ping,
 }
@@ -31,6 +34,8 @@ pub enum AdminResponse {
     Owner(owner::Response),
     /// The answer to a pull command.
     Sync(reconcile::Response),
+    /// The answer to a token command (a new token's secret travels only on this socket).
+    Token(TokenResponse),
     /// The answer to a ping.
     Pong {
         /// The daemon's version.

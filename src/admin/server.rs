@@ -18,6 +18,8 @@ use crate::{owner, reconcile};
 pub struct AdminContext {
     /// The open store.
     pub store: Store,
+    /// The SCIM URL printed with new tokens (`[scim].public_url` + base path).
+    pub scim_url: Option<String>,
     /// The pull, when `[google]` is configured.
     pub sync: Option<Arc<reconcile::SyncContext>>,
     /// Called after a pull requested over the socket finishes (health, systemd status).
@@ -132,6 +134,7 @@ fn request_name(r: &AdminRequest) -> &'static str {
     match r {
         AdminRequest::Owner(_) => "owner",
         AdminRequest::Sync(_) => "sync",
+        AdminRequest::Token(_) => "token",
         AdminRequest::Ping => "ping",
     }
 }
@@ -151,6 +154,18 @@ pub async fn execute(ctx: &AdminContext, request: AdminRequest) -> Result<AdminR
                     .map_err(|e| e.to_string())?;
             ctx.store.flush().await.map_err(|e| e.to_string())?;
             Ok(AdminResponse::Owner(response))
+        }
+        AdminRequest::Token(req) => {
+            let store = ctx.store.clone();
+            let url = ctx.scim_url.clone();
+            let response = tokio::task::spawn_blocking(move || {
+                crate::scim::auth::execute(&store, req, url.as_deref(), Utc::now())
+            })
+            .await
+            .map_err(|e| format!("internal error: {e}"))?
+            .map_err(|e| e.to_string())?;
+            ctx.store.flush().await.map_err(|e| e.to_string())?;
+            Ok(AdminResponse::Token(response))
         }
         AdminRequest::Sync(req) => {
             let sync = ctx.sync.as_ref().ok_or_else(|| {

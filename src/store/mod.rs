@@ -16,9 +16,11 @@ mod audit;
 mod codec;
 mod flush;
 mod runs;
+mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
+pub use scim::{TokenRecord, WeakStore};
 
 mod mirror;
 

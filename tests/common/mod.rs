@@ -98,5 +98,6 @@ pub fn assert_mirrors(store: &Store, google: &FakeGoogle, expect: impl Fn(&FakeU
     }
     let active = ms.values().filter(|m| m.active).count();
     assert_eq!(active, expected_active, "no other member is active");
-    assert!(store.check_consistency().unwrap().is_empty());
+    let problems = store.check_consistency().unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }

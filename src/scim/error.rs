@@ -1,0 +1,203 @@
+//! SCIM error responses (RFC 7644 §3.12): every failure the endpoint returns has an
+//! `urn:ietf:params:scim:api:messages:2.0:Error` body, never a bare status or internals.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::provision::ProvisionError;
+use crate::store::StoreError;
+
+/// The SCIM error message schema.
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// The media type of every SCIM response body.
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// The `scimType` detail of a 400 (RFC 7644 Table 9) or 409.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScimType {
+    /// The filter is malformed or not supported.
+    InvalidFilter,
+    /// The request body is not valid JSON or not a valid SCIM message.
+    InvalidSyntax,
+    /// A value has the wrong type or is not acceptable.
+    InvalidValue,
+    /// A PATCH path selects nothing, or a remove has no path.
+    NoTarget,
+    /// The request tries to change a read-only or immutable attribute.
+    Mutability,
+    /// The request would return or touch too many resources.
+    TooMany,
+    /// A unique value is already taken.
+    Uniqueness,
+    /// The path is not a valid attribute path.
+    InvalidPath,
+}
+
+impl ScimType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScimType::InvalidFilter => "invalidFilter",
+            ScimType::InvalidSyntax => "invalidSyntax",
+            ScimType::InvalidValue => "invalidValue",
+            ScimType::NoTarget => "noTarget",
+            ScimType::Mutability => "mutability",
+            ScimType::TooMany => "tooMany",
+            ScimType::Uniqueness => "uniqueness",
+            ScimType::InvalidPath => "invalidPath",
+        }
+    }
+}
+
+/// An error to answer with: a status, an optional `scimType` and a human `detail`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The 400/409 refinement.
+    pub scim_type: Option<ScimType>,
+    /// What went wrong, for the admin reading the client's log. Never internals.
+    pub detail: String,
+}
+
+impl ScimError {
+    /// Any status with a detail.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ScimError {
+            status,
+            scim_type: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 400 with a `scimType`.
+    pub fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
+        ScimError {
+            status: StatusCode::BAD_REQUEST,
+            scim_type: Some(scim_type),
+            detail: detail.into(),
+        }
+    }
+
+    /// 400 invalidFilter.
+    pub fn invalid_filter(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::InvalidFilter, detail)
+    }
+
+    /// 400 invalidValue.
+    pub fn invalid_value(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::InvalidValue, detail)
+    }
+
+    /// 400 invalidSyntax.
+    pub fn invalid_syntax(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::InvalidSyntax, detail)
+    }
+
+    /// 400 mutability.
+    pub fn mutability(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::Mutability, detail)
+    }
+
+    /// 400 noTarget.
+    pub fn no_target(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::NoTarget, detail)
+    }
+
+    /// 404 for a resource id.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    /// 500 without internals; the cause is logged, not returned.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "SCIM request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server log has the details",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = json!({
+            "schemas": [ERROR_SCHEMA],
+            "status": self.status.as_u16().to_string(),
+            "detail": self.detail,
+        });
+        if let (Some(t), Some(obj)) = (self.scim_type, body.as_object_mut()) {
+            obj.insert("scimType".into(), json!(t.as_str()));
+        }
+        body
+    }
+}
+
+impl std::fmt::Display for ScimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.detail)
+    }
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, scim_json(&self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"retrac-sync SCIM\""),
+            );
+        }
+        resp
+    }
+}
+
+/// A JSON body with the SCIM media type.
+pub fn scim_json(value: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(SCIM_CONTENT_TYPE),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+impl From<StoreError> for ScimError {
+    fn from(e: StoreError) -> Self {
+        ScimError::internal(e)
+    }
+}
+
+impl From<ProvisionError> for ScimError {
+    fn from(e: ProvisionError) -> Self {
+        match e {
+            ProvisionError::UserNameTaken { user_name, .. } => ScimError {
+                status: StatusCode::CONFLICT,
+                scim_type: Some(ScimType::Uniqueness),
+                detail: format!(
+                    "userName {user_name:?} is already taken (compared case-insensitively)"
+                ),
+            },
+            ProvisionError::ExternalIdTaken { external_id, .. } => ScimError {
+                status: StatusCode::CONFLICT,
+                scim_type: Some(ScimType::Uniqueness),
+                detail: format!("externalId {external_id:?} is already linked to another user"),
+            },
+            ProvisionError::VersionMismatch {
+                expected, actual, ..
+            } => ScimError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("the resource is at version W/\"{actual}\", not W/\"{expected}\""),
+            ),
+            ProvisionError::NotFound(id) => ScimError::not_found(format!("User {id}")),
+            ProvisionError::Forbidden { what, .. } => {
+                ScimError::new(StatusCode::FORBIDDEN, format!("SCIM may not {what}"))
+            }
+            ProvisionError::Store(e) => ScimError::internal(e),
+        }
+    }
+}

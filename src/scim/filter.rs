@@ -1,0 +1,1064 @@
+//! The SCIM filter language (RFC 7644 §3.4.2.2): a parser with the RFC's precedence
+//! (`not` binds tighter than `and`, which binds tighter than `or`), a printer whose output
+//! parses back to the same tree, and an evaluator over a resource's JSON.
+//!
+//! Attribute names and operators are case-insensitive. String comparisons follow the
+//! attribute's `caseExact` (only `id`, `externalId` and `meta.version` are case-exact here);
+//! booleans, numbers and the `meta` datetimes compare as typed values.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// The URN of the core User schema; a path may carry it as a prefix.
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// Deepest nesting of parentheses and `not` accepted, so hostile input cannot blow the stack.
+const MAX_DEPTH: usize = 64;
+
+/// Why a filter or path was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, FilterError> {
+    Err(FilterError(msg.into()))
+}
+
+/// An attribute path: an optional schema URN, an attribute and an optional sub-attribute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttrPath {
+    /// The schema URN prefix as written, without the trailing ':'.
+    pub urn: Option<String>,
+    /// The attribute name as written.
+    pub name: String,
+    /// The sub-attribute name as written.
+    pub sub: Option<String>,
+}
+
+impl AttrPath {
+    /// Parses `[urn:...:]attr[.sub]`.
+    pub fn parse(s: &str) -> Result<AttrPath, FilterError> {
+        let s = s.trim();
+        let (urn, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("urn:") {
+            match s.rfind(':') {
+                Some(i) => (Some(s[..i].to_string()), &s[i + 1..]),
+                None => (None, s),
+            }
+        } else {
+            (None, s)
+        };
+        let (name, sub) = match rest.split_once('.') {
+            Some((n, sub)) => (n, Some(sub)),
+            None => (rest, None),
+        };
+        check_name(name, s)?;
+        if let Some(sub) = sub {
+            check_name(sub, s)?;
+        }
+        Ok(AttrPath {
+            urn,
+            name: name.to_string(),
+            sub: sub.map(str::to_string),
+        })
+    }
+
+    /// Whether the path names `name` (and `sub`), ignoring case and the core schema URN.
+    pub fn is(&self, name: &str, sub: Option<&str>) -> bool {
+        self.in_core()
+            && self.name.eq_ignore_ascii_case(name)
+            && match (&self.sub, sub) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => false,
+            }
+    }
+
+    /// Whether the path is in the core User schema (no URN, or the core one).
+    pub fn in_core(&self) -> bool {
+        self.urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(USER_SCHEMA))
+    }
+
+    /// The values this path selects in `ctx` (arrays are flattened).
+    pub fn values<'a>(&self, ctx: &'a Value) -> Vec<&'a Value> {
+        let base = match &self.urn {
+            Some(u) if !u.eq_ignore_ascii_case(USER_SCHEMA) => match get_ci(ctx, u) {
+                Some(ext) => ext,
+                None => return Vec::new(),
+            },
+            _ => ctx,
+        };
+        let mut out = Vec::new();
+        let Some(v) = get_ci(base, &self.name) else {
+            return out;
+        };
+        match &self.sub {
+            None => flatten(v, &mut out),
+            Some(sub) => match v {
+                Value::Array(items) => {
+                    for item in items {
+                        if let Some(x) = get_ci(item, sub) {
+                            flatten(x, &mut out);
+                        }
+                    }
+                }
+                other => {
+                    if let Some(x) = get_ci(other, sub) {
+                        flatten(x, &mut out);
+                    }
+                }
+            },
+        }
+        out
+    }
+
+    fn case_exact(&self) -> bool {
+        (self.sub.is_none() && (self.is("id", None) || self.is("externalId", None)))
+            || self.is("meta", Some("version"))
+            || self.sub.as_deref() == Some("$ref")
+    }
+
+    fn is_datetime(&self) -> bool {
+        self.is("meta", Some("created")) || self.is("meta", Some("lastModified"))
+    }
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => out.extend(items.iter().filter(|x| !x.is_null())),
+        Value::Null => {}
+        other => out.push(other),
+    }
+}
+
+/// A key of a JSON object, looked up case-insensitively (SCIM attribute names are).
+pub fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn check_name(name: &str, whole: &str) -> Result<(), FilterError> {
+    let mut chars = name.chars();
+    let ok = name == "$ref"
+        || matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        err(format!("{whole:?} is not a valid attribute path"))
+    }
+}
+
+impl fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(u) = &self.urn {
+            write!(f, "{u}:")?;
+        }
+        f.write_str(&self.name)?;
+        if let Some(s) = &self.sub {
+            write!(f, ".{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// equal
+    Eq,
+    /// not equal
+    Ne,
+    /// contains
+    Co,
+    /// starts with
+    Sw,
+    /// ends with
+    Ew,
+    /// greater than
+    Gt,
+    /// greater than or equal
+    Ge,
+    /// less than
+    Lt,
+    /// less than or equal
+    Le,
+}
+
+impl CompareOp {
+    fn parse(word: &str) -> Option<CompareOp> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "eq" => CompareOp::Eq,
+            "ne" => CompareOp::Ne,
+            "co" => CompareOp::Co,
+            "sw" => CompareOp::Sw,
+            "ew" => CompareOp::Ew,
+            "gt" => CompareOp::Gt,
+            "ge" => CompareOp::Ge,
+            "lt" => CompareOp::Lt,
+            "le" => CompareOp::Le,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
+            CompareOp::Co => "co",
+            CompareOp::Sw => "sw",
+            CompareOp::Ew => "ew",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+        }
+    }
+}
+
+/// A literal on the right of a comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CompValue {
+    /// A JSON string.
+    Str(String),
+    /// A JSON number.
+    Num(serde_json::Number),
+    /// `true` / `false`.
+    Bool(bool),
+    /// `null`.
+    Null,
+}
+
+impl fmt::Display for CompValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompValue::Str(s) => {
+                let quoted = serde_json::to_string(s).map_err(|_| fmt::Error)?;
+                f.write_str(&quoted)
+            }
+            CompValue::Num(n) => write!(f, "{n}"),
+            CompValue::Bool(b) => write!(f, "{b}"),
+            CompValue::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// A parsed filter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    /// `a or b`
+    Or(Box<Filter>, Box<Filter>),
+    /// `a and b`
+    And(Box<Filter>, Box<Filter>),
+    /// `not (a)`
+    Not(Box<Filter>),
+    /// `attr pr`
+    Present(AttrPath),
+    /// `attr op value`
+    Compare(AttrPath, CompareOp, CompValue),
+    /// `attr[filter]`: some value of the multi-valued (or complex) attribute matches.
+    ValuePath(AttrPath, Box<Filter>),
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Parentheses do not create nodes, so wrapping every compound child prints a text
+        // that parses back to exactly this tree.
+        fn child(f: &mut fmt::Formatter<'_>, c: &Filter) -> fmt::Result {
+            match c {
+                Filter::Or(..) | Filter::And(..) => write!(f, "({c})"),
+                other => write!(f, "{other}"),
+            }
+        }
+        match self {
+            Filter::Or(a, b) | Filter::And(a, b) => {
+                child(f, a)?;
+                f.write_str(if matches!(self, Filter::Or(..)) {
+                    " or "
+                } else {
+                    " and "
+                })?;
+                child(f, b)
+            }
+            Filter::Not(a) => write!(f, "not ({a})"),
+            Filter::Present(p) => write!(f, "{p} pr"),
+            Filter::Compare(p, op, v) => write!(f, "{p} {} {v}", op.as_str()),
+            Filter::ValuePath(p, inner) => write!(f, "{p}[{inner}]"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Open,
+    Close,
+    OpenBracket,
+    CloseBracket,
+    Str(String),
+    Word(String),
+}
+
+fn tokenize(input: &str) -> Result<Vec<Token>, FilterError> {
+    let mut out = Vec::new();
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'(' => {
+                out.push(Token::Open);
+                i += 1
+            }
+            b')' => {
+                out.push(Token::Close);
+                i += 1
+            }
+            b'[' => {
+                out.push(Token::OpenBracket);
+                i += 1
+            }
+            b']' => {
+                out.push(Token::CloseBracket);
+                i += 1
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return err("a string in the filter is not closed with '\"'"),
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                let raw = input.get(start..i).unwrap_or_default();
+                let s: String = serde_json::from_str(raw)
+                    .map_err(|e| FilterError(format!("bad string {raw} in the filter: {e}")))?;
+                out.push(Token::Str(s));
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len()
+                    && !matches!(
+                        bytes[i],
+                        b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b'[' | b']' | b'"'
+                    )
+                {
+                    i += 1;
+                }
+                out.push(Token::Word(
+                    input.get(start..i).unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+    depth: usize,
+}
+
+/// Parses a filter.
+pub fn parse(input: &str) -> Result<Filter, FilterError> {
+    if input.trim().is_empty() {
+        return err("the filter is empty");
+    }
+    let mut p = Parser {
+        tokens: tokenize(input)?,
+        pos: 0,
+        depth: 0,
+    };
+    let f = p.or(false)?;
+    match p.peek() {
+        None => Ok(f),
+        Some(t) => err(format!(
+            "unexpected {} after a complete filter",
+            describe(Some(t))
+        )),
+    }
+}
+
+fn describe(t: Option<&Token>) -> String {
+    match t {
+        None => "end of filter".into(),
+        Some(Token::Open) => "'('".into(),
+        Some(Token::Close) => "')'".into(),
+        Some(Token::OpenBracket) => "'['".into(),
+        Some(Token::CloseBracket) => "']'".into(),
+        Some(Token::Str(s)) => format!("string {s:?}"),
+        Some(Token::Word(w)) => format!("{w:?}"),
+    }
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn peek_word(&self, w: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(x)) if x.eq_ignore_ascii_case(w))
+    }
+
+    fn enter(&mut self) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return err(format!("the filter nests deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(())
+    }
+
+    fn or(&mut self, inner: bool) -> Result<Filter, FilterError> {
+        let mut left = self.and(inner)?;
+        while self.peek_word("or") {
+            self.pos += 1;
+            let right = self.and(inner)?;
+            left = Filter::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self, inner: bool) -> Result<Filter, FilterError> {
+        let mut left = self.unary(inner)?;
+        while self.peek_word("and") {
+            self.pos += 1;
+            let right = self.unary(inner)?;
+            left = Filter::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self, inner: bool) -> Result<Filter, FilterError> {
+        if self.peek_word("not") {
+            self.pos += 1;
+            if self.peek() != Some(&Token::Open) {
+                return err("'not' must be followed by '('");
+            }
+            return Ok(Filter::Not(Box::new(self.group(inner)?)));
+        }
+        if self.peek() == Some(&Token::Open) {
+            return self.group(inner);
+        }
+        self.attr_exp(inner)
+    }
+
+    fn group(&mut self, inner: bool) -> Result<Filter, FilterError> {
+        self.enter()?;
+        self.pos += 1; // '('
+        let f = self.or(inner)?;
+        match self.next() {
+            Some(Token::Close) => {}
+            t => return err(format!("expected ')' but found {}", describe(t.as_ref()))),
+        }
+        self.depth -= 1;
+        Ok(f)
+    }
+
+    fn attr_exp(&mut self, inner: bool) -> Result<Filter, FilterError> {
+        let path = match self.next() {
+            Some(Token::Word(w)) => AttrPath::parse(&w)?,
+            t => {
+                return err(format!(
+                    "expected an attribute name but found {}",
+                    describe(t.as_ref())
+                ))
+            }
+        };
+        if self.peek() == Some(&Token::OpenBracket) {
+            if inner {
+                return err("a value filter '[...]' cannot nest inside another");
+            }
+            if path.sub.is_some() {
+                return err(format!(
+                    "{path}[...]: a value filter applies to an attribute, not a sub-attribute"
+                ));
+            }
+            self.enter()?;
+            self.pos += 1;
+            let f = self.or(true)?;
+            match self.next() {
+                Some(Token::CloseBracket) => {}
+                t => return err(format!("expected ']' but found {}", describe(t.as_ref()))),
+            }
+            self.depth -= 1;
+            // `emails[type eq "work"].value eq "x"` (sent by real clients, not in the RFC's
+            // ABNF) means: some email has type work and value x.
+            if let Some(Token::Word(w)) = self.peek() {
+                if let Some(sub) = w.strip_prefix('.') {
+                    let sub = AttrPath::parse(sub)?;
+                    if sub.urn.is_some() || sub.sub.is_some() {
+                        return err(format!("{w:?} is not a sub-attribute"));
+                    }
+                    self.pos += 1;
+                    let tail = self.comparison(sub)?;
+                    return Ok(Filter::ValuePath(
+                        path,
+                        Box::new(Filter::And(Box::new(f), Box::new(tail))),
+                    ));
+                }
+            }
+            return Ok(Filter::ValuePath(path, Box::new(f)));
+        }
+        self.comparison(path)
+    }
+
+    fn comparison(&mut self, path: AttrPath) -> Result<Filter, FilterError> {
+        let op = match self.next() {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("pr") => {
+                return Ok(Filter::Present(path))
+            }
+            Some(Token::Word(w)) => match CompareOp::parse(&w) {
+                Some(op) => op,
+                None => {
+                    return err(format!(
+                        "{w:?} is not an operator (eq ne co sw ew gt ge lt le pr)"
+                    ))
+                }
+            },
+            t => {
+                return err(format!(
+                    "expected an operator after {path} but found {}",
+                    describe(t.as_ref())
+                ))
+            }
+        };
+        let value = match self.next() {
+            Some(Token::Str(s)) => CompValue::Str(s),
+            Some(Token::Word(w)) => match w.as_str() {
+                "true" => CompValue::Bool(true),
+                "false" => CompValue::Bool(false),
+                "null" => CompValue::Null,
+                _ => match serde_json::from_str::<serde_json::Number>(&w) {
+                    Ok(n) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+                        CompValue::Num(n)
+                    }
+                    _ => {
+                        return err(format!(
+                        "{w:?} is not a value: use a quoted string, a number, true, false or null"
+                    ))
+                    }
+                },
+            },
+            t => {
+                return err(format!(
+                    "expected a value after {path} {} but found {}",
+                    op.as_str(),
+                    describe(t.as_ref())
+                ))
+            }
+        };
+        if matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+            && !matches!(value, CompValue::Str(_))
+        {
+            return err(format!("{} needs a string value", op.as_str()));
+        }
+        if matches!(
+            op,
+            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
+        ) && matches!(value, CompValue::Bool(_) | CompValue::Null)
+        {
+            return err(format!("{} cannot compare booleans or null", op.as_str()));
+        }
+        Ok(Filter::Compare(path, op, value))
+    }
+}
+
+/// A PATCH path: `attrPath`, or `attrPath[valFilter]` with an optional `.subAttr`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchPath {
+    /// The attribute (with its sub-attribute when there is no filter).
+    pub attr: AttrPath,
+    /// The value filter.
+    pub filter: Option<Filter>,
+    /// The sub-attribute after the filter.
+    pub sub_after_filter: Option<String>,
+}
+
+/// Parses a PATCH `path` (RFC 7644 §3.5.2).
+pub fn parse_patch_path(input: &str) -> Result<PatchPath, FilterError> {
+    let input = input.trim();
+    match input.find('[') {
+        None => Ok(PatchPath {
+            attr: AttrPath::parse(input)?,
+            filter: None,
+            sub_after_filter: None,
+        }),
+        Some(open) => {
+            let close = match input.rfind(']') {
+                Some(c) if c > open => c,
+                _ => return err(format!("{input:?}: '[' is not closed with ']'")),
+            };
+            let attr = AttrPath::parse(&input[..open])?;
+            if attr.sub.is_some() {
+                return err(format!("{input:?}: a value filter applies to an attribute"));
+            }
+            let mut p = Parser {
+                tokens: tokenize(&input[open + 1..close])?,
+                pos: 0,
+                depth: 1,
+            };
+            let filter = p.or(true)?;
+            if p.peek().is_some() {
+                return err(format!("{input:?}: unexpected text in the value filter"));
+            }
+            let rest = &input[close + 1..];
+            let sub_after_filter = if rest.is_empty() {
+                None
+            } else {
+                match rest.strip_prefix('.') {
+                    Some(s) => {
+                        check_name(s, input)?;
+                        Some(s.to_string())
+                    }
+                    None => return err(format!("{input:?}: unexpected text after ']'")),
+                }
+            };
+            Ok(PatchPath {
+                attr,
+                filter: Some(filter),
+                sub_after_filter,
+            })
+        }
+    }
+}
+
+/// Whether `resource` (a JSON object, or one value of a multi-valued attribute inside a
+/// value filter) matches `filter`.
+pub fn matches(filter: &Filter, ctx: &Value) -> bool {
+    match filter {
+        Filter::Or(a, b) => matches(a, ctx) || matches(b, ctx),
+        Filter::And(a, b) => matches(a, ctx) && matches(b, ctx),
+        Filter::Not(a) => !matches(a, ctx),
+        Filter::Present(p) => p.values(ctx).iter().any(|v| match v {
+            Value::String(s) => !s.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        }),
+        Filter::Compare(p, op, value) => {
+            let values = p.values(ctx);
+            match op {
+                CompareOp::Ne => !values.iter().any(|v| compare(p, CompareOp::Eq, v, value)),
+                _ => {
+                    if values.is_empty() {
+                        *op == CompareOp::Eq && *value == CompValue::Null
+                    } else {
+                        values.iter().any(|v| compare(p, *op, v, value))
+                    }
+                }
+            }
+        }
+        Filter::ValuePath(p, inner) => {
+            let base = AttrPath {
+                urn: p.urn.clone(),
+                name: p.name.clone(),
+                sub: None,
+            };
+            base.values(ctx).iter().any(|v| matches(inner, v))
+        }
+    }
+}
+
+fn compare(path: &AttrPath, op: CompareOp, actual: &Value, wanted: &CompValue) -> bool {
+    match (actual, wanted) {
+        (Value::String(a), CompValue::Str(w)) => {
+            if path.is_datetime() {
+                if let (Some(a), Some(w)) = (parse_time(a), parse_time(w)) {
+                    return ordered(op, a.cmp(&w));
+                }
+            }
+            let (a, w) = if path.case_exact() {
+                (a.clone(), w.clone())
+            } else {
+                (a.to_lowercase(), w.to_lowercase())
+            };
+            match op {
+                CompareOp::Co => a.contains(&w),
+                CompareOp::Sw => a.starts_with(&w),
+                CompareOp::Ew => a.ends_with(&w),
+                _ => ordered(op, a.cmp(&w)),
+            }
+        }
+        (Value::Bool(a), CompValue::Bool(w)) => match op {
+            CompareOp::Eq => a == w,
+            CompareOp::Ne => a != w,
+            _ => false,
+        },
+        (Value::Number(a), CompValue::Num(w)) => match (a.as_f64(), w.as_f64()) {
+            (Some(a), Some(w)) => a.partial_cmp(&w).is_some_and(|o| ordered(op, o)),
+            _ => false,
+        },
+        // Some clients send booleans as strings ("True"); compare them as booleans.
+        (Value::String(a), CompValue::Bool(w)) => {
+            let a = a.eq_ignore_ascii_case("true");
+            match op {
+                CompareOp::Eq => a == *w,
+                CompareOp::Ne => a != *w,
+                _ => false,
+            }
+        }
+        (Value::Null, CompValue::Null) => op == CompareOp::Eq,
+        _ => false,
+    }
+}
+
+fn ordered(op: CompareOp, o: Ordering) -> bool {
+    match op {
+        CompareOp::Eq => o == Ordering::Equal,
+        CompareOp::Ne => o != Ordering::Equal,
+        CompareOp::Gt => o == Ordering::Greater,
+        CompareOp::Ge => o != Ordering::Less,
+        CompareOp::Lt => o == Ordering::Less,
+        CompareOp::Le => o != Ordering::Greater,
+        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The exact-match lookup a filter allows through an index, when it has one: a top-level
+/// `userName eq`, `externalId eq` or `id eq`, alone or as a term of an `and`.
+pub fn index_lookup(filter: &Filter) -> Option<(IndexKey, &str)> {
+    match filter {
+        Filter::Compare(p, CompareOp::Eq, CompValue::Str(v)) => {
+            if p.is("userName", None) {
+                Some((IndexKey::UserName, v))
+            } else if p.is("externalId", None) {
+                Some((IndexKey::ExternalId, v))
+            } else if p.is("id", None) {
+                Some((IndexKey::Id, v))
+            } else {
+                None
+            }
+        }
+        Filter::And(a, b) => index_lookup(a).or_else(|| index_lookup(b)),
+        _ => None,
+    }
+}
+
+/// Which index a filter can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKey {
+    /// `userName` (case-insensitive).
+    UserName,
+    /// `externalId` (exact).
+    ExternalId,
+    /// `id`.
+    Id,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(s: &str) -> Filter {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn cmp(name: &str, op: CompareOp, v: CompValue) -> Filter {
+        Filter::Compare(AttrPath::parse(name).unwrap(), op, v)
+    }
+
+    fn s(v: &str) -> CompValue {
+        CompValue::Str(v.into())
+    }
+
+    fn grace() -> Value {
+        json!({
+            "schemas": [USER_SCHEMA],
+            "id": "2819c223-7f76-453a-919d-413861904646",
+            "externalId": "Ext-1",
+            "userName": "Grace@Example.com",
+            "title": "Rear Admiral",
+            "active": true,
+            "name": {"givenName": "Grace", "familyName": "Hopper"},
+            "emails": [
+                {"value": "grace@example.com", "type": "work", "primary": true},
+                {"value": "g@home.org", "type": "home"}
+            ],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "701984", "manager": {"value": "26118915"}},
+            "meta": {"created": "2026-01-01T10:00:00Z", "lastModified": "2026-06-01T10:00:00Z", "version": "W/\"3\""}
+        })
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or_and_not_tighter_than_and() {
+        let a = || cmp("a", CompareOp::Eq, s("1"));
+        let b = || cmp("b", CompareOp::Eq, s("2"));
+        let c = || cmp("c", CompareOp::Eq, s("3"));
+        assert_eq!(
+            p(r#"a eq "1" or b eq "2" and c eq "3""#),
+            Filter::Or(
+                Box::new(a()),
+                Box::new(Filter::And(Box::new(b()), Box::new(c())))
+            )
+        );
+        assert_eq!(
+            p(r#"a eq "1" and b eq "2" or c eq "3""#),
+            Filter::Or(
+                Box::new(Filter::And(Box::new(a()), Box::new(b()))),
+                Box::new(c())
+            )
+        );
+        assert_eq!(
+            p(r#"(a eq "1" or b eq "2") and c eq "3""#),
+            Filter::And(
+                Box::new(Filter::Or(Box::new(a()), Box::new(b()))),
+                Box::new(c())
+            )
+        );
+        assert_eq!(
+            p(r#"not (a eq "1") and b eq "2""#),
+            Filter::And(Box::new(Filter::Not(Box::new(a()))), Box::new(b()))
+        );
+        // Left-associative chains.
+        assert_eq!(
+            p(r#"a eq "1" or b eq "2" or c eq "3""#),
+            Filter::Or(
+                Box::new(Filter::Or(Box::new(a()), Box::new(b()))),
+                Box::new(c())
+            )
+        );
+    }
+
+    #[test]
+    fn operators_and_attribute_names_are_case_insensitive() {
+        let g = grace();
+        for f in [
+            r#"USERNAME EQ "grace@example.com""#,
+            r#"userName Eq "GRACE@EXAMPLE.COM""#,
+            r#"name.FAMILYNAME sw "hop""#,
+            r#"userName eq "x" OR Active Eq true"#,
+        ] {
+            assert!(matches(&p(f), &g), "{f}");
+        }
+    }
+
+    #[test]
+    fn every_operator_on_strings() {
+        let g = grace();
+        let yes = [
+            r#"userName eq "grace@example.com""#,
+            r#"userName ne "ada@example.com""#,
+            r#"userName co "E@EXAM""#,
+            r#"userName sw "gr""#,
+            r#"userName ew ".COM""#,
+            r#"userName gt "a""#,
+            r#"userName ge "grace@example.com""#,
+            r#"userName lt "z""#,
+            r#"userName le "grace@example.com""#,
+            r#"title pr"#,
+            r#"name.givenName pr"#,
+        ];
+        let no = [
+            r#"userName eq "ada@example.com""#,
+            r#"userName ne "GRACE@example.com""#,
+            r#"userName co "zz""#,
+            r#"userName sw "race""#,
+            r#"userName ew ".org""#,
+            r#"userName gt "h""#,
+            r#"userName lt "a""#,
+            r#"nickName pr"#,
+            r#"name.middleName pr"#,
+        ];
+        for f in yes {
+            assert!(matches(&p(f), &g), "{f} should match");
+        }
+        for f in no {
+            assert!(!matches(&p(f), &g), "{f} should not match");
+        }
+    }
+
+    #[test]
+    fn case_exact_attributes_compare_exactly() {
+        let g = grace();
+        assert!(matches(&p(r#"externalId eq "Ext-1""#), &g));
+        assert!(!matches(&p(r#"externalId eq "ext-1""#), &g));
+        assert!(!matches(
+            &p(r#"id eq "2819C223-7F76-453A-919D-413861904646""#),
+            &g
+        ));
+    }
+
+    #[test]
+    fn booleans_and_datetimes_compare_as_typed_values() {
+        let g = grace();
+        assert!(matches(&p("active eq true"), &g));
+        assert!(!matches(&p("active eq false"), &g));
+        assert!(matches(&p("active ne false"), &g));
+        // Same instant written with an offset: typed comparison, not text.
+        assert!(matches(
+            &p(r#"meta.lastModified eq "2026-06-01T12:00:00+02:00""#),
+            &g
+        ));
+        assert!(matches(
+            &p(r#"meta.lastModified gt "2026-05-31T23:59:59Z""#),
+            &g
+        ));
+        assert!(!matches(
+            &p(r#"meta.lastModified gt "2026-06-01T10:00:00Z""#),
+            &g
+        ));
+        assert!(matches(
+            &p(r#"meta.created le "2026-01-01T10:00:00.000Z""#),
+            &g
+        ));
+        assert!(parse("active gt true").is_err());
+    }
+
+    #[test]
+    fn value_paths_filter_inside_multi_valued_attributes() {
+        let g = grace();
+        assert!(matches(
+            &p(r#"emails[type eq "work" and value co "@example.com"]"#),
+            &g
+        ));
+        assert!(!matches(
+            &p(r#"emails[type eq "home" and value co "@example.com"]"#),
+            &g
+        ));
+        assert!(matches(&p(r#"emails.value eq "G@HOME.org""#), &g));
+        assert!(matches(
+            &p(r#"emails[type eq "work"].value eq "grace@example.com""#),
+            &g
+        ));
+        assert!(!matches(
+            &p(r#"emails[type eq "home"].value eq "grace@example.com""#),
+            &g
+        ));
+        assert!(matches(&p(r#"emails[not (primary eq true)]"#), &g));
+    }
+
+    #[test]
+    fn extension_attributes_are_reached_through_their_urn() {
+        let g = grace();
+        assert!(matches(
+            &p(
+                r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#
+            ),
+            &g
+        ));
+        assert!(matches(
+            &p(
+                r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "26118915""#
+            ),
+            &g
+        ));
+        assert!(matches(
+            &p(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "grace""#),
+            &g
+        ));
+    }
+
+    #[test]
+    fn numbers_and_null() {
+        let v = json!({"n": 5, "x": null});
+        assert!(matches(&p("n gt 4"), &v));
+        assert!(matches(&p("n le 5.0"), &v));
+        assert!(!matches(&p("n lt -1"), &v));
+        assert!(matches(&p("x eq null"), &v));
+        assert!(matches(&p("missing eq null"), &v));
+        assert!(!matches(&p("x pr"), &v));
+    }
+
+    #[test]
+    fn bad_filters_are_refused_with_a_reason() {
+        for (f, why) in [
+            ("userName eq", "expected a value"),
+            ("", "empty"),
+            ("userName", "expected an operator"),
+            ("userName is \"x\"", "not an operator"),
+            ("userName eq \"x", "not closed"),
+            ("(userName eq \"x\"", "expected ')'"),
+            ("userName eq \"x\")", "unexpected"),
+            ("userName eq bare", "not a value"),
+            ("not userName eq \"x\"", "followed by '('"),
+            ("emails[type eq \"work\"", "expected ']'"),
+            ("emails[type[value eq \"x\"]]", "cannot nest"),
+            ("1abc eq \"x\"", "not a valid attribute"),
+            ("userName co 1", "needs a string"),
+            ("userName eq \"x\" and", "expected an attribute"),
+        ] {
+            let e = parse(f).unwrap_err();
+            assert!(e.0.contains(why), "{f:?}: {e} should mention {why:?}");
+        }
+        let deep = format!("{}a pr{}", "(".repeat(200), ")".repeat(200));
+        assert!(parse(&deep).unwrap_err().0.contains("deeper"));
+    }
+
+    #[test]
+    fn printing_parses_back_to_the_same_tree() {
+        for f in [
+            r#"a eq "1" or b eq "2" and not (c pr)"#,
+            r#"(a eq "1" or b eq "2") and c ne "q\"uote""#,
+            r#"emails[type eq "work" and value co "@x.org"] and meta.lastModified gt "2026-01-01T00:00:00Z""#,
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber ge 10"#,
+        ] {
+            let tree = p(f);
+            assert_eq!(p(&tree.to_string()), tree, "{f} printed as {tree}");
+        }
+    }
+
+    #[test]
+    fn the_index_is_used_only_for_exact_identity_lookups() {
+        assert_eq!(
+            index_lookup(&p(r#"userName eq "A@B.c""#)),
+            Some((IndexKey::UserName, "A@B.c"))
+        );
+        assert_eq!(
+            index_lookup(&p(r#"active eq true and externalId eq "9""#)),
+            Some((IndexKey::ExternalId, "9"))
+        );
+        assert_eq!(index_lookup(&p(r#"id eq "x""#)), Some((IndexKey::Id, "x")));
+        assert_eq!(index_lookup(&p(r#"userName eq "a" or id eq "x""#)), None);
+        assert_eq!(index_lookup(&p(r#"userName sw "a""#)), None);
+        assert_eq!(index_lookup(&p(r#"not (userName eq "a")"#)), None);
+    }
+
+    #[test]
+    fn patch_paths() {
+        let pp = parse_patch_path(r#"emails[type eq "work"].value"#).unwrap();
+        assert_eq!(pp.attr.name, "emails");
+        assert_eq!(pp.sub_after_filter.as_deref(), Some("value"));
+        assert!(pp.filter.is_some());
+        let pp = parse_patch_path("name.givenName").unwrap();
+        assert_eq!(pp.attr.sub.as_deref(), Some("givenName"));
+        let pp = parse_patch_path(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+        )
+        .unwrap();
+        assert_eq!(
+            pp.attr.urn.as_deref(),
+            Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
+        );
+        assert_eq!(pp.attr.name, "manager");
+        assert!(parse_patch_path("emails[type eq \"work\"").is_err());
+        assert!(parse_patch_path("emails[type eq \"work\"]x").is_err());
+        assert!(parse_patch_path("").is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! A member as a SCIM User resource, and a SCIM User body as the directory-owned fields.
+//!
+//! The fields the project uses (userName, name, displayName, emails, active, externalId) live
+//! in the member; every other attribute a client sends is kept verbatim in `scim_extra`, so
+//! it comes back as it was sent. `name` and `emails` are also kept whole in `scim_extra`, so
+//! their other sub-attributes (`formatted`, `display`, ...) survive; the member's own fields
+//! win when the pull changed them since.
+
+use serde_json::{json, Map, Value};
+
+use crate::member::{DirectoryAttrs, Email, Member, UserName};
+use crate::scim::error::ScimError;
+use crate::scim::filter::USER_SCHEMA;
+
+/// The Enterprise User extension (RFC 7643 §4.3).
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The read-only Retrac extension: the owner's locations and role.
+pub const RETRAC_SCHEMA: &str = "urn:retrac:params:scim:schemas:extension:2.0:Member";
+
+/// Core attributes this server publishes, with their canonical spelling (clients may use any case).
+pub const CORE_ATTRIBUTES: &[&str] = &[
+    "id",
+    "externalId",
+    "meta",
+    "schemas",
+    "userName",
+    "name",
+    "displayName",
+    "nickName",
+    "profileUrl",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "active",
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "addresses",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+];
+
+/// Multi-valued core attributes: their values are arrays of objects.
+pub const MULTI_VALUED: &[&str] = &[
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "addresses",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+];
+
+/// Attributes the server never stores from a client: read-only ones it sets itself, and
+/// ones it does not offer (no passwords are kept; groups are not served).
+const NOT_STORED: &[&str] = &["id", "meta", "schemas", "password", "groups"];
+
+/// Keys the member holds in its own fields.
+const OWN_FIELDS: &[&str] = &["userName", "displayName", "active", "externalId"];
+
+/// The canonical spelling of a top-level key, if it is a known attribute or schema URN.
+pub fn canonical_key(key: &str) -> Option<&'static str> {
+    CORE_ATTRIBUTES
+        .iter()
+        .chain(["password", "groups"].iter())
+        .chain([ENTERPRISE_SCHEMA, RETRAC_SCHEMA, USER_SCHEMA].iter())
+        .find(|k| k.eq_ignore_ascii_case(key))
+        .copied()
+}
+
+/// Rewrites the top-level keys of a resource body to their canonical spelling.
+pub fn canonicalize(obj: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in obj {
+        let key = canonical_key(&k).map(str::to_string).unwrap_or(k);
+        // Attributes of the core schema may also be sent nested under its URN.
+        if key == USER_SCHEMA {
+            if let Value::Object(inner) = v {
+                for (ik, iv) in canonicalize(inner) {
+                    out.insert(ik, iv);
+                }
+            }
+            continue;
+        }
+        out.insert(key, v);
+    }
+    out
+}
+
+/// The SCIM JSON of a member. `location` is the absolute URL of the resource.
+pub fn to_json(m: &Member, location: &str) -> Value {
+    let mut obj = Map::new();
+    let mut schemas = vec![json!(USER_SCHEMA)];
+    obj.insert("id".into(), json!(m.id.to_string()));
+    if let Some(ext) = &m.external_id {
+        obj.insert("externalId".into(), json!(ext));
+    }
+    obj.insert("userName".into(), json!(m.user_name.as_str()));
+    let mut name = match m.scim_extra.get("name") {
+        Some(Value::Object(n)) => n.clone(),
+        _ => Map::new(),
+    };
+    set_or_remove(&mut name, "givenName", m.given_name.as_deref());
+    set_or_remove(&mut name, "familyName", m.family_name.as_deref());
+    if !name.is_empty() {
+        obj.insert("name".into(), Value::Object(name));
+    }
+    if let Some(d) = &m.display_name {
+        obj.insert("displayName".into(), json!(d));
+    }
+    // The verbatim emails array wins only while it still says what the member holds.
+    let emails = match m.scim_extra.get("emails") {
+        Some(kept @ Value::Array(_)) if emails_of(kept).ok().as_ref() == Some(&m.emails) => {
+            kept.clone()
+        }
+        _ => serde_json::to_value(&m.emails).unwrap_or(Value::Null),
+    };
+    if emails.as_array().is_some_and(|a| !a.is_empty()) {
+        obj.insert("emails".into(), emails);
+    }
+    obj.insert("active".into(), json!(m.active));
+    for (k, v) in &m.scim_extra {
+        if k == "name" || k == "emails" || obj.contains_key(k) {
+            continue;
+        }
+        if k.starts_with("urn:") && v.is_object() {
+            schemas.push(json!(k));
+        }
+        obj.insert(k.clone(), v.clone());
+    }
+    schemas.push(json!(RETRAC_SCHEMA));
+    obj.insert(RETRAC_SCHEMA.into(), retrac_extension(m));
+    obj.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "User",
+            "created": m.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "lastModified": m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "location": location,
+            "version": etag(m.version),
+        }),
+    );
+    obj.insert("schemas".into(), Value::Array(schemas));
+    Value::Object(obj)
+}
+
+/// The Retrac extension's value for a member.
+pub fn retrac_extension(m: &Member) -> Value {
+    json!({ "locations": m.locations, "role": m.role.to_string() })
+}
+
+/// The weak ETag of a version.
+pub fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+    obj.retain(|k, _| !k.eq_ignore_ascii_case(key));
+    if let Some(v) = value {
+        obj.insert(key.into(), json!(v));
+    }
+}
+
+/// A body parsed into the directory-owned fields, plus what it says about the Retrac
+/// extension (which the caller checks for a change: it is read-only).
+#[derive(Debug)]
+pub struct ParsedUser {
+    /// The fields to write.
+    pub attrs: DirectoryAttrs,
+    /// The Retrac extension as sent, if it was.
+    pub retrac: Option<Value>,
+}
+
+/// Reads a User body (POST, PUT, or the result of a PATCH). An absent `active` takes
+/// `keep_active` (the stored value on a replace), else true.
+pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, ScimError> {
+    let Value::Object(obj) = body else {
+        return Err(ScimError::invalid_syntax(
+            "the request body must be a JSON object (a SCIM User)",
+        ));
+    };
+    let mut obj = canonicalize(obj);
+    // Unassigned attributes (RFC 7643 §2.5): null means "no value".
+    obj.retain(|_, v| !v.is_null());
+    let user_name = match obj.get("userName") {
+        Some(Value::String(s)) => {
+            UserName::parse(s).map_err(|e| ScimError::invalid_value(format!("userName: {e}")))?
+        }
+        Some(other) => {
+            return Err(ScimError::invalid_value(format!(
+                "userName must be a string, not {}",
+                kind(other)
+            )))
+        }
+        None => return Err(ScimError::invalid_value("userName is required")),
+    };
+    let active = match obj.get("active") {
+        None => keep_active.unwrap_or(true),
+        Some(v) => boolean(v).ok_or_else(|| {
+            ScimError::invalid_value(format!("active must be a boolean, not {}", kind(v)))
+        })?,
+    };
+    let display_name = opt_string(&obj, "displayName")?;
+    let external_id = opt_string(&obj, "externalId")?.filter(|s| !s.trim().is_empty());
+    let (given_name, family_name) = match obj.get("name") {
+        None => (None, None),
+        Some(Value::Object(n)) => {
+            let n = Value::Object(n.clone());
+            (
+                sub_string(&n, "name", "givenName")?,
+                sub_string(&n, "name", "familyName")?,
+            )
+        }
+        Some(other) => {
+            return Err(ScimError::invalid_value(format!(
+                "name must be an object, not {}",
+                kind(other)
+            )))
+        }
+    };
+    for key in [
+        "nickName",
+        "profileUrl",
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+    ] {
+        opt_string(&obj, key)?;
+    }
+    for key in MULTI_VALUED {
+        if let Some(v) = obj.get_mut(*key) {
+            normalize_multi(key, v)?;
+        }
+    }
+    for key in [ENTERPRISE_SCHEMA, RETRAC_SCHEMA] {
+        if let Some(v) = obj.get(key) {
+            if !v.is_object() {
+                return Err(ScimError::invalid_value(format!(
+                    "{key} must be an object, not {}",
+                    kind(v)
+                )));
+            }
+        }
+    }
+    let emails = match obj.get("emails") {
+        Some(v) => emails_of(v)?,
+        None => Vec::new(),
+    };
+    let retrac = obj.remove(RETRAC_SCHEMA);
+    let mut extra = Map::new();
+    for (k, v) in obj {
+        if NOT_STORED.contains(&k.as_str()) || OWN_FIELDS.contains(&k.as_str()) {
+            continue;
+        }
+        extra.insert(k, v);
+    }
+    Ok(ParsedUser {
+        attrs: DirectoryAttrs {
+            user_name,
+            emails,
+            given_name,
+            family_name,
+            display_name,
+            active,
+            external_id,
+            scim_extra: Some(extra),
+        },
+        retrac,
+    })
+}
+
+/// A boolean, also from the `"True"`/`"False"` strings some clients (Entra ID) send.
+pub fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ScimError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ScimError::invalid_value(format!(
+            "{key} must be a string, not {}",
+            kind(other)
+        ))),
+    }
+}
+
+fn sub_string(obj: &Value, parent: &str, key: &str) -> Result<Option<String>, ScimError> {
+    match crate::scim::filter::get_ci(obj, key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ScimError::invalid_value(format!(
+            "{parent}.{key} must be a string, not {}",
+            kind(other)
+        ))),
+    }
+}
+
+/// Checks a multi-valued attribute: an array of objects (a lone object is taken as a list
+/// of one), with `primary` as a boolean.
+fn normalize_multi(key: &str, v: &mut Value) -> Result<(), ScimError> {
+    if v.is_object() {
+        *v = Value::Array(vec![v.take()]);
+    }
+    let Value::Array(items) = v else {
+        return Err(ScimError::invalid_value(format!(
+            "{key} must be an array, not {}",
+            kind(v)
+        )));
+    };
+    for item in items.iter_mut() {
+        let Value::Object(o) = item else {
+            return Err(ScimError::invalid_value(format!(
+                "each value of {key} must be an object, not {}",
+                kind(item)
+            )));
+        };
+        let primary_key = o
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("primary"))
+            .cloned();
+        if let Some(pk) = primary_key {
+            let p = o.remove(&pk).unwrap_or(Value::Null);
+            if !p.is_null() {
+                let b = boolean(&p).ok_or_else(|| {
+                    ScimError::invalid_value(format!(
+                        "{key}.primary must be a boolean, not {}",
+                        kind(&p)
+                    ))
+                })?;
+                o.insert("primary".into(), Value::Bool(b));
+            }
+        }
+    }
+    let primaries = items
+        .iter()
+        .filter(|i| i.get("primary") == Some(&Value::Bool(true)))
+        .count();
+    if primaries > 1 {
+        return Err(ScimError::invalid_value(format!(
+            "{key}: at most one value may be primary (RFC 7643 §2.4)"
+        )));
+    }
+    Ok(())
+}
+
+/// The member's emails from a SCIM `emails` value.
+fn emails_of(v: &Value) -> Result<Vec<Email>, ScimError> {
+    let Value::Array(items) = v else {
+        return Err(ScimError::invalid_value("emails must be an array"));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let value = match crate::scim::filter::get_ci(item, "value") {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => continue,
+            Some(other) => {
+                return Err(ScimError::invalid_value(format!(
+                    "emails.value must be a string, not {}",
+                    kind(other)
+                )))
+            }
+        };
+        let kind_ = match crate::scim::filter::get_ci(item, "type") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let primary = crate::scim::filter::get_ci(item, "primary")
+            .and_then(boolean)
+            .unwrap_or(false);
+        out.push(Email {
+            value,
+            kind: kind_,
+            primary,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,174 @@
+//! What the SCIM module keeps in the store: bearer tokens (hashes only) in the `tokens`
+//! tree, and read-only helpers over the user-name index for the SCIM listing order.
+//!
+//! A token's `last used` time lives under its own key, so the coalesced write from a
+//! request can never race a revoke into un-revoking the token.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{decode_id, Store, StoreError};
+use crate::member::MemberId;
+
+const TOKEN_PREFIX: &[u8] = b"token:";
+const USED_PREFIX: &[u8] = b"used:";
+
+/// A stored SCIM token: never the secret, only its SHA-256.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The public id, the middle part of `rtsc_<id>_<secret>`.
+    pub id: String,
+    /// Who it is for (e.g. "google-workspace"); the audit actor.
+    pub label: String,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked: Option<DateTime<Utc>>,
+    /// SHA-256 of the secret, lower-case hex.
+    pub secret_sha256: String,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is not the secret, but it has no business in logs either.
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .field("created", &self.created)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(prefix: &[u8], id: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl Store {
+    /// Stores a new token record.
+    pub fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.inner
+            .tokens
+            .insert(key(TOKEN_PREFIX, &record.id), bytes)?;
+        Ok(())
+    }
+
+    /// One token by id.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self.inner.tokens.get(key(TOKEN_PREFIX, id))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("token record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every token, in id order.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.tokens.scan_prefix(TOKEN_PREFIX) {
+            let (_, v) = kv?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("token record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Marks a token revoked (atomically, so concurrent revokes keep the first time).
+    /// Returns the record as it is now, or None for an unknown id.
+    pub fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let k = key(TOKEN_PREFIX, id);
+        let mut corrupt = None;
+        let updated = self.inner.tokens.update_and_fetch(&k, |old| {
+            let old = old?;
+            match serde_json::from_slice::<TokenRecord>(old) {
+                Ok(mut r) => {
+                    r.revoked.get_or_insert(now);
+                    serde_json::to_vec(&r).ok()
+                }
+                Err(e) => {
+                    corrupt = Some(e.to_string());
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = corrupt {
+            return Err(StoreError::Corrupt(format!("token record: {e}")));
+        }
+        match updated {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("token record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records when a token was last used.
+    pub fn set_token_last_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner
+            .tokens
+            .insert(key(USED_PREFIX, id), at.to_rfc3339().as_bytes())?;
+        Ok(())
+    }
+
+    /// When a token was last used, if ever.
+    pub fn token_last_used(&self, id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .inner
+            .tokens
+            .get(key(USED_PREFIX, id))?
+            .and_then(|v| std::str::from_utf8(&v).ok().map(str::to_string))
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Every (normalised user name, id) pair of the user-name index, in order.
+    pub fn user_name_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, MemberId), StoreError>> + '_ {
+        self.inner.by_user_name.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), decode_id(&v)?))
+        })
+    }
+
+    /// The id the user-name index holds for a normalised user name.
+    pub fn user_name_entry(&self, normalized: &str) -> Result<Option<MemberId>, StoreError> {
+        self.inner
+            .by_user_name
+            .get(normalized.as_bytes())?
+            .map(|v| decode_id(&v))
+            .transpose()
+    }
+
+    /// Events for every change to the user-name index. Every member write re-inserts its
+    /// user-name entry, so this sees every write, from any writer (SCIM, pull, owner).
+    pub fn watch_user_names(&self) -> sled::Subscriber {
+        self.inner.by_user_name.watch_prefix(Vec::new())
+    }
+
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(std::sync::Arc::downgrade(&self.inner))
+    }
+}
+
+/// A [`Store`] handle that does not keep the database open.
+#[derive(Clone)]
+pub struct WeakStore(std::sync::Weak<super::Inner>);
+
+impl WeakStore {
+    /// The store, while something else still holds it open.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
