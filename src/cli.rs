@@ -36,6 +36,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: SCIM endpoint, scheduled pull, admin socket, health and metrics.
     Run,
+    /// Run the real daemon against a fake Google directory: no account needed.
+    Demo {
+        /// How many sample users the fake directory starts with.
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Where the SCIM endpoint listens (a free port is used if it is taken).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -348,6 +357,25 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
             runtime
                 .block_on(crate::daemon::run(config))
+                .map_err(Failure::failed)?;
+        }
+        Command::Demo { users, listen } => {
+            crate::telemetry::init_logging(&crate::config::LogConfig {
+                level: "warn".into(),
+                ..Default::default()
+            });
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+            let opts = crate::demo::DemoOptions {
+                users,
+                listen,
+                ..Default::default()
+            };
+            let mut stdout = std::io::stdout();
+            runtime
+                .block_on(crate::demo::run(opts, &mut stdout))
                 .map_err(Failure::failed)?;
         }
         Command::Config(ConfigCommand::Example) => {

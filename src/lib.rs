@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod directory;
 pub mod health;
 pub mod member;
