@@ -178,12 +178,12 @@ pub async fn launch(
 
     tracing::info!(
         store = %config.store.path.display(),
-        scim = ?scim_addr,
+        scim = %show_addr(scim_addr),
         scim_tls = tls.is_some(),
         base_path = %config.scim.base_path,
         pull = sync_ctx.is_some(),
         schedule = %config.sync.schedule,
-        metrics = ?metrics_addr,
+        metrics = %show_addr(metrics_addr),
         admin = %listeners.admin_path.display(),
         "retrac-sync is running"
     );
@@ -213,6 +213,10 @@ pub async fn launch(
     let _ = std::fs::remove_file(&listeners.admin_path);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn show_addr(a: Option<std::net::SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
 /// `retrac-sync run`: opens the store, binds from the config, runs until SIGTERM or SIGINT.

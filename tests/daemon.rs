@@ -428,3 +428,123 @@ async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
     let store = Store::open(&store).unwrap();
     assert!(store.check_consistency().unwrap().is_empty());
 }
+
+/// Reads the value of `"key":"..."` from the first JSON log line that has it.
+fn log_field(log: &str, key: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get(key).and_then(|x| x.as_str()).map(str::to_string))
+}
+
+async fn raw_http(addr: &str, request: String) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_token_a_key_or_an_access_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, google) = fake_google(dir.path(), 50).await;
+    let key_file = std::fs::read_to_string(dir.path().join("google-key.json")).unwrap();
+    let key_json: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+    let private_key = key_json["private_key"].as_str().unwrap().to_string();
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"trace\"\n{google}",
+            dir.path().join("store").display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("RETRAC_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out = cli(
+        &config,
+        &["token", "create", "--label", "google-workspace", "--json"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("rtsc_"), "{created}");
+    let secret_part = secret.rsplit('_').next().unwrap().to_string();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let scim = log_field(&log, "scim").expect("the start line names the SCIM address");
+    let get = |auth: String| {
+        format!("GET /scim/v2/Users?count=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nConnection: close\r\n\r\n")
+    };
+    let ok = raw_http(&scim, get(secret.clone())).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let wrong = format!("{}WRONGSECRETWRONGSECRET", &secret[..secret.len() - 20]);
+    let denied = raw_http(&scim, get(wrong.clone())).await;
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let body = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"new@example.com","active":true}"#;
+    let post = raw_http(
+        &scim,
+        format!("POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+    )
+    .await;
+    assert!(post.starts_with("HTTP/1.1 201"), "{post}");
+    // A pull: the JWT grant and the access token.
+    let out = cli(&config, &["sync", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pid = daemon.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().count() > 10, "trace logging was on: {log}");
+    assert!(
+        log.contains("\"token\":\"google-workspace\""),
+        "requests are logged with the token's label"
+    );
+    assert!(log.contains("SCIM request"));
+    for (what, needle) in [
+        ("the SCIM token", secret.as_str()),
+        ("the SCIM token's secret", secret_part.as_str()),
+        ("a wrong token", &wrong[wrong.len() - 20..]),
+        ("an access token", "ya29."),
+        ("the private key", "PRIVATE KEY"),
+        ("the private key's body", &private_key[40..80]),
+    ] {
+        assert!(!log.contains(needle), "the log carries {what}");
+    }
+}
