@@ -159,6 +159,42 @@ async fn the_cli_works_over_the_socket_while_the_daemon_holds_the_store() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no member"));
 
+    // Tokens over the socket too; the socket is private to the daemon's user.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.dir.path().join("run/admin.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = cli(
+        &d.config_path,
+        &["token", "create", "--label", "google", "--json"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&d.config_path, &["token", "list", "--json"]).await;
+    let tokens: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(tokens.to_string().contains("\"google\""), "{tokens}");
+    assert!(
+        !tokens.to_string().contains("rtsc_"),
+        "never the secret: {tokens}"
+    );
+    let out = cli(&d.config_path, &["scim", "disconnect"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Revoked 1 tokens"), "{text}");
+    assert!(text.contains("1 members are still active"), "{text}");
+
     let dir = d.stop().await;
     // After a clean stop the store opens, with everything there.
     let store = Store::open(&dir.path().join("store")).unwrap();
