@@ -42,7 +42,7 @@ impl AttrPath {
     /// Parses `[urn:...:]attr[.sub]`.
     pub fn parse(s: &str) -> Result<AttrPath, FilterError> {
         let s = s.trim();
-        let (urn, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("urn:") {
+        let (urn, rest) = if has_urn_prefix(s) {
             match s.rfind(':') {
                 Some(i) => (Some(s[..i].to_string()), &s[i + 1..]),
                 None => (None, s),
@@ -125,6 +125,11 @@ impl AttrPath {
     fn is_datetime(&self) -> bool {
         self.is("meta", Some("created")) || self.is("meta", Some("lastModified"))
     }
+}
+
+/// Whether `s` starts with `urn:` in any case (and has more after it).
+pub fn has_urn_prefix(s: &str) -> bool {
+    s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
 }
 
 fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
@@ -549,11 +554,9 @@ impl Parser {
                 "true" => CompValue::Bool(true),
                 "false" => CompValue::Bool(false),
                 "null" => CompValue::Null,
-                _ => match serde_json::from_str::<serde_json::Number>(&w) {
-                    Ok(n) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-                        CompValue::Num(n)
-                    }
-                    _ => {
+                _ => match parse_number(&w) {
+                    Some(n) => CompValue::Num(n),
+                    None => {
                         return err(format!(
                         "{w:?} is not a value: use a quoted string, a number, true, false or null"
                     ))
@@ -582,6 +585,23 @@ impl Parser {
         }
         Ok(Filter::Compare(path, op, value))
     }
+}
+
+/// A JSON number: integers exactly, others through std's correctly rounded f64 parser
+/// (so a printed filter parses back to the same value).
+fn parse_number(w: &str) -> Option<serde_json::Number> {
+    if !w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return None;
+    }
+    // Check the JSON number grammar first (std also takes "inf", "1.", ...).
+    serde_json::from_str::<serde_json::Number>(w).ok()?;
+    if let Ok(i) = w.parse::<i64>() {
+        return Some(i.into());
+    }
+    if let Ok(u) = w.parse::<u64>() {
+        return Some(u.into());
+    }
+    w.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
 }
 
 /// A PATCH path: `attrPath`, or `attrPath[valFilter]` with an optional `.subAttr`.

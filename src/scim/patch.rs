@@ -151,7 +151,7 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
 
 /// The resource key of an extension a path names as a whole, if it does.
 fn extension_key(resource: &Value, raw: &str) -> Option<String> {
-    if !(raw.len() > 4 && raw[..4].eq_ignore_ascii_case("urn:")) {
+    if !filter::has_urn_prefix(raw) {
         return None;
     }
     if let Some(k) = canonical_key(raw).filter(|k| k.starts_with("urn:")) {
@@ -235,7 +235,7 @@ enum KeyPath {
 
 /// A key of a path-less value: a schema URN holding an extension's attributes, or a path.
 fn key_as_path(resource: &Value, key: &str, v: &Value) -> Result<KeyPath, ScimError> {
-    if key.len() > 4 && key[..4].eq_ignore_ascii_case("urn:") && v.is_object() {
+    if filter::has_urn_prefix(key) && v.is_object() {
         let known = canonical_key(key).filter(|k| k.starts_with("urn:"));
         let present = resource
             .as_object()

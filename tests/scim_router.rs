@@ -1,0 +1,1059 @@
+//! Router tests: every SCIM endpoint and error, driven with `oneshot` (no sockets).
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use retrac_sync::config::ScimConfig;
+use retrac_sync::member::Actor;
+use retrac_sync::owner;
+use retrac_sync::scim::auth::{self, TokenRequest, TokenResponse};
+use retrac_sync::scim::{router, ScimState};
+use retrac_sync::store::{AuditQuery, Store};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const RETRAC: &str = "urn:retrac:params:scim:schemas:extension:2.0:Member";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+struct App {
+    _dir: tempfile::TempDir,
+    store: Store,
+    router: Router,
+    token: String,
+}
+
+fn token(store: &Store, label: &str) -> (String, String) {
+    match auth::execute(
+        store,
+        TokenRequest::Create {
+            label: label.into(),
+        },
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap()
+    {
+        TokenResponse::Created { token, secret, .. } => (token.id, secret.0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn app_with(config: ScimConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let (_, token) = token(&store, "google-workspace");
+    let state = ScimState::new(store.clone(), &config).unwrap();
+    App {
+        _dir: dir,
+        store,
+        router: router(state),
+        token,
+    }
+}
+
+fn app() -> App {
+    app_with(ScimConfig::default())
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+impl App {
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    fn req(&self, method: &str, uri: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("/scim/v2{uri}"))
+            .header(header::HOST, "scim.example.com")
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let b = self.req(method, uri);
+        let req = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(Body::from(serde_json::to_vec(&v).unwrap())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(req).await
+    }
+
+    async fn raw(&self, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let req = self
+            .req(method, uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn create(&self, user: Value) -> Value {
+        let r = self.call("POST", "/Users", Some(user)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+
+    async fn grace(&self) -> String {
+        let u = self
+            .create(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "grace@example.com",
+                "name": {"givenName": "Grace", "familyName": "Hopper"},
+                "emails": [{"value": "grace@example.com", "type": "work", "primary": true}],
+                "active": true
+            }))
+            .await;
+        u["id"].as_str().unwrap().to_string()
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../shared/fixtures/scim/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path)
+        .or_else(|_| std::fs::read_to_string(format!("/work/shared/fixtures/scim/{name}")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("_request");
+    obj.remove("_expect");
+    v
+}
+
+fn assert_scim_error(r: &Reply, status: StatusCode, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.raw));
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/scim+json",
+        "{status}"
+    );
+    assert_eq!(
+        r.body["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
+    assert_eq!(r.body["status"], json!(status.as_u16().to_string()));
+    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(r.body["scimType"].as_str(), scim_type, "{}", r.body);
+}
+
+#[tokio::test]
+async fn discovery_endpoints_answer_and_refuse_writes() {
+    let app = app();
+    for path in [
+        "/ServiceProviderConfig",
+        "/ResourceTypes",
+        "/ResourceTypes/User",
+        "/Schemas",
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+        &format!("/Schemas/{ENTERPRISE}"),
+        &format!("/Schemas/{RETRAC}"),
+    ] {
+        let r = app.call("GET", path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.headers[header::CONTENT_TYPE], "application/scim+json");
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let w = app.call(method, path, Some(json!({}))).await;
+            assert_scim_error(&w, StatusCode::METHOD_NOT_ALLOWED, None);
+        }
+    }
+    let spc = app.call("GET", "/ServiceProviderConfig", None).await.body;
+    assert_eq!(spc["bulk"]["supported"], json!(false));
+    assert_eq!(spc["patch"]["supported"], json!(true));
+    assert_eq!(spc["filter"]["maxResults"], json!(1000));
+    let schemas = app.call("GET", "/Schemas", None).await.body;
+    assert_eq!(schemas["totalResults"], json!(3));
+    let retrac = app
+        .call("GET", &format!("/Schemas/{RETRAC}"), None)
+        .await
+        .body;
+    for a in retrac["attributes"].as_array().unwrap() {
+        assert_eq!(a["mutability"], json!("readOnly"), "{a}");
+    }
+    assert_scim_error(
+        &app.call("GET", "/Schemas/urn:nope", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert_scim_error(
+        &app.call("GET", "/ResourceTypes/Group", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_bulk_is_501() {
+    let app = app();
+    assert_scim_error(
+        &app.call("GET", "/Groups", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    let outside = app
+        .send(
+            Request::get("/elsewhere")
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_scim_error(&outside, StatusCode::NOT_FOUND, None);
+    assert_scim_error(
+        &app.call("POST", "/Bulk", Some(json!({}))).await,
+        StatusCode::NOT_IMPLEMENTED,
+        None,
+    );
+    assert_scim_error(
+        &app.call("POST", "/Users/abc", Some(json!({}))).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn missing_unknown_and_revoked_tokens_get_401_with_www_authenticate() {
+    let app = app();
+    let no_token = app
+        .send(Request::get("/scim/v2/Users").body(Body::empty()).unwrap())
+        .await;
+    assert_scim_error(&no_token, StatusCode::UNAUTHORIZED, None);
+    assert!(no_token.headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    for bad in [
+        "Bearer rtsc_0123456789abcdef_nope".to_string(),
+        format!("Bearer {}x", app.token),
+        "Basic dXNlcjpwYXNz".to_string(),
+    ] {
+        let r = app
+            .send(
+                Request::get("/scim/v2/Users")
+                    .header(header::AUTHORIZATION, bad.clone())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_scim_error(&r, StatusCode::UNAUTHORIZED, None);
+        assert!(r.headers.contains_key(header::WWW_AUTHENTICATE));
+        assert!(!String::from_utf8_lossy(&r.raw).contains("rtsc_"));
+    }
+}
+
+#[tokio::test]
+async fn rotation_two_tokens_work_and_a_revoked_one_fails() {
+    let app = app();
+    let (new_id, new_token) = token(&app.store, "rotation-new");
+    let with = |t: &str| {
+        Request::get("/scim/v2/Users")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(app.send(with(&app.token)).await.status, StatusCode::OK);
+    assert_eq!(app.send(with(&new_token)).await.status, StatusCode::OK);
+    auth::execute(
+        &app.store,
+        TokenRequest::Revoke { id: new_id },
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(
+        app.send(with(&new_token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.send(with(&app.token)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn post_creates_with_location_etag_and_meta_and_audits_the_token_label() {
+    let app = app();
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"userName": "ada@example.com", "name": {"givenName": "Ada"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.body["id"].as_str().unwrap();
+    let location = format!("http://scim.example.com/scim/v2/Users/{id}");
+    assert_eq!(r.headers[header::LOCATION], location.as_str());
+    assert_eq!(r.headers[header::ETAG], "W/\"1\"");
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/scim+json");
+    let meta = &r.body["meta"];
+    assert_eq!(meta["resourceType"], json!("User"));
+    assert_eq!(meta["location"], json!(location));
+    assert_eq!(meta["version"], json!("W/\"1\""));
+    assert!(meta["created"].is_string() && meta["lastModified"].is_string());
+    assert_eq!(r.body["active"], json!(true));
+    assert_eq!(r.body[RETRAC], json!({"locations": [], "role": "member"}));
+    let audit = app.store.audit(&AuditQuery::default()).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, Actor::Scim("google-workspace".into()));
+}
+
+#[tokio::test]
+async fn google_create_fixture_makes_an_inactive_member() {
+    let app = app();
+    let r = app
+        .raw(
+            "POST",
+            "/Users",
+            "application/json",
+            serde_json::to_vec(&fixture("google-create.json")).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["active"], json!(false));
+    assert_eq!(r.body["userName"], json!("grace@example.com"));
+    let m = app
+        .store
+        .get_by_user_name("grace@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(!m.active);
+}
+
+#[tokio::test]
+async fn a_user_name_differing_only_in_case_is_409_uniqueness() {
+    let app = app();
+    app.grace().await;
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"userName": "GRACE@Example.COM"})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::CONFLICT, Some("uniqueness"));
+}
+
+#[tokio::test]
+async fn get_by_id_etag_304_and_404() {
+    let app = app();
+    let id = app.grace().await;
+    let r = app.call("GET", &format!("/Users/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::ETAG], "W/\"1\"");
+    let not_modified = app
+        .send(
+            app.req("GET", &format!("/Users/{id}"))
+                .header(header::IF_NONE_MATCH, "W/\"1\"")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.raw.is_empty());
+    let changed = app
+        .send(
+            app.req("GET", &format!("/Users/{id}"))
+                .header(header::IF_NONE_MATCH, "W/\"7\"")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_scim_error(
+        &app.call("GET", "/Users/6d0f1f47-0000-4000-8000-000000000000", None)
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert_scim_error(
+        &app.call("GET", "/Users/not-a-uuid", None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn put_replaces_directory_fields_and_keeps_the_owners() {
+    let app = app();
+    let u = app
+        .create(json!({"userName": "ada@example.com", "title": "Countess"}))
+        .await;
+    let id = u["id"].as_str().unwrap().to_string();
+    owner::execute(
+        &app.store,
+        owner::Request::MembersLocations {
+            who: id.clone(),
+            edit: owner::LocationEdit::Set,
+            locations: vec!["Paris".into()],
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let mut body = fixture("okta-put.json");
+    body["id"] = json!(id);
+    let r = app.call("PUT", &format!("/Users/{id}"), Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["name"]["familyName"], json!("King"));
+    assert_eq!(r.body["displayName"], json!("Ada King"));
+    // PUT replaces: the title it did not send is gone; the owner's locations stay.
+    assert!(r.body.get("title").is_none());
+    assert_eq!(r.body[RETRAC]["locations"], json!(["Paris"]));
+    assert_eq!(r.headers[header::ETAG], "W/\"3\"");
+    let m = app
+        .store
+        .get_by_user_name("ada.lovelace@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.locations, vec!["Paris".to_string()]);
+}
+
+#[tokio::test]
+async fn put_without_active_keeps_it_and_a_changed_retrac_extension_is_refused() {
+    let app = app();
+    let id = app.grace().await;
+    app.call(
+        "PATCH",
+        &format!("/Users/{id}"),
+        Some(fixture("okta-deactivate.json")),
+    )
+    .await;
+    let r = app
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(json!({"userName": "grace@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["active"], json!(false));
+    let r = app
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(json!({"userName": "grace@example.com", RETRAC: {"locations": ["Lyon"]}})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("mutability"));
+    // Echoing the extension as it is, as a client that read it back might, is fine.
+    let r = app
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(json!({"userName": "grace@example.com", RETRAC: {"locations": [], "role": "member"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn if_match_mismatch_is_412_on_put_patch_and_delete() {
+    let app = app();
+    let id = app.grace().await;
+    let path = format!("/Users/{id}");
+    for (method, body) in [
+        ("PUT", Some(json!({"userName": "grace@example.com"}))),
+        ("PATCH", Some(fixture("okta-deactivate.json"))),
+        ("DELETE", None),
+    ] {
+        let mut b = app.req(method, &path).header(header::IF_MATCH, "W/\"9\"");
+        if body.is_some() {
+            b = b.header(header::CONTENT_TYPE, "application/scim+json");
+        }
+        let req = b
+            .body(match body {
+                Some(v) => Body::from(serde_json::to_vec(&v).unwrap()),
+                None => Body::empty(),
+            })
+            .unwrap();
+        assert_scim_error(&app.send(req).await, StatusCode::PRECONDITION_FAILED, None);
+    }
+    let ok = app
+        .send(
+            app.req("PATCH", &path)
+                .header(header::IF_MATCH, "W/\"1\"")
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(Body::from(
+                    serde_json::to_vec(&fixture("okta-deactivate.json")).unwrap(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body["active"], json!(false));
+}
+
+#[tokio::test]
+async fn patch_fixtures_from_real_clients() {
+    let app = app();
+    let id = app.grace().await;
+    let path = format!("/Users/{id}");
+    let r = app
+        .call(
+            "PATCH",
+            &path,
+            Some(fixture("entra-patch-capitalised.json")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["active"], json!(false));
+    assert_eq!(r.body["name"]["familyName"], json!("Hopper-Smith"));
+    assert_eq!(
+        r.body["emails"],
+        json!([{"value": "grace.hs@example.com", "type": "work", "primary": true}])
+    );
+    let r = app
+        .call("PATCH", &path, Some(fixture("entra-pathless-dotted.json")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["name"]["givenName"], json!("Amazing"));
+    assert_eq!(r.body["name"]["familyName"], json!("Hopper-Smith"));
+    assert_eq!(r.body["active"], json!(true));
+    let r = app
+        .call("PATCH", &path, Some(fixture("okta-deactivate.json")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["active"], json!(false));
+    let m = app
+        .store
+        .get(retrac_sync::member::MemberId::parse(&id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(!m.active);
+    assert_eq!(m.family_name.as_deref(), Some("Hopper-Smith"));
+}
+
+#[tokio::test]
+async fn patch_is_atomic_honours_attributes_and_refuses_the_retrac_extension() {
+    let app = app();
+    let id = app.grace().await;
+    let path = format!("/Users/{id}");
+    let r = app
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"Operations": [
+                {"op": "replace", "path": "displayName", "value": "Amazing Grace"},
+                {"op": "remove", "path": "emails[type eq \"home\"]"}
+            ]})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("noTarget"));
+    let now = app.call("GET", &path, None).await.body;
+    assert!(
+        now.get("displayName").is_none(),
+        "the first operation must not stick"
+    );
+    assert_eq!(now["meta"]["version"], json!("W/\"1\""));
+
+    let r = app
+        .call(
+            "PATCH",
+            &format!("{path}?attributes=displayName"),
+            Some(json!({"Operations": [{"op": "add", "path": "displayName", "value": "Amazing Grace"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["displayName"], json!("Amazing Grace"));
+    assert!(r.body.get("userName").is_none(), "{}", r.body);
+    assert!(r.body.get("id").is_some());
+
+    for op in [
+        json!({"op": "replace", "path": format!("{RETRAC}:locations"), "value": ["Lyon"]}),
+        json!({"op": "add", "path": RETRAC, "value": {"role": "owner"}}),
+        json!({"op": "remove", "path": RETRAC}),
+        json!({"op": "replace", "value": {RETRAC: {"locations": ["Lyon"]}}}),
+    ] {
+        let r = app
+            .call("PATCH", &path, Some(json!({"Operations": [op.clone()]})))
+            .await;
+        assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("mutability"));
+    }
+    for (op, t) in [
+        (json!({"op": "remove"}), "noTarget"),
+        (
+            json!({"op": "jump", "path": "x", "value": 1}),
+            "invalidSyntax",
+        ),
+        (
+            json!({"op": "replace", "path": "emails[type eq", "value": 1}),
+            "invalidPath",
+        ),
+        (
+            json!({"op": "replace", "path": "active", "value": "maybe"}),
+            "invalidValue",
+        ),
+        (
+            json!({"op": "replace", "path": "id", "value": "x"}),
+            "mutability",
+        ),
+    ] {
+        let r = app
+            .call("PATCH", &path, Some(json!({"Operations": [op.clone()]})))
+            .await;
+        assert_scim_error(&r, StatusCode::BAD_REQUEST, Some(t));
+    }
+}
+
+#[tokio::test]
+async fn delete_hides_the_member_restore_brings_it_back_and_post_revives_it() {
+    let app = app();
+    let id = app.grace().await;
+    let path = format!("/Users/{id}");
+    let r = app.call("DELETE", &path, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_scim_error(
+        &app.call("GET", &path, None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert_scim_error(
+        &app.call("DELETE", &path, None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert_scim_error(
+        &app.call("PATCH", &path, Some(fixture("okta-deactivate.json")))
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    let list = app.call("GET", "/Users", None).await.body;
+    assert_eq!(list["totalResults"], json!(0));
+    let filtered = app
+        .call(
+            "GET",
+            "/Users?filter=userName%20eq%20%22grace@example.com%22",
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(filtered["totalResults"], json!(0));
+    let m = app
+        .store
+        .get_by_user_name("grace@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(!m.active && m.scim_deleted, "the record stays, inactive");
+
+    owner::execute(
+        &app.store,
+        owner::Request::MembersRestore { who: id.clone() },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let back = app.call("GET", &path, None).await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.body["active"], json!(true));
+
+    // Deleted again, then re-created by the client: the same record comes back (201).
+    app.call("DELETE", &path, None).await;
+    let again = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"userName": "Grace@example.com"})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body["id"], json!(id));
+}
+
+#[tokio::test]
+async fn filters_from_the_lookup_fixture() {
+    let app = app();
+    app.create(json!({
+        "userName": "grace@example.com",
+        "externalId": "104598721934561239999",
+        "title": "Rear Admiral",
+        "name": {"givenName": "Grace", "familyName": "Hopper"},
+        "emails": [{"value": "grace@example.com", "type": "work", "primary": true}]
+    }))
+    .await;
+    app.create(json!({"userName": "ada@example.com", "active": false}))
+        .await;
+    let q = |f: &str| format!("/Users?filter={}", url_encode(f));
+    for (f, n) in [
+        (r#"userName eq "Grace@Example.com""#, 1),
+        (r#"externalId eq "104598721934561239999""#, 1),
+        (r#"emails[type eq "work"].value eq "grace@example.com""#, 1),
+        (r#"userName sw "gr" and active eq true"#, 1),
+        (r#"title pr"#, 1),
+        (r#"active eq false"#, 1),
+        (r#"not (title pr)"#, 1),
+        (r#"userName ew "example.com""#, 2),
+        (r#"meta.lastModified gt "2000-01-01T00:00:00Z""#, 2),
+    ] {
+        let r = app.call("GET", &q(f), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{f}: {}", r.body);
+        assert_eq!(r.body["totalResults"], json!(n), "{f}");
+    }
+    let r = app.call("GET", &q("userName eq"), None).await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("invalidFilter"));
+    let probe = app.call("GET", "/Users?count=1", None).await.body;
+    assert_eq!(probe["totalResults"], json!(2));
+    assert_eq!(probe["itemsPerPage"], json!(1));
+}
+
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn paging_sorting_and_projection() {
+    let app = app();
+    for (u, family) in [
+        ("e@example.com", "Alpha"),
+        ("a@example.com", "Echo"),
+        ("c@example.com", "Charlie"),
+        ("b@example.com", "Delta"),
+        ("d@example.com", "Bravo"),
+    ] {
+        app.create(json!({"userName": u, "name": {"familyName": family}}))
+            .await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["userName"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let r = app
+        .call("GET", "/Users?startIndex=2&count=2", None)
+        .await
+        .body;
+    assert_eq!(r["totalResults"], json!(5));
+    assert_eq!(r["startIndex"], json!(2));
+    assert_eq!(r["itemsPerPage"], json!(2));
+    assert_eq!(names(&r), ["b@example.com", "c@example.com"]);
+    let r = app
+        .call(
+            "GET",
+            "/Users?sortBy=userName&sortOrder=descending&count=2",
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(names(&r), ["e@example.com", "d@example.com"]);
+    let r = app
+        .call("GET", "/Users?sortBy=name.familyName&count=3", None)
+        .await
+        .body;
+    assert_eq!(
+        names(&r),
+        ["e@example.com", "d@example.com", "c@example.com"]
+    );
+    let r = app
+        .call(
+            "GET",
+            "/Users?sortBy=meta.lastModified&sortOrder=descending&count=1",
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(names(&r), ["d@example.com"]);
+    let r = app.call("GET", "/Users?count=0", None).await.body;
+    assert_eq!(r["totalResults"], json!(5));
+    assert_eq!(r["Resources"], json!([]));
+    let r = app
+        .call("GET", "/Users?startIndex=0&count=5000", None)
+        .await
+        .body;
+    assert_eq!(r["startIndex"], json!(1));
+    assert_eq!(r["itemsPerPage"], json!(5));
+    let r = app.call("GET", "/Users?startIndex=9", None).await.body;
+    assert_eq!(r["itemsPerPage"], json!(0));
+    let r = app
+        .call(
+            "GET",
+            "/Users?attributes=userName,name.familyName&count=1",
+            None,
+        )
+        .await
+        .body;
+    let first = &r["Resources"][0];
+    assert_eq!(
+        first.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["id", "name", "schemas", "userName"]
+    );
+    assert_eq!(first["name"], json!({"familyName": "Echo"}));
+    let r = app
+        .call(
+            "GET",
+            "/Users?excludedAttributes=meta,name,id&count=1",
+            None,
+        )
+        .await
+        .body;
+    let first = &r["Resources"][0];
+    assert!(first.get("meta").is_none() && first.get("name").is_none());
+    assert!(first.get("id").is_some(), "id is always returned");
+    assert_scim_error(
+        &app.call("GET", "/Users?count=many", None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &app.call("GET", "/Users?sortOrder=sideways", None).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalidValue"),
+    );
+}
+
+#[tokio::test]
+async fn search_endpoints_take_a_search_request() {
+    let app = app();
+    app.grace().await;
+    app.create(json!({"userName": "ada@example.com"})).await;
+    for path in ["/Users/.search", "/.search"] {
+        let r = app
+            .call(
+                "POST",
+                path,
+                Some(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                    "filter": "userName sw \"ADA\"",
+                    "attributes": ["userName"],
+                    "startIndex": 1,
+                    "count": 10
+                })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert_eq!(r.body["totalResults"], json!(1));
+        assert_eq!(r.body["Resources"][0]["userName"], json!("ada@example.com"));
+        assert!(r.body["Resources"][0].get("meta").is_none());
+    }
+    let r = app
+        .call(
+            "POST",
+            "/.search",
+            Some(json!({"filter": "userName xx \"a\""})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("invalidFilter"));
+    let r = app
+        .call("POST", "/.search", Some(json!({"count": "lots"})))
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("invalidValue"));
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_with_a_useful_detail_never_500() {
+    let app = app();
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"{\"userName\": ".to_vec(), "invalidSyntax", "JSON"),
+        (b"not json".to_vec(), "invalidSyntax", "JSON"),
+        (b"".to_vec(), "invalidSyntax", "empty"),
+        (vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'], "invalidSyntax", "UTF-8"),
+        (deep.into_bytes(), "invalidSyntax", "JSON"),
+        (br#"{"userName": 42}"#.to_vec(), "invalidValue", "userName"),
+        (br#"{"userName": "x@example.com", "active": "perhaps"}"#.to_vec(), "invalidValue", "active"),
+        (br#"{"userName": "x@example.com", "emails": "x"}"#.to_vec(), "invalidValue", "emails"),
+        (br#"{"userName": "x@example.com", "name": [1]}"#.to_vec(), "invalidValue", "name"),
+        (br#"{"userName": "x@example.com", "title": 1e999}"#.to_vec(), "invalidSyntax", "JSON"),
+        (br#"{"userName": "x@example.com", "emails": [{"value": "a@b.co", "primary": true}, {"value": "c@b.co", "primary": true}]}"#.to_vec(), "invalidValue", "primary"),
+        (br#"{"userName": "not an email"}"#.to_vec(), "invalidValue", "userName"),
+        (br#"[]"#.to_vec(), "invalidSyntax", "object"),
+        (br#"{}"#.to_vec(), "invalidValue", "userName"),
+    ];
+    for (body, t, word) in cases {
+        let r = app
+            .raw("POST", "/Users", "application/scim+json", body.clone())
+            .await;
+        assert_scim_error(&r, StatusCode::BAD_REQUEST, Some(t));
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(word),
+            "{:?}: {detail:?} should mention {word:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // A huge integer where one is expected is a clear 400 too.
+    let r = app
+        .call(
+            "POST",
+            "/.search",
+            Some(json!({"count": 123456789012345678901234567890.0_f64})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("invalidValue"));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_and_other_media_types_415() {
+    let app = app_with(ScimConfig {
+        max_body_bytes: 2048,
+        ..ScimConfig::default()
+    });
+    let big = json!({"userName": "big@example.com", "title": "x".repeat(4096)});
+    let r = app.call("POST", "/Users", Some(big.clone())).await;
+    assert_scim_error(&r, StatusCode::PAYLOAD_TOO_LARGE, None);
+    // Without a Content-Length (chunked), the limit still holds.
+    let stream = futures_stream(serde_json::to_vec(&big).unwrap());
+    let r = app
+        .send(
+            app.req("POST", "/Users")
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(stream)
+                .unwrap(),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::PAYLOAD_TOO_LARGE, None);
+    let r = app
+        .raw(
+            "POST",
+            "/Users",
+            "text/plain",
+            br#"{"userName": "a@example.com"}"#.to_vec(),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
+    let r = app
+        .raw(
+            "POST",
+            "/Users",
+            "application/json; charset=utf-8",
+            br#"{"userName": "a@example.com"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+/// A body with no known length, delivered in chunks.
+fn futures_stream(bytes: Vec<u8>) -> Body {
+    let chunks = bytes
+        .chunks(512)
+        .map(axum::body::Bytes::copy_from_slice)
+        .collect();
+    Body::new(Chunked(chunks))
+}
+
+struct Chunked(std::collections::VecDeque<axum::body::Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn every_published_attribute_round_trips() {
+    let app = app();
+    let sent = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "externalId": "701984",
+        "userName": "bjensen@example.com",
+        "name": {
+            "formatted": "Ms. Barbara J Jensen, III",
+            "familyName": "Jensen",
+            "givenName": "Barbara",
+            "middleName": "Jane",
+            "honorificPrefix": "Ms.",
+            "honorificSuffix": "III"
+        },
+        "displayName": "Babs Jensen",
+        "nickName": "Babs",
+        "profileUrl": "https://login.example.com/bjensen",
+        "emails": [
+            {"value": "bjensen@example.com", "type": "work", "primary": true, "display": "Work"},
+            {"value": "babs@jensen.org", "type": "home"}
+        ],
+        "addresses": [{
+            "type": "work",
+            "streetAddress": "100 Universal City Plaza",
+            "locality": "Hollywood",
+            "region": "CA",
+            "postalCode": "91608",
+            "country": "USA",
+            "formatted": "100 Universal City Plaza\nHollywood, CA 91608 USA",
+            "primary": true
+        }],
+        "phoneNumbers": [{"value": "555-555-5555", "type": "work"}, {"value": "555-555-4444", "type": "mobile"}],
+        "ims": [{"value": "someaimhandle", "type": "aim"}],
+        "photos": [{"value": "https://photos.example.com/profilephoto/72930000000Ccne/F", "type": "photo"}],
+        "userType": "Employee",
+        "title": "Tour Guide",
+        "preferredLanguage": "en-US",
+        "locale": "en-US",
+        "timezone": "America/Los_Angeles",
+        "active": true,
+        "entitlements": [{"value": "beta", "primary": false}],
+        "roles": [{"value": "guide", "display": "Guide"}],
+        "x509Certificates": [{"value": "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx"}],
+        ENTERPRISE: {
+            "employeeNumber": "701984",
+            "costCenter": "4130",
+            "organization": "Universal Studios",
+            "division": "Theme Park",
+            "department": "Tour Operations",
+            "manager": {"value": "26118915-6090-4610-87e4-49d8ca9f808d", "$ref": "../Users/26118915-6090-4610-87e4-49d8ca9f808d"}
+        }
+    });
+    let created = app.create(sent.clone()).await;
+    let id = created["id"].as_str().unwrap();
+    let got = app.call("GET", &format!("/Users/{id}"), None).await.body;
+    for (k, v) in sent.as_object().unwrap() {
+        if k == "schemas" {
+            continue;
+        }
+        assert_eq!(&got[k], v, "{k} did not round-trip");
+    }
+    let schemas = got["schemas"].as_array().unwrap();
+    assert!(schemas.contains(&json!(ENTERPRISE)) && schemas.contains(&json!(RETRAC)));
+    // Unknown attributes are kept, not refused.
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"userName": "x@example.com", "favouriteColour": "teal", "urn:example:ext:1.0": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["favouriteColour"], json!("teal"));
+}
+
+#[tokio::test]
+async fn a_public_url_sets_locations() {
+    let app = app_with(ScimConfig {
+        public_url: Some("https://sync.example.com".into()),
+        ..ScimConfig::default()
+    });
+    let u = app.create(json!({"userName": "a@example.com"})).await;
+    assert!(u["meta"]["location"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://sync.example.com/scim/v2/Users/"));
+}
