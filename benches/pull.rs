@@ -125,7 +125,11 @@ async fn bench(users: usize, rounds: usize) {
     for round in 0..rounds {
         let store_dir = dir.path().join(format!("store-{round}"));
         let store = Store::open(&store_dir).unwrap();
-        let ctx = SyncContext::new(store.clone(), config(&store_dir)).with_credentials_dir(None);
+        let mut ctx =
+            SyncContext::new(store.clone(), config(&store_dir)).with_credentials_dir(None);
+        if let Some(b) = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()) {
+            ctx = ctx.with_batch_size(b);
+        }
         // Fetch-only pass over the same pages (also warms the token).
         let t = Instant::now();
         let n = reconcile::run::fetch_only(&ctx).await.unwrap();
