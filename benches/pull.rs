@@ -148,17 +148,24 @@ async fn bench(users: usize, rounds: usize) {
         );
         requests.0 = r.report.google_requests;
 
-        let before = last_audit_seq(&store);
-        let versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
-        let t = Instant::now();
-        let r = reconcile::run_sync(&ctx, SyncOptions::default())
-            .await
-            .unwrap();
-        warm.push(t.elapsed());
-        assert_eq!(r.report.unchanged as usize, users, "{r:?}");
-        requests.1 = r.report.google_requests;
-        let after_versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
-        warm_writes.push((last_audit_seq(&store) != before) as u64 + (after_versions - versions));
+        let warm_repeat: usize = std::env::var("WARM_REPEAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for _ in 0..warm_repeat {
+            let before = last_audit_seq(&store);
+            let versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
+            let t = Instant::now();
+            let r = reconcile::run_sync(&ctx, SyncOptions::default())
+                .await
+                .unwrap();
+            warm.push(t.elapsed());
+            assert_eq!(r.report.unchanged as usize, users, "{r:?}");
+            requests.1 = r.report.google_requests;
+            let after_versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
+            warm_writes
+                .push((last_audit_seq(&store) != before) as u64 + (after_versions - versions));
+        }
         drop(ctx);
         drop(store);
         std::fs::remove_dir_all(&store_dir).ok();
