@@ -297,3 +297,70 @@ async fn the_key_file_error_never_quotes_the_key() {
         .to_string();
     assert!(none.contains("key_file"), "{none}");
 }
+
+#[tokio::test]
+async fn retries_wait_as_google_asks_doubling_each_time() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    let backoff = Backoff {
+        base: std::time::Duration::from_millis(40),
+        jitter: std::time::Duration::ZERO,
+        max_retries: 6,
+    };
+    let c = directory::connect(&key, &g.admin(), false, &g.base_url(), backoff)
+        .await
+        .unwrap();
+    g.inject(Fault::FailPage {
+        endpoint: "users.list",
+        page: 1,
+        times: 3,
+        status: 503,
+        reason: "backendError",
+    });
+    let t = std::time::Instant::now();
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    // 40 + 80 + 160 ms of backoff before the fourth attempt succeeds.
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(280),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_then_reported() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    // A port nothing listens on: bind one, then close it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = directory::connect(
+        &key,
+        &g.admin(),
+        false,
+        &format!("http://{dead}"),
+        Backoff::fast(),
+    )
+    .await
+    .unwrap();
+    let err = all_users(&c).await.unwrap_err();
+    assert!(
+        matches!(err, DirectoryError::GaveUp { attempts: 7, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("connection"), "{err}");
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_except_to_loopback() {
+    assert!(directory::auth::check_url("http://admin.googleapis.com").is_err());
+    assert!(directory::auth::check_url("http://127.0.0.1:9/x").is_ok());
+    assert!(directory::auth::check_url("https://admin.googleapis.com").is_ok());
+    assert!(directory::auth::check_url("ftp://x").is_err());
+}

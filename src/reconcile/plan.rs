@@ -151,7 +151,14 @@ pub struct PlanContext<'a> {
 }
 
 fn in_domains(domains: &[String], user_name: &UserName) -> bool {
-    domains.is_empty() || domains.iter().any(|d| *d == user_name.domain())
+    if domains.is_empty() {
+        return true;
+    }
+    match user_name.as_str().rsplit_once('@') {
+        // The common case without allocating: this runs for every user and member.
+        Some((_, d)) if d.is_ascii() => domains.iter().any(|m| m.eq_ignore_ascii_case(d)),
+        _ => domains.iter().any(|m| *m == user_name.domain()),
+    }
 }
 
 /// Whether a member counts as active and managed by Google (the guard's base).
@@ -212,46 +219,46 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
         .count();
 
     // Deterministic order, and one Google user per email: Google forbids duplicates, but a
-    // listing taken while an address moves between users can show it twice.
-    let mut order: Vec<&Desired> = desired
+    // listing taken while an address moves between users can show it twice. Each key is
+    // normalised once (this runs for every user of a large directory).
+    let mut keyed: Vec<(String, &Desired)> = desired
         .iter()
         .filter(|d| in_domains(ctx.domains, &d.attrs.user_name))
+        .map(|d| (d.attrs.user_name.normalized(), d))
         .collect();
-    order.sort_by(|a, b| {
-        (a.attrs.user_name.normalized(), &a.google_id)
-            .cmp(&(b.attrs.user_name.normalized(), &b.google_id))
-    });
-    let mut seen_names = HashSet::new();
-    let mut seen_ids = HashSet::new();
-    order.retain(|d| {
-        let fresh_name = seen_names.insert(d.attrs.user_name.normalized());
-        let fresh_id = seen_ids.insert(d.google_id.clone());
-        if !fresh_name || !fresh_id {
+    keyed.sort_by(|a, b| (&a.0, &a.1.google_id).cmp(&(&b.0, &b.1.google_id)));
+    let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
+    let mut order: Vec<(String, &Desired)> = Vec::with_capacity(keyed.len());
+    for (key, d) in keyed {
+        let dup_name = order.last().is_some_and(|(k, _)| *k == key);
+        let fresh_id = seen_ids.insert(d.google_id.as_str());
+        if dup_name || !fresh_id {
             out.problems.push(format!(
                 "Google lists {} ({}) twice; it is left for the next run",
                 d.attrs.user_name, d.google_id
             ));
+            continue;
         }
-        fresh_name && fresh_id
-    });
+        order.push((key, d));
+    }
 
     let mut claimed = vec![false; members.len()];
-    let mut matched: Vec<(usize, &Desired, bool)> = Vec::new(); // (member, user, by email)
+    let mut matched: Vec<(usize, &Desired, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
     let mut unmatched: Vec<&Desired> = Vec::new();
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
-    for d in order {
+    for (key, d) in order {
         match by_ext.get(d.google_id.as_str()) {
             Some(&i) => {
                 claimed[i] = true;
                 matched.push((i, d, false));
             }
-            None => rest.push(d),
+            None => rest.push((key, d)),
         }
     }
     // Pass 2: the email, for members not claimed by their Google id.
-    for d in rest {
-        match by_name.get(&d.attrs.user_name.normalized()) {
+    for (key, d) in rest {
+        match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
                 let linked_elsewhere = m.external_id.as_ref().is_some_and(|old| {
@@ -369,9 +376,9 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
     }
 
     let key = |c: &PlannedChange| normalize_email(&c.user_name);
-    updates.sort_by_key(key);
-    creates.sort_by_key(key);
-    deactivations.sort_by_key(key);
+    updates.sort_by_cached_key(key);
+    creates.sort_by_cached_key(key);
+    deactivations.sort_by_cached_key(key);
     out.changes = updates;
     out.changes.append(&mut creates);
     out.changes.append(&mut deactivations);

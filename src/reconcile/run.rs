@@ -249,30 +249,20 @@ struct Snapshot {
     groups: GroupMembership,
 }
 
-async fn fetch(
+/// The desired state read from Google, already scoped: pages are reduced to what the plan
+/// needs as they arrive, so a large directory is never held twice.
+struct Fetched {
+    desired: Vec<Desired>,
+    all_ids: HashSet<String>,
+    problems: Vec<String>,
+}
+
+async fn fetch_groups(
     client: &DirectoryClient,
     ctx: &SyncContext,
     progress: Option<&ProgressFn>,
-) -> Result<Snapshot, DirectoryError> {
-    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
-    let mut p = Progress::default();
-    let mut users = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
-            .await?;
-        p.pages += 1;
-        p.users += page.users.len();
-        users.extend(page.users);
-        if let Some(f) = progress {
-            f(p);
-        }
-        match page.next_page_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
-        }
-    }
+    p: &mut Progress,
+) -> Result<GroupMembership, DirectoryError> {
     let mut groups = GroupMembership::default();
     for g in &ctx.rules.groups {
         let mut token: Option<String> = None;
@@ -283,7 +273,7 @@ async fn fetch(
             groups.add(&page.members);
             p.group_pages += 1;
             if let Some(f) = progress {
-                f(p);
+                f(*p);
             }
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
@@ -291,7 +281,46 @@ async fn fetch(
             }
         }
     }
-    Ok(Snapshot { users, groups })
+    Ok(groups)
+}
+
+async fn fetch(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    progress: Option<&ProgressFn>,
+) -> Result<Fetched, DirectoryError> {
+    let mut p = Progress::default();
+    // Groups first: with them known, each users page is scoped as soon as it arrives.
+    let groups = fetch_groups(client, ctx, progress, &mut p).await?;
+    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
+    let mut out = Fetched {
+        desired: Vec::new(),
+        all_ids: HashSet::new(),
+        problems: Vec::new(),
+    };
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
+            .await?;
+        p.pages += 1;
+        p.users += page.users.len();
+        for u in ctx.rules.select(&page.users, &groups).users {
+            match Desired::from_google(u) {
+                Ok(d) => out.desired.push(d),
+                Err(e) => out.problems.push(e),
+            }
+        }
+        out.all_ids.extend(page.users.into_iter().map(|u| u.id));
+        if let Some(f) = progress {
+            f(p);
+        }
+        match page.next_page_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    Ok(out)
 }
 
 /// What the fetch and plan produced.
@@ -300,33 +329,23 @@ struct Planned {
     problems: Vec<String>,
 }
 
-fn plan_snapshot(ctx: &SyncContext, snap: &Snapshot, members: &[Member]) -> Planned {
-    let selection = ctx.rules.select(&snap.users, &snap.groups);
-    let mut problems = Vec::new();
-    let mut desired = Vec::with_capacity(selection.users.len());
-    for u in &selection.users {
-        match Desired::from_google(u) {
-            Ok(d) => desired.push(d),
-            Err(e) => problems.push(e),
-        }
-    }
-    let all_ids: HashSet<String> = snap.users.iter().map(|u| u.id.clone()).collect();
+fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Planned {
     // A query narrows the listing, so an id missing from it may still be a Google user.
-    let ids = ctx.rules.query.is_none().then_some(&all_ids);
+    let ids = ctx.rules.query.is_none().then_some(&fetched.all_ids);
     let plan = plan::plan(
-        &desired,
+        &fetched.desired,
         members,
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: ids,
         },
     );
+    let mut problems = fetched.problems;
     problems.extend(plan.problems.iter().cloned());
     Planned { plan, problems }
 }
 
-async fn load_members(store: &Store) -> Result<Vec<Member>, StoreError> {
-    let store = store.clone();
+async fn load_members(store: Store) -> Result<Vec<Member>, StoreError> {
     tokio::task::spawn_blocking(move || store.members_by_id().collect::<Result<Vec<_>, _>>())
         .await
         .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))?
@@ -547,6 +566,8 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
         Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), None),
     };
     let before = client.requests();
+    // Read the members while Google is read: the two are independent until the plan.
+    let members = tokio::spawn(load_members(ctx.store.clone()));
     let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
     book.google_requests = client.requests() - before;
     let snap = match fetched {
@@ -556,8 +577,10 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
             return book.finish(ctx, RunStatus::Failed, Some(msg), dry(opts.dry_run));
         }
     };
-    let members = load_members(&ctx.store).await?;
-    let Planned { plan, problems } = plan_snapshot(ctx, &snap, &members);
+    let members = members
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))??;
+    let Planned { plan, problems } = plan_snapshot(ctx, snap, &members);
     drop(members);
     for p in problems {
         book.problem(p);
@@ -621,8 +644,8 @@ pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, Syn
             return book.finish(ctx, RunStatus::Failed, Some(msg), None);
         }
     };
-    let members = load_members(&ctx.store).await?;
-    let Planned { plan, .. } = plan_snapshot(ctx, &snap, &members);
+    let members = load_members(ctx.store.clone()).await?;
+    let Planned { plan, .. } = plan_snapshot(ctx, snap, &members);
     let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
     let to_apply: Vec<PlannedChange> = plan
         .changes
@@ -750,28 +773,30 @@ async fn fetch_one(
             });
         }
     }
-    let mut groups = GroupMembership::default();
-    for g in &ctx.rules.groups {
-        let mut token: Option<String> = None;
-        loop {
-            let page = client.list_members_page(g, token.as_deref()).await?;
-            groups.add(&page.members);
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
-        }
-    }
+    let groups = fetch_groups(client, ctx, None, &mut Progress::default()).await?;
     Ok(Snapshot {
         users: vec![user],
         groups,
     })
 }
 
-/// A fetch-only pass (the benchmark's baseline): reads every page a run reads and returns
-/// the number of users, writing nothing.
+/// A fetch-only pass (the benchmark's baseline): reads and decodes every page a run reads
+/// (group pages, then users pages) and returns the number of users, with no scoping,
+/// planning or writing.
 pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
     let client = ctx.client().await?;
-    let snap = fetch(&client, ctx, None).await?;
-    Ok(snap.users.len())
+    fetch_groups(&client, ctx, None, &mut Progress::default()).await?;
+    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
+    let mut users = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
+            .await?;
+        users += page.users.len();
+        match page.next_page_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(users),
+        }
+    }
 }

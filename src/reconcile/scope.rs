@@ -67,6 +67,9 @@ impl ScopeRules {
 
     /// Whether an email matches an exclude pattern.
     pub fn excluded(&self, email: &str) -> bool {
+        if self.exclude.is_empty() {
+            return false;
+        }
         let n = normalize_email(email);
         self.exclude.iter().any(|p| glob_match(p, &n))
     }
@@ -76,16 +79,20 @@ impl ScopeRules {
         let restricted = !self.groups.is_empty() || !self.org_units.is_empty();
         let mut sel = Selection::default();
         for u in users {
-            let in_group = groups.whole_customer
-                || groups.user_ids.contains(&u.id)
-                || groups
-                    .user_emails
-                    .contains(&normalize_email(&u.primary_email));
-            let in_ou = u
-                .org_unit_path
-                .as_deref()
-                .is_some_and(|ou| self.org_units.iter().any(|root| in_subtree(ou, root)));
-            if restricted && !in_group && !in_ou {
+            // Evaluated lazily: this runs for every user of a large directory.
+            let in_group = || {
+                groups.whole_customer
+                    || groups.user_ids.contains(&u.id)
+                    || groups
+                        .user_emails
+                        .contains(&normalize_email(&u.primary_email))
+            };
+            let in_ou = || {
+                u.org_unit_path
+                    .as_deref()
+                    .is_some_and(|ou| self.org_units.iter().any(|root| in_subtree(ou, root)))
+            };
+            if restricted && !in_group() && !in_ou() {
                 sel.out_of_scope += 1;
             } else if self.excluded(&u.primary_email) {
                 sel.excluded += 1;
