@@ -30,6 +30,10 @@ cat > "$WORK/config.toml" <<TOML
 path = "$WORK/store"
 [scim]
 listen = "127.0.0.1:0"
+[admin]
+socket = "$WORK/admin.sock"
+[metrics]
+listen = "127.0.0.1:0"
 [log]
 level = "warn,retrac_sync=info"
 TOML
@@ -40,10 +44,10 @@ TOKEN=$("$BIN" --config "$WORK/config.toml" token create --label conformance --j
 NO_COLOR=1 "$BIN" --config "$WORK/config.toml" run 2> "$WORK/server.log" &
 SERVER_PID=$!
 
-# The listener binds port 0; its real address is in the "SCIM listening" log line.
+# The listener binds port 0; its real address is in the daemon's start line (scim=ADDR).
 ADDR=
 for _ in $(seq 1 100); do
-    ADDR=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -o 'SCIM listening addr=127\.0\.0\.1:[0-9]*' | head -1 | cut -d= -f2 || true)
+    ADDR=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -o 'scim=127\.0\.0\.1:[0-9]*' | head -1 | cut -d= -f2 || true)
     [ -n "$ADDR" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; echo "conformance: the server died" >&2; exit 1; }
     sleep 0.1
