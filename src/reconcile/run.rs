@@ -361,6 +361,9 @@ struct RunBook {
     problems: Vec<String>,
     held_reasons: Vec<String>,
     google_requests: u64,
+    /// Time spent reading Google, then planning, in ms (logged: where a slow run spends it).
+    fetch_ms: u64,
+    plan_ms: u64,
 }
 
 impl RunBook {
@@ -380,6 +383,8 @@ impl RunBook {
             problems: Vec::new(),
             held_reasons: Vec::new(),
             google_requests: 0,
+            fetch_ms: 0,
+            plan_ms: 0,
         })
     }
 
@@ -436,6 +441,7 @@ impl RunBook {
                 created = c.created, updated = c.updated, deactivated = c.deactivated,
                 linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
                 errors = c.errors, google_requests = self.google_requests,
+                fetch_ms = self.fetch_ms, plan_ms = self.plan_ms,
                 duration_ms = elapsed.as_millis() as u64, "sync run finished"),
         }
         Ok(SyncOutcome {
@@ -570,6 +576,7 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     let members = tokio::spawn(load_members(ctx.store.clone()));
     let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
     book.google_requests = client.requests() - before;
+    book.fetch_ms = book.t0.elapsed().as_millis() as u64;
     let snap = match fetched {
         Ok(s) => s,
         Err(e) => {
@@ -582,6 +589,7 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
         .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))??;
     let Planned { plan, problems } = plan_snapshot(ctx, snap, &members);
     drop(members);
+    book.plan_ms = book.t0.elapsed().as_millis() as u64 - book.fetch_ms;
     for p in problems {
         book.problem(p);
     }
