@@ -253,6 +253,7 @@ struct Snapshot {
 /// needs as they arrive, so a large directory is never held twice.
 struct Fetched {
     desired: Vec<Desired>,
+    unusable_ids: HashSet<String>,
     all_ids: HashSet<String>,
     problems: Vec<String>,
 }
@@ -295,6 +296,7 @@ async fn fetch(
     let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut out = Fetched {
         desired: Vec::new(),
+        unusable_ids: HashSet::new(),
         all_ids: HashSet::new(),
         problems: Vec::new(),
     };
@@ -308,7 +310,10 @@ async fn fetch(
         for u in ctx.rules.select(&page.users, &groups).users {
             match Desired::from_google(u) {
                 Ok(d) => out.desired.push(d),
-                Err(e) => out.problems.push(e),
+                Err(e) => {
+                    out.unusable_ids.insert(u.id.clone());
+                    out.problems.push(e)
+                }
             }
         }
         out.all_ids.extend(page.users.into_iter().map(|u| u.id));
@@ -338,6 +343,7 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Pla
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: ids,
+            unusable_ids: Some(&fetched.unusable_ids),
         },
     );
     let mut problems = fetched.problems;
@@ -727,10 +733,14 @@ pub async fn sync_user(
     let members: Vec<Member> = members.into_values().collect();
     let selection = ctx.rules.select(&snap.users, &snap.groups);
     let mut desired = Vec::new();
+    let mut unusable = HashSet::new();
     for u in &selection.users {
         match Desired::from_google(u) {
             Ok(d) => desired.push(d),
-            Err(e) => book.problem(e),
+            Err(e) => {
+                unusable.insert(u.id.clone());
+                book.problem(e)
+            }
         }
     }
     let plan = plan::plan(
@@ -739,6 +749,7 @@ pub async fn sync_user(
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: None,
+            unusable_ids: Some(&unusable),
         },
     );
     for p in &plan.problems {
