@@ -328,3 +328,21 @@ async fn sync_user_provisions_one_user_on_demand() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scope_query_is_passed_to_google() {
+    let mut w = world(FakeSeed::sample(300, "example.com")).await;
+    w.config.scope.query = Some("orgUnitPath='/Sales' isSuspended=false".into());
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert!(w
+        .google
+        .last_query("users.list")
+        .unwrap()
+        .contains("query=orgUnitPath"));
+    assert_mirrors(&store, &w.google, |u| {
+        u.org_unit_path == "/Sales" && !u.suspended
+    });
+}
