@@ -166,6 +166,18 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     };
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].count as u64, was_active);
+    // A newer run holds them again and supersedes the first hold.
+    let r2 = sync(&ctx).await;
+    assert_eq!(
+        (r2.report.status.as_str(), r2.report.held),
+        ("held", was_active)
+    );
+    assert!(store.held(&r.report.run_id).unwrap().is_none());
+    assert!(matches!(
+        reconcile::approve(&ctx, &r.report.run_id).await,
+        Err(reconcile::SyncError::UnknownRun(_))
+    ));
+    let r = r2;
     // One of them comes back before approval: it is not deactivated.
     let back = users
         .iter()
@@ -194,6 +206,16 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         reconcile::approve(&ctx, &r.report.run_id).await,
         Err(reconcile::SyncError::UnknownRun(_))
     ));
+    // Everything is in step now: a plain run holds nothing and deactivates nothing.
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.status.as_str(),
+            r.report.deactivated,
+            r.report.held
+        ),
+        ("ok", 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

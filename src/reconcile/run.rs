@@ -625,9 +625,26 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     }
     let status = if hold { RunStatus::Held } else { RunStatus::Ok };
     match apply(ctx, &mut book, to_apply).await {
-        Ok(()) => book.finish(ctx, status, None, None),
+        Ok(()) => {
+            supersede_held(ctx, &book.run_id)?;
+            book.finish(ctx, status, None, None)
+        }
         Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
     }
+}
+
+/// A complete run planned against the latest state, so the deactivations earlier runs held
+/// are stale: it held its own (if any), or had none to hold. Only the latest set is kept, so
+/// `sync status` and the held-changes gauge show what is pending now.
+fn supersede_held(ctx: &SyncContext, run_id: &str) -> Result<(), StoreError> {
+    for h in ctx.store.held_all()? {
+        if h.run_id != run_id {
+            ctx.store.remove_held(&h.run_id)?;
+            tracing::info!(superseded = %h.run_id, by = run_id, count = h.changes.len(),
+                "held deactivations superseded by a newer run");
+        }
+    }
+    Ok(())
 }
 
 fn dry(dry_run: bool) -> Option<Vec<PlannedChange>> {
