@@ -151,7 +151,7 @@ async fn bench(users: usize, rounds: usize) {
         cold.push(t.elapsed());
         assert_eq!(r.report.status, "ok", "{r:?}");
         assert_eq!(
-            r.report.created as usize + r.report.unchanged as usize,
+            r.report.counts.created as usize + r.report.counts.unchanged as usize,
             users
         );
         requests.0 = r.report.google_requests;
@@ -171,7 +171,7 @@ async fn bench(users: usize, rounds: usize) {
                 .await
                 .unwrap();
             warm.push(t.elapsed());
-            assert_eq!(r.report.unchanged as usize, users, "{r:?}");
+            assert_eq!(r.report.counts.unchanged as usize, users, "{r:?}");
             requests.1 = r.report.google_requests;
             let after_versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
             warm_writes

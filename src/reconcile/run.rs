@@ -87,22 +87,10 @@ pub struct SyncReport {
     pub run_id: String,
     /// `ok`, `failed` or `held`.
     pub status: String,
-    /// Members created.
-    pub created: u64,
-    /// Members updated.
-    pub updated: u64,
-    /// Members made inactive.
-    pub deactivated: u64,
-    /// Members linked.
-    pub linked: u64,
-    /// Members already in agreement.
-    pub unchanged: u64,
-    /// Deactivations held.
-    pub held: u64,
-    /// Changes skipped (the member changed since the plan).
-    pub skipped: u64,
-    /// Changes refused and users that could not be provisioned.
-    pub errors: u64,
+    /// The counts, inline: `created`, `updated`, `deactivated`, `linked`, `unchanged`,
+    /// `held`, `skipped`, `errors`.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Directory API requests made (retries included).
     pub google_requests: u64,
     /// Wall time.
@@ -454,14 +442,7 @@ impl RunBook {
             report: SyncReport {
                 run_id: self.run_id,
                 status: status.to_string(),
-                created: c.created,
-                updated: c.updated,
-                deactivated: c.deactivated,
-                linked: c.linked,
-                unchanged: c.unchanged,
-                held: c.held,
-                skipped: c.skipped,
-                errors: c.errors,
+                counts: c.clone(),
                 google_requests: self.google_requests,
                 duration_ms: elapsed.as_millis() as u64,
             },
