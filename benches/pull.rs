@@ -66,10 +66,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+fn proc_status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
@@ -122,6 +126,7 @@ async fn bench(users: usize, rounds: usize) {
     let mut warm = Vec::new();
     let mut warm_writes = Vec::new();
     let mut requests = (0, 0);
+    let mut rss_marks: Vec<(&str, f64)> = Vec::new();
     for round in 0..rounds {
         let store_dir = dir.path().join(format!("store-{round}"));
         let store = Store::open(&store_dir).unwrap();
@@ -135,6 +140,9 @@ async fn bench(users: usize, rounds: usize) {
         let n = reconcile::run::fetch_only(&ctx).await.unwrap();
         fetch.push(t.elapsed());
         assert_eq!(n, users);
+        if round == 0 {
+            rss_marks.push(("after fetch-only", peak_rss_mb()));
+        }
 
         let t = Instant::now();
         let r = reconcile::run_sync(&ctx, SyncOptions::default())
@@ -143,10 +151,13 @@ async fn bench(users: usize, rounds: usize) {
         cold.push(t.elapsed());
         assert_eq!(r.report.status, "ok", "{r:?}");
         assert_eq!(
-            r.report.created as usize + r.report.unchanged as usize,
+            r.report.counts.created as usize + r.report.counts.unchanged as usize,
             users
         );
         requests.0 = r.report.google_requests;
+        if round == 0 {
+            rss_marks.push(("after cold sync", peak_rss_mb()));
+        }
 
         let warm_repeat: usize = std::env::var("WARM_REPEAT")
             .ok()
@@ -160,7 +171,7 @@ async fn bench(users: usize, rounds: usize) {
                 .await
                 .unwrap();
             warm.push(t.elapsed());
-            assert_eq!(r.report.unchanged as usize, users, "{r:?}");
+            assert_eq!(r.report.counts.unchanged as usize, users, "{r:?}");
             requests.1 = r.report.google_requests;
             let after_versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
             warm_writes
@@ -198,4 +209,7 @@ async fn bench(users: usize, rounds: usize) {
         "peak RSS of the pull process: {:.0} MB (target <= 250 MB)",
         peak_rss_mb()
     );
+    for (when, mb) in rss_marks {
+        println!("  peak RSS {when} (first round): {mb:.0} MB");
+    }
 }

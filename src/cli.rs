@@ -660,7 +660,7 @@ mod sync_render {
         writeln!(
             out,
             "sync {id} {}: created {}, updated {}, deactivated {}, linked {}, unchanged {}, held {}, skipped {}, errors {}; {} Google requests in {} ms",
-            r.status, r.created, r.updated, r.deactivated, r.linked, r.unchanged, r.held, r.skipped, r.errors, r.google_requests, r.duration_ms
+            r.status, r.counts.created, r.counts.updated, r.counts.deactivated, r.counts.linked, r.counts.unchanged, r.counts.held, r.counts.skipped, r.counts.errors, r.google_requests, r.duration_ms
         )?;
         if !o.held_reasons.is_empty() {
             writeln!(out, "deactivations held: {}", o.held_reasons.join("; "))?;

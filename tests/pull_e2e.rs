@@ -27,8 +27,8 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let first = sync(&ctx).await;
     assert_eq!(first.report.status, "ok", "{first:?}");
     let expected = g.users().iter().filter(|u| scope(u)).count() as u64;
-    assert_eq!(first.report.created, expected);
-    assert_eq!(first.report.errors, 0, "{:?}", first.problems);
+    assert_eq!(first.report.counts.created, expected);
+    assert_eq!(first.report.counts.errors, 0, "{:?}", first.problems);
     // users.list pages + group pages, nothing per user.
     assert_eq!(
         first.report.google_requests,
@@ -43,13 +43,13 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let again = sync(&ctx).await;
     assert_eq!(
         (
-            again.report.created,
-            again.report.updated,
-            again.report.deactivated
+            again.report.counts.created,
+            again.report.counts.updated,
+            again.report.counts.deactivated
         ),
         (0, 0, 0)
     );
-    assert_eq!(again.report.unchanged, expected);
+    assert_eq!(again.report.counts.unchanged, expected);
     assert_eq!(audit_len(&store), audit);
 
     let in_scope_users: Vec<FakeUser> = g
@@ -64,7 +64,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     assert!(g.suspend(&suspended));
     let r = sync(&ctx).await;
     assert_eq!(
-        (r.report.deactivated, r.report.status.as_str()),
+        (r.report.counts.deactivated, r.report.status.as_str()),
         (1, "ok"),
         "{r:?}"
     );
@@ -75,7 +75,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let before = store.get_by_user_name(&deleted).unwrap().unwrap();
     g.delete(&deleted).unwrap();
     let r = sync(&ctx).await;
-    assert_eq!(r.report.deactivated, 1, "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
     let after = store.get(before.id).unwrap().unwrap();
     assert!(!after.active);
 
@@ -85,7 +85,11 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let new = format!("renamed.{old}");
     assert!(g.rename(&old, &new));
     let r = sync(&ctx).await;
-    assert_eq!((r.report.updated, r.report.created), (1, 0), "{r:?}");
+    assert_eq!(
+        (r.report.counts.updated, r.report.counts.created),
+        (1, 0),
+        "{r:?}"
+    );
     let renamed = store.get(member.id).unwrap().unwrap();
     assert_eq!(renamed.user_name.as_str(), new);
     assert!(
@@ -97,7 +101,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let named = pick(3);
     assert!(g.set_name(&named, "Augusta", "King"));
     let r = sync(&ctx).await;
-    assert_eq!(r.report.updated, 1, "{r:?}");
+    assert_eq!(r.report.counts.updated, 1, "{r:?}");
     let m = store.get_by_user_name(&named).unwrap().unwrap();
     assert_eq!(
         (m.given_name.as_deref(), m.family_name.as_deref()),
@@ -112,7 +116,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         FakeMember::User("new.hire@example.com".into()),
     );
     let r = sync(&ctx).await;
-    assert_eq!(r.report.created, 1, "{r:?}");
+    assert_eq!(r.report.counts.created, 1, "{r:?}");
     assert_eq!(
         store
             .get_by_user_name("NEW.HIRE@example.com")
@@ -131,7 +135,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         .unwrap();
     assert!(g.group_remove("sales@example.com", &sales_user.primary_email));
     let r = sync(&ctx).await;
-    assert_eq!(r.report.deactivated, 1, "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
     assert!(
         !store
             .get_by_user_name(&sales_user.primary_email)
@@ -143,7 +147,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     // Unsuspend: back, as an update, with its locations.
     assert!(g.unsuspend(&suspended));
     let r = sync(&ctx).await;
-    assert_eq!(r.report.updated, 1, "{r:?}");
+    assert_eq!(r.report.counts.updated, 1, "{r:?}");
     assert!(store.get_by_user_name(&suspended).unwrap().unwrap().active);
 
     let scope_now = |u: &FakeUser| scope(u) && u.primary_email != sales_user.primary_email;
@@ -192,7 +196,7 @@ async fn a_dry_run_plans_and_writes_nothing() {
     )
     .await
     .unwrap();
-    assert_eq!(out.report.created, 50);
+    assert_eq!(out.report.counts.created, 50);
     assert_eq!(out.changes.as_ref().unwrap().len(), 50);
     assert_eq!(store.member_count(), 0);
     assert!(
@@ -225,7 +229,11 @@ async fn manual_members_are_linked_when_google_has_them_and_left_alone_otherwise
     }
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!((r.report.created, r.report.linked), (19, 1), "{r:?}");
+    assert_eq!(
+        (r.report.counts.created, r.report.counts.linked),
+        (19, 1),
+        "{r:?}"
+    );
     let linked = store
         .get_by_user_name(&target.primary_email)
         .unwrap()
@@ -273,7 +281,11 @@ async fn a_user_recreated_with_the_same_email_keeps_its_member_and_locations() {
     let new_id = w.google.add_user(again);
     let r = sync(&ctx).await;
     assert_eq!(
-        (r.report.updated, r.report.created, r.report.deactivated),
+        (
+            r.report.counts.updated,
+            r.report.counts.created,
+            r.report.counts.deactivated
+        ),
         (1, 0, 0),
         "{r:?}"
     );
@@ -299,13 +311,13 @@ async fn sync_user_provisions_one_user_on_demand() {
     let dry = reconcile::sync_user(&ctx, &inside.primary_email, true)
         .await
         .unwrap();
-    assert_eq!(dry.report.created, 1);
+    assert_eq!(dry.report.counts.created, 1);
     assert_eq!(store.member_count(), 0);
     let r = reconcile::sync_user(&ctx, &inside.primary_email.to_uppercase(), false)
         .await
         .unwrap();
     assert_eq!(
-        (r.report.created, r.report.status.as_str()),
+        (r.report.counts.created, r.report.status.as_str()),
         (1, "ok"),
         "{r:?}"
     );
@@ -316,15 +328,33 @@ async fn sync_user_provisions_one_user_on_demand() {
     let r = reconcile::sync_user(&ctx, &outside.primary_email, false)
         .await
         .unwrap();
-    assert_eq!(r.report.created, 0, "out of scope");
+    assert_eq!(r.report.counts.created, 0, "out of scope");
     assert_eq!(store.member_count(), 1);
     // Suspended in Google: the member goes inactive at once.
     w.google.suspend(&inside.primary_email);
     let r = reconcile::sync_user(&ctx, &inside.primary_email, false)
         .await
         .unwrap();
-    assert_eq!(r.report.deactivated, 1);
+    assert_eq!(r.report.counts.deactivated, 1);
     assert!(reconcile::sync_user(&ctx, "not an email", false)
         .await
         .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scope_query_is_passed_to_google() {
+    let mut w = world(FakeSeed::sample(300, "example.com")).await;
+    w.config.scope.query = Some("orgUnitPath='/Sales' isSuspended=false".into());
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert!(w
+        .google
+        .last_query("users.list")
+        .unwrap()
+        .contains("query=orgUnitPath"));
+    assert_mirrors(&store, &w.google, |u| {
+        u.org_unit_path == "/Sales" && !u.suspended
+    });
 }

@@ -61,9 +61,9 @@ async fn page_two_failing_after_its_retries_fails_the_run_with_zero_writes() {
     assert_eq!(
         (
             r.report.status.as_str(),
-            r.report.created,
-            r.report.updated,
-            r.report.deactivated
+            r.report.counts.created,
+            r.report.counts.updated,
+            r.report.counts.deactivated
         ),
         ("ok", 1, 1, 1),
         "{r:?}"
@@ -142,9 +142,9 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         .take(120)
         .filter(|u| !u.suspended && !u.archived)
         .count() as u64;
-    assert_eq!(r.report.held, was_active);
-    assert_eq!(r.report.deactivated, 0);
-    assert_eq!(r.report.created, 1, "creates still go ahead");
+    assert_eq!(r.report.counts.held, was_active);
+    assert_eq!(r.report.counts.deactivated, 0);
+    assert_eq!(r.report.counts.created, 1, "creates still go ahead");
     assert!(
         r.held_reasons
             .iter()
@@ -166,6 +166,18 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     };
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].count as u64, was_active);
+    // A newer run holds them again and supersedes the first hold.
+    let r2 = sync(&ctx).await;
+    assert_eq!(
+        (r2.report.status.as_str(), r2.report.counts.held),
+        ("held", was_active)
+    );
+    assert!(store.held(&r.report.run_id).unwrap().is_none());
+    assert!(matches!(
+        reconcile::approve(&ctx, &r.report.run_id).await,
+        Err(reconcile::SyncError::UnknownRun(_))
+    ));
+    let r = r2;
     // One of them comes back before approval: it is not deactivated.
     let back = users
         .iter()
@@ -176,8 +188,8 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     w.google.add_user(back.clone());
     let approved = reconcile::approve(&ctx, &r.report.run_id).await.unwrap();
     assert_eq!(approved.report.status, "ok", "{approved:?}");
-    assert_eq!(approved.report.deactivated, was_active - 1);
-    assert_eq!(approved.report.skipped, 1, "the one that came back");
+    assert_eq!(approved.report.counts.deactivated, was_active - 1);
+    assert_eq!(approved.report.counts.skipped, 1, "the one that came back");
     assert!(
         store
             .get_by_user_name(&back.primary_email)
@@ -194,6 +206,16 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         reconcile::approve(&ctx, &r.report.run_id).await,
         Err(reconcile::SyncError::UnknownRun(_))
     ));
+    // Everything is in step now: a plain run holds nothing and deactivates nothing.
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.status.as_str(),
+            r.report.counts.deactivated,
+            r.report.counts.held
+        ),
+        ("ok", 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +242,7 @@ async fn discard_drops_held_deactivations() {
     .unwrap() else {
         panic!()
     };
-    assert_eq!(count as u64, r.report.held);
+    assert_eq!(count as u64, r.report.counts.held);
     assert!(store.held_all().unwrap().is_empty());
     assert_eq!(
         store
@@ -259,7 +281,11 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
     let ctx = context(&store, &w.config).with_before_apply(hook);
     let r = sync(&ctx).await;
     assert_eq!(
-        (r.report.skipped, r.report.updated, r.report.errors),
+        (
+            r.report.counts.skipped,
+            r.report.counts.updated,
+            r.report.counts.errors
+        ),
         (1, 0, 0),
         "{r:?}"
     );
@@ -274,7 +300,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
     );
     // The next run takes it up.
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.updated, 1);
+    assert_eq!(r.report.counts.updated, 1);
     assert_eq!(
         store
             .get_by_user_name(&target.primary_email)
@@ -316,7 +342,11 @@ async fn after_a_crash_midway_the_next_run_converges_without_duplicates() {
     )
     .unwrap();
     let r = sync(&ctx).await;
-    assert_eq!((r.report.created, r.report.unchanged), (400, 300), "{r:?}");
+    assert_eq!(
+        (r.report.counts.created, r.report.counts.unchanged),
+        (400, 300),
+        "{r:?}"
+    );
     assert_eq!(store.member_count(), 700);
     assert_mirrors(&store, &w.google, |_| true);
     // A pull create that meets an unlinked member of the same name links it.
@@ -346,5 +376,5 @@ async fn runs_never_overlap() {
         reconcile::sync_user(&ctx, "a@example.com", false).await,
         Err(reconcile::SyncError::Busy)
     ));
-    assert_eq!(first.await.unwrap().unwrap().report.created, 600);
+    assert_eq!(first.await.unwrap().unwrap().report.counts.created, 600);
 }

@@ -148,6 +148,9 @@ pub struct PlanContext<'a> {
     pub domains: &'a [String],
     /// Every Google id listed (in scope or not), to tell a recreated user from a renamed one.
     pub all_google_ids: Option<&'a HashSet<String>>,
+    /// Google ids in scope that could not be turned into a member (an unusable email): their
+    /// members are left as they are rather than taken for gone.
+    pub unusable_ids: Option<&'a HashSet<String>>,
 }
 
 fn in_domains(domains: &[String], user_name: &UserName) -> bool {
@@ -228,6 +231,8 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
         .collect();
     keyed.sort_by(|a, b| (&a.0, &a.1.google_id).cmp(&(&b.0, &b.1.google_id)));
     let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
+    // Ids dropped as duplicates: their members must not look gone.
+    let mut dropped: HashSet<&str> = HashSet::new();
     let mut order: Vec<(String, &Desired)> = Vec::with_capacity(keyed.len());
     for (key, d) in keyed {
         let dup_name = order.last().is_some_and(|(k, _)| *k == key);
@@ -237,6 +242,7 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
                 "Google lists {} ({}) twice; it is left for the next run",
                 d.attrs.user_name, d.google_id
             ));
+            dropped.insert(d.google_id.as_str());
             continue;
         }
         order.push((key, d));
@@ -357,6 +363,13 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
     let mut deactivations = Vec::new();
     for (i, m) in members.iter().enumerate() {
         if claimed[i] {
+            continue;
+        }
+        let still_in_google = m.external_id.as_deref().is_some_and(|e| {
+            dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
+        });
+        if still_in_google {
+            // Google has this user but the plan could not use it this time: leave it be.
             continue;
         }
         if is_active_managed(m, ctx.domains) {
@@ -580,6 +593,7 @@ mod tests {
             &PlanContext {
                 domains: &domains,
                 all_google_ids: None,
+                unusable_ids: None,
             },
         );
         assert!(p.changes.is_empty(), "{:?}", p.changes);
@@ -609,6 +623,7 @@ mod tests {
             &PlanContext {
                 domains: &[],
                 all_google_ids: Some(&ids),
+                unusable_ids: None,
             },
         );
         assert_eq!(actions(&p), [(Action::Update, "ada@example.com")]);
@@ -626,6 +641,7 @@ mod tests {
             &PlanContext {
                 domains: &[],
                 all_google_ids: Some(&ids),
+                unusable_ids: None,
             },
         );
         assert!(p.changes.is_empty());
@@ -665,6 +681,40 @@ mod tests {
         assert_eq!(p.changes.len(), 1);
         assert!(
             matches!(&p.changes[0].change, Change::Create { attrs, .. } if attrs.external_id.as_deref() == Some("1"))
+        );
+        assert_eq!(p.problems.len(), 1);
+    }
+
+    #[test]
+    fn a_member_whose_google_user_is_unusable_or_duplicated_is_not_deactivated() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let m = member_of(&ada);
+        // Google still lists user 1, but with an email the plan cannot use.
+        let unusable: HashSet<String> = ["1".to_string()].into();
+        let p = plan(
+            &[],
+            std::slice::from_ref(&m),
+            &PlanContext {
+                domains: &[],
+                all_google_ids: None,
+                unusable_ids: Some(&unusable),
+            },
+        );
+        assert!(p.changes.is_empty(), "{:?}", p.changes);
+        // User 2 is a duplicate of an address another user holds: its member stays.
+        let mut bob = member_of(&google("2", "bob@example.com", "Bob"));
+        bob.user_name = UserName::parse("bob.old@example.com").unwrap();
+        let p = run(
+            &[
+                google("1", "ada@example.com", "Ada"),
+                google("2", "ada@example.com", "Ada"),
+            ],
+            &[m, bob],
+        );
+        assert!(
+            p.changes.iter().all(|c| c.action != Action::Deactivate),
+            "{:?}",
+            p.changes
         );
         assert_eq!(p.problems.len(), 1);
     }

@@ -87,22 +87,10 @@ pub struct SyncReport {
     pub run_id: String,
     /// `ok`, `failed` or `held`.
     pub status: String,
-    /// Members created.
-    pub created: u64,
-    /// Members updated.
-    pub updated: u64,
-    /// Members made inactive.
-    pub deactivated: u64,
-    /// Members linked.
-    pub linked: u64,
-    /// Members already in agreement.
-    pub unchanged: u64,
-    /// Deactivations held.
-    pub held: u64,
-    /// Changes skipped (the member changed since the plan).
-    pub skipped: u64,
-    /// Changes refused and users that could not be provisioned.
-    pub errors: u64,
+    /// The counts, inline: `created`, `updated`, `deactivated`, `linked`, `unchanged`,
+    /// `held`, `skipped`, `errors`.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Directory API requests made (retries included).
     pub google_requests: u64,
     /// Wall time.
@@ -253,6 +241,7 @@ struct Snapshot {
 /// needs as they arrive, so a large directory is never held twice.
 struct Fetched {
     desired: Vec<Desired>,
+    unusable_ids: HashSet<String>,
     all_ids: HashSet<String>,
     problems: Vec<String>,
 }
@@ -295,6 +284,7 @@ async fn fetch(
     let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut out = Fetched {
         desired: Vec::new(),
+        unusable_ids: HashSet::new(),
         all_ids: HashSet::new(),
         problems: Vec::new(),
     };
@@ -308,7 +298,10 @@ async fn fetch(
         for u in ctx.rules.select(&page.users, &groups).users {
             match Desired::from_google(u) {
                 Ok(d) => out.desired.push(d),
-                Err(e) => out.problems.push(e),
+                Err(e) => {
+                    out.unusable_ids.insert(u.id.clone());
+                    out.problems.push(e)
+                }
             }
         }
         out.all_ids.extend(page.users.into_iter().map(|u| u.id));
@@ -338,6 +331,7 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Pla
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: ids,
+            unusable_ids: Some(&fetched.unusable_ids),
         },
     );
     let mut problems = fetched.problems;
@@ -361,6 +355,9 @@ struct RunBook {
     problems: Vec<String>,
     held_reasons: Vec<String>,
     google_requests: u64,
+    /// Time spent reading Google, then planning, in ms (logged: where a slow run spends it).
+    fetch_ms: u64,
+    plan_ms: u64,
 }
 
 impl RunBook {
@@ -380,6 +377,8 @@ impl RunBook {
             problems: Vec::new(),
             held_reasons: Vec::new(),
             google_requests: 0,
+            fetch_ms: 0,
+            plan_ms: 0,
         })
     }
 
@@ -436,20 +435,14 @@ impl RunBook {
                 created = c.created, updated = c.updated, deactivated = c.deactivated,
                 linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
                 errors = c.errors, google_requests = self.google_requests,
+                fetch_ms = self.fetch_ms, plan_ms = self.plan_ms,
                 duration_ms = elapsed.as_millis() as u64, "sync run finished"),
         }
         Ok(SyncOutcome {
             report: SyncReport {
                 run_id: self.run_id,
                 status: status.to_string(),
-                created: c.created,
-                updated: c.updated,
-                deactivated: c.deactivated,
-                linked: c.linked,
-                unchanged: c.unchanged,
-                held: c.held,
-                skipped: c.skipped,
-                errors: c.errors,
+                counts: c.clone(),
                 google_requests: self.google_requests,
                 duration_ms: elapsed.as_millis() as u64,
             },
@@ -570,6 +563,7 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     let members = tokio::spawn(load_members(ctx.store.clone()));
     let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
     book.google_requests = client.requests() - before;
+    book.fetch_ms = book.t0.elapsed().as_millis() as u64;
     let snap = match fetched {
         Ok(s) => s,
         Err(e) => {
@@ -582,6 +576,7 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
         .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))??;
     let Planned { plan, problems } = plan_snapshot(ctx, snap, &members);
     drop(members);
+    book.plan_ms = book.t0.elapsed().as_millis() as u64 - book.fetch_ms;
     for p in problems {
         book.problem(p);
     }
@@ -611,9 +606,26 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     }
     let status = if hold { RunStatus::Held } else { RunStatus::Ok };
     match apply(ctx, &mut book, to_apply).await {
-        Ok(()) => book.finish(ctx, status, None, None),
+        Ok(()) => {
+            supersede_held(ctx, &book.run_id)?;
+            book.finish(ctx, status, None, None)
+        }
         Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
     }
+}
+
+/// A complete run planned against the latest state, so the deactivations earlier runs held
+/// are stale: it held its own (if any), or had none to hold. Only the latest set is kept, so
+/// `sync status` and the held-changes gauge show what is pending now.
+fn supersede_held(ctx: &SyncContext, run_id: &str) -> Result<(), StoreError> {
+    for h in ctx.store.held_all()? {
+        if h.run_id != run_id {
+            ctx.store.remove_held(&h.run_id)?;
+            tracing::info!(superseded = %h.run_id, by = run_id, count = h.changes.len(),
+                "held deactivations superseded by a newer run");
+        }
+    }
+    Ok(())
 }
 
 fn dry(dry_run: bool) -> Option<Vec<PlannedChange>> {
@@ -719,10 +731,14 @@ pub async fn sync_user(
     let members: Vec<Member> = members.into_values().collect();
     let selection = ctx.rules.select(&snap.users, &snap.groups);
     let mut desired = Vec::new();
+    let mut unusable = HashSet::new();
     for u in &selection.users {
         match Desired::from_google(u) {
             Ok(d) => desired.push(d),
-            Err(e) => book.problem(e),
+            Err(e) => {
+                unusable.insert(u.id.clone());
+                book.problem(e)
+            }
         }
     }
     let plan = plan::plan(
@@ -731,6 +747,7 @@ pub async fn sync_user(
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: None,
+            unusable_ids: Some(&unusable),
         },
     );
     for p in &plan.problems {
