@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::config::Config;
 use crate::health::{self, Health, HealthState, LastSync};
-use crate::reconcile::{self, SyncContext, SyncOutcome};
-use crate::schedule::{self, BoxFuture, Runner, Trigger};
+use crate::reconcile::{SyncContext, SyncOutcome};
+use crate::schedule;
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for in-flight requests.
@@ -125,7 +125,7 @@ pub async fn launch(
         );
         None
     };
-    let on_sync: admin::server::OnSync = {
+    let on_sync: schedule::OnSync = {
         let health = shared.health.clone();
         Arc::new(move |o: &SyncOutcome| record_sync(&health, o))
     };
@@ -133,9 +133,9 @@ pub async fn launch(
         Some(ctx) => Some(
             schedule::start(
                 &config.sync.schedule,
-                Arc::new(DaemonRunner {
+                Arc::new(schedule::SyncRunner {
                     ctx: ctx.clone(),
-                    on_sync: on_sync.clone(),
+                    on_sync: Some(on_sync.clone()),
                 }),
                 options.first_sync_delay,
             )
@@ -248,32 +248,6 @@ impl Default for LaunchOptions {
     }
 }
 
-/// The scheduled pull, recording each outcome for health and systemd.
-struct DaemonRunner {
-    ctx: Arc<SyncContext>,
-    on_sync: admin::server::OnSync,
-}
-
-impl Runner for DaemonRunner {
-    fn run(&self, trigger: Trigger) -> BoxFuture {
-        let ctx = self.ctx.clone();
-        let on_sync = self.on_sync.clone();
-        Box::pin(async move {
-            match reconcile::run_sync(&ctx, reconcile::SyncOptions::default()).await {
-                Ok(outcome) => on_sync(&outcome),
-                Err(reconcile::SyncError::Busy) => {
-                    tracing::info!(?trigger, "sync skipped: another run is in progress")
-                }
-                Err(e) => tracing::error!(?trigger, error = %e, "sync could not run"),
-            }
-        })
-    }
-
-    fn stop(&self) {
-        self.ctx.request_stop();
-    }
-}
-
 /// Records a finished pull in health and in systemd's STATUS=.
 fn record_sync(health: &Health, o: &SyncOutcome) {
     let r = &o.report;
@@ -285,7 +259,13 @@ fn record_sync(health: &Health, o: &SyncOutcome) {
     });
     let status = format!(
         "last sync {} ({}): {} created, {} updated, {} deactivated, {} held, {} errors",
-        r.status, r.run_id, r.created, r.updated, r.deactivated, r.held, r.errors
+        r.status,
+        r.run_id,
+        r.counts.created,
+        r.counts.updated,
+        r.counts.deactivated,
+        r.counts.held,
+        r.counts.errors
     );
     notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
 }

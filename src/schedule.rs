@@ -42,16 +42,30 @@ pub trait Runner: Send + Sync + 'static {
     fn stop(&self) {}
 }
 
+/// Told about each finished run (the daemon updates health and systemd's status).
+pub type OnSync = Arc<dyn Fn(&reconcile::SyncOutcome) + Send + Sync>;
+
 /// The pull as a [`Runner`].
-#[derive(Debug, Clone)]
-pub struct SyncRunner(pub Arc<SyncContext>);
+#[derive(Clone)]
+pub struct SyncRunner {
+    /// The pull.
+    pub ctx: Arc<SyncContext>,
+    /// Called with each run's outcome.
+    pub on_sync: Option<OnSync>,
+}
 
 impl Runner for SyncRunner {
     fn run(&self, trigger: Trigger) -> BoxFuture {
-        let ctx = self.0.clone();
+        let ctx = self.ctx.clone();
+        let on_sync = self.on_sync.clone();
         Box::pin(async move {
             match reconcile::run_sync(&ctx, SyncOptions::default()).await {
-                Ok(_) => {} // the run logs and records itself
+                // The run logs and records itself.
+                Ok(outcome) => {
+                    if let Some(f) = on_sync {
+                        f(&outcome);
+                    }
+                }
                 Err(SyncError::Busy) => {
                     tracing::info!(?trigger, "sync skipped: another run is in progress")
                 }
@@ -61,7 +75,7 @@ impl Runner for SyncRunner {
     }
 
     fn stop(&self) {
-        self.0.request_stop();
+        self.ctx.request_stop();
     }
 }
 

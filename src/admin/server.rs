@@ -27,7 +27,7 @@ pub struct AdminContext {
 }
 
 /// A callback told about each finished pull.
-pub type OnSync = Arc<dyn Fn(&reconcile::SyncOutcome) + Send + Sync>;
+pub use crate::schedule::OnSync;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -140,8 +140,8 @@ pub fn to_json(m: &Member, location: &str) -> Value {
         "meta".into(),
         json!({
             "resourceType": "User",
-            "created": m.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "lastModified": m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "created": m.created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "lastModified": m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "location": location,
             "version": etag(m.version),
         }),
