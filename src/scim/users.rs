@@ -537,7 +537,13 @@ fn visible(state: &ScimState, id: MemberId) -> Result<Member, ScimError> {
 }
 
 async fn durable(state: &ScimState, touched: &[&Member]) -> Result<(), ScimError> {
-    state.store().flush().await?;
+    // The flush runs in its own task: hyper drops a request's future when the client hangs
+    // up, and a group-commit leader dropped mid-flush would leave every later writer
+    // waiting (seen under wrk). A spawned task always runs to its end.
+    let store = state.store().clone();
+    tokio::spawn(async move { store.flush().await })
+        .await
+        .map_err(ScimError::internal)??;
     for m in touched {
         state
             .order()
