@@ -7,11 +7,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::member::{Actor, Change, ManagedBy, Member, MemberId};
-use crate::provision::{self, Outcome, ProvisionError};
+use crate::provision::{Outcome, ProvisionError};
 use crate::scim::error::{scim_json, ScimError};
 use crate::scim::filter::{self, AttrPath, Filter, IndexKey};
 use crate::scim::resource::{self, etag, RETRAC_SCHEMA};
@@ -612,7 +611,7 @@ pub async fn create(
         attrs: parsed.attrs,
         managed_by: ManagedBy::Google,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     let m = outcome.member().clone();
     durable(&state, &[&m]).await?;
     let base = state.base_url(&headers);
@@ -680,7 +679,7 @@ pub async fn replace(
         expected_version: expected,
         attrs: parsed.attrs,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     finish_update(&state, &headers, &m, outcome, &projection).await
 }
 
@@ -729,7 +728,7 @@ pub async fn modify(
             expected_version: Some(m.version),
             attrs: parsed.attrs,
         };
-        match provision::apply(state.store(), change, &actor, Utc::now()) {
+        match state.apply(change, &actor) {
             Ok(outcome) => return finish_update(&state, &headers, &m, outcome, &projection).await,
             // Another write slipped in between the read and this one: PATCH is relative,
             // so re-read and apply again, unless the client pinned a version.
@@ -757,7 +756,7 @@ pub async fn delete(
         id,
         expected_version: expected,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     durable(&state, &[&m, outcome.member()]).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
