@@ -5,6 +5,7 @@
 #   - POST /Users, each write durable before its 201 (target >= 3,000/s)
 #   - PATCH active (target >= 3,000/s)
 #   - unfiltered paging: startIndex=1 vs startIndex=99,901 (count=100), median of 21
+#   - a filter no index serves (a full scan), for information
 #   - peak RSS (VmHWM) of the server (target <= 300 MB)
 # Usage: benches/scim-load.sh [MEMBERS] [SECONDS]
 set -euo pipefail
@@ -149,6 +150,13 @@ TOTAL=$(curl -s -H "Authorization: Bearer $TOKEN" "$BASE/Users?count=0" | python
 FIRST=$(page_median 1)
 LAST=$(page_median $((TOTAL - 99)))
 echo "RESULT paging total=$TOTAL startIndex=1: ${FIRST}s  startIndex=$((TOTAL - 99)): ${LAST}s"
+
+# A filter no index serves scans every member; reported for information (no target).
+SCAN=$(for _ in 1 2 3 4 5; do
+    curl -s -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $TOKEN" \
+        "$BASE/Users?filter=name.familyName%20sw%20%22Family9999%22&count=100"
+done | sort -n | sed -n 3p)
+echo "RESULT scan filter (name.familyName sw, no index) over $TOTAL members: median ${SCAN}s"
 
 echo "== peak RSS"
 grep -E 'VmHWM|VmRSS' "/proc/$SERVER_PID/status"
