@@ -1057,3 +1057,39 @@ async fn a_public_url_sets_locations() {
         .unwrap()
         .starts_with("https://sync.example.com/scim/v2/Users/"));
 }
+
+#[tokio::test]
+async fn the_listing_follows_writes_that_do_not_come_from_scim() {
+    let app = app();
+    app.grace().await;
+    // The owner invites a member by hand: not through SCIM, so only the store watch sees it.
+    owner::execute(
+        &app.store,
+        owner::Request::MembersAdd {
+            email: "ada@example.com".into(),
+            given: "Ada".into(),
+            family: "Lovelace".into(),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = app.call("GET", "/Users", None).await.body["totalResults"]
+            .as_u64()
+            .unwrap();
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen, 2,
+        "the unfiltered listing did not pick up the owner's invite"
+    );
+    let page = app
+        .call("GET", "/Users?startIndex=1&count=1", None)
+        .await
+        .body;
+    assert_eq!(page["Resources"][0]["userName"], json!("ada@example.com"));
+}

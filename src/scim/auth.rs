@@ -229,8 +229,10 @@ pub struct Authenticator {
     store: Store,
     /// When `last used` was last written, per token id (coalescing).
     last_written: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Compared against when the id is unknown, so both paths cost the same.
+    /// Compared against when a record cannot be read, so every path costs the same.
     dummy_hash: String,
+    /// Decoded when the id is unknown, so both paths cost the same.
+    dummy_record: Vec<u8>,
 }
 
 /// Why a request was not authenticated. The detail never holds the token.
@@ -245,10 +247,20 @@ pub enum AuthFailure {
 impl Authenticator {
     /// A checker over the store's tokens.
     pub fn new(store: Store) -> Self {
+        let dummy_hash = sha256_hex("retrac-sync: no such token");
+        let dummy_record = serde_json::to_vec(&TokenRecord {
+            id: "0000000000000000".into(),
+            label: "no such token".into(),
+            created: DateTime::<Utc>::UNIX_EPOCH,
+            revoked: None,
+            secret_sha256: dummy_hash.clone(),
+        })
+        .unwrap_or_default();
         Authenticator {
             store,
             last_written: Mutex::new(HashMap::new()),
-            dummy_hash: sha256_hex("retrac-sync: no such token"),
+            dummy_hash,
+            dummy_record,
         }
     }
 
@@ -271,17 +283,22 @@ impl Authenticator {
         if id.is_empty() || id.len() > 32 || secret.is_empty() || secret.len() > 128 {
             return Err(AuthFailure::Invalid);
         }
-        let record = self.store.token(id).map_err(|e| {
+        let stored = self.store.token_bytes(id).map_err(|e| {
             tracing::error!(error = %e, "cannot read the SCIM tokens");
             AuthFailure::Invalid
         })?;
+        // An unknown id goes through the same decode, hash and constant-time comparison
+        // (against a dummy record), so the time taken does not tell whether the id exists.
+        let known = stored.is_some();
+        let bytes: &[u8] = stored.as_deref().unwrap_or(&self.dummy_record);
+        let record: Option<TokenRecord> = serde_json::from_slice(bytes).ok();
         let presented = sha256_hex(secret);
-        // Always one hash and one constant-time comparison, known id or not.
         let expected = record
             .as_ref()
             .map(|r| r.secret_sha256.as_str())
             .unwrap_or(self.dummy_hash.as_str());
         let equal: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
+        let record = record.filter(|_| known);
         match record {
             Some(r) if equal && r.revoked.is_none() => {
                 self.touch(&r.id, now);

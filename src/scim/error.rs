@@ -201,3 +201,65 @@ impl From<ProvisionError> for ScimError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_is_a_500_that_hides_its_cause() {
+        let e = ScimError::from(StoreError::Corrupt(
+            "member record at /var/lib/secret".into(),
+        ));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = e.body().to_string();
+        assert!(!body.contains("/var/lib/secret"), "{body}");
+        assert!(body.contains("\"status\":\"500\""), "{body}");
+    }
+
+    #[test]
+    fn provision_refusals_map_to_scim_statuses() {
+        use crate::member::MemberId;
+        let id = MemberId::new_random();
+        let cases = [
+            (
+                ProvisionError::UserNameTaken {
+                    user_name: "a@b.co".into(),
+                    existing: id,
+                },
+                StatusCode::CONFLICT,
+                Some(ScimType::Uniqueness),
+            ),
+            (
+                ProvisionError::ExternalIdTaken {
+                    external_id: "x".into(),
+                    existing: id,
+                },
+                StatusCode::CONFLICT,
+                Some(ScimType::Uniqueness),
+            ),
+            (
+                ProvisionError::VersionMismatch {
+                    id,
+                    expected: 1,
+                    actual: 2,
+                },
+                StatusCode::PRECONDITION_FAILED,
+                None,
+            ),
+            (ProvisionError::NotFound(id), StatusCode::NOT_FOUND, None),
+            (
+                ProvisionError::Forbidden {
+                    actor: "scim:x".into(),
+                    what: "assign roles",
+                },
+                StatusCode::FORBIDDEN,
+                None,
+            ),
+        ];
+        for (e, status, t) in cases {
+            let s = ScimError::from(e);
+            assert_eq!((s.status, s.scim_type), (status, t));
+        }
+    }
+}

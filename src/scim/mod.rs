@@ -56,6 +56,9 @@ struct Inner {
     public_base: Option<String>,
     max_body_bytes: usize,
     tls: bool,
+    /// SCIM's writes go one at a time: concurrent sled transactions over the same trees
+    /// conflict and spin, which under load cost more than waiting in line.
+    write_lock: std::sync::Mutex<()>,
 }
 
 impl ScimState {
@@ -75,6 +78,7 @@ impl ScimState {
                     .map(|u| scim_base_url(u, &config.base_path)),
                 max_body_bytes: config.max_body_bytes,
                 tls: config.tls_cert.is_some(),
+                write_lock: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -82,6 +86,20 @@ impl ScimState {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Applies one change through `provision::apply`, one SCIM write at a time.
+    pub fn apply(
+        &self,
+        change: crate::member::Change,
+        actor: &crate::member::Actor,
+    ) -> Result<crate::provision::Outcome, crate::provision::ProvisionError> {
+        let _one_at_a_time = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        crate::provision::apply(&self.inner.store, change, actor, Utc::now())
     }
 
     /// The SCIM listing order.

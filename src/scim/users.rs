@@ -7,11 +7,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::member::{Actor, Change, ManagedBy, Member, MemberId};
-use crate::provision::{self, Outcome, ProvisionError};
+use crate::provision::{Outcome, ProvisionError};
 use crate::scim::error::{scim_json, ScimError};
 use crate::scim::filter::{self, AttrPath, Filter, IndexKey};
 use crate::scim::resource::{self, etag, RETRAC_SCHEMA};
@@ -383,7 +382,15 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
             (total, page)
         }
         _ => {
-            let mut hits: Vec<Value> = Vec::new();
+            // Only the sort key and the id of each match are kept, so a broad filter over
+            // 100,000 members does not hold 100,000 documents; the page is built after.
+            let default_sort = AttrPath {
+                urn: None,
+                name: "userName".into(),
+                sub: None,
+            };
+            let sort_by = q.sort_by.as_ref().unwrap_or(&default_sort);
+            let mut hits: Vec<(Option<Value>, MemberId)> = Vec::new();
             let candidates: Box<dyn Iterator<Item = Result<Member, crate::store::StoreError>>> =
                 match q.filter.as_ref().and_then(filter::index_lookup) {
                     Some((key, value)) => Box::new(indexed(state, key, value)?.into_iter().map(Ok)),
@@ -396,16 +403,17 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
                 }
                 let json = resource::to_json(&m, &location(base, &m));
                 if q.filter.as_ref().is_none_or(|f| filter::matches(f, &json)) {
-                    hits.push(json);
+                    hits.push((sort_key(&json, sort_by), m.id));
                 }
             }
-            sort(&mut hits, q.sort_by.as_ref(), q.descending);
+            sort(&mut hits, q.descending);
             let total = hits.len();
-            let page = hits
-                .into_iter()
-                .skip(q.start_index - 1)
-                .take(q.count)
-                .collect();
+            let mut page = Vec::new();
+            for (_, id) in hits.into_iter().skip(q.start_index - 1).take(q.count) {
+                if let Some(m) = store.get(id)?.filter(|m| !m.scim_deleted) {
+                    page.push(resource::to_json(&m, &location(base, &m)));
+                }
+            }
             (total, page)
         }
     };
@@ -433,23 +441,18 @@ fn indexed(state: &ScimState, key: IndexKey, value: &str) -> Result<Vec<Member>,
     Ok(found.into_iter().collect())
 }
 
-fn sort(hits: &mut [Value], by: Option<&AttrPath>, descending: bool) {
-    let default = AttrPath {
-        urn: None,
-        name: "userName".into(),
-        sub: None,
-    };
-    let by = by.unwrap_or(&default);
-    let key = |v: &Value| -> Option<Value> {
-        by.values(v).first().map(|x| match x {
-            Value::String(s) => Value::String(s.to_lowercase()),
-            other => (*other).clone(),
-        })
-    };
-    hits.sort_by(|a, b| {
-        let (ka, kb) = (key(a), key(b));
+/// What a resource sorts by: the first value of the attribute, strings without case.
+fn sort_key(resource: &Value, by: &AttrPath) -> Option<Value> {
+    by.values(resource).first().map(|x| match x {
+        Value::String(s) => Value::String(s.to_lowercase()),
+        other => (*other).clone(),
+    })
+}
+
+fn sort(hits: &mut [(Option<Value>, MemberId)], descending: bool) {
+    hits.sort_by(|(ka, _), (kb, _)| {
         // Resources without the attribute sort last either way (RFC 7644 §3.4.2.3).
-        let o = match (&ka, &kb) {
+        let o = match (ka, kb) {
             (None, None) => std::cmp::Ordering::Equal,
             (None, Some(_)) => return std::cmp::Ordering::Greater,
             (Some(_), None) => return std::cmp::Ordering::Less,
@@ -537,7 +540,13 @@ fn visible(state: &ScimState, id: MemberId) -> Result<Member, ScimError> {
 }
 
 async fn durable(state: &ScimState, touched: &[&Member]) -> Result<(), ScimError> {
-    state.store().flush().await?;
+    // The flush runs in its own task: hyper drops a request's future when the client hangs
+    // up, and a group-commit leader dropped mid-flush would leave every later writer
+    // waiting (seen under wrk). A spawned task always runs to its end.
+    let store = state.store().clone();
+    tokio::spawn(async move { store.flush().await })
+        .await
+        .map_err(ScimError::internal)??;
     for m in touched {
         state
             .order()
@@ -606,7 +615,7 @@ pub async fn create(
         attrs: parsed.attrs,
         managed_by: ManagedBy::Google,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     let m = outcome.member().clone();
     durable(&state, &[&m]).await?;
     let base = state.base_url(&headers);
@@ -674,7 +683,7 @@ pub async fn replace(
         expected_version: expected,
         attrs: parsed.attrs,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     finish_update(&state, &headers, &m, outcome, &projection).await
 }
 
@@ -723,7 +732,7 @@ pub async fn modify(
             expected_version: Some(m.version),
             attrs: parsed.attrs,
         };
-        match provision::apply(state.store(), change, &actor, Utc::now()) {
+        match state.apply(change, &actor) {
             Ok(outcome) => return finish_update(&state, &headers, &m, outcome, &projection).await,
             // Another write slipped in between the read and this one: PATCH is relative,
             // so re-read and apply again, unless the client pinned a version.
@@ -751,7 +760,7 @@ pub async fn delete(
         id,
         expected_version: expected,
     };
-    let outcome = provision::apply(state.store(), change, &Actor::Scim(label), Utc::now())?;
+    let outcome = state.apply(change, &Actor::Scim(label))?;
     durable(&state, &[&m, outcome.member()]).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -66,6 +66,12 @@ impl Store {
         }
     }
 
+    /// A token's stored bytes, undecoded (the authenticator decodes a dummy record when
+    /// the id is unknown, so both paths cost the same).
+    pub fn token_bytes(&self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.inner.tokens.get(key(TOKEN_PREFIX, id))?)
+    }
+
     /// Every token, in id order.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let mut out = Vec::new();
