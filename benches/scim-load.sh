@@ -43,6 +43,10 @@ cat > "$WORK/config.toml" <<TOML
 path = "$WORK/store"
 [scim]
 listen = "127.0.0.1:0"
+[admin]
+socket = "$WORK/admin.sock"
+[metrics]
+listen = "127.0.0.1:0"
 [log]
 level = "warn"
 TOML
@@ -52,13 +56,13 @@ target/release/examples/seed "$WORK/store" "$MEMBERS"
 TOKEN=$("$BIN" --config "$WORK/config.toml" token create --label bench --json \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
 
-# Per-request logs would measure the terminal; the bench keeps warnings only.
-RUST_LOG=warn NO_COLOR=1 "$BIN" --config "$WORK/config.toml" run 2> "$WORK/server.log" &
+# Per-request logs would measure the terminal; the bench keeps warnings (and the start line).
+RUST_LOG=warn,retrac_sync::daemon=info NO_COLOR=1 "$BIN" --config "$WORK/config.toml" run 2> "$WORK/server.log" &
 SERVER_PID=$!
 ADDR=
 for _ in $(seq 1 300); do
-    # The listener binds port 0: find the port it got.
-    ADDR=$(ss -ltnp 2>/dev/null | grep "pid=$SERVER_PID," | grep -o '127\.0\.0\.1:[0-9]*' | head -1 || true)
+    # The listener binds port 0: the daemon's start line says which port it got.
+    ADDR=$(grep -o 'scim=127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -1 | cut -d= -f2 || true)
     [ -n "$ADDR" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
     sleep 0.1

@@ -98,6 +98,36 @@ impl UserName {
         Ok(UserName(s.to_string()))
     }
 
+    /// Validates a SCIM `userName`: any non-empty identifier without white space or
+    /// control characters, at most 254 characters.
+    ///
+    /// RFC 7643 §4.1.1 makes `userName` a unique identifier, not necessarily an email, and
+    /// SCIM clients (and the conformance suite) send such names. The owner's CLI and the
+    /// pull still require an email address ([`UserName::parse`]). A name that is not an
+    /// email has no domain, so the pull never touches it when `[google].domains` is set.
+    pub fn parse_identifier(raw: &str) -> Result<Self, InvalidUserName> {
+        if raw.trim().contains('@') {
+            return UserName::parse(raw);
+        }
+        let s = raw.trim();
+        let bad = |why| Err(InvalidUserName(raw.to_string(), why));
+        if s.is_empty() {
+            return bad("it is empty");
+        }
+        if s.len() > 254 {
+            return bad("it is longer than 254 characters");
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("it contains white space or control characters");
+        }
+        Ok(UserName(s.to_string()))
+    }
+
+    /// Whether this name is an email address (every name from the pull and the CLI is).
+    pub fn is_email(&self) -> bool {
+        self.0.contains('@')
+    }
+
     /// The address as it was given (trimmed).
     pub fn as_str(&self) -> &str {
         &self.0
@@ -154,8 +184,9 @@ impl fmt::Display for UserName {
 
 impl TryFrom<String> for UserName {
     type Error = InvalidUserName;
+    /// Reads back a stored name: emails, and the identifiers SCIM accepts.
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        UserName::parse(&s)
+        UserName::parse_identifier(&s)
     }
 }
 
@@ -565,7 +596,33 @@ mod tests {
         assert_eq!(json, "\"Ada@Example.com\"");
         let back: UserName = serde_json::from_str(&json).unwrap();
         assert_eq!(back.as_str(), "Ada@Example.com");
-        assert!(serde_json::from_str::<UserName>("\"nope\"").is_err());
+        assert!(serde_json::from_str::<UserName>("\"no pe\"").is_err());
+        assert!(serde_json::from_str::<UserName>("\"nope@\"").is_err());
+    }
+
+    #[test]
+    fn scim_identifiers_are_accepted_only_by_parse_identifier() {
+        let id = "6ef97a69-4e39-4c4c-b62e-9e994bef1f1a";
+        assert!(
+            UserName::parse(id).is_err(),
+            "the CLI and the pull want an email"
+        );
+        let u = UserName::parse_identifier(id).unwrap();
+        assert!(!u.is_email());
+        assert_eq!(u.domain(), "");
+        assert!(UserName::parse_identifier("Grace@Example.com")
+            .unwrap()
+            .is_email());
+        assert!(
+            UserName::parse_identifier("grace@").is_err(),
+            "an email is checked as one"
+        );
+        assert!(UserName::parse_identifier("").is_err());
+        assert!(UserName::parse_identifier("two words").is_err());
+        assert_eq!(
+            UserName::parse_identifier("JDoe").unwrap(),
+            UserName::parse_identifier("jdoe").unwrap()
+        );
     }
 
     #[test]

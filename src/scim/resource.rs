@@ -189,9 +189,8 @@ pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, S
     // Unassigned attributes (RFC 7643 §2.5): null means "no value".
     obj.retain(|_, v| !v.is_null());
     let user_name = match obj.get("userName") {
-        Some(Value::String(s)) => {
-            UserName::parse(s).map_err(|e| ScimError::invalid_value(format!("userName: {e}")))?
-        }
+        Some(Value::String(s)) => UserName::parse_identifier(s)
+            .map_err(|e| ScimError::invalid_value(format!("userName: {e}")))?,
         Some(other) => {
             return Err(ScimError::invalid_value(format!(
                 "userName must be a string, not {}",

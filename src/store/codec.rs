@@ -84,7 +84,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Member, StoreError> {
     };
     Ok(Member {
         id: MemberId::from_slice(&rec.id).ok_or_else(|| bad("bad id".into()))?,
-        user_name: UserName::parse(&rec.user_name).map_err(|e| bad(e.to_string()))?,
+        user_name: UserName::parse_identifier(&rec.user_name).map_err(|e| bad(e.to_string()))?,
         emails: rec
             .emails
             .into_iter()

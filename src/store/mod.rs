@@ -106,7 +106,7 @@ struct Inner {
     tokens: sled::Tree,
     sync_runs: sled::Tree,
     held_changes: sled::Tree,
-    flusher: flush::GroupFlush,
+    flusher: Arc<flush::GroupFlush>,
     /// Every member in memory, kept in step with the trees after each commit, so reads
     /// cost no decoding. Only `transact` changes it, under `writer`.
     mirror: RwLock<Mirror>,
