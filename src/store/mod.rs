@@ -42,6 +42,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 
+/// sled's page cache size.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// What can go wrong opening or using the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -133,6 +136,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // Reads are served by the in-memory mirror, so sled's own page cache only
+            // helps writes; its 1 GiB default would dominate the daemon's memory.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
