@@ -198,13 +198,8 @@ fn tolerant_shapes_any_case_op_string_booleans_dotted_keys_and_replace_that_adds
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/../shared/fixtures/scim/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path)
-        .or_else(|_| std::fs::read_to_string(format!("/work/shared/fixtures/scim/{name}")))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = format!("{}/tests/fixtures/scim/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
 

@@ -134,13 +134,8 @@ impl App {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/../shared/fixtures/scim/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path)
-        .or_else(|_| std::fs::read_to_string(format!("/work/shared/fixtures/scim/{name}")))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = format!("{}/tests/fixtures/scim/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut v: Value = serde_json::from_str(&text).unwrap();
     let obj = v.as_object_mut().unwrap();
     obj.remove("_request");

@@ -211,10 +211,9 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/../shared/fixtures/google/{name}",
+            "{}/tests/fixtures/google/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
-        .or_else(|_| std::fs::read_to_string(format!("/work/shared/fixtures/google/{name}")))
         .unwrap()
     }
 
