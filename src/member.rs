@@ -57,17 +57,8 @@ pub struct UserName(String);
 impl UserName {
     /// Validates and trims an email address.
     pub fn parse(raw: &str) -> Result<Self, InvalidUserName> {
-        let s = raw.trim();
+        let s = check_identifier(raw)?;
         let bad = |why| Err(InvalidUserName(raw.to_string(), why));
-        if s.is_empty() {
-            return bad("it is empty");
-        }
-        if s.len() > 254 {
-            return bad("it is longer than 254 characters");
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("it contains white space or control characters");
-        }
         let Some((local, domain)) = s.rsplit_once('@') else {
             return bad("it has no '@'");
         };
@@ -109,18 +100,7 @@ impl UserName {
         if raw.trim().contains('@') {
             return UserName::parse(raw);
         }
-        let s = raw.trim();
-        let bad = |why| Err(InvalidUserName(raw.to_string(), why));
-        if s.is_empty() {
-            return bad("it is empty");
-        }
-        if s.len() > 254 {
-            return bad("it is longer than 254 characters");
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("it contains white space or control characters");
-        }
-        Ok(UserName(s.to_string()))
+        Ok(UserName(check_identifier(raw)?.to_string()))
     }
 
     /// Whether this name is an email address (every name from the pull and the CLI is).
@@ -145,6 +125,22 @@ impl UserName {
             .map(|(_, d)| d.to_lowercase())
             .unwrap_or_default()
     }
+}
+
+/// The checks every user name passes: trimmed, not empty, at most 254 characters, no
+/// white space or control characters.
+fn check_identifier(raw: &str) -> Result<&str, InvalidUserName> {
+    let s = raw.trim();
+    let why = if s.is_empty() {
+        "it is empty"
+    } else if s.len() > 254 {
+        "it is longer than 254 characters"
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains white space or control characters"
+    } else {
+        return Ok(s);
+    };
+    Err(InvalidUserName(raw.to_string(), why))
 }
 
 /// The case-insensitive comparison key of an email address.
