@@ -77,6 +77,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 /// Answers requests until `shutdown` resolves. Each connection carries one request.
 pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Future<Output = ()>) {
     let ctx = Arc::new(ctx);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -84,7 +85,7 @@ pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Fut
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         if let Err(e) = handle_connection(stream, &ctx).await {
                             tracing::warn!(error = %e, "admin connection failed");
                         }
@@ -96,7 +97,11 @@ pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Fut
                 }
             }
         }
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
     }
+    // Requests in flight finish (the daemon bounds the whole drain).
+    while connections.join_next().await.is_some() {}
 }
 
 async fn handle_connection(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {

@@ -56,9 +56,6 @@ struct Inner {
     public_base: Option<String>,
     max_body_bytes: usize,
     tls: bool,
-    /// SCIM's writes go one at a time: concurrent sled transactions over the same trees
-    /// conflict and spin, which under load cost more than waiting in line.
-    write_lock: std::sync::Mutex<()>,
 }
 
 impl ScimState {
@@ -78,7 +75,6 @@ impl ScimState {
                     .map(|u| scim_base_url(u, &config.base_path)),
                 max_body_bytes: config.max_body_bytes,
                 tls: config.tls_cert.is_some(),
-                write_lock: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -88,17 +84,14 @@ impl ScimState {
         &self.inner.store
     }
 
-    /// Applies one change through `provision::apply`, one SCIM write at a time.
+    /// Applies one change through `provision::apply`, at the current time.
     pub fn apply(
         &self,
         change: crate::member::Change,
         actor: &crate::member::Actor,
     ) -> Result<crate::provision::Outcome, crate::provision::ProvisionError> {
-        let _one_at_a_time = self
-            .inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        // Member transactions are already one at a time: `Store::transact` holds the
+        // store's writer lock for SCIM, the pull and the owner alike.
         crate::provision::apply(&self.inner.store, change, actor, Utc::now())
     }
 
