@@ -614,6 +614,71 @@ async fn patch_is_atomic_honours_attributes_and_refuses_the_retrac_extension() {
     }
 }
 
+/// The three PATCHes scim2-tester 0.5.2 sends on the Retrac extension as a whole (see
+/// tests/conformance.sh): an add and a replace whose value holds no attribute (every attribute
+/// of the extension is readOnly, so the tester has nothing to write), and a remove. The first
+/// two change nothing and are accepted; the owner's values are still shown. The remove would
+/// unassign readOnly attributes, so it is refused (RFC 7644 §3.5.2).
+#[tokio::test]
+async fn whole_retrac_extension_patches_change_nothing_and_a_remove_is_refused() {
+    let app = app();
+    let id = app.grace().await;
+    let path = format!("/Users/{id}");
+    owner::execute(
+        &app.store,
+        owner::Request::MembersLocations {
+            who: id.clone(),
+            edit: owner::LocationEdit::Set,
+            locations: vec!["Paris".into()],
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    owner::execute(
+        &app.store,
+        owner::Request::MembersRole {
+            who: id.clone(),
+            role: retrac_sync::member::Role::Owner,
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let before = app.call("GET", &path, None).await.body;
+    let owners = json!({"locations": ["Paris"], "role": "owner"});
+    assert_eq!(before[RETRAC], owners);
+    for op in ["add", "replace"] {
+        let r = app
+            .call(
+                "PATCH",
+                &path,
+                Some(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": op, "path": RETRAC, "value": {"schemas": [RETRAC]}}]
+                })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{op}: {}", r.body);
+        assert_eq!(r.body[RETRAC], owners, "{op}");
+        assert_eq!(r.body["meta"]["version"], before["meta"]["version"], "{op}");
+    }
+    let r = app
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"Operations": [{"op": "remove", "path": RETRAC}]})),
+        )
+        .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("mutability"));
+    assert_eq!(app.call("GET", &path, None).await.body, before);
+    let m = app
+        .store
+        .get(retrac_sync::member::MemberId::parse(&id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.locations, vec!["Paris".to_string()]);
+    assert_eq!(m.role, retrac_sync::member::Role::Owner);
+}
+
 #[tokio::test]
 async fn delete_hides_the_member_restore_brings_it_back_and_post_revives_it() {
     let app = app();
