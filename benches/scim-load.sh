@@ -132,11 +132,17 @@ request = function()
 end
 LUA
 
+rss() {
+    echo "RSS $1: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$SERVER_PID/status")"
+}
+rss "after start"
+
 run() {
     local name=$1 script=$2
     echo "== $name: wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_PER_RUN}s"
     TOKEN="$TOKEN" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "http://$ADDR" \
         | tee "$WORK/$name.txt" | grep -E 'RESULT|Non-2xx|Socket errors' || true
+    rss "after $name"
 }
 
 run get-filter "$WORK/get.lua"

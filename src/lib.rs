@@ -8,6 +8,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// mimalloc instead of the system allocator: sled's page cache and the SCIM handlers
+/// allocate many small short-lived values, and glibc malloc was about a third of the CPU
+/// time of store writes and a fifth of SCIM reads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod cli;
 pub mod config;
