@@ -209,8 +209,8 @@ async fn the_cli_works_over_the_socket_while_the_daemon_holds_the_store() {
     assert!(text.contains("1 members are still active"), "{text}");
 
     let dir = d.stop().await;
-    // After a clean stop the store opens, with everything there. The in-process daemon's
-    // helper threads (the SCIM listing follower) let go of the store within a moment.
+    // After a clean stop the store opens, with everything there (`reopen` waits a moment
+    // for the in-process daemon's last tasks to let go of sled's lock).
     let store = reopen(&dir.path().join("store")).await;
     let m = store.get_by_user_name("ada@example.com").unwrap().unwrap();
     assert_eq!(m.locations, vec!["Paris".to_string()]);

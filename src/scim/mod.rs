@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod error;
 pub mod filter;
-pub mod order;
 pub mod patch;
 pub mod resource;
 pub mod schema;
@@ -51,7 +50,6 @@ pub struct ScimState {
 struct Inner {
     store: Store,
     auth: auth::Authenticator,
-    order: Arc<order::ListingOrder>,
     base_path: String,
     public_base: Option<String>,
     max_body_bytes: usize,
@@ -59,15 +57,12 @@ struct Inner {
 }
 
 impl ScimState {
-    /// Prepares the SCIM state over an open store: loads the listing order and starts
-    /// the thread that keeps it in step.
+    /// Prepares the SCIM state over an open store.
     pub fn new(store: Store, config: &ScimConfig) -> Result<ScimState, StoreError> {
-        let order = order::ListingOrder::start(&store)?;
         Ok(ScimState {
             inner: Arc::new(Inner {
                 auth: auth::Authenticator::new(store.clone()),
                 store,
-                order,
                 base_path: config.base_path.trim_end_matches('/').to_string(),
                 public_base: config
                     .public_url
@@ -93,11 +88,6 @@ impl ScimState {
         // Member transactions are already one at a time: `Store::transact` holds the
         // store's writer lock for SCIM, the pull and the owner alike.
         crate::provision::apply(&self.inner.store, change, actor, Utc::now())
-    }
-
-    /// The SCIM listing order.
-    pub fn order(&self) -> &order::ListingOrder {
-        &self.inner.order
     }
 
     /// The absolute base URL of the endpoint: `[scim].public_url`, else from the Host header.

@@ -371,8 +371,10 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
     let (total, page): (usize, Vec<Value>) = match &q.filter {
         None if sort_by_user_name => {
             // The paging path: positions straight from the in-memory order.
-            let total = state.order().len();
-            let ids = state.order().page(q.start_index - 1, q.count, q.descending);
+            let total = state.store().scim_listing_len();
+            let ids = state
+                .store()
+                .scim_listing_page(q.start_index - 1, q.count, q.descending);
             let mut page = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(m) = store.get(id)?.filter(|m| !m.scim_deleted) {
@@ -539,7 +541,8 @@ fn visible(state: &ScimState, id: MemberId) -> Result<Member, ScimError> {
     }
 }
 
-async fn durable(state: &ScimState, touched: &[&Member]) -> Result<(), ScimError> {
+/// Makes the write just applied durable before the answer goes out.
+async fn durable(state: &ScimState) -> Result<(), ScimError> {
     // The flush runs in its own task: hyper drops a request's future when the client hangs
     // up, and a group-commit leader dropped mid-flush would leave every later writer
     // waiting (seen under wrk). A spawned task always runs to its end.
@@ -547,11 +550,6 @@ async fn durable(state: &ScimState, touched: &[&Member]) -> Result<(), ScimError
     tokio::spawn(async move { store.flush().await })
         .await
         .map_err(ScimError::internal)??;
-    for m in touched {
-        state
-            .order()
-            .sync_key(state.store(), &m.user_name.normalized())?;
-    }
     Ok(())
 }
 
@@ -617,7 +615,7 @@ pub async fn create(
     };
     let outcome = state.apply(change, &Actor::Scim(label))?;
     let m = outcome.member().clone();
-    durable(&state, &[&m]).await?;
+    durable(&state).await?;
     let base = state.base_url(&headers);
     let body = projection.apply(resource::to_json(&m, &location(&base, &m)));
     Ok(with_headers(StatusCode::CREATED, &body, &m, &base))
@@ -684,19 +682,18 @@ pub async fn replace(
         attrs: parsed.attrs,
     };
     let outcome = state.apply(change, &Actor::Scim(label))?;
-    finish_update(&state, &headers, &m, outcome, &projection).await
+    finish_update(&state, &headers, outcome, &projection).await
 }
 
 async fn finish_update(
     state: &ScimState,
     headers: &HeaderMap,
-    before: &Member,
     outcome: Outcome,
     projection: &Projection,
 ) -> Result<Response, ScimError> {
     let m = outcome.member().clone();
     if outcome.wrote() {
-        durable(state, &[before, &m]).await?;
+        durable(state).await?;
     }
     let base = state.base_url(headers);
     let body = projection.apply(resource::to_json(&m, &location(&base, &m)));
@@ -733,7 +730,7 @@ pub async fn modify(
             attrs: parsed.attrs,
         };
         match state.apply(change, &actor) {
-            Ok(outcome) => return finish_update(&state, &headers, &m, outcome, &projection).await,
+            Ok(outcome) => return finish_update(&state, &headers, outcome, &projection).await,
             // Another write slipped in between the read and this one: PATCH is relative,
             // so re-read and apply again, unless the client pinned a version.
             Err(ProvisionError::VersionMismatch { .. })
@@ -760,7 +757,7 @@ pub async fn delete(
         id,
         expected_version: expected,
     };
-    let outcome = state.apply(change, &Actor::Scim(label))?;
-    durable(&state, &[&m, outcome.member()]).await?;
+    state.apply(change, &Actor::Scim(label))?;
+    durable(&state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

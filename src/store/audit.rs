@@ -49,45 +49,55 @@ pub(super) fn key(time: DateTime<Utc>, seq: u64) -> [u8; 16] {
     k
 }
 
-pub(super) fn query(
-    audit: &sled::Tree,
-    by_member: &sled::Tree,
-    q: &AuditQuery,
-) -> Result<Vec<AuditEntry>, StoreError> {
+/// Reads audit entries, newest first, so `limit` keeps the most recent ones.
+///
+/// Every key holds the entries of one transaction, which share one time (the key's), so
+/// the walk stops at the first key older than `since`. A member's entries are found by
+/// scanning: a group is decoded only if its bytes hold the member's id.
+pub(super) fn query(audit: &sled::Tree, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
     let start = q.since.map(|t| key(t, 0)).unwrap_or([0u8; 16]);
     let limit = q.limit.unwrap_or(usize::MAX);
+    let member = q.member.map(|id| id.to_string());
     let mut out = Vec::new();
-    let decode = |v: &[u8]| {
-        serde_json::from_slice::<AuditEntry>(v)
-            .map_err(|e| StoreError::Corrupt(format!("audit entry: {e}")))
-    };
-    // Walk newest first so `limit` keeps the most recent, then put them back in order.
-    match q.member {
-        Some(id) => {
-            let mut lo = id.as_bytes().to_vec();
-            lo.extend_from_slice(&start);
-            let mut hi = id.as_bytes().to_vec();
-            hi.extend_from_slice(&[0xff; 16]);
-            for kv in by_member.range(lo..=hi).rev() {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, _) = kv?;
-                if let Some(v) = audit.get(&k[16..])? {
-                    out.push(decode(&v)?);
-                }
+    if limit == 0 {
+        return Ok(out);
+    }
+    for kv in audit.range(start..).rev() {
+        let (_, v) = kv?;
+        if let Some(id) = &member {
+            if !contains(&v, id.as_bytes()) {
+                continue;
             }
         }
-        None => {
-            for kv in audit.range(start..).rev() {
-                if out.len() >= limit {
-                    break;
-                }
-                let (_, v) = kv?;
-                out.push(decode(&v)?);
+        for entry in decode_group(&v)?.into_iter().rev() {
+            if q.member.is_some_and(|id| entry.member_id != id)
+                || q.since.is_some_and(|t| entry.time < t)
+            {
+                continue;
+            }
+            out.push(entry);
+            if out.len() >= limit {
+                out.reverse();
+                return Ok(out);
             }
         }
     }
     out.reverse();
     Ok(out)
+}
+
+/// The entries under one key: a JSON array (schema 2), or one entry (schema 1).
+fn decode_group(bytes: &[u8]) -> Result<Vec<AuditEntry>, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("audit entry: {e}"));
+    if bytes.first() == Some(&b'[') {
+        serde_json::from_slice(bytes).map_err(corrupt)
+    } else {
+        serde_json::from_slice::<AuditEntry>(bytes)
+            .map(|e| vec![e])
+            .map_err(corrupt)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }

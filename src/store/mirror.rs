@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::order::Blocks;
 use super::{decode_member, StoreError};
 use crate::member::{Member, MemberId};
 
@@ -17,6 +18,8 @@ pub(crate) struct Mirror {
     /// Hashed for lookups; listings sort on demand.
     by_name: HashMap<String, MemberId>,
     by_ext: HashMap<String, MemberId>,
+    /// The members SCIM lists (not SCIM-deleted), by normalised user name.
+    scim_order: Blocks,
 }
 
 /// One transaction's writes: `None` removes an index entry.
@@ -31,15 +34,22 @@ impl Mirror {
     /// Decodes every record of the members tree.
     pub(crate) fn load(members: &sled::Tree) -> Result<Mirror, StoreError> {
         let mut mirror = Mirror::default();
+        let mut listed = Vec::new();
         for kv in members.iter() {
             let (_, v) = kv?;
             let m = decode_member(&v)?;
-            mirror.by_name.insert(m.user_name.normalized(), m.id);
+            let name = m.user_name.normalized();
+            if !m.scim_deleted {
+                listed.push((name.clone(), m.id));
+            }
+            mirror.by_name.insert(name, m.id);
             if let Some(ext) = &m.external_id {
                 mirror.by_ext.insert(ext.clone(), m.id);
             }
             mirror.by_id.insert(m.id, Arc::new(m));
         }
+        listed.sort_unstable();
+        mirror.scim_order = Blocks::from_sorted(listed);
         Ok(mirror)
     }
 
@@ -73,9 +83,29 @@ impl Mirror {
             .collect()
     }
 
+    /// How many members SCIM lists.
+    pub(crate) fn scim_len(&self) -> usize {
+        self.scim_order.len
+    }
+
+    /// The ids SCIM lists at 0-based positions `start..start+count`.
+    pub(crate) fn scim_page(&self, start: usize, count: usize, descending: bool) -> Vec<MemberId> {
+        self.scim_order.page(start, count, descending)
+    }
+
     /// Applies a committed transaction's writes.
     pub(crate) fn apply(&mut self, overlay: Overlay) {
+        for (id, m) in overlay.members {
+            self.by_id.insert(id, Arc::new(m));
+        }
+        // Every member write re-sets its name entry, so this visits every written member.
         for (name, id) in overlay.names {
+            let listed = id.filter(|id| {
+                self.by_id
+                    .get(id)
+                    .is_some_and(|m| !m.scim_deleted && m.user_name.normalized() == name)
+            });
+            self.scim_order.set(&name, listed);
             match id {
                 Some(id) => self.by_name.insert(name, id),
                 None => self.by_name.remove(&name),
@@ -86,9 +116,6 @@ impl Mirror {
                 Some(id) => self.by_ext.insert(ext, id),
                 None => self.by_ext.remove(&ext),
             };
-        }
-        for (id, m) in overlay.members {
-            self.by_id.insert(id, Arc::new(m));
         }
     }
 }

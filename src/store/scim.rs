@@ -1,5 +1,5 @@
 //! What the SCIM module keeps in the store: bearer tokens (hashes only) in the `tokens`
-//! tree, and read-only helpers over the user-name index for the SCIM listing order.
+//! tree.
 //!
 //! A token's `last used` time lives under its own key, so the coalesced write from a
 //! request can never race a revoke into un-revoking the token.
@@ -7,8 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{decode_id, Store, StoreError};
-use crate::member::MemberId;
+use super::{Store, StoreError};
 
 const TOKEN_PREFIX: &[u8] = b"token:";
 const USED_PREFIX: &[u8] = b"used:";
@@ -135,46 +134,5 @@ impl Store {
             .and_then(|v| std::str::from_utf8(&v).ok().map(str::to_string))
             .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
             .map(|t| t.with_timezone(&Utc)))
-    }
-
-    /// Every (normalised user name, id) pair of the user-name index, in order.
-    pub fn user_name_entries(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, MemberId), StoreError>> + '_ {
-        self.inner.by_user_name.iter().map(|kv| {
-            let (k, v) = kv?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), decode_id(&v)?))
-        })
-    }
-
-    /// The id the user-name index holds for a normalised user name.
-    pub fn user_name_entry(&self, normalized: &str) -> Result<Option<MemberId>, StoreError> {
-        self.inner
-            .by_user_name
-            .get(normalized.as_bytes())?
-            .map(|v| decode_id(&v))
-            .transpose()
-    }
-
-    /// Events for every change to the user-name index. Every member write re-inserts its
-    /// user-name entry, so this sees every write, from any writer (SCIM, pull, owner).
-    pub fn watch_user_names(&self) -> sled::Subscriber {
-        self.inner.by_user_name.watch_prefix(Vec::new())
-    }
-
-    /// A handle that does not keep the store open.
-    pub fn downgrade(&self) -> WeakStore {
-        WeakStore(std::sync::Arc::downgrade(&self.inner))
-    }
-}
-
-/// A [`Store`] handle that does not keep the database open.
-#[derive(Clone)]
-pub struct WeakStore(std::sync::Weak<super::Inner>);
-
-impl WeakStore {
-    /// The store, while something else still holds it open.
-    pub fn upgrade(&self) -> Option<Store> {
-        self.0.upgrade().map(|inner| Store { inner })
     }
 }
