@@ -723,7 +723,10 @@ mod tests {
     fn aliases_become_secondary_emails() {
         let mut u = google("1", "ada@example.com", "Ada");
         u.emails = Some(
-            serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
+            serde_json::from_value(
+                serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
+            )
+            .unwrap(),
         );
         let d = Desired::from_google(&u).unwrap();
         assert_eq!(d.attrs.emails.len(), 2);
