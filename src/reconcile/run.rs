@@ -18,7 +18,7 @@ use super::guard::{self, Limits};
 use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
 use super::scope::{GroupMembership, ScopeRules};
 use crate::config::Config;
-use crate::directory::model::GoogleUser;
+use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 use crate::member::{Actor, Member, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
@@ -274,25 +274,20 @@ async fn fetch_groups(
 }
 
 async fn fetch(
-    client: &DirectoryClient,
+    client: &Arc<DirectoryClient>,
     ctx: &SyncContext,
     progress: Option<&ProgressFn>,
 ) -> Result<Fetched, DirectoryError> {
     let mut p = Progress::default();
     // Groups first: with them known, each users page is scoped as soon as it arrives.
     let groups = fetch_groups(client, ctx, progress, &mut p).await?;
-    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut out = Fetched {
         desired: Vec::new(),
         unusable_ids: HashSet::new(),
         all_ids: HashSet::new(),
         problems: Vec::new(),
     };
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
-            .await?;
+    users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
         for u in ctx.rules.select(&page.users, &groups).users {
@@ -308,12 +303,51 @@ async fn fetch(
         if let Some(f) = progress {
             f(p);
         }
-        match page.next_page_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
-        }
-    }
+    })
+    .await?;
     Ok(out)
+}
+
+/// A spawned request, cancelled when dropped (a run that fails stops reading ahead).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads every users.list page of the run's listing in order and hands each, decoded, to
+/// `on_page`. The next page is asked for as soon as this page's token is known, so Google
+/// serves page N+1 while page N is decoded and handled. Any page that fails fails the whole
+/// listing; the page read ahead is then cancelled.
+async fn users_pages(
+    client: &Arc<DirectoryClient>,
+    ctx: &SyncContext,
+    mut on_page: impl FnMut(UsersPage),
+) -> Result<(), DirectoryError> {
+    let target = Arc::new(UserListTarget::Customer(ctx.config.google.customer.clone()));
+    let query: Option<Arc<str>> = ctx.rules.query.as_deref().map(Arc::from);
+    let ask = |token: Option<String>| {
+        let (client, target, query) = (client.clone(), target.clone(), query.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            client
+                .list_users_page_raw(&target, query.as_deref(), token.as_deref())
+                .await
+        }))
+    };
+    let mut next = Some(ask(None));
+    while let Some(mut request) = next.take() {
+        let raw = (&mut request.0)
+            .await
+            .map_err(|e| DirectoryError::BadResponse {
+                endpoint: "users.list",
+                detail: format!("the request task failed: {e}"),
+            })??;
+        next = raw.next_page_token.clone().map(|t| ask(Some(t)));
+        on_page(raw.decode()?);
+    }
+    Ok(())
 }
 
 /// What the fetch and plan produced.
@@ -803,17 +837,7 @@ async fn fetch_one(
 pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
     let client = ctx.client().await?;
     fetch_groups(&client, ctx, None, &mut Progress::default()).await?;
-    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut users = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
-            .await?;
-        users += page.users.len();
-        match page.next_page_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(users),
-        }
-    }
+    users_pages(&client, ctx, |page| users += page.users.len()).await?;
+    Ok(users)
 }
