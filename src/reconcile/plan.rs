@@ -20,13 +20,15 @@
 //! Any Update or Deactivate that takes an active member to inactive counts as a
 //! deactivation: the guard holds them all alike, because both lock a person out.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::directory::model::GoogleUser;
 use crate::member::{
-    normalize_email, Change, DirectoryAttrs, Email, ManagedBy, Member, MemberId, UserName,
+    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, ManagedBy, Member,
+    MemberId, UserName,
 };
 
 /// A Google user as the member it should be.
@@ -204,17 +206,23 @@ fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
 }
 
 /// Plans the changes that make `members` agree with `desired`.
-pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> Plan {
+pub fn plan<M: Borrow<Member>>(desired: &[Desired], members: &[M], ctx: &PlanContext<'_>) -> Plan {
+    plan_owned(desired.to_vec(), members, ctx)
+}
+
+/// As [`plan`], taking the desired state: its attributes move into the changes instead of
+/// being copied, and each user that needs no change is dropped as soon as it is compared.
+pub fn plan_owned<M: Borrow<Member>>(
+    desired: Vec<Desired>,
+    members: &[M],
+    ctx: &PlanContext<'_>,
+) -> Plan {
     let mut out = Plan::default();
+    let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
     let by_ext: HashMap<&str, usize> = members
         .iter()
         .enumerate()
         .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i)))
-        .collect();
-    let by_name: HashMap<String, usize> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.user_name.normalized(), i))
         .collect();
     out.active_now = members
         .iter()
@@ -222,19 +230,21 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
         .count();
 
     // Deterministic order, and one Google user per email: Google forbids duplicates, but a
-    // listing taken while an address moves between users can show it twice. Each key is
-    // normalised once (this runs for every user of a large directory).
-    let mut keyed: Vec<(String, &Desired)> = desired
+    // listing taken while an address moves between users can show it twice. Keys borrow
+    // the address when it is already lower case (this runs for every user).
+    let mut keyed: Vec<(Cow<'_, str>, usize)> = desired
         .iter()
-        .filter(|d| in_domains(ctx.domains, &d.attrs.user_name))
-        .map(|d| (d.attrs.user_name.normalized(), d))
+        .enumerate()
+        .filter(|(_, d)| in_domains(ctx.domains, &d.attrs.user_name))
+        .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
-    keyed.sort_by(|a, b| (&a.0, &a.1.google_id).cmp(&(&b.0, &b.1.google_id)));
+    keyed.sort_by(|a, b| (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id)));
     let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
     // Ids dropped as duplicates: their members must not look gone.
-    let mut dropped: HashSet<&str> = HashSet::new();
-    let mut order: Vec<(String, &Desired)> = Vec::with_capacity(keyed.len());
-    for (key, d) in keyed {
+    let mut dropped: HashSet<String> = HashSet::new();
+    let mut order: Vec<(Cow<'_, str>, usize)> = Vec::with_capacity(keyed.len());
+    for (key, j) in keyed {
+        let d = &desired[j];
         let dup_name = order.last().is_some_and(|(k, _)| *k == key);
         let fresh_id = seen_ids.insert(d.google_id.as_str());
         if dup_name || !fresh_id {
@@ -242,28 +252,40 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
                 "Google lists {} ({}) twice; it is left for the next run",
                 d.attrs.user_name, d.google_id
             ));
-            dropped.insert(d.google_id.as_str());
+            dropped.insert(d.google_id.clone());
             continue;
         }
-        order.push((key, d));
+        order.push((key, j));
     }
+    drop(seen_ids);
 
     let mut claimed = vec![false; members.len()];
-    let mut matched: Vec<(usize, &Desired, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
-    let mut unmatched: Vec<&Desired> = Vec::new();
+    let mut matched: Vec<(usize, usize, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
+    let mut unmatched: Vec<usize> = Vec::new();
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
-    for (key, d) in order {
-        match by_ext.get(d.google_id.as_str()) {
+    for (key, j) in order {
+        match by_ext.get(desired[j].google_id.as_str()) {
             Some(&i) => {
                 claimed[i] = true;
-                matched.push((i, d, false));
+                matched.push((i, j, false));
             }
-            None => rest.push((key, d)),
+            None => rest.push((key, j)),
         }
     }
-    // Pass 2: the email, for members not claimed by their Google id.
-    for (key, d) in rest {
+    // Pass 2: the email, for members not claimed by their Google id. The name index is
+    // only built when some user is left (never on a run where nothing changed).
+    let by_name: HashMap<Cow<'_, str>, usize> = if rest.is_empty() {
+        HashMap::new()
+    } else {
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (normalize_email_cow(m.user_name.as_str()), i))
+            .collect()
+    };
+    for (key, j) in rest {
+        let d = &desired[j];
         match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
@@ -284,17 +306,24 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
                     continue;
                 }
                 claimed[i] = true;
-                matched.push((i, d, true));
+                matched.push((i, j, true));
             }
             // Held by a member that another Google user claimed by id: that user is being
             // renamed away from this address in the same plan, so create after updates.
-            _ => unmatched.push(d),
+            _ => unmatched.push(j),
         }
     }
+    drop(by_name);
+    drop(by_ext);
 
+    // From here each user is taken out of `desired` when it is planned.
+    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
     let mut updates = Vec::new();
-    for (i, d, by_email) in matched {
-        let m = &members[i];
+    for (i, j, by_email) in matched {
+        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+            continue;
+        };
+        let m = members[i];
         if m.scim_deleted {
             out.hidden += 1;
             continue;
@@ -321,30 +350,35 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
             Action::Update
         };
         let only_link = fields.iter().all(|f| f == "externalId" || f == "managedBy");
+        let user_name = d.attrs.user_name.to_string();
         let change = if only_link && action == Action::Link {
             Change::Link {
                 id: m.id,
-                external_id: d.google_id.clone(),
+                external_id: d.google_id,
                 expected_version: Some(m.version),
             }
         } else {
             Change::Update {
                 id: m.id,
                 expected_version: Some(m.version),
-                attrs: d.attrs.clone(),
+                attrs: d.attrs,
             }
         };
         updates.push(PlannedChange {
             action,
-            user_name: d.attrs.user_name.to_string(),
+            user_name,
             member: Some(m.id),
             fields,
             change,
         });
     }
 
-    let mut creates = Vec::new();
-    for d in unmatched {
+    // Already in user name order: `unmatched` keeps the order of the sorted keys.
+    let mut creates = Vec::with_capacity(unmatched.len());
+    for j in unmatched {
+        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+            continue;
+        };
         if d.attrs.active {
             out.active_after += 1;
         }
@@ -354,11 +388,12 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
             member: None,
             fields: Vec::new(),
             change: Change::Create {
-                attrs: d.attrs.clone(),
+                attrs: d.attrs,
                 managed_by: ManagedBy::Google,
             },
         });
     }
+    drop(desired);
 
     let mut deactivations = Vec::new();
     for (i, m) in members.iter().enumerate() {
@@ -390,7 +425,6 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
 
     let key = |c: &PlannedChange| normalize_email(&c.user_name);
     updates.sort_by_cached_key(key);
-    creates.sort_by_cached_key(key);
     deactivations.sort_by_cached_key(key);
     out.changes = updates;
     out.changes.append(&mut creates);

@@ -356,11 +356,11 @@ struct Planned {
     problems: Vec<String>,
 }
 
-fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Planned {
+fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Arc<Member>]) -> Planned {
     // A query narrows the listing, so an id missing from it may still be a Google user.
     let ids = ctx.rules.query.is_none().then_some(&fetched.all_ids);
-    let plan = plan::plan(
-        &fetched.desired,
+    let plan = plan::plan_owned(
+        fetched.desired,
         members,
         &PlanContext {
             domains: &ctx.rules.domains,
@@ -373,10 +373,11 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Pla
     Planned { plan, problems }
 }
 
-async fn load_members(store: Store) -> Result<Vec<Member>, StoreError> {
-    tokio::task::spawn_blocking(move || store.members_by_id().collect::<Result<Vec<_>, _>>())
+/// Every member, shared with the store's in-memory mirror: nothing is decoded or copied.
+async fn load_members(store: Store) -> Result<Vec<Arc<Member>>, StoreError> {
+    tokio::task::spawn_blocking(move || store.snapshot())
         .await
-        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))?
+        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))
 }
 
 /// A run being put together.
