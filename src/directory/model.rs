@@ -63,11 +63,15 @@ impl GoogleUser {
 
     /// Every address in `emails` other than the primary one, whatever shape `emails` has.
     pub fn other_addresses(&self) -> Vec<String> {
+        use crate::member::normalize_email_cow;
         let mut out: Vec<String> = Vec::new();
-        let primary = crate::member::normalize_email(&self.primary_email);
+        let primary = normalize_email_cow(&self.primary_email);
         for a in self.emails.iter().flat_map(|e| e.0.iter()) {
-            let n = crate::member::normalize_email(a);
-            if !a.trim().is_empty() && n != primary && !out.iter().any(|o| o.to_lowercase() == n) {
+            let n = normalize_email_cow(a);
+            if !a.trim().is_empty()
+                && n != primary
+                && !out.iter().any(|o| normalize_email_cow(o) == n)
+            {
                 out.push(a.trim().to_string());
             }
         }

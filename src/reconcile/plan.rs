@@ -43,35 +43,50 @@ pub struct Desired {
 impl Desired {
     /// The member a Google user should be; an error when its primary email is not usable.
     pub fn from_google(u: &GoogleUser) -> Result<Desired, String> {
-        let user_name =
-            UserName::parse(&u.primary_email).map_err(|e| format!("Google user {}: {e}", u.id))?;
-        let mut emails = vec![Email::primary_work(user_name.as_str())];
-        for other in u.other_addresses() {
+        Desired::from_google_owned(u.clone()).map_err(|(_, e)| e)
+    }
+
+    /// As [`Desired::from_google`], taking the user: its strings move into the member. The
+    /// error gives the user's Google id back with the message.
+    pub fn from_google_owned(u: GoogleUser) -> Result<Desired, (String, String)> {
+        let user_name = match UserName::parse(&u.primary_email) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("Google user {}: {e}", u.id);
+                return Err((u.id, msg));
+            }
+        };
+        let others = u.other_addresses();
+        let mut emails = Vec::with_capacity(1 + others.len());
+        emails.push(Email::primary_work(user_name.as_str()));
+        for other in others {
             emails.push(Email {
                 value: other,
                 kind: Some("other".into()),
                 primary: false,
             });
         }
-        let clean = |s: &Option<String>| {
-            s.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
+        let clean = |s: Option<String>| {
+            s.map(|s| match s.trim() {
+                t if t.len() == s.len() => s,
+                t => t.to_string(),
+            })
+            .filter(|s| !s.is_empty())
         };
-        let name = u.name.clone().unwrap_or_default();
+        let name = u.name.unwrap_or_default();
+        let active = !u.suspended.unwrap_or(false) && !u.archived.unwrap_or(false);
         Ok(Desired {
-            google_id: u.id.clone(),
             attrs: DirectoryAttrs {
                 user_name,
                 emails,
-                given_name: clean(&name.given_name),
-                family_name: clean(&name.family_name),
-                display_name: clean(&name.full_name),
-                active: u.is_active(),
+                given_name: clean(name.given_name),
+                family_name: clean(name.family_name),
+                display_name: clean(name.full_name),
+                active,
                 external_id: Some(u.id.clone()),
                 scim_extra: None,
             },
+            google_id: u.id,
         })
     }
 }
@@ -767,6 +782,32 @@ mod tests {
         assert!(d.attrs.emails[0].primary);
         assert_eq!(d.attrs.emails[1].value, "a@example.com");
         assert!(Desired::from_google(&google("3", "not-an-email", "X")).is_err());
+    }
+
+    #[test]
+    fn a_desired_user_taken_by_value_is_the_same_and_its_error_names_the_id() {
+        let mut u = google("1", "Ada@example.com", " Ada ");
+        u.name.as_mut().unwrap().family_name = Some("  ".into());
+        u.emails = Some(crate::directory::model::Emails(vec![
+            "ada@example.com".into(),
+            " a@example.com ".into(),
+            "A@example.com".into(),
+        ]));
+        u.archived = Some(true);
+        let d = Desired::from_google_owned(u.clone()).unwrap();
+        assert_eq!(d, Desired::from_google(&u).unwrap());
+        assert_eq!(d.attrs.given_name.as_deref(), Some("Ada"));
+        assert_eq!(d.attrs.family_name, None);
+        assert!(!d.attrs.active);
+        assert_eq!(d.attrs.external_id.as_deref(), Some("1"));
+        let others: Vec<&str> = d.attrs.emails[1..]
+            .iter()
+            .map(|e| e.value.as_str())
+            .collect();
+        assert_eq!(others, ["a@example.com"], "once, trimmed, not the primary");
+        let (id, msg) = Desired::from_google_owned(google("9", "nope", "X")).unwrap_err();
+        assert_eq!(id, "9");
+        assert!(msg.contains("Google user 9"), "{msg}");
     }
 
     #[test]

@@ -290,16 +290,20 @@ async fn fetch(
     users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
-        for u in ctx.rules.select(&page.users, &groups).users {
-            match Desired::from_google(u) {
+        out.all_ids.reserve(page.users.len());
+        for u in page.users {
+            out.all_ids.insert(u.id.clone());
+            if !ctx.rules.in_scope(&u, &groups) {
+                continue;
+            }
+            match Desired::from_google_owned(u) {
                 Ok(d) => out.desired.push(d),
-                Err(e) => {
-                    out.unusable_ids.insert(u.id.clone());
+                Err((id, e)) => {
+                    out.unusable_ids.insert(id);
                     out.problems.push(e)
                 }
             }
         }
-        out.all_ids.extend(page.users.into_iter().map(|u| u.id));
         if let Some(f) = progress {
             f(p);
         }
