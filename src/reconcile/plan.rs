@@ -163,7 +163,9 @@ impl Plan {
 pub struct PlanContext<'a> {
     /// Managed domains, lower case; empty = all.
     pub domains: &'a [String],
-    /// Every Google id listed (in scope or not), to tell a recreated user from a renamed one.
+    /// The Google ids listed (in scope or not), to tell a recreated user from a renamed one;
+    /// `None` when the listing was narrowed and cannot tell. The desired users' own ids count
+    /// as listed whether or not they are in this set, so a run passes only the others.
     pub all_google_ids: Option<&'a HashSet<String>>,
     /// Google ids in scope that could not be turned into a member (an unusable email): their
     /// members are left as they are rather than taken for gone.
@@ -253,7 +255,13 @@ pub fn plan_owned<M: Borrow<Member>>(
         .filter(|(_, d)| in_domains(ctx.domains, &d.attrs.user_name))
         .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
-    keyed.sort_by(|a, b| (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id)));
+    // users.list comes ordered by email, so this is usually sorted already.
+    let by_key = |a: &(Cow<'_, str>, usize), b: &(Cow<'_, str>, usize)| {
+        (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id))
+    };
+    if !keyed.is_sorted_by(|a, b| by_key(a, b).is_le()) {
+        keyed.sort_by(by_key);
+    }
     let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
     // Ids dropped as duplicates: their members must not look gone.
     let mut dropped: HashSet<String> = HashSet::new();
@@ -299,17 +307,26 @@ pub fn plan_owned<M: Borrow<Member>>(
             .map(|(i, m)| (normalize_email_cow(m.user_name.as_str()), i))
             .collect()
     };
+    // Every desired user's id, built only if a member found by email is linked to another id.
+    let mut desired_ids: Option<HashSet<&str>> = None;
     for (key, j) in rest {
         let d = &desired[j];
         match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
-                let linked_elsewhere = m.external_id.as_ref().is_some_and(|old| {
-                    old != &d.google_id
-                        && ctx
-                            .all_google_ids
-                            .is_none_or(|ids| ids.contains(old.as_str()))
-                });
+                let linked_elsewhere = match (m.external_id.as_deref(), ctx.all_google_ids) {
+                    (Some(old), _) if old == d.google_id => false,
+                    (Some(old), Some(ids)) => {
+                        ids.contains(old)
+                            || desired_ids
+                                .get_or_insert_with(|| {
+                                    desired.iter().map(|d| d.google_id.as_str()).collect()
+                                })
+                                .contains(old)
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
                 if linked_elsewhere {
                     out.problems.push(format!(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
@@ -330,6 +347,7 @@ pub fn plan_owned<M: Borrow<Member>>(
     }
     drop(by_name);
     drop(by_ext);
+    drop(desired_ids);
 
     // From here each user is taken out of `desired` when it is planned.
     let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
@@ -695,6 +713,24 @@ mod tests {
         );
         assert!(p.changes.is_empty());
         assert_eq!(p.problems.len(), 1);
+        // The desired users' own ids count as listed without being in the set: the old
+        // user moved out of the managed domains, so it is listed but not planned.
+        let domains = ["example.com".to_string()];
+        let none: HashSet<String> = HashSet::new();
+        let p = plan(
+            &desired(&[
+                google("1", "ada@other.org", "Ada"),
+                google("5", "ada@example.com", "Ada"),
+            ]),
+            &[member_of(&old)],
+            &PlanContext {
+                domains: &domains,
+                all_google_ids: Some(&none),
+                unusable_ids: None,
+            },
+        );
+        assert!(p.changes.is_empty(), "{:?}", actions(&p));
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
     }
 
     #[test]

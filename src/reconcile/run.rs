@@ -242,7 +242,9 @@ struct Snapshot {
 struct Fetched {
     desired: Vec<Desired>,
     unusable_ids: HashSet<String>,
-    all_ids: HashSet<String>,
+    /// Ids of the users listed that are not desired (out of scope, unusable): with the
+    /// desired users' own, every id listed.
+    other_ids: HashSet<String>,
     problems: Vec<String>,
 }
 
@@ -284,21 +286,21 @@ async fn fetch(
     let mut out = Fetched {
         desired: Vec::new(),
         unusable_ids: HashSet::new(),
-        all_ids: HashSet::new(),
+        other_ids: HashSet::new(),
         problems: Vec::new(),
     };
     users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
-        out.all_ids.reserve(page.users.len());
         for u in page.users {
-            out.all_ids.insert(u.id.clone());
             if !ctx.rules.in_scope(&u, &groups) {
+                out.other_ids.insert(u.id);
                 continue;
             }
             match Desired::from_google_owned(u) {
                 Ok(d) => out.desired.push(d),
                 Err((id, e)) => {
+                    out.other_ids.insert(id.clone());
                     out.unusable_ids.insert(id);
                     out.problems.push(e)
                 }
@@ -362,7 +364,7 @@ struct Planned {
 
 fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Arc<Member>]) -> Planned {
     // A query narrows the listing, so an id missing from it may still be a Google user.
-    let ids = ctx.rules.query.is_none().then_some(&fetched.all_ids);
+    let ids = ctx.rules.query.is_none().then_some(&fetched.other_ids);
     let plan = plan::plan_owned(
         fetched.desired,
         members,
