@@ -236,11 +236,13 @@ pub fn plan_owned<M: Borrow<Member>>(
 ) -> Plan {
     let mut out = Plan::default();
     let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
-    let by_ext: HashMap<&str, usize> = members
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i)))
-        .collect();
+    let mut by_ext: HashMap<&str, usize> = HashMap::with_capacity(members.len());
+    by_ext.extend(
+        members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i))),
+    );
     out.active_now = members
         .iter()
         .filter(|m| is_active_managed(m, ctx.domains))

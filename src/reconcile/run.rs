@@ -284,7 +284,8 @@ async fn fetch(
     // Groups first: with them known, each users page is scoped as soon as it arrives.
     let groups = fetch_groups(client, ctx, progress, &mut p).await?;
     let mut out = Fetched {
-        desired: Vec::new(),
+        // About one desired user per member on most runs: grown once, not by doubling.
+        desired: Vec::with_capacity(ctx.store.member_count()),
         unusable_ids: HashSet::new(),
         other_ids: HashSet::new(),
         problems: Vec::new(),
