@@ -6,7 +6,8 @@
 //!
 //! The fake runs in a child process (this binary, re-executed), so the RSS is the pull's.
 //!
-//! Run: `cargo bench --bench pull` (USERS=N and ROUNDS=N to change the size).
+//! Run: `cargo bench --bench pull` (USERS=N and ROUNDS=N to change the size; LOG=info
+//! prints each run's log line, with the time spent reading Google and planning).
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
@@ -32,6 +33,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(filter) = std::env::var("LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         rt.block_on(serve_fake(users, dir.into()));
         return;

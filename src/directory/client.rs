@@ -135,6 +135,20 @@ impl DirectoryClient {
         query: Option<&str>,
         page_token: Option<&str>,
     ) -> Result<UsersPage, DirectoryError> {
+        self.list_users_page_raw(target, query, page_token)
+            .await?
+            .decode()
+    }
+
+    /// One page of users.list, not decoded yet: only its next page token is read (and the
+    /// whole body checked to be complete JSON), so the next page can be asked for while
+    /// this one is decoded.
+    pub async fn list_users_page_raw(
+        &self,
+        target: &UserListTarget,
+        query: Option<&str>,
+        page_token: Option<&str>,
+    ) -> Result<RawUsersPage, DirectoryError> {
         let mut url = self.url(&["admin", "directory", "v1", "users"])?;
         {
             let mut q = url.query_pairs_mut();
@@ -154,7 +168,11 @@ impl DirectoryClient {
             }
         }
         let body = self.get("users.list", url.as_str()).await?;
-        decode("users.list", &body)
+        let token: PageToken = decode("users.list", &body)?;
+        Ok(RawUsersPage {
+            body,
+            next_page_token: token.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     /// One user by primary email or id; `None` when Google does not know it.
@@ -343,6 +361,30 @@ impl DirectoryClient {
             })),
         }
     }
+}
+
+/// A users.list page as it arrived (decompressed, complete JSON), with its next page token.
+#[derive(Debug)]
+pub struct RawUsersPage {
+    body: Vec<u8>,
+    /// The next page, `None` on the last one.
+    pub next_page_token: Option<String>,
+}
+
+impl RawUsersPage {
+    /// The page, decoded.
+    pub fn decode(self) -> Result<UsersPage, DirectoryError> {
+        let mut page: UsersPage = decode("users.list", &self.body)?;
+        page.next_page_token = self.next_page_token;
+        Ok(page)
+    }
+}
+
+/// Only the next page token of a page; every other field is skipped without being kept.
+#[derive(serde::Deserialize)]
+struct PageToken {
+    #[serde(default, rename = "nextPageToken")]
+    next_page_token: Option<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -12,7 +12,7 @@ pub mod fake;
 pub mod model;
 
 pub use auth::{GoogleAuth, HttpsClient};
-pub use client::{Backoff, DirectoryClient, UserListTarget};
+pub use client::{Backoff, DirectoryClient, RawUsersPage, UserListTarget};
 
 /// The read-only scope for users.
 pub const SCOPE_USERS: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";

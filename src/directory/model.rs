@@ -49,9 +49,10 @@ pub struct GoogleUser {
     /// The org unit, as `/Engineering/Kernel`.
     #[serde(default)]
     pub org_unit_path: Option<String>,
-    /// Google types this as `any`: normally a list of `{address, primary, type}`.
+    /// Google types this as `any`: normally a list of `{address, primary, type}`. Only the
+    /// addresses are kept, whatever the shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub emails: Option<serde_json::Value>,
+    pub emails: Option<Emails>,
 }
 
 impl GoogleUser {
@@ -62,37 +63,185 @@ impl GoogleUser {
 
     /// Every address in `emails` other than the primary one, whatever shape `emails` has.
     pub fn other_addresses(&self) -> Vec<String> {
+        use crate::member::normalize_email_cow;
         let mut out: Vec<String> = Vec::new();
-        let primary = crate::member::normalize_email(&self.primary_email);
-        let mut push = |a: &str| {
-            let n = crate::member::normalize_email(a);
-            if !a.trim().is_empty() && n != primary && !out.iter().any(|o| o.to_lowercase() == n) {
+        let primary = normalize_email_cow(&self.primary_email);
+        for a in self.emails.iter().flat_map(|e| e.0.iter()) {
+            let n = normalize_email_cow(a);
+            if !a.trim().is_empty()
+                && n != primary
+                && !out.iter().any(|o| normalize_email_cow(o) == n)
+            {
                 out.push(a.trim().to_string());
             }
-        };
-        match &self.emails {
-            Some(serde_json::Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        serde_json::Value::String(s) => push(s),
-                        serde_json::Value::Object(o) => {
-                            if let Some(serde_json::Value::String(s)) = o.get("address") {
-                                push(s);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Some(serde_json::Value::Object(o)) => {
-                if let Some(serde_json::Value::String(s)) = o.get("address") {
-                    push(s);
-                }
-            }
-            Some(serde_json::Value::String(s)) => push(s),
-            _ => {}
         }
         out
+    }
+}
+
+/// The addresses of a user's `emails`, read from any JSON shape without building a JSON
+/// tree: a string, an object with an `address` string, or a list of those. Anything else
+/// (numbers, objects without an address, ...) is skipped. Serialized as a list of
+/// `{"address": ...}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Emails(pub Vec<String>);
+
+impl Serialize for Emails {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Addr<'a>(&'a str);
+        impl Serialize for Addr<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("address", self.0)?;
+                m.end()
+            }
+        }
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for a in &self.0 {
+            seq.serialize_element(&Addr(a))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Emails {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(AddressVisitor {
+            out: &mut out,
+            at: At::Top,
+        })?;
+        Ok(Emails(out))
+    }
+}
+
+/// Collects addresses from one JSON value into `out`.
+struct AddressVisitor<'a> {
+    out: &'a mut Vec<String>,
+    at: At,
+}
+
+/// Where in `emails` a value is, which decides what counts as an address.
+#[derive(Clone, Copy, PartialEq)]
+enum At {
+    /// `emails` itself: a string, an entry, or a list of entries.
+    Top,
+    /// An item of the list: a string or an object with an `address`.
+    Entry,
+    /// The value of `address`: only a string counts.
+    Address,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for AddressVisitor<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AddressVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push(v.to_string());
+        Ok(())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.out.push(v);
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.at == At::Top {
+            while seq
+                .next_element_seed(AddressVisitor {
+                    out: &mut *self.out,
+                    at: At::Entry,
+                })?
+                .is_some()
+            {}
+        } else {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<EmailKey>()? {
+            match key {
+                EmailKey::Address if self.at != At::Address => {
+                    // Only a string address counts: a nested list or object is not one.
+                    map.next_value_seed(AddressVisitor {
+                        out: &mut *self.out,
+                        at: At::Address,
+                    })?;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys of an `emails` entry: only `address` matters.
+enum EmailKey {
+    Address,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EmailKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EmailKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EmailKey, E> {
+                Ok(if v == "address" {
+                    EmailKey::Address
+                } else {
+                    EmailKey::Other
+                })
+            }
+        }
+        d.deserialize_identifier(V)
     }
 }
 
@@ -257,5 +406,39 @@ mod tests {
             .unwrap();
             assert!(u.other_addresses().len() <= 1);
         }
+    }
+
+    #[test]
+    fn emails_keep_only_string_addresses_at_the_places_google_puts_them() {
+        let read = |v: serde_json::Value| -> Vec<String> {
+            let e: Emails = serde_json::from_value(v.clone()).unwrap();
+            // The same from bytes (the client's path), not only from a JSON tree.
+            let b: Emails = serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
+            assert_eq!(e, b);
+            e.0
+        };
+        assert_eq!(read(serde_json::json!("x@example.com")), ["x@example.com"]);
+        assert_eq!(
+            read(serde_json::json!({"primary": true, "address": "x@example.com", "type": "work"})),
+            ["x@example.com"]
+        );
+        assert_eq!(
+            read(serde_json::json!([
+                {"address": "a@example.com", "primary": true},
+                "b@example.com",
+                {"address": {"address": "nested@example.com"}},
+                {"address": 5},
+                ["c@example.com"],
+                {"nope": "d@example.com"},
+                null, 1.5, true
+            ])),
+            ["a@example.com", "b@example.com"]
+        );
+        assert!(read(serde_json::json!(null)).is_empty());
+        assert!(read(serde_json::json!({"address": ["x@example.com"]})).is_empty());
+        // Written back as a list of {"address"}, which reads back the same.
+        let e = Emails(vec!["a@example.com".into(), "b@example.com".into()]);
+        let back: Emails = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 }

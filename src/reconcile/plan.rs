@@ -20,13 +20,15 @@
 //! Any Update or Deactivate that takes an active member to inactive counts as a
 //! deactivation: the guard holds them all alike, because both lock a person out.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::directory::model::GoogleUser;
 use crate::member::{
-    normalize_email, Change, DirectoryAttrs, Email, ManagedBy, Member, MemberId, UserName,
+    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, ManagedBy, Member,
+    MemberId, UserName,
 };
 
 /// A Google user as the member it should be.
@@ -41,35 +43,50 @@ pub struct Desired {
 impl Desired {
     /// The member a Google user should be; an error when its primary email is not usable.
     pub fn from_google(u: &GoogleUser) -> Result<Desired, String> {
-        let user_name =
-            UserName::parse(&u.primary_email).map_err(|e| format!("Google user {}: {e}", u.id))?;
-        let mut emails = vec![Email::primary_work(user_name.as_str())];
-        for other in u.other_addresses() {
+        Desired::from_google_owned(u.clone()).map_err(|(_, e)| e)
+    }
+
+    /// As [`Desired::from_google`], taking the user: its strings move into the member. The
+    /// error gives the user's Google id back with the message.
+    pub fn from_google_owned(u: GoogleUser) -> Result<Desired, (String, String)> {
+        let user_name = match UserName::parse(&u.primary_email) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("Google user {}: {e}", u.id);
+                return Err((u.id, msg));
+            }
+        };
+        let others = u.other_addresses();
+        let mut emails = Vec::with_capacity(1 + others.len());
+        emails.push(Email::primary_work(user_name.as_str()));
+        for other in others {
             emails.push(Email {
                 value: other,
                 kind: Some("other".into()),
                 primary: false,
             });
         }
-        let clean = |s: &Option<String>| {
-            s.as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
+        let clean = |s: Option<String>| {
+            s.map(|s| match s.trim() {
+                t if t.len() == s.len() => s,
+                t => t.to_string(),
+            })
+            .filter(|s| !s.is_empty())
         };
-        let name = u.name.clone().unwrap_or_default();
+        let name = u.name.unwrap_or_default();
+        let active = !u.suspended.unwrap_or(false) && !u.archived.unwrap_or(false);
         Ok(Desired {
-            google_id: u.id.clone(),
             attrs: DirectoryAttrs {
                 user_name,
                 emails,
-                given_name: clean(&name.given_name),
-                family_name: clean(&name.family_name),
-                display_name: clean(&name.full_name),
-                active: u.is_active(),
+                given_name: clean(name.given_name),
+                family_name: clean(name.family_name),
+                display_name: clean(name.full_name),
+                active,
                 external_id: Some(u.id.clone()),
                 scim_extra: None,
             },
+            google_id: u.id,
         })
     }
 }
@@ -146,7 +163,9 @@ impl Plan {
 pub struct PlanContext<'a> {
     /// Managed domains, lower case; empty = all.
     pub domains: &'a [String],
-    /// Every Google id listed (in scope or not), to tell a recreated user from a renamed one.
+    /// The Google ids listed (in scope or not), to tell a recreated user from a renamed one;
+    /// `None` when the listing was narrowed and cannot tell. The desired users' own ids count
+    /// as listed whether or not they are in this set, so a run passes only the others.
     pub all_google_ids: Option<&'a HashSet<String>>,
     /// Google ids in scope that could not be turned into a member (an unusable email): their
     /// members are left as they are rather than taken for gone.
@@ -204,37 +223,53 @@ fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
 }
 
 /// Plans the changes that make `members` agree with `desired`.
-pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> Plan {
+pub fn plan<M: Borrow<Member>>(desired: &[Desired], members: &[M], ctx: &PlanContext<'_>) -> Plan {
+    plan_owned(desired.to_vec(), members, ctx)
+}
+
+/// As [`plan`], taking the desired state: its attributes move into the changes instead of
+/// being copied, and each user that needs no change is dropped as soon as it is compared.
+pub fn plan_owned<M: Borrow<Member>>(
+    desired: Vec<Desired>,
+    members: &[M],
+    ctx: &PlanContext<'_>,
+) -> Plan {
     let mut out = Plan::default();
-    let by_ext: HashMap<&str, usize> = members
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i)))
-        .collect();
-    let by_name: HashMap<String, usize> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.user_name.normalized(), i))
-        .collect();
+    let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
+    let mut by_ext: HashMap<&str, usize> = HashMap::with_capacity(members.len());
+    by_ext.extend(
+        members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i))),
+    );
     out.active_now = members
         .iter()
         .filter(|m| is_active_managed(m, ctx.domains))
         .count();
 
     // Deterministic order, and one Google user per email: Google forbids duplicates, but a
-    // listing taken while an address moves between users can show it twice. Each key is
-    // normalised once (this runs for every user of a large directory).
-    let mut keyed: Vec<(String, &Desired)> = desired
+    // listing taken while an address moves between users can show it twice. Keys borrow
+    // the address when it is already lower case (this runs for every user).
+    let mut keyed: Vec<(Cow<'_, str>, usize)> = desired
         .iter()
-        .filter(|d| in_domains(ctx.domains, &d.attrs.user_name))
-        .map(|d| (d.attrs.user_name.normalized(), d))
+        .enumerate()
+        .filter(|(_, d)| in_domains(ctx.domains, &d.attrs.user_name))
+        .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
-    keyed.sort_by(|a, b| (&a.0, &a.1.google_id).cmp(&(&b.0, &b.1.google_id)));
+    // users.list comes ordered by email, so this is usually sorted already.
+    let by_key = |a: &(Cow<'_, str>, usize), b: &(Cow<'_, str>, usize)| {
+        (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id))
+    };
+    if !keyed.is_sorted_by(|a, b| by_key(a, b).is_le()) {
+        keyed.sort_by(by_key);
+    }
     let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
     // Ids dropped as duplicates: their members must not look gone.
-    let mut dropped: HashSet<&str> = HashSet::new();
-    let mut order: Vec<(String, &Desired)> = Vec::with_capacity(keyed.len());
-    for (key, d) in keyed {
+    let mut dropped: HashSet<String> = HashSet::new();
+    let mut order: Vec<(Cow<'_, str>, usize)> = Vec::with_capacity(keyed.len());
+    for (key, j) in keyed {
+        let d = &desired[j];
         let dup_name = order.last().is_some_and(|(k, _)| *k == key);
         let fresh_id = seen_ids.insert(d.google_id.as_str());
         if dup_name || !fresh_id {
@@ -242,37 +277,58 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
                 "Google lists {} ({}) twice; it is left for the next run",
                 d.attrs.user_name, d.google_id
             ));
-            dropped.insert(d.google_id.as_str());
+            dropped.insert(d.google_id.clone());
             continue;
         }
-        order.push((key, d));
+        order.push((key, j));
     }
+    drop(seen_ids);
 
     let mut claimed = vec![false; members.len()];
-    let mut matched: Vec<(usize, &Desired, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
-    let mut unmatched: Vec<&Desired> = Vec::new();
+    let mut matched: Vec<(usize, usize, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
+    let mut unmatched: Vec<usize> = Vec::new();
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
-    for (key, d) in order {
-        match by_ext.get(d.google_id.as_str()) {
+    for (key, j) in order {
+        match by_ext.get(desired[j].google_id.as_str()) {
             Some(&i) => {
                 claimed[i] = true;
-                matched.push((i, d, false));
+                matched.push((i, j, false));
             }
-            None => rest.push((key, d)),
+            None => rest.push((key, j)),
         }
     }
-    // Pass 2: the email, for members not claimed by their Google id.
-    for (key, d) in rest {
+    // Pass 2: the email, for members not claimed by their Google id. The name index is
+    // only built when some user is left (never on a run where nothing changed).
+    let by_name: HashMap<Cow<'_, str>, usize> = if rest.is_empty() {
+        HashMap::new()
+    } else {
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (normalize_email_cow(m.user_name.as_str()), i))
+            .collect()
+    };
+    // Every desired user's id, built only if a member found by email is linked to another id.
+    let mut desired_ids: Option<HashSet<&str>> = None;
+    for (key, j) in rest {
+        let d = &desired[j];
         match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
-                let linked_elsewhere = m.external_id.as_ref().is_some_and(|old| {
-                    old != &d.google_id
-                        && ctx
-                            .all_google_ids
-                            .is_none_or(|ids| ids.contains(old.as_str()))
-                });
+                let linked_elsewhere = match (m.external_id.as_deref(), ctx.all_google_ids) {
+                    (Some(old), _) if old == d.google_id => false,
+                    (Some(old), Some(ids)) => {
+                        ids.contains(old)
+                            || desired_ids
+                                .get_or_insert_with(|| {
+                                    desired.iter().map(|d| d.google_id.as_str()).collect()
+                                })
+                                .contains(old)
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
                 if linked_elsewhere {
                     out.problems.push(format!(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
@@ -284,17 +340,25 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
                     continue;
                 }
                 claimed[i] = true;
-                matched.push((i, d, true));
+                matched.push((i, j, true));
             }
             // Held by a member that another Google user claimed by id: that user is being
             // renamed away from this address in the same plan, so create after updates.
-            _ => unmatched.push(d),
+            _ => unmatched.push(j),
         }
     }
+    drop(by_name);
+    drop(by_ext);
+    drop(desired_ids);
 
+    // From here each user is taken out of `desired` when it is planned.
+    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
     let mut updates = Vec::new();
-    for (i, d, by_email) in matched {
-        let m = &members[i];
+    for (i, j, by_email) in matched {
+        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+            continue;
+        };
+        let m = members[i];
         if m.scim_deleted {
             out.hidden += 1;
             continue;
@@ -321,30 +385,35 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
             Action::Update
         };
         let only_link = fields.iter().all(|f| f == "externalId" || f == "managedBy");
+        let user_name = d.attrs.user_name.to_string();
         let change = if only_link && action == Action::Link {
             Change::Link {
                 id: m.id,
-                external_id: d.google_id.clone(),
+                external_id: d.google_id,
                 expected_version: Some(m.version),
             }
         } else {
             Change::Update {
                 id: m.id,
                 expected_version: Some(m.version),
-                attrs: d.attrs.clone(),
+                attrs: d.attrs,
             }
         };
         updates.push(PlannedChange {
             action,
-            user_name: d.attrs.user_name.to_string(),
+            user_name,
             member: Some(m.id),
             fields,
             change,
         });
     }
 
-    let mut creates = Vec::new();
-    for d in unmatched {
+    // Already in user name order: `unmatched` keeps the order of the sorted keys.
+    let mut creates = Vec::with_capacity(unmatched.len());
+    for j in unmatched {
+        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+            continue;
+        };
         if d.attrs.active {
             out.active_after += 1;
         }
@@ -354,11 +423,12 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
             member: None,
             fields: Vec::new(),
             change: Change::Create {
-                attrs: d.attrs.clone(),
+                attrs: d.attrs,
                 managed_by: ManagedBy::Google,
             },
         });
     }
+    drop(desired);
 
     let mut deactivations = Vec::new();
     for (i, m) in members.iter().enumerate() {
@@ -390,7 +460,6 @@ pub fn plan(desired: &[Desired], members: &[Member], ctx: &PlanContext<'_>) -> P
 
     let key = |c: &PlannedChange| normalize_email(&c.user_name);
     updates.sort_by_cached_key(key);
-    creates.sort_by_cached_key(key);
     deactivations.sort_by_cached_key(key);
     out.changes = updates;
     out.changes.append(&mut creates);
@@ -646,6 +715,24 @@ mod tests {
         );
         assert!(p.changes.is_empty());
         assert_eq!(p.problems.len(), 1);
+        // The desired users' own ids count as listed without being in the set: the old
+        // user moved out of the managed domains, so it is listed but not planned.
+        let domains = ["example.com".to_string()];
+        let none: HashSet<String> = HashSet::new();
+        let p = plan(
+            &desired(&[
+                google("1", "ada@other.org", "Ada"),
+                google("5", "ada@example.com", "Ada"),
+            ]),
+            &[member_of(&old)],
+            &PlanContext {
+                domains: &domains,
+                all_google_ids: Some(&none),
+                unusable_ids: None,
+            },
+        );
+        assert!(p.changes.is_empty(), "{:?}", actions(&p));
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
     }
 
     #[test]
@@ -723,13 +810,42 @@ mod tests {
     fn aliases_become_secondary_emails() {
         let mut u = google("1", "ada@example.com", "Ada");
         u.emails = Some(
-            serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
+            serde_json::from_value(
+                serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
+            )
+            .unwrap(),
         );
         let d = Desired::from_google(&u).unwrap();
         assert_eq!(d.attrs.emails.len(), 2);
         assert!(d.attrs.emails[0].primary);
         assert_eq!(d.attrs.emails[1].value, "a@example.com");
         assert!(Desired::from_google(&google("3", "not-an-email", "X")).is_err());
+    }
+
+    #[test]
+    fn a_desired_user_taken_by_value_is_the_same_and_its_error_names_the_id() {
+        let mut u = google("1", "Ada@example.com", " Ada ");
+        u.name.as_mut().unwrap().family_name = Some("  ".into());
+        u.emails = Some(crate::directory::model::Emails(vec![
+            "ada@example.com".into(),
+            " a@example.com ".into(),
+            "A@example.com".into(),
+        ]));
+        u.archived = Some(true);
+        let d = Desired::from_google_owned(u.clone()).unwrap();
+        assert_eq!(d, Desired::from_google(&u).unwrap());
+        assert_eq!(d.attrs.given_name.as_deref(), Some("Ada"));
+        assert_eq!(d.attrs.family_name, None);
+        assert!(!d.attrs.active);
+        assert_eq!(d.attrs.external_id.as_deref(), Some("1"));
+        let others: Vec<&str> = d.attrs.emails[1..]
+            .iter()
+            .map(|e| e.value.as_str())
+            .collect();
+        assert_eq!(others, ["a@example.com"], "once, trimmed, not the primary");
+        let (id, msg) = Desired::from_google_owned(google("9", "nope", "X")).unwrap_err();
+        assert_eq!(id, "9");
+        assert!(msg.contains("Google user 9"), "{msg}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::guard::{self, Limits};
 use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
 use super::scope::{GroupMembership, ScopeRules};
 use crate::config::Config;
-use crate::directory::model::GoogleUser;
+use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 use crate::member::{Actor, Member, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
@@ -242,7 +242,9 @@ struct Snapshot {
 struct Fetched {
     desired: Vec<Desired>,
     unusable_ids: HashSet<String>,
-    all_ids: HashSet<String>,
+    /// Ids of the users listed that are not desired (out of scope, unusable): with the
+    /// desired users' own, every id listed.
+    other_ids: HashSet<String>,
     problems: Vec<String>,
 }
 
@@ -274,46 +276,85 @@ async fn fetch_groups(
 }
 
 async fn fetch(
-    client: &DirectoryClient,
+    client: &Arc<DirectoryClient>,
     ctx: &SyncContext,
     progress: Option<&ProgressFn>,
 ) -> Result<Fetched, DirectoryError> {
     let mut p = Progress::default();
     // Groups first: with them known, each users page is scoped as soon as it arrives.
     let groups = fetch_groups(client, ctx, progress, &mut p).await?;
-    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut out = Fetched {
-        desired: Vec::new(),
+        // About one desired user per member on most runs: grown once, not by doubling.
+        desired: Vec::with_capacity(ctx.store.member_count()),
         unusable_ids: HashSet::new(),
-        all_ids: HashSet::new(),
+        other_ids: HashSet::new(),
         problems: Vec::new(),
     };
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
-            .await?;
+    users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
-        for u in ctx.rules.select(&page.users, &groups).users {
-            match Desired::from_google(u) {
+        for u in page.users {
+            if !ctx.rules.in_scope(&u, &groups) {
+                out.other_ids.insert(u.id);
+                continue;
+            }
+            match Desired::from_google_owned(u) {
                 Ok(d) => out.desired.push(d),
-                Err(e) => {
-                    out.unusable_ids.insert(u.id.clone());
+                Err((id, e)) => {
+                    out.other_ids.insert(id.clone());
+                    out.unusable_ids.insert(id);
                     out.problems.push(e)
                 }
             }
         }
-        out.all_ids.extend(page.users.into_iter().map(|u| u.id));
         if let Some(f) = progress {
             f(p);
         }
-        match page.next_page_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
-        }
-    }
+    })
+    .await?;
     Ok(out)
+}
+
+/// A spawned request, cancelled when dropped (a run that fails stops reading ahead).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads every users.list page of the run's listing in order and hands each, decoded, to
+/// `on_page`. The next page is asked for as soon as this page's token is known, so Google
+/// serves page N+1 while page N is decoded and handled. Any page that fails fails the whole
+/// listing; the page read ahead is then cancelled.
+async fn users_pages(
+    client: &Arc<DirectoryClient>,
+    ctx: &SyncContext,
+    mut on_page: impl FnMut(UsersPage),
+) -> Result<(), DirectoryError> {
+    let target = Arc::new(UserListTarget::Customer(ctx.config.google.customer.clone()));
+    let query: Option<Arc<str>> = ctx.rules.query.as_deref().map(Arc::from);
+    let ask = |token: Option<String>| {
+        let (client, target, query) = (client.clone(), target.clone(), query.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            client
+                .list_users_page_raw(&target, query.as_deref(), token.as_deref())
+                .await
+        }))
+    };
+    let mut next = Some(ask(None));
+    while let Some(mut request) = next.take() {
+        let raw = (&mut request.0)
+            .await
+            .map_err(|e| DirectoryError::BadResponse {
+                endpoint: "users.list",
+                detail: format!("the request task failed: {e}"),
+            })??;
+        next = raw.next_page_token.clone().map(|t| ask(Some(t)));
+        on_page(raw.decode()?);
+    }
+    Ok(())
 }
 
 /// What the fetch and plan produced.
@@ -322,11 +363,11 @@ struct Planned {
     problems: Vec<String>,
 }
 
-fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Planned {
+fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Arc<Member>]) -> Planned {
     // A query narrows the listing, so an id missing from it may still be a Google user.
-    let ids = ctx.rules.query.is_none().then_some(&fetched.all_ids);
-    let plan = plan::plan(
-        &fetched.desired,
+    let ids = ctx.rules.query.is_none().then_some(&fetched.other_ids);
+    let plan = plan::plan_owned(
+        fetched.desired,
         members,
         &PlanContext {
             domains: &ctx.rules.domains,
@@ -339,10 +380,11 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Member]) -> Pla
     Planned { plan, problems }
 }
 
-async fn load_members(store: Store) -> Result<Vec<Member>, StoreError> {
-    tokio::task::spawn_blocking(move || store.members_by_id().collect::<Result<Vec<_>, _>>())
+/// Every member, shared with the store's in-memory mirror: nothing is decoded or copied.
+async fn load_members(store: Store) -> Result<Vec<Arc<Member>>, StoreError> {
+    tokio::task::spawn_blocking(move || store.snapshot())
         .await
-        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))?
+        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))
 }
 
 /// A run being put together.
@@ -803,17 +845,7 @@ async fn fetch_one(
 pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
     let client = ctx.client().await?;
     fetch_groups(&client, ctx, None, &mut Progress::default()).await?;
-    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
     let mut users = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_users_page(&target, ctx.rules.query.as_deref(), token.as_deref())
-            .await?;
-        users += page.users.len();
-        match page.next_page_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(users),
-        }
-    }
+    users_pages(&client, ctx, |page| users += page.users.len()).await?;
+    Ok(users)
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use crate::config::{GoogleConfig, ScopeConfig};
 use crate::directory::model::{GoogleUser, GroupMember};
-use crate::member::normalize_email;
+use crate::member::{normalize_email, normalize_email_cow};
 
 /// The scope rules, from the config.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -58,7 +58,7 @@ impl ScopeRules {
         if self.domains.is_empty() {
             return true;
         }
-        let n = normalize_email(email);
+        let n = normalize_email_cow(email);
         match n.rsplit_once('@') {
             Some((_, d)) => self.domains.iter().any(|m| m == d),
             None => false,
@@ -70,40 +70,63 @@ impl ScopeRules {
         if self.exclude.is_empty() {
             return false;
         }
-        let n = normalize_email(email);
+        let n = normalize_email_cow(email);
         self.exclude.iter().any(|p| glob_match(p, &n))
     }
 
     /// The users in scope, in the order given, with what was left out and why.
     pub fn select<'a>(&self, users: &'a [GoogleUser], groups: &GroupMembership) -> Selection<'a> {
-        let restricted = !self.groups.is_empty() || !self.org_units.is_empty();
         let mut sel = Selection::default();
         for u in users {
-            // Evaluated lazily: this runs for every user of a large directory.
-            let in_group = || {
-                groups.whole_customer
-                    || groups.user_ids.contains(&u.id)
-                    || groups
-                        .user_emails
-                        .contains(&normalize_email(&u.primary_email))
-            };
-            let in_ou = || {
-                u.org_unit_path
-                    .as_deref()
-                    .is_some_and(|ou| self.org_units.iter().any(|root| in_subtree(ou, root)))
-            };
-            if restricted && !in_group() && !in_ou() {
-                sel.out_of_scope += 1;
-            } else if self.excluded(&u.primary_email) {
-                sel.excluded += 1;
-            } else if !self.in_domains(&u.primary_email) {
-                sel.outside_domains += 1;
-            } else {
-                sel.users.push(u);
+            match self.place(u, groups) {
+                Place::OutOfScope => sel.out_of_scope += 1,
+                Place::Excluded => sel.excluded += 1,
+                Place::OutsideDomains => sel.outside_domains += 1,
+                Place::InScope => sel.users.push(u),
             }
         }
         sel
     }
+
+    /// Whether one user is in scope ([`ScopeRules::select`] for a single user).
+    pub fn in_scope(&self, u: &GoogleUser, groups: &GroupMembership) -> bool {
+        self.place(u, groups) == Place::InScope
+    }
+
+    fn place(&self, u: &GoogleUser, groups: &GroupMembership) -> Place {
+        let restricted = !self.groups.is_empty() || !self.org_units.is_empty();
+        // Evaluated lazily: this runs for every user of a large directory.
+        let in_group = || {
+            groups.whole_customer
+                || groups.user_ids.contains(&u.id)
+                || groups
+                    .user_emails
+                    .contains(normalize_email_cow(&u.primary_email).as_ref())
+        };
+        let in_ou = || {
+            u.org_unit_path
+                .as_deref()
+                .is_some_and(|ou| self.org_units.iter().any(|root| in_subtree(ou, root)))
+        };
+        if restricted && !in_group() && !in_ou() {
+            Place::OutOfScope
+        } else if self.excluded(&u.primary_email) {
+            Place::Excluded
+        } else if !self.in_domains(&u.primary_email) {
+            Place::OutsideDomains
+        } else {
+            Place::InScope
+        }
+    }
+}
+
+/// Where a user falls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    InScope,
+    OutOfScope,
+    Excluded,
+    OutsideDomains,
 }
 
 /// The users selected, and the counts of those left out.
@@ -241,6 +264,20 @@ mod tests {
         let sel = rules.select(&users, &GroupMembership::default());
         assert_eq!(sel.users.len(), 1);
         assert_eq!((sel.excluded, sel.outside_domains), (1, 1));
+        // One user at a time (the fetch's path) says the same; case does not matter.
+        let one: Vec<bool> = users
+            .iter()
+            .map(|u| rules.in_scope(u, &GroupMembership::default()))
+            .collect();
+        assert_eq!(one, [true, false, false]);
+        assert!(rules.in_scope(
+            &user("4", " Ada@EXAMPLE.com", "/"),
+            &GroupMembership::default()
+        ));
+        assert!(!rules.in_scope(
+            &user("5", "SVC-x@example.com", "/"),
+            &GroupMembership::default()
+        ));
     }
 
     #[test]
@@ -265,6 +302,8 @@ mod tests {
         let sel = rules.select(&users, &g);
         let emails: Vec<&str> = sel.users.iter().map(|u| u.primary_email.as_str()).collect();
         assert_eq!(emails, ["ada@example.com", "bob@example.com"]);
+        let one: Vec<bool> = users.iter().map(|u| rules.in_scope(u, &g)).collect();
+        assert_eq!(one, [true, true, false, false]);
         assert_eq!(sel.out_of_scope, 2);
         // A CUSTOMER member puts everyone in.
         g.add(&[GroupMember {
