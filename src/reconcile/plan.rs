@@ -222,6 +222,62 @@ fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
     f
 }
 
+/// What the plan needs from the members alone, built apart from the plan so that a run
+/// can build it while Google is still being read.
+#[derive(Debug, Default)]
+pub struct MemberIndex {
+    /// Position in the member slice by Google id.
+    by_ext: HashMap<String, usize>,
+    /// Active members managed by Google in the managed domains.
+    active_now: usize,
+}
+
+impl MemberIndex {
+    /// Indexes `members` (the slice later given to [`plan_indexed`]).
+    pub fn new<M: Borrow<Member>>(members: &[M], domains: &[String]) -> MemberIndex {
+        let mut by_ext = HashMap::with_capacity(members.len());
+        let mut active_now = 0;
+        for (i, m) in members.iter().enumerate() {
+            let m = m.borrow();
+            if let Some(e) = &m.external_id {
+                by_ext.insert(e.clone(), i);
+            }
+            if is_active_managed(m, domains) {
+                active_now += 1;
+            }
+        }
+        MemberIndex { by_ext, active_now }
+    }
+}
+
+/// Below this many users, the plan stays on one thread.
+const PARALLEL_FROM: usize = 10_000;
+
+/// The changed fields of each matched (member, user) pair, in order; split over two
+/// threads for a large directory.
+fn compare_all(
+    matched: &[(usize, usize, bool)],
+    members: &[&Member],
+    desired: &[Desired],
+) -> Vec<Vec<String>> {
+    let compare = |part: &[(usize, usize, bool)]| -> Vec<Vec<String>> {
+        part.iter()
+            .map(|&(i, j, _)| changed_fields(members[i], &desired[j].attrs))
+            .collect()
+    };
+    if matched.len() < PARALLEL_FROM {
+        return compare(matched);
+    }
+    let (front, back) = matched.split_at(matched.len() / 2);
+    std::thread::scope(|s| {
+        let back_half = s.spawn(|| compare(back));
+        let mut fields = compare(front);
+        // A thread that could not finish is redone here rather than lost.
+        fields.extend(back_half.join().unwrap_or_else(|_| compare(back)));
+        fields
+    })
+}
+
 /// Plans the changes that make `members` agree with `desired`.
 pub fn plan<M: Borrow<Member>>(desired: &[Desired], members: &[M], ctx: &PlanContext<'_>) -> Plan {
     plan_owned(desired.to_vec(), members, ctx)
@@ -234,19 +290,22 @@ pub fn plan_owned<M: Borrow<Member>>(
     members: &[M],
     ctx: &PlanContext<'_>,
 ) -> Plan {
+    let index = MemberIndex::new(members, ctx.domains);
+    plan_indexed(desired, members, &index, ctx)
+}
+
+/// As [`plan_owned`], with the members' index built beforehand by [`MemberIndex::new`]
+/// over the same slice and domains.
+pub fn plan_indexed<M: Borrow<Member>>(
+    desired: Vec<Desired>,
+    members: &[M],
+    index: &MemberIndex,
+    ctx: &PlanContext<'_>,
+) -> Plan {
     let mut out = Plan::default();
     let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
-    let mut by_ext: HashMap<&str, usize> = HashMap::with_capacity(members.len());
-    by_ext.extend(
-        members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.external_id.as_deref().map(|e| (e, i))),
-    );
-    out.active_now = members
-        .iter()
-        .filter(|m| is_active_managed(m, ctx.domains))
-        .count();
+    let by_ext = &index.by_ext;
+    out.active_now = index.active_now;
 
     // Deterministic order, and one Google user per email: Google forbids duplicates, but a
     // listing taken while an address moves between users can show it twice. Keys borrow
@@ -348,14 +407,18 @@ pub fn plan_owned<M: Borrow<Member>>(
         }
     }
     drop(by_name);
-    drop(by_ext);
     drop(desired_ids);
 
-    // From here each user is taken out of `desired` when it is planned.
+    // Comparing every matched pair is most of a run in which little changed; by now Google
+    // has been read, so both halves run at once. Only the comparison is parallel: the
+    // planning below stays in order.
+    let fields_of = compare_all(&matched, &members, &desired);
+
+    // From here a user that becomes a change is taken out of `desired`.
     let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
     let mut updates = Vec::new();
-    for (i, j, by_email) in matched {
-        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+    for ((i, j, by_email), fields) in matched.into_iter().zip(fields_of) {
+        let Some(d) = desired.get(j).and_then(Option::as_ref) else {
             continue;
         };
         let m = members[i];
@@ -370,11 +433,13 @@ pub fn plan_owned<M: Borrow<Member>>(
         if d.attrs.active {
             out.active_after += 1;
         }
-        let fields = changed_fields(m, &d.attrs);
         if fields.is_empty() {
             out.unchanged += 1;
             continue;
         }
+        let Some(d) = desired.get_mut(j).and_then(Option::take) else {
+            continue;
+        };
         let newly_linked = by_email && m.external_id.is_none();
         let goes_inactive = m.active && !d.attrs.active;
         let action = if goes_inactive {
@@ -428,7 +493,13 @@ pub fn plan_owned<M: Borrow<Member>>(
             },
         });
     }
-    drop(desired);
+    // The users that needed no change are freed on another thread: on a large directory
+    // that is a hundred thousand small frees the run need not wait for.
+    if desired.len() >= PARALLEL_FROM {
+        std::thread::spawn(move || drop(desired));
+    } else {
+        drop(desired);
+    }
 
     let mut deactivations = Vec::new();
     for (i, m) in members.iter().enumerate() {
@@ -860,5 +931,45 @@ mod tests {
         let b = run(&shuffled, &[]);
         assert_eq!(actions(&a), actions(&b));
         assert_eq!(a.changes[0].user_name, "u00@example.com");
+    }
+
+    #[test]
+    fn a_large_directory_is_compared_on_two_threads_with_the_same_plan() {
+        // Over PARALLEL_FROM users, so the comparison is split in two halves.
+        let n = PARALLEL_FROM + 2_001;
+        let users: Vec<GoogleUser> = (0..n)
+            .map(|k| google(&format!("g{k:06}"), &format!("u{k:06}@example.com"), "Ada"))
+            .collect();
+        let members: Vec<Member> = users.iter().map(member_of).collect();
+        let mut now = users.clone();
+        // One change near each end of the listing (one in each half), one suspension, one
+        // new hire, and one user gone.
+        now[3].name.as_mut().unwrap().given_name = Some("Grace".into());
+        now[n - 5].name.as_mut().unwrap().given_name = Some("Edsger".into());
+        now[n / 2].suspended = Some(true);
+        now.remove(n - 1);
+        now.push(google("g999999", "zz-new@example.com", "Barbara"));
+        let p = run(&now, &members);
+        assert_eq!(
+            actions(&p),
+            [
+                (Action::Update, "u000003@example.com"),
+                (
+                    Action::Deactivate,
+                    format!("u{:06}@example.com", n / 2).as_str()
+                ),
+                (
+                    Action::Update,
+                    format!("u{:06}@example.com", n - 5).as_str()
+                ),
+                (Action::Create, "zz-new@example.com"),
+                (
+                    Action::Deactivate,
+                    format!("u{:06}@example.com", n - 1).as_str()
+                ),
+            ]
+        );
+        assert_eq!(p.unchanged, n - 4);
+        assert_eq!(p.changes[0].fields, ["givenName"]);
     }
 }

@@ -363,12 +363,13 @@ struct Planned {
     problems: Vec<String>,
 }
 
-fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Arc<Member>]) -> Planned {
+fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Planned {
     // A query narrows the listing, so an id missing from it may still be a Google user.
     let ids = ctx.rules.query.is_none().then_some(&fetched.other_ids);
-    let plan = plan::plan_owned(
+    let plan = plan::plan_indexed(
         fetched.desired,
-        members,
+        &members.0,
+        &members.1,
         &PlanContext {
             domains: &ctx.rules.domains,
             all_google_ids: ids,
@@ -380,11 +381,20 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &[Arc<Member>]) -
     Planned { plan, problems }
 }
 
-/// Every member, shared with the store's in-memory mirror: nothing is decoded or copied.
-async fn load_members(store: Store) -> Result<Vec<Arc<Member>>, StoreError> {
-    tokio::task::spawn_blocking(move || store.snapshot())
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))
+/// Every member (shared with the store's in-memory mirror: nothing is decoded or copied),
+/// and the plan's index over them.
+type Members = (Vec<Arc<Member>>, plan::MemberIndex);
+
+/// Reads and indexes the members on a blocking thread; a run does this while Google is
+/// read, since the two are independent until the plan.
+async fn load_members(store: Store, domains: Vec<String>) -> Result<Members, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let members = store.snapshot();
+        let index = plan::MemberIndex::new(&members, &domains);
+        (members, index)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))
 }
 
 /// A run being put together.
@@ -602,7 +612,7 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     };
     let before = client.requests();
     // Read the members while Google is read: the two are independent until the plan.
-    let members = tokio::spawn(load_members(ctx.store.clone()));
+    let members = tokio::spawn(load_members(ctx.store.clone(), ctx.rules.domains.clone()));
     let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
     book.google_requests = client.requests() - before;
     book.fetch_ms = book.t0.elapsed().as_millis() as u64;
@@ -698,7 +708,7 @@ pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, Syn
             return book.finish(ctx, RunStatus::Failed, Some(msg), None);
         }
     };
-    let members = load_members(ctx.store.clone()).await?;
+    let members = load_members(ctx.store.clone(), ctx.rules.domains.clone()).await?;
     let Planned { plan, .. } = plan_snapshot(ctx, snap, &members);
     let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
     let to_apply: Vec<PlannedChange> = plan
