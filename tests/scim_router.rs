@@ -131,6 +131,20 @@ impl App {
             .await;
         u["id"].as_str().unwrap().to_string()
     }
+
+    /// The owner assigns locations, as `members locations set` does.
+    fn owner_sets_locations(&self, id: &str, locations: &[&str]) {
+        owner::execute(
+            &self.store,
+            owner::Request::MembersLocations {
+                who: id.to_string(),
+                edit: owner::LocationEdit::Set,
+                locations: locations.iter().map(|l| l.to_string()).collect(),
+            },
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    }
 }
 
 fn fixture(name: &str) -> Value {
@@ -399,16 +413,7 @@ async fn put_replaces_directory_fields_and_keeps_the_owners() {
         .create(json!({"userName": "ada@example.com", "title": "Countess"}))
         .await;
     let id = u["id"].as_str().unwrap().to_string();
-    owner::execute(
-        &app.store,
-        owner::Request::MembersLocations {
-            who: id.clone(),
-            edit: owner::LocationEdit::Set,
-            locations: vec!["Paris".into()],
-        },
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    app.owner_sets_locations(&id, &["Paris"]);
     let mut body = fixture("okta-put.json");
     body["id"] = json!(id);
     let r = app.call("PUT", &format!("/Users/{id}"), Some(body)).await;
@@ -624,16 +629,7 @@ async fn whole_retrac_extension_patches_change_nothing_and_a_remove_is_refused()
     let app = app();
     let id = app.grace().await;
     let path = format!("/Users/{id}");
-    owner::execute(
-        &app.store,
-        owner::Request::MembersLocations {
-            who: id.clone(),
-            edit: owner::LocationEdit::Set,
-            locations: vec!["Paris".into()],
-        },
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    app.owner_sets_locations(&id, &["Paris"]);
     owner::execute(
         &app.store,
         owner::Request::MembersRole {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::order::Blocks;
 use super::{decode_member, StoreError};
-use crate::member::{Member, MemberId};
+use crate::member::{normalize_email_cow, Member, MemberId};
 
 /// Members by id, plus the two indexes.
 #[derive(Default)]
@@ -101,9 +101,9 @@ impl Mirror {
         // Every member write re-sets its name entry, so this visits every written member.
         for (name, id) in overlay.names {
             let listed = id.filter(|id| {
-                self.by_id
-                    .get(id)
-                    .is_some_and(|m| !m.scim_deleted && m.user_name.normalized() == name)
+                self.by_id.get(id).is_some_and(|m| {
+                    !m.scim_deleted && normalize_email_cow(m.user_name.as_str()) == name.as_str()
+                })
             });
             self.scim_order.set(&name, listed);
             match id {
