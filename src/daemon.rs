@@ -156,6 +156,7 @@ pub async fn launch(
                 .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
             sync: sync_ctx.clone(),
             on_sync: Some(on_sync.clone()),
+            progress: None,
         },
         stopped(),
     ));

@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::daemon::{self, LaunchOptions, Listeners};
 use crate::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
-use crate::scim::auth::{self as scim_auth, TokenRequest, TokenResponse};
 use crate::store::Store;
+use crate::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 
 /// The demo's options.
 #[derive(Clone, Debug)]

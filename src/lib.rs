@@ -29,3 +29,4 @@ pub mod schedule;
 pub mod scim;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

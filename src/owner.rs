@@ -90,20 +90,36 @@ pub enum Request {
 }
 
 /// The answer to a [`Request`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Response {
-    /// A list of members.
-    Members(Vec<MemberView>),
-    /// One member, and whether the request changed it.
+    /// Members, ordered by user name, produced one at a time from a snapshot taken when the
+    /// request ran (a listing of a large store is never held whole as views).
+    Members(Box<dyn Iterator<Item = MemberView> + Send>),
+    /// A member after a write, and whether the request changed it.
     Member {
         /// The member as it is now.
         member: Box<MemberView>,
         /// Whether anything was written.
         changed: bool,
     },
+    /// A member that was read (`members show`): a read has no "changed" to report.
+    Shown(Box<MemberView>),
     /// Audit entries, oldest first.
     Audit(Vec<AuditEntry>),
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Members(_) => f.write_str("Members(..)"),
+            Response::Member { member, changed } => f
+                .debug_struct("Member")
+                .field("member", member)
+                .field("changed", changed)
+                .finish(),
+            Response::Shown(m) => f.debug_tuple("Shown").field(m).finish(),
+            Response::Audit(a) => f.debug_tuple("Audit").field(a).finish(),
+        }
+    }
 }
 
 /// Why a request failed.
@@ -131,26 +147,14 @@ pub fn execute(
 ) -> Result<Response, OwnerError> {
     match request {
         Request::MembersList { filter } => {
-            let mut out = Vec::new();
-            for m in store.members() {
-                let m = m?;
-                let keep = match filter {
-                    ActiveFilter::All => true,
-                    ActiveFilter::Active => m.active,
-                    ActiveFilter::Inactive => !m.active,
-                };
-                if keep {
-                    out.push(m.to_view());
-                }
-            }
-            Ok(Response::Members(out))
+            let members = store.snapshot().into_iter().filter(move |m| match filter {
+                ActiveFilter::All => true,
+                ActiveFilter::Active => m.active,
+                ActiveFilter::Inactive => !m.active,
+            });
+            Ok(Response::Members(Box::new(members.map(|m| m.to_view()))))
         }
-        // `changed` reports writes; a read has nothing to report, so it says true
-        // to keep the CLI from printing "(no change)" after `show`.
-        Request::MembersShow { who } => Ok(Response::Member {
-            member: Box::new(find(store, &who)?.to_view()),
-            changed: true,
-        }),
+        Request::MembersShow { who } => Ok(Response::Shown(Box::new(find(store, &who)?.to_view()))),
         Request::MembersAdd {
             email,
             given,

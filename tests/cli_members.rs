@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use retrac_sync::member::{Actor, Change, MemberView};
+use retrac_sync::config::Config;
+use retrac_sync::member::{Actor, Change, DirectoryAttrs, ManagedBy, MemberView, UserName};
 use retrac_sync::provision;
 use retrac_sync::store::Store;
 use serde_json::Value;
@@ -14,20 +15,80 @@ struct Env {
     store: PathBuf,
 }
 
+/// A store and an admin socket in a temporary directory; no daemon until one is started.
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[store]\npath = {:?}\n", store.display().to_string()),
-    )
-    .unwrap();
+    let mut config = Config::default();
+    config.store.path = dir.path().join("store");
+    config.admin.socket = dir.path().join("admin.sock");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
     Env {
+        store: config.store.path,
         _dir: dir,
+        config: path,
+    }
+}
+
+/// A daemon on the env's store and admin socket, in this process (SCIM and metrics on
+/// port 0); the CLI reaches it over the socket as in production.
+struct Daemon {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), retrac_sync::daemon::DaemonError>>,
+}
+
+async fn start_daemon(env: &Env) -> Daemon {
+    use retrac_sync::daemon::{self, Listeners};
+    let config = Config::load_with_env(Some(&env.config), Vec::new()).unwrap();
+    let store = Store::open(&config.store.path).unwrap();
+    let listeners = Listeners {
+        scim: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        metrics: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: retrac_sync::admin::server::bind(&config.admin.socket).unwrap(),
+        admin_path: config.admin.socket.clone(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::launch(
         config,
         store,
+        listeners,
+        daemon::LaunchOptions::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Daemon {
+        stop: Some(tx),
+        task,
     }
+}
+
+impl Daemon {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.task)
+            .await
+            .expect("the daemon stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// `run` off the async workers (the daemon runs on them).
+async fn run_async(env: &Env, args: &[&str]) -> Output {
+    let config = env.config.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .env_remove("RETRAC_SYNC_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn run(env: &Env, args: &[&str]) -> Output {
@@ -199,7 +260,7 @@ fn a_duplicate_invite_differing_in_case_fails_with_exit_1() {
             "L",
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad address is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an email address"));
 }
 
@@ -425,4 +486,295 @@ fn a_store_held_by_another_process_gets_a_clear_message() {
         err.contains("in use by another process (is the daemon running?)"),
         "{err}"
     );
+}
+
+/// The commands of the table below, each with the exit code it must give, run in order on a
+/// store that holds ada@example.com.
+const ROUTE_TABLE: &[(&[&str], i32)] = &[
+    (
+        &[
+            "members",
+            "add",
+            "not-an-email",
+            "--given",
+            "A",
+            "--family",
+            "B",
+        ],
+        2,
+    ),
+    (&["sync", "user", "not-an-email"], 2),
+    (&["sync", "discard", "no-such-run"], 2),
+    (
+        &[
+            "members",
+            "add",
+            "bob@example.com",
+            "--given",
+            " ",
+            "--family",
+            "B",
+        ],
+        2,
+    ),
+    (
+        &[
+            "members",
+            "add",
+            "ADA@example.com",
+            "--given",
+            "A",
+            "--family",
+            "B",
+        ],
+        1,
+    ),
+    (&["members", "show", "nobody@example.com"], 1),
+    (
+        &["members", "locations", "set", "nobody@example.com", "Paris"],
+        1,
+    ),
+    (&["members", "role", "set", "ada@example.com", "admin"], 2),
+    (&["audit", "--member", "nobody@example.com"], 1),
+    (&["audit", "--since", "yesterday"], 2),
+    (&["token", "create", "--label", " "], 2),
+    (&["token", "revoke", "0123456789abcdef"], 1),
+    (&["token", "create", "--label", "x", "--output", "csv"], 2),
+    // The pull is not configured in this env: a config error, by either route.
+    (&["sync", "status"], 2),
+    (&["sync", "discard", "20261101T020000Z-000042"], 2),
+    (&["members", "show", "ADA@example.com", "--json"], 0),
+    (
+        &[
+            "members",
+            "role",
+            "set",
+            "ada@example.com",
+            "owner",
+            "--json",
+        ],
+        0,
+    ),
+    (&["members", "list", "--output", "csv"], 0),
+    (&["token", "list", "--json"], 0),
+];
+
+/// `s` with member ids (which differ between the two stores) replaced by `<id>`.
+fn without_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in s.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() || c == '-' {
+            run.push(c);
+            continue;
+        }
+        if run.len() == 36 && uuid_like(&run) {
+            out.push_str("<id>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.char_indices()
+        .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'))
+}
+
+/// Runs the table on `env`; returns each command's exit code and stderr.
+async fn run_table(env: &Env) -> Vec<(i32, String)> {
+    let mut results = Vec::new();
+    for (args, _) in ROUTE_TABLE {
+        let out = run_async(env, args).await;
+        results.push((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_gives_the_same_exit_code_and_message_locally_and_through_the_daemon() {
+    let add = [
+        "members",
+        "add",
+        "ada@example.com",
+        "--given",
+        "Ada",
+        "--family",
+        "L",
+    ];
+    let local = env();
+    assert!(run_async(&local, &add).await.status.success());
+    let local_results = run_table(&local).await;
+
+    let remote = env();
+    let daemon = start_daemon(&remote).await;
+    let out = run_async(&remote, &add).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        Store::open(&remote.store).is_err(),
+        "the daemon holds the store, so the CLI went through the socket"
+    );
+    let remote_results = run_table(&remote).await;
+    daemon.stop().await;
+
+    for (((args, want), l), r) in ROUTE_TABLE.iter().zip(&local_results).zip(&remote_results) {
+        assert_eq!(l.0, *want, "{args:?} locally: {}", l.1);
+        assert_eq!(r.0, *want, "{args:?} through the daemon: {}", r.1);
+        assert_eq!(
+            without_ids(&l.1),
+            without_ids(&r.1),
+            "{args:?}: the same message by either route"
+        );
+        if *want != 0 {
+            assert!(!l.1.is_empty(), "{args:?} explains its failure");
+        }
+    }
+}
+
+/// Long names make each member's line about 1.2 KB, so 16,000 members are over 16 MiB, the
+/// old protocol's cap on a whole answer.
+fn seed_long_names(store: &Store, n: usize) {
+    let long = "n".repeat(500);
+    let changes: Vec<Change> = (0..n)
+        .map(|i| Change::Create {
+            attrs: DirectoryAttrs::new(
+                UserName::parse(&format!("user{i:06}@example.com")).unwrap(),
+                Some(&long),
+                Some(&long),
+            ),
+            managed_by: ManagedBy::Manual,
+        })
+        .collect();
+    for chunk in changes.chunks(4000) {
+        for r in provision::apply_batch(store, chunk, &Actor::Owner, chrono::Utc::now()).unwrap() {
+            r.unwrap();
+        }
+    }
+    store.flush_blocking().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_larger_than_16_mib_streams_through_the_daemon_in_every_format() {
+    const N: usize = 16_000;
+    let env = env();
+    {
+        let store = Store::open(&env.store).unwrap();
+        seed_long_names(&store, N);
+    }
+    let daemon = start_daemon(&env).await;
+
+    let out = run_async(&env, &["members", "list", "--output", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() > 16 * 1024 * 1024,
+        "the answer is {} bytes",
+        out.stdout.len()
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), N);
+    assert_eq!(list[0]["userName"], "user000000@example.com");
+    assert_eq!(
+        list[N - 1]["userName"],
+        format!("user{:06}@example.com", N - 1)
+    );
+
+    let out = run_async(&env, &["members", "list", "--output", "csv"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), N + 1);
+
+    let out = run_async(&env, &["members", "list"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().last(),
+        Some(format!("{N} members, {N} active").as_str())
+    );
+
+    let out = run_async(&env, &["audit", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audit.as_array().unwrap().len(), N);
+    daemon.stop().await;
+}
+
+#[test]
+fn names_with_control_characters_are_escaped_and_csv_cells_never_run_as_formulas() {
+    let env = env();
+    let shown = ok(
+        &env,
+        &[
+            "members",
+            "add",
+            "ada@example.com",
+            "--given",
+            "Ada\u{1b}]0;pwned\u{7}\rX",
+            "--family",
+            "=HYPERLINK(\"http://x\")",
+        ],
+    );
+    assert!(shown.contains("Ada\\u{1b}]0;pwned\\u{7}\\u{d}X"), "{shown}");
+    for text in [shown, ok(&env, &["members", "list"]), ok(&env, &["audit"])] {
+        assert!(
+            !text.contains(['\u{1b}', '\u{7}', '\r']),
+            "control characters reach the terminal: {text:?}"
+        );
+    }
+    let csv = ok(&env, &["members", "list", "--output", "csv"]);
+    assert!(csv.contains(",\"'=HYPERLINK(\"\"http://x\"\")\","), "{csv}");
+    let audit_csv = ok(&env, &["audit", "--output", "csv"]);
+    assert_eq!(audit_csv.lines().count(), 2, "{audit_csv}");
+    // JSON is unchanged: serde escapes control characters itself.
+    let json = json(
+        &env,
+        &["members", "show", "ada@example.com", "--output", "json"],
+    );
+    assert_eq!(json["givenName"], "Ada\u{1b}]0;pwned\u{7}\rX");
+    assert_eq!(json["familyName"], "=HYPERLINK(\"http://x\")");
+}
+
+#[test]
+fn token_revoke_all_is_scim_disconnect() {
+    let env = env();
+    ok(&env, &["token", "create", "--label", "a"]);
+    ok(&env, &["token", "create", "--label", "b"]);
+    let out = json(&env, &["token", "revoke", "--all", "--json"]);
+    assert_eq!(out["kind"], "disconnected");
+    assert_eq!(out["revoked"], 2);
+    let out = json(&env, &["scim", "disconnect", "--json"]);
+    assert_eq!(out["kind"], "disconnected");
+    assert_eq!(out["revoked"], 0, "nothing left to revoke");
+    let list = json(&env, &["token", "list", "--output", "json"]);
+    assert!(list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| !t["revoked"].is_null()));
 }

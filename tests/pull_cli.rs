@@ -112,9 +112,12 @@ async fn sync_json_status_dry_run_and_failures() {
     );
     assert!(err.contains("nothing was written"), "{err}");
 
-    let (code, _, err) = cli(&config, &["sync", "discard", "no-such-run"]).await;
+    let (code, _, err) = cli(&config, &["sync", "discard", "20261101T020000Z-000042"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no held changes"), "{err}");
+    let (code, _, err) = cli(&config, &["sync", "discard", "no-such-run"]).await;
+    assert_eq!(code, 2, "a malformed run id is a usage error");
+    assert!(err.contains("is not a run id"), "{err}");
     let (code, _, _) = cli(&config, &["sync", "user", "not-an-email"]).await;
     assert_eq!(code, 2);
 }

@@ -5,9 +5,9 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use retrac_sync::config::ScimConfig;
-use retrac_sync::scim::auth::{self, TokenRequest, TokenResponse};
 use retrac_sync::scim::{router, ScimState};
 use retrac_sync::store::Store;
+use retrac_sync::tokens::{self as auth, TokenRequest, TokenResponse};
 use tower::ServiceExt;
 
 /// Collects everything the request log writes.

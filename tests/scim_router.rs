@@ -7,9 +7,9 @@ use http_body_util::BodyExt;
 use retrac_sync::config::ScimConfig;
 use retrac_sync::member::Actor;
 use retrac_sync::owner;
-use retrac_sync::scim::auth::{self, TokenRequest, TokenResponse};
 use retrac_sync::scim::{router, ScimState};
 use retrac_sync::store::{AuditQuery, Store};
+use retrac_sync::tokens::{self as auth, TokenRequest, TokenResponse};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retrac_sync::config::ScimConfig;
-use retrac_sync::scim::auth::{self, TokenRequest, TokenResponse};
 use retrac_sync::scim::{router, serve, tls, ScimState};
 use retrac_sync::store::Store;
+use retrac_sync::tokens::{self as auth, TokenRequest, TokenResponse};
 use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

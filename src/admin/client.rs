@@ -1,11 +1,12 @@
-//! The CLI's side of the admin socket (blocking: the CLI makes one call and exits).
+//! The CLI's side of the admin socket (blocking: the CLI makes one call and exits). A
+//! listing is read frame by frame as the CLI prints it.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{AdminReply, AdminRequest, AdminResponse, MAX_LINE};
+use super::{AppError, Frame, Listing, ListingKind, Reply, Request};
 
 /// Why a call over the socket did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -24,18 +25,23 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
-    /// The daemon answered with an error.
+    /// The daemon ran the command and it failed.
     #[error("{0}")]
-    Remote(String),
+    Remote(AppError),
 }
 
-/// Sends one request and waits for its answer. `timeout` bounds the whole call (a `sync`
-/// through the daemon waits for the run, so callers pass a long one for it).
-pub fn call(
-    socket: &Path,
-    request: &AdminRequest,
-    timeout: Duration,
-) -> Result<AdminResponse, ClientError> {
+impl From<ClientError> for AppError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Remote(e) => e,
+            other => AppError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Sends one request and reads its answer. `timeout` bounds each read (a `sync` through the
+/// daemon waits for the run, so callers pass a long one for it).
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
     let broken = |message: String| ClientError::Broken {
         path: socket.to_path_buf(),
         message,
@@ -59,26 +65,124 @@ pub fn call(
     let mut line = serde_json::to_vec(request).map_err(|e| broken(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(|e| broken(e.to_string()))?;
-    let mut reader = BufReader::new(stream.take(MAX_LINE as u64));
-    let mut reply = String::new();
-    match reader.read_line(&mut reply) {
-        Ok(0) => {
-            return Err(broken(
-                "the daemon closed the connection without answering".into(),
-            ))
-        }
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            return Err(broken(format!(
-                "no answer within {} s (the daemon may still be working on it)",
-                timeout.as_secs()
-            )))
-        }
-        Err(e) => return Err(broken(e.to_string())),
+    let mut frames = Frames {
+        reader: BufReader::with_capacity(64 * 1024, stream),
+        path: socket.to_path_buf(),
+        timeout,
+        line: String::new(),
+    };
+    let first = frames
+        .next()
+        .ok_or_else(|| broken("the daemon closed the connection without answering".into()))?
+        .map_err(|e| broken(e.to_string()))?;
+    match first {
+        Frame::Written { member, changed } => Ok(Reply::Member { member, changed }),
+        Frame::Shown(member) => Ok(Reply::Shown(member)),
+        Frame::Token(r) => Ok(Reply::Token(r)),
+        Frame::Sync(r) => Ok(Reply::Sync(r)),
+        Frame::Pong { version } => Ok(Reply::Pong { version }),
+        Frame::Begin {
+            listing: ListingKind::Members,
+        } => Ok(Reply::Members(frames.listing(|f| match f {
+            Frame::Member(m) => Some(*m),
+            _ => None,
+        }))),
+        Frame::Begin {
+            listing: ListingKind::Audit,
+        } => Ok(Reply::Audit(frames.listing(|f| match f {
+            Frame::Audit(e) => Some(*e),
+            _ => None,
+        }))),
+        Frame::Error(e) => Err(ClientError::Remote(e)),
+        other @ (Frame::Member(_) | Frame::Audit(_) | Frame::End { .. }) => Err(broken(format!(
+            "the answer began with {}",
+            frame_name(&other)
+        ))),
     }
-    match serde_json::from_str::<AdminReply>(&reply) {
-        Ok(AdminReply::Ok(r)) => Ok(r),
-        Ok(AdminReply::Error(message)) => Err(ClientError::Remote(message)),
-        Err(e) => Err(broken(format!("unreadable answer: {e}"))),
+}
+
+/// The frames of an answer, one JSON line each.
+struct Frames {
+    reader: BufReader<UnixStream>,
+    path: PathBuf,
+    timeout: Duration,
+    line: String,
+}
+
+impl Frames {
+    fn broken(&self, message: impl std::fmt::Display) -> AppError {
+        AppError::Failed(format!(
+            "the daemon did not answer properly on {}: {message}",
+            self.path.display()
+        ))
+    }
+
+    /// The next frame; `None` at the end of the stream.
+    fn next(&mut self) -> Option<Result<Frame, AppError>> {
+        self.line.clear();
+        match self.reader.read_line(&mut self.line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_str(&self.line)
+                    .map_err(|e| self.broken(format!("unreadable answer: {e}"))),
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Some(Err(self.broken(format!(
+                    "no answer within {} s (the daemon may still be working on it)",
+                    self.timeout.as_secs()
+                ))))
+            }
+            Err(e) => Some(Err(self.broken(e))),
+        }
+    }
+
+    /// The items after a `begin` frame, up to the `end` frame, whose count must match.
+    fn listing<T: Send + 'static>(mut self, item: fn(Frame) -> Option<T>) -> Listing<T> {
+        let mut count = 0u64;
+        let mut done = false;
+        Listing::new(std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let next = match self.next() {
+                None => Err(self.broken("the listing was cut short")),
+                Some(Err(e)) => Err(e),
+                Some(Ok(Frame::End { count: sent })) if sent == count => {
+                    done = true;
+                    return None;
+                }
+                Some(Ok(Frame::End { count: sent })) => Err(self.broken(format!(
+                    "the listing announced {sent} items but {count} arrived"
+                ))),
+                Some(Ok(Frame::Error(e))) => Err(e),
+                Some(Ok(frame)) => {
+                    let name = frame_name(&frame);
+                    match item(frame) {
+                        Some(t) => {
+                            count += 1;
+                            Ok(t)
+                        }
+                        None => Err(self.broken(format!("a {name} frame inside a listing"))),
+                    }
+                }
+            };
+            done = next.is_err();
+            Some(next)
+        }))
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Written { .. } => "written",
+        Frame::Shown(_) => "shown",
+        Frame::Token(_) => "token",
+        Frame::Sync(_) => "sync",
+        Frame::Pong { .. } => "pong",
+        Frame::Begin { .. } => "begin",
+        Frame::Member(_) => "member",
+        Frame::Audit(_) => "audit",
+        Frame::End { .. } => "end",
+        Frame::Error(_) => "error",
     }
 }

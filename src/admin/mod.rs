@@ -1,21 +1,36 @@
-//! The admin API: the owner's CLI talks to a running daemon over a Unix socket.
+//! The owner's commands, executed one way: [`execute`] runs a [`Request`] against a
+//! [`Context`], in the CLI's own process when no daemon runs, or in the daemon when the CLI
+//! reaches it over the admin socket (the daemon holds sled's lock).
 //!
-//! The daemon holds sled's lock, so while it runs the CLI cannot open the store; it sends
-//! the same requests it would execute locally, one JSON line each way, instead. Access is
-//! guarded by the socket's mode (0600): whoever can open it is the owner.
+//! The protocol on the socket: the CLI sends one request line (JSON, at most
+//! [`MAX_REQUEST`] bytes); the daemon answers with JSON lines, [`Frame`]s. A single answer
+//! is one frame. A listing (`members list`, `audit`) is a `begin` frame, one frame per member
+//! or entry written as it is produced from a snapshot, and an `end` frame with the count, so
+//! an answer has no size limit and neither side holds it whole. A failure is an `error` frame
+//! carrying the [`AppError`]'s kind and message. Access is guarded by the socket's mode (0600)
+//! and the peer's uid (see [`server`]).
 
 pub mod client;
+mod error;
 pub mod server;
 
+use std::sync::Arc;
+
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::scim::auth::{TokenRequest, TokenResponse};
-use crate::{owner, reconcile};
+pub use error::AppError;
 
-/// A request over the admin socket.
+use crate::member::MemberView;
+use crate::owner;
+use crate::reconcile::{self, ProgressFn};
+use crate::store::{AuditEntry, Store};
+use crate::tokens::{self, TokenRequest, TokenResponse};
+
+/// A request: what the CLI asks, run locally or sent over the socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "request", rename_all = "snake_case")]
-pub enum AdminRequest {
+pub enum Request {
     /// A member command (`members ...`, `audit`).
     Owner(owner::Request),
     /// A pull command (`sync ...`).
@@ -26,12 +41,22 @@ pub enum AdminRequest {
     Ping,
 }
 
-/// The answer to an [`AdminRequest`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "response", rename_all = "snake_case")]
-pub enum AdminResponse {
-    /// The answer to a member command.
-    Owner(owner::Response),
+/// The answer to a [`Request`]. A listing is read as it is produced.
+#[derive(Debug)]
+pub enum Reply {
+    /// `members list`: members ordered by user name.
+    Members(Listing<MemberView>),
+    /// `audit`: entries, oldest first.
+    Audit(Listing<AuditEntry>),
+    /// A member after a write, and whether anything was written.
+    Member {
+        /// The member as it is now.
+        member: Box<MemberView>,
+        /// Whether the request changed it.
+        changed: bool,
+    },
+    /// A member that was read (`members show`).
+    Shown(Box<MemberView>),
     /// The answer to a pull command.
     Sync(reconcile::Response),
     /// The answer to a token command (a new token's secret travels only on this socket).
@@ -43,15 +68,203 @@ pub enum AdminResponse {
     },
 }
 
-/// What travels back on the wire: an answer, or the error message a local run would print.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdminReply {
-    /// It worked.
-    Ok(AdminResponse),
-    /// It failed; the message is for the owner.
-    Error(String),
+/// The items of a listing, read as they are produced: from a snapshot of the store in the
+/// process that executes the request, or from the socket in the CLI. An item fails when the
+/// daemon reports an error or the connection breaks mid-listing.
+pub struct Listing<T> {
+    items: Box<dyn Iterator<Item = Result<T, AppError>> + Send>,
 }
 
-/// The largest request or reply line accepted, in bytes.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+impl<T> Listing<T> {
+    /// A listing over `items`.
+    pub fn new(items: impl Iterator<Item = Result<T, AppError>> + Send + 'static) -> Self {
+        Listing {
+            items: Box::new(items),
+        }
+    }
+}
+
+impl<T> Iterator for Listing<T> {
+    type Item = Result<T, AppError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.items.next()
+    }
+}
+
+impl<T> std::fmt::Debug for Listing<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listing(..)")
+    }
+}
+
+/// What a listing lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingKind {
+    /// `members list`: [`Frame::Member`] lines.
+    Members,
+    /// `audit`: [`Frame::Audit`] lines.
+    Audit,
+}
+
+/// One line of an answer on the socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    /// A member after a write, and whether anything was written.
+    Written {
+        /// The member as it is now.
+        member: Box<MemberView>,
+        /// Whether the request changed it.
+        changed: bool,
+    },
+    /// A member that was read.
+    Shown(Box<MemberView>),
+    /// A token command's answer.
+    Token(TokenResponse),
+    /// A pull command's answer.
+    Sync(reconcile::Response),
+    /// A ping's answer.
+    Pong {
+        /// The daemon's version.
+        version: String,
+    },
+    /// The header of a listing.
+    Begin {
+        /// What follows.
+        listing: ListingKind,
+    },
+    /// One member of a `members` listing.
+    Member(Box<MemberView>),
+    /// One entry of an `audit` listing.
+    Audit(Box<AuditEntry>),
+    /// The trailer of a listing: how many items were sent.
+    End {
+        /// The number of items.
+        count: u64,
+    },
+    /// The command failed (also after a `begin`: the listing is cut short).
+    Error(AppError),
+}
+
+/// The largest request line accepted, in bytes. Answers have no limit.
+pub const MAX_REQUEST: usize = 1024 * 1024;
+
+/// What [`execute`] needs: the store, and the pull when it is configured.
+#[derive(Clone)]
+pub struct Context {
+    /// The open store.
+    pub store: Store,
+    /// The SCIM URL printed with new tokens (`[scim].public_url` + base path).
+    pub scim_url: Option<String>,
+    /// The pull, when `[google]` is configured.
+    pub sync: Option<Arc<reconcile::SyncContext>>,
+    /// Called after a pull requested here finishes (the daemon's health, systemd status).
+    pub on_sync: Option<OnSync>,
+    /// Fetch progress of a pull (a local run on a terminal).
+    pub progress: Option<ProgressFn>,
+}
+
+/// A callback told about each finished pull.
+pub use crate::schedule::OnSync;
+
+/// Executes one request: the daemon for each socket request, the CLI when no daemon runs.
+pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError> {
+    match request {
+        Request::Ping => Ok(Reply::Pong {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
+        Request::Owner(req) => {
+            let store = ctx.store.clone();
+            let reply = blocking(move || owner::execute(&store, req, Utc::now())).await?;
+            ctx.store.flush().await?;
+            Ok(match reply {
+                owner::Response::Members(items) => Reply::Members(Listing::new(items.map(Ok))),
+                owner::Response::Audit(items) => {
+                    Reply::Audit(Listing::new(items.into_iter().map(Ok)))
+                }
+                owner::Response::Member { member, changed } => Reply::Member { member, changed },
+                owner::Response::Shown(member) => Reply::Shown(member),
+            })
+        }
+        Request::Token(req) => {
+            let store = ctx.store.clone();
+            let url = ctx.scim_url.clone();
+            let reply =
+                blocking(move || tokens::execute(&store, req, url.as_deref(), Utc::now())).await?;
+            ctx.store.flush().await?;
+            Ok(Reply::Token(reply))
+        }
+        Request::Sync(req) => {
+            let sync = ctx.sync.as_ref().ok_or_else(|| {
+                AppError::Config("the pull is not configured: set [google].subject and the service account key (see the README, \"Google setup\")".into())
+            })?;
+            let response = reconcile::execute(sync, req, ctx.progress.clone()).await?;
+            if let (reconcile::Response::Run(outcome), Some(hook)) = (&response, &ctx.on_sync) {
+                if !outcome.report.run_id.is_empty() {
+                    hook(outcome);
+                }
+            }
+            Ok(Reply::Sync(response))
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static, E: Into<AppError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Failed(format!("internal error: {e}")))?
+        .map_err(Into::into)
+}
+
+impl Reply {
+    /// The reply as the frames the daemon writes, in order (a listing's items are produced
+    /// as the iterator is read).
+    pub fn into_frames(self) -> Box<dyn Iterator<Item = Frame> + Send> {
+        match self {
+            Reply::Members(items) => {
+                listing_frames(ListingKind::Members, items, |m| Frame::Member(Box::new(m)))
+            }
+            Reply::Audit(items) => {
+                listing_frames(ListingKind::Audit, items, |e| Frame::Audit(Box::new(e)))
+            }
+            Reply::Member { member, changed } => {
+                Box::new(std::iter::once(Frame::Written { member, changed }))
+            }
+            Reply::Shown(member) => Box::new(std::iter::once(Frame::Shown(member))),
+            Reply::Sync(r) => Box::new(std::iter::once(Frame::Sync(r))),
+            Reply::Token(r) => Box::new(std::iter::once(Frame::Token(r))),
+            Reply::Pong { version } => Box::new(std::iter::once(Frame::Pong { version })),
+        }
+    }
+}
+
+/// `begin`, one frame per item, then `end` with the count, or `error` where an item fails.
+fn listing_frames<T: Send + 'static>(
+    listing: ListingKind,
+    items: Listing<T>,
+    frame: fn(T) -> Frame,
+) -> Box<dyn Iterator<Item = Frame> + Send> {
+    let mut count = 0u64;
+    let mut items = Some(items);
+    let body = std::iter::from_fn(move || {
+        let next = items.as_mut()?.next();
+        match next {
+            Some(Ok(item)) => {
+                count += 1;
+                Some(frame(item))
+            }
+            Some(Err(e)) => {
+                items = None;
+                Some(Frame::Error(e))
+            }
+            None => {
+                items = None;
+                Some(Frame::End { count })
+            }
+        }
+    });
+    Box::new(std::iter::once(Frame::Begin { listing }).chain(body))
+}

@@ -1,33 +1,24 @@
 //! The daemon's side of the admin socket.
+//!
+//! The socket is as careful as the SCIM port: it is bound under umask 0177, so it is never
+//! reachable by anyone but its owner, not even between `bind` and `chmod`; a peer whose
+//! `SO_PEERCRED` uid is neither root nor the daemon's own is refused; a client that sends
+//! nothing for [`Limits::idle`] is dropped; and a request line is capped at [`MAX_REQUEST`].
 
 use std::future::Future;
 use std::io::ErrorKind;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chrono::Utc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{AdminReply, AdminRequest, AdminResponse, MAX_LINE};
-use crate::store::Store;
-use crate::{owner, reconcile};
+use super::{execute, AppError, Context, Frame, Request, MAX_REQUEST};
 
-/// What the admin API needs from the daemon.
-#[derive(Clone)]
-pub struct AdminContext {
-    /// The open store.
-    pub store: Store,
-    /// The SCIM URL printed with new tokens (`[scim].public_url` + base path).
-    pub scim_url: Option<String>,
-    /// The pull, when `[google]` is configured.
-    pub sync: Option<Arc<reconcile::SyncContext>>,
-    /// Called after a pull requested over the socket finishes (health, systemd status).
-    pub on_sync: Option<OnSync>,
-}
-
-/// A callback told about each finished pull.
-pub use crate::schedule::OnSync;
+/// The admin API's context, under the name the daemon knows it by.
+pub type AdminContext = Context;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +26,9 @@ pub enum BindError {
     /// Another daemon answers on the socket.
     #[error("another retrac-sync daemon is already listening on {0}")]
     InUse(PathBuf),
+    /// Something that is not a socket is in the way; it is never removed.
+    #[error("{0} exists and is not a socket: refusing to replace it (remove it, or set [admin].socket to another path)")]
+    NotASocket(PathBuf),
     /// The socket could not be created.
     #[error("cannot create the admin socket {path}: {source}")]
     Io {
@@ -45,8 +39,43 @@ pub enum BindError {
     },
 }
 
-/// Binds the socket with mode 0600, replacing a stale socket file left by a dead daemon.
+/// The limits on a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A client that has not sent its whole request line after this long is dropped.
+    pub idle: Duration,
+    /// The largest request line, in bytes.
+    pub max_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle: Duration::from_secs(10),
+            max_request: MAX_REQUEST,
+        }
+    }
+}
+
+/// Binds the socket with mode 0600, replacing a stale socket left by a dead daemon (only a
+/// socket: any other file in the way is an error).
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io = |source| BindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = bind_private(path)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    UnixListener::from_std(listener).map_err(io)
+}
+
+/// Serialises umask changes: the mask is per process, and two binds at once would restore
+/// each other's masks in the wrong order.
+static UMASK: Mutex<()> = Mutex::new(());
+
+/// Prepares the path and binds under umask 0177, so the socket is created 0600.
+fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
+    use rustix::fs::Mode;
     use std::os::unix::fs::PermissionsExt;
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
@@ -58,25 +87,50 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
     }
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                std::fs::remove_file(path).map_err(io)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+                // A socket nobody accepts on: a dead daemon's.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(io)?;
+                }
+                Err(e) => return Err(io(e)),
             }
-            Err(e) => return Err(io(e)),
         }
+        Ok(_) => return Err(BindError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
     }
-    // Bind under a restrictive umask-free dance: bind, then narrow the mode before
-    // announcing readiness; nobody is told about the socket before that.
-    let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    Ok(listener)
+    let bound = {
+        let _guard = UMASK.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
+        let bound = std::os::unix::net::UnixListener::bind(path);
+        rustix::process::umask(previous);
+        bound
+    };
+    bound.map_err(io)
+}
+
+/// Whether a peer with this uid may use the socket: root, or the daemon's own user.
+pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == own_uid
 }
 
 /// Answers requests until `shutdown` resolves. Each connection carries one request.
-pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: UnixListener, ctx: Context, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, ctx, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits (tests shorten the idle timeout).
+pub async fn serve_with(
+    listener: UnixListener,
+    ctx: Context,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let ctx = Arc::new(ctx);
+    let own_uid = rustix::process::geteuid().as_raw();
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -86,14 +140,14 @@ pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Fut
                 Ok((stream, _)) => {
                     let ctx = ctx.clone();
                     connections.spawn(async move {
-                        if let Err(e) = handle_connection(stream, &ctx).await {
+                        if let Err(e) = handle_connection(stream, &ctx, limits, own_uid).await {
                             tracing::warn!(error = %e, "admin connection failed");
                         }
                     });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
@@ -104,87 +158,245 @@ pub async fn serve(listener: UnixListener, ctx: AdminContext, shutdown: impl Fut
     while connections.join_next().await.is_some() {}
 }
 
-async fn handle_connection(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE as u64));
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(());
+/// Reads the request line: `Ok(None)` when the client closed without sending one.
+async fn read_request(stream: &mut UnixStream, limits: Limits) -> Result<Option<String>, AppError> {
+    let mut reader = BufReader::new(stream.take(limits.max_request as u64 + 1));
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(limits.idle, reader.read_until(b'\n', &mut line)).await;
+    match read {
+        Err(_) => Err(AppError::Usage(format!(
+            "no request within {} s: closing",
+            limits.idle.as_secs_f32()
+        ))),
+        Ok(Err(e)) => Err(AppError::failed(format!("cannot read the request: {e}"))),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) if line.len() > limits.max_request => Err(AppError::Usage(format!(
+            "the request is larger than {} bytes",
+            limits.max_request
+        ))),
+        Ok(Ok(_)) => String::from_utf8(line)
+            .map(Some)
+            .map_err(|_| AppError::Usage("the request is not UTF-8".into())),
     }
-    let reply = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(request) => {
-            let op = request_name(&request);
-            match execute(ctx, request).await {
-                Ok(r) => {
-                    tracing::info!(op, "admin request done");
-                    AdminReply::Ok(r)
-                }
-                Err(message) => {
-                    tracing::info!(op, error = %message, "admin request failed");
-                    AdminReply::Error(message)
-                }
-            }
+}
+
+async fn handle_connection(
+    mut stream: UnixStream,
+    ctx: &Context,
+    limits: Limits,
+    own_uid: u32,
+) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?.uid();
+    if !peer_allowed(peer, own_uid) {
+        tracing::warn!(
+            peer_uid = peer,
+            "admin socket: refused a peer that is neither root nor the daemon's user"
+        );
+        let refused = AppError::failed(format!(
+            "permission denied: uid {peer} is neither root nor the daemon's user"
+        ));
+        return write_frames(&mut stream, std::iter::once(Frame::Error(refused))).await;
+    }
+    let line = match read_request(&mut stream, limits).await {
+        Ok(Some(line)) => line,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::info!(error = %e, "admin request refused");
+            return write_frames(&mut stream, std::iter::once(Frame::Error(e))).await;
         }
-        Err(e) => AdminReply::Error(format!(
-            "unreadable admin request (is the CLI the same version as the daemon?): {e}"
-        )),
     };
-    let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await
-}
-
-fn request_name(r: &AdminRequest) -> &'static str {
-    match r {
-        AdminRequest::Owner(_) => "owner",
-        AdminRequest::Sync(_) => "sync",
-        AdminRequest::Token(_) => "token",
-        AdminRequest::Ping => "ping",
+    let request = match serde_json::from_str::<Request>(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = AppError::Usage(format!(
+                "unreadable admin request (is the CLI the same version as the daemon?): {e}"
+            ));
+            return write_frames(&mut stream, std::iter::once(Frame::Error(e))).await;
+        }
+    };
+    let op = request_name(&request);
+    match execute(ctx, request).await {
+        Ok(reply) => {
+            tracing::info!(op, "admin request done");
+            write_frames(&mut stream, reply.into_frames()).await
+        }
+        Err(e) => {
+            tracing::info!(op, error = %e, "admin request failed");
+            write_frames(&mut stream, std::iter::once(Frame::Error(e))).await
+        }
     }
 }
 
-/// Executes one request against the daemon's state.
-pub async fn execute(ctx: &AdminContext, request: AdminRequest) -> Result<AdminResponse, String> {
-    match request {
-        AdminRequest::Ping => Ok(AdminResponse::Pong {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }),
-        AdminRequest::Owner(req) => {
-            let store = ctx.store.clone();
-            let response =
-                tokio::task::spawn_blocking(move || owner::execute(&store, req, Utc::now()))
-                    .await
-                    .map_err(|e| format!("internal error: {e}"))?
-                    .map_err(|e| e.to_string())?;
-            ctx.store.flush().await.map_err(|e| e.to_string())?;
-            Ok(AdminResponse::Owner(response))
+/// Writes frames as JSON lines, in chunks of about 64 KiB, as they are produced.
+async fn write_frames(
+    stream: &mut UnixStream,
+    frames: impl Iterator<Item = Frame>,
+) -> std::io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf = Vec::with_capacity(CHUNK + 1024);
+    for frame in frames {
+        serde_json::to_writer(&mut buf, &frame).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+        if buf.len() >= CHUNK {
+            stream.write_all(&buf).await?;
+            buf.clear();
         }
-        AdminRequest::Token(req) => {
-            let store = ctx.store.clone();
-            let url = ctx.scim_url.clone();
-            let response = tokio::task::spawn_blocking(move || {
-                crate::scim::auth::execute(&store, req, url.as_deref(), Utc::now())
-            })
+    }
+    stream.write_all(&buf).await?;
+    stream.shutdown().await
+}
+
+fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Owner(_) => "owner",
+        Request::Sync(_) => "sync",
+        Request::Token(_) => "token",
+        Request::Ping => "ping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
+
+    fn context(dir: &Path) -> Context {
+        Context {
+            store: Store::open(&dir.join("store")).unwrap(),
+            scim_url: None,
+            sync: None,
+            on_sync: None,
+            progress: None,
+        }
+    }
+
+    /// Serves on a socket in `dir` with `limits`; returns its path and the shutdown handle.
+    fn start(dir: &Path, limits: Limits) -> (PathBuf, tokio::sync::oneshot::Sender<()>) {
+        let path = dir.join("admin.sock");
+        let listener = bind(&path).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(listener, context(dir), limits, async move {
+            let _ = rx.await;
+        }));
+        (path, tx)
+    }
+
+    async fn frames(stream: &mut UnixStream) -> Vec<Frame> {
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
             .await
-            .map_err(|e| format!("internal error: {e}"))?
-            .map_err(|e| e.to_string())?;
-            ctx.store.flush().await.map_err(|e| e.to_string())?;
-            Ok(AdminResponse::Token(response))
+            .expect("the daemon answers and closes")
+            .unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn only_root_and_the_daemons_own_user_may_connect() {
+        assert!(peer_allowed(0, 990));
+        assert!(peer_allowed(990, 990));
+        assert!(!peer_allowed(1000, 990));
+        assert!(!peer_allowed(65534, 0));
+        assert!(peer_allowed(0, 0));
+    }
+
+    #[test]
+    fn the_socket_is_created_0600_by_the_umask_not_by_a_later_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        // bind_private does no chmod: the mode comes from the umask alone.
+        let _listener = bind_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        // The process's own umask is restored.
+        let now = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(now);
+        assert_ne!(now.as_raw_mode(), 0o177);
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_in_the_way_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        std::fs::write(&path, "precious").unwrap();
+        assert!(matches!(bind(&path), Err(BindError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "a dead daemon's socket file");
+        let live = bind(&path).unwrap();
+        assert!(matches!(bind(&path), Err(BindError::InUse(_))));
+        drop(live);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_dropped_after_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            idle: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (path, _stop) = start(dir.path(), limits);
+        let mut silent = UnixStream::connect(&path).await.unwrap();
+        let started = std::time::Instant::now();
+        let answer = frames(&mut silent).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        match answer.as_slice() {
+            [Frame::Error(AppError::Usage(m))] => assert!(m.contains("no request within"), "{m}"),
+            other => panic!("{other:?}"),
         }
-        AdminRequest::Sync(req) => {
-            let sync = ctx.sync.as_ref().ok_or_else(|| {
-                "the pull is not configured on this daemon: set [google].subject and the service account key (see the README, \"Google setup\")".to_string()
-            })?;
-            let response = reconcile::execute(sync, req, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let (reconcile::Response::Run(outcome), Some(hook)) = (&response, &ctx.on_sync) {
-                if !outcome.report.run_id.is_empty() {
-                    hook(outcome);
-                }
-            }
-            Ok(AdminResponse::Sync(response))
+        // The daemon still answers others.
+        let mut ping = UnixStream::connect(&path).await.unwrap();
+        ping.write_all(b"{\"type\":\"ping\"}\n").await.unwrap();
+        assert!(matches!(frames(&mut ping).await[..], [Frame::Pong { .. }]));
+    }
+
+    #[tokio::test]
+    async fn the_default_idle_timeout_is_10_s() {
+        assert_eq!(Limits::default().idle, Duration::from_secs(10));
+        assert_eq!(Limits::default().max_request, 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_request_line_is_capped_at_1_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _stop) = start(dir.path(), Limits::default());
+        // Just under the cap: a ping padded with spaces is still read.
+        let mut padded = b"{\"type\":\"ping\"}".to_vec();
+        padded.resize(MAX_REQUEST - 1, b' ');
+        padded.push(b'\n');
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(&padded).await.unwrap();
+        assert!(matches!(frames(&mut s).await[..], [Frame::Pong { .. }]));
+        // Over it: refused, without reading the rest.
+        let mut big = vec![b' '; MAX_REQUEST + 100];
+        big.push(b'\n');
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (mut read, mut write) = s.into_split();
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(&big).await;
+        });
+        // The daemon closes with the rest unread, so the read after the answer is a reset:
+        // read the answer line only, as the CLI does.
+        let mut text = String::new();
+        let mut reader = BufReader::new(&mut read);
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut text))
+            .await
+            .unwrap()
+            .unwrap();
+        let frame: Frame = serde_json::from_str(text.trim()).unwrap();
+        match frame {
+            Frame::Error(AppError::Usage(m)) => assert!(m.contains("larger than 1048576"), "{m}"),
+            other => panic!("{other:?}"),
         }
+        let _ = writer.await;
     }
 }

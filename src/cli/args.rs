@@ -1,0 +1,378 @@
+//! The clap definitions. Arguments are validated while they are parsed (e-mail addresses,
+//! run ids, roles, times), so a bad one is a usage error (exit 2) before anything runs.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::member::{Role, UserName};
+
+/// Keeps a Retrac workspace's members in step with a Google Workspace directory.
+#[derive(Debug, Parser)]
+#[command(name = "retrac-sync", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $RETRAC_SYNC_CONFIG, else /etc/retrac-sync/config.toml if it exists]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How answers are printed.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value_t,
+        alias = "format"
+    )]
+    pub output: Output,
+    /// The same as `--output json` (kept for scripts written before `--output`).
+    #[arg(long, global = true, hide = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The output format asked for (`--json` means `--output json`).
+    pub fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Text for a person: tables of at most 80 columns, control characters escaped.
+    #[default]
+    Table,
+    /// JSON (a listing is one array).
+    Json,
+    /// CSV with a header line (listings and members; cells that a spreadsheet would run as a
+    /// formula are prefixed with `'`).
+    Csv,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: SCIM endpoint, scheduled pull, admin socket, health and metrics.
+    Run,
+    /// Run the real daemon against a fake Google directory: no account needed.
+    Demo {
+        /// How many sample users the fake directory starts with.
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Where the SCIM endpoint listens (a free port is used if it is taken).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+    },
+    /// Validate or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List, show, invite and manage members (locations, role, restore).
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Show the audit log of member changes.
+    Audit(AuditArgs),
+    /// Pull from the Google directory now; show runs; approve or discard held deactivations.
+    Sync(SyncArgs),
+    /// Make, list and revoke the SCIM bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The SCIM connection as a whole.
+    #[command(subcommand)]
+    Scim(ScimCommand),
+}
+
+/// `token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for a SCIM client; it is printed once, with the SCIM URL.
+    Create {
+        /// Who it is for, e.g. google-workspace; recorded as the actor of its changes.
+        #[arg(long)]
+        label: String,
+    },
+    /// List tokens: id, label, created, last used, revoked (never the secret).
+    List,
+    /// Revoke one token, or all of them; requests that use a revoked token get 401 at once.
+    Revoke {
+        /// The token id (from `token list`).
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Revoke every token: the same operation as `scim disconnect`.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+/// `scim ...`
+#[derive(Debug, Subcommand)]
+pub enum ScimCommand {
+    /// Revoke every token, so the SCIM endpoint accepts nothing until a new token is made
+    /// (the same operation as `token revoke --all`).
+    Disconnect,
+}
+
+/// `sync [--dry-run]` and its subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SyncArgs {
+    /// What to do; without one, run a sync now.
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+    /// Print each planned change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `sync ...`
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Reconcile one user now (provision on demand).
+    User {
+        /// The user's email.
+        #[arg(value_parser = parse_email)]
+        email: String,
+        /// Print the planned change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the recent runs and any held deactivations.
+    Status {
+        /// How many runs.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Apply the deactivations a run held, after re-planning against the current state.
+    Approve {
+        /// The run id shown by `sync status`.
+        #[arg(value_parser = parse_run_id)]
+        run_id: String,
+    },
+    /// Drop the deactivations a run held.
+    Discard {
+        /// The run id shown by `sync status`.
+        #[arg(value_parser = parse_run_id)]
+        run_id: String,
+    },
+}
+
+/// `config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the effective values (TOML, or JSON with `--output json`).
+    Check,
+    /// Print the documented example config (every key, with comments).
+    Example,
+}
+
+/// `members ...`
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// List members, ordered by user name.
+    List {
+        /// Only active members.
+        #[arg(long, conflicts_with = "inactive")]
+        active: bool,
+        /// Only inactive (deactivated) members.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Show one member.
+    Show {
+        /// Email address (any case) or member id.
+        member: String,
+    },
+    /// Invite a member by hand (managed by the owner; the pull never touches it).
+    Add {
+        /// Email address.
+        #[arg(value_parser = parse_email)]
+        email: String,
+        /// First name.
+        #[arg(long)]
+        given: String,
+        /// Last name.
+        #[arg(long)]
+        family: String,
+    },
+    /// Assign locations (owner-only; provisioning never changes them).
+    #[command(subcommand)]
+    Locations(LocationsCommand),
+    /// Assign a role (owner-only).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Bring back a deactivated or SCIM-deleted member, with its locations.
+    Restore {
+        /// Email address or member id.
+        member: String,
+    },
+}
+
+/// `members locations ...`
+#[derive(Debug, Subcommand)]
+pub enum LocationsCommand {
+    /// Replace the member's locations.
+    Set(LocationsArgs),
+    /// Add locations.
+    Add(LocationsArgs),
+    /// Remove locations.
+    Remove(LocationsArgs),
+}
+
+/// Arguments of `members locations set|add|remove`.
+#[derive(Debug, Args)]
+pub struct LocationsArgs {
+    /// Email address or member id.
+    pub member: String,
+    /// Location names.
+    #[arg(required = true, num_args = 1..)]
+    pub locations: Vec<String>,
+}
+
+/// `members role ...`
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Set the member's role.
+    Set {
+        /// Email address or member id.
+        member: String,
+        /// owner or member.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+/// `audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this member (email address or id).
+    #[arg(long, value_name = "EMAIL")]
+    pub member: Option<String>,
+    /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many entries, the most recent.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z ({e})"))
+}
+
+/// An e-mail address, checked as the store checks a user name; kept as typed.
+fn parse_email(s: &str) -> Result<String, String> {
+    UserName::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A run id as the store makes them: `20261101T020000Z-000042` (start time, sequence).
+pub fn parse_run_id(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a run id such as 20261101T020000Z-000042 (see `retrac-sync sync status`)"
+        )
+    };
+    let (time, seq) = s.split_once('-').ok_or_else(bad)?;
+    let time_ok =
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").is_ok() && time.len() == 16;
+    let seq_ok = seq.len() == 6 && seq.bytes().all(|b| b.is_ascii_digit());
+    if time_ok && seq_ok {
+        Ok(s.to_string())
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_ids_are_checked_while_parsing() {
+        assert!(parse_run_id("20261101T020000Z-000042").is_ok());
+        for bad in [
+            "no-such-run",
+            "20261101T020000Z",
+            "20261101T020000Z-42",
+            "20261341T020000Z-000042",
+            "20261101T020000Z-00004x",
+        ] {
+            assert!(parse_run_id(bad).is_err(), "{bad}");
+        }
+        let made = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string() + "-000001";
+        assert!(parse_run_id(&made).is_ok(), "the store's own format parses");
+    }
+
+    #[test]
+    fn emails_are_checked_while_parsing() {
+        let err = Cli::try_parse_from(["retrac-sync", "sync", "user", "not-an-email"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not an email address"), "{err}");
+        let err = Cli::try_parse_from([
+            "retrac-sync",
+            "members",
+            "add",
+            "not-an-email",
+            "--given",
+            "A",
+            "--family",
+            "B",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(Cli::try_parse_from(["retrac-sync", "sync", "user", "Ada@Example.com"]).is_ok());
+    }
+
+    #[test]
+    fn one_output_flag_with_json_and_format_as_aliases() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().output();
+        assert_eq!(parse(&["retrac-sync", "members", "list"]), Output::Table);
+        assert_eq!(
+            parse(&["retrac-sync", "members", "list", "--output", "csv"]),
+            Output::Csv
+        );
+        assert_eq!(
+            parse(&["retrac-sync", "--output", "json", "members", "list"]),
+            Output::Json
+        );
+        assert_eq!(
+            parse(&["retrac-sync", "members", "list", "--format", "csv"]),
+            Output::Csv
+        );
+        assert_eq!(
+            parse(&["retrac-sync", "token", "list", "--json"]),
+            Output::Json
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--output"));
+        assert!(!help.contains("--json"), "--json is hidden: {help}");
+    }
+
+    #[test]
+    fn token_revoke_takes_an_id_or_all() {
+        assert!(Cli::try_parse_from(["retrac-sync", "token", "revoke"]).is_err());
+        assert!(Cli::try_parse_from(["retrac-sync", "token", "revoke", "ab", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["retrac-sync", "token", "revoke", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["retrac-sync", "token", "revoke", "ab"]).is_ok());
+    }
+}

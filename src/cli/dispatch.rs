@@ -1,0 +1,223 @@
+//! One way through: a command becomes an [`admin::Request`]; the CLI asks the daemon over the
+//! admin socket, or, when no daemon runs, executes it itself with [`admin::execute`], the
+//! function the daemon runs. Either way the answer is rendered the same, and a failure is one
+//! [`AppError`] with one exit code.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::args::{
+    Cli, Command, ConfigCommand, LocationsCommand, MembersCommand, Output, RoleCommand,
+    ScimCommand, SyncArgs, SyncCommand, TokenCommand,
+};
+use super::render;
+use crate::admin::{self, client::ClientError, AppError, Reply, Request};
+use crate::config::{self, Config};
+use crate::owner::{self, ActiveFilter, LocationEdit};
+use crate::reconcile::{self, Request as SyncRequest};
+use crate::store::Store;
+use crate::tokens::TokenRequest;
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("retrac-sync: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs a parsed command, writing its answer to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
+    let output = cli.output();
+    let config_path = config::resolve_path(
+        cli.config.as_deref(),
+        std::env::var(config::PATH_ENV).ok().as_deref(),
+    );
+    let load = || Config::load(config_path.as_deref()).map_err(|e| AppError::Config(e.to_string()));
+    let request = match cli.command {
+        Command::Run => {
+            let config = load()?;
+            crate::telemetry::init_logging(&config.log);
+            return runtime()?
+                .block_on(crate::daemon::run(config))
+                .map_err(AppError::failed);
+        }
+        Command::Demo { users, listen } => {
+            crate::telemetry::init_logging(&crate::config::LogConfig {
+                level: "warn".into(),
+                ..Default::default()
+            });
+            let opts = crate::demo::DemoOptions {
+                users,
+                listen,
+                ..Default::default()
+            };
+            return runtime()?
+                .block_on(crate::demo::run(opts, &mut std::io::stdout()))
+                .map_err(AppError::failed);
+        }
+        Command::Config(ConfigCommand::Example) => {
+            return out
+                .write_all(config::EXAMPLE.as_bytes())
+                .map_err(render::output_error);
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let config = load()?;
+            return render::config_check(&config, config_path.as_deref(), output, out);
+        }
+        Command::Members(cmd) => Request::Owner(members_request(cmd)),
+        Command::Audit(args) => Request::Owner(owner::Request::Audit {
+            member: args.member,
+            since: args.since,
+            limit: args.limit,
+        }),
+        Command::Token(cmd) => Request::Token(match cmd {
+            TokenCommand::Create { label } => TokenRequest::Create { label },
+            TokenCommand::List => TokenRequest::List,
+            TokenCommand::Revoke { all: true, .. } => TokenRequest::Disconnect,
+            TokenCommand::Revoke { id, .. } => TokenRequest::Revoke {
+                id: id.unwrap_or_default(),
+            },
+        }),
+        Command::Scim(ScimCommand::Disconnect) => Request::Token(TokenRequest::Disconnect),
+        Command::Sync(args) => Request::Sync(sync_request(args)),
+    };
+    if output == Output::Csv && !render::has_csv(&request) {
+        return Err(AppError::Usage(
+            "--output csv is for listings and members; use table or json for this command".into(),
+        ));
+    }
+    let config = load()?;
+    let reply = ask(&config, request, output)?;
+    render::write(reply, output, out)
+}
+
+/// One runtime builder for the daemon, the demo and a local run.
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::failed(format!("cannot start the async runtime: {e}")))
+}
+
+/// Asks the daemon over the admin socket; when none runs, executes the request here.
+fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppError> {
+    // A sync through the daemon waits for the whole run.
+    let timeout = match request {
+        Request::Sync(_) => Duration::from_secs(3600),
+        _ => Duration::from_secs(60),
+    };
+    match admin::client::call(&config.admin.socket, &request, timeout) {
+        Err(ClientError::NoDaemon(_)) => {}
+        answer => return answer.map_err(AppError::from),
+    }
+    let runtime = runtime()?;
+    let ctx = local_context(config, &request, output)?;
+    let reply = runtime.block_on(admin::execute(&ctx, request));
+    if ctx.progress.is_some() {
+        eprintln!();
+    }
+    reply
+}
+
+/// The context of a run in the CLI's own process: the store opened here, and the pull when
+/// `[google]` is configured, as in the daemon.
+fn local_context(
+    config: &Config,
+    request: &Request,
+    output: Output,
+) -> Result<admin::Context, AppError> {
+    let store = Store::open(&config.store.path)?;
+    let sync = config
+        .google
+        .subject
+        .is_some()
+        .then(|| Arc::new(reconcile::SyncContext::new(store.clone(), config.clone())));
+    // Progress goes to stderr, only on a terminal, only for a run printed as text.
+    let runs = matches!(
+        request,
+        Request::Sync(SyncRequest::Sync { .. } | SyncRequest::SyncUser { .. })
+    );
+    let show_progress =
+        runs && sync.is_some() && output == Output::Table && std::io::stderr().is_terminal();
+    let progress: Option<reconcile::ProgressFn> = show_progress.then(|| {
+        let f: reconcile::ProgressFn = Arc::new(|p: reconcile::Progress| {
+            eprint!(
+                "\rfetching: {} user pages, {} users, {} group pages",
+                p.pages, p.users, p.group_pages
+            );
+        });
+        f
+    });
+    Ok(admin::Context {
+        scim_url: config
+            .scim
+            .public_url
+            .as_deref()
+            .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
+        store,
+        sync,
+        on_sync: None,
+        progress,
+    })
+}
+
+fn sync_request(args: SyncArgs) -> SyncRequest {
+    match args.command {
+        None => SyncRequest::Sync {
+            dry_run: args.dry_run,
+        },
+        Some(SyncCommand::User { email, dry_run }) => SyncRequest::SyncUser { email, dry_run },
+        Some(SyncCommand::Status { limit }) => SyncRequest::Status { limit },
+        Some(SyncCommand::Approve { run_id }) => SyncRequest::Approve { run_id },
+        Some(SyncCommand::Discard { run_id }) => SyncRequest::Discard { run_id },
+    }
+}
+
+fn members_request(cmd: MembersCommand) -> owner::Request {
+    match cmd {
+        MembersCommand::List { active, inactive } => owner::Request::MembersList {
+            filter: if active {
+                ActiveFilter::Active
+            } else if inactive {
+                ActiveFilter::Inactive
+            } else {
+                ActiveFilter::All
+            },
+        },
+        MembersCommand::Show { member } => owner::Request::MembersShow { who: member },
+        MembersCommand::Add {
+            email,
+            given,
+            family,
+        } => owner::Request::MembersAdd {
+            email,
+            given,
+            family,
+        },
+        MembersCommand::Locations(cmd) => {
+            let (edit, args) = match cmd {
+                LocationsCommand::Set(a) => (LocationEdit::Set, a),
+                LocationsCommand::Add(a) => (LocationEdit::Add, a),
+                LocationsCommand::Remove(a) => (LocationEdit::Remove, a),
+            };
+            owner::Request::MembersLocations {
+                who: args.member,
+                edit,
+                locations: args.locations,
+            }
+        }
+        MembersCommand::Role(RoleCommand::Set { member, role }) => {
+            owner::Request::MembersRole { who: member, role }
+        }
+        MembersCommand::Restore { member } => owner::Request::MembersRestore { who: member },
+    }
+}

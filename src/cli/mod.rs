@@ -1,0 +1,13 @@
+//! The command line: the clap definitions ([`args`]), one dispatcher that runs a command
+//! through the daemon or locally ([`dispatch`]), and the rendering of the answers as tables,
+//! JSON or CSV ([`render`]).
+//!
+//! Exit codes: 0 ok, 1 failure, 2 usage or config error ([`crate::admin::AppError::exit_code`]).
+//! A new subcommand is one variant in [`args::Command`] and one arm in [`dispatch::run`].
+
+pub mod args;
+pub mod dispatch;
+pub mod render;
+
+pub use args::{Cli, Command, Output};
+pub use dispatch::{main, run};

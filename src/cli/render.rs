@@ -1,0 +1,778 @@
+//! Rendering of the answers: tables and text for a person, JSON, CSV. A listing is printed as
+//! it arrives, item by item, in every format.
+//!
+//! Text output escapes control characters (ESC, BEL, CR, ...), so a name cannot drive the
+//! owner's terminal; CSV prefixes a cell that a spreadsheet would run as a formula with `'`
+//! (OWASP's advice on CSV injection); JSON is left as serde writes it (already escaped).
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use super::args::Output;
+use crate::admin::{AppError, Listing, Reply, Request};
+use crate::config::Config;
+use crate::member::MemberView;
+use crate::reconcile::{self, Response as SyncResponse};
+use crate::store::AuditEntry;
+use crate::tokens::{TokenRequest, TokenResponse};
+
+/// A failure to write the output (a closed pipe, a full disk).
+pub fn output_error(e: std::io::Error) -> AppError {
+    AppError::Failed(format!("cannot write output: {e}"))
+}
+
+/// Whether the answer to `request` has a CSV form: listings and members.
+pub fn has_csv(request: &Request) -> bool {
+    match request {
+        Request::Owner(_) => true,
+        Request::Token(t) => matches!(t, TokenRequest::List),
+        Request::Sync(s) => matches!(s, reconcile::Request::Status { .. }),
+        Request::Ping => false,
+    }
+}
+
+/// Prints an answer. A failed sync run is printed, then reported as a failure (exit 1); a
+/// listing that breaks off is reported after what arrived.
+pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), AppError> {
+    let io = output_error;
+    match reply {
+        Reply::Members(items) => members(items, output, out),
+        Reply::Audit(items) => audit(items, output, out),
+        Reply::Member { member, changed } => one_member(&member, changed, output, out).map_err(io),
+        Reply::Shown(member) => one_member(&member, true, output, out).map_err(io),
+        Reply::Token(r) => tokens(&r, output, out).map_err(io),
+        Reply::Sync(r) => {
+            sync::write(&r, output, out).map_err(io)?;
+            match r {
+                SyncResponse::Run(o) if o.failed() => Err(AppError::Failed(format!(
+                    "sync run {} failed: {}",
+                    o.report.run_id,
+                    o.error.as_deref().unwrap_or("see the log")
+                ))),
+                _ => Ok(()),
+            }
+        }
+        Reply::Pong { version } => writeln!(out, "retrac-sync daemon {version}").map_err(io),
+    }
+}
+
+/// `config check`: the effective values as TOML (or JSON).
+pub fn config_check(
+    config: &Config,
+    path: Option<&Path>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    if output == Output::Json {
+        return json_value(out, config).map_err(output_error);
+    }
+    let from = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults (no config file)".into());
+    writeln!(
+        out,
+        "# config OK: {from}, with RETRAC_SYNC_* overrides applied"
+    )
+    .and_then(|_| out.write_all(config.to_toml().as_bytes()))
+    .map_err(output_error)
+}
+
+fn json_value<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")
+}
+
+/// A JSON array written item by item, laid out as `serde_json::to_string_pretty` lays out a
+/// whole array.
+struct JsonArray {
+    count: usize,
+}
+
+impl JsonArray {
+    fn item<T: serde::Serialize>(&mut self, out: &mut dyn Write, item: &T) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(item).map_err(std::io::Error::other)?;
+        // serde escapes newlines inside strings, so every '\n' here is layout.
+        let sep = if self.count == 0 { "[\n  " } else { ",\n  " };
+        self.count += 1;
+        write!(out, "{sep}{}", text.replace('\n', "\n  "))
+    }
+
+    fn end(self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.count == 0 {
+            writeln!(out, "[]")
+        } else {
+            writeln!(out, "\n]")
+        }
+    }
+}
+
+/// Writes every item of a listing with `each`; `end` runs only if the listing was whole.
+fn stream<T>(
+    items: Listing<T>,
+    out: &mut dyn Write,
+    mut each: impl FnMut(&mut dyn Write, &T) -> std::io::Result<()>,
+) -> Result<(), AppError> {
+    for item in items {
+        match item {
+            Ok(item) => each(out, &item).map_err(output_error)?,
+            Err(e) => {
+                // What arrived is printed; say that the rest is missing.
+                out.flush().map_err(output_error)?;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn members(
+    items: Listing<MemberView>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    match output {
+        Output::Json => {
+            let mut array = JsonArray { count: 0 };
+            stream(items, out, |out, m| array.item(out, m))?;
+            array.end(out).map_err(output_error)
+        }
+        Output::Csv => {
+            csv_member_header(out).map_err(output_error)?;
+            stream(items, out, |out, m| csv_member(out, m))
+        }
+        Output::Table => {
+            table_header(out).map_err(output_error)?;
+            let (mut total, mut active) = (0usize, 0usize);
+            stream(items, out, |out, m| {
+                total += 1;
+                active += usize::from(m.active);
+                table_row(out, m)
+            })?;
+            writeln!(out, "{total} members, {active} active").map_err(output_error)
+        }
+    }
+}
+
+fn audit(items: Listing<AuditEntry>, output: Output, out: &mut dyn Write) -> Result<(), AppError> {
+    match output {
+        Output::Json => {
+            let mut array = JsonArray { count: 0 };
+            stream(items, out, |out, e| array.item(out, e))?;
+            array.end(out).map_err(output_error)
+        }
+        Output::Csv => {
+            writeln!(out, "time,change,actor,userName,memberId,before,after")
+                .map_err(output_error)?;
+            stream(items, out, |out, e| {
+                let json = |m| serde_json::to_string(m).unwrap_or_default();
+                csv_line(
+                    out,
+                    &[
+                        e.time.to_rfc3339(),
+                        e.change.clone(),
+                        e.actor.to_string(),
+                        e.user_name.clone(),
+                        e.member_id.to_string(),
+                        json(&e.before),
+                        json(&e.after),
+                    ],
+                )
+            })
+        }
+        Output::Table => {
+            let mut any = false;
+            stream(items, out, |out, e| {
+                any = true;
+                audit_entry(out, e)
+            })?;
+            if !any {
+                writeln!(out, "no audit entries").map_err(output_error)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Escapes the control characters in `s` (C0, DEL, C1, and the bidirectional overrides that
+/// can reorder what a terminal shows), so text from the directory cannot move the cursor,
+/// ring the bell, rewrite the line or disguise itself on the owner's terminal.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Cuts `s` to `width` characters, marking a cut with '…'.
+fn fit(s: &str, width: usize) -> String {
+    let count = s.chars().count();
+    if count <= width {
+        format!("{s:<width$}")
+    } else {
+        let mut cut: String = s.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+fn full_name(m: &MemberView) -> String {
+    match (&m.given_name, &m.family_name) {
+        (Some(g), Some(f)) => format!("{g} {f}"),
+        (Some(g), None) => g.clone(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => m.display_name.clone().unwrap_or_default(),
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// USER NAME 28 | NAME 18 | ACTIVE 6 | ROLE 6 | BY 6 | LOCATIONS 10 = 74 + 5 separators = 79.
+fn table_header(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {} {} {} {} LOCATIONS",
+        fit("USER NAME", 28),
+        fit("NAME", 18),
+        fit("ACTIVE", 6),
+        fit("ROLE", 6),
+        fit("BY", 6),
+    )
+}
+
+fn table_row(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
+    let line = format!(
+        "{} {} {} {} {} {}",
+        fit(&clean(&m.user_name), 28),
+        fit(&clean(&full_name(m)), 18),
+        fit(if m.active { "yes" } else { "no" }, 6),
+        fit(&m.role.to_string(), 6),
+        fit(&m.managed_by.to_string(), 6),
+        fit(&clean(&m.locations.join(",")), 10),
+    );
+    writeln!(out, "{}", line.trim_end())
+}
+
+/// A CSV cell: a cell that starts like a formula gets a leading `'`; then it is quoted when
+/// it holds a separator, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn csv_line(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {
+    let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+    writeln!(out, "{}", line.join(","))
+}
+
+fn csv_member_header(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "id,userName,givenName,familyName,displayName,active,externalId,locations,role,managedBy,created,lastModified,version"
+    )
+}
+
+fn csv_member(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
+    csv_line(
+        out,
+        &[
+            m.id.clone(),
+            m.user_name.clone(),
+            m.given_name.clone().unwrap_or_default(),
+            m.family_name.clone().unwrap_or_default(),
+            m.display_name.clone().unwrap_or_default(),
+            m.active.to_string(),
+            m.external_id.clone().unwrap_or_default(),
+            m.locations.join(";"),
+            m.role.to_string(),
+            m.managed_by.to_string(),
+            m.created.to_rfc3339(),
+            m.last_modified.to_rfc3339(),
+            m.version.to_string(),
+        ],
+    )
+}
+
+fn one_member(
+    m: &MemberView,
+    changed: bool,
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match output {
+        Output::Json => json_value(out, m),
+        Output::Csv => csv_member_header(out).and_then(|_| csv_member(out, m)),
+        Output::Table => member_text(out, m, changed),
+    }
+}
+
+fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::Result<()> {
+    let none = || "-".to_string();
+    let emails: Vec<&str> = m.emails.iter().map(|e| e.value.as_str()).collect();
+    let rows = [
+        ("id", m.id.clone()),
+        ("user name", m.user_name.clone()),
+        ("name", full_name(m)),
+        ("display name", m.display_name.clone().unwrap_or_else(none)),
+        ("emails", emails.join(", ")),
+        ("active", if m.active { "yes".into() } else { "no".into() }),
+        ("external id", m.external_id.clone().unwrap_or_else(none)),
+        (
+            "locations",
+            if m.locations.is_empty() {
+                none()
+            } else {
+                m.locations.join(", ")
+            },
+        ),
+        ("role", m.role.to_string()),
+        ("managed by", m.managed_by.to_string()),
+        ("created", m.created.to_rfc3339()),
+        ("last modified", m.last_modified.to_rfc3339()),
+        ("version", m.version.to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<14} {}", clean(&v))?;
+    }
+    if !changed {
+        writeln!(out, "(no change)")?;
+    }
+    Ok(())
+}
+
+fn audit_entry(out: &mut dyn Write, e: &AuditEntry) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}  {:<12} {:<14} {}",
+        e.time.format("%Y-%m-%dT%H:%M:%SZ"),
+        clean(&e.change),
+        clean(&e.actor.to_string()),
+        clean(&e.user_name)
+    )?;
+    for (k, after) in &e.after {
+        let before = e
+            .before
+            .get(k)
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "∅".into());
+        writeln!(out, "    {}", clean(&format!("{k}: {before} -> {after}")))?;
+    }
+    Ok(())
+}
+
+fn tokens(response: &TokenResponse, output: Output, out: &mut dyn Write) -> std::io::Result<()> {
+    match (output, response) {
+        (Output::Json, _) => json_value(out, response),
+        (Output::Csv, TokenResponse::Tokens { tokens }) => {
+            writeln!(out, "id,label,created,lastUsed,revoked")?;
+            let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+            for t in tokens {
+                csv_line(
+                    out,
+                    &[
+                        t.id.clone(),
+                        t.label.clone(),
+                        t.created.to_rfc3339(),
+                        time(t.last_used),
+                        time(t.revoked),
+                    ],
+                )?;
+            }
+            Ok(())
+        }
+        _ => tokens_text(response, out),
+    }
+}
+
+fn tokens_text(response: &TokenResponse, out: &mut dyn Write) -> std::io::Result<()> {
+    match response {
+        TokenResponse::Created {
+            token,
+            secret,
+            scim_url,
+        } => {
+            writeln!(out, "Token {} for {:?}:", token.id, clean(&token.label))?;
+            writeln!(out)?;
+            writeln!(out, "  {}", secret.0)?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "It is shown only this once: put it in the SCIM client now (as a Bearer token)."
+            )?;
+            match scim_url {
+                Some(u) => writeln!(out, "SCIM URL: {u}"),
+                None => writeln!(
+                    out,
+                    "SCIM URL: set [scim].public_url (e.g. https://sync.example.com) to have it printed here."
+                ),
+            }
+        }
+        TokenResponse::Tokens { tokens } => {
+            if tokens.is_empty() {
+                return writeln!(
+                    out,
+                    "no tokens (make one with `retrac-sync token create --label NAME`)"
+                );
+            }
+            writeln!(
+                out,
+                "{:<16} {:<20} {:<16} {:<16} REVOKED",
+                "ID", "LABEL", "CREATED", "LAST USED"
+            )?;
+            for t in tokens {
+                writeln!(
+                    out,
+                    "{:<16} {} {:<16} {:<16} {}",
+                    t.id,
+                    fit(&clean(&t.label), 20),
+                    when(Some(t.created)),
+                    when(t.last_used),
+                    when(t.revoked)
+                )?;
+            }
+            let valid = tokens.iter().filter(|t| t.revoked.is_none()).count();
+            writeln!(out, "{} tokens, {valid} valid", tokens.len())
+        }
+        TokenResponse::Revoked { token, already } => {
+            if *already {
+                writeln!(
+                    out,
+                    "Token {} ({:?}) was already revoked.",
+                    token.id,
+                    clean(&token.label)
+                )
+            } else {
+                writeln!(
+                    out,
+                    "Revoked token {} ({:?}); requests that use it now get 401.",
+                    token.id,
+                    clean(&token.label)
+                )
+            }
+        }
+        TokenResponse::Disconnected {
+            revoked,
+            active_members,
+        } => {
+            writeln!(
+                out,
+                "Revoked {revoked} tokens. The SCIM endpoint accepts no request until a new token is made."
+            )?;
+            writeln!(
+                out,
+                "{active_members} members are still active; SCIM will no longer deactivate them."
+            )?;
+            writeln!(out, "Review them with: retrac-sync members list --active")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(given: &str, family: &str) -> MemberView {
+        MemberView {
+            id: "x".into(),
+            user_name: "a.very.long.user.name.that.goes.on@example.com".into(),
+            given_name: Some(given.into()),
+            family_name: Some(family.into()),
+            display_name: None,
+            emails: vec![],
+            active: true,
+            external_id: None,
+            locations: vec!["Paris".into(), "Lyon".into(), "Marseille".into()],
+            role: crate::member::Role::Owner,
+            managed_by: crate::member::ManagedBy::Manual,
+            created: Utc::now(),
+            last_modified: Utc::now(),
+            version: 1,
+        }
+    }
+
+    fn listing(ms: Vec<MemberView>) -> Listing<MemberView> {
+        Listing::new(ms.into_iter().map(Ok))
+    }
+
+    #[test]
+    fn table_rows_fit_80_columns() {
+        let mut buf = Vec::new();
+        let m = view("Bartholomew-Maximilian", "Fitzgerald-Worthington");
+        members(listing(vec![m]), Output::Table, &mut buf).unwrap();
+        for line in String::from_utf8(buf).unwrap().lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{line:?} is {} wide",
+                line.chars().count()
+            );
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn csv_cells_that_start_like_a_formula_get_a_quote_mark() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "\"'\rx\""),
+            ("a=b", "a=b"),
+            ("2026-11-01T00:00:00+00:00", "2026-11-01T00:00:00+00:00"),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_text() {
+        assert_eq!(clean("plain Zoë"), "plain Zoë");
+        assert_eq!(clean("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(clean("bell\u{7}\r\n"), "bell\\u{7}\\u{d}\\u{a}");
+        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m", "C1 CSI");
+        assert_eq!(clean("abc\u{202e}gpj"), "abc\\u{202e}gpj", "bidi override");
+        let mut buf = Vec::new();
+        let m = view("Ada\u{1b}[31m", "L\u{7}");
+        members(listing(vec![m.clone()]), Output::Table, &mut buf).unwrap();
+        one_member(&m, true, Output::Table, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+    }
+
+    #[test]
+    fn a_streamed_json_array_is_laid_out_as_serde_lays_out_a_whole_one() {
+        let ms = [view("A", "B"), view("C", "D")];
+        for n in 0..=2 {
+            let mut buf = Vec::new();
+            members(listing(ms[..n].to_vec()), Output::Json, &mut buf).unwrap();
+            let whole = serde_json::to_string_pretty(&ms[..n]).unwrap() + "\n";
+            assert_eq!(String::from_utf8(buf).unwrap(), whole);
+        }
+    }
+
+    #[test]
+    fn a_listing_cut_short_prints_what_arrived_and_fails() {
+        let items = vec![
+            Ok(view("A", "B")),
+            Err(AppError::Failed("the listing was cut short".into())),
+        ];
+        let mut buf = Vec::new();
+        let err = members(Listing::new(items.into_iter()), Output::Table, &mut buf).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("a.very.long"), "{text}");
+        assert!(
+            !text.contains("members,"),
+            "no total for a partial listing: {text}"
+        );
+    }
+}
+
+/// Rendering of the sync answers.
+mod sync {
+    use std::io::Write;
+
+    use super::{clean, json_value, Output};
+    use crate::reconcile::{Response, SyncOutcome};
+
+    pub(super) fn write(r: &Response, output: Output, out: &mut dyn Write) -> std::io::Result<()> {
+        let json = output == Output::Json;
+        if output == Output::Csv {
+            return status_csv(r, out);
+        }
+        match (r, json) {
+            (Response::Run(o), true) => {
+                let mut v = serde_json::to_value(&o.report).map_err(std::io::Error::other)?;
+                if let (Some(changes), serde_json::Value::Object(map)) = (&o.changes, &mut v) {
+                    // A dry run adds the planned changes to the report's keys.
+                    map.insert(
+                        "changes".into(),
+                        serde_json::to_value(changes).map_err(std::io::Error::other)?,
+                    );
+                }
+                json_value(out, &v)
+            }
+            (Response::Run(o), false) => run_text(out, o),
+            (Response::Status { .. }, true) | (Response::Discarded { .. }, true) => {
+                json_value(out, r)
+            }
+            (
+                Response::Status {
+                    runs,
+                    held,
+                    running,
+                },
+                false,
+            ) => {
+                if *running {
+                    writeln!(out, "a sync is running now")?;
+                }
+                if runs.is_empty() {
+                    writeln!(out, "no sync runs yet")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<24} {:<7} {:<6} {:<20} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5}",
+                        "RUN",
+                        "KIND",
+                        "STATUS",
+                        "STARTED",
+                        "CREATE",
+                        "UPDATE",
+                        "DEACT",
+                        "LINK",
+                        "HELD",
+                        "ERR"
+                    )?;
+                    for run in runs {
+                        let c = &run.counts;
+                        writeln!(
+                            out,
+                            "{:<24} {:<7} {:<6} {:<20} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5}",
+                            run.run_id,
+                            run.kind,
+                            run.status.to_string(),
+                            run.started.format("%Y-%m-%dT%H:%M:%SZ"),
+                            c.created,
+                            c.updated,
+                            c.deactivated,
+                            c.linked,
+                            c.held,
+                            c.errors
+                        )?;
+                        if let Some(e) = &run.error {
+                            writeln!(out, "    error: {}", clean(e))?;
+                        }
+                    }
+                }
+                for h in held {
+                    writeln!(
+                        out,
+                        "held: {} deactivations from run {} ({}): {}",
+                        h.count,
+                        h.run_id,
+                        h.reasons.join("; "),
+                        clean(&h.sample.join(", "))
+                    )?;
+                    writeln!(
+                        out,
+                        "      approve: retrac-sync sync approve {0}   discard: retrac-sync sync discard {0}",
+                        h.run_id
+                    )?;
+                }
+                Ok(())
+            }
+            (Response::Discarded { run_id, count }, false) => {
+                writeln!(out, "discarded {count} held deactivations of run {run_id}")
+            }
+        }
+    }
+
+    fn run_text(out: &mut dyn Write, o: &SyncOutcome) -> std::io::Result<()> {
+        if let Some(changes) = &o.changes {
+            for c in changes {
+                let fields = if c.fields.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.fields.join(", "))
+                };
+                writeln!(
+                    out,
+                    "{:<10} {}",
+                    c.action.as_str(),
+                    clean(&format!("{}{fields}", c.user_name))
+                )?;
+            }
+            writeln!(out, "dry run: nothing was written")?;
+        }
+        let r = &o.report;
+        let id = if r.run_id.is_empty() {
+            "(dry run)".to_string()
+        } else {
+            r.run_id.clone()
+        };
+        writeln!(
+            out,
+            "sync {id} {}: created {}, updated {}, deactivated {}, linked {}, unchanged {}, held {}, skipped {}, errors {}; {} Google requests in {} ms",
+            r.status, r.counts.created, r.counts.updated, r.counts.deactivated, r.counts.linked, r.counts.unchanged, r.counts.held, r.counts.skipped, r.counts.errors, r.google_requests, r.duration_ms
+        )?;
+        if !o.held_reasons.is_empty() {
+            writeln!(
+                out,
+                "deactivations held: {}",
+                clean(&o.held_reasons.join("; "))
+            )?;
+            if !r.run_id.is_empty() {
+                writeln!(
+                    out,
+                    "review them with `retrac-sync sync status`, then `retrac-sync sync approve {0}` or `retrac-sync sync discard {0}`",
+                    r.run_id
+                )?;
+            }
+        }
+        for p in &o.problems {
+            writeln!(out, "problem: {}", clean(p))?;
+        }
+        Ok(())
+    }
+
+    /// `sync status` as CSV: one line per run.
+    fn status_csv(r: &Response, out: &mut dyn Write) -> std::io::Result<()> {
+        let Response::Status { runs, .. } = r else {
+            return Ok(());
+        };
+        writeln!(
+            out,
+            "run,kind,status,started,created,updated,deactivated,linked,held,errors,error"
+        )?;
+        for run in runs {
+            let c = &run.counts;
+            super::csv_line(
+                out,
+                &[
+                    run.run_id.clone(),
+                    run.kind.to_string(),
+                    run.status.to_string(),
+                    run.started.to_rfc3339(),
+                    c.created.to_string(),
+                    c.updated.to_string(),
+                    c.deactivated.to_string(),
+                    c.linked.to_string(),
+                    c.held.to_string(),
+                    c.errors.to_string(),
+                    run.error.clone().unwrap_or_default(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
