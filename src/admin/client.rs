@@ -186,3 +186,102 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Error(_) => "error",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberView;
+
+    /// A daemon that answers any request with `lines`.
+    fn fake_daemon(lines: Vec<String>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&s).read_line(&mut request).unwrap();
+            for l in lines {
+                s.write_all(format!("{l}\n").as_bytes()).unwrap();
+            }
+        });
+        (dir, path)
+    }
+
+    fn member(n: usize) -> String {
+        let m = MemberView {
+            id: format!("id{n}"),
+            user_name: format!("u{n}@example.com"),
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            emails: vec![],
+            active: true,
+            external_id: None,
+            locations: vec![],
+            role: crate::member::Role::Member,
+            managed_by: crate::member::ManagedBy::Manual,
+            created: chrono::Utc::now(),
+            last_modified: chrono::Utc::now(),
+            version: 1,
+        };
+        serde_json::to_string(&Frame::Member(Box::new(m))).unwrap()
+    }
+
+    fn list(lines: Vec<String>) -> Vec<Result<MemberView, AppError>> {
+        let (_dir, path) = fake_daemon(lines);
+        let request = Request::Owner(crate::owner::Request::MembersList {
+            filter: crate::owner::ActiveFilter::All,
+        });
+        match call(&path, &request, Duration::from_secs(5)).unwrap() {
+            Reply::Members(items) => items.collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BEGIN: &str = r#"{"begin":{"listing":"members"}}"#;
+
+    #[test]
+    fn a_whole_listing_is_read_item_by_item() {
+        let got = list(vec![
+            BEGIN.into(),
+            member(1),
+            member(2),
+            r#"{"end":{"count":2}}"#.into(),
+        ]);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn a_count_that_does_not_match_or_a_missing_end_is_an_error() {
+        let got = list(vec![
+            BEGIN.into(),
+            member(1),
+            r#"{"end":{"count":2}}"#.into(),
+        ]);
+        match got.last() {
+            Some(Err(AppError::Failed(m))) => assert!(m.contains("announced 2"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let got = list(vec![BEGIN.into(), member(1)]);
+        match got.last() {
+            Some(Err(AppError::Failed(m))) => assert!(m.contains("cut short"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_frame_is_the_remote_error_with_its_kind() {
+        let (_dir, path) = fake_daemon(vec![
+            r#"{"error":{"kind":"usage","message":"bad address"}}"#.into(),
+        ]);
+        match call(&path, &Request::Ping, Duration::from_secs(5)) {
+            Err(ClientError::Remote(e)) => {
+                assert_eq!(e, AppError::Usage("bad address".into()));
+                assert_eq!(AppError::from(ClientError::Remote(e)).exit_code(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

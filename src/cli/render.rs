@@ -108,6 +108,13 @@ impl JsonArray {
     }
 }
 
+/// A listing as one JSON array, written as it arrives.
+fn json_array<T: serde::Serialize>(items: Listing<T>, out: &mut dyn Write) -> Result<(), AppError> {
+    let mut array = JsonArray { count: 0 };
+    stream(items, out, |out, item| array.item(out, item))?;
+    array.end(out).map_err(output_error)
+}
+
 /// Writes every item of a listing with `each`; `end` runs only if the listing was whole.
 fn stream<T>(
     items: Listing<T>,
@@ -133,11 +140,7 @@ fn members(
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
     match output {
-        Output::Json => {
-            let mut array = JsonArray { count: 0 };
-            stream(items, out, |out, m| array.item(out, m))?;
-            array.end(out).map_err(output_error)
-        }
+        Output::Json => json_array(items, out),
         Output::Csv => {
             csv_member_header(out).map_err(output_error)?;
             stream(items, out, |out, m| csv_member(out, m))
@@ -157,11 +160,7 @@ fn members(
 
 fn audit(items: Listing<AuditEntry>, output: Output, out: &mut dyn Write) -> Result<(), AppError> {
     match output {
-        Output::Json => {
-            let mut array = JsonArray { count: 0 };
-            stream(items, out, |out, e| array.item(out, e))?;
-            array.end(out).map_err(output_error)
-        }
+        Output::Json => json_array(items, out),
         Output::Csv => {
             writeln!(out, "time,change,actor,userName,memberId,before,after")
                 .map_err(output_error)?;
