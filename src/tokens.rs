@@ -68,7 +68,7 @@ pub enum TokenRequest {
         /// The token id.
         id: String,
     },
-    /// `scim disconnect`: revoke every token.
+    /// `token revoke --all` or `scim disconnect`: revoke every token.
     Disconnect,
 }
 

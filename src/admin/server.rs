@@ -1,7 +1,8 @@
 //! The daemon's side of the admin socket.
 //!
-//! The socket is as careful as the SCIM port: it is bound under umask 0177, so it is never
-//! reachable by anyone but its owner, not even between `bind` and `chmod`; a peer whose
+//! The socket is as careful as the SCIM port: it appears at its path with mode 0600 already
+//! set, so nobody else can connect to it, not even between `bind` and `chmod` (see
+//! [`stage`]); a peer whose
 //! `SO_PEERCRED` uid is neither root nor the daemon's own is refused; a client that sends
 //! nothing for [`Limits::idle`] is dropped; and a request line is capped at [`MAX_REQUEST`].
 
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -69,13 +70,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     UnixListener::from_std(listener).map_err(io)
 }
 
-/// Serialises umask changes: the mask is per process, and two binds at once would restore
-/// each other's masks in the wrong order.
-static UMASK: Mutex<()> = Mutex::new(());
-
-/// Prepares the path and binds under umask 0177, so the socket is created 0600.
+/// Prepares the path and binds the socket so that nobody else can ever connect to it
+/// with a mode wider than 0600 (see [`stage`]).
 fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
-    use rustix::fs::Mode;
     use std::os::unix::fs::PermissionsExt;
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
@@ -102,14 +99,61 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, BindErr
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let bound = {
-        let _guard = UMASK.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = rustix::process::umask(Mode::from_raw_mode(0o177));
-        let bound = std::os::unix::net::UnixListener::bind(path);
-        rustix::process::umask(previous);
-        bound
+    let staged = stage(path).map_err(io)?;
+    let published = std::fs::rename(&staged.socket, path);
+    let _ = std::fs::remove_dir_all(&staged.dir);
+    published.map_err(io)?;
+    Ok(staged.listener)
+}
+
+/// A socket bound where only this user can reach it, not yet at its path.
+struct Staged {
+    listener: std::os::unix::net::UnixListener,
+    /// The private directory (mode 0700) beside the final path.
+    dir: PathBuf,
+    /// The socket inside it, already mode 0600.
+    socket: PathBuf,
+}
+
+/// Binds the socket inside a fresh directory of mode 0700 beside `path`, and sets its mode
+/// to 0600 there; [`bind_private`] then renames it into place, so it appears at `path`
+/// with its final mode and no connection can arrive before the mode is set.
+///
+/// This is what binding under umask 0177 is for, without the umask: the umask belongs to the
+/// whole process, and while it is narrowed every directory another thread creates gets mode
+/// 0600 and cannot be entered (a store or a temporary directory made at that moment).
+fn stage(path: &Path) -> std::io::Result<Staged> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    bound.map_err(io)
+    // Short names: a socket path is limited to 107 bytes.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = parent.join(format!(".b{}-{seq}", std::process::id()));
+    if dir.exists() {
+        // Left by a crash of a process that had this pid.
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let socket = dir.join("s");
+    let bound = std::os::unix::net::UnixListener::bind(&socket).and_then(|listener| {
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    });
+    match bound {
+        Ok(listener) => Ok(Staged {
+            listener,
+            dir,
+            socket,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
 }
 
 /// Whether a peer with this uid may use the socket: root, or the daemon's own user.
@@ -303,18 +347,35 @@ mod tests {
         assert!(peer_allowed(0, 0));
     }
 
-    #[test]
-    fn the_socket_is_created_0600_by_the_umask_not_by_a_later_chmod() {
+    #[tokio::test]
+    async fn the_socket_is_0600_and_unreachable_until_it_is_moved_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.sock");
-        // bind_private does no chmod: the mode comes from the umask alone.
-        let _listener = bind_private(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{mode:o}");
-        // The process's own umask is restored.
-        let now = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-        rustix::process::umask(now);
-        assert_ne!(now.as_raw_mode(), 0o177);
+        let staged = stage(&path).unwrap();
+        // Bound, but not at its path yet: only inside a directory nobody else may enter.
+        assert!(!path.exists());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&staged.dir), 0o700);
+        assert_eq!(
+            mode(&staged.socket),
+            0o600,
+            "the mode is set before it is published"
+        );
+        assert!(staged.socket.starts_with(&staged.dir));
+        std::fs::remove_dir_all(&staged.dir).unwrap();
+        drop(staged);
+
+        let _listener = bind(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("admin.sock")],
+            "no staging left"
+        );
     }
 
     #[tokio::test]

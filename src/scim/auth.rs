@@ -17,6 +17,7 @@ pub const TOKEN_PREFIX: &str = "rtsc_";
 /// `last used` is written at most this often per token.
 const LAST_USED_EVERY: Duration = Duration::seconds(60);
 
+/// The hex SHA-256 of a secret: what the store keeps of a token, and what a check compares.
 pub(crate) fn sha256_hex(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
