@@ -4,7 +4,8 @@
 //! set, so nobody else can connect to it, not even between `bind` and `chmod` (see
 //! [`stage`]); a peer whose
 //! `SO_PEERCRED` uid is neither root nor the daemon's own is refused; a client that sends
-//! nothing for [`Limits::idle`] is dropped; and a request line is capped at [`MAX_REQUEST`].
+//! nothing for [`Limits::idle`], or takes none of its answer for [`Limits::stall`], is dropped;
+//! and a request line is capped at [`MAX_REQUEST`].
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -47,6 +48,9 @@ pub struct Limits {
     pub idle: Duration,
     /// The largest request line, in bytes.
     pub max_request: usize,
+    /// A client that takes none of the answer for this long is dropped, so a stalled reader
+    /// does not hold a listing's snapshot (and the members it pins) for ever.
+    pub stall: Duration,
 }
 
 impl Default for Limits {
@@ -54,6 +58,7 @@ impl Default for Limits {
         Limits {
             idle: Duration::from_secs(10),
             max_request: MAX_REQUEST,
+            stall: Duration::from_secs(60),
         }
     }
 }
@@ -239,14 +244,19 @@ async fn handle_connection(
         let refused = AppError::failed(format!(
             "permission denied: uid {peer} is neither root nor the daemon's user"
         ));
-        return write_frames(&mut stream, std::iter::once(Frame::Error(refused))).await;
+        return write_frames(
+            &mut stream,
+            std::iter::once(Frame::Error(refused)),
+            limits.stall,
+        )
+        .await;
     }
     let line = match read_request(&mut stream, limits).await {
         Ok(Some(line)) => line,
         Ok(None) => return Ok(()),
         Err(e) => {
             tracing::info!(error = %e, "admin request refused");
-            return write_frames(&mut stream, std::iter::once(Frame::Error(e))).await;
+            return write_frames(&mut stream, std::iter::once(Frame::Error(e)), limits.stall).await;
         }
     };
     let request = match serde_json::from_str::<Request>(&line) {
@@ -255,18 +265,18 @@ async fn handle_connection(
             let e = AppError::Usage(format!(
                 "unreadable admin request (is the CLI the same version as the daemon?): {e}"
             ));
-            return write_frames(&mut stream, std::iter::once(Frame::Error(e))).await;
+            return write_frames(&mut stream, std::iter::once(Frame::Error(e)), limits.stall).await;
         }
     };
     let op = request_name(&request);
     match execute(ctx, request).await {
         Ok(reply) => {
             tracing::info!(op, "admin request done");
-            write_frames(&mut stream, reply.into_frames()).await
+            write_frames(&mut stream, reply.into_frames(), limits.stall).await
         }
         Err(e) => {
             tracing::info!(op, error = %e, "admin request failed");
-            write_frames(&mut stream, std::iter::once(Frame::Error(e))).await
+            write_frames(&mut stream, std::iter::once(Frame::Error(e)), limits.stall).await
         }
     }
 }
@@ -275,6 +285,7 @@ async fn handle_connection(
 async fn write_frames(
     stream: &mut UnixStream,
     frames: impl Iterator<Item = Frame>,
+    stall: Duration,
 ) -> std::io::Result<()> {
     const CHUNK: usize = 64 * 1024;
     let mut buf = Vec::with_capacity(CHUNK + 1024);
@@ -282,12 +293,26 @@ async fn write_frames(
         serde_json::to_writer(&mut buf, &frame).map_err(std::io::Error::other)?;
         buf.push(b'\n');
         if buf.len() >= CHUNK {
-            stream.write_all(&buf).await?;
+            write_within(stream, &buf, stall).await?;
             buf.clear();
         }
     }
-    stream.write_all(&buf).await?;
+    write_within(stream, &buf, stall).await?;
     stream.shutdown().await
+}
+
+async fn write_within(stream: &mut UnixStream, buf: &[u8], stall: Duration) -> std::io::Result<()> {
+    tokio::time::timeout(stall, stream.write_all(buf))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "the client took no answer for {} s: dropped",
+                    stall.as_secs_f32()
+                ),
+            )
+        })?
 }
 
 fn request_name(r: &Request) -> &'static str {
@@ -424,6 +449,55 @@ mod tests {
     async fn the_default_idle_timeout_is_10_s() {
         assert_eq!(Limits::default().idle, Duration::from_secs(10));
         assert_eq!(Limits::default().max_request, 1024 * 1024);
+        assert_eq!(Limits::default().stall, Duration::from_secs(60));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_a_listing_is_dropped() {
+        use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, UserName};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // About 1.5 MB of answer: far more than the socket's buffers hold.
+            let store = Store::open(&dir.path().join("store")).unwrap();
+            let name = "x".repeat(200);
+            let changes: Vec<Change> = (0..3000)
+                .map(|i| Change::Create {
+                    attrs: DirectoryAttrs::new(
+                        UserName::parse(&format!("u{i}@example.com")).unwrap(),
+                        Some(&name),
+                        Some(&name),
+                    ),
+                    managed_by: ManagedBy::Manual,
+                })
+                .collect();
+            crate::provision::apply_batch(&store, &changes, &Actor::Owner, chrono::Utc::now())
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let limits = Limits {
+            stall: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (path, _stop) = start(dir.path(), limits);
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(
+            b"{\"type\":\"owner\",\"request\":{\"op\":\"members_list\",\"filter\":\"all\"}}\n",
+        )
+        .await
+        .unwrap();
+        // Read nothing for longer than the stall limit, then everything that is left.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.starts_with("{\"begin\""), "the listing had begun");
+        assert!(
+            !text.contains("{\"end\""),
+            "the daemon stopped writing to a client that read nothing"
+        );
     }
 
     #[tokio::test]
