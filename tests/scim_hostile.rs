@@ -319,8 +319,34 @@ async fn random_methods_and_paths_grow_neither_the_metrics_nor_the_memory() {
     random_requests(&d.scim, &token, 1_000, 8, 1).await;
     let before = d.rss_kib();
     let started = Instant::now();
+    // /healthz keeps answering during the flood; its latency is printed.
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let health = {
+        let addr = d.metrics.clone();
+        let flooding = flooding.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = Instant::now();
+                let a = request(&addr, get("/healthz", None)).await;
+                assert_eq!(a.status, 200);
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            latencies
+        })
+    };
     let (median, max) = random_requests(&d.scim, &token, 10_000, 8, 2).await;
     let took = started.elapsed();
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut health = health.await.unwrap();
+    health.sort_by(f64::total_cmp);
+    println!(
+        "/healthz during the flood: {} checks, median {:.2} ms, max {:.2} ms",
+        health.len(),
+        health[health.len() / 2],
+        health[health.len() - 1]
+    );
     let after = d.rss_kib();
     let metrics = request(&d.metrics, get("/metrics", None)).await;
     assert_eq!(metrics.status, 200);
