@@ -452,7 +452,11 @@ async fn a_body_over_the_limit_written_in_full_gets_its_413() {
     let d = spawn(|_| {}).await;
     let (_, token) = d.token().await;
     let body = vec![b' '; 2 * 1024 * 1024];
-    let mut s = TcpStream::connect(&d.scim).await.unwrap();
+    // A small send buffer, so the body cannot all sit in the kernel's buffers: the client
+    // is still writing when the server answers, as a real client on a real network is.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    let mut s = socket.connect(d.scim.parse().unwrap()).await.unwrap();
     let head = format!(
         "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
