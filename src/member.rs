@@ -157,8 +157,13 @@ pub fn normalize_email(s: &str) -> String {
 /// As [`normalize_email`], borrowing when the address is already its own key (trimmed
 /// lower-case ASCII: the common case on the lookup path).
 pub fn normalize_email_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    caseless_key(s.trim())
+}
+
+/// The caseless comparison key of any text, untrimmed: NFKC plus full case folding, as for
+/// user names. SCIM filters compare the attributes that are not `caseExact` with it.
+pub fn caseless_key(t: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
-    let t = s.trim();
     if t.is_ascii() {
         // ASCII is NFKC-stable, and its full case folding is its lower case.
         return if t.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -1396,3 +1396,38 @@ async fn a_scim_revival_keeps_grants_for_the_same_identity_and_drops_them_for_an
         }
     }
 }
+
+#[tokio::test]
+async fn user_names_fold_in_every_script_over_scim() {
+    let app = app();
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ΣΑΣ@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    for taken in ["σασ@example.com", "σας@example.com"] {
+        let r = app
+            .call(
+                "POST",
+                "/Users",
+                Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": taken})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{taken}: {}", r.body);
+        // Found by the index, and by the filter's own comparison (an `and` is checked
+        // against each candidate, and a scan uses no index).
+        for f in [
+            format!(r#"userName eq "{taken}""#),
+            format!(r#"userName eq "{taken}" and active eq true"#),
+            format!(r#"userName sw "{}""#, &taken[..4]),
+        ] {
+            let uri = format!("/Users?filter={}", url_encode(&f));
+            let r = app.call("GET", &uri, None).await;
+            assert_eq!(r.body["totalResults"], json!(1), "{f}: {}", r.body);
+            assert_eq!(r.body["Resources"][0]["userName"], json!("ΣΑΣ@example.com"));
+        }
+    }
+}

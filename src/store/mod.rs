@@ -27,11 +27,13 @@
 mod audit;
 mod codec;
 mod flush;
+mod retention;
 mod runs;
 mod scan;
 mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
 pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::TokenRecord;
@@ -1434,5 +1436,38 @@ mod tests {
         let scan = RecordScan::open(old.path()).unwrap();
         let a = scan.find("a@example.com").unwrap().unwrap();
         assert_eq!(a.google_id.as_deref(), Some("g-a"));
+    }
+
+    #[tokio::test]
+    async fn the_retention_task_prunes_by_its_clock_and_stops_when_told() {
+        use crate::member::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for d in 0..3 {
+            crate::provision::apply(&store, create(d), &Actor::Owner, at(d as i64 * 86_400))
+                .unwrap();
+        }
+        assert!(spawn_audit_retention(store.clone(), 0, chrono::Utc::now, async {}).is_none());
+        // The injected clock puts "now" 401 days after the second entry.
+        fn clock() -> chrono::DateTime<chrono::Utc> {
+            at(86_400 * 402)
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = spawn_audit_retention(store.clone(), 400, clock, async {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        for _ in 0..200 {
+            if store.oldest_audit_entry().unwrap() == Some(at(2 * 86_400)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.oldest_audit_entry().unwrap(), Some(at(2 * 86_400)));
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
