@@ -421,7 +421,8 @@ impl Store {
             return Ok(report);
         }
         let cutoff = now - chrono::Duration::days(i64::from(retention_days));
-        loop {
+        // A failed flush makes the store read-only: remove nothing more.
+        while self.flush_failure().is_none() {
             let started = std::time::Instant::now();
             let removed = {
                 let _writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -448,6 +449,24 @@ impl Store {
     /// Makes every write so far durable. Concurrent callers share one fsync.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flusher.flush().await
+    }
+
+    /// Why the store turned read-only, once a flush has failed: what is in memory may
+    /// never reach the disk, so no write is accepted and the daemon stops.
+    pub fn flush_failure(&self) -> Option<String> {
+        self.inner.flusher.failure()
+    }
+
+    /// Resolves with the reason when a flush fails.
+    pub async fn flush_failed(&self) -> String {
+        self.inner.flusher.failed().await
+    }
+
+    /// Test support, never called by the daemon: the next flush fails with `why`, as a
+    /// failed fsync would.
+    #[doc(hidden)]
+    pub fn inject_flush_failure(&self, why: &str) {
+        self.inner.flusher.inject_failure(why);
     }
 
     /// Makes every write so far durable, blocking the thread.
@@ -490,6 +509,11 @@ impl Store {
         F: Fn(&mut MemberTx<'_>) -> Result<T, StoreError>,
     {
         let i = &self.inner;
+        if let Some(why) = i.flusher.failure() {
+            return Err(StoreError::Corrupt(format!(
+                "the store is read-only since a flush failed: {why}"
+            )));
+        }
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());
