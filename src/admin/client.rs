@@ -217,6 +217,7 @@ mod tests {
             display_name: None,
             emails: vec![],
             active: true,
+            google_id: None,
             external_id: None,
             locations: vec![],
             role: crate::member::Role::Member,

@@ -337,6 +337,7 @@ fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::R
         ("display name", m.display_name.clone().unwrap_or_else(none)),
         ("emails", emails.join(", ")),
         ("active", if m.active { "yes".into() } else { "no".into() }),
+        ("google id", m.google_id.clone().unwrap_or_else(none)),
         ("external id", m.external_id.clone().unwrap_or_else(none)),
         (
             "locations",
@@ -501,6 +502,7 @@ mod tests {
             display_name: None,
             emails: vec![],
             active: true,
+            google_id: None,
             external_id: None,
             locations: vec!["Paris".into(), "Lyon".into(), "Marseille".into()],
             role: crate::member::Role::Owner,
