@@ -184,6 +184,8 @@ pub struct SyncConfig {
     pub max_deactivations: u32,
     /// More deactivations than this percentage of active managed members are held.
     pub max_deactivation_percent: f64,
+    /// Seconds a run may spend reading Google before it fails with nothing written.
+    pub run_timeout: u64,
 }
 
 impl Default for SyncConfig {
@@ -192,6 +194,7 @@ impl Default for SyncConfig {
             schedule: "0 */15 * * * *".into(),
             max_deactivations: 25,
             max_deactivation_percent: 10.0,
+            run_timeout: 30 * 60,
         }
     }
 }
@@ -376,6 +379,12 @@ impl Config {
             }
         }
         check_cron(&self.sync.schedule)?;
+        if self.sync.run_timeout == 0 {
+            return invalid(
+                "sync.run_timeout",
+                "must be a number of seconds above 0 (default 1800, 30 minutes)".into(),
+            );
+        }
         let pct = self.sync.max_deactivation_percent;
         if !(0.0..=100.0).contains(&pct) || pct.is_nan() {
             return invalid(

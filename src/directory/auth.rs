@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -112,7 +113,9 @@ pub struct GoogleAuth {
     inner: Authenticator<HttpsConnector<HttpConnector>>,
     scopes: Arc<Vec<String>>,
     client_id: String,
+    client_email: String,
     subject: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for GoogleAuth {
@@ -136,22 +139,27 @@ pub fn scopes(with_groups: bool) -> Vec<String> {
 }
 
 impl GoogleAuth {
-    /// An authenticator for `key`, acting as `subject`, asking for `scopes`.
+    /// An authenticator for `key`, acting as `subject`, asking for `scopes`; each token
+    /// request may take at most `timeout`.
     pub async fn new(
         key: ServiceAccountKey,
         subject: &str,
         scopes: Vec<String>,
         http: HttpsClient,
+        timeout: Duration,
     ) -> Result<GoogleAuth, DirectoryError> {
         let client_id = key
             .client_id
             .clone()
             .unwrap_or_else(|| format!("(the client id of {})", key.client_email));
+        let client_email = key.client_email.clone();
         let inner = yup_oauth2::ServiceAccountAuthenticator::with_client(
             key,
             yup_oauth2::CustomHyperClientBuilder::from(http),
         )
         .subject(subject)
+        // yup-oauth2's own timeout covers the request until the answer's headers.
+        .with_timeout(timeout)
         .build()
         .await
         .map_err(|e| DirectoryError::Token(format!("cannot use the service account key: {e}")))?;
@@ -159,20 +167,44 @@ impl GoogleAuth {
             inner,
             scopes: Arc::new(scopes),
             client_id,
+            client_email,
             subject: subject.to_string(),
+            timeout,
         })
+    }
+
+    /// The admin this authenticator acts as.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     /// The cached token, or a new one.
     pub async fn token(&self) -> Result<String, DirectoryError> {
-        let t = self.inner.token(&self.scopes).await;
+        let t = self.bounded(self.inner.token(&self.scopes)).await;
         self.finish(t)
     }
 
     /// A new token, ignoring the cache (after a 401).
     pub async fn refreshed_token(&self) -> Result<String, DirectoryError> {
-        let t = self.inner.force_refreshed_token(&self.scopes).await;
+        let t = self
+            .bounded(self.inner.force_refreshed_token(&self.scopes))
+            .await;
         self.finish(t)
+    }
+
+    /// The whole token request, body included, under the timeout: yup-oauth2's timeout
+    /// stops at the answer's headers, and a body that stalls would hang the run.
+    async fn bounded(
+        &self,
+        f: impl std::future::Future<Output = Result<yup_oauth2::AccessToken, yup_oauth2::Error>>,
+    ) -> Result<yup_oauth2::AccessToken, yup_oauth2::Error> {
+        match tokio::time::timeout(self.timeout.saturating_add(Duration::from_millis(100)), f).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(yup_oauth2::Error::HttpClientError(
+                yup_oauth2::client::SendError::Timeout,
+            )),
+        }
     }
 
     fn finish(
@@ -184,24 +216,56 @@ impl GoogleAuth {
                 .token()
                 .map(str::to_string)
                 .ok_or_else(|| DirectoryError::Token("the token endpoint sent no token".into())),
-            Err(yup_oauth2::Error::AuthError(e))
-                if matches!(
-                    e.error,
-                    AuthErrorCode::UnauthorizedClient
-                        | AuthErrorCode::AccessDenied
-                        | AuthErrorCode::InvalidScope
-                        | AuthErrorCode::InvalidGrant
-                ) =>
-            {
-                Err(DirectoryError::Unauthorized {
-                    client_id: self.client_id.clone(),
-                    scopes: self.scopes.join(","),
-                    subject: self.subject.clone(),
-                    detail: e.to_string(),
-                    path: DELEGATION_PATH,
-                })
-            }
+            Err(yup_oauth2::Error::AuthError(e)) => Err(self.refusal(e)),
+            // Not reached, timed out, or an answer that is not OAuth JSON (an HTML 503):
+            // the token endpoint is unavailable for now, and the caller retries.
+            Err(
+                e @ (yup_oauth2::Error::HttpError(_)
+                | yup_oauth2::Error::HttpClientError(_)
+                | yup_oauth2::Error::JSONError(_)
+                | yup_oauth2::Error::LowLevelError(_)),
+            ) => Err(DirectoryError::TokenUnavailable(e.to_string())),
             Err(e) => Err(DirectoryError::Token(e.to_string())),
+        }
+    }
+
+    /// What an OAuth error answer from the token endpoint means for the operator.
+    fn refusal(&self, e: yup_oauth2::error::AuthError) -> DirectoryError {
+        let description = e.error_description.clone().unwrap_or_default();
+        match &e.error {
+            AuthErrorCode::InvalidGrant if description.contains("Invalid email or User ID") => {
+                DirectoryError::SubjectUnknown {
+                    subject: self.subject.clone(),
+                }
+            }
+            AuthErrorCode::InvalidGrant if description.contains("Invalid JWT Signature") => {
+                DirectoryError::KeyRejected {
+                    client_email: self.client_email.clone(),
+                }
+            }
+            AuthErrorCode::InvalidGrant
+                if description.contains("iat") || description.contains("exp") =>
+            {
+                DirectoryError::ClockSkew {
+                    detail: description,
+                }
+            }
+            AuthErrorCode::InvalidClient => DirectoryError::AccountUnknown {
+                client_email: self.client_email.clone(),
+            },
+            AuthErrorCode::UnauthorizedClient
+            | AuthErrorCode::AccessDenied
+            | AuthErrorCode::InvalidScope
+            | AuthErrorCode::InvalidGrant => DirectoryError::Unauthorized {
+                client_id: self.client_id.clone(),
+                scopes: self.scopes.join(","),
+                subject: self.subject.clone(),
+                detail: e.to_string(),
+                path: DELEGATION_PATH,
+            },
+            // Anything else (`internal_failure`, `temporarily_unavailable`, ...) is Google's
+            // side: retried.
+            _ => DirectoryError::TokenUnavailable(e.to_string()),
         }
     }
 }
