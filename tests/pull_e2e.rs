@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser};
+use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
 use retrac_sync::store::Store;
 
@@ -357,4 +357,248 @@ async fn the_scope_query_is_passed_to_google() {
     assert_mirrors(&store, &w.google, |u| {
         u.org_unit_path == "/Sales" && !u.suspended
     });
+}
+
+/// Every active user of the fake is an active member, and no other member is active.
+fn all_active_mirrored(store: &Store, g: &retrac_sync::directory::fake::FakeGoogle) {
+    assert_mirrors(store, g, |_| true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_missing_from_one_listing_but_found_by_users_get_stays_active() {
+    let w = world(FakeSeed::sample(200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    let lagging = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    // Google's search index has not caught up with this user: users.list leaves it out.
+    g.inject(Fault::SearchLag(lagging.primary_email.clone()));
+    let (list, members, get) = (
+        g.requests("users.list"),
+        g.requests("members.list"),
+        g.requests("users.get"),
+    );
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
+    assert_eq!(r.report.counts.verified_present, 1);
+    assert!(
+        store
+            .get_by_user_name(&lagging.primary_email)
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    // The check is one users.get, counted with the listing.
+    assert_eq!(g.requests("users.get") - get, 1);
+    assert_eq!(
+        r.report.google_requests,
+        (g.requests("users.list") - list)
+            + (g.requests("members.list") - members)
+            + (g.requests("users.get") - get)
+    );
+    assert!(g.last_query("users.get").unwrap().contains("fields="));
+    // The next listing has it again: nothing to check.
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.verified_present,
+            r.report.counts.deactivated
+        ),
+        (0, 0)
+    );
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_users_get_does_not_find_is_deactivated() {
+    let w = world(FakeSeed::sample(200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    let gone = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    g.delete(&gone.primary_email).unwrap();
+    let get = g.requests("users.get");
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    assert_eq!(g.requests("users.get") - get, 1, "Google answered 404");
+    assert!(
+        !store
+            .get_by_user_name(&gone.primary_email)
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    // Suspended in Google while missing from the listing: the answer of users.get decides.
+    let suspended = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    g.suspend(&suspended.primary_email);
+    g.inject(Fault::SearchLag(suspended.primary_email.clone()));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_during_paging_deactivates_nobody() {
+    let w = world(FakeSeed::sample(1200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    // The last user by id (page 3) is renamed to an address that sorts first by email
+    // (page 1), just after page 1 is read: in email order it would be on no page.
+    let moved = g
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .max_by(|a, b| a.id.cmp(&b.id))
+        .unwrap();
+    let member = store
+        .get_by_user_name(&moved.primary_email)
+        .unwrap()
+        .unwrap();
+    g.inject(Fault::RenameAfterPage {
+        page: 1,
+        old: moved.primary_email.clone(),
+        new: "aaa.renamed@example.com".into(),
+    });
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
+    let after = store.get(member.id).unwrap().unwrap();
+    assert!(after.active);
+    assert_eq!(after.user_name.as_str(), "aaa.renamed@example.com");
+    assert_eq!(g.requests("users.list"), 6, "3 pages a run");
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_nothing() {
+    let mut seed = FakeSeed::sample(40, "example.com");
+    let mut ada = FakeUser::new("900", "ada@example.com", "Ada", "Lovelace");
+    ada.aliases = vec![
+        "a.lovelace@example.com".into(),
+        "ada@example.org".into(),
+        "ada@partner.net".into(),
+    ];
+    ada.typed_emails = vec![
+        ("ada.lovelace@gmail.com".into(), "home".into()),
+        ("ada.desk@example.com".into(), "work".into()),
+        ("ada.custom@example.com".into(), "custom".into()),
+    ];
+    seed.users.push(ada);
+    let mut w = world(seed).await;
+    w.config.google.domains = vec!["example.com".into(), "example.org".into()];
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    let emails = |name: &str| -> Vec<String> {
+        store
+            .get_by_user_name(name)
+            .unwrap()
+            .unwrap()
+            .emails
+            .iter()
+            .map(|e| e.value.clone())
+            .collect()
+    };
+    // Primary, aliases in the managed domains, the work address; never the personal
+    // address, the custom one, the partner alias or Google's test-google-a.com address.
+    assert_eq!(
+        emails("ada@example.com"),
+        [
+            "ada@example.com",
+            "a.lovelace@example.com",
+            "ada@example.org",
+            "ada.desk@example.com"
+        ]
+    );
+    // The sample's shapes too: user 0 has a personal address and two aliases.
+    let first = w
+        .google
+        .users()
+        .into_iter()
+        .find(|u| u.id == format!("1{:020}", 0))
+        .unwrap();
+    assert_eq!(first.typed_emails.len(), 1);
+    assert_eq!(
+        emails(&first.primary_email),
+        [
+            first.primary_email.clone(),
+            first.aliases[0].clone(),
+            first.aliases[1].clone()
+        ]
+    );
+    for m in store.members().map(|m| m.unwrap()) {
+        for e in &m.emails {
+            assert!(
+                !e.value.ends_with("gmail.com") && !e.value.contains("test-google-a.com"),
+                "{}: {}",
+                m.user_name,
+                e.value
+            );
+        }
+    }
+    let audit = audit_len(&store);
+    let again = sync(&ctx).await;
+    assert_eq!(
+        (
+            again.report.counts.updated,
+            again.report.counts.created,
+            again.report.counts.linked
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(audit_len(&store), audit, "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
+    let mut seed = FakeSeed::sample(60, "example.com");
+    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+        email: "all-hands@example.com".into(),
+        members: vec![FakeMember::Customer],
+    });
+    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+        email: "staff@example.com".into(),
+        members: vec![FakeMember::Group("all-hands@example.com".into())],
+    });
+    let mut w = world(seed).await;
+    w.config.scope.groups = vec!["staff@example.com".into()];
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 60, "{r:?}");
+    all_active_mirrored(&store, &w.google);
 }

@@ -562,8 +562,8 @@ impl FakeSeed {
 /// A fault the fake can inject.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// Page `page` (1-based) of `endpoint` (`users.list`, `members.list`) answers `status`
-    /// with `reason` the next `times` times it is asked for.
+    /// Page `page` (1-based) of `endpoint` (`users.list`, `members.list`; `users.get` with
+    /// page 1) answers `status` with `reason` the next `times` times it is asked for.
     FailPage {
         /// users.list or members.list.
         endpoint: &'static str,
@@ -1698,7 +1698,19 @@ async fn users_get(
     };
     // users.get reads the directory itself, not the search index: a lagging user is found.
     let user = {
-        let s = shared.lock();
+        let mut s = shared.lock();
+        // Every users.get counts as "page 1" for faults.
+        match s.take_fault("users.get", 1) {
+            Some(Fault::FailPage { status, reason, .. }) => {
+                drop(s);
+                return google_error(status, reason, &format!("injected {reason}"));
+            }
+            Some(Fault::ResourceExhausted { .. }) => {
+                drop(s);
+                return resource_exhausted();
+            }
+            _ => {}
+        }
         let k = key.to_lowercase();
         let email = s
             .by_id
