@@ -620,6 +620,7 @@ mod tests {
                 "[sync]\nmax_deactivation_percent = 150\n",
                 "sync.max_deactivation_percent",
             ),
+            ("[sync]\nrun_timeout = 0\n", "sync.run_timeout"),
             ("[google]\nsubject = \"admin\"\n", "google.subject"),
             ("[google]\ndomains = [\"not a domain\"]\n", "google.domains"),
             ("[scope]\norg_units = [\"Sales\"]\n", "scope.org_units"),

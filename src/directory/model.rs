@@ -527,7 +527,11 @@ mod tests {
         assert_eq!(p1.users.len(), 2);
         assert_eq!(
             p1.users[0].secondary_addresses(&["example.com".into()]),
-            vec!["ada@example.com"]
+            vec!["ada@example.com", "ada.desk@example.com"]
+        );
+        assert_eq!(
+            p1.users[0].secondary_addresses(&[]),
+            vec!["ada@example.com", "ada@example.org", "ada.desk@example.com"]
         );
         assert!(p1.users[0].is_active());
         assert!(!p1.users[1].is_active(), "suspended");
