@@ -136,7 +136,8 @@ impl Default for AdminConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GoogleConfig {
-    /// Service account key file; unset = `$CREDENTIALS_DIRECTORY/google-key.json`.
+    /// Service account key file; unset = `$CREDENTIALS_DIRECTORY/google-key.json`. With
+    /// `credentials = "external_account"`: the Workload Identity Federation credential file.
     pub key_file: Option<PathBuf>,
     /// The admin the service account acts as (domain-wide delegation).
     pub subject: Option<String>,
@@ -146,6 +147,36 @@ pub struct GoogleConfig {
     pub domains: Vec<String>,
     /// The Admin SDK root URL.
     pub api_base_url: String,
+    /// How the daemon proves who it is: `key` (a key file, the default), `metadata` (the
+    /// token of the service account attached to the Compute Engine VM or GKE pod) or
+    /// `external_account` (Workload Identity Federation); without a key the delegation JWT
+    /// is signed by the IAM Credentials API.
+    pub credentials: CredentialsKind,
+    /// With `metadata`: the service account whose delegation is used (it signs the JWT).
+    pub service_account: Option<String>,
+    /// The metadata server's root URL.
+    pub metadata_url: String,
+    /// The security token service's root URL (`external_account`).
+    pub sts_url: String,
+    /// The IAM Credentials API's root URL (`signJwt`).
+    pub iam_url: String,
+    /// Google's OAuth token endpoint, where a signed delegation JWT is exchanged (with a key
+    /// file, the key's own `token_uri` is used).
+    pub token_url: String,
+}
+
+/// `[google].credentials`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsKind {
+    /// A service account key file.
+    #[default]
+    Key,
+    /// The metadata server's token, and IAM Credentials `signJwt`.
+    Metadata,
+    /// A Workload Identity Federation credential file (`[google].key_file`): its subject
+    /// token is exchanged at the security token service, and signJwt signs the delegation.
+    ExternalAccount,
 }
 
 impl Default for GoogleConfig {
@@ -156,6 +187,12 @@ impl Default for GoogleConfig {
             customer: "my_customer".into(),
             domains: Vec::new(),
             api_base_url: "https://admin.googleapis.com".into(),
+            credentials: CredentialsKind::Key,
+            service_account: None,
+            metadata_url: "http://metadata.google.internal".into(),
+            sts_url: "https://sts.googleapis.com".into(),
+            iam_url: "https://iamcredentials.googleapis.com".into(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
         }
     }
 }
@@ -357,6 +394,28 @@ impl Config {
             }
         }
         check_url("google.api_base_url", &self.google.api_base_url)?;
+        if self.google.credentials == CredentialsKind::ExternalAccount {
+            check_url("google.sts_url", &self.google.sts_url)?;
+            if self.google.key_file.is_none() {
+                return invalid(
+                    "google.key_file",
+                    "with credentials = \"external_account\", name the Workload Identity Federation credential file".into(),
+                );
+            }
+        }
+        if self.google.credentials != CredentialsKind::Key {
+            check_url("google.iam_url", &self.google.iam_url)?;
+            check_url("google.token_url", &self.google.token_url)?;
+            match &self.google.service_account {
+                Some(sa) if sa.contains('@') => {}
+                _ => {
+                    return invalid(
+                        "google.service_account",
+                        "without a key (credentials = \"metadata\" or \"external_account\"), name the service account whose delegation is used (NAME@PROJECT.iam.gserviceaccount.com)".into(),
+                    )
+                }
+            }
+        }
         for g in &self.scope.groups {
             if crate::member::UserName::parse(g).is_err() {
                 return invalid(

@@ -602,3 +602,137 @@ async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
     assert_eq!(r.report.counts.created, 60, "{r:?}");
     all_active_mirrored(&store, &w.google);
 }
+
+/// A config that reaches Google without a key file: the fake's metadata server, signJwt and
+/// token endpoint.
+fn keyless(w: &mut common::World) {
+    use retrac_sync::config::CredentialsKind;
+    let g = &w.google;
+    w.config.google.key_file = None;
+    w.config.google.credentials = CredentialsKind::Metadata;
+    w.config.google.service_account = Some(g.service_account());
+    w.config.google.metadata_url = g.base_url();
+    w.config.google.iam_url = g.base_url();
+    w.config.google.token_url = g.token_uri();
+    w.config.validate().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_credentials_pull_without_a_key_file() {
+    let mut w = world(FakeSeed::sample(120, "example.com")).await;
+    keyless(&mut w);
+    std::fs::remove_file(w.dir.path().join("google-key.json")).unwrap();
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 120);
+    let g = &w.google;
+    // One own token from the metadata server, one signature, one delegated token.
+    assert_eq!((g.requests("metadata"), g.requests("signJwt")), (1, 1));
+    assert_eq!(g.tokens_issued(), 1);
+    // Cached: the next run asks for nothing new.
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.counts.unchanged, 120);
+    assert_eq!((g.requests("metadata"), g.requests("signJwt")), (1, 1));
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
+    let mut w = world(FakeSeed::sample(10, "example.com")).await;
+    keyless(&mut w);
+    let store = Store::open(&w.config.store.path).unwrap();
+    async fn failed_run(store: &Store, config: &retrac_sync::config::Config) -> String {
+        let r = sync(&context(store, config)).await;
+        assert_eq!(r.report.status, "failed", "{r:?}");
+        assert_eq!(store.member_count(), 0);
+        r.error.unwrap()
+    }
+    let failed = |w: &common::World| {
+        let config = w.config.clone();
+        let store = store.clone();
+        async move { failed_run(&store, &config).await }
+    };
+    w.google.inject(Fault::KeylessRefuses("metadata"));
+    assert_eq!(
+        failed(&w).await,
+        "keyless Google credentials: the metadata step failed (HTTP 404: No service account is attached to this instance.): run on Compute Engine or GKE with a service account attached to the VM or pod; nothing was written"
+    );
+    w.google.clear_faults();
+    w.google.inject(Fault::KeylessRefuses("signJwt"));
+    let sa = w.google.service_account();
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("keyless Google credentials: the signJwt step failed (HTTP 403: "),
+        "{e}"
+    );
+    assert!(e.contains(&format!("Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist): projects/-/serviceAccounts/{sa}")), "{e}");
+    assert!(
+        e.ends_with("grant the daemon's identity (the attached service account, or the workload identity pool's principal) roles/iam.serviceAccountTokenCreator on [google].service_account, and enable the IAM Service Account Credentials API; nothing was written"),
+        "{e}"
+    );
+    w.google.clear_faults();
+    // The exchange: delegation not granted to the service account.
+    w.google.inject(Fault::DenyDelegation);
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("Google refused a token (unauthorized_client: ")
+            && e.contains(&format!("add client id (the unique id of {sa})")),
+        "{e}"
+    );
+    w.google.clear_faults();
+    // The exchange: a subject Google does not know.
+    w.config.google.subject = Some("nobody@example.com".into());
+    assert_eq!(
+        failed(&w).await,
+        "Google does not know [google].subject nobody@example.com (invalid_grant: Invalid email or User ID): set it to the primary email of an existing Google Workspace super admin; nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_credentials_pull_through_sts_and_sign_jwt() {
+    use retrac_sync::config::CredentialsKind;
+    let mut w = world(FakeSeed::sample(30, "example.com")).await;
+    keyless(&mut w);
+    let file = w.google.write_external_account_file(w.dir.path()).unwrap();
+    w.config.google.credentials = CredentialsKind::ExternalAccount;
+    w.config.google.key_file = Some(file.clone());
+    w.config.google.sts_url = w.google.base_url();
+    w.config.validate().unwrap();
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 30);
+    let g = &w.google;
+    assert_eq!(
+        (
+            g.requests("sts"),
+            g.requests("signJwt"),
+            g.requests("metadata")
+        ),
+        (1, 1, 0)
+    );
+    // The STS refuses the subject token: the step is named.
+    g.inject(Fault::KeylessRefuses("STS"));
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(
+        r.error.as_deref(),
+        Some("keyless Google credentials: the STS step failed (HTTP 400: {\"error\":\"invalid_grant\",\"error_description\":\"The audience in ID Token does not match the expected audience.\"}): check the workload identity pool provider (audience, attribute conditions) and that the subject token is current; nothing was written")
+    );
+    g.clear_faults();
+    // A file that is not an external_account credential.
+    std::fs::write(&file, r#"{"type": "service_account"}"#).unwrap();
+    let ctx = context(&store, &w.config);
+    let e = sync(&ctx).await.error.unwrap();
+    assert!(
+        e.starts_with("keyless Google credentials: the STS step failed ("),
+        "{e}"
+    );
+    assert!(
+        e.contains("is not an external_account credential file"),
+        "{e}"
+    );
+}

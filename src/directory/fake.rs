@@ -639,6 +639,10 @@ pub enum Fault {
     /// The token endpoint's clock runs this many seconds ahead (negative: behind), so a
     /// JWT's `iat`/`exp` look wrong to it.
     ClockSkew(i64),
+    /// A step of keyless credentials refuses: `metadata` (no service account attached to
+    /// the VM: 404), `STS` (the subject token does not match the provider: 400) or
+    /// `signJwt` (the caller lacks `iam.serviceAccounts.signJwt`: 403).
+    KeylessRefuses(&'static str),
 }
 
 #[derive(Default)]
@@ -660,6 +664,9 @@ struct Inner {
     stall_token: Option<Duration>,
     token_errors: u32,
     clock_skew: i64,
+    keyless_refuses: Option<&'static str>,
+    /// Tokens the metadata server handed out (the attached service account's own).
+    cloud_tokens: BTreeSet<String>,
     /// Normalised alias -> normalised primary email.
     aliases: HashMap<String, String>,
     groups: BTreeMap<String, FakeGroup>,
@@ -675,6 +682,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     public_key: rsa::RsaPublicKey,
+    /// The service account's key, which Google holds and signJwt signs with.
+    private_key: rsa::RsaPrivateKey,
     client_email: String,
     admin: String,
     customer_id: String,
@@ -747,6 +756,8 @@ impl FakeGoogle {
             stall_token: None,
             token_errors: 0,
             clock_skew: 0,
+            keyless_refuses: None,
+            cloud_tokens: BTreeSet::new(),
             aliases: HashMap::new(),
             groups: BTreeMap::new(),
             faults: VecDeque::new(),
@@ -765,6 +776,7 @@ impl FakeGoogle {
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             public_key: private.to_public_key(),
+            private_key: private.clone(),
             client_email: "retrac-sync@fake-project.iam.gserviceaccount.com".into(),
             admin: seed.admin,
             customer_id: seed.customer_id,
@@ -774,6 +786,12 @@ impl FakeGoogle {
         });
         let app = Router::new()
             .route("/token", post(token))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(metadata_token),
+            )
+            .route("/v1/projects/-/serviceAccounts/{name}", post(sign_jwt))
+            .route("/v1/token", post(sts_token))
             .route("/admin/directory/v1/users", get(users_list))
             .route("/admin/directory/v1/users/{key}", get(users_get))
             .route(
@@ -809,6 +827,12 @@ impl FakeGoogle {
         self.shared.admin.clone()
     }
 
+    /// The service account's email (the key file's `client_email`; `[google].service_account`
+    /// without a key).
+    pub fn service_account(&self) -> String {
+        self.shared.client_email.clone()
+    }
+
     /// The service account's client id, as written in the key file.
     pub fn client_id(&self) -> &'static str {
         "100000000000000000042"
@@ -836,6 +860,24 @@ impl FakeGoogle {
         f.write_all(serde_json::to_string_pretty(&key)?.as_bytes())
     }
 
+    /// Writes a Workload Identity Federation credential configuration file, as
+    /// `gcloud iam workload-identity-pools create-cred-config` does, with its OIDC subject
+    /// token in `token.txt` beside it. Returns the configuration file.
+    pub fn write_external_account_file(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+        let token = dir.join("token.txt");
+        std::fs::write(&token, OIDC_SUBJECT_TOKEN)?;
+        let conf = dir.join("external-account.json");
+        let v = json!({
+            "type": "external_account",
+            "audience": WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}/v1/token", self.base_url()),
+            "credential_source": {"file": token, "format": {"type": "text"}},
+        });
+        std::fs::write(&conf, serde_json::to_string_pretty(&v)?)?;
+        Ok(conf)
+    }
+
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
         let mut s = self.shared.lock();
@@ -848,6 +890,7 @@ impl FakeGoogle {
             Fault::StallToken(d) => s.stall_token = Some(d),
             Fault::TokenServerError { times } => s.token_errors = times,
             Fault::ClockSkew(secs) => s.clock_skew = secs,
+            Fault::KeylessRefuses(step) => s.keyless_refuses = Some(step),
             other => s.faults.push_back(other),
         }
     }
@@ -862,6 +905,7 @@ impl FakeGoogle {
         s.stall_token = None;
         s.token_errors = 0;
         s.clock_skew = 0;
+        s.keyless_refuses = None;
     }
 
     /// Makes every access token issued so far invalid (as if it expired early).
@@ -869,7 +913,8 @@ impl FakeGoogle {
         self.shared.lock().tokens.clear();
     }
 
-    /// API requests served so far for `endpoint` (`users.list`, `users.get`, `members.list`, `token`).
+    /// Requests served so far for `endpoint` (`users.list`, `users.get`, `members.list`,
+    /// `token`, `metadata`, `signJwt`).
     pub fn requests(&self, endpoint: &str) -> u64 {
         self.shared
             .lock()
@@ -881,13 +926,13 @@ impl FakeGoogle {
             .sum()
     }
 
-    /// All API requests (not the token endpoint).
+    /// All Directory API requests (not the token, metadata or signJwt endpoints).
     pub fn api_requests(&self) -> u64 {
         let s = self.shared.lock();
         s.stats
             .requests
             .iter()
-            .filter(|(k, _)| **k != "token")
+            .filter(|(k, _)| !matches!(**k, "token" | "metadata" | "signJwt" | "sts"))
             .map(|(_, v)| *v)
             .sum()
     }
@@ -1195,6 +1240,170 @@ fn b64_decode(part: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
         .ok()
+}
+
+/// The metadata server's token for the service account attached to the VM
+/// (<https://cloud.google.com/compute/docs/access/authenticate-workloads#applications>):
+/// only with `Metadata-Flavor: Google`
+/// (<https://cloud.google.com/compute/docs/metadata/querying-metadata>).
+async fn metadata_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let mut s = shared.lock();
+    s.count("metadata", "", &headers);
+    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return (
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor:Google header.",
+        )
+            .into_response();
+    }
+    if s.keyless_refuses == Some("metadata") {
+        return (
+            StatusCode::NOT_FOUND,
+            "No service account is attached to this instance.",
+        )
+            .into_response();
+    }
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token = format!(
+        "ya29.meta-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    s.cloud_tokens.insert(token.clone());
+    let body = json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The subject token the fake's workload identity provider accepts.
+const OIDC_SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.fake-workload-identity.sig";
+
+/// The audience of the fake's workload identity pool provider.
+const WIF_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/fake-pool/providers/fake-oidc";
+
+/// The security token service's token exchange (RFC 8693), as Google's STS answers it
+/// (<https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token>).
+async fn sts_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let mut s = shared.lock();
+    s.count("sts", "", &HeaderMap::new());
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let oauth = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&json!({"error": error, "error_description": description}))
+                .unwrap_or_default(),
+        )
+            .into_response()
+    };
+    if f("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
+        return oauth("unsupported_grant_type", "Invalid grant_type.");
+    }
+    if f("audience") != WIF_AUDIENCE {
+        return oauth(
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid.",
+        );
+    }
+    if s.keyless_refuses == Some("STS") || f("subject_token") != OIDC_SUBJECT_TOKEN {
+        return oauth(
+            "invalid_grant",
+            "The audience in ID Token does not match the expected audience.",
+        );
+    }
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token = format!(
+        "ya29.fed-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    s.cloud_tokens.insert(token.clone());
+    let body = json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer", "expires_in": 3600});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// IAM Credentials `projects.serviceAccounts.signJwt`: signs the payload with the service
+/// account's Google-held key, for a caller whose token may
+/// (<https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signJwt>).
+async fn sign_jwt(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    AxPath(name): AxPath<String>,
+    body: Bytes,
+) -> Response {
+    use rsa::signature::{SignatureEncoding, Signer};
+    let iam_error = |code: u16, status: &str, message: &str| {
+        (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [("content-type", "application/json; charset=UTF-8")],
+            serde_json::to_vec(
+                &json!({"error": {"code": code, "message": message, "status": status}}),
+            )
+            .unwrap_or_default(),
+        )
+            .into_response()
+    };
+    let refuses = {
+        let mut s = shared.lock();
+        s.count("signJwt", "", &headers);
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !s.cloud_tokens.contains(bearer) {
+            return iam_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            );
+        }
+        s.keyless_refuses == Some("signJwt")
+    };
+    let account = name.strip_suffix(":signJwt").unwrap_or("");
+    if refuses || account != shared.client_email {
+        return iam_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!("Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist): projects/-/serviceAccounts/{account}"),
+        );
+    }
+    let Some(payload) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("payload").and_then(Value::as_str).map(str::to_string))
+    else {
+        return iam_error(400, "INVALID_ARGUMENT", "payload is required");
+    };
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let head = enc(json!({"alg": "RS256", "typ": "JWT", "kid": "fake0"})
+        .to_string()
+        .as_bytes());
+    let signed = format!("{head}.{}", enc(payload.as_bytes()));
+    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(shared.private_key.clone());
+    let signature = signer.sign(signed.as_bytes()).to_bytes();
+    let jwt = format!("{signed}.{}", enc(&signature));
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        serde_json::to_vec(&json!({"keyId": "fake0", "signedJwt": jwt})).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {

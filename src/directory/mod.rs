@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod fake;
+pub mod keyless;
 pub mod model;
 
 pub use auth::{GoogleAuth, HttpsClient};
@@ -95,6 +96,16 @@ pub enum DirectoryError {
         /// The group, as configured.
         group: String,
     },
+    /// A step of keyless credentials failed (metadata, signJwt, token exchange).
+    #[error("keyless Google credentials: the {step} step failed ({detail}): {advice}")]
+    Keyless {
+        /// `metadata`, `signJwt` or `token exchange`.
+        step: &'static str,
+        /// What Google answered.
+        detail: String,
+        /// What to do.
+        advice: &'static str,
+    },
     /// The token endpoint could not be reached, timed out or failed on its side (retried).
     #[error("the Google token endpoint is unavailable: {0}")]
     TokenUnavailable(String),
@@ -155,6 +166,7 @@ impl DirectoryError {
             DirectoryError::NotAdmin { .. } => "not_admin",
             DirectoryError::DomainCannotUseApis => "domain_cannot_use_apis",
             DirectoryError::GroupNotFound { .. } => "group_not_found",
+            DirectoryError::Keyless { .. } => "keyless",
             DirectoryError::TokenUnavailable(_) => "token_unavailable",
             DirectoryError::Token(_) => "token",
             DirectoryError::Url { .. } => "url",
@@ -190,6 +202,22 @@ pub async fn connect(
         client::REQUEST_TIMEOUT,
     )
     .await
+}
+
+/// Builds a Directory client without a key file: the metadata server's token for the
+/// attached service account, and the IAM Credentials API to sign the delegation JWT.
+pub async fn connect_keyless(
+    config: keyless::KeylessConfig,
+    base_url: &str,
+    backoff: Backoff,
+    timeout: std::time::Duration,
+) -> Result<DirectoryClient, DirectoryError> {
+    let http = auth::build_http_client()?;
+    let subject = config.subject.clone();
+    let scopes = config.scopes.clone();
+    let k = keyless::KeylessAuth::new(http.clone(), config, timeout)?;
+    let auth = GoogleAuth::keyless(k, &subject, scopes);
+    Ok(DirectoryClient::new(http, auth, base_url, backoff)?.with_request_timeout(timeout))
 }
 
 /// As [`connect`], with another timeout for each token and API request (tests shorten it).
