@@ -678,6 +678,9 @@ fn tally(book: &mut RunBook, planned: &PlannedChange, result: Result<Outcome, Pr
                     "deactivate"
                 }
             };
+            if outcome.identity_changed() {
+                c.identity_changed += 1;
+            }
             // What the pull writes is drift the push did not deliver.
             metrics::counter!("retrac_sync_drift_corrected_total", "kind" => counted).increment(1);
         }
@@ -728,7 +731,7 @@ async fn verify_absent(
             kept.push(change);
             continue;
         };
-        let google_id = ctx.store.get(*id)?.and_then(|m| m.external_id);
+        let google_id = ctx.store.get(*id)?.and_then(|m| m.google_id);
         let Some(google_id) = google_id else {
             // Never linked to a Google user: nothing to ask Google about.
             kept.push(change);
@@ -1065,7 +1068,7 @@ pub async fn sync_user(
         members.insert(m.id, m);
     }
     for u in &snap.users {
-        if let Some(m) = ctx.store.get_by_external_id(&u.id)? {
+        if let Some(m) = ctx.store.get_by_google_id(&u.id)? {
             members.insert(m.id, m);
         }
     }
