@@ -21,7 +21,7 @@ use crate::store::{AuditEntry, Store};
 
 /// Keeps a Retrac workspace's members in step with a Google Workspace directory.
 #[derive(Debug, Parser)]
-#[command(name = "retrac-sync", version, propagate_version = true)]
+#[command(name = "retrac-sync", version = crate::version::LONG_VERSION, propagate_version = true)]
 pub struct Cli {
     /// Config file [default: $RETRAC_SYNC_CONFIG, else /etc/retrac-sync/config.toml if it exists]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -61,6 +61,23 @@ pub enum Command {
     /// The SCIM connection as a whole.
     #[command(subcommand)]
     Scim(ScimCommand),
+    /// Check the setup end to end (config, store, daemon, TLS, Google, schedule, clock) and say what to fix.
+    Doctor {
+        /// Print the checklist as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (retrac-sync.1, one per subcommand, retrac-sync.toml.5) into DIR.
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `token ...`
@@ -439,6 +456,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             let config = load()?;
             let (request, json) = sync_request(args);
             return run_sync_command(config, request, json, out);
+        }
+        Command::Doctor { json } => {
+            return crate::doctor::cli(config_path.as_deref(), json, out)
+                .map_err(|(code, message)| Failure { code, message })
+        }
+        Command::Completions { shell } => crate::manpage::completions(shell, out),
+        Command::Man { dir } => {
+            for path in crate::manpage::write_man_pages(&dir).map_err(Failure::failed)? {
+                writeln!(out, "{}", path.display()).map_err(io)?;
+            }
         }
     }
     Ok(())
