@@ -335,3 +335,33 @@ async fn a_config_that_does_not_load_is_one_failed_check() {
         .unwrap()
         .contains(&path.display().to_string()));
 }
+
+#[test]
+fn the_version_names_the_commit_and_the_build_date() {
+    let out = Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!(
+        "retrac-sync {} (commit {}, built {})\n",
+        env!("CARGO_PKG_VERSION"),
+        retrac_sync::version::COMMIT,
+        retrac_sync::version::BUILD_DATE
+    );
+    assert_eq!(text, expected);
+    // In a git checkout the commit is HEAD's (a tarball without .git says "unknown").
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        let head = String::from_utf8(head.stdout).unwrap();
+        assert_eq!(retrac_sync::version::COMMIT, head.trim());
+    }
+    // The build date is today's or a recent one (SOURCE_DATE_EPOCH), in YYYY-MM-DD.
+    assert!(
+        chrono::NaiveDate::parse_from_str(retrac_sync::version::BUILD_DATE, "%Y-%m-%d").is_ok()
+    );
+}
