@@ -47,16 +47,27 @@ fn git_commit() -> Option<String> {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
     // HEAD lives in the worktree's git dir; the branch it names lives in the common dir
-    // (the same directory outside a linked worktree). Rebuild when either changes.
+    // (the same directory outside a linked worktree), loose or in packed-refs. Rebuild when
+    // one of them changes. Only existing files are named: cargo reruns a build script on
+    // every build when a named file is missing.
+    let mut watch = Vec::new();
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
+        watch.push(format!("{dir}/HEAD"));
     }
-    if let (Some(common), Some(head_ref)) = (
-        git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]),
-        git(&["symbolic-ref", "-q", "HEAD"]),
-    ) {
-        println!("cargo:rerun-if-changed={common}/{head_ref}");
-        println!("cargo:rerun-if-changed={common}/packed-refs");
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            // (Not its directory: in a repository with several worktrees, every commit on
+            // any branch would rebuild the crate. A branch that is only in packed-refs gets
+            // a loose file at its next commit, which the next change to build.rs or to the
+            // environment above picks up.)
+            watch.push(format!("{common}/{head_ref}"));
+        }
+        watch.push(format!("{common}/packed-refs"));
+    }
+    for path in watch {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     Some(commit)
 }
