@@ -22,6 +22,7 @@ pub mod demo;
 pub mod directory;
 pub mod doctor;
 pub mod health;
+pub mod listener;
 pub mod manpage;
 pub mod member;
 pub mod owner;

@@ -114,6 +114,7 @@ fn the_dashboard_takes_its_data_source_from_a_variable() {
         "SCIM status classes",
         "Google requests",
         "Google retries",
+        "SCIM authentication failures",
     ] {
         assert!(
             titles.contains(&wanted),
@@ -211,6 +212,12 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
     )
     .await;
     assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let refused = http(
+        scim_addr,
+        "GET /scim/v2/Users HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer rtsc_nope_nope\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
     // The first pull (after its retried page) creates the sample users.
     let mut exposition = String::new();
