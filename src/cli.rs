@@ -62,6 +62,13 @@ pub enum Command {
     #[command(subcommand)]
     Scim(ScimCommand),
     /// Check the setup end to end (config, store, daemon, TLS, Google, schedule, clock) and say what to fix.
+    ///
+    /// One line a check, ✓ fine, ! look at it, ✗ broken, with the fix: the config; the store
+    /// (schema, consistency, size, free space); the admin socket; the TLS files (the
+    /// certificate matches the key, expiry within 30 days); [scim].public_url; Google (a
+    /// token, one users.list page per domain, one members.list page per scope group, with
+    /// the pull's own messages); the next three scheduled pulls; the clock against Google's.
+    /// Exits 1 when a check is ✗.
     Doctor {
         /// Print the checklist as JSON.
         #[arg(long)]
