@@ -21,7 +21,7 @@ fn create(i: usize) -> Change {
         Some("Given"),
         Some(&format!("Family{i}")),
     );
-    attrs.external_id = Some(format!("1045987219{i:011}"));
+    attrs.google_id = Some(format!("1045987219{i:011}"));
     Change::Create {
         attrs,
         managed_by: ManagedBy::Google,

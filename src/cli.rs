@@ -1103,6 +1103,7 @@ mod tests {
             display_name: None,
             emails: vec![],
             active: true,
+            google_id: None,
             external_id: None,
             locations: vec!["Paris".into(), "Lyon".into(), "Marseille".into()],
             role: Role::Owner,

@@ -67,6 +67,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[audit]`
+    pub audit: AuditConfig,
 }
 
 /// `[store]`: where the member database lives.
@@ -244,6 +246,22 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[audit]`: how long the audit log keeps its entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Entries older than this many days are removed in the background; `0` keeps them all.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 400,
         }
     }
 }
@@ -533,6 +551,7 @@ mod tests {
         assert_eq!(c.scim.base_path, "/scim/v2");
         assert_eq!(c.google.customer, "my_customer");
         assert_eq!(c.sync.max_deactivations, 25);
+        assert_eq!(c.audit.retention_days, 400);
         // Every key of every section appears in config.example.toml.
         let v = serde_json::to_value(&c).unwrap();
         for (section, body) in v.as_object().unwrap() {

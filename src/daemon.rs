@@ -183,6 +183,13 @@ pub async fn launch(
         stopped(),
     ));
 
+    let audit_task = crate::store::spawn_audit_retention(
+        store.clone(),
+        config.audit.retention_days,
+        chrono::Utc::now,
+        stopped(),
+    );
+
     tracing::info!(
         store = %config.store.path.display(),
         scim = %show_addr(scim_addr),
@@ -224,6 +231,10 @@ pub async fn launch(
     }
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(a) = audit_task {
+        // It stops at `stopped`; a pass in progress finishes its batch on its own thread.
+        let _ = a.await;
     }
     let _ = std::fs::remove_file(&listeners.admin_path);
     if let Some(why) = failed {

@@ -339,7 +339,7 @@ fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
             truncate(m.user_name.as_str(), 34),
             truncate(name.trim(), 22),
             if m.active { "yes" } else { "no" },
-            m.external_id.as_deref().unwrap_or("-")
+            m.google_id.as_deref().unwrap_or("-")
         );
     }
     if members.len() > 15 {

@@ -49,7 +49,8 @@ pub struct InvalidUserName(pub String, pub &'static str);
 /// A user name: the primary email address.
 ///
 /// It is trimmed and stored as it was given, but compares, hashes and indexes
-/// case-insensitively (Google, SCIM clients and the owner's CLI all send mixed case).
+/// case-insensitively, in every script (Google, SCIM clients and the owner's CLI all send
+/// mixed case): see [`normalize_email`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UserName(String);
@@ -113,7 +114,8 @@ impl UserName {
         &self.0
     }
 
-    /// The key it is compared and indexed by: lower case.
+    /// The key it is compared and indexed by: NFKC plus full case folding
+    /// ([`normalize_email`]).
     pub fn normalized(&self) -> String {
         normalize_email(&self.0)
     }
@@ -143,20 +145,48 @@ fn check_identifier(raw: &str) -> Result<&str, InvalidUserName> {
     Err(InvalidUserName(raw.to_string(), why))
 }
 
-/// The case-insensitive comparison key of an email address.
+/// The case-insensitive comparison key of a user name or email address.
+///
+/// NFKC plus full Unicode case folding, as Unicode's compatibility caseless match (UAX #44,
+/// Unicode 15 §3.13 D146) does it: `ΣΑΣ` and `σασ`, `ǅa` and `ǆa`, the Kelvin sign `K` and
+/// `k` are one name. The stored name keeps its case; only comparisons and indexes use this.
 pub fn normalize_email(s: &str) -> String {
     normalize_email_cow(s).into_owned()
 }
 
-/// As [`normalize_email`], borrowing when the address is already trimmed lower case
-/// (the common case on the lookup path).
+/// As [`normalize_email`], borrowing when the address is already its own key (trimmed
+/// lower-case ASCII: the common case on the lookup path).
 pub fn normalize_email_cow(s: &str) -> std::borrow::Cow<'_, str> {
-    let t = s.trim();
-    if t.chars().any(|c| c.is_uppercase()) {
-        std::borrow::Cow::Owned(t.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(t)
+    caseless_key(s.trim())
+}
+
+/// The caseless comparison key of any text, untrimmed: NFKC plus full case folding, as for
+/// user names. SCIM filters compare the attributes that are not `caseExact` with it.
+pub fn caseless_key(t: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if t.is_ascii() {
+        // ASCII is NFKC-stable, and its full case folding is its lower case.
+        return if t.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(t.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(t)
+        };
     }
+    Cow::Owned(fold_unicode(t))
+}
+
+/// NFKC(fold(NFKC(fold(NFD(s))))): D146's compatibility caseless key, with NFKC in place of
+/// NFKD (two strings have one NFKC form exactly when they have one NFKD form).
+fn fold_unicode(s: &str) -> String {
+    use icu_casemap::CaseMapper;
+    use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
+    let fold = CaseMapper::new();
+    let nfkc = ComposingNormalizerBorrowed::new_nfkc();
+    let nfd = DecomposingNormalizerBorrowed::new_nfd();
+    let once = nfkc
+        .normalize(&fold.fold_string(&nfd.normalize(s)))
+        .into_owned();
+    nfkc.normalize(&fold.fold_string(&once)).into_owned()
 }
 
 impl PartialEq for UserName {
@@ -281,7 +311,10 @@ pub struct DirectoryAttrs {
     pub display_name: Option<String>,
     /// False = deactivated.
     pub active: bool,
-    /// The Google user id (or a SCIM client's externalId).
+    /// The Google user id. Only the pull writes it; from any other actor it is ignored.
+    pub google_id: Option<String>,
+    /// A SCIM client's `externalId` (RFC 7643 §3.1). Only SCIM writes it; from any other
+    /// actor it is ignored.
     pub external_id: Option<String>,
     /// Other SCIM attributes a client sent, kept so nothing it wrote is lost.
     /// `None` leaves what is stored as it is (the pull has none to give).
@@ -298,6 +331,7 @@ impl DirectoryAttrs {
             family_name: family.map(str::to_string),
             display_name: None,
             active: true,
+            google_id: None,
             external_id: None,
             scim_extra: None,
         }
@@ -321,7 +355,9 @@ pub struct Member {
     pub display_name: Option<String>,
     /// False = no workspace access; the record stays.
     pub active: bool,
-    /// The Google user id; the first key for matching.
+    /// The Google user id; the pull's first key for matching. Only the pull writes it.
+    pub google_id: Option<String>,
+    /// The SCIM client's `externalId`, as it sent it. Only SCIM writes it.
     pub external_id: Option<String>,
     /// Locations assigned by an owner. Never written by SCIM or the pull.
     pub locations: Vec<String>,
@@ -353,9 +389,17 @@ impl Member {
             family_name: self.family_name.clone(),
             display_name: self.display_name.clone(),
             active: self.active,
+            google_id: self.google_id.clone(),
             external_id: self.external_id.clone(),
             scim_extra: Some(self.scim_extra.clone()),
         }
+    }
+
+    /// Whether SCIM sees this member: not SCIM-deleted, and not an owner's invite that no
+    /// identity provider has claimed yet (a manual member is linked by a SCIM POST of its
+    /// user name, or by the pull).
+    pub fn visible_to_scim(&self) -> bool {
+        !self.scim_deleted && self.managed_by != ManagedBy::Manual
     }
 
     /// The CLI's JSON view: exactly the documented keys.
@@ -368,6 +412,7 @@ impl Member {
             display_name: self.display_name.clone(),
             emails: self.emails.clone(),
             active: self.active,
+            google_id: self.google_id.clone(),
             external_id: self.external_id.clone(),
             locations: self.locations.clone(),
             role: self.role,
@@ -397,7 +442,10 @@ pub struct MemberView {
     pub emails: Vec<Email>,
     /// Workspace access.
     pub active: bool,
-    /// Google user id.
+    /// Google user id (set by the pull).
+    #[serde(default)]
+    pub google_id: Option<String>,
+    /// The SCIM client's externalId.
     pub external_id: Option<String>,
     /// Owner-assigned locations.
     pub locations: Vec<String>,
@@ -489,7 +537,7 @@ pub enum Change {
         /// Which member.
         id: MemberId,
         /// The Google user id.
-        external_id: String,
+        google_id: String,
         /// The version the caller saw.
         expected_version: Option<u64>,
     },
@@ -547,7 +595,7 @@ impl Change {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -560,6 +608,54 @@ mod tests {
         assert_eq!(a.domain(), "example.com");
         assert_ne!(a, UserName::parse("grace@example.com").unwrap());
     }
+
+    #[test]
+    fn user_names_compare_by_nfkc_and_full_case_folding_in_every_script() {
+        let same = |a: &str, b: &str| {
+            UserName::parse_identifier(a).unwrap() == UserName::parse_identifier(b).unwrap()
+        };
+        // Greek: capital sigma, small sigma, final sigma.
+        assert!(same("ΣΑΣ@example.com", "σασ@example.com"));
+        assert!(same("ΣΑΣ@example.com", "σας@example.com"));
+        // Titlecase and lowercase digraph dz with caron (and the compatibility d + ž).
+        assert!(same("ǅa@example.com", "ǆa@example.com"));
+        assert!(same("Ǆa@example.com", "dža@example.com"));
+        // The Kelvin sign is K.
+        assert!(same("\u{212A}im@example.com", "kim@example.com"));
+        // Full (not simple) folding: ß is ss; NFKC: the ligature ﬁ is fi, é composed or not.
+        assert!(same("STRASSE@example.com", "straße@example.com"));
+        assert!(same("ﬁn@example.com", "FIN@example.com"));
+        assert!(same("e\u{301}@example.com", "\u{e9}@example.com"));
+        assert!(!same("sasa@example.com", "σασ@example.com"));
+        // The stored name keeps its case.
+        let u = UserName::parse("ΣΑΣ@Example.com").unwrap();
+        assert_eq!(u.as_str(), "ΣΑΣ@Example.com");
+        assert_eq!(u.normalized(), "σασ@example.com");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn user_name_eq_is_symmetric_and_is_equality_of_the_key(
+            a in proptest::collection::vec(proptest::sample::select(TRICKY), 1..5),
+            b in proptest::collection::vec(proptest::sample::select(TRICKY), 1..5),
+        ) {
+            let a = UserName::parse(&format!("{}@example.com", a.concat())).unwrap();
+            let b = UserName::parse(&format!("{}@example.com", b.concat())).unwrap();
+            proptest::prop_assert_eq!(a == b, b == a);
+            proptest::prop_assert_eq!(a == b, a.normalized() == b.normalized());
+            proptest::prop_assert!(a == a.clone());
+            // The key is stable: a name made of the key is equal to the name.
+            let k = UserName::parse(&a.normalized()).unwrap();
+            proptest::prop_assert!(k == a);
+        }
+    }
+
+    /// Pieces of local parts that fold onto each other, or almost do.
+    pub(crate) const TRICKY: &[&str] = &[
+        "a", "A", "k", "K", "\u{212A}", "s", "S", "ss", "SS", "ß", "ẞ", "σ", "Σ", "ς", "ǅ", "ǆ",
+        "Ǆ", "dž", "fi", "ﬁ", "e\u{301}", "\u{e9}", "\u{c9}", "i", "I", "İ", "ı", "µ", "μ", "Å",
+        "\u{212B}", "1", "①",
+    ];
 
     #[test]
     fn user_names_that_are_not_emails_are_refused_with_a_reason() {

@@ -3,9 +3,16 @@
 //! SCIM, the pull and the owner's CLI build [`Change`]s; only this module turns them into
 //! writes. The rules (DESIGN.md, "provision::apply"):
 //!
-//! - a user name is unique case-insensitively; a collision is a conflict, except that a
-//!   create from the pull that meets a member not yet linked to another Google user links it,
-//!   and a create from SCIM that meets a SCIM-deleted record revives that record;
+//! - a user name is unique case-insensitively (NFKC and full case folding); a collision is a
+//!   conflict, except that a create from the pull that meets a member not yet linked to
+//!   another Google user links it, and a create from SCIM that meets a SCIM-deleted record
+//!   revives that record, or that meets an owner's unclaimed invite links it;
+//! - the Google id belongs to the pull and `externalId` to the SCIM client: each is written
+//!   by its own actor only, and kept when another actor writes the member;
+//! - a record revived or relinked to a different identity (another Google id, or another
+//!   non-empty `externalId`) keeps its id and history but not the owner's grants: role back to
+//!   member, locations emptied, both listed in the audit entry under `grantsRemoved`;
+//! - an owner's invite (`managedBy: manual`) is invisible to SCIM until claimed;
 //! - an expected version that is no longer current is a precondition failure;
 //! - SCIM and the pull write directory-owned fields only; locations and role are the owner's;
 //! - nothing is ever deleted: a deactivation sets `active = false`, and a SCIM delete hides
@@ -36,7 +43,28 @@ pub enum Outcome {
     Unchanged(Member),
 }
 
+/// Whether `after` took over `before`'s record with a different identity: another Google
+/// id, or another non-empty SCIM `externalId` (ids are compared like with like; a side that
+/// has none proves nothing, as Google's push sends none).
+pub fn is_identity_change(before: &Member, after: &Member) -> bool {
+    let differs = |a: &Option<String>, b: &Option<String>| match (a, b) {
+        (Some(a), Some(b)) => !a.is_empty() && !b.is_empty() && a != b,
+        _ => false,
+    };
+    differs(&before.google_id, &after.google_id) || differs(&before.external_id, &after.external_id)
+}
+
 impl Outcome {
+    /// Whether this write revived or relinked a record to a different identity (its grants
+    /// were removed). A SCIM revival answers [`Outcome::Created`] and is not counted here;
+    /// its audit entry says it.
+    pub fn identity_changed(&self) -> bool {
+        match self {
+            Outcome::Updated { before, after } => is_identity_change(before, after),
+            _ => false,
+        }
+    }
+
     /// The member as it is after the change.
     pub fn member(&self) -> &Member {
         match self {
@@ -62,7 +90,7 @@ pub enum ProvisionError {
         /// Who has it.
         existing: MemberId,
     },
-    /// Another member is already linked to this external id.
+    /// Another member already has this SCIM `externalId`, or is linked to this Google id.
     #[error("another member is already linked to external id {external_id} (member {existing})")]
     ExternalIdTaken {
         /// The external id asked for.
@@ -165,11 +193,17 @@ fn apply_one(
         } => {
             let before = load(tx, *id, *expected_version, actor)?;
             let mut after = before.clone();
-            write_directory_attrs(tx, &mut after, attrs)?;
+            write_directory_attrs(tx, &mut after, attrs, actor)?;
             if actor.is_directory() {
                 after.managed_by = ManagedBy::Google;
             }
-            commit(tx, before, after, change.kind(), actor, now)
+            // A SCIM client that changes the externalId of a user it never deleted still
+            // manages that user: only the pull's relink is a new identity here.
+            let removed = match actor {
+                Actor::Pull(_) => drop_grants_on_new_identity(&before, &mut after),
+                _ => None,
+            };
+            commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
         Change::Deactivate {
             id,
@@ -201,15 +235,22 @@ fn apply_one(
         }
         Change::Link {
             id,
-            external_id,
+            google_id,
             expected_version,
         } => {
+            if !matches!(actor, Actor::Pull(_)) {
+                return Err(ProvisionError::Forbidden {
+                    actor: actor.to_string(),
+                    what: "link a member to a Google id",
+                });
+            }
             let before = load(tx, *id, *expected_version, actor)?;
-            check_external_id_free(tx, external_id, *id)?;
+            check_google_id_free(tx, google_id, *id)?;
             let mut after = before.clone();
-            after.external_id = Some(external_id.clone());
+            after.google_id = Some(google_id.clone());
             after.managed_by = ManagedBy::Google;
-            commit(tx, before, after, change.kind(), actor, now)
+            let removed = drop_grants_on_new_identity(&before, &mut after);
+            commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
         Change::Restore { id } => {
             owner_only(actor, "restore a member")?;
@@ -253,7 +294,7 @@ fn create(
         let existing = tx
             .get(existing_id)?
             .ok_or(ProvisionError::NotFound(existing_id))?;
-        let same_google_user = match (&existing.external_id, &attrs.external_id) {
+        let same_google_user = match (&existing.google_id, &attrs.google_id) {
             (None, _) => true,
             (Some(a), Some(b)) => a == b,
             (Some(_), None) => false,
@@ -262,9 +303,10 @@ fn create(
             // The pull found a member it has not linked yet: link it, never duplicate it.
             // A SCIM-deleted record stays hidden from the pull until the owner restores it.
             Actor::Pull(_) => same_google_user && !existing.scim_deleted,
-            // A SCIM client re-creates a user it deleted: bring the record (and its
-            // locations) back rather than refuse the name forever.
-            Actor::Scim(_) => existing.scim_deleted,
+            // A SCIM client re-creates a user it deleted: bring the record back rather than
+            // refuse the name forever. Or it claims an owner's invite (Entra and Okta search,
+            // then create): link it, as the pull would.
+            Actor::Scim(_) => existing.scim_deleted || existing.managed_by == ManagedBy::Manual,
             Actor::Owner => false,
         };
         if !takeover {
@@ -274,7 +316,7 @@ fn create(
             });
         }
         let mut after = existing.clone();
-        write_directory_attrs(tx, &mut after, attrs)?;
+        write_directory_attrs(tx, &mut after, attrs, actor)?;
         after.managed_by = ManagedBy::Google;
         after.scim_deleted = false;
         let kind = if existing.scim_deleted {
@@ -282,16 +324,26 @@ fn create(
         } else {
             "link"
         };
-        let outcome = commit(tx, existing.clone(), after, kind, actor, now)?;
+        let removed = drop_grants_on_new_identity(&existing, &mut after);
+        let outcome = commit_noted(tx, existing.clone(), after, kind, actor, now, removed)?;
         return Ok(match (existing.scim_deleted, outcome) {
             (true, Outcome::Updated { after, .. }) => Outcome::Created(*after),
             (_, other) => other,
         });
     }
-    if let Some(ext) = &attrs.external_id {
+    let (google_id, external_id) = identity_of(actor, attrs);
+    if let Some(ext) = &external_id {
         if let Some(existing) = tx.id_by_external_id(ext)? {
             return Err(ProvisionError::ExternalIdTaken {
                 external_id: ext.clone(),
+                existing,
+            });
+        }
+    }
+    if let Some(g) = &google_id {
+        if let Some(existing) = tx.id_by_google_id(g)? {
+            return Err(ProvisionError::ExternalIdTaken {
+                external_id: g.clone(),
                 existing,
             });
         }
@@ -304,7 +356,8 @@ fn create(
         family_name: attrs.family_name.clone(),
         display_name: attrs.display_name.clone(),
         active: attrs.active,
-        external_id: attrs.external_id.clone(),
+        google_id,
+        external_id,
         locations: Vec::new(),
         role: Role::Member,
         managed_by,
@@ -341,8 +394,11 @@ fn load(
 ) -> Result<Member, ProvisionError> {
     let member = tx.get(id)?.ok_or(ProvisionError::NotFound(id))?;
     // A SCIM-deleted member is gone as far as the directory is concerned; only the
-    // owner's restore brings it back.
-    if member.scim_deleted && actor.is_directory() {
+    // owner's restore brings it back. An owner's unclaimed invite does not exist for SCIM
+    // (a POST of its user name claims it); the pull links it by email.
+    if member.scim_deleted && actor.is_directory()
+        || matches!(actor, Actor::Scim(_)) && !member.visible_to_scim()
+    {
         return Err(ProvisionError::NotFound(id));
     }
     if let Some(expected) = expected_version {
@@ -357,11 +413,37 @@ fn load(
     Ok(member)
 }
 
-/// Copies the directory-owned fields onto `member`, checking uniqueness.
+/// The (Google id, externalId) an actor may write: the pull the first, SCIM the second.
+fn identity_of(actor: &Actor, attrs: &DirectoryAttrs) -> (Option<String>, Option<String>) {
+    match actor {
+        Actor::Pull(_) => (attrs.google_id.clone(), None),
+        Actor::Scim(_) => (None, attrs.external_id.clone()),
+        Actor::Owner => (None, None),
+    }
+}
+
+/// When `after` has a different identity than `before` ([`is_identity_change`]), takes the
+/// owner's grants off it and returns what was removed, for the audit entry.
+fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<serde_json::Value> {
+    if !is_identity_change(before, after) {
+        return None;
+    }
+    let removed = serde_json::json!({
+        "role": after.role,
+        "locations": after.locations,
+    });
+    after.role = Role::Member;
+    after.locations.clear();
+    Some(removed)
+}
+
+/// Copies the directory-owned fields onto `member`, checking uniqueness. The Google id is
+/// taken from the pull only and the `externalId` from SCIM only; the other is kept.
 fn write_directory_attrs(
     tx: &MemberTx<'_>,
     member: &mut Member,
     attrs: &DirectoryAttrs,
+    actor: &Actor,
 ) -> Result<(), ProvisionError> {
     if let Some(holder) = tx.id_by_user_name(attrs.user_name.as_str())? {
         if holder != member.id {
@@ -371,8 +453,20 @@ fn write_directory_attrs(
             });
         }
     }
-    if let Some(ext) = &attrs.external_id {
-        check_external_id_free(tx, ext, member.id)?;
+    match actor {
+        Actor::Pull(_) => {
+            if let Some(g) = &attrs.google_id {
+                check_google_id_free(tx, g, member.id)?;
+                member.google_id = Some(g.clone());
+            }
+        }
+        Actor::Scim(_) => {
+            if let Some(ext) = &attrs.external_id {
+                check_external_id_free(tx, ext, member.id)?;
+            }
+            member.external_id = attrs.external_id.clone();
+        }
+        Actor::Owner => {}
     }
     member.user_name = attrs.user_name.clone();
     member.emails = attrs.emails.clone();
@@ -380,7 +474,6 @@ fn write_directory_attrs(
     member.family_name = attrs.family_name.clone();
     member.display_name = attrs.display_name.clone();
     member.active = attrs.active;
-    member.external_id = attrs.external_id.clone();
     if let Some(extra) = &attrs.scim_extra {
         member.scim_extra = extra.clone();
     }
@@ -395,6 +488,20 @@ fn check_external_id_free(
     match tx.id_by_external_id(external_id)? {
         Some(holder) if holder != id => Err(ProvisionError::ExternalIdTaken {
             external_id: external_id.to_string(),
+            existing: holder,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_google_id_free(
+    tx: &MemberTx<'_>,
+    google_id: &str,
+    id: MemberId,
+) -> Result<(), ProvisionError> {
+    match tx.id_by_google_id(google_id)? {
+        Some(holder) if holder != id => Err(ProvisionError::ExternalIdTaken {
+            external_id: google_id.to_string(),
             existing: holder,
         }),
         _ => Ok(()),
@@ -428,14 +535,31 @@ fn clean_locations(locations: &[String]) -> Vec<String> {
 fn commit(
     tx: &MemberTx<'_>,
     before: Member,
-    mut after: Member,
+    after: Member,
     kind: &str,
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ProvisionError> {
-    let (old_fields, new_fields) = diff(&before, &after);
+    commit_noted(tx, before, after, kind, actor, now, None)
+}
+
+/// As [`commit`]; `grants_removed`, when given, is recorded in the audit entry's `after`
+/// under `grantsRemoved` (the owner restores them from there if it is the same person).
+fn commit_noted(
+    tx: &MemberTx<'_>,
+    before: Member,
+    mut after: Member,
+    kind: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    grants_removed: Option<serde_json::Value>,
+) -> Result<Outcome, ProvisionError> {
+    let (old_fields, mut new_fields) = diff(&before, &after);
     if new_fields.is_empty() {
         return Ok(Outcome::Unchanged(before));
+    }
+    if let Some(removed) = grants_removed {
+        new_fields.insert("grantsRemoved".into(), removed);
     }
     after.version = before.version + 1;
     after.last_modified = now;
@@ -467,6 +591,7 @@ fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
     f.insert("familyName".into(), json!(m.family_name));
     f.insert("displayName".into(), json!(m.display_name));
     f.insert("active".into(), json!(m.active));
+    f.insert("googleId".into(), json!(m.google_id));
     f.insert("externalId".into(), json!(m.external_id));
     f.insert("locations".into(), json!(m.locations));
     f.insert("role".into(), json!(m.role));
@@ -631,7 +756,7 @@ mod tests {
         .member()
         .clone();
         let mut a = attrs("Ada@example.com");
-        a.external_id = Some("g-ada".into());
+        a.google_id = Some("g-ada".into());
         let out = apply(
             &store,
             Change::Create {
@@ -644,12 +769,12 @@ mod tests {
         .unwrap();
         let m = out.member();
         assert_eq!(m.id, invited.id, "linked, not duplicated");
-        assert_eq!(m.external_id.as_deref(), Some("g-ada"));
+        assert_eq!(m.google_id.as_deref(), Some("g-ada"));
         assert_eq!(m.managed_by, ManagedBy::Google);
         assert_eq!(store.member_count(), 1);
         // A pull create for a different Google user with the same email is still a conflict.
         let mut other = attrs("ada@example.com");
-        other.external_id = Some("g-other".into());
+        other.google_id = Some("g-other".into());
         let err = apply(
             &store,
             Change::Create {
@@ -998,7 +1123,7 @@ mod tests {
             &store,
             Change::Link {
                 id: a.id,
-                external_id: "g-1".into(),
+                google_id: "g-1".into(),
                 expected_version: Some(1),
             },
             &pull,
@@ -1009,7 +1134,7 @@ mod tests {
             &store,
             Change::Link {
                 id: b.id,
-                external_id: "g-1".into(),
+                google_id: "g-1".into(),
                 expected_version: None,
             },
             &pull,
@@ -1017,7 +1142,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ProvisionError::ExternalIdTaken { .. }));
-        assert_eq!(store.get_by_external_id("g-1").unwrap().unwrap().id, a.id);
+        assert_eq!(store.get_by_google_id("g-1").unwrap().unwrap().id, a.id);
     }
 
     #[test]
@@ -1153,6 +1278,272 @@ mod tests {
         );
         assert!(store.get_by_external_id("g-7").unwrap().is_none());
         assert_eq!(store.get_by_external_id("g-7b").unwrap().unwrap().id, m7.id);
+    }
+
+    fn grant(store: &Store, id: MemberId) {
+        for change in [
+            Change::SetLocations {
+                id,
+                locations: vec!["Paris".into()],
+            },
+            Change::SetRole {
+                id,
+                role: Role::Owner,
+            },
+        ] {
+            apply(store, change, &Actor::Owner, t(1)).unwrap();
+        }
+    }
+
+    fn pull_update(store: &Store, id: MemberId, google_id: &str) -> Outcome {
+        let mut a = store.get(id).unwrap().unwrap().directory_attrs();
+        a.google_id = Some(google_id.into());
+        a.family_name = Some("King".into());
+        apply(
+            store,
+            Change::Update {
+                id,
+                expected_version: None,
+                attrs: a,
+            },
+            &Actor::Pull("r".into()),
+            t(2),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pull_relink_to_another_google_id_drops_the_grants_and_the_same_id_keeps_them() {
+        let (_d, store) = store();
+        let mut a = attrs("ada@example.com");
+        a.google_id = Some("g-1".into());
+        let m = apply(
+            &store,
+            Change::Create {
+                attrs: a,
+                managed_by: ManagedBy::Google,
+            },
+            &Actor::Pull("r".into()),
+            t(0),
+        )
+        .unwrap()
+        .member()
+        .clone();
+        grant(&store, m.id);
+
+        let same = pull_update(&store, m.id, "g-1");
+        assert!(!same.identity_changed());
+        assert_eq!(same.member().role, Role::Owner);
+        assert_eq!(same.member().locations, ["Paris"]);
+
+        let other = pull_update(&store, m.id, "g-2");
+        assert!(other.identity_changed());
+        let after = other.member();
+        assert_eq!(after.id, m.id, "the record is kept");
+        assert_eq!(after.role, Role::Member);
+        assert!(after.locations.is_empty());
+        assert_eq!(after.google_id.as_deref(), Some("g-2"));
+        let last = store
+            .audit(&AuditQuery {
+                member: Some(m.id),
+                ..Default::default()
+            })
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            last.after["grantsRemoved"],
+            serde_json::json!({"role": "owner", "locations": ["Paris"]})
+        );
+        assert_eq!(last.before["role"], "owner");
+        assert_eq!(last.before["googleId"], "g-1");
+
+        // A Link to another Google id is a relink too.
+        grant(&store, m.id);
+        let out = apply(
+            &store,
+            Change::Link {
+                id: m.id,
+                google_id: "g-3".into(),
+                expected_version: None,
+            },
+            &Actor::Pull("r".into()),
+            t(3),
+        )
+        .unwrap();
+        assert!(out.identity_changed());
+        assert!(out.member().locations.is_empty());
+    }
+
+    #[test]
+    fn the_google_id_is_the_pulls_and_the_external_id_is_scims() {
+        let (_d, store) = store();
+        // SCIM creates with its own externalId; a Google id it sends is ignored.
+        let mut a = attrs("ada@example.com");
+        a.external_id = Some("entra-1".into());
+        a.google_id = Some("forged".into());
+        let m = apply(
+            &store,
+            Change::Create {
+                attrs: a,
+                managed_by: ManagedBy::Google,
+            },
+            &scim(),
+            t(0),
+        )
+        .unwrap()
+        .member()
+        .clone();
+        assert_eq!(m.external_id.as_deref(), Some("entra-1"));
+        assert_eq!(m.google_id, None);
+        // The pull links it; the SCIM externalId survives, and an externalId the pull
+        // sends is ignored.
+        let mut p = m.directory_attrs();
+        p.google_id = Some("g-1".into());
+        p.external_id = None;
+        let out = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: None,
+                attrs: p,
+            },
+            &Actor::Pull("r".into()),
+            t(1),
+        )
+        .unwrap();
+        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().external_id.as_deref(), Some("entra-1"));
+        // A SCIM PUT without externalId clears SCIM's own and keeps the Google link.
+        let mut s = out.member().directory_attrs();
+        s.external_id = None;
+        s.google_id = None;
+        let out = apply(
+            &store,
+            Change::Update {
+                id: m.id,
+                expected_version: None,
+                attrs: s,
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap();
+        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().external_id, None);
+        assert_eq!(store.get_by_google_id("g-1").unwrap().unwrap().id, m.id);
+        assert!(store.get_by_external_id("entra-1").unwrap().is_none());
+        // Only the pull links.
+        let err = apply(
+            &store,
+            Change::Link {
+                id: m.id,
+                google_id: "g-9".into(),
+                expected_version: None,
+            },
+            &scim(),
+            t(3),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProvisionError::Forbidden { .. }), "{err}");
+        assert!(store.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn scim_cannot_touch_an_unclaimed_invite_but_its_post_links_it() {
+        let (_d, store) = store();
+        let invited = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("ada@example.com"),
+                managed_by: ManagedBy::Manual,
+            },
+            &Actor::Owner,
+            t(0),
+        )
+        .unwrap()
+        .member()
+        .clone();
+        grant(&store, invited.id);
+        assert_eq!(store.scim_listing_len(), 0);
+        for change in [
+            Change::Update {
+                id: invited.id,
+                expected_version: None,
+                attrs: attrs("ada@example.com"),
+            },
+            Change::Deactivate {
+                id: invited.id,
+                expected_version: None,
+            },
+            Change::ScimDelete {
+                id: invited.id,
+                expected_version: None,
+            },
+        ] {
+            let err = apply(&store, change, &scim(), t(1)).unwrap_err();
+            assert!(matches!(err, ProvisionError::NotFound(_)), "{err}");
+        }
+        let out = apply(
+            &store,
+            Change::Create {
+                attrs: attrs("Ada@Example.com"),
+                managed_by: ManagedBy::Google,
+            },
+            &scim(),
+            t(2),
+        )
+        .unwrap();
+        let m = out.member();
+        assert_eq!(m.id, invited.id);
+        assert_eq!(m.managed_by, ManagedBy::Google);
+        assert_eq!(m.role, Role::Owner);
+        assert_eq!(m.locations, ["Paris"]);
+        assert_eq!(store.scim_listing_page(0, 10, false), [m.id]);
+        let last = store
+            .audit(&AuditQuery {
+                member: Some(m.id),
+                ..Default::default()
+            })
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(last.change, "link");
+        assert_eq!(last.actor, scim());
+    }
+
+    #[test]
+    fn names_that_fold_together_are_one_name() {
+        let (_d, store) = store();
+        let sigma = create(&store, "ΣΑΣ@example.com", &scim());
+        let dz = create(&store, "ǅa@example.com", &scim());
+        let kelvin = create(&store, "\u{212A}im@example.com", &scim());
+        for (taken, by) in [
+            ("σασ@example.com", sigma.id),
+            ("ǆa@example.com", dz.id),
+            ("kim@example.com", kelvin.id),
+        ] {
+            let err = apply(
+                &store,
+                Change::Create {
+                    attrs: attrs(taken),
+                    managed_by: ManagedBy::Google,
+                },
+                &scim(),
+                t(1),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ProvisionError::UserNameTaken { existing, .. } if existing == by),
+                "{taken}: {err}"
+            );
+            assert_eq!(store.id_by_user_name(taken).unwrap(), Some(by));
+        }
+        assert_eq!(
+            store.get(sigma.id).unwrap().unwrap().user_name.as_str(),
+            "ΣΑΣ@example.com",
+            "stored as given"
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn json(env: &Env, args: &[&str]) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
-const MEMBER_KEYS: [&str; 14] = [
+const MEMBER_KEYS: [&str; 15] = [
     "id",
     "userName",
     "givenName",
@@ -63,6 +63,7 @@ const MEMBER_KEYS: [&str; 14] = [
     "displayName",
     "emails",
     "active",
+    "googleId",
     "externalId",
     "locations",
     "role",

@@ -58,6 +58,7 @@ async fn sync_json_status_dry_run_and_failures() {
         "held",
         "skipped",
         "errors",
+        "identity_changed",
         "google_requests",
         "duration_ms",
     ];

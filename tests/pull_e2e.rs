@@ -122,7 +122,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
             .get_by_user_name("NEW.HIRE@example.com")
             .unwrap()
             .unwrap()
-            .external_id
+            .google_id
             .as_deref(),
         Some(id.as_str())
     );
@@ -238,7 +238,7 @@ async fn manual_members_are_linked_when_google_has_them_and_left_alone_otherwise
         .get_by_user_name(&target.primary_email)
         .unwrap()
         .unwrap();
-    assert_eq!(linked.external_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(linked.google_id.as_deref(), Some(target.id.as_str()));
     assert_eq!(linked.managed_by, retrac_sync::member::ManagedBy::Google);
     assert!(
         store
@@ -258,7 +258,7 @@ async fn manual_members_are_linked_when_google_has_them_and_left_alone_otherwise
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_recreated_with_the_same_email_keeps_its_member_and_locations() {
+async fn a_user_recreated_with_the_same_email_keeps_its_member_but_not_its_grants() {
     let w = world(FakeSeed::sample(20, "example.com")).await;
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
@@ -289,10 +289,39 @@ async fn a_user_recreated_with_the_same_email_keeps_its_member_and_locations() {
         (1, 0, 0),
         "{r:?}"
     );
+    assert_eq!(r.report.counts.identity_changed, 1, "{r:?}");
     let after = store.get(m.id).unwrap().unwrap();
-    assert_eq!(after.external_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(after.locations, ["Lyon"]);
+    assert_eq!(after.google_id.as_deref(), Some(new_id.as_str()));
+    // A new Google id is a new person as far as anyone can tell: the record and its history
+    // stay, the owner's grants do not, and the audit entry says what was removed.
+    assert!(after.locations.is_empty());
     assert!(after.active);
+    let last = store
+        .audit(&retrac_sync::store::AuditQuery {
+            member: Some(m.id),
+            ..Default::default()
+        })
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last.after["grantsRemoved"],
+        serde_json::json!({"role": "member", "locations": ["Lyon"]})
+    );
+    // The next run with the same identity keeps what the owner gives back.
+    retrac_sync::owner::execute(
+        &store,
+        retrac_sync::owner::Request::MembersLocations {
+            who: m.id.to_string(),
+            edit: retrac_sync::owner::LocationEdit::Set,
+            locations: vec!["Lyon".into()],
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.counts.identity_changed, 0, "{r:?}");
+    assert_eq!(store.get(m.id).unwrap().unwrap().locations, ["Lyon"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1118,7 +1118,7 @@ async fn a_public_url_sets_locations() {
 async fn the_listing_follows_writes_that_do_not_come_from_scim() {
     let app = app();
     app.grace().await;
-    // The owner invites a member by hand: not through SCIM, so only the store watch sees it.
+    // The owner invites a member by hand: invisible to SCIM until it is claimed.
     owner::execute(
         &app.store,
         owner::Request::MembersAdd {
@@ -1126,6 +1126,27 @@ async fn the_listing_follows_writes_that_do_not_come_from_scim() {
             given: "Ada".into(),
             family: "Lovelace".into(),
         },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let ada = app
+        .store
+        .get_by_user_name("ada@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        app.call("GET", "/Users", None).await.body["totalResults"],
+        json!(1)
+    );
+    // The pull links it: not through SCIM, so only the store watch sees it.
+    retrac_sync::provision::apply(
+        &app.store,
+        retrac_sync::member::Change::Link {
+            id: ada.id,
+            google_id: "104598721934561230001".into(),
+            expected_version: None,
+        },
+        &Actor::Pull("run-1".into()),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -1141,11 +1162,272 @@ async fn the_listing_follows_writes_that_do_not_come_from_scim() {
     }
     assert_eq!(
         seen, 2,
-        "the unfiltered listing did not pick up the owner's invite"
+        "the unfiltered listing did not pick up the pull's link"
     );
     let page = app
         .call("GET", "/Users?startIndex=1&count=1", None)
         .await
         .body;
     assert_eq!(page["Resources"][0]["userName"], json!("ada@example.com"));
+}
+
+/// The owner invites `email` by hand and gives it a location and the owner role.
+fn invite_with_grants(app: &App, email: &str) -> retrac_sync::member::Member {
+    owner::execute(
+        &app.store,
+        owner::Request::MembersAdd {
+            email: email.into(),
+            given: "Ada".into(),
+            family: "Lovelace".into(),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let m = app.store.get_by_user_name(email).unwrap().unwrap();
+    owner_grants(app, m.id);
+    app.store.get(m.id).unwrap().unwrap()
+}
+
+fn owner_grants(app: &App, id: retrac_sync::member::MemberId) {
+    use retrac_sync::member::{Change, Role};
+    for change in [
+        Change::SetLocations {
+            id,
+            locations: vec!["Paris".into(), "Lyon".into()],
+        },
+        Change::SetRole {
+            id,
+            role: Role::Owner,
+        },
+    ] {
+        retrac_sync::provision::apply(&app.store, change, &Actor::Owner, chrono::Utc::now())
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unclaimed_manual_invite_is_invisible_to_scim() {
+    let app = app();
+    app.grace().await;
+    let ada = invite_with_grants(&app, "ada@example.com");
+    // No listing, no filter match, 404 by id, and no write by id.
+    let list = app.call("GET", "/Users", None).await.body;
+    assert_eq!(list["totalResults"], json!(1));
+    assert!(!list.to_string().contains("ada@example.com"));
+    for filter in [
+        r#"userName eq "ada@example.com""#,
+        r#"userName sw "ada""#,
+        r#"name.familyName eq "Lovelace""#,
+    ] {
+        let uri = format!("/Users?filter={}", url_encode(filter));
+        let r = app.call("GET", &uri, None).await;
+        assert_eq!(r.body["totalResults"], json!(0), "{filter}: {}", r.body);
+    }
+    let uri = format!("/Users/{}", ada.id);
+    assert_eq!(
+        app.call("GET", &uri, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let patch = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]
+    });
+    assert_eq!(
+        app.call("PATCH", &uri, Some(patch)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ada@example.com"});
+    assert_eq!(
+        app.call("PUT", &uri, Some(put)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.call("DELETE", &uri, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let kept = app.store.get(ada.id).unwrap().unwrap();
+    assert_eq!(kept.version, ada.version, "nothing written");
+    assert!(kept.active && !kept.scim_deleted);
+    assert_eq!(kept.managed_by, retrac_sync::member::ManagedBy::Manual);
+}
+
+#[tokio::test]
+async fn a_scim_post_of_an_invites_user_name_links_it_and_keeps_its_grants() {
+    let app = app();
+    let ada = invite_with_grants(&app, "ada@example.com");
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "ADA@example.com",
+                "externalId": "entra-ada",
+                "name": {"givenName": "Ada", "familyName": "King"}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], json!(ada.id.to_string()), "the same record");
+    let m = app.store.get(ada.id).unwrap().unwrap();
+    assert_eq!(m.managed_by, retrac_sync::member::ManagedBy::Google);
+    assert_eq!(m.locations, ["Paris", "Lyon"]);
+    assert_eq!(m.role, retrac_sync::member::Role::Owner);
+    assert_eq!(m.external_id.as_deref(), Some("entra-ada"));
+    assert_eq!(m.family_name.as_deref(), Some("King"));
+    assert_eq!(app.store.member_count(), 1);
+    let audit = app
+        .store
+        .audit(&AuditQuery {
+            member: Some(ada.id),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(audit.last().unwrap().change, "link");
+    assert!(!audit.last().unwrap().after.contains_key("grantsRemoved"));
+    // Now it is SCIM's to see.
+    let uri = format!("/Users/{}", ada.id);
+    assert_eq!(app.call("GET", &uri, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_put_without_external_id_keeps_the_google_link() {
+    let app = app();
+    let id = app.grace().await;
+    let id = retrac_sync::member::MemberId::parse(&id).unwrap();
+    retrac_sync::provision::apply(
+        &app.store,
+        retrac_sync::member::Change::Link {
+            id,
+            google_id: "104598721934561230002".into(),
+            expected_version: None,
+        },
+        &Actor::Pull("run-1".into()),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let before = app.store.get(id).unwrap().unwrap();
+    let put = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": before.user_name.as_str(),
+        "name": {"givenName": "Grace", "familyName": "Hopper-Murray"}
+    });
+    let r = app.call("PUT", &format!("/Users/{id}"), Some(put)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let after = app.store.get(id).unwrap().unwrap();
+    assert_eq!(after.google_id.as_deref(), Some("104598721934561230002"));
+    assert_eq!(after.family_name.as_deref(), Some("Hopper-Murray"));
+    // The Google id is not SCIM's externalId: it is not sent as one.
+    assert!(r.body.get("externalId").is_none(), "{}", r.body);
+    let entries = app
+        .store
+        .audit(&AuditQuery {
+            member: Some(id),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(entries.last().unwrap().change, "update");
+    assert!(!entries.last().unwrap().after.contains_key("googleId"));
+}
+
+#[tokio::test]
+async fn a_scim_revival_keeps_grants_for_the_same_identity_and_drops_them_for_another() {
+    let app = app();
+    let post = |round: usize, ext: Option<&str>| {
+        let mut u = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("ada{round}@example.com"),
+        });
+        if let Some(e) = ext {
+            u["externalId"] = json!(e);
+        }
+        u
+    };
+    for (round, (second, keeps)) in [
+        (Some("entra-1"), true),
+        (None, true),
+        (Some("entra-2"), false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let first = format!("entra-1-{round}");
+        let second = second.map(|e| format!("{e}-{round}"));
+        let r = app
+            .call("POST", "/Users", Some(post(round, Some(&first))))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let id = retrac_sync::member::MemberId::parse(r.body["id"].as_str().unwrap()).unwrap();
+        owner_grants(&app, id);
+        let uri = format!("/Users/{id}");
+        assert_eq!(
+            app.call("DELETE", &uri, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let r = app
+            .call("POST", "/Users", Some(post(round, second.as_deref())))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["id"], json!(id.to_string()), "the record is kept");
+        let m = app.store.get(id).unwrap().unwrap();
+        let last = app
+            .store
+            .audit(&AuditQuery {
+                member: Some(id),
+                ..AuditQuery::default()
+            })
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(last.change, "revive");
+        if keeps {
+            assert_eq!(m.role, retrac_sync::member::Role::Owner, "{second:?}");
+            assert_eq!(m.locations, ["Paris", "Lyon"], "{second:?}");
+            assert!(!last.after.contains_key("grantsRemoved"));
+        } else {
+            assert_eq!(m.role, retrac_sync::member::Role::Member);
+            assert!(m.locations.is_empty());
+            assert_eq!(
+                last.after["grantsRemoved"],
+                json!({"role": "owner", "locations": ["Paris", "Lyon"]})
+            );
+            assert_eq!(last.before["externalId"], json!(first));
+            assert_eq!(last.after["externalId"], json!(second));
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_names_fold_in_every_script_over_scim() {
+    let app = app();
+    let r = app
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ΣΑΣ@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    for taken in ["σασ@example.com", "σας@example.com"] {
+        let r = app
+            .call(
+                "POST",
+                "/Users",
+                Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": taken})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{taken}: {}", r.body);
+        // Found by the index, and by the filter's own comparison (an `and` is checked
+        // against each candidate, and a scan uses no index).
+        for f in [
+            format!(r#"userName eq "{taken}""#),
+            format!(r#"userName eq "{taken}" and active eq true"#),
+            format!(r#"userName sw "{}""#, &taken[..4]),
+        ] {
+            let uri = format!("/Users?filter={}", url_encode(&f));
+            let r = app.call("GET", &uri, None).await;
+            assert_eq!(r.body["totalResults"], json!(1), "{f}: {}", r.body);
+            assert_eq!(r.body["Resources"][0]["userName"], json!("ΣΑΣ@example.com"));
+        }
+    }
 }

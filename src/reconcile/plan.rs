@@ -2,7 +2,7 @@
 //! state (the members) to the changes that make them agree, in a deterministic order.
 //!
 //! Rules (DESIGN.md, "The pull"):
-//! - a Google user is matched to a member by `external_id` (the immutable Google id), else
+//! - a Google user is matched to a member by `google_id` (the immutable Google id), else
 //!   by normalised primary email;
 //! - no match: Create. A match that differs: Update (a rename is an Update, never delete +
 //!   create). Suspended or archived: `active = false`; and back;
@@ -10,7 +10,7 @@
 //!   managed by Google;
 //! - a match by email to a member linked to a Google id that Google no longer has: the user
 //!   was deleted and recreated with the same email. The member, its locations and its history
-//!   are kept and relinked to the new id (an Update of `external_id`);
+//!   are kept and relinked to the new id (an Update of `google_id`);
 //! - an active member managed by Google that is no longer in Google or in scope: Deactivate.
 //!   Nothing is ever deleted;
 //! - members the directory does not own (manual and not matched, or outside the managed
@@ -83,7 +83,8 @@ impl Desired {
                 family_name: clean(name.family_name),
                 display_name: clean(name.full_name),
                 active,
-                external_id: Some(u.id.clone()),
+                google_id: Some(u.id.clone()),
+                external_id: None,
                 scim_extra: None,
             },
             google_id: u.id,
@@ -213,8 +214,8 @@ fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
     if m.active != a.active {
         f.push("active".into());
     }
-    if m.external_id != a.external_id {
-        f.push("externalId".into());
+    if m.google_id != a.google_id {
+        f.push("googleId".into());
     }
     if m.managed_by != ManagedBy::Google {
         f.push("managedBy".into());
@@ -239,7 +240,7 @@ impl MemberIndex {
         let mut active_now = 0;
         for (i, m) in members.iter().enumerate() {
             let m = m.borrow();
-            if let Some(e) = &m.external_id {
+            if let Some(e) = &m.google_id {
                 by_ext.insert(e.clone(), i);
             }
             if is_active_managed(m, domains) {
@@ -375,7 +376,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
-                let linked_elsewhere = match (m.external_id.as_deref(), ctx.all_google_ids) {
+                let linked_elsewhere = match (m.google_id.as_deref(), ctx.all_google_ids) {
                     (Some(old), _) if old == d.google_id => false,
                     (Some(old), Some(ids)) => {
                         ids.contains(old)
@@ -393,7 +394,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
                         d.attrs.user_name,
                         m.id,
-                        m.external_id.as_deref().unwrap_or("")
+                        m.google_id.as_deref().unwrap_or("")
                     ));
                     claimed[i] = true;
                     continue;
@@ -440,7 +441,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
         };
-        let newly_linked = by_email && m.external_id.is_none();
+        let newly_linked = by_email && m.google_id.is_none();
         let goes_inactive = m.active && !d.attrs.active;
         let action = if goes_inactive {
             Action::Deactivate
@@ -449,12 +450,12 @@ pub fn plan_indexed<M: Borrow<Member>>(
         } else {
             Action::Update
         };
-        let only_link = fields.iter().all(|f| f == "externalId" || f == "managedBy");
+        let only_link = fields.iter().all(|f| f == "googleId" || f == "managedBy");
         let user_name = d.attrs.user_name.to_string();
         let change = if only_link && action == Action::Link {
             Change::Link {
                 id: m.id,
-                external_id: d.google_id,
+                google_id: d.google_id,
                 expected_version: Some(m.version),
             }
         } else {
@@ -506,7 +507,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         if claimed[i] {
             continue;
         }
-        let still_in_google = m.external_id.as_deref().is_some_and(|e| {
+        let still_in_google = m.google_id.as_deref().is_some_and(|e| {
             dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
         });
         if still_in_google {
@@ -581,7 +582,8 @@ mod tests {
             family_name: a.family_name,
             display_name: a.display_name,
             active: a.active,
-            external_id: a.external_id,
+            google_id: a.google_id,
+            external_id: None,
             locations: vec!["Paris".into()],
             role: Role::Member,
             managed_by: ManagedBy::Google,
@@ -613,7 +615,7 @@ mod tests {
         assert_eq!(p.unchanged, 1);
         assert!(matches!(
             &p.changes[0].change,
-            Change::Create { managed_by: ManagedBy::Google, attrs } if attrs.external_id.as_deref() == Some("2")
+            Change::Create { managed_by: ManagedBy::Google, attrs } if attrs.google_id.as_deref() == Some("2")
         ));
         // Applying the plan's result again plans nothing: no rewrite on every run.
         let p = run(
@@ -706,13 +708,11 @@ mod tests {
     fn an_unlinked_or_manual_member_with_the_email_is_linked() {
         let ada = google("1", "Ada@example.com", "Ada");
         let mut manual = member_of(&ada);
-        manual.external_id = None;
+        manual.google_id = None;
         manual.managed_by = ManagedBy::Manual;
         let p = run(&[ada.clone()], &[manual.clone()]);
         assert_eq!(actions(&p), [(Action::Link, "Ada@example.com")]);
-        assert!(
-            matches!(&p.changes[0].change, Change::Link { external_id, .. } if external_id == "1")
-        );
+        assert!(matches!(&p.changes[0].change, Change::Link { google_id, .. } if google_id == "1"));
         // Linked and different: one Update counted as a link.
         manual.given_name = Some("Old".into());
         let p = run(&[ada], &[manual]);
@@ -724,7 +724,7 @@ mod tests {
     fn manual_and_foreign_domain_members_are_never_touched() {
         let mut manual = member_of(&google("9", "guest@example.com", "Guest"));
         manual.managed_by = ManagedBy::Manual;
-        manual.external_id = None;
+        manual.google_id = None;
         let foreign = member_of(&google("8", "partner@other.org", "Partner"));
         let domains = vec!["example.com".to_string()];
         let p = plan(
@@ -772,7 +772,7 @@ mod tests {
             Some(m.id),
             "same member, locations kept"
         );
-        assert_eq!(p.changes[0].fields, ["externalId"]);
+        assert_eq!(p.changes[0].fields, ["googleId"]);
         // If the old id is still a Google user (it moved away), the address is not stolen.
         let ids: HashSet<String> = ["1".to_string(), "5".to_string()].into();
         let p = plan(
@@ -838,7 +838,7 @@ mod tests {
         );
         assert_eq!(p.changes.len(), 1);
         assert!(
-            matches!(&p.changes[0].change, Change::Create { attrs, .. } if attrs.external_id.as_deref() == Some("1"))
+            matches!(&p.changes[0].change, Change::Create { attrs, .. } if attrs.google_id.as_deref() == Some("1"))
         );
         assert_eq!(p.problems.len(), 1);
     }
@@ -908,7 +908,7 @@ mod tests {
         assert_eq!(d.attrs.given_name.as_deref(), Some("Ada"));
         assert_eq!(d.attrs.family_name, None);
         assert!(!d.attrs.active);
-        assert_eq!(d.attrs.external_id.as_deref(), Some("1"));
+        assert_eq!(d.attrs.google_id.as_deref(), Some("1"));
         let others: Vec<&str> = d.attrs.emails[1..]
             .iter()
             .map(|e| e.value.as_str())

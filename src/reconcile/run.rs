@@ -586,6 +586,9 @@ fn tally(book: &mut RunBook, planned: &PlannedChange, result: Result<Outcome, Pr
                     "deactivate"
                 }
             };
+            if outcome.identity_changed() {
+                c.identity_changed += 1;
+            }
             // What the pull writes is drift the push did not deliver.
             metrics::counter!("retrac_sync_drift_corrected_total", "kind" => counted).increment(1);
         }
@@ -776,7 +779,7 @@ pub async fn sync_user(
         members.insert(m.id, m);
     }
     for u in &snap.users {
-        if let Some(m) = ctx.store.get_by_external_id(&u.id)? {
+        if let Some(m) = ctx.store.get_by_google_id(&u.id)? {
             members.insert(m.id, m);
         }
     }

@@ -710,7 +710,10 @@ fn compare(path: &AttrPath, op: CompareOp, actual: &Value, wanted: &CompValue) -
             let (a, w) = if path.case_exact() {
                 (a.clone(), w.clone())
             } else {
-                (a.to_lowercase(), w.to_lowercase())
+                (
+                    crate::member::caseless_key(a).into_owned(),
+                    crate::member::caseless_key(w).into_owned(),
+                )
             };
             match op {
                 CompareOp::Co => a.contains(&w),

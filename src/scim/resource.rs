@@ -269,6 +269,7 @@ pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, S
             family_name,
             display_name,
             active,
+            google_id: None,
             external_id,
             scim_extra: Some(extra),
         },

@@ -377,7 +377,7 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
                 .scim_listing_page(q.start_index - 1, q.count, q.descending);
             let mut page = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(m) = store.get(id)?.filter(|m| !m.scim_deleted) {
+                if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
                     page.push(resource::to_json(&m, &location(base, &m)));
                 }
             }
@@ -400,7 +400,7 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
                 };
             for m in candidates {
                 let m = m?;
-                if m.scim_deleted {
+                if !m.visible_to_scim() {
                     continue;
                 }
                 let json = resource::to_json(&m, &location(base, &m));
@@ -412,7 +412,7 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
             let total = hits.len();
             let mut page = Vec::new();
             for (_, id) in hits.into_iter().skip(q.start_index - 1).take(q.count) {
-                if let Some(m) = store.get(id)?.filter(|m| !m.scim_deleted) {
+                if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
                     page.push(resource::to_json(&m, &location(base, &m)));
                 }
             }
@@ -533,10 +533,10 @@ fn parse_id(raw: &str) -> Result<MemberId, ScimError> {
     MemberId::parse(raw).ok_or_else(|| ScimError::not_found(format!("User {raw}")))
 }
 
-/// The member SCIM may see: SCIM-deleted ones are 404.
+/// The member SCIM may see: SCIM-deleted ones and unclaimed manual invites are 404.
 fn visible(state: &ScimState, id: MemberId) -> Result<Member, ScimError> {
     match state.store().get(id)? {
-        Some(m) if !m.scim_deleted => Ok(m),
+        Some(m) if m.visible_to_scim() => Ok(m),
         _ => Err(ScimError::not_found(format!("User {id}"))),
     }
 }

@@ -101,3 +101,61 @@ fn decode_group(bytes: &[u8]) -> Result<Vec<AuditEntry>, StoreError> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// For every member whose `externalId` an audit entry set, whether the last such entry was
+/// the pull's (schemas 1 and 2 kept the Google id and SCIM's `externalId` in that one field).
+/// Read once, by the upgrade to schema 3, in key (time) order.
+pub(super) fn external_id_setters(
+    audit: &sled::Tree,
+) -> Result<std::collections::HashMap<MemberId, bool>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for kv in audit.iter() {
+        let (_, v) = kv?;
+        if !contains(&v, b"\"externalId\"") {
+            continue;
+        }
+        for entry in decode_group(&v)? {
+            if entry.after.contains_key("externalId") {
+                out.insert(entry.member_id, matches!(entry.actor, Actor::Pull(_)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The time of the oldest entry still held.
+pub(super) fn oldest(audit: &sled::Tree) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let Some((k, _)) = audit.first()? else {
+        return Ok(None);
+    };
+    Ok(time_of_key(&k))
+}
+
+fn time_of_key(k: &[u8]) -> Option<DateTime<Utc>> {
+    let micros: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    let micros = i64::try_from(u64::from_be_bytes(micros)).ok()?;
+    chrono::TimeZone::timestamp_micros(&Utc, micros).single()
+}
+
+/// Removes audit keys older than `before`, oldest first: at most `max_keys`, and no more once
+/// `budget` has passed. Returns how many keys (groups of entries) were removed.
+pub(super) fn prune_some(
+    audit: &sled::Tree,
+    before: DateTime<Utc>,
+    max_keys: usize,
+    budget: std::time::Duration,
+) -> Result<usize, StoreError> {
+    let started = std::time::Instant::now();
+    let end = key(before, 0);
+    let mut removed = 0;
+    while removed < max_keys && started.elapsed() < budget {
+        match audit.first()? {
+            Some((k, _)) if k.as_ref() < &end[..] => {
+                audit.remove(k)?;
+                removed += 1;
+            }
+            _ => break,
+        }
+    }
+    Ok(removed)
+}

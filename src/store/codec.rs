@@ -4,6 +4,13 @@
 //! insert, so the record size sets the write cost (measured here: 400-byte values insert at
 //! about half the rate of 100-byte ones). The first byte is the record format, so a later
 //! format can be read alongside this one.
+//!
+//! Formats:
+//! - 1 (schemas 1 and 2): one `external_id` that held the Google id or a SCIM client's
+//!   `externalId`, whichever wrote last;
+//! - 2 (schema 3): `google_id` (the pull's) and `external_id` (SCIM's) apart. A format-1
+//!   record is converted when the store upgrades to schema 3 ([`super::upgrade`]), which
+//!   decides with the audit trail which of the two its `external_id` was.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +19,9 @@ use super::StoreError;
 use crate::member::{Email, ManagedBy, Member, MemberId, Role, UserName};
 
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 
+/// Format 1, read only by the upgrade.
 #[derive(Serialize, Deserialize)]
 struct RecordV1 {
     id: [u8; 16],
@@ -34,6 +43,30 @@ struct RecordV1 {
     version: u64,
 }
 
+/// Format 2: format 1 with `google_id` after `external_id`. The first two fields (id, then
+/// user name) stay where they are, so [`peek_user_name`] reads every format.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    id: [u8; 16],
+    user_name: String,
+    emails: Vec<(String, Option<String>, bool)>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    display_name: Option<String>,
+    active: bool,
+    external_id: Option<String>,
+    google_id: Option<String>,
+    locations: Vec<String>,
+    owner: bool,
+    manual: bool,
+    scim_deleted: bool,
+    /// Kept SCIM attributes as JSON text ("" when none): postcard cannot hold free-form JSON.
+    scim_extra: String,
+    created_micros: i64,
+    last_modified_micros: i64,
+    version: u64,
+}
+
 /// Encodes a member record.
 pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
     let scim_extra = if m.scim_extra.is_empty() {
@@ -41,7 +74,7 @@ pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
     } else {
         serde_json::to_string(&m.scim_extra).map_err(|e| StoreError::Corrupt(e.to_string()))?
     };
-    let rec = RecordV1 {
+    let rec = RecordV2 {
         id: *m.id.as_bytes(),
         user_name: m.user_name.as_str().to_string(),
         emails: m
@@ -54,6 +87,7 @@ pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
         display_name: m.display_name.clone(),
         active: m.active,
         external_id: m.external_id.clone(),
+        google_id: m.google_id.clone(),
         locations: m.locations.clone(),
         owner: m.role == Role::Owner,
         manual: m.managed_by == ManagedBy::Manual,
@@ -63,20 +97,92 @@ pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
         last_modified_micros: m.last_modified.timestamp_micros(),
         version: m.version,
     };
-    let out = vec![FORMAT_V1];
+    let out = vec![FORMAT_V2];
     postcard::to_extend(&rec, out).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Decodes a member record.
+/// Which record format a record is in (its first byte).
+pub(super) fn format(bytes: &[u8]) -> Option<u8> {
+    bytes.first().copied()
+}
+
+/// Whether a record is in the format this build writes.
+pub(super) fn is_current(bytes: &[u8]) -> bool {
+    format(bytes) == Some(FORMAT_V2)
+}
+
+/// Decodes a member record of the current format.
 pub(super) fn decode(bytes: &[u8]) -> Result<Member, StoreError> {
-    let bad = |why: String| StoreError::Corrupt(format!("member record: {why}"));
-    let (format, body) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty record".into()))?;
-    if *format != FORMAT_V1 {
-        return Err(bad(format!("unknown record format {format}")));
+    match format(bytes) {
+        Some(FORMAT_V2) => decode_v2(&bytes[1..]),
+        Some(FORMAT_V1) => Err(bad(
+            "a record of format 1 in a schema 3 store (it should have been upgraded)".into(),
+        )),
+        Some(other) => Err(bad(format!("unknown record format {other}"))),
+        None => Err(bad("empty record".into())),
     }
-    let rec: RecordV1 = postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?;
+}
+
+/// Decodes a format-1 record (for the upgrade). Its one `external_id` is returned in
+/// `external_id`, `google_id` is `None`: the caller decides which it was.
+pub(super) fn decode_v1(bytes: &[u8]) -> Result<Member, StoreError> {
+    let body = match bytes.split_first() {
+        Some((&FORMAT_V1, body)) => body,
+        _ => return Err(bad("not a format 1 record".into())),
+    };
+    let r: RecordV1 = postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?;
+    member_of(RecordV2 {
+        id: r.id,
+        user_name: r.user_name,
+        emails: r.emails,
+        given_name: r.given_name,
+        family_name: r.family_name,
+        display_name: r.display_name,
+        active: r.active,
+        external_id: r.external_id,
+        google_id: None,
+        locations: r.locations,
+        owner: r.owner,
+        manual: r.manual,
+        scim_deleted: r.scim_deleted,
+        scim_extra: r.scim_extra,
+        created_micros: r.created_micros,
+        last_modified_micros: r.last_modified_micros,
+        version: r.version,
+    })
+}
+
+/// The user name of a record of any format, without decoding the rest: postcard writes the
+/// 16 id bytes as they are, then the name as a varint length and its UTF-8 bytes.
+pub(super) fn peek_user_name(bytes: &[u8]) -> Option<&str> {
+    let rest = bytes.get(17..)?;
+    let mut len: usize = 0;
+    let mut shift = 0u32;
+    let mut i = 0;
+    loop {
+        let b = *rest.get(i)?;
+        len |= usize::from(b & 0x7f).checked_shl(shift)?;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+    std::str::from_utf8(rest.get(i..i.checked_add(len)?)?).ok()
+}
+
+fn bad(why: String) -> StoreError {
+    StoreError::Corrupt(format!("member record: {why}"))
+}
+
+fn decode_v2(body: &[u8]) -> Result<Member, StoreError> {
+    member_of(postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?)
+}
+
+fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
     let time = |micros: i64| -> Result<DateTime<Utc>, StoreError> {
         Utc.timestamp_micros(micros)
             .single()
@@ -98,6 +204,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Member, StoreError> {
         family_name: rec.family_name,
         display_name: rec.display_name,
         active: rec.active,
+        google_id: rec.google_id,
         external_id: rec.external_id,
         locations: rec.locations,
         role: if rec.owner { Role::Owner } else { Role::Member },
@@ -116,6 +223,34 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Member, StoreError> {
         last_modified: time(rec.last_modified_micros)?,
         version: rec.version,
     })
+}
+
+/// Encodes a member as format 1 wrote it (tests of the upgrade build old stores with it).
+#[cfg(test)]
+pub(super) fn encode_v1(m: &Member, external_id: Option<&str>) -> Vec<u8> {
+    let rec = RecordV1 {
+        id: *m.id.as_bytes(),
+        user_name: m.user_name.as_str().to_string(),
+        emails: m
+            .emails
+            .iter()
+            .map(|e| (e.value.clone(), e.kind.clone(), e.primary))
+            .collect(),
+        given_name: m.given_name.clone(),
+        family_name: m.family_name.clone(),
+        display_name: m.display_name.clone(),
+        active: m.active,
+        external_id: external_id.map(str::to_string),
+        locations: m.locations.clone(),
+        owner: m.role == Role::Owner,
+        manual: m.managed_by == ManagedBy::Manual,
+        scim_deleted: m.scim_deleted,
+        scim_extra: String::new(),
+        created_micros: m.created.timestamp_micros(),
+        last_modified_micros: m.last_modified.timestamp_micros(),
+        version: m.version,
+    };
+    postcard::to_extend(&rec, vec![FORMAT_V1]).unwrap()
 }
 
 #[cfg(test)]
@@ -149,7 +284,8 @@ mod tests {
             family_name: Some("Lovelace".into()),
             display_name: None,
             active: false,
-            external_id: Some("104598721934561234567".into()),
+            google_id: Some("104598721934561234567".into()),
+            external_id: Some("entra-object-1".into()),
             locations: vec!["Paris".into(), "Lyon".into()],
             role: Role::Owner,
             managed_by: ManagedBy::Manual,
@@ -167,5 +303,18 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, 1, 2]).is_err());
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+        assert_eq!(peek_user_name(&bytes), Some("Ada.Lovelace@Example.com"));
+        assert_eq!(peek_user_name(&bytes[..20]), None);
+
+        // A format-1 record reads (for the upgrade) with its one id in `external_id`, and
+        // is refused by the ordinary decoder.
+        let old = encode_v1(&plain, Some("104598721934561234567"));
+        assert!(!is_current(&old) && is_current(&bytes));
+        assert_eq!(peek_user_name(&old), Some("Ada.Lovelace@Example.com"));
+        let back = decode_v1(&old).unwrap();
+        assert_eq!(back.external_id.as_deref(), Some("104598721934561234567"));
+        assert_eq!(back.google_id, None);
+        assert_eq!(back.locations, plain.locations);
+        assert!(decode(&old).is_err());
     }
 }

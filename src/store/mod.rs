@@ -1,32 +1,41 @@
 //! The member store, on sled.
 //!
-//! Trees:
-//! - `members`: member id (16 bytes) -> member record (JSON);
-//! - `idx_user_name`: normalised user name -> member id;
-//! - `idx_external_id`: external id -> member id;
+//! Trees (schema 3):
+//! - `members`: member id (16 bytes) -> member record ([`codec`], postcard);
 //! - `audit`: time (µs, big endian) ++ sequence -> the audit entries of one transaction (a JSON
 //!   array of at most [`AUDIT_CHUNK`] entries), so it reads in time order;
 //! - `meta`: `schema_version` and other single values;
 //! - `tokens`, `sync_runs`, `held_changes`: owned by the SCIM and pull modules.
 //!
-//! A record, its indexes and its audit entry change in one sled transaction, and only
+//! The user-name, external-id and Google-id indexes are not in sled: they live in memory
+//! ([`mirror`]), built at open in one pass over the records. Two records that claim one
+//! folded user name, external id or Google id make the open fail, naming both, and write
+//! nothing.
+//!
+//! A record and its audit entry change in one sled transaction, and only
 //! [`crate::provision`] opens such a transaction.
 //!
-//! Why audit entries are grouped: sled 0.34 costs about 6 µs per key written (it copies
-//! the node on every insert), and a member write already needs three keys (record and two
-//! indexes). One audit key per entry, plus a per-member audit index, made five keys per
-//! created member; grouping a transaction's entries makes it three and a fraction.
-//! Schema version 1 had the per-member index (`audit_by_member`) and one entry per key;
-//! opening such a store upgrades it in place (the old entries stay readable as they are).
+//! Why: sled 0.34 costs about 6 µs per key written (it copies the node on every insert). A
+//! member write was three keys in schema 2 (record and two index trees) plus its share of an
+//! audit group; it is now one key plus that share.
+//!
+//! Older schemas upgrade in place at open ([`upgrade`]): 1 had a per-member audit index
+//! (`audit_by_member`) and one audit entry per key (still readable as they are); 2 had the
+//! index trees `idx_user_name` and `idx_external_id`, and records of format 1 with one
+//! `external_id` for both the Google id and SCIM's `externalId`.
 
 mod audit;
 mod codec;
 mod flush;
+mod retention;
 mod runs;
+mod scan;
 mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
 pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
+pub use scan::RecordScan;
 pub use scim::TokenRecord;
 
 mod mirror;
@@ -45,9 +54,12 @@ use sled::Transactional;
 
 use crate::member::{normalize_email, normalize_email_cow, Member, MemberId};
 
-/// The store layout this build reads and writes (2: grouped audit entries, no
-/// `audit_by_member` tree).
-pub const SCHEMA_VERSION: u32 = 2;
+/// The store layout this build reads and writes (3: no index trees, records of format 2 with
+/// `google_id` apart from `external_id`).
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The index trees of schema 2, dropped by the upgrade to 3.
+const SCHEMA_2_INDEX_TREES: [&str; 2] = ["idx_user_name", "idx_external_id"];
 
 /// At most this many audit entries share one key of the audit tree. sled writes a whole
 /// node (up to 16 keys) to its log when it rewrites it, and moves values over 128 KiB to
@@ -60,6 +72,27 @@ const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 /// edge of the trees (time-ordered ids and audit keys), so a small cache costs no write
 /// speed (measured: 100,000 creates as fast at 16 MiB as at 64 MiB) and keeps memory down.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// At most this many audit keys (groups of up to [`AUDIT_CHUNK`] entries) are removed per
+/// hold of the writer lock by [`Store::prune_audit`]. sled removes a key in about 6 µs here,
+/// so a batch holds the lock well under a millisecond.
+pub const AUDIT_PRUNE_KEYS: usize = 64;
+
+/// And no batch goes on past this, whatever sled's speed (the target is 10 ms at most).
+pub const AUDIT_PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What one [`Store::prune_audit`] pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditPrune {
+    /// Audit keys removed (each holds the entries of one transaction, up to [`AUDIT_CHUNK`]).
+    pub removed_keys: usize,
+    /// How many times the writer lock was taken to remove some.
+    pub batches: usize,
+    /// The longest the writer lock was held by one batch.
+    pub longest_hold: std::time::Duration,
+    /// The time of the oldest entry left.
+    pub oldest_left: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 /// What can go wrong opening or using the store.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +124,18 @@ pub enum StoreError {
     /// A record could not be decoded.
     #[error("the store holds a record it cannot read ({0}); the store may be damaged")]
     Corrupt(String),
+    /// Two records claim one user name (compared folded), external id or Google id.
+    #[error("members {first} and {second} both claim the {what} {key:?}; the store cannot be opened until one of them is changed (user names compare by NFKC and full case folding since schema 3)")]
+    Collision {
+        /// `user name`, `external id` or `Google id`.
+        what: &'static str,
+        /// The key they share (for a user name, its folded form).
+        key: String,
+        /// One member: id (user name).
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// sled failed.
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
@@ -117,16 +162,14 @@ struct Inner {
     path: PathBuf,
     db: sled::Db,
     members: sled::Tree,
-    by_user_name: sled::Tree,
-    by_external_id: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
     tokens: sled::Tree,
     sync_runs: sled::Tree,
     held_changes: sled::Tree,
     flusher: Arc<flush::GroupFlush>,
-    /// Every member in memory, kept in step with the trees after each commit, so reads
-    /// cost no decoding. Only `transact` changes it, under `writer`.
+    /// Every member in memory, with the indexes, kept in step with the records after each
+    /// commit, so reads cost no decoding. Only `transact` changes it, under `writer`.
     mirror: RwLock<Mirror>,
     /// One member transaction at a time: the mirror is updated in commit order, and sled
     /// never has to retry a member transaction.
@@ -144,54 +187,28 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store in `path`, a directory created with mode 0700.
     ///
-    /// Fails without changing anything when another process holds the store or when
-    /// it was written by a newer schema.
+    /// Fails without changing anything when another process holds the store, when it was
+    /// written by a newer schema, or when two records claim one user name, external id or
+    /// Google id ([`StoreError::Collision`]). A store of an older schema is upgraded first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        prepare_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            // Reads are served by the in-memory mirror, so sled's own page cache only
-            // helps writes; its 1 GiB default would dominate the daemon's memory.
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
-                    }
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = open_db(path)?;
         let meta = db.open_tree("meta")?;
-        match meta.get(META_SCHEMA_VERSION)? {
-            Some(v) => {
-                let found = decode_u32(&v)?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: path.to_path_buf(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                if found < SCHEMA_VERSION {
-                    upgrade(&db, &meta, found)?;
-                }
-            }
-            None => {
-                meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
-            }
-        }
         let members = db.open_tree("members")?;
-        let mirror = Mirror::load(&members)?;
+        let mirror = match stored_schema(path, &meta)? {
+            Some(found) if found < SCHEMA_VERSION => upgrade(&db, &meta, &members, found)?,
+            Some(_) => Mirror::build(members.iter().map(|kv| decode_member(&kv?.1)))?,
+            None => {
+                let mirror = Mirror::build(members.iter().map(|kv| decode_member(&kv?.1)))?;
+                meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+                mirror
+            }
+        };
         let store = Store {
             inner: Arc::new(Inner {
                 mirror: RwLock::new(mirror),
                 writer: Mutex::new(()),
                 path: path.to_path_buf(),
                 members,
-                by_user_name: db.open_tree("idx_user_name")?,
-                by_external_id: db.open_tree("idx_external_id")?,
                 audit: db.open_tree("audit")?,
                 tokens: db.open_tree("tokens")?,
                 sync_runs: db.open_tree("sync_runs")?,
@@ -209,7 +226,48 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+}
 
+/// Opens sled in `path` (a directory created with mode 0700), mapping a held lock to
+/// [`StoreError::Locked`].
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    prepare_dir(path)?;
+    let db = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        // Reads are served by the in-memory mirror, so sled's own page cache only
+        // helps writes; its 1 GiB default would dominate the daemon's memory.
+        .cache_capacity(CACHE_BYTES)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            }
+            other => StoreError::Sled(other),
+        })?;
+    Ok(db)
+}
+
+/// The schema version recorded in `meta` (`None` for a new store); a newer one than this
+/// build's is refused.
+fn stored_schema(path: &Path, meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
+    let Some(v) = meta.get(META_SCHEMA_VERSION)? else {
+        return Ok(None);
+    };
+    let found = decode_u32(&v)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(Some(found))
+}
+
+impl Store {
     /// The schema version recorded in the store.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         match self.inner.meta.get(META_SCHEMA_VERSION)? {
@@ -244,7 +302,7 @@ impl Store {
         mirror.id_by_name(&key).and_then(|id| mirror.get(id))
     }
 
-    /// A shared handle on the member with this external id, without copying it.
+    /// A shared handle on the member with this SCIM `externalId` (exact), without copying it.
     pub fn shared_by_external_id(&self, external_id: &str) -> Option<Arc<Member>> {
         let mirror = self.mirror();
         mirror
@@ -252,12 +310,25 @@ impl Store {
             .and_then(|id| mirror.get(id))
     }
 
+    /// A shared handle on the member linked to this Google user id, without copying it.
+    pub fn shared_by_google_id(&self, google_id: &str) -> Option<Arc<Member>> {
+        let mirror = self.mirror();
+        mirror
+            .id_by_google_id(google_id)
+            .and_then(|id| mirror.get(id))
+    }
+
+    /// The member linked to this Google user id.
+    pub fn get_by_google_id(&self, google_id: &str) -> Result<Option<Member>, StoreError> {
+        Ok(self.shared_by_google_id(google_id).map(|m| (*m).clone()))
+    }
+
     /// The member with this user name (case-insensitive).
     pub fn get_by_user_name(&self, user_name: &str) -> Result<Option<Member>, StoreError> {
         Ok(self.shared_by_user_name(user_name).map(|m| (*m).clone()))
     }
 
-    /// The member with this external id (exact).
+    /// The member with this SCIM `externalId` (exact).
     pub fn get_by_external_id(&self, external_id: &str) -> Result<Option<Member>, StoreError> {
         Ok(self
             .shared_by_external_id(external_id)
@@ -284,7 +355,8 @@ impl Store {
         self.mirror().counts()
     }
 
-    /// How many members SCIM lists (every member but the SCIM-deleted ones).
+    /// How many members SCIM lists (every member but the SCIM-deleted ones and the owner's
+    /// invites no identity provider has claimed: [`Member::visible_to_scim`]).
     pub fn scim_listing_len(&self) -> usize {
         self.mirror().scim_len()
     }
@@ -319,67 +391,59 @@ impl Store {
         audit::query(&self.inner.audit, query)
     }
 
-    /// Checks that the indexes and the records agree; returns the problems found.
+    /// Checks that the in-memory members and indexes agree with the records on disk;
+    /// returns the problems found.
     pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
-        let mut problems = Vec::new();
-        let mut names = 0usize;
-        let mut externals = 0usize;
-        for m in self.members_by_id() {
-            let m = m?;
-            match self.inner.by_user_name.get(m.user_name.normalized())? {
-                Some(id) if decode_id(&id)? == m.id => names += 1,
-                other => problems.push(format!(
-                    "user name index for {} points at {:?}",
-                    m.user_name,
-                    other.map(|v| decode_id(&v))
-                )),
+        let fresh = match Mirror::build(self.members_by_id()) {
+            Ok(m) => m,
+            Err(e @ StoreError::Collision { .. }) => return Ok(vec![e.to_string()]),
+            Err(e) => return Err(e),
+        };
+        Ok(self.mirror().differences(&fresh))
+    }
+
+    /// The time of the oldest audit entry the store still holds (`None`: no entry).
+    pub fn oldest_audit_entry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        audit::oldest(&self.inner.audit)
+    }
+
+    /// Removes the audit entries older than `retention_days` before `now` (`0` keeps every
+    /// entry), oldest first, in small batches: each takes the writer lock for at most
+    /// [`AUDIT_PRUNE_KEYS`] keys or [`AUDIT_PRUNE_BUDGET`], whichever comes first, and lets
+    /// writers in between. Blocking: run it on a blocking thread.
+    pub fn prune_audit(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        retention_days: u32,
+    ) -> Result<AuditPrune, StoreError> {
+        let mut report = AuditPrune::default();
+        if retention_days == 0 {
+            return Ok(report);
+        }
+        let cutoff = now - chrono::Duration::days(i64::from(retention_days));
+        // A failed flush makes the store read-only: remove nothing more.
+        while self.flush_failure().is_none() {
+            let started = std::time::Instant::now();
+            let removed = {
+                let _writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+                audit::prune_some(
+                    &self.inner.audit,
+                    cutoff,
+                    AUDIT_PRUNE_KEYS,
+                    AUDIT_PRUNE_BUDGET,
+                )?
+            };
+            report.longest_hold = report.longest_hold.max(started.elapsed());
+            if removed == 0 {
+                break;
             }
-            if let Some(ext) = &m.external_id {
-                match self.inner.by_external_id.get(ext.as_bytes())? {
-                    Some(id) if decode_id(&id)? == m.id => externals += 1,
-                    _ => problems.push(format!("external id index misses {ext} of {}", m.id)),
-                }
-            }
+            report.removed_keys += removed;
+            report.batches += 1;
+            // Let the writers that queued on the lock go first.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        if names != self.inner.by_user_name.len() {
-            problems.push(format!(
-                "user name index has {} entries for {names} members",
-                self.inner.by_user_name.len()
-            ));
-        }
-        let on_disk = self.inner.members.len();
-        if self.member_count() != on_disk {
-            problems.push(format!(
-                "memory holds {} members, the disk {on_disk}",
-                self.member_count()
-            ));
-        }
-        for m in self.members_by_id() {
-            let m = m?;
-            if self.get(m.id)?.as_ref() != Some(&m) {
-                problems.push(format!("member {} in memory differs from the disk", m.id));
-            }
-        }
-        let mut listed: Vec<(String, MemberId)> = self
-            .members_by_id()
-            .filter_map(|m| m.ok())
-            .filter(|m| !m.scim_deleted)
-            .map(|m| (m.user_name.normalized(), m.id))
-            .collect();
-        listed.sort_unstable();
-        let want: Vec<MemberId> = listed.into_iter().map(|(_, id)| id).collect();
-        if self.scim_listing_page(0, usize::MAX, false) != want
-            || self.scim_listing_len() != want.len()
-        {
-            problems.push("the SCIM listing order differs from the records".into());
-        }
-        if externals != self.inner.by_external_id.len() {
-            problems.push(format!(
-                "external id index has {} entries for {externals} linked members",
-                self.inner.by_external_id.len()
-            ));
-        }
-        Ok(problems)
+        report.oldest_left = self.oldest_audit_entry()?;
+        Ok(report)
     }
 
     /// Makes every write so far durable. Concurrent callers share one fsync.
@@ -455,26 +519,22 @@ impl Store {
         let pending_audit = RefCell::new(Vec::new());
         let result = {
             let mirror = self.mirror();
-            (&i.members, &i.by_user_name, &i.by_external_id, &i.audit).transaction(
-                |(members, by_name, by_ext, audit)| {
-                    // sled may run this closure again; start from a clean slate each time.
-                    *overlay.borrow_mut() = Overlay::default();
-                    pending_audit.borrow_mut().clear();
-                    let mut tx = MemberTx {
-                        members,
-                        by_name,
-                        by_ext,
-                        audit,
-                        mirror: &mirror,
-                        overlay: &overlay,
-                        pending_audit: &pending_audit,
-                    };
-                    let t = f(&mut tx).map_err(ConflictableTransactionError::Abort)?;
-                    tx.write_audit()
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    Ok(t)
-                },
-            )
+            (&i.members, &i.audit).transaction(|(members, audit)| {
+                // sled may run this closure again; start from a clean slate each time.
+                *overlay.borrow_mut() = Overlay::default();
+                pending_audit.borrow_mut().clear();
+                let mut tx = MemberTx {
+                    members,
+                    audit,
+                    mirror: &mirror,
+                    overlay: &overlay,
+                    pending_audit: &pending_audit,
+                };
+                let t = f(&mut tx).map_err(ConflictableTransactionError::Abort)?;
+                tx.write_audit()
+                    .map_err(ConflictableTransactionError::Abort)?;
+                Ok(t)
+            })
         };
         match result {
             Ok(t) => {
@@ -492,8 +552,6 @@ impl Store {
 /// The member trees inside one transaction.
 pub(crate) struct MemberTx<'a> {
     members: &'a TransactionalTree,
-    by_name: &'a TransactionalTree,
-    by_ext: &'a TransactionalTree,
     audit: &'a TransactionalTree,
     /// The committed state (the writer lock keeps it still during the transaction).
     mirror: &'a Mirror,
@@ -521,7 +579,7 @@ impl MemberTx<'_> {
         Ok(self.mirror.id_by_name(&key))
     }
 
-    /// The id holding this external id, as this transaction sees it.
+    /// The id holding this SCIM `externalId`, as this transaction sees it.
     pub(crate) fn id_by_external_id(&self, ext: &str) -> Result<Option<MemberId>, StoreError> {
         if let Some(v) = self.overlay.borrow().externals.get(ext) {
             return Ok(*v);
@@ -529,31 +587,48 @@ impl MemberTx<'_> {
         Ok(self.mirror.id_by_external_id(ext))
     }
 
-    /// Writes `new`, moving its index entries away from `old`'s.
+    /// The id linked to this Google id, as this transaction sees it.
+    pub(crate) fn id_by_google_id(&self, g: &str) -> Result<Option<MemberId>, StoreError> {
+        if let Some(v) = self.overlay.borrow().googles.get(g) {
+            return Ok(*v);
+        }
+        Ok(self.mirror.id_by_google_id(g))
+    }
+
+    /// Writes `new` (one key), moving its in-memory index entries away from `old`'s when
+    /// the transaction commits.
     pub(crate) fn put(&self, old: Option<&Member>, new: &Member) -> Result<(), StoreError> {
-        let id = new.id.as_bytes();
         let new_name = new.user_name.normalized();
         let mut overlay = self.overlay.borrow_mut();
         if let Some(old) = old {
             let old_key = old.user_name.normalized();
             if old_key != new_name {
-                self.by_name.remove(old_key.as_bytes())?;
                 overlay.names.insert(old_key, None);
             }
-            if let Some(old_ext) = &old.external_id {
-                if new.external_id.as_deref() != Some(old_ext) {
-                    self.by_ext.remove(old_ext.as_bytes())?;
-                    overlay.externals.insert(old_ext.clone(), None);
-                }
+            if let Some(e) = old
+                .external_id
+                .as_ref()
+                .filter(|e| new.external_id.as_ref() != Some(*e))
+            {
+                overlay.externals.insert(e.clone(), None);
+            }
+            if let Some(g) = old
+                .google_id
+                .as_ref()
+                .filter(|g| new.google_id.as_ref() != Some(*g))
+            {
+                overlay.googles.insert(g.clone(), None);
             }
         }
-        self.by_name.insert(new_name.as_bytes(), id)?;
         overlay.names.insert(new_name, Some(new.id));
-        if let Some(ext) = &new.external_id {
-            self.by_ext.insert(ext.as_bytes(), id)?;
-            overlay.externals.insert(ext.clone(), Some(new.id));
+        if let Some(e) = &new.external_id {
+            overlay.externals.insert(e.clone(), Some(new.id));
         }
-        self.members.insert(id, codec::encode(new)?)?;
+        if let Some(g) = &new.google_id {
+            overlay.googles.insert(g.clone(), Some(new.id));
+        }
+        self.members
+            .insert(new.id.as_bytes(), codec::encode(new)?)?;
         overlay.members.insert(new.id, new.clone());
         Ok(())
     }
@@ -581,12 +656,91 @@ impl MemberTx<'_> {
     }
 }
 
-/// Brings a store of an older schema up to [`SCHEMA_VERSION`].
-fn upgrade(db: &sled::Db, meta: &sled::Tree, found: u32) -> Result<(), StoreError> {
+/// Records converted and written per sled batch during the upgrade.
+const UPGRADE_BATCH: usize = 10_000;
+
+/// Brings a store of an older schema up to [`SCHEMA_VERSION`] and returns its mirror.
+///
+/// Every record is converted in memory and the mirror built from the result first: if two
+/// members now collide (user names fold further than they used to), the open fails naming
+/// them and nothing is written. Then the converted records are written, the old trees
+/// dropped, and the version set last. Each step can be run again: a record already in the
+/// current format is read as it is, dropping a dropped tree does nothing, and a format-1
+/// record converts the same way each time (the audit it is decided by does not change).
+///
+/// A format-1 record's one `external_id` becomes `google_id` when the last audit entry that
+/// set it was the pull's, and stays `external_id` otherwise (SCIM's, or no entry that says).
+/// Keeping it as SCIM's is the safe side: the pull then finds the member by user name and
+/// links it again (a `link`, grants kept), where a wrong Google id would look like another
+/// identity.
+fn upgrade(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    members: &sled::Tree,
+    found: u32,
+) -> Result<Mirror, StoreError> {
+    let needs_conversion = members
+        .iter()
+        .values()
+        .any(|v| v.as_ref().map(|v| !codec::is_current(v)).unwrap_or(true));
+    let set_by_pull = if needs_conversion {
+        let audit = db.open_tree("audit")?;
+        audit::external_id_setters(&audit)?
+    } else {
+        Default::default()
+    };
+    let mut old_format = Vec::new();
+    let converted = members.iter().map(|kv| {
+        let (_, v) = kv?;
+        if codec::is_current(&v) {
+            return decode_member(&v);
+        }
+        let mut m = codec::decode_v1(&v)?;
+        if set_by_pull.get(&m.id) == Some(&true) {
+            m.google_id = m.external_id.take();
+        }
+        old_format.push(m.id);
+        Ok(m)
+    });
+    let mirror = Mirror::build(converted)?;
+    // From here on the store is written.
+    for ids in old_format.chunks(UPGRADE_BATCH) {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            if let Some(m) = mirror.get(*id) {
+                batch.insert(&id.as_bytes()[..], codec::encode(&m)?);
+            }
+        }
+        members.apply_batch(batch)?;
+    }
+    if !old_format.is_empty() {
+        let google = old_format
+            .iter()
+            .filter(|id| mirror.get(**id).is_some_and(|m| m.google_id.is_some()))
+            .count();
+        tracing::info!(
+            records = old_format.len(),
+            google_ids = google,
+            "converted the member records to format 2 (Google id apart from externalId)"
+        );
+    }
     if found < 2 {
         // Version 1 kept a per-member index of the audit; the audit is now scanned
         // instead. Its single-entry records are read as they are.
-        db.drop_tree("audit_by_member")?;
+        if db.drop_tree("audit_by_member")? {
+            tracing::info!(
+                tree = "audit_by_member",
+                "dropped a tree of an older schema"
+            );
+        }
+    }
+    for tree in SCHEMA_2_INDEX_TREES {
+        if db.drop_tree(tree)? {
+            tracing::info!(
+                tree,
+                "dropped an index tree of an older schema (the indexes live in memory now)"
+            );
+        }
     }
     meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
     db.flush()?;
@@ -595,7 +749,7 @@ fn upgrade(db: &sled::Db, meta: &sled::Tree, found: u32) -> Result<(), StoreErro
         to = SCHEMA_VERSION,
         "upgraded the store's schema"
     );
-    Ok(())
+    Ok(mirror)
 }
 
 fn prepare_dir(path: &Path) -> Result<(), StoreError> {
@@ -611,10 +765,6 @@ fn prepare_dir(path: &Path) -> Result<(), StoreError> {
 
 fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {
     codec::decode(bytes)
-}
-
-fn decode_id(bytes: &[u8]) -> Result<MemberId, StoreError> {
-    MemberId::from_slice(bytes).ok_or_else(|| StoreError::Corrupt("bad member id in index".into()))
 }
 
 fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
@@ -878,5 +1028,470 @@ mod tests {
             [three.id, one.id, two.id]
         );
         assert!(store.check_consistency().unwrap().is_empty());
+    }
+
+    /// A member as it would be stored, for building old stores by hand.
+    fn raw_member(n: u128, name: &str) -> Member {
+        use crate::member::{DirectoryAttrs, ManagedBy, Role, UserName};
+        let a = DirectoryAttrs::new(UserName::parse(name).unwrap(), Some("Ada"), None);
+        Member {
+            id: MemberId(uuid::Uuid::from_u128(n)),
+            user_name: a.user_name,
+            emails: a.emails,
+            given_name: a.given_name,
+            family_name: None,
+            display_name: None,
+            active: true,
+            google_id: None,
+            external_id: None,
+            locations: vec!["Paris".into()],
+            role: Role::Member,
+            managed_by: ManagedBy::Google,
+            scim_deleted: false,
+            scim_extra: Default::default(),
+            created: at(0),
+            last_modified: at(0),
+            version: 1,
+        }
+    }
+
+    fn audit_entry(
+        seq: u64,
+        actor: crate::member::Actor,
+        m: &Member,
+        ext: Option<&str>,
+    ) -> AuditEntry {
+        let mut after = std::collections::BTreeMap::new();
+        after.insert(
+            "userName".to_string(),
+            serde_json::json!(m.user_name.as_str()),
+        );
+        if let Some(e) = ext {
+            after.insert("externalId".to_string(), serde_json::json!(e));
+        }
+        AuditEntry {
+            seq,
+            time: at(seq as i64),
+            actor,
+            member_id: m.id,
+            user_name: m.user_name.to_string(),
+            change: "update".into(),
+            before: Default::default(),
+            after,
+        }
+    }
+
+    /// Writes a schema 2 store: format-1 records with one `external_id`, the two index
+    /// trees, and an audit that says who set each id. Returns the members by name.
+    fn write_schema_2(path: &Path, already_converted: &[u128]) -> Vec<Member> {
+        use crate::member::Actor;
+        let pull = || Actor::Pull("run-1".into());
+        let scim = || Actor::Scim("entra".into());
+        let a = raw_member(1, "a@example.com"); // created by the pull with its Google id
+        let b = raw_member(2, "b@example.com"); // created by SCIM with an externalId
+        let c = raw_member(3, "c@example.com"); // SCIM, then linked by the pull
+        let d = raw_member(4, "d@example.com"); // an id no audit entry explains
+        let e = raw_member(5, "e@example.com"); // pull, then a SCIM PUT with its own id
+        let f = raw_member(6, "f@example.com"); // no id at all
+        let ids = [
+            (&a, Some("g-a")),
+            (&b, Some("entra-b")),
+            (&c, Some("g-c")),
+            (&d, Some("x-d")),
+            (&e, Some("entra-e")),
+            (&f, None),
+        ];
+        let entries = [
+            audit_entry(1, pull(), &a, Some("g-a")),
+            audit_entry(2, scim(), &b, Some("entra-b")),
+            audit_entry(3, scim(), &c, None),
+            audit_entry(4, pull(), &c, Some("g-c")),
+            audit_entry(5, pull(), &e, Some("g-e")),
+            audit_entry(6, scim(), &e, Some("entra-e")),
+            audit_entry(7, scim(), &f, None),
+        ];
+        let db = sled::open(path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes())
+            .unwrap();
+        let members = db.open_tree("members").unwrap();
+        let names = db.open_tree("idx_user_name").unwrap();
+        let exts = db.open_tree("idx_external_id").unwrap();
+        for (m, ext) in ids {
+            let bytes = if already_converted.contains(&m.id.0.as_u128()) {
+                // A crash left this one converted already (as the upgrade decides it).
+                let mut conv = m.clone();
+                match m.id.0.as_u128() {
+                    1 | 3 => conv.google_id = ext.map(str::to_string),
+                    _ => conv.external_id = ext.map(str::to_string),
+                }
+                codec::encode(&conv).unwrap()
+            } else {
+                codec::encode_v1(m, ext)
+            };
+            members.insert(m.id.as_bytes(), bytes).unwrap();
+            names
+                .insert(m.user_name.normalized().as_bytes(), m.id.as_bytes())
+                .unwrap();
+            if let Some(x) = ext {
+                exts.insert(x.as_bytes(), m.id.as_bytes()).unwrap();
+            }
+        }
+        let audit = db.open_tree("audit").unwrap();
+        for group in entries.chunks(3) {
+            let key = audit::key(group[0].time, group[0].seq);
+            audit
+                .insert(&key[..], serde_json::to_vec(group).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+        vec![a, b, c, d, e, f]
+    }
+
+    fn tree_names(store: &Store) -> Vec<String> {
+        store
+            .inner
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect()
+    }
+
+    fn check_upgraded(store: &Store) {
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let names = tree_names(store);
+        for gone in SCHEMA_2_INDEX_TREES {
+            assert!(!names.iter().any(|n| n == gone), "{gone} in {names:?}");
+        }
+        let get = |n: &str| store.get_by_user_name(n).unwrap().unwrap();
+        let ids = |n: &str| {
+            let m = get(n);
+            (m.google_id, m.external_id)
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(ids("a@example.com"), (s("g-a"), None), "set by the pull");
+        assert_eq!(ids("b@example.com"), (None, s("entra-b")), "set by SCIM");
+        assert_eq!(ids("c@example.com"), (s("g-c"), None), "linked by the pull");
+        assert_eq!(ids("d@example.com"), (None, s("x-d")), "no audit: SCIM's");
+        assert_eq!(
+            ids("e@example.com"),
+            (None, s("entra-e")),
+            "SCIM wrote last"
+        );
+        assert_eq!(ids("f@example.com"), (None, None));
+        assert_eq!(
+            store.get_by_google_id("g-a").unwrap().unwrap().id,
+            get("a@example.com").id
+        );
+        assert_eq!(
+            store.get_by_external_id("entra-b").unwrap().unwrap().id,
+            get("b@example.com").id
+        );
+        assert!(store.get_by_external_id("g-a").unwrap().is_none());
+        // Every record is in the new format, and the rest of a record is as it was.
+        for kv in store.inner.members.iter() {
+            assert!(codec::is_current(&kv.unwrap().1));
+        }
+        assert_eq!(get("f@example.com").locations, ["Paris"]);
+        assert!(store.check_consistency().unwrap().is_empty());
+        let audit = store.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(
+            audit[..7].iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn a_schema_2_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        write_schema_2(dir.path(), &[]);
+        let store = Store::open(dir.path()).unwrap();
+        check_upgraded(&store);
+        // A write after the upgrade is one record; reopening reads it back.
+        crate::provision::apply(&store, create(7), &crate::member::Actor::Owner, at(9)).unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        check_upgraded(&store);
+        assert_eq!(store.member_count(), 7);
+    }
+
+    #[test]
+    fn the_upgrade_to_schema_3_can_be_run_again_after_a_crash() {
+        // A crash after some records were converted, before the index trees were dropped
+        // and the version written: the next open finishes the job the same way.
+        let dir = tempfile::tempdir().unwrap();
+        write_schema_2(dir.path(), &[1, 2, 6]);
+        let store = Store::open(dir.path()).unwrap();
+        check_upgraded(&store);
+        drop(store);
+        // A crash after everything but the version: the trees are gone, records converted.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        check_upgraded(&store);
+    }
+
+    #[test]
+    fn an_upgrade_that_would_fold_two_names_together_refuses_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_schema_2(dir.path(), &[]);
+        {
+            // Schema 2 lower-cased Σ to σ but did not fold the final ς: two members.
+            let db = sled::open(dir.path()).unwrap();
+            let members = db.open_tree("members").unwrap();
+            for (n, name) in [(10, "σας@example.com"), (11, "ΣΑΣ@example.com")] {
+                let m = raw_member(n, name);
+                members
+                    .insert(m.id.as_bytes(), codec::encode_v1(&m, None))
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::Collision {
+                    what: "user name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("σας@example.com") && text.contains("ΣΑΣ@example.com"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&MemberId(uuid::Uuid::from_u128(10)).to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&MemberId(uuid::Uuid::from_u128(11)).to_string()),
+            "{text}"
+        );
+        // Nothing was written: still schema 2, index trees and old records in place.
+        let db = sled::open(dir.path()).unwrap();
+        let v = db
+            .open_tree("meta")
+            .unwrap()
+            .get(META_SCHEMA_VERSION)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_u32(&v).unwrap(), 2);
+        let names: Vec<Vec<u8>> = db.tree_names().iter().map(|n| n.to_vec()).collect();
+        assert!(names.iter().any(|n| n == b"idx_user_name"));
+        for kv in db.open_tree("members").unwrap().iter() {
+            assert!(!codec::is_current(&kv.unwrap().1));
+        }
+    }
+
+    #[test]
+    fn two_records_with_one_google_id_are_a_corrupt_store_and_the_open_names_both() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (n, name) in [(1, "a@example.com"), (2, "b@example.com")] {
+                let mut m = raw_member(n, name);
+                m.google_id = Some("g-1".into());
+                store
+                    .inner
+                    .members
+                    .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
+                    .unwrap();
+            }
+            store.flush_blocking().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::Collision {
+                    what: "Google id",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("a@example.com") && text.contains("b@example.com"),
+            "{text}"
+        );
+        assert!(text.contains("\"g-1\""), "{text}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn the_index_finds_a_name_exactly_when_it_is_equal(
+            a in proptest::collection::vec(proptest::sample::select(crate::member::tests::TRICKY), 1..4),
+            b in proptest::collection::vec(proptest::sample::select(crate::member::tests::TRICKY), 1..4),
+        ) {
+            use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, UserName};
+            let a = UserName::parse(&format!("{}@example.com", a.concat())).unwrap();
+            let b = UserName::parse(&format!("{}@example.com", b.concat())).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let created = crate::provision::apply(
+                &store,
+                Change::Create { attrs: DirectoryAttrs::new(a.clone(), None, None), managed_by: ManagedBy::Google },
+                &Actor::Owner,
+                at(0),
+            ).unwrap();
+            let found = store.id_by_user_name(b.as_str()).unwrap();
+            proptest::prop_assert_eq!(found.is_some(), a == b);
+            proptest::prop_assert_eq!(found.is_some(), b == a);
+            let second = crate::provision::apply(
+                &store,
+                Change::Create { attrs: DirectoryAttrs::new(b.clone(), None, None), managed_by: ManagedBy::Google },
+                &Actor::Owner,
+                at(1),
+            );
+            proptest::prop_assert_eq!(second.is_err(), a == b);
+            proptest::prop_assert_eq!(store.id_by_user_name(a.as_str()).unwrap(), Some(created.member().id));
+        }
+    }
+
+    #[test]
+    fn the_audit_retention_removes_old_entries_in_batches_and_says_what_is_left() {
+        use crate::member::{Actor, Change};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = 86_400;
+        // 200 transactions, one a day: 200 audit keys.
+        for d in 0..200 {
+            crate::provision::apply(&store, create(d), &Actor::Owner, at(d as i64 * day)).unwrap();
+        }
+        assert_eq!(store.oldest_audit_entry().unwrap(), Some(at(0)));
+        // Keep forever: nothing goes.
+        let now = at(200 * day);
+        let kept = store.prune_audit(now, 0).unwrap();
+        assert_eq!(kept.removed_keys, 0);
+        assert_eq!(store.audit(&AuditQuery::default()).unwrap().len(), 200);
+        // Keep 30 days: entries of days 0..=169 go, in batches of at most 64 keys.
+        let r = store.prune_audit(now, 30).unwrap();
+        assert_eq!(r.removed_keys, 170);
+        assert!(r.batches > 170 / AUDIT_PRUNE_KEYS, "{r:?}");
+        assert_eq!(r.oldest_left, Some(at(170 * day)));
+        assert_eq!(store.oldest_audit_entry().unwrap(), Some(at(170 * day)));
+        let left = store.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(left.len(), 30);
+        assert_eq!(left[0].user_name, "user170@example.com");
+        // A second pass the same day has nothing to do; writes go on as before.
+        assert_eq!(store.prune_audit(now, 30).unwrap().removed_keys, 0);
+        crate::provision::apply(
+            &store,
+            Change::SetRole {
+                id: store
+                    .get_by_user_name("user001@example.com")
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                role: crate::member::Role::Owner,
+            },
+            &Actor::Owner,
+            now,
+        )
+        .unwrap();
+        assert_eq!(store.audit(&AuditQuery::default()).unwrap().len(), 31);
+    }
+
+    #[test]
+    fn a_record_scan_finds_one_member_and_streams_the_rest_without_the_mirror() {
+        use crate::member::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let changes: Vec<_> = (0..300).map(create).collect();
+            crate::provision::apply_batch(&store, &changes, &Actor::Owner, at(0)).unwrap();
+            crate::provision::apply(
+                &store,
+                crate::member::Change::Create {
+                    attrs: crate::member::DirectoryAttrs::new(
+                        crate::member::UserName::parse("ΣΑΣ@example.com").unwrap(),
+                        None,
+                        None,
+                    ),
+                    managed_by: crate::member::ManagedBy::Google,
+                },
+                &Actor::Owner,
+                at(1),
+            )
+            .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let scan = RecordScan::open(dir.path()).unwrap();
+        assert_eq!(scan.len(), 301);
+        let m = scan.find("USER150@example.com").unwrap().unwrap();
+        assert_eq!(m.user_name.as_str(), "user150@example.com");
+        assert_eq!(scan.find(&m.id.to_string()).unwrap().unwrap(), m);
+        assert_eq!(
+            scan.find("σας@EXAMPLE.com")
+                .unwrap()
+                .unwrap()
+                .user_name
+                .as_str(),
+            "ΣΑΣ@example.com"
+        );
+        assert!(scan.find("nobody@example.com").unwrap().is_none());
+        let all: Vec<Member> = scan.members().map(|m| m.unwrap()).collect();
+        assert_eq!(all.len(), 301);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id), "id order");
+        // It holds the lock as the store does.
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(scan);
+        // An old store is upgraded by the scan's open.
+        let old = tempfile::tempdir().unwrap();
+        write_schema_2(old.path(), &[]);
+        let scan = RecordScan::open(old.path()).unwrap();
+        let a = scan.find("a@example.com").unwrap().unwrap();
+        assert_eq!(a.google_id.as_deref(), Some("g-a"));
+    }
+
+    #[tokio::test]
+    async fn the_retention_task_prunes_by_its_clock_and_stops_when_told() {
+        use crate::member::Actor;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for d in 0..3 {
+            crate::provision::apply(&store, create(d), &Actor::Owner, at(d as i64 * 86_400))
+                .unwrap();
+        }
+        assert!(spawn_audit_retention(store.clone(), 0, chrono::Utc::now, async {}).is_none());
+        // The injected clock puts "now" 401 days after the second entry.
+        fn clock() -> chrono::DateTime<chrono::Utc> {
+            at(86_400 * 402)
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = spawn_audit_retention(store.clone(), 400, clock, async {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        for _ in 0..200 {
+            if store.oldest_audit_entry().unwrap() == Some(at(2 * 86_400)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.oldest_audit_entry().unwrap(), Some(at(2 * 86_400)));
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -52,6 +52,10 @@ pub struct RunCounts {
     pub skipped: u64,
     /// Changes refused, and Google users that could not be provisioned.
     pub errors: u64,
+    /// Members revived or relinked to a different Google id: the owner's grants (role,
+    /// locations) were removed, and the audit entry lists them.
+    #[serde(default)]
+    pub identity_changed: u64,
 }
 
 /// One recorded run.

@@ -68,7 +68,7 @@ pub fn members(store: &Store) -> BTreeMap<String, Member> {
     store
         .members()
         .map(|m| m.unwrap())
-        .map(|m| (m.external_id.clone().unwrap_or_default(), m))
+        .map(|m| (m.google_id.clone().unwrap_or_default(), m))
         .collect()
 }
 
