@@ -144,7 +144,8 @@ impl Default for AdminConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GoogleConfig {
-    /// Service account key file; unset = `$CREDENTIALS_DIRECTORY/google-key.json`.
+    /// Service account key file; unset = `$CREDENTIALS_DIRECTORY/google-key.json`. With
+    /// `credentials = "external_account"`: the Workload Identity Federation credential file.
     pub key_file: Option<PathBuf>,
     /// The admin the service account acts as (domain-wide delegation).
     pub subject: Option<String>,
@@ -154,6 +155,36 @@ pub struct GoogleConfig {
     pub domains: Vec<String>,
     /// The Admin SDK root URL.
     pub api_base_url: String,
+    /// How the daemon proves who it is: `key` (a key file, the default), `metadata` (the
+    /// token of the service account attached to the Compute Engine VM or GKE pod) or
+    /// `external_account` (Workload Identity Federation); without a key the delegation JWT
+    /// is signed by the IAM Credentials API.
+    pub credentials: CredentialsKind,
+    /// With `metadata`: the service account whose delegation is used (it signs the JWT).
+    pub service_account: Option<String>,
+    /// The metadata server's root URL.
+    pub metadata_url: String,
+    /// The security token service's root URL (`external_account`).
+    pub sts_url: String,
+    /// The IAM Credentials API's root URL (`signJwt`).
+    pub iam_url: String,
+    /// Google's OAuth token endpoint, where a signed delegation JWT is exchanged (with a key
+    /// file, the key's own `token_uri` is used).
+    pub token_url: String,
+}
+
+/// `[google].credentials`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsKind {
+    /// A service account key file.
+    #[default]
+    Key,
+    /// The metadata server's token, and IAM Credentials `signJwt`.
+    Metadata,
+    /// A Workload Identity Federation credential file (`[google].key_file`): its subject
+    /// token is exchanged at the security token service, and signJwt signs the delegation.
+    ExternalAccount,
 }
 
 impl Default for GoogleConfig {
@@ -164,6 +195,12 @@ impl Default for GoogleConfig {
             customer: "my_customer".into(),
             domains: Vec::new(),
             api_base_url: "https://admin.googleapis.com".into(),
+            credentials: CredentialsKind::Key,
+            service_account: None,
+            metadata_url: "http://metadata.google.internal".into(),
+            sts_url: "https://sts.googleapis.com".into(),
+            iam_url: "https://iamcredentials.googleapis.com".into(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
         }
     }
 }
@@ -192,6 +229,8 @@ pub struct SyncConfig {
     pub max_deactivations: u32,
     /// More deactivations than this percentage of active managed members are held.
     pub max_deactivation_percent: f64,
+    /// Seconds a run may spend reading Google before it fails with nothing written.
+    pub run_timeout: u64,
 }
 
 impl Default for SyncConfig {
@@ -200,6 +239,7 @@ impl Default for SyncConfig {
             schedule: "0 */15 * * * *".into(),
             max_deactivations: 25,
             max_deactivation_percent: 10.0,
+            run_timeout: 30 * 60,
         }
     }
 }
@@ -396,6 +436,28 @@ impl Config {
             }
         }
         check_url("google.api_base_url", &self.google.api_base_url)?;
+        if self.google.credentials == CredentialsKind::ExternalAccount {
+            check_url("google.sts_url", &self.google.sts_url)?;
+            if self.google.key_file.is_none() {
+                return invalid(
+                    "google.key_file",
+                    "with credentials = \"external_account\", name the Workload Identity Federation credential file".into(),
+                );
+            }
+        }
+        if self.google.credentials != CredentialsKind::Key {
+            check_url("google.iam_url", &self.google.iam_url)?;
+            check_url("google.token_url", &self.google.token_url)?;
+            match &self.google.service_account {
+                Some(sa) if sa.contains('@') => {}
+                _ => {
+                    return invalid(
+                        "google.service_account",
+                        "without a key (credentials = \"metadata\" or \"external_account\"), name the service account whose delegation is used (NAME@PROJECT.iam.gserviceaccount.com)".into(),
+                    )
+                }
+            }
+        }
         for g in &self.scope.groups {
             if crate::member::UserName::parse(g).is_err() {
                 return invalid(
@@ -418,6 +480,12 @@ impl Config {
             }
         }
         check_cron(&self.sync.schedule)?;
+        if self.sync.run_timeout == 0 {
+            return invalid(
+                "sync.run_timeout",
+                "must be a number of seconds above 0 (default 1800, 30 minutes)".into(),
+            );
+        }
         let pct = self.sync.max_deactivation_percent;
         if !(0.0..=100.0).contains(&pct) || pct.is_nan() {
             return invalid(
@@ -654,6 +722,7 @@ mod tests {
                 "[sync]\nmax_deactivation_percent = 150\n",
                 "sync.max_deactivation_percent",
             ),
+            ("[sync]\nrun_timeout = 0\n", "sync.run_timeout"),
             ("[google]\nsubject = \"admin\"\n", "google.subject"),
             ("[google]\ndomains = [\"not a domain\"]\n", "google.domains"),
             ("[scope]\norg_units = [\"Sales\"]\n", "scope.org_units"),

@@ -131,6 +131,12 @@ pub async fn launch(
         );
         None
     };
+    if let Some(ctx) = &sync_ctx {
+        let ctx = ctx.clone();
+        shared
+            .health
+            .set_overdue_probe(Arc::new(move || ctx.overdue()));
+    }
     let on_sync: schedule::OnSync = {
         let health = shared.health.clone();
         Arc::new(move |o: &SyncOutcome| record_sync(&health, o))

@@ -16,11 +16,15 @@ use crate::store::Store;
 /// After this many failed pulls in a row, `/healthz` reports unhealthy.
 pub const MAX_CONSECUTIVE_SYNC_FAILURES: u32 = 3;
 
+/// Says why the pull's run in progress is overdue (longer than `[sync].run_timeout`), if it is.
+pub type OverdueProbe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// The daemon's view of its own health, updated as pulls finish.
 #[derive(Default)]
 pub struct Health {
     consecutive_sync_failures: AtomicU32,
     last_sync: Mutex<Option<LastSync>>,
+    overdue: Mutex<Option<OverdueProbe>>,
 }
 
 /// The outcome of the last pull, as health reports it.
@@ -47,6 +51,21 @@ impl Health {
             self.consecutive_sync_failures.store(0, Ordering::Relaxed);
         }
         *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+    }
+
+    /// Asks `probe` on each `/healthz` whether a run is stuck past its deadline.
+    pub fn set_overdue_probe(&self, probe: OverdueProbe) {
+        *self.overdue.lock().unwrap_or_else(|p| p.into_inner()) = Some(probe);
+    }
+
+    /// Why the run in progress is overdue, if it is.
+    pub fn overdue(&self) -> Option<String> {
+        let probe = self
+            .overdue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        probe.and_then(|p| p())
     }
 
     /// How many pulls in a row have failed.
@@ -112,7 +131,8 @@ async fn healthz(State(state): State<HealthState>) -> Response {
             "the last {failures} pulls from Google failed; see `retrac-sync sync status`"
         ))
     } else {
-        None
+        // A stuck run blocks every later tick: say so rather than stay green.
+        state.health.overdue()
     };
     let code = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE

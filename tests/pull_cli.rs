@@ -59,6 +59,7 @@ async fn sync_json_status_dry_run_and_failures() {
         "skipped",
         "errors",
         "identity_changed",
+        "verified_present",
         "google_requests",
         "duration_ms",
     ];

@@ -36,20 +36,22 @@ async fn all_users(c: &DirectoryClient) -> Result<Vec<String>, DirectoryError> {
 }
 
 #[tokio::test]
-async fn pages_through_every_user_in_email_order_with_fields_and_gzip() {
+async fn pages_through_every_user_once_with_fields_and_gzip() {
     let g = fake(FakeSeed::sample(1201, "example.com")).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&g, &dir).await;
     let users = all_users(&c).await.unwrap();
     assert_eq!(users.len(), 1201);
-    let mut sorted = users.clone();
-    sorted.sort_by_key(|e| e.to_lowercase());
-    assert_eq!(users, sorted);
+    let distinct: std::collections::BTreeSet<String> =
+        users.iter().map(|e| e.to_lowercase()).collect();
+    assert_eq!(distinct.len(), 1201, "each user once");
     // 500 a page: 3 pages, one token.
     assert_eq!(g.requests("users.list"), 3);
     assert_eq!(g.tokens_issued(), 1);
     let q = g.last_query("users.list").unwrap();
     assert!(q.contains("maxResults=500"), "{q}");
+    // No orderBy: in email order a user renamed while the pages are read can be skipped.
+    assert!(!q.contains("orderBy"), "{q}");
     assert!(
         q.contains("fields=nextPageToken%2Cusers%28id%2CprimaryEmail"),
         "{q}"
@@ -229,26 +231,84 @@ async fn denied_delegation_says_what_to_grant_and_where() {
     assert_eq!(g.requests("users.list"), 0);
 }
 
+async fn connect_as(g: &FakeGoogle, key: &std::path::Path, subject: &str) -> DirectoryClient {
+    directory::connect(key, subject, true, &g.base_url(), Backoff::fast())
+        .await
+        .unwrap()
+}
+
+/// The message `doctor` and a failed run print: `directory::diagnose`.
+async fn first_page_error(c: &DirectoryClient) -> (DirectoryError, String) {
+    let e = all_users(c).await.unwrap_err();
+    let msg = directory::diagnose(&e);
+    assert_eq!(msg, e.to_string());
+    assert!(
+        !msg.contains("PRIVATE KEY") && !msg.contains("ya29."),
+        "{msg}"
+    );
+    (e, msg)
+}
+
 #[tokio::test]
-async fn a_wrong_subject_or_a_forged_key_gets_no_token() {
-    let g = fake(FakeSeed::sample(10, "example.com")).await;
+async fn each_setup_mistake_gets_its_own_exact_message() {
+    let mut seed = FakeSeed::sample(10, "example.com");
+    seed.users
+        .push(FakeUser::new("55", "clerk@example.com", "Cleo", "Clerk"));
+    let g = fake(seed).await;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.json");
     g.write_key_file(&key).unwrap();
-    let c = directory::connect(
-        &key,
-        "someone@example.com",
-        false,
-        &g.base_url(),
-        Backoff::fast(),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        all_users(&c).await.unwrap_err(),
-        DirectoryError::Unauthorized { .. }
-    ));
-    // A key from another fake: the signature does not verify.
+
+    // invalid_grant "Invalid email or User ID": the subject does not exist.
+    let c = connect_as(&g, &key, "someone@example.com").await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "subject_unknown");
+    assert_eq!(
+        msg,
+        "Google does not know [google].subject someone@example.com (invalid_grant: Invalid email or User ID): set it to the primary email of an existing Google Workspace super admin"
+    );
+
+    // A user that is not an admin: Google issues the token, then the API answers 403.
+    let c = connect_as(&g, &key, "clerk@example.com").await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "not_admin");
+    assert_eq!(
+        msg,
+        "Google issued a token for clerk@example.com, then the Directory API answered 403 Not Authorized to access this resource/api: [google].subject is not an admin. Set it to a super admin, or to an admin whose role may read users and groups"
+    );
+    assert_eq!(g.tokens_issued(), 1, "the token was issued");
+    assert_eq!(
+        g.requests("users.list"),
+        1,
+        "and refused by the API, not retried"
+    );
+
+    // unauthorized_client: delegation missing or short of a scope.
+    g.inject(Fault::DenyDelegation);
+    let c = connect_as(&g, &key, &g.admin()).await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "delegation");
+    assert_eq!(
+        msg,
+        format!(
+            "Google refused a token (unauthorized_client: Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.): domain-wide delegation is missing or lacks a scope. In the Admin console → Security → Access and data control → API controls → Domain-wide delegation, add client id {} with exactly these scopes: https://www.googleapis.com/auth/admin.directory.user.readonly,https://www.googleapis.com/auth/admin.directory.group.member.readonly. A delegation just granted can take up to 24 hours to apply",
+            g.client_id()
+        )
+    );
+    g.clear_faults();
+
+    // The clock is off: Google judges iat/exp by its own time.
+    g.inject(Fault::ClockSkew(-7200));
+    let c = connect_as(&g, &key, &g.admin()).await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "clock_skew");
+    assert_eq!(
+        msg,
+        "Google refused the token request's time (invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values.): this machine's clock is off. Synchronise it (chrony, systemd-timesyncd or ntpd) and run again"
+    );
+    g.clear_faults();
+
+    // "Invalid JWT Signature": a key that was deleted or rotated (here: another fake's).
     let other = fake(FakeSeed::default()).await;
     let forged = dir.path().join("forged.json");
     other.write_key_file(&forged).unwrap();
@@ -256,16 +316,51 @@ async fn a_wrong_subject_or_a_forged_key_gets_no_token() {
         serde_json::from_slice(&std::fs::read(&forged).unwrap()).unwrap();
     v["token_uri"] = serde_json::json!(g.token_uri());
     std::fs::write(&forged, v.to_string()).unwrap();
-    let c = directory::connect(&forged, &g.admin(), false, &g.base_url(), Backoff::fast())
-        .await
-        .unwrap();
-    let err = all_users(&c).await.unwrap_err();
-    assert!(
-        err.to_string().contains("Invalid JWT Signature")
-            || err.to_string().contains("OAuth client"),
-        "{err}"
+    let c = connect_as(&g, &forged, &g.admin()).await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "key_rejected");
+    assert_eq!(
+        msg,
+        "Google rejected the key's signature (invalid_grant: Invalid JWT Signature): the key was deleted or rotated. Create a new JSON key for retrac-sync@fake-project.iam.gserviceaccount.com and point [google].key_file at it"
     );
-    assert_eq!(g.tokens_issued(), 0);
+
+    // invalid_client: the service account itself is gone.
+    v["client_email"] = serde_json::json!("deleted@fake-project.iam.gserviceaccount.com");
+    std::fs::write(&forged, v.to_string()).unwrap();
+    let c = connect_as(&g, &forged, &g.admin()).await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "account_unknown");
+    assert_eq!(
+        msg,
+        "Google does not know the service account deleted@fake-project.iam.gserviceaccount.com (invalid_client): it was deleted, or the key file belongs to another project. Create a JSON key for an existing service account and point [google].key_file at it"
+    );
+    assert_eq!(g.tokens_issued(), 1, "none of these got a token");
+
+    // domainCannotUseApis.
+    g.inject(Fault::FailPage {
+        endpoint: "users.list",
+        page: 1,
+        times: 1,
+        status: 403,
+        reason: "domainCannotUseApis",
+    });
+    let c = client(&g, &dir).await;
+    let (e, msg) = first_page_error(&c).await;
+    assert_eq!(e.kind(), "domain_cannot_use_apis");
+    assert_eq!(
+        msg,
+        "Google answered domainCannotUseApis: this Google account may not use the Directory API. Check that its edition includes the Admin SDK and that API access is not turned off (Admin console → Security → Access and data control → API controls)"
+    );
+
+    // A scope group Google does not know is named.
+    let e = c
+        .list_members_page("no-such-group@example.com", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        directory::diagnose(&e),
+        "Google does not know the scope group no-such-group@example.com (members.list answered 404): check the address in [scope].groups; it must be a group of this customer, not a user or an alias"
+    );
 }
 
 #[tokio::test]
@@ -363,4 +458,148 @@ async fn plain_http_is_refused_except_to_loopback() {
     assert!(directory::auth::check_url("http://127.0.0.1:9/x").is_ok());
     assert!(directory::auth::check_url("https://admin.googleapis.com").is_ok());
     assert!(directory::auth::check_url("ftp://x").is_err());
+}
+
+async fn client_with_timeout(
+    g: &FakeGoogle,
+    dir: &tempfile::TempDir,
+    timeout: std::time::Duration,
+) -> DirectoryClient {
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    directory::connect_with_timeout(
+        &key,
+        &g.admin(),
+        true,
+        &g.base_url(),
+        Backoff::fast(),
+        timeout,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_answer_that_stalls_times_out_and_is_retried() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client_with_timeout(&g, &dir, std::time::Duration::from_millis(300)).await;
+    g.inject(Fault::StallToken(std::time::Duration::from_secs(3600)));
+    // Google answers again after a while.
+    let g_ref = &g;
+    let (users, ()) = tokio::join!(all_users(&c), async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        g_ref.clear_faults();
+    });
+    assert_eq!(users.unwrap().len(), 10);
+    assert!(g.requests("token") >= 2, "timed out, then asked again");
+    assert_eq!(g.tokens_issued(), 1);
+    // Stalled for good: the run gets an error, it does not hang.
+    let c = client_with_timeout(&g, &dir, std::time::Duration::from_millis(100)).await;
+    g.inject(Fault::StallToken(std::time::Duration::from_secs(3600)));
+    let err = all_users(&c).await.unwrap_err();
+    assert!(
+        matches!(err, DirectoryError::GaveUp { attempts: 7, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("token request"), "{err}");
+}
+
+#[tokio::test]
+async fn token_server_errors_are_retried_like_api_calls() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    g.inject(Fault::TokenServerError { times: 2 });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("token"), 3);
+    assert_eq!(g.tokens_issued(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_halfway_times_out_and_is_retried() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client_with_timeout(&g, &dir, std::time::Duration::from_millis(300)).await;
+    g.inject(Fault::StallBody {
+        page: 1,
+        stall: std::time::Duration::from_secs(3600),
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(
+        g.requests("users.list"),
+        2,
+        "the stalled answer, then a whole one"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn the_newer_403_resource_exhausted_shape_is_retried() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    g.inject(Fault::ResourceExhausted {
+        endpoint: "users.list",
+        page: 1,
+        times: 2,
+    });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("users.list"), 3);
+    // And for members.list.
+    g.inject(Fault::ResourceExhausted {
+        endpoint: "members.list",
+        page: 1,
+        times: 1,
+    });
+    c.list_members_page("everyone@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(g.requests("members.list"), 2);
+}
+
+#[tokio::test]
+async fn retry_after_on_a_429_is_honoured_up_to_the_backoff_maximum() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    // A backoff whose first wait (50 ms) is far below the 1 s Google asks for, and whose
+    // longest wait (50 ms * 2^5 = 1.6 s) is above it.
+    let backoff = Backoff {
+        base: std::time::Duration::from_millis(50),
+        jitter: std::time::Duration::ZERO,
+        max_retries: 6,
+    };
+    let c = directory::connect(&key, &g.admin(), true, &g.base_url(), backoff)
+        .await
+        .unwrap();
+    g.inject(Fault::RetryAfter {
+        page: 1,
+        times: 1,
+        seconds: 1,
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(950)
+            && waited < std::time::Duration::from_millis(1550),
+        "{waited:?}"
+    );
+    // An hour is cut to the longest backoff wait (1.6 s here).
+    g.inject(Fault::RetryAfter {
+        page: 1,
+        times: 1,
+        seconds: 3600,
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1590)
+            && waited < std::time::Duration::from_secs(30),
+        "{waited:?}"
+    );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser};
+use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
 use retrac_sync::store::Store;
 
@@ -386,4 +386,382 @@ async fn the_scope_query_is_passed_to_google() {
     assert_mirrors(&store, &w.google, |u| {
         u.org_unit_path == "/Sales" && !u.suspended
     });
+}
+
+/// Every active user of the fake is an active member, and no other member is active.
+fn all_active_mirrored(store: &Store, g: &retrac_sync::directory::fake::FakeGoogle) {
+    assert_mirrors(store, g, |_| true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_missing_from_one_listing_but_found_by_users_get_stays_active() {
+    let w = world(FakeSeed::sample(200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    let lagging = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    // Google's search index has not caught up with this user: users.list leaves it out.
+    g.inject(Fault::SearchLag(lagging.primary_email.clone()));
+    let (list, members, get) = (
+        g.requests("users.list"),
+        g.requests("members.list"),
+        g.requests("users.get"),
+    );
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
+    assert_eq!(r.report.counts.verified_present, 1);
+    assert!(
+        store
+            .get_by_user_name(&lagging.primary_email)
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    // The check is one users.get, counted with the listing.
+    assert_eq!(g.requests("users.get") - get, 1);
+    assert_eq!(
+        r.report.google_requests,
+        (g.requests("users.list") - list)
+            + (g.requests("members.list") - members)
+            + (g.requests("users.get") - get)
+    );
+    assert!(g.last_query("users.get").unwrap().contains("fields="));
+    // The next listing has it again: nothing to check.
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.verified_present,
+            r.report.counts.deactivated
+        ),
+        (0, 0)
+    );
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_users_get_does_not_find_is_deactivated() {
+    let w = world(FakeSeed::sample(200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    let gone = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    g.delete(&gone.primary_email).unwrap();
+    let get = g.requests("users.get");
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    assert_eq!(g.requests("users.get") - get, 1, "Google answered 404");
+    assert!(
+        !store
+            .get_by_user_name(&gone.primary_email)
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    // Suspended in Google while missing from the listing: the answer of users.get decides.
+    let suspended = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    g.suspend(&suspended.primary_email);
+    g.inject(Fault::SearchLag(suspended.primary_email.clone()));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_during_paging_deactivates_nobody() {
+    let w = world(FakeSeed::sample(1200, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, "ok");
+    // The last user by id (page 3) is renamed to an address that sorts first by email
+    // (page 1), just after page 1 is read: in email order it would be on no page.
+    let moved = g
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .max_by(|a, b| a.id.cmp(&b.id))
+        .unwrap();
+    let member = store
+        .get_by_user_name(&moved.primary_email)
+        .unwrap()
+        .unwrap();
+    g.inject(Fault::RenameAfterPage {
+        page: 1,
+        old: moved.primary_email.clone(),
+        new: "aaa.renamed@example.com".into(),
+    });
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
+    let after = store.get(member.id).unwrap().unwrap();
+    assert!(after.active);
+    assert_eq!(after.user_name.as_str(), "aaa.renamed@example.com");
+    assert_eq!(g.requests("users.list"), 6, "3 pages a run");
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_nothing() {
+    let mut seed = FakeSeed::sample(40, "example.com");
+    let mut ada = FakeUser::new("900", "ada@example.com", "Ada", "Lovelace");
+    ada.aliases = vec![
+        "a.lovelace@example.com".into(),
+        "ada@example.org".into(),
+        "ada@partner.net".into(),
+    ];
+    ada.typed_emails = vec![
+        ("ada.lovelace@gmail.com".into(), "home".into()),
+        ("ada.desk@example.com".into(), "work".into()),
+        ("ada.custom@example.com".into(), "custom".into()),
+    ];
+    seed.users.push(ada);
+    let mut w = world(seed).await;
+    w.config.google.domains = vec!["example.com".into(), "example.org".into()];
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    let emails = |name: &str| -> Vec<String> {
+        store
+            .get_by_user_name(name)
+            .unwrap()
+            .unwrap()
+            .emails
+            .iter()
+            .map(|e| e.value.clone())
+            .collect()
+    };
+    // Primary, aliases in the managed domains, the work address; never the personal
+    // address, the custom one, the partner alias or Google's test-google-a.com address.
+    assert_eq!(
+        emails("ada@example.com"),
+        [
+            "ada@example.com",
+            "a.lovelace@example.com",
+            "ada@example.org",
+            "ada.desk@example.com"
+        ]
+    );
+    // The sample's shapes too: user 0 has a personal address and two aliases.
+    let first = w
+        .google
+        .users()
+        .into_iter()
+        .find(|u| u.id == format!("1{:020}", 0))
+        .unwrap();
+    assert_eq!(first.typed_emails.len(), 1);
+    assert_eq!(
+        emails(&first.primary_email),
+        [
+            first.primary_email.clone(),
+            first.aliases[0].clone(),
+            first.aliases[1].clone()
+        ]
+    );
+    for m in store.members().map(|m| m.unwrap()) {
+        for e in &m.emails {
+            assert!(
+                !e.value.ends_with("gmail.com") && !e.value.contains("test-google-a.com"),
+                "{}: {}",
+                m.user_name,
+                e.value
+            );
+        }
+    }
+    let audit = audit_len(&store);
+    let again = sync(&ctx).await;
+    assert_eq!(
+        (
+            again.report.counts.updated,
+            again.report.counts.created,
+            again.report.counts.linked
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(audit_len(&store), audit, "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
+    let mut seed = FakeSeed::sample(60, "example.com");
+    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+        email: "all-hands@example.com".into(),
+        members: vec![FakeMember::Customer],
+    });
+    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+        email: "staff@example.com".into(),
+        members: vec![FakeMember::Group("all-hands@example.com".into())],
+    });
+    let mut w = world(seed).await;
+    w.config.scope.groups = vec!["staff@example.com".into()];
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 60, "{r:?}");
+    all_active_mirrored(&store, &w.google);
+}
+
+/// A config that reaches Google without a key file: the fake's metadata server, signJwt and
+/// token endpoint.
+fn keyless(w: &mut common::World) {
+    use retrac_sync::config::CredentialsKind;
+    let g = &w.google;
+    w.config.google.key_file = None;
+    w.config.google.credentials = CredentialsKind::Metadata;
+    w.config.google.service_account = Some(g.service_account());
+    w.config.google.metadata_url = g.base_url();
+    w.config.google.iam_url = g.base_url();
+    w.config.google.token_url = g.token_uri();
+    w.config.validate().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_credentials_pull_without_a_key_file() {
+    let mut w = world(FakeSeed::sample(120, "example.com")).await;
+    keyless(&mut w);
+    std::fs::remove_file(w.dir.path().join("google-key.json")).unwrap();
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 120);
+    let g = &w.google;
+    // One own token from the metadata server, one signature, one delegated token.
+    assert_eq!((g.requests("metadata"), g.requests("signJwt")), (1, 1));
+    assert_eq!(g.tokens_issued(), 1);
+    // Cached: the next run asks for nothing new.
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.counts.unchanged, 120);
+    assert_eq!((g.requests("metadata"), g.requests("signJwt")), (1, 1));
+    all_active_mirrored(&store, g);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
+    let mut w = world(FakeSeed::sample(10, "example.com")).await;
+    keyless(&mut w);
+    let store = Store::open(&w.config.store.path).unwrap();
+    async fn failed_run(store: &Store, config: &retrac_sync::config::Config) -> String {
+        let r = sync(&context(store, config)).await;
+        assert_eq!(r.report.status, "failed", "{r:?}");
+        assert_eq!(store.member_count(), 0);
+        r.error.unwrap()
+    }
+    let failed = |w: &common::World| {
+        let config = w.config.clone();
+        let store = store.clone();
+        async move { failed_run(&store, &config).await }
+    };
+    w.google.inject(Fault::KeylessRefuses("metadata"));
+    assert_eq!(
+        failed(&w).await,
+        "keyless Google credentials: the metadata step failed (HTTP 404: No service account is attached to this instance.): run on Compute Engine or GKE with a service account attached to the VM or pod; nothing was written"
+    );
+    w.google.clear_faults();
+    w.google.inject(Fault::KeylessRefuses("signJwt"));
+    let sa = w.google.service_account();
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("keyless Google credentials: the signJwt step failed (HTTP 403: "),
+        "{e}"
+    );
+    assert!(e.contains(&format!("Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist): projects/-/serviceAccounts/{sa}")), "{e}");
+    assert!(
+        e.ends_with("grant the daemon's identity (the attached service account, or the workload identity pool's principal) roles/iam.serviceAccountTokenCreator on [google].service_account, and enable the IAM Service Account Credentials API; nothing was written"),
+        "{e}"
+    );
+    w.google.clear_faults();
+    // The exchange: delegation not granted to the service account.
+    w.google.inject(Fault::DenyDelegation);
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("Google refused a token (unauthorized_client: ")
+            && e.contains(&format!("add client id (the unique id of {sa})")),
+        "{e}"
+    );
+    w.google.clear_faults();
+    // The exchange: a subject Google does not know.
+    w.config.google.subject = Some("nobody@example.com".into());
+    assert_eq!(
+        failed(&w).await,
+        "Google does not know [google].subject nobody@example.com (invalid_grant: Invalid email or User ID): set it to the primary email of an existing Google Workspace super admin; nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_credentials_pull_through_sts_and_sign_jwt() {
+    use retrac_sync::config::CredentialsKind;
+    let mut w = world(FakeSeed::sample(30, "example.com")).await;
+    keyless(&mut w);
+    let file = w.google.write_external_account_file(w.dir.path()).unwrap();
+    w.config.google.credentials = CredentialsKind::ExternalAccount;
+    w.config.google.key_file = Some(file.clone());
+    w.config.google.sts_url = w.google.base_url();
+    w.config.validate().unwrap();
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.counts.created, 30);
+    let g = &w.google;
+    assert_eq!(
+        (
+            g.requests("sts"),
+            g.requests("signJwt"),
+            g.requests("metadata")
+        ),
+        (1, 1, 0)
+    );
+    // The STS refuses the subject token: the step is named.
+    g.inject(Fault::KeylessRefuses("STS"));
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(
+        r.error.as_deref(),
+        Some("keyless Google credentials: the STS step failed (HTTP 400: {\"error\":\"invalid_grant\",\"error_description\":\"The audience in ID Token does not match the expected audience.\"}): check the workload identity pool provider (audience, attribute conditions) and that the subject token is current; nothing was written")
+    );
+    g.clear_faults();
+    // A file that is not an external_account credential.
+    std::fs::write(&file, r#"{"type": "service_account"}"#).unwrap();
+    let ctx = context(&store, &w.config);
+    let e = sync(&ctx).await.error.unwrap();
+    assert!(
+        e.starts_with("keyless Google credentials: the STS step failed ("),
+        "{e}"
+    );
+    assert!(
+        e.contains("is not an external_account credential file"),
+        "{e}"
+    );
 }

@@ -378,3 +378,250 @@ async fn runs_never_overlap() {
     ));
     assert_eq!(first.await.unwrap().unwrap().report.counts.created, 600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_absent_users_stop_at_the_cap_and_the_rest_are_held() {
+    let (mut w, store) = synced(300).await;
+    w.config.sync.max_deactivations = 2;
+    w.config.sync.max_deactivation_percent = 100.0;
+    let ctx = context(&store, &w.config);
+    let gone: Vec<String> = w
+        .google
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .take(15)
+        .map(|u| u.primary_email)
+        .collect();
+    for e in &gone {
+        w.google.delete(e).unwrap();
+    }
+    let get = w.google.requests("users.get");
+    let r = sync(&ctx).await;
+    // 2 + 10 users.get checks; the 3 left are held, as are the 12 confirmed ones (over
+    // max_deactivations).
+    assert_eq!(w.google.requests("users.get") - get, 12);
+    assert_eq!(r.report.status, "held", "{r:?}");
+    assert_eq!((r.report.counts.held, r.report.counts.deactivated), (15, 0));
+    assert!(
+        r.held_reasons.iter().any(
+            |h| h.contains("3 more deactivations") && h.contains("max_deactivations + 10 = 12")
+        ),
+        "{:?}",
+        r.held_reasons
+    );
+    // Approved: every one is checked now (an owner asked), then deactivated.
+    let get = w.google.requests("users.get");
+    let a = reconcile::approve(&ctx, &r.report.run_id).await.unwrap();
+    assert_eq!(a.report.counts.deactivated, 15, "{a:?}");
+    assert_eq!(w.google.requests("users.get") - get, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
+    let (w, store) = synced(100).await;
+    let ctx = context(&store, &w.config);
+    let users: Vec<String> = w
+        .google
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .map(|u| u.primary_email)
+        .collect();
+    w.google.delete(&users[0]).unwrap();
+    w.google.suspend(&users[1]);
+    // users.get keeps failing past every retry.
+    w.google.inject(Fault::FailPage {
+        endpoint: "users.get",
+        page: 1,
+        times: 100,
+        status: 503,
+        reason: "backendError",
+    });
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, "ok", "{r:?}");
+    // The suspension came in the listing: applied. The deletion could not be checked.
+    assert_eq!(
+        (r.report.counts.deactivated, r.report.counts.errors),
+        (1, 1),
+        "{r:?}"
+    );
+    assert!(
+        r.problems[0].contains("cannot check with Google"),
+        "{:?}",
+        r.problems
+    );
+    assert!(store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+    w.google.clear_faults();
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (r.report.counts.deactivated, r.report.counts.errors),
+        (1, 0),
+        "{r:?}"
+    );
+    assert!(!store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_fails_with_nothing_written() {
+    let w = world(FakeSeed::sample(50, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config).with_run_timeout(std::time::Duration::from_millis(800));
+    w.google
+        .inject(Fault::Delay(std::time::Duration::from_secs(5)));
+    let t0 = std::time::Instant::now();
+    let r = sync(&ctx).await;
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.report.status, "failed");
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("[sync].run_timeout = 0.8 s") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert_eq!(store.member_count(), 0);
+    assert_eq!(audit_len(&store), 0);
+    assert!(ctx.overdue().is_none(), "the run is over");
+    // And the next run, on time, goes through.
+    w.google.clear_faults();
+    assert_eq!(sync(&ctx).await.report.counts.created, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn healthz_turns_503_while_a_run_is_past_its_deadline() {
+    use retrac_sync::health::{self, Health, HealthState};
+    use tower::ServiceExt;
+    let w = world(FakeSeed::sample(20, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    // The apply step hangs (a store that does not answer): Google was read in time, but the
+    // run as a whole overruns.
+    let ctx = Arc::new(
+        context(&store, &w.config)
+            .with_run_timeout(std::time::Duration::from_secs(1))
+            .with_before_apply(Arc::new(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(2500))
+            })),
+    );
+    let h = Arc::new(Health::default());
+    let probe = ctx.clone();
+    h.set_overdue_probe(Arc::new(move || probe.overdue()));
+    let app = health::router(HealthState {
+        store: store.clone(),
+        health: h.clone(),
+    });
+    let status = |app: axum::Router| async move {
+        let r = app
+            .oneshot(
+                axum::http::Request::get("/healthz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(status(app.clone()).await.0, 200);
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { sync(&ctx).await }
+    });
+    // Wait until the run is past its deadline (it sits in the hook).
+    let mut seen = None;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (code, body) = status(app.clone()).await;
+        if code == 503 {
+            seen = Some(body);
+            break;
+        }
+    }
+    let body = seen.expect("healthz never turned 503");
+    assert!(
+        body.contains("longer than [sync].run_timeout = 1 s"),
+        "{body}"
+    );
+    run.await.unwrap();
+    assert_eq!(status(app).await.0, 200, "green again once the run is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_search_alone() {
+    let mut w = world(FakeSeed::sample(40, "example.com")).await;
+    w.config.scope.query = Some("isSuspended=false".into());
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let user = w
+        .google
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
+        .await
+        .unwrap();
+    assert_eq!(r.report.counts.created, 1, "{r:?}");
+    let q = w.google.last_query("users.list").unwrap();
+    assert!(
+        q.contains(&format!(
+            "query=isSuspended%3Dfalse+email%3D%27{}%27",
+            user.primary_email.replace('@', "%40")
+        )),
+        "{q}"
+    );
+    // The search index lags: the narrowed search leaves the user out. Its member is checked
+    // by its Google id with users.get, and the search asked again, before anything is done.
+    w.google
+        .inject(Fault::SearchLag(user.primary_email.clone()));
+    let get = w.google.requests("users.get");
+    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
+        .await
+        .unwrap();
+    assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
+    assert_eq!(r.report.counts.verified_present, 1, "{r:?}");
+    assert_eq!(
+        w.google.requests("users.get") - get,
+        2,
+        "by email, then by id"
+    );
+    assert!(w
+        .google
+        .last_query("users.get")
+        .is_some_and(|q| q.contains("fields=")));
+    assert!(
+        store
+            .get_by_user_name(&user.primary_email)
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    // Suspended: the query no longer matches, users.get agrees: deactivated.
+    w.google.suspend(&user.primary_email);
+    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
+        .await
+        .unwrap();
+    assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
+    // Renamed: users.get finds the user by its old address (an alias now): followed.
+    w.google.unsuspend(&user.primary_email);
+    w.google
+        .rename(&user.primary_email, "renamed.one@example.com");
+    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.counts.updated, r.report.counts.deactivated),
+        (1, 0),
+        "{r:?}"
+    );
+    assert!(
+        store
+            .get_by_user_name("renamed.one@example.com")
+            .unwrap()
+            .unwrap()
+            .active
+    );
+}

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -12,6 +13,7 @@ use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::error::AuthErrorCode;
 use yup_oauth2::ServiceAccountKey;
 
+use super::keyless::KeylessAuth;
 use super::{DirectoryError, DELEGATION_PATH, SCOPE_GROUP_MEMBERS, SCOPE_USERS};
 
 /// The HTTP client shared by the token exchange and the Directory API.
@@ -109,10 +111,12 @@ pub fn read_key(path: &Path) -> Result<ServiceAccountKey, DirectoryError> {
 /// A service-account authenticator acting as the delegated admin.
 #[derive(Clone)]
 pub struct GoogleAuth {
-    inner: Authenticator<HttpsConnector<HttpConnector>>,
+    inner: Source,
     scopes: Arc<Vec<String>>,
     client_id: String,
+    client_email: String,
     subject: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for GoogleAuth {
@@ -126,6 +130,67 @@ impl std::fmt::Debug for GoogleAuth {
     }
 }
 
+/// Where the tokens come from.
+#[derive(Clone)]
+enum Source {
+    /// yup-oauth2 with a key file.
+    Key(Authenticator<HttpsConnector<HttpConnector>>),
+    /// The metadata server and signJwt.
+    Keyless(Arc<KeylessAuth>),
+}
+
+/// Who asks for a token, for the messages of a refusal.
+pub struct Identity<'a> {
+    /// The service account's client id.
+    pub client_id: &'a str,
+    /// The service account.
+    pub client_email: &'a str,
+    /// The admin to act as.
+    pub subject: &'a str,
+    /// The scopes asked for.
+    pub scopes: &'a [String],
+}
+
+/// What an OAuth error answer from the token endpoint means for the operator.
+pub fn refusal(e: yup_oauth2::error::AuthError, who: &Identity<'_>) -> DirectoryError {
+    let description = e.error_description.clone().unwrap_or_default();
+    match &e.error {
+        AuthErrorCode::InvalidGrant if description.contains("Invalid email or User ID") => {
+            DirectoryError::SubjectUnknown {
+                subject: who.subject.to_string(),
+            }
+        }
+        AuthErrorCode::InvalidGrant if description.contains("Invalid JWT Signature") => {
+            DirectoryError::KeyRejected {
+                client_email: who.client_email.to_string(),
+            }
+        }
+        AuthErrorCode::InvalidGrant
+            if description.contains("iat") || description.contains("exp") =>
+        {
+            DirectoryError::ClockSkew {
+                detail: description,
+            }
+        }
+        AuthErrorCode::InvalidClient => DirectoryError::AccountUnknown {
+            client_email: who.client_email.to_string(),
+        },
+        AuthErrorCode::UnauthorizedClient
+        | AuthErrorCode::AccessDenied
+        | AuthErrorCode::InvalidScope
+        | AuthErrorCode::InvalidGrant => DirectoryError::Unauthorized {
+            client_id: who.client_id.to_string(),
+            scopes: who.scopes.join(","),
+            subject: who.subject.to_string(),
+            detail: e.to_string(),
+            path: DELEGATION_PATH,
+        },
+        // Anything else (`internal_failure`, `temporarily_unavailable`, ...) is Google's
+        // side: retried.
+        _ => DirectoryError::TokenUnavailable(e.to_string()),
+    }
+}
+
 /// The scopes the pull needs: users, and group members when groups are in scope.
 pub fn scopes(with_groups: bool) -> Vec<String> {
     let mut s = vec![SCOPE_USERS.to_string()];
@@ -136,43 +201,93 @@ pub fn scopes(with_groups: bool) -> Vec<String> {
 }
 
 impl GoogleAuth {
-    /// An authenticator for `key`, acting as `subject`, asking for `scopes`.
+    /// An authenticator for `key`, acting as `subject`, asking for `scopes`; each token
+    /// request may take at most `timeout`.
     pub async fn new(
         key: ServiceAccountKey,
         subject: &str,
         scopes: Vec<String>,
         http: HttpsClient,
+        timeout: Duration,
     ) -> Result<GoogleAuth, DirectoryError> {
         let client_id = key
             .client_id
             .clone()
             .unwrap_or_else(|| format!("(the client id of {})", key.client_email));
+        let client_email = key.client_email.clone();
         let inner = yup_oauth2::ServiceAccountAuthenticator::with_client(
             key,
             yup_oauth2::CustomHyperClientBuilder::from(http),
         )
         .subject(subject)
+        // yup-oauth2's own timeout covers the request until the answer's headers.
+        .with_timeout(timeout)
         .build()
         .await
         .map_err(|e| DirectoryError::Token(format!("cannot use the service account key: {e}")))?;
         Ok(GoogleAuth {
-            inner,
+            inner: Source::Key(inner),
             scopes: Arc::new(scopes),
             client_id,
+            client_email,
             subject: subject.to_string(),
+            timeout,
         })
+    }
+
+    /// An authenticator without a key: the metadata server's token, and signJwt.
+    pub fn keyless(keyless: KeylessAuth, subject: &str, scopes: Vec<String>) -> GoogleAuth {
+        let client_email = keyless.service_account().to_string();
+        GoogleAuth {
+            client_id: format!("(the unique id of {client_email})"),
+            client_email,
+            inner: Source::Keyless(Arc::new(keyless)),
+            scopes: Arc::new(scopes),
+            subject: subject.to_string(),
+            timeout: Duration::ZERO,
+        }
+    }
+
+    /// The admin this authenticator acts as.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     /// The cached token, or a new one.
     pub async fn token(&self) -> Result<String, DirectoryError> {
-        let t = self.inner.token(&self.scopes).await;
-        self.finish(t)
+        match &self.inner {
+            Source::Key(a) => {
+                let t = self.bounded(a.token(&self.scopes)).await;
+                self.finish(t)
+            }
+            Source::Keyless(k) => k.token(false).await,
+        }
     }
 
     /// A new token, ignoring the cache (after a 401).
     pub async fn refreshed_token(&self) -> Result<String, DirectoryError> {
-        let t = self.inner.force_refreshed_token(&self.scopes).await;
-        self.finish(t)
+        match &self.inner {
+            Source::Key(a) => {
+                let t = self.bounded(a.force_refreshed_token(&self.scopes)).await;
+                self.finish(t)
+            }
+            Source::Keyless(k) => k.token(true).await,
+        }
+    }
+
+    /// The whole token request, body included, under the timeout: yup-oauth2's timeout
+    /// stops at the answer's headers, and a body that stalls would hang the run.
+    async fn bounded(
+        &self,
+        f: impl std::future::Future<Output = Result<yup_oauth2::AccessToken, yup_oauth2::Error>>,
+    ) -> Result<yup_oauth2::AccessToken, yup_oauth2::Error> {
+        match tokio::time::timeout(self.timeout.saturating_add(Duration::from_millis(100)), f).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(yup_oauth2::Error::HttpClientError(
+                yup_oauth2::client::SendError::Timeout,
+            )),
+        }
     }
 
     fn finish(
@@ -184,23 +299,23 @@ impl GoogleAuth {
                 .token()
                 .map(str::to_string)
                 .ok_or_else(|| DirectoryError::Token("the token endpoint sent no token".into())),
-            Err(yup_oauth2::Error::AuthError(e))
-                if matches!(
-                    e.error,
-                    AuthErrorCode::UnauthorizedClient
-                        | AuthErrorCode::AccessDenied
-                        | AuthErrorCode::InvalidScope
-                        | AuthErrorCode::InvalidGrant
-                ) =>
-            {
-                Err(DirectoryError::Unauthorized {
-                    client_id: self.client_id.clone(),
-                    scopes: self.scopes.join(","),
-                    subject: self.subject.clone(),
-                    detail: e.to_string(),
-                    path: DELEGATION_PATH,
-                })
-            }
+            Err(yup_oauth2::Error::AuthError(e)) => Err(refusal(
+                e,
+                &Identity {
+                    client_id: &self.client_id,
+                    client_email: &self.client_email,
+                    subject: &self.subject,
+                    scopes: &self.scopes,
+                },
+            )),
+            // Not reached, timed out, or an answer that is not OAuth JSON (an HTML 503):
+            // the token endpoint is unavailable for now, and the caller retries.
+            Err(
+                e @ (yup_oauth2::Error::HttpError(_)
+                | yup_oauth2::Error::HttpClientError(_)
+                | yup_oauth2::Error::JSONError(_)
+                | yup_oauth2::Error::LowLevelError(_)),
+            ) => Err(DirectoryError::TokenUnavailable(e.to_string())),
             Err(e) => Err(DirectoryError::Token(e.to_string())),
         }
     }

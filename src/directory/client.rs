@@ -25,8 +25,9 @@ pub const USERS_PAGE_SIZE: u32 = 500;
 /// Largest page members.list serves.
 pub const MEMBERS_PAGE_SIZE: u32 = 200;
 
-/// How long one HTTP request may take before it counts as a connection failure.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one HTTP request (its answer and its whole body) or one token request may take
+/// before it counts as a connection failure and is retried.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Google's backoff: wait `base * 2^n` plus a random `0..jitter`, for n = 0..max_retries.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,6 +60,14 @@ impl Backoff {
         }
     }
 
+    /// The longest wait between two attempts: the wait before the last retry, jitter
+    /// included. A `Retry-After` longer than this is cut to it.
+    pub fn max_delay(&self) -> Duration {
+        self.base
+            .saturating_mul(1u32 << self.max_retries.saturating_sub(1).min(16))
+            + self.jitter
+    }
+
     /// The wait before retry number `n` (0-based).
     pub fn delay(&self, n: u32) -> Duration {
         let exp = self.base.saturating_mul(1u32 << n.min(16));
@@ -87,6 +96,7 @@ pub struct DirectoryClient {
     auth: GoogleAuth,
     base: String,
     backoff: Backoff,
+    timeout: Duration,
     requests: AtomicU64,
 }
 
@@ -101,7 +111,9 @@ impl std::fmt::Debug for DirectoryClient {
 }
 
 enum Attempt {
-    Retry(&'static str, String),
+    /// Transient: the reason (for the metric), what happened, and how long Google asked us
+    /// to wait (`Retry-After`), if it did.
+    Retry(&'static str, String, Option<Duration>),
     Fail(DirectoryError),
 }
 
@@ -119,8 +131,21 @@ impl DirectoryClient {
             auth,
             base: base_url.trim_end_matches('/').to_string(),
             backoff,
+            timeout: REQUEST_TIMEOUT,
             requests: AtomicU64::new(0),
         })
+    }
+
+    /// Uses another request timeout (tests shorten it); the token requests' own timeout is
+    /// set when the authenticator is built.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> DirectoryClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The admin the client acts as.
+    pub fn subject(&self) -> &str {
+        self.auth.subject()
     }
 
     /// How many HTTP requests (retries included) this client has sent to the API.
@@ -128,7 +153,7 @@ impl DirectoryClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// One page of users.list, ordered by primary email.
+    /// One page of users.list, in Google's order.
     pub async fn list_users_page(
         &self,
         target: &UserListTarget,
@@ -179,7 +204,8 @@ impl DirectoryClient {
                 UserListTarget::Domain(d) => q.append_pair("domain", d),
             };
             q.append_pair("maxResults", &USERS_PAGE_SIZE.to_string());
-            q.append_pair("orderBy", "email");
+            // No `orderBy`: with `orderBy=email` a user renamed while the pages are read can
+            // move to a page already read and appear on none. The plan sorts anyway.
             q.append_pair("projection", "basic");
             q.append_pair("fields", USER_FIELDS);
             if let Some(query) = query {
@@ -226,7 +252,16 @@ impl DirectoryClient {
                 q.append_pair("pageToken", t);
             }
         }
-        let body = self.get("members.list", url.as_str()).await?;
+        let body = match self.get("members.list", url.as_str()).await {
+            Ok(b) => b,
+            // A scope group Google does not know: name it, it is a setup mistake.
+            Err(DirectoryError::Api { status: 404, .. }) => {
+                return Err(DirectoryError::GroupNotFound {
+                    group: group.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         decode("members.list", &body)
     }
 
@@ -249,14 +284,20 @@ impl DirectoryClient {
         let mut force_refresh = false;
         loop {
             let token = if force_refresh {
-                self.auth.refreshed_token().await?
+                self.auth.refreshed_token().await
             } else {
-                self.auth.token().await?
+                self.auth.token().await
             };
             force_refresh = false;
-            let outcome = self.attempt(endpoint, url, &token).await;
-            drop(token);
-            let (reason, last) = match outcome {
+            let outcome = match token {
+                Ok(token) => self.attempt(endpoint, url, &token).await,
+                // The token endpoint is down or slow: retried like the API.
+                Err(DirectoryError::TokenUnavailable(e)) => {
+                    Err(Attempt::Retry("token", format!("token request: {e}"), None))
+                }
+                Err(e) => return Err(e),
+            };
+            let (reason, last, asked) = match outcome {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Fail(DirectoryError::Api { status: 401, .. })) if !refreshed => {
                     // A token Google no longer accepts (revoked or expired early): one
@@ -268,8 +309,8 @@ impl DirectoryClient {
                     tracing::info!(endpoint, "Google answered 401; refreshing the token once");
                     continue;
                 }
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(reason, last)) => (reason, last),
+                Err(Attempt::Fail(e)) => return Err(self.explain(e)),
+                Err(Attempt::Retry(reason, last, asked)) => (reason, last, asked),
             };
             if retries >= self.backoff.max_retries {
                 return Err(DirectoryError::GaveUp {
@@ -278,7 +319,12 @@ impl DirectoryClient {
                     last,
                 });
             }
-            let wait = self.backoff.delay(retries);
+            // Google's Retry-After, when it sends one, but never longer than our own longest
+            // wait: a run must not sleep for an hour on one header.
+            let wait = match asked {
+                Some(a) => a.min(self.backoff.max_delay()),
+                None => self.backoff.delay(retries),
+            };
             retries += 1;
             metrics::counter!("retrac_google_retries_total", "reason" => reason).increment(1);
             tracing::warn!(endpoint, reason, retry = retries, wait_ms = wait.as_millis() as u64, error = %last, "retrying Google request");
@@ -286,7 +332,51 @@ impl DirectoryClient {
         }
     }
 
+    /// Turns the API errors that mean a setup mistake into their own variants.
+    fn explain(&self, e: DirectoryError) -> DirectoryError {
+        match e {
+            DirectoryError::Api {
+                status: 403,
+                ref reason,
+                ref message,
+                ..
+            } if reason == "forbidden"
+                && message.contains("Not Authorized to access this resource/api") =>
+            {
+                DirectoryError::NotAdmin {
+                    subject: self.auth.subject().to_string(),
+                }
+            }
+            DirectoryError::Api { ref reason, .. } if reason == "domainCannotUseApis" => {
+                DirectoryError::DomainCannotUseApis
+            }
+            e => e,
+        }
+    }
+
     async fn attempt(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        token: &str,
+    ) -> Result<Vec<u8>, Attempt> {
+        // The answer and its whole body come under one timeout: a body that stalls halfway
+        // is a failed attempt like a connection that never answers.
+        match tokio::time::timeout(self.timeout, self.attempt_untimed(endpoint, url, token)).await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!("retrac_google_requests_total", "endpoint" => endpoint, "status" => "timeout")
+                    .increment(1);
+                Err(Attempt::Retry(
+                    "connection",
+                    format!("no complete answer within {} s", self.timeout.as_secs_f64()),
+                    None,
+                ))
+            }
+        }
+    }
+
+    async fn attempt_untimed(
         &self,
         endpoint: &'static str,
         url: &str,
@@ -309,19 +399,15 @@ impl DirectoryClient {
             metrics::counter!("retrac_google_requests_total", "endpoint" => endpoint, "status" => status.to_string())
                 .increment(1);
         };
-        let response = match tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request)).await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
+        let response = match self.http.request(request).await {
+            Ok(r) => r,
+            Err(e) => {
                 count("connection_error");
                 return Err(Attempt::Retry(
                     "connection",
                     format!("connection failed: {e}"),
+                    None,
                 ));
-            }
-            Err(_) => {
-                count("timeout");
-                return Err(Attempt::Retry("connection", "timed out".into()));
             }
         };
         let status = response.status().as_u16();
@@ -330,6 +416,12 @@ impl DirectoryClient {
             .headers()
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = match response.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             // The body broke off (the connection closed early): a transient failure.
@@ -337,6 +429,7 @@ impl DirectoryClient {
                 return Err(Attempt::Retry(
                     "connection",
                     format!("the response body broke off: {e}"),
+                    None,
                 ))
             }
         };
@@ -358,7 +451,12 @@ impl DirectoryClient {
             return Ok(body);
         }
         let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let reason = error.reason().unwrap_or("").to_string();
+        // The older shape names a reason in `errors[]`; the newer one only a `status`.
+        let reason = error
+            .reason()
+            .or(error.error.status.as_deref())
+            .unwrap_or("")
+            .to_string();
         let message = if error.error.message.is_empty() {
             String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
         } else {
@@ -366,15 +464,18 @@ impl DirectoryClient {
         };
         let last = format!("HTTP {status} {reason}: {message}");
         match status {
-            429 => Err(Attempt::Retry("rate_limit", last)),
+            429 => Err(Attempt::Retry("rate_limit", last, retry_after)),
             403 if matches!(
                 reason.as_str(),
-                "userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded"
+                "userRateLimitExceeded"
+                    | "rateLimitExceeded"
+                    | "quotaExceeded"
+                    | "RESOURCE_EXHAUSTED"
             ) =>
             {
-                Err(Attempt::Retry("rate_limit", last))
+                Err(Attempt::Retry("rate_limit", last, retry_after))
             }
-            500 | 502 | 503 | 504 => Err(Attempt::Retry("server_error", last)),
+            500 | 502 | 503 | 504 => Err(Attempt::Retry("server_error", last, retry_after)),
             _ => Err(Attempt::Fail(DirectoryError::Api {
                 endpoint,
                 status,

@@ -56,6 +56,9 @@ pub struct FakeUser {
     pub org_unit_path: String,
     /// Alias addresses.
     pub aliases: Vec<String>,
+    /// Other `emails` entries with their `type` (`home`, `work`, `other`, `custom`), such as
+    /// a personal address.
+    pub typed_emails: Vec<(String, String)>,
 }
 
 impl FakeUser {
@@ -70,6 +73,7 @@ impl FakeUser {
             archived: false,
             org_unit_path: "/".to_string(),
             aliases: Vec::new(),
+            typed_emails: Vec::new(),
         }
     }
 
@@ -78,13 +82,156 @@ impl FakeUser {
         self.org_unit_path = ou.to_string();
         self
     }
+
+    /// Google's own address of the user, `local@<domain>.test-google-a.com`, which Google
+    /// lists in `emails` and `nonEditableAliases` and which cannot be edited.
+    pub fn test_google_address(&self) -> String {
+        match self.primary_email.rsplit_once('@') {
+            Some((local, domain)) => format!("{local}@{domain}.test-google-a.com"),
+            None => format!("{}@test-google-a.com", self.primary_email),
+        }
+    }
+}
+
+/// A parsed `fields=` selector (Google's partial-response syntax: `a,b(c,d),e/f`, `*`).
+///
+/// Google returns only the fields the selector names, at every level, `nextPageToken`
+/// included: <https://developers.google.com/workspace/admin/directory/v1/guides/performance#partial-response>.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldMask {
+    /// Field name -> its own selection (`None` = the whole field).
+    fields: BTreeMap<String, Option<FieldMask>>,
+}
+
+/// What a selector selects at one place of a response.
+#[derive(Clone, Copy, Debug)]
+pub enum Sel<'a> {
+    /// Everything (no `fields=`, or a field named without a sub-selection).
+    All,
+    /// Only what the mask names.
+    Some(&'a FieldMask),
+}
+
+impl<'a> Sel<'a> {
+    /// The selection of field `name` here, or `None` when it is left out.
+    pub fn field(self, name: &str) -> Option<Sel<'a>> {
+        match self {
+            Sel::All => Some(Sel::All),
+            Sel::Some(m) => match m.fields.get(name).or_else(|| m.fields.get("*")) {
+                None => None,
+                Some(None) => Some(Sel::All),
+                Some(Some(sub)) => Some(Sel::Some(sub)),
+            },
+        }
+    }
+
+    /// Whether field `name` is selected here.
+    pub fn has(self, name: &str) -> bool {
+        self.field(name).is_some()
+    }
+}
+
+impl FieldMask {
+    /// Parses a selector; an error names what is wrong, as Google's 400 does.
+    pub fn parse(text: &str) -> Result<FieldMask, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut at = 0;
+        let mask = Self::parse_list(&chars, &mut at)?;
+        if at != chars.len() {
+            return Err(format!("Invalid field selection {text}"));
+        }
+        Ok(mask)
+    }
+
+    fn parse_list(c: &[char], at: &mut usize) -> Result<FieldMask, String> {
+        let mut mask = FieldMask::default();
+        loop {
+            // A path a/b/c, then an optional (sub-selection).
+            let mut path = Vec::new();
+            loop {
+                let start = *at;
+                while *at < c.len() && !matches!(c[*at], ',' | '(' | ')' | '/') {
+                    *at += 1;
+                }
+                let name: String = c[start..*at].iter().collect::<String>().trim().to_string();
+                if name.is_empty() {
+                    return Err("Invalid field selection: an empty field name".into());
+                }
+                path.push(name);
+                if *at < c.len() && c[*at] == '/' {
+                    *at += 1;
+                    continue;
+                }
+                break;
+            }
+            let sub = if *at < c.len() && c[*at] == '(' {
+                *at += 1;
+                let sub = Self::parse_list(c, at)?;
+                if *at >= c.len() || c[*at] != ')' {
+                    return Err("Invalid field selection: unbalanced parentheses".into());
+                }
+                *at += 1;
+                Some(sub)
+            } else {
+                None
+            };
+            mask.insert(&path, sub);
+            if *at < c.len() && c[*at] == ',' {
+                *at += 1;
+                continue;
+            }
+            return Ok(mask);
+        }
+    }
+
+    fn insert(&mut self, path: &[String], sub: Option<FieldMask>) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let here = if rest.is_empty() {
+            sub
+        } else {
+            let mut m = FieldMask::default();
+            m.insert(rest, sub);
+            Some(m)
+        };
+        match (self.fields.get_mut(first), here) {
+            // Named whole somewhere: stays whole.
+            (Some(None), _) => {}
+            (Some(slot @ Some(_)), None) => *slot = None,
+            (Some(Some(old)), Some(new)) => {
+                for (k, v) in new.fields {
+                    old.insert(&[k], v);
+                }
+            }
+            (None, here) => {
+                self.fields.insert(first.clone(), here);
+            }
+        }
+    }
+
+    /// Keeps only the selected parts of a JSON value (lists: of each item).
+    pub fn apply(sel: Sel<'_>, v: Value) -> Value {
+        match (sel, v) {
+            (Sel::All, v) => v,
+            (sel, Value::Array(items)) => {
+                Value::Array(items.into_iter().map(|i| Self::apply(sel, i)).collect())
+            }
+            (sel, Value::Object(map)) => Value::Object(
+                map.into_iter()
+                    .filter_map(|(k, v)| sel.field(&k).map(|s| (k, Self::apply(s, v))))
+                    .collect(),
+            ),
+            (_, v) => v,
+        }
+    }
 }
 
 /// A users.list page as the fake sends it, written straight from the directory.
 struct UsersPageOut<'a> {
     users: &'a [&'a FakeUser],
-    /// The customer id when the full shape is sent (no `fields=`); `None` = the slim shape.
-    full: Option<&'a str>,
+    sel: Sel<'a>,
+    customer_id: &'a str,
     next_page_token: Option<&'a str>,
 }
 
@@ -92,60 +239,84 @@ impl serde::Serialize for UsersPageOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(None)?;
-        if self.full.is_some() {
+        if self.sel.has("kind") {
             m.serialize_entry("kind", "admin#directory#users")?;
+        }
+        if self.sel.has("etag") {
             m.serialize_entry("etag", "\"fake\"")?;
         }
-        let users: Vec<UserOut<'_>> = self
-            .users
-            .iter()
-            .map(|u| UserOut {
-                u,
-                customer_id: self.full,
-            })
-            .collect();
-        m.serialize_entry("users", &users)?;
-        if let Some(t) = self.next_page_token {
+        if let Some(sel) = self.sel.field("users") {
+            let users: Vec<UserOut<'_>> = self
+                .users
+                .iter()
+                .map(|u| UserOut {
+                    u,
+                    sel,
+                    customer_id: self.customer_id,
+                })
+                .collect();
+            m.serialize_entry("users", &users)?;
+        }
+        if let Some(t) = self
+            .next_page_token
+            .filter(|_| self.sel.has("nextPageToken"))
+        {
             m.serialize_entry("nextPageToken", t)?;
         }
         m.end()
     }
 }
 
-/// One user in Google's shape: the fields of [`GoogleUser`] (what `fields=` asks for), plus
-/// the fields the pull never reads when `customer_id` is given (the full shape).
+/// One user in Google's shape, with only the fields `sel` selects (everything Google sends
+/// when there is no `fields=`).
 struct UserOut<'a> {
     u: &'a FakeUser,
-    customer_id: Option<&'a str>,
+    sel: Sel<'a>,
+    customer_id: &'a str,
 }
 
 impl serde::Serialize for UserOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let u = self.u;
+        let sel = self.sel;
         let mut m = s.serialize_map(None)?;
-        if let Some(customer_id) = self.customer_id {
-            m.serialize_entry("kind", "admin#directory#user")?;
-            m.serialize_entry("etag", &format_args!("\"{}\"", u.id))?;
-            m.serialize_entry("customerId", customer_id)?;
-            m.serialize_entry("isAdmin", &false)?;
-            m.serialize_entry("agreedToTerms", &true)?;
-            m.serialize_entry("isMailboxSetup", &true)?;
-            m.serialize_entry("includeInGlobalAddressList", &true)?;
+        macro_rules! field {
+            ($name:expr, $value:expr) => {
+                if sel.has($name) {
+                    m.serialize_entry($name, $value)?;
+                }
+            };
         }
-        m.serialize_entry("id", &u.id)?;
-        m.serialize_entry("primaryEmail", &u.primary_email)?;
-        m.serialize_entry(
-            "name",
-            &NameOut {
-                given: &u.given_name,
-                family: &u.family_name,
-            },
-        )?;
-        m.serialize_entry("suspended", &u.suspended)?;
-        m.serialize_entry("archived", &u.archived)?;
-        m.serialize_entry("orgUnitPath", &u.org_unit_path)?;
-        m.serialize_entry("emails", &EmailsOut(u))?;
+        field!("kind", "admin#directory#user");
+        field!("etag", &format_args!("\"{}\"", u.id));
+        field!("customerId", self.customer_id);
+        field!("isAdmin", &false);
+        field!("agreedToTerms", &true);
+        field!("isMailboxSetup", &true);
+        field!("includeInGlobalAddressList", &true);
+        field!("id", &u.id);
+        field!("primaryEmail", &u.primary_email);
+        if let Some(name) = sel.field("name") {
+            m.serialize_entry(
+                "name",
+                &NameOut {
+                    given: &u.given_name,
+                    family: &u.family_name,
+                    sel: name,
+                },
+            )?;
+        }
+        field!("suspended", &u.suspended);
+        field!("archived", &u.archived);
+        field!("orgUnitPath", &u.org_unit_path);
+        if let Some(emails) = sel.field("emails") {
+            m.serialize_entry("emails", &EmailsOut { u, sel: emails })?;
+        }
+        if !u.aliases.is_empty() {
+            field!("aliases", &u.aliases);
+        }
+        field!("nonEditableAliases", &[u.test_google_address()]);
         m.end()
     }
 }
@@ -153,40 +324,78 @@ impl serde::Serialize for UserOut<'_> {
 struct NameOut<'a> {
     given: &'a str,
     family: &'a str,
+    sel: Sel<'a>,
 }
 
 impl serde::Serialize for NameOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("givenName", self.given)?;
-        m.serialize_entry("familyName", self.family)?;
-        m.serialize_entry("fullName", &format_args!("{} {}", self.given, self.family))?;
+        let mut m = s.serialize_map(None)?;
+        if self.sel.has("givenName") {
+            m.serialize_entry("givenName", self.given)?;
+        }
+        if self.sel.has("familyName") {
+            m.serialize_entry("familyName", self.family)?;
+        }
+        if self.sel.has("fullName") {
+            m.serialize_entry("fullName", &format_args!("{} {}", self.given, self.family))?;
+        }
         m.end()
     }
 }
 
-/// `emails`: the primary address (marked primary), then the aliases.
-struct EmailsOut<'a>(&'a FakeUser);
+/// `emails` as Google lists it: the primary address (marked primary), the aliases and
+/// Google's test-google-a.com address (untyped), then the typed entries (`home`, `work`...).
+struct EmailsOut<'a> {
+    u: &'a FakeUser,
+    sel: Sel<'a>,
+}
 
 impl serde::Serialize for EmailsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        struct Addr<'a>(&'a str, bool);
+        struct Addr<'a> {
+            address: &'a str,
+            primary: bool,
+            kind: Option<&'a str>,
+            sel: Sel<'a>,
+        }
         impl serde::Serialize for Addr<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut m = s.serialize_map(None)?;
-                m.serialize_entry("address", self.0)?;
-                if self.1 {
+                if self.sel.has("address") {
+                    m.serialize_entry("address", self.address)?;
+                }
+                if self.primary && self.sel.has("primary") {
                     m.serialize_entry("primary", &true)?;
+                }
+                if let Some(k) = self.kind.filter(|_| self.sel.has("type")) {
+                    m.serialize_entry("type", k)?;
                 }
                 m.end()
             }
         }
-        let mut seq = s.serialize_seq(Some(1 + self.0.aliases.len()))?;
-        seq.serialize_element(&Addr(&self.0.primary_email, true))?;
-        for a in &self.0.aliases {
-            seq.serialize_element(&Addr(a, false))?;
+        let u = self.u;
+        let test = u.test_google_address();
+        let plain = |address, primary| Addr {
+            address,
+            primary,
+            kind: None,
+            sel: self.sel,
+        };
+        let mut seq = s.serialize_seq(Some(2 + u.aliases.len() + u.typed_emails.len()))?;
+        seq.serialize_element(&plain(&u.primary_email, true))?;
+        for a in &u.aliases {
+            seq.serialize_element(&plain(a, false))?;
+        }
+        seq.serialize_element(&plain(&test, false))?;
+        for (a, kind) in &u.typed_emails {
+            seq.serialize_element(&Addr {
+                address: a,
+                primary: false,
+                kind: Some(kind),
+                sel: self.sel,
+            })?;
         }
         seq.end()
     }
@@ -276,11 +485,16 @@ pub const SAMPLE_ORG_UNITS: [&str; 5] = [
 
 impl FakeSeed {
     /// A sample directory of `n` users in `domain`: five org units, about 1 in 40 suspended
-    /// and 1 in 97 archived, and groups `engineering@` (the Engineering subtree, through the
+    /// and 1 in 97 archived, 1 in 5 with a personal (`home`) address, 1 in 7 with an alias in
+    /// `domain` and one in a second domain (`.org` for the top-level domain), and groups `engineering@` (the Engineering subtree, through the
     /// nested group `kernel@`), `sales@`, `support@` and `everyone@` (a CUSTOMER member).
     pub fn sample(n: usize, domain: &str) -> FakeSeed {
         let mut users = Vec::with_capacity(n);
         let mut groups: BTreeMap<&str, Vec<FakeMember>> = BTreeMap::new();
+        let second_domain = match domain.rsplit_once('.') {
+            Some((stem, _)) => format!("{stem}.org"),
+            None => format!("{domain}.org"),
+        };
         for i in 0..n {
             let given = GIVEN[i % GIVEN.len()];
             let family = FAMILY[(i / GIVEN.len()) % FAMILY.len()];
@@ -295,6 +509,19 @@ impl FakeSeed {
                 FakeUser::new(&format!("1{:020}", i), &email, given, family).in_org_unit(ou);
             u.suspended = i % 40 == 39;
             u.archived = i % 97 == 96;
+            // The shapes real captures show (besides Google's test-google-a.com address,
+            // which every user has): a personal address, an alias in the primary domain and
+            // one in a second domain.
+            let local = email.split('@').next().unwrap_or_default().to_string();
+            if i % 5 == 0 {
+                u.typed_emails
+                    .push((format!("{local}.home@gmail.com"), "home".into()));
+            }
+            if i % 7 == 0 {
+                u.aliases
+                    .push(format!("{}{i}@{domain}", given.to_lowercase()));
+                u.aliases.push(format!("{local}@{second_domain}"));
+            }
             let group = match ou {
                 "/Engineering/Kernel" => Some("kernel"),
                 "/Engineering" => Some("engineering"),
@@ -335,8 +562,8 @@ impl FakeSeed {
 /// A fault the fake can inject.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// Page `page` (1-based) of `endpoint` (`users.list`, `members.list`) answers `status`
-    /// with `reason` the next `times` times it is asked for.
+    /// Page `page` (1-based) of `endpoint` (`users.list`, `members.list`; `users.get` with
+    /// page 1) answers `status` with `reason` the next `times` times it is asked for.
     FailPage {
         /// users.list or members.list.
         endpoint: &'static str,
@@ -360,6 +587,62 @@ pub enum Fault {
     Delay(Duration),
     /// The token endpoint answers `unauthorized_client` (delegation not granted).
     DenyDelegation,
+    /// The user with this primary email is left out of the next complete users.list
+    /// listing, though users.get finds it: Google's search index can lag behind the
+    /// directory by up to 36 hours for new data
+    /// (<https://developers.google.com/workspace/admin/directory/v1/guides/search-users>).
+    SearchLag(String),
+    /// Just after page `page` of users.list is served, the user `old` is renamed to `new`
+    /// (as an admin could while the pull pages).
+    RenameAfterPage {
+        /// 1-based page number.
+        page: usize,
+        /// The user's primary email now.
+        old: String,
+        /// Its new primary email.
+        new: String,
+    },
+    /// Every token request waits this long before it is answered.
+    StallToken(Duration),
+    /// The token endpoint answers 503 the next `times` times.
+    TokenServerError {
+        /// How many times.
+        times: u32,
+    },
+    /// Page `page` of users.list sends half of its body, then waits `stall` before the rest.
+    StallBody {
+        /// 1-based page number.
+        page: usize,
+        /// How long the body stalls halfway.
+        stall: Duration,
+    },
+    /// Page `page` of `endpoint` answers 403 in the newer error shape (`status:
+    /// RESOURCE_EXHAUSTED`, no `errors[]`), `times` times
+    /// (<https://cloud.google.com/apis/design/errors#error_model>).
+    ResourceExhausted {
+        /// users.list or members.list.
+        endpoint: &'static str,
+        /// 1-based page number.
+        page: usize,
+        /// How many times.
+        times: u32,
+    },
+    /// Page `page` of users.list answers 429 with `Retry-After: seconds`, `times` times.
+    RetryAfter {
+        /// 1-based page number.
+        page: usize,
+        /// How many times.
+        times: u32,
+        /// The header's value.
+        seconds: u64,
+    },
+    /// The token endpoint's clock runs this many seconds ahead (negative: behind), so a
+    /// JWT's `iat`/`exp` look wrong to it.
+    ClockSkew(i64),
+    /// A step of keyless credentials refuses: `metadata` (no service account attached to
+    /// the VM: 404), `STS` (the subject token does not match the provider: 400) or
+    /// `signJwt` (the caller lacks `iam.serviceAccounts.signJwt`: 403).
+    KeylessRefuses(&'static str),
 }
 
 #[derive(Default)]
@@ -372,17 +655,26 @@ struct Stats {
 }
 
 struct Inner {
-    /// Normalised primary email -> user, so pages come out ordered by email.
+    /// Normalised primary email -> user, so pages can come out ordered by email.
     users: BTreeMap<String, FakeUser>,
-    /// Google id -> normalised primary email.
-    by_id: HashMap<String, String>,
+    /// Google id -> normalised primary email, so pages can come out ordered by id.
+    by_id: BTreeMap<String, String>,
+    /// Normalised emails left out of the current listing ([`Fault::SearchLag`]).
+    lagging: BTreeSet<String>,
+    stall_token: Option<Duration>,
+    token_errors: u32,
+    clock_skew: i64,
+    keyless_refuses: Option<&'static str>,
+    /// Tokens the metadata server handed out (the attached service account's own).
+    cloud_tokens: BTreeSet<String>,
     /// Normalised alias -> normalised primary email.
     aliases: HashMap<String, String>,
     groups: BTreeMap<String, FakeGroup>,
     faults: VecDeque<Fault>,
     delay: Option<Duration>,
     deny_delegation: bool,
-    tokens: HashMap<String, (std::time::Instant, Vec<String>)>,
+    /// Access token -> (expiry, scopes, whether its subject is an admin).
+    tokens: HashMap<String, (std::time::Instant, Vec<String>, bool)>,
     stats: Stats,
     next_id: u64,
 }
@@ -390,6 +682,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     public_key: rsa::RsaPublicKey,
+    /// The service account's key, which Google holds and signJwt signs with.
+    private_key: rsa::RsaPrivateKey,
     client_email: String,
     admin: String,
     customer_id: String,
@@ -457,7 +751,13 @@ impl FakeGoogle {
             .to_string();
         let mut inner = Inner {
             users: BTreeMap::new(),
-            by_id: HashMap::new(),
+            by_id: BTreeMap::new(),
+            lagging: BTreeSet::new(),
+            stall_token: None,
+            token_errors: 0,
+            clock_skew: 0,
+            keyless_refuses: None,
+            cloud_tokens: BTreeSet::new(),
             aliases: HashMap::new(),
             groups: BTreeMap::new(),
             faults: VecDeque::new(),
@@ -476,6 +776,7 @@ impl FakeGoogle {
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
             public_key: private.to_public_key(),
+            private_key: private.clone(),
             client_email: "retrac-sync@fake-project.iam.gserviceaccount.com".into(),
             admin: seed.admin,
             customer_id: seed.customer_id,
@@ -485,6 +786,12 @@ impl FakeGoogle {
         });
         let app = Router::new()
             .route("/token", post(token))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(metadata_token),
+            )
+            .route("/v1/projects/-/serviceAccounts/{name}", post(sign_jwt))
+            .route("/v1/token", post(sts_token))
             .route("/admin/directory/v1/users", get(users_list))
             .route("/admin/directory/v1/users/{key}", get(users_get))
             .route(
@@ -520,6 +827,12 @@ impl FakeGoogle {
         self.shared.admin.clone()
     }
 
+    /// The service account's email (the key file's `client_email`; `[google].service_account`
+    /// without a key).
+    pub fn service_account(&self) -> String {
+        self.shared.client_email.clone()
+    }
+
     /// The service account's client id, as written in the key file.
     pub fn client_id(&self) -> &'static str {
         "100000000000000000042"
@@ -547,12 +860,37 @@ impl FakeGoogle {
         f.write_all(serde_json::to_string_pretty(&key)?.as_bytes())
     }
 
+    /// Writes a Workload Identity Federation credential configuration file, as
+    /// `gcloud iam workload-identity-pools create-cred-config` does, with its OIDC subject
+    /// token in `token.txt` beside it. Returns the configuration file.
+    pub fn write_external_account_file(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+        let token = dir.join("token.txt");
+        std::fs::write(&token, OIDC_SUBJECT_TOKEN)?;
+        let conf = dir.join("external-account.json");
+        let v = json!({
+            "type": "external_account",
+            "audience": WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}/v1/token", self.base_url()),
+            "credential_source": {"file": token, "format": {"type": "text"}},
+        });
+        std::fs::write(&conf, serde_json::to_string_pretty(&v)?)?;
+        Ok(conf)
+    }
+
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
         let mut s = self.shared.lock();
         match fault {
             Fault::Delay(d) => s.delay = Some(d),
             Fault::DenyDelegation => s.deny_delegation = true,
+            Fault::SearchLag(email) => {
+                s.lagging.insert(email.to_lowercase());
+            }
+            Fault::StallToken(d) => s.stall_token = Some(d),
+            Fault::TokenServerError { times } => s.token_errors = times,
+            Fault::ClockSkew(secs) => s.clock_skew = secs,
+            Fault::KeylessRefuses(step) => s.keyless_refuses = Some(step),
             other => s.faults.push_back(other),
         }
     }
@@ -563,6 +901,11 @@ impl FakeGoogle {
         s.faults.clear();
         s.delay = None;
         s.deny_delegation = false;
+        s.lagging.clear();
+        s.stall_token = None;
+        s.token_errors = 0;
+        s.clock_skew = 0;
+        s.keyless_refuses = None;
     }
 
     /// Makes every access token issued so far invalid (as if it expired early).
@@ -570,7 +913,8 @@ impl FakeGoogle {
         self.shared.lock().tokens.clear();
     }
 
-    /// API requests served so far for `endpoint` (`users.list`, `users.get`, `members.list`, `token`).
+    /// Requests served so far for `endpoint` (`users.list`, `users.get`, `members.list`,
+    /// `token`, `metadata`, `signJwt`).
     pub fn requests(&self, endpoint: &str) -> u64 {
         self.shared
             .lock()
@@ -582,13 +926,13 @@ impl FakeGoogle {
             .sum()
     }
 
-    /// All API requests (not the token endpoint).
+    /// All Directory API requests (not the token, metadata or signJwt endpoints).
     pub fn api_requests(&self) -> u64 {
         let s = self.shared.lock();
         s.stats
             .requests
             .iter()
-            .filter(|(k, _)| **k != "token")
+            .filter(|(k, _)| !matches!(**k, "token" | "metadata" | "signJwt" | "sts"))
             .map(|(_, v)| *v)
             .sum()
     }
@@ -670,23 +1014,7 @@ impl FakeGoogle {
     /// Renames a user's primary email, keeping its id; the old address becomes an alias, as
     /// in Google. Group memberships follow the user.
     pub fn rename(&self, old: &str, new: &str) -> bool {
-        let mut s = self.shared.lock();
-        let Some(mut u) = s.users.remove(&old.to_lowercase()) else {
-            return false;
-        };
-        u.aliases.push(u.primary_email.clone());
-        u.primary_email = new.to_string();
-        for g in s.groups.values_mut() {
-            for m in &mut g.members {
-                if let FakeMember::User(e) = m {
-                    if e.eq_ignore_ascii_case(old) {
-                        *e = new.to_string();
-                    }
-                }
-            }
-        }
-        s.insert_user(u);
-        true
+        self.shared.lock().rename(old, new)
     }
 
     /// Adds a user; an empty id gets a fresh one. Returns the id.
@@ -757,6 +1085,51 @@ impl Inner {
             .map(str::to_string);
     }
 
+    /// The stall of this users.list page's body, if one was injected (used up once).
+    fn take_stall(&mut self, page: usize) -> Option<Duration> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::StallBody { page: p, .. } if *p == page))?;
+        match self.faults.remove(i) {
+            Some(Fault::StallBody { stall, .. }) => Some(stall),
+            _ => None,
+        }
+    }
+
+    /// The rename to make after this users.list page, if one was injected (used up once).
+    fn take_rename(&mut self, page: usize) -> Option<(String, String)> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::RenameAfterPage { page: p, .. } if *p == page))?;
+        match self.faults.remove(i) {
+            Some(Fault::RenameAfterPage { old, new, .. }) => Some((old, new)),
+            _ => None,
+        }
+    }
+
+    /// Renames a user's primary email, keeping its id; the old address becomes an alias, as
+    /// in Google. Group memberships follow the user.
+    fn rename(&mut self, old: &str, new: &str) -> bool {
+        let Some(mut u) = self.users.remove(&old.to_lowercase()) else {
+            return false;
+        };
+        u.aliases.push(u.primary_email.clone());
+        u.primary_email = new.to_string();
+        for g in self.groups.values_mut() {
+            for m in &mut g.members {
+                if let FakeMember::User(e) = m {
+                    if e.eq_ignore_ascii_case(old) {
+                        *e = new.to_string();
+                    }
+                }
+            }
+        }
+        self.insert_user(u);
+        true
+    }
+
     /// The fault to apply to this page now, if any (and uses it up once).
     fn take_fault(&mut self, endpoint: &str, page: usize) -> Option<Fault> {
         for f in self.faults.iter_mut() {
@@ -771,6 +1144,20 @@ impl Inner {
                     return Some(f.clone());
                 }
                 Fault::TruncatePage { page: p, times }
+                    if endpoint == "users.list" && *p == page && *times > 0 =>
+                {
+                    *times -= 1;
+                    return Some(f.clone());
+                }
+                Fault::ResourceExhausted {
+                    endpoint: e,
+                    page: p,
+                    times,
+                } if *e == endpoint && *p == page && *times > 0 => {
+                    *times -= 1;
+                    return Some(f.clone());
+                }
+                Fault::RetryAfter { page: p, times, .. }
                     if endpoint == "users.list" && *p == page && *times > 0 =>
                 {
                     *times -= 1;
@@ -855,8 +1242,191 @@ fn b64_decode(part: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// The metadata server's token for the service account attached to the VM
+/// (<https://cloud.google.com/compute/docs/access/authenticate-workloads#applications>):
+/// only with `Metadata-Flavor: Google`
+/// (<https://cloud.google.com/compute/docs/metadata/querying-metadata>).
+async fn metadata_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let mut s = shared.lock();
+    s.count("metadata", "", &headers);
+    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return (
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor:Google header.",
+        )
+            .into_response();
+    }
+    if s.keyless_refuses == Some("metadata") {
+        return (
+            StatusCode::NOT_FOUND,
+            "No service account is attached to this instance.",
+        )
+            .into_response();
+    }
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token = format!(
+        "ya29.meta-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    s.cloud_tokens.insert(token.clone());
+    let body = json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The subject token the fake's workload identity provider accepts.
+const OIDC_SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.fake-workload-identity.sig";
+
+/// The audience of the fake's workload identity pool provider.
+const WIF_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/fake-pool/providers/fake-oidc";
+
+/// The security token service's token exchange (RFC 8693), as Google's STS answers it
+/// (<https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token>).
+async fn sts_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let mut s = shared.lock();
+    s.count("sts", "", &HeaderMap::new());
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let oauth = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&json!({"error": error, "error_description": description}))
+                .unwrap_or_default(),
+        )
+            .into_response()
+    };
+    if f("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
+        return oauth("unsupported_grant_type", "Invalid grant_type.");
+    }
+    if f("audience") != WIF_AUDIENCE {
+        return oauth(
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid.",
+        );
+    }
+    if s.keyless_refuses == Some("STS") || f("subject_token") != OIDC_SUBJECT_TOKEN {
+        return oauth(
+            "invalid_grant",
+            "The audience in ID Token does not match the expected audience.",
+        );
+    }
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token = format!(
+        "ya29.fed-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    s.cloud_tokens.insert(token.clone());
+    let body = json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer", "expires_in": 3600});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// IAM Credentials `projects.serviceAccounts.signJwt`: signs the payload with the service
+/// account's Google-held key, for a caller whose token may
+/// (<https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signJwt>).
+async fn sign_jwt(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    AxPath(name): AxPath<String>,
+    body: Bytes,
+) -> Response {
+    use rsa::signature::{SignatureEncoding, Signer};
+    let iam_error = |code: u16, status: &str, message: &str| {
+        (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [("content-type", "application/json; charset=UTF-8")],
+            serde_json::to_vec(
+                &json!({"error": {"code": code, "message": message, "status": status}}),
+            )
+            .unwrap_or_default(),
+        )
+            .into_response()
+    };
+    let refuses = {
+        let mut s = shared.lock();
+        s.count("signJwt", "", &headers);
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !s.cloud_tokens.contains(bearer) {
+            return iam_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            );
+        }
+        s.keyless_refuses == Some("signJwt")
+    };
+    let account = name.strip_suffix(":signJwt").unwrap_or("");
+    if refuses || account != shared.client_email {
+        return iam_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!("Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist): projects/-/serviceAccounts/{account}"),
+        );
+    }
+    let Some(payload) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("payload").and_then(Value::as_str).map(str::to_string))
+    else {
+        return iam_error(400, "INVALID_ARGUMENT", "payload is required");
+    };
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let head = enc(json!({"alg": "RS256", "typ": "JWT", "kid": "fake0"})
+        .to_string()
+        .as_bytes());
+    let signed = format!("{head}.{}", enc(payload.as_bytes()));
+    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(shared.private_key.clone());
+    let signature = signer.sign(signed.as_bytes()).to_bytes();
+    let jwt = format!("{signed}.{}", enc(&signature));
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        serde_json::to_vec(&json!({"keyId": "fake0", "signedJwt": jwt})).unwrap_or_default(),
+    )
+        .into_response()
+}
+
 async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.lock().count("token", "", &HeaderMap::new());
+    let (stall, server_error) = {
+        let mut s = shared.lock();
+        s.count("token", "", &HeaderMap::new());
+        let err = s.token_errors > 0;
+        if err {
+            s.token_errors -= 1;
+        }
+        (s.stall_token, err)
+    };
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
+    if server_error {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/html; charset=UTF-8")],
+            "<html><body>503 Service Unavailable</body></html>",
+        )
+            .into_response();
+    }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER) {
         return oauth_error("unsupported_grant_type", "Invalid grant_type");
@@ -877,28 +1447,30 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     {
         return oauth_error("invalid_grant", "Invalid JWT: alg must be RS256");
     }
+    let signed = format!("{head}.{claims}");
+    let Some(claims) = b64_decode(claims).and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return oauth_error("invalid_grant", "Invalid JWT: claims are not JSON");
+    };
+    let s = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or("");
+    // The issuer names the account whose public keys check the signature: an account
+    // Google does not know is `invalid_client` before any signature is checked.
+    if s("iss") != shared.client_email {
+        return oauth_error("invalid_client", "The OAuth client was not found.");
+    }
     let Some(signature) = b64_decode(sig) else {
         return oauth_error("invalid_grant", "Invalid JWT Signature.");
     };
     let verifier = rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(shared.public_key.clone());
-    let signed = format!("{head}.{claims}");
     let valid = rsa::pkcs1v15::Signature::try_from(&signature[..])
         .map(|s| verifier.verify(signed.as_bytes(), &s).is_ok())
         .unwrap_or(false);
     if !valid {
         return oauth_error("invalid_grant", "Invalid JWT Signature.");
     }
-    let Some(claims) = b64_decode(claims).and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    else {
-        return oauth_error("invalid_grant", "Invalid JWT: claims are not JSON");
-    };
-    let s = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or("");
-    let now = chrono::Utc::now().timestamp();
+    let now = chrono::Utc::now().timestamp() + shared.lock().clock_skew;
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
-    if s("iss") != shared.client_email {
-        return oauth_error("invalid_client", "The OAuth client was not found.");
-    }
     if s("aud") != shared.token_uri {
         return oauth_error(
             "invalid_grant",
@@ -911,12 +1483,17 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values.",
         );
     }
-    // Without `sub` the service account acts as itself and cannot read the directory.
-    if !s("sub").eq_ignore_ascii_case(&shared.admin) {
+    // Without `sub` the service account acts as itself and cannot read the directory. A
+    // subject that is a user but not an admin gets a token all the same: Google refuses
+    // only the API calls, with 403 "Not Authorized to access this resource/api"
+    // (<https://developers.google.com/workspace/admin/directory/v1/guides/delegation>).
+    let sub = s("sub");
+    let mut inner = shared.lock();
+    let admin = sub.eq_ignore_ascii_case(&shared.admin);
+    if !admin && !inner.users.contains_key(&sub.to_lowercase()) {
         return oauth_error("invalid_grant", "Invalid email or User ID");
     }
     let scopes: Vec<String> = s("scope").split_whitespace().map(str::to_string).collect();
-    let mut inner = shared.lock();
     if inner.deny_delegation
         || scopes.is_empty()
         || !scopes.iter().all(|sc| shared.granted.contains(sc))
@@ -936,7 +1513,11 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     );
     inner.tokens.insert(
         token.clone(),
-        (std::time::Instant::now() + shared.token_lifetime, scopes),
+        (
+            std::time::Instant::now() + shared.token_lifetime,
+            scopes,
+            admin,
+        ),
     );
     inner.stats.tokens_issued += 1;
     let body = json!({
@@ -987,7 +1568,12 @@ async fn admit(
     };
     let s = shared.lock();
     match s.tokens.get(bearer) {
-        Some((expires, scopes)) if *expires > std::time::Instant::now() => {
+        Some((expires, _, false)) if *expires > std::time::Instant::now() => Err(google_error(
+            403,
+            "forbidden",
+            "Not Authorized to access this resource/api",
+        )),
+        Some((expires, scopes, true)) if *expires > std::time::Instant::now() => {
             if needs.iter().any(|n| scopes.iter().any(|s| s == n)) {
                 Ok(())
             } else {
@@ -1022,6 +1608,8 @@ struct UserQuery {
     suspended: Option<bool>,
     archived: Option<bool>,
     email_prefix: Option<String>,
+    /// `email='...'`: the address exactly (primary or alias, any case).
+    email_exact: Option<String>,
 }
 
 fn parse_query(q: &str) -> Result<UserQuery, String> {
@@ -1030,6 +1618,7 @@ fn parse_query(q: &str) -> Result<UserQuery, String> {
         suspended: None,
         archived: None,
         email_prefix: None,
+        email_exact: None,
     };
     for term in q.split_whitespace() {
         if let Some(v) = term.strip_prefix("orgUnitPath=") {
@@ -1040,6 +1629,8 @@ fn parse_query(q: &str) -> Result<UserQuery, String> {
             out.archived = Some(v.eq_ignore_ascii_case("true"));
         } else if let Some(v) = term.strip_prefix("email:") {
             out.email_prefix = Some(v.trim_end_matches('*').to_lowercase());
+        } else if let Some(v) = term.strip_prefix("email=") {
+            out.email_exact = Some(v.trim_matches(|c| c == '\'' || c == '"').to_lowercase());
         } else {
             return Err(format!("Invalid Input: query term {term:?}"));
         }
@@ -1063,6 +1654,10 @@ impl UserQuery {
                 .email_prefix
                 .as_ref()
                 .is_none_or(|p| u.primary_email.to_lowercase().starts_with(p))
+            && self.email_exact.as_ref().is_none_or(|e| {
+                u.primary_email.eq_ignore_ascii_case(e)
+                    || u.aliases.iter().any(|a| a.eq_ignore_ascii_case(e))
+            })
     }
 }
 
@@ -1073,6 +1668,24 @@ fn max_results(q: &HashMap<String, String>, default: usize, max: usize) -> Resul
             Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(google_error(400, "invalid", "Invalid Input")),
         },
+    }
+}
+
+/// The `fields=` selector of a request: `Sel::All` without one; a 400 as Google answers
+/// one it cannot parse.
+fn field_mask(q: &HashMap<String, String>) -> Result<Option<FieldMask>, Response> {
+    match q.get("fields") {
+        None => Ok(None),
+        Some(f) => FieldMask::parse(f)
+            .map(Some)
+            .map_err(|msg| google_error(400, "invalidParameter", &msg)),
+    }
+}
+
+fn sel_of(mask: &Option<FieldMask>) -> Sel<'_> {
+    match mask {
+        Some(m) => Sel::Some(m),
+        None => Sel::All,
     }
 }
 
@@ -1099,6 +1712,18 @@ async fn users_list(
         Ok(uq) => uq,
         Err(msg) => return google_error(400, "invalid", &msg),
     };
+    // With `orderBy=email` Google pages in email order, so a user renamed while the pages
+    // are read can move to a page already read. Without `orderBy` the order is Google's
+    // own; the fake uses the immutable id, which a rename does not move.
+    let by_email = match q.get("orderBy").map(String::as_str) {
+        None => false,
+        Some("email") => true,
+        Some(_) => return google_error(400, "invalid", "Invalid Input: orderBy"),
+    };
+    let mask = match field_mask(&q) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
     let (page, after) = match q.get("pageToken") {
         None => (1, String::new()),
         Some(t) => match decode_token(t) {
@@ -1106,33 +1731,61 @@ async fn users_list(
             None => return google_error(400, "invalid", "Invalid Input: pageToken"),
         },
     };
-    let slim = q.contains_key("fields");
     // The page is written straight from the directory while it is locked: no copy of the
     // users and no intermediate JSON tree (this serves 100,000 users in the benchmarks).
-    let (bytes, fault) = {
+    let (bytes, fault, stall, last_page) = {
         let mut s = shared.lock();
         let fault = s.take_fault("users.list", page);
-        if let Some(Fault::FailPage { status, reason, .. }) = fault {
-            drop(s);
-            return google_error(status, reason, &format!("injected {reason}"));
+        match fault {
+            Some(Fault::FailPage { status, reason, .. }) => {
+                drop(s);
+                return google_error(status, reason, &format!("injected {reason}"));
+            }
+            Some(Fault::ResourceExhausted { .. }) => {
+                drop(s);
+                return resource_exhausted();
+            }
+            Some(Fault::RetryAfter { seconds, .. }) => {
+                drop(s);
+                let mut r = google_error(429, "rateLimitExceeded", "Rate Limit Exceeded");
+                if let Ok(v) = http::HeaderValue::from_str(&seconds.to_string()) {
+                    r.headers_mut().insert(http::header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+            _ => {}
         }
+        let stall = s.take_stall(page);
         let mut users: Vec<&FakeUser> = Vec::with_capacity(size);
         let mut last = None;
         let mut more = false;
-        let range = if after.is_empty() {
-            s.users.range::<String, _>(..)
+        let after_bound = |a: &String| {
+            if a.is_empty() {
+                std::ops::Bound::Unbounded
+            } else {
+                std::ops::Bound::Excluded(a.clone())
+            }
+        };
+        let range: Box<dyn Iterator<Item = (&String, &FakeUser)>> = if by_email {
+            Box::new(
+                s.users
+                    .range::<String, _>((after_bound(&after), std::ops::Bound::Unbounded)),
+            )
         } else {
-            s.users.range::<String, _>((
-                std::ops::Bound::Excluded(&after),
-                std::ops::Bound::Unbounded,
-            ))
+            Box::new(
+                s.by_id
+                    .range::<String, _>((after_bound(&after), std::ops::Bound::Unbounded))
+                    .filter_map(|(id, email)| s.users.get(email).map(|u| (id, u))),
+            )
         };
         let domain_suffix = domain.as_ref().map(|d| format!("@{d}"));
         for (key, u) in range {
+            let email = u.primary_email.to_lowercase();
             if domain_suffix
                 .as_ref()
-                .is_some_and(|d| !key.ends_with(d.as_str()))
+                .is_some_and(|d| !email.ends_with(d.as_str()))
                 || !query.matches(u)
+                || s.lagging.contains(&email)
             {
                 continue;
             }
@@ -1149,17 +1802,94 @@ async fn users_list(
         };
         let body = UsersPageOut {
             users: &users,
-            full: (!slim).then_some(shared.customer_id.as_str()),
+            sel: sel_of(&mask),
+            customer_id: &shared.customer_id,
             next_page_token: next.as_deref(),
         };
-        (serde_json::to_vec(&body).unwrap_or_default(), fault)
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let last_page = next.is_none();
+        (bytes, fault, stall, last_page)
     };
+    {
+        let mut s = shared.lock();
+        if last_page {
+            // The lagging users are back in the index for the next listing.
+            s.lagging.clear();
+        }
+        if let Some((old, new)) = s.take_rename(page) {
+            s.rename(&old, &new);
+        }
+    }
     let mut bytes = bytes;
     if let Some(Fault::TruncatePage { .. }) = fault {
         // A body that stops in the middle: the client must not take it for a short page.
         bytes.truncate(bytes.len() / 2);
     }
-    json_response(&shared, &headers, bytes)
+    match stall {
+        Some(d) => stalled_response(bytes, d),
+        None => json_response(&shared, &headers, bytes),
+    }
+}
+
+/// A 200 whose body stops halfway for `stall` before the rest comes.
+fn stalled_response(bytes: Vec<u8>, stall: Duration) -> Response {
+    struct Stalled {
+        first: Option<Bytes>,
+        rest: Option<Bytes>,
+        sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    }
+    impl axum::body::HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            use std::task::Poll;
+            if let Some(b) = self.first.take() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+            }
+            if self.rest.is_none() {
+                return Poll::Ready(None);
+            }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => {
+                    Poll::Ready(self.rest.take().map(|b| Ok(hyper::body::Frame::data(b))))
+                }
+            }
+        }
+    }
+    use std::future::Future;
+    let mut bytes = Bytes::from(bytes);
+    let rest = bytes.split_off(bytes.len() / 2);
+    let body = Stalled {
+        first: Some(bytes),
+        rest: Some(rest),
+        sleep: Box::pin(tokio::time::sleep(stall)),
+    };
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+/// A 403 in the newer error shape: `status` set and no `errors[]`
+/// (<https://cloud.google.com/apis/design/errors#http_mapping>).
+fn resource_exhausted() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [("content-type", "application/json; charset=UTF-8")],
+        serde_json::to_vec(&json!({"error": {
+            "code": 403,
+            "message": "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' of service 'admin.googleapis.com'.",
+            "status": "RESOURCE_EXHAUSTED"
+        }}))
+        .unwrap_or_default(),
+    )
+        .into_response()
 }
 
 async fn users_get(
@@ -1171,8 +1901,25 @@ async fn users_get(
     if let Err(r) = admit(&shared, "users.get", &headers, &q, &[SCOPE_USERS]).await {
         return r;
     }
+    let mask = match field_mask(&q) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    // users.get reads the directory itself, not the search index: a lagging user is found.
     let user = {
-        let s = shared.lock();
+        let mut s = shared.lock();
+        // Every users.get counts as "page 1" for faults.
+        match s.take_fault("users.get", 1) {
+            Some(Fault::FailPage { status, reason, .. }) => {
+                drop(s);
+                return google_error(status, reason, &format!("injected {reason}"));
+            }
+            Some(Fault::ResourceExhausted { .. }) => {
+                drop(s);
+                return resource_exhausted();
+            }
+            _ => {}
+        }
         let k = key.to_lowercase();
         let email = s
             .by_id
@@ -1183,7 +1930,8 @@ async fn users_get(
         s.users.get(&email).map(|u| {
             serde_json::to_vec(&UserOut {
                 u,
-                customer_id: None,
+                sel: sel_of(&mask),
+                customer_id: &shared.customer_id,
             })
             .unwrap_or_default()
         })
@@ -1215,6 +1963,10 @@ async fn members_list(
         Ok(n) => n,
         Err(r) => return r,
     };
+    let mask = match field_mask(&q) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
     let derived = q
         .get("includeDerivedMembership")
         .is_some_and(|v| v == "true");
@@ -1233,15 +1985,21 @@ async fn members_list(
         };
         (entries, fault)
     };
-    if let Some(Fault::FailPage { status, reason, .. }) = fault {
-        return google_error(status, reason, &format!("injected {reason}"));
+    match fault {
+        Some(Fault::FailPage { status, reason, .. }) => {
+            return google_error(status, reason, &format!("injected {reason}"))
+        }
+        Some(Fault::ResourceExhausted { .. }) => return resource_exhausted(),
+        _ => {}
     }
     let end = (offset + size).min(entries.len());
     let members: Vec<&Value> = entries.get(offset..end).unwrap_or(&[]).iter().collect();
-    let mut body = json!({ "kind": "admin#directory#members", "members": members });
+    let mut body =
+        json!({ "kind": "admin#directory#members", "etag": "\"fake\"", "members": members });
     if end < entries.len() {
         body["nextPageToken"] = json!(encode_token(page + 1, &end.to_string()));
     }
+    let body = FieldMask::apply(sel_of(&mask), body);
     json_response(
         &shared,
         &headers,
@@ -1257,6 +2015,7 @@ impl Inner {
         let mut out = Vec::new();
         let mut seen_users = BTreeSet::new();
         let mut seen_groups = BTreeSet::from([group.to_string()]);
+        let mut seen_customer = false;
         let mut queue = VecDeque::from([(root, true)]);
         while let Some((g, direct)) = queue.pop_front() {
             for m in &g.members {
@@ -1292,7 +2051,11 @@ impl Inner {
                         }
                     }
                     FakeMember::Customer => {
-                        if direct {
+                        // With derived membership a nested group's CUSTOMER member is listed
+                        // too (once): Google expands nested groups to their members, and a
+                        // CUSTOMER member stands for every user of the customer.
+                        if direct || !seen_customer {
+                            seen_customer = true;
                             out.push(json!({"kind": "admin#directory#member", "id": customer_id,
                                 "role": "MEMBER", "type": "CUSTOMER"}));
                         }
@@ -1307,13 +2070,46 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::model::{Emails, GoogleUser, UserNameParts, UsersPage};
+    use crate::directory::model::{
+        EmailEntry, Emails, GoogleUser, MembersPage, UserNameParts, UsersPage, MEMBER_FIELDS,
+        ONE_USER_FIELDS, USER_FIELDS,
+    };
 
-    #[test]
-    fn a_served_user_reads_back_as_the_google_user_it_is() {
+    /// A user with every shape the pull reads: aliases in two domains, a personal and a
+    /// work address, a custom one.
+    fn rich_user() -> FakeUser {
         let mut u = FakeUser::new("7", "Ada@example.com", "Ada", "Lovelace").in_org_unit("/Sales");
         u.suspended = true;
         u.aliases.push("ada.l@example.com".into());
+        u.aliases.push("ada@example.org".into());
+        u.typed_emails
+            .push(("ada.lovelace@gmail.com".into(), "home".into()));
+        u.typed_emails
+            .push(("ada.work@example.com".into(), "work".into()));
+        u.typed_emails
+            .push(("ada.custom@example.com".into(), "custom".into()));
+        u
+    }
+
+    fn served(u: &FakeUser, mask: Option<&str>, token: Option<&str>) -> Vec<u8> {
+        let mask = mask.map(|m| FieldMask::parse(m).unwrap());
+        let page = UsersPageOut {
+            users: &[u],
+            sel: sel_of(&mask),
+            customer_id: "C123",
+            next_page_token: token,
+        };
+        serde_json::to_vec(&page).unwrap()
+    }
+
+    #[test]
+    fn a_served_user_reads_back_as_the_google_user_it_is() {
+        let u = rich_user();
+        let entry = |a: &str, primary: bool, kind: Option<&str>| EmailEntry {
+            address: a.into(),
+            primary,
+            kind: kind.map(Into::into),
+        };
         let want = GoogleUser {
             id: "7".into(),
             primary_email: "Ada@example.com".into(),
@@ -1326,25 +2122,103 @@ mod tests {
             archived: Some(false),
             org_unit_path: Some("/Sales".into()),
             emails: Some(Emails(vec![
-                "Ada@example.com".into(),
-                "ada.l@example.com".into(),
+                entry("Ada@example.com", true, None),
+                entry("ada.l@example.com", false, None),
+                entry("ada@example.org", false, None),
+                entry("Ada@example.com.test-google-a.com", false, None),
+                entry("ada.lovelace@gmail.com", false, Some("home")),
+                entry("ada.work@example.com", false, Some("work")),
+                entry("ada.custom@example.com", false, Some("custom")),
             ])),
+            aliases: Some(Emails::addresses(&["ada.l@example.com", "ada@example.org"])),
         };
-        for full in [None, Some("C123")] {
-            let page = UsersPageOut {
-                users: &[&u],
-                full,
-                next_page_token: Some("t"),
-            };
-            let bytes = serde_json::to_vec(&page).unwrap();
+        for mask in [None, Some(USER_FIELDS)] {
+            let bytes = served(&u, mask, Some("t"));
             let v: Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(v["users"][0]["emails"][0]["primary"], json!(true));
-            assert_eq!(v.get("kind").is_some(), full.is_some(), "{v}");
-            assert_eq!(v["users"][0].get("customerId").is_some(), full.is_some());
+            assert_eq!(v.get("kind").is_some(), mask.is_none(), "{v}");
+            assert_eq!(v["users"][0].get("customerId").is_some(), mask.is_none());
+            assert_eq!(
+                v["users"][0].get("nonEditableAliases").is_some(),
+                mask.is_none()
+            );
             let back: UsersPage = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(back.users, vec![want.clone()]);
             assert_eq!(back.next_page_token.as_deref(), Some("t"));
         }
+    }
+
+    #[test]
+    fn the_fake_sends_only_the_fields_asked_for_next_page_token_included() {
+        let u = rich_user();
+        let v = |mask: &str| -> Value {
+            serde_json::from_slice(&served(&u, Some(mask), Some("t"))).unwrap()
+        };
+        assert_eq!(
+            v("users(id,name/givenName,emails(address))"),
+            json!({"users": [{"id": "7", "name": {"givenName": "Ada"},
+                "emails": [{"address": "Ada@example.com"}, {"address": "ada.l@example.com"},
+                    {"address": "ada@example.org"}, {"address": "Ada@example.com.test-google-a.com"},
+                    {"address": "ada.lovelace@gmail.com"}, {"address": "ada.work@example.com"},
+                    {"address": "ada.custom@example.com"}]}]}),
+            "no nextPageToken unless asked: a mask without it loses every page after the first"
+        );
+        assert_eq!(
+            v("nextPageToken,users(primaryEmail)"),
+            json!({"users": [{"primaryEmail": "Ada@example.com"}], "nextPageToken": "t"})
+        );
+        assert_eq!(v("nextPageToken"), json!({"nextPageToken": "t"}));
+        let all = v("*");
+        assert!(all["users"][0].get("customerId").is_some(), "{all}");
+        // members.list's JSON goes through the same selector.
+        let m = FieldMask::parse(MEMBER_FIELDS).unwrap();
+        let page = json!({"kind": "admin#directory#members", "etag": "e",
+            "members": [{"kind": "admin#directory#member", "id": "1", "email": "a@x", "role": "MEMBER", "type": "USER", "status": "ACTIVE"}],
+            "nextPageToken": "n"});
+        assert_eq!(
+            FieldMask::apply(Sel::Some(&m), page),
+            json!({"members": [{"id": "1", "email": "a@x", "type": "USER", "status": "ACTIVE"}], "nextPageToken": "n"})
+        );
+        assert!(FieldMask::parse("users(id").is_err());
+        assert!(FieldMask::parse("users,,id").is_err());
+    }
+
+    #[test]
+    fn our_masks_keep_next_page_token_and_every_field_the_plan_reads() {
+        for mask in [USER_FIELDS, MEMBER_FIELDS] {
+            let m = FieldMask::parse(mask).unwrap();
+            assert!(Sel::Some(&m).has("nextPageToken"), "{mask}");
+        }
+        // users.list and users.get: what the mask lets through decodes to exactly the user
+        // the full answer decodes to (every field of GoogleUser, each email's type and
+        // primary mark included).
+        let u = rich_user();
+        let full: UsersPage = serde_json::from_slice(&served(&u, None, Some("t"))).unwrap();
+        let masked: UsersPage =
+            serde_json::from_slice(&served(&u, Some(USER_FIELDS), Some("t"))).unwrap();
+        assert_eq!(masked, full);
+        let one = FieldMask::parse(ONE_USER_FIELDS).unwrap();
+        let get = |sel| {
+            serde_json::to_vec(&UserOut {
+                u: &u,
+                sel,
+                customer_id: "C1",
+            })
+            .unwrap()
+        };
+        let one_user: GoogleUser = serde_json::from_slice(&get(Sel::Some(&one))).unwrap();
+        let full_user: GoogleUser = serde_json::from_slice(&get(Sel::All)).unwrap();
+        assert_eq!(one_user, full_user);
+        assert_eq!(one_user, full.users[0]);
+        // members.list: the scope reads the id, email and type of each member.
+        let m = FieldMask::parse(MEMBER_FIELDS).unwrap();
+        let entry = json!({"kind": "admin#directory#member", "id": "1", "email": "a@x",
+            "role": "MEMBER", "type": "USER", "status": "ACTIVE", "delivery_settings": "ALL_MAIL"});
+        let page = json!({"members": [entry], "nextPageToken": "n"});
+        let full: MembersPage = serde_json::from_value(page.clone()).unwrap();
+        let masked: MembersPage =
+            serde_json::from_value(FieldMask::apply(Sel::Some(&m), page)).unwrap();
+        assert_eq!(masked, full);
     }
 
     #[test]

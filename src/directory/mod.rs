@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod fake;
+pub mod keyless;
 pub mod model;
 
 pub use auth::{GoogleAuth, HttpsClient};
@@ -41,8 +42,8 @@ pub enum DirectoryError {
         /// Why (never the key itself).
         reason: String,
     },
-    /// Google refused to hand out a token for this client, subject and scopes.
-    #[error("Google refused a token ({detail}). In the {path}, grant client id {client_id} the scopes {scopes}, and check that [google].subject ({subject}) is an active super admin")]
+    /// `unauthorized_client`: domain-wide delegation is missing, or lacks a scope.
+    #[error("Google refused a token ({detail}): domain-wide delegation is missing or lacks a scope. In the {path}, add client id {client_id} with exactly these scopes: {scopes}. A delegation just granted can take up to 24 hours to apply")]
     Unauthorized {
         /// The service account's client id (from the key file).
         client_id: String,
@@ -55,6 +56,59 @@ pub enum DirectoryError {
         /// [`DELEGATION_PATH`].
         path: &'static str,
     },
+    /// `invalid_grant` "Invalid email or User ID": the subject is not a user Google knows.
+    #[error("Google does not know [google].subject {subject} (invalid_grant: Invalid email or User ID): set it to the primary email of an existing Google Workspace super admin")]
+    SubjectUnknown {
+        /// The admin the service account was to act as.
+        subject: String,
+    },
+    /// `invalid_grant` "Invalid JWT Signature": the key was deleted or rotated.
+    #[error("Google rejected the key's signature (invalid_grant: Invalid JWT Signature): the key was deleted or rotated. Create a new JSON key for {client_email} and point [google].key_file at it")]
+    KeyRejected {
+        /// The service account.
+        client_email: String,
+    },
+    /// `invalid_client`: the service account itself is unknown.
+    #[error("Google does not know the service account {client_email} (invalid_client): it was deleted, or the key file belongs to another project. Create a JSON key for an existing service account and point [google].key_file at it")]
+    AccountUnknown {
+        /// The service account.
+        client_email: String,
+    },
+    /// `invalid_grant` about `iat`/`exp`: this machine's clock is off.
+    #[error("Google refused the token request's time (invalid_grant: {detail}): this machine's clock is off. Synchronise it (chrony, systemd-timesyncd or ntpd) and run again")]
+    ClockSkew {
+        /// Google's description.
+        detail: String,
+    },
+    /// A good token, then 403 "Not Authorized to access this resource/api": the subject
+    /// is a user but not an admin.
+    #[error("Google issued a token for {subject}, then the Directory API answered 403 Not Authorized to access this resource/api: [google].subject is not an admin. Set it to a super admin, or to an admin whose role may read users and groups")]
+    NotAdmin {
+        /// The admin impersonated.
+        subject: String,
+    },
+    /// `domainCannotUseApis`: the account may not use the Admin SDK.
+    #[error("Google answered domainCannotUseApis: this Google account may not use the Directory API. Check that its edition includes the Admin SDK and that API access is not turned off (Admin console → Security → Access and data control → API controls)")]
+    DomainCannotUseApis,
+    /// members.list answered 404 for a scope group.
+    #[error("Google does not know the scope group {group} (members.list answered 404): check the address in [scope].groups; it must be a group of this customer, not a user or an alias")]
+    GroupNotFound {
+        /// The group, as configured.
+        group: String,
+    },
+    /// A step of keyless credentials failed (metadata, signJwt, token exchange).
+    #[error("keyless Google credentials: the {step} step failed ({detail}): {advice}")]
+    Keyless {
+        /// `metadata`, `signJwt` or `token exchange`.
+        step: &'static str,
+        /// What Google answered.
+        detail: String,
+        /// What to do.
+        advice: &'static str,
+    },
+    /// The token endpoint could not be reached, timed out or failed on its side (retried).
+    #[error("the Google token endpoint is unavailable: {0}")]
+    TokenUnavailable(String),
     /// The token endpoint failed in another way.
     #[error("cannot get a Google access token: {0}")]
     Token(String),
@@ -98,6 +152,37 @@ pub enum DirectoryError {
     },
 }
 
+impl DirectoryError {
+    /// A short stable name of the failure, for metrics and `doctor`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DirectoryError::NoKeyFile { .. } => "no_key_file",
+            DirectoryError::KeyFile { .. } => "key_file",
+            DirectoryError::Unauthorized { .. } => "delegation",
+            DirectoryError::SubjectUnknown { .. } => "subject_unknown",
+            DirectoryError::KeyRejected { .. } => "key_rejected",
+            DirectoryError::AccountUnknown { .. } => "account_unknown",
+            DirectoryError::ClockSkew { .. } => "clock_skew",
+            DirectoryError::NotAdmin { .. } => "not_admin",
+            DirectoryError::DomainCannotUseApis => "domain_cannot_use_apis",
+            DirectoryError::GroupNotFound { .. } => "group_not_found",
+            DirectoryError::Keyless { .. } => "keyless",
+            DirectoryError::TokenUnavailable(_) => "token_unavailable",
+            DirectoryError::Token(_) => "token",
+            DirectoryError::Url { .. } => "url",
+            DirectoryError::Api { .. } => "api",
+            DirectoryError::GaveUp { .. } => "gave_up",
+            DirectoryError::BadResponse { .. } => "bad_response",
+        }
+    }
+}
+
+/// What to tell the operator about a failure: what Google answered and what to change.
+/// Each setup mistake Google can tell apart has its own advice (`doctor` prints this).
+pub fn diagnose(e: &DirectoryError) -> String {
+    e.to_string()
+}
+
 /// Builds a Directory client from a key file: one HTTP client for the token exchange and
 /// the API, acting as `subject`, with the users scope and (when `with_groups`) the group
 /// members scope.
@@ -108,8 +193,51 @@ pub async fn connect(
     base_url: &str,
     backoff: Backoff,
 ) -> Result<DirectoryClient, DirectoryError> {
+    connect_with_timeout(
+        key_file,
+        subject,
+        with_groups,
+        base_url,
+        backoff,
+        client::REQUEST_TIMEOUT,
+    )
+    .await
+}
+
+/// Builds a Directory client without a key file: the metadata server's token for the
+/// attached service account, and the IAM Credentials API to sign the delegation JWT.
+pub async fn connect_keyless(
+    config: keyless::KeylessConfig,
+    base_url: &str,
+    backoff: Backoff,
+    timeout: std::time::Duration,
+) -> Result<DirectoryClient, DirectoryError> {
+    let http = auth::build_http_client()?;
+    let subject = config.subject.clone();
+    let scopes = config.scopes.clone();
+    let k = keyless::KeylessAuth::new(http.clone(), config, timeout)?;
+    let auth = GoogleAuth::keyless(k, &subject, scopes);
+    Ok(DirectoryClient::new(http, auth, base_url, backoff)?.with_request_timeout(timeout))
+}
+
+/// As [`connect`], with another timeout for each token and API request (tests shorten it).
+pub async fn connect_with_timeout(
+    key_file: &std::path::Path,
+    subject: &str,
+    with_groups: bool,
+    base_url: &str,
+    backoff: Backoff,
+    timeout: std::time::Duration,
+) -> Result<DirectoryClient, DirectoryError> {
     let key = auth::read_key(key_file)?;
     let http = auth::build_http_client()?;
-    let auth = GoogleAuth::new(key, subject, auth::scopes(with_groups), http.clone()).await?;
-    DirectoryClient::new(http, auth, base_url, backoff)
+    let auth = GoogleAuth::new(
+        key,
+        subject,
+        auth::scopes(with_groups),
+        http.clone(),
+        timeout,
+    )
+    .await?;
+    Ok(DirectoryClient::new(http, auth, base_url, backoff)?.with_request_timeout(timeout))
 }

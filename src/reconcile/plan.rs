@@ -42,13 +42,18 @@ pub struct Desired {
 
 impl Desired {
     /// The member a Google user should be; an error when its primary email is not usable.
-    pub fn from_google(u: &GoogleUser) -> Result<Desired, String> {
-        Desired::from_google_owned(u.clone()).map_err(|(_, e)| e)
+    /// Its emails are the primary address and the secondary addresses Google lists in
+    /// `domains` (lower case, empty = any): see [`GoogleUser::secondary_addresses`].
+    pub fn from_google(u: &GoogleUser, domains: &[String]) -> Result<Desired, String> {
+        Desired::from_google_owned(u.clone(), domains).map_err(|(_, e)| e)
     }
 
     /// As [`Desired::from_google`], taking the user: its strings move into the member. The
     /// error gives the user's Google id back with the message.
-    pub fn from_google_owned(u: GoogleUser) -> Result<Desired, (String, String)> {
+    pub fn from_google_owned(
+        u: GoogleUser,
+        domains: &[String],
+    ) -> Result<Desired, (String, String)> {
         let user_name = match UserName::parse(&u.primary_email) {
             Ok(n) => n,
             Err(e) => {
@@ -56,7 +61,7 @@ impl Desired {
                 return Err((u.id, msg));
             }
         };
-        let others = u.other_addresses();
+        let others = u.secondary_addresses(domains);
         let mut emails = Vec::with_capacity(1 + others.len());
         emails.push(Email::primary_work(user_name.as_str()));
         for other in others {
@@ -66,8 +71,10 @@ impl Desired {
                 primary: false,
             });
         }
+        // Google stores a mononym's missing name part as a zero-width space (a name part
+        // cannot be empty there): such a part, or one of only blanks, reads as empty.
         let clean = |s: Option<String>| {
-            s.map(|s| match s.trim() {
+            s.map(|s| match s.trim_matches(is_blank) {
                 t if t.len() == s.len() => s,
                 t => t.to_string(),
             })
@@ -90,6 +97,16 @@ impl Desired {
             google_id: u.id,
         })
     }
+}
+
+/// Whitespace and the zero-width characters Google uses as a placeholder for an empty name
+/// part (ZERO WIDTH SPACE, ZERO WIDTH (NON-)JOINER, WORD JOINER, ZERO WIDTH NO-BREAK SPACE).
+fn is_blank(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
+        )
 }
 
 /// What a planned change does, as the run counts it.
@@ -317,7 +334,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         .filter(|(_, d)| in_domains(ctx.domains, &d.attrs.user_name))
         .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
-    // users.list comes ordered by email, so this is usually sorted already.
+    // users.list is not asked for an order (see `list_users_page_raw`): sort here.
     let by_key = |a: &(Cow<'_, str>, usize), b: &(Cow<'_, str>, usize)| {
         (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id))
     };
@@ -560,19 +577,20 @@ mod tests {
             archived: Some(false),
             org_unit_path: Some("/".into()),
             emails: None,
+            aliases: None,
         }
     }
 
     fn desired(users: &[GoogleUser]) -> Vec<Desired> {
         users
             .iter()
-            .map(|u| Desired::from_google(u).unwrap())
+            .map(|u| Desired::from_google(u, &[]).unwrap())
             .collect()
     }
 
     /// The member a Google user becomes when the pull creates it.
     fn member_of(u: &GoogleUser) -> Member {
-        let a = Desired::from_google(u).unwrap().attrs;
+        let a = Desired::from_google(u, &[]).unwrap().attrs;
         let t = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
         Member {
             id: MemberId::new_random(),
@@ -881,30 +899,54 @@ mod tests {
     fn aliases_become_secondary_emails() {
         let mut u = google("1", "ada@example.com", "Ada");
         u.emails = Some(
-            serde_json::from_value(
-                serde_json::json!([{"address": "ada@example.com", "primary": true}, {"address": "a@example.com"}]),
-            )
+            serde_json::from_value(serde_json::json!([
+                {"address": "ada@example.com", "primary": true},
+                {"address": "a@example.com"},
+                {"address": "ada@gmail.com", "type": "home"},
+                {"address": "ada@example.com.test-google-a.com"},
+                {"address": "ada.w@example.com", "type": "work"}
+            ]))
             .unwrap(),
         );
-        let d = Desired::from_google(&u).unwrap();
-        assert_eq!(d.attrs.emails.len(), 2);
+        u.aliases = Some(
+            serde_json::from_value(serde_json::json!(["a@example.com", "ada@example.org"]))
+                .unwrap(),
+        );
+        let values = |d: &Desired| -> Vec<String> {
+            d.attrs.emails.iter().map(|e| e.value.clone()).collect()
+        };
+        let d = Desired::from_google(&u, &["example.com".into()]).unwrap();
+        assert_eq!(
+            values(&d),
+            ["ada@example.com", "a@example.com", "ada.w@example.com"]
+        );
         assert!(d.attrs.emails[0].primary);
-        assert_eq!(d.attrs.emails[1].value, "a@example.com");
-        assert!(Desired::from_google(&google("3", "not-an-email", "X")).is_err());
+        assert!(!d.attrs.emails[1].primary);
+        let d = Desired::from_google(&u, &[]).unwrap();
+        assert_eq!(
+            values(&d),
+            [
+                "ada@example.com",
+                "a@example.com",
+                "ada@example.org",
+                "ada.w@example.com"
+            ]
+        );
+        assert!(Desired::from_google(&google("3", "not-an-email", "X"), &[]).is_err());
     }
 
     #[test]
     fn a_desired_user_taken_by_value_is_the_same_and_its_error_names_the_id() {
         let mut u = google("1", "Ada@example.com", " Ada ");
         u.name.as_mut().unwrap().family_name = Some("  ".into());
-        u.emails = Some(crate::directory::model::Emails(vec![
-            "ada@example.com".into(),
-            " a@example.com ".into(),
-            "A@example.com".into(),
+        u.aliases = Some(crate::directory::model::Emails::addresses(&[
+            "ada@example.com",
+            " a@example.com ",
+            "A@example.com",
         ]));
         u.archived = Some(true);
-        let d = Desired::from_google_owned(u.clone()).unwrap();
-        assert_eq!(d, Desired::from_google(&u).unwrap());
+        let d = Desired::from_google_owned(u.clone(), &[]).unwrap();
+        assert_eq!(d, Desired::from_google(&u, &[]).unwrap());
         assert_eq!(d.attrs.given_name.as_deref(), Some("Ada"));
         assert_eq!(d.attrs.family_name, None);
         assert!(!d.attrs.active);
@@ -914,9 +956,26 @@ mod tests {
             .map(|e| e.value.as_str())
             .collect();
         assert_eq!(others, ["a@example.com"], "once, trimmed, not the primary");
-        let (id, msg) = Desired::from_google_owned(google("9", "nope", "X")).unwrap_err();
+        let (id, msg) = Desired::from_google_owned(google("9", "nope", "X"), &[]).unwrap_err();
         assert_eq!(id, "9");
         assert!(msg.contains("Google user 9"), "{msg}");
+    }
+
+    #[test]
+    fn a_name_part_of_only_a_zero_width_space_reads_as_empty() {
+        // Google stores a mononym with a zero-width space as the missing part.
+        let mut u = google("1", "cher@example.com", "Cher");
+        let name = u.name.as_mut().unwrap();
+        name.family_name = Some("\u{200B}".into());
+        name.full_name = Some("Cher \u{200B}".into());
+        let d = Desired::from_google(&u, &[]).unwrap();
+        assert_eq!(d.attrs.family_name, None);
+        assert_eq!(d.attrs.display_name.as_deref(), Some("Cher"));
+        assert_eq!(d.attrs.given_name.as_deref(), Some("Cher"));
+        // Inside a name, a zero-width character is the name's own business: kept.
+        u.name.as_mut().unwrap().given_name = Some("Ch\u{200B}er".into());
+        let d = Desired::from_google(&u, &[]).unwrap();
+        assert_eq!(d.attrs.given_name.as_deref(), Some("Ch\u{200B}er"));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use super::scope::{GroupMembership, ScopeRules};
 use crate::config::Config;
 use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
-use crate::member::{Actor, Member, UserName};
+use crate::member::{Actor, Change, Member, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
 use crate::store::{HeldSet, RunCounts, RunStatus, Store, StoreError, SyncRun};
 
@@ -133,10 +133,27 @@ pub struct SyncContext {
     stop: AtomicBool,
     batch_size: usize,
     before_apply: Option<BeforeApply>,
+    request_timeout: Duration,
+    run_timeout: Duration,
+    /// When the run in progress started (`None` between runs), for `/healthz`.
+    running_since: Mutex<Option<Instant>>,
 }
 
 /// A hook run between plan and apply (tests use it to change a member under a run).
 pub type BeforeApply = Arc<dyn Fn(&Store) + Send + Sync>;
+
+/// Clears [`SyncContext::running_since`] when a run ends, however it ends.
+struct RunningGuard<'a>(&'a SyncContext);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .running_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
 
 impl std::fmt::Debug for SyncContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +170,7 @@ impl SyncContext {
         SyncContext {
             rules: ScopeRules::from_config(&config.scope, &config.google),
             limits: Limits::from_config(&config.sync),
+            run_timeout: Duration::from_secs(config.sync.run_timeout.max(1)),
             store,
             config: Arc::new(config),
             client: tokio::sync::OnceCell::new(),
@@ -162,7 +180,41 @@ impl SyncContext {
             stop: AtomicBool::new(false),
             batch_size: BATCH_SIZE,
             before_apply: None,
+            request_timeout: directory::client::REQUEST_TIMEOUT,
+            running_since: Mutex::new(None),
         }
+    }
+
+    /// Uses another timeout for each Google request (tests shorten it).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> SyncContext {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Uses another run deadline than `[sync].run_timeout` (tests shorten it below a second).
+    pub fn with_run_timeout(mut self, timeout: Duration) -> SyncContext {
+        self.run_timeout = timeout;
+        self
+    }
+
+    /// When a run has been going for longer than the run deadline: why `/healthz` should
+    /// say the daemon is unhealthy. `None` when no run is in progress or it is on time.
+    pub fn overdue(&self) -> Option<String> {
+        let since = (*self.running_since.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let took = since.elapsed();
+        (took > self.run_timeout).then(|| {
+            format!(
+                "a pull has been running for {} s, longer than [sync].run_timeout = {} s",
+                took.as_secs(),
+                self.run_timeout.as_secs()
+            )
+        })
+    }
+
+    /// Marks a run as started until the guard is dropped.
+    fn running(&self) -> RunningGuard<'_> {
+        *self.running_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        RunningGuard(self)
     }
 
     /// Runs `hook` after each plan, just before its changes are applied. Tests use it to
@@ -209,19 +261,49 @@ impl SyncContext {
         self.client
             .get_or_try_init(|| async {
                 let g = &self.config.google;
+                let subject = g.subject.as_deref().ok_or_else(|| DirectoryError::Token(
+                    "[google].subject is not set: name the Google super admin the service account acts as".into(),
+                ))?;
+                use crate::config::CredentialsKind;
+                use directory::keyless::OwnToken;
+                let own = match g.credentials {
+                    CredentialsKind::Key => None,
+                    CredentialsKind::Metadata => Some(OwnToken::Metadata {
+                        url: g.metadata_url.clone(),
+                    }),
+                    CredentialsKind::ExternalAccount => Some(OwnToken::ExternalAccount {
+                        file: g.key_file.clone().unwrap_or_default(),
+                        sts_url: g.sts_url.clone(),
+                    }),
+                };
+                if let Some(own) = own {
+                    let c = directory::connect_keyless(
+                        directory::keyless::KeylessConfig {
+                            own,
+                            iam_url: g.iam_url.clone(),
+                            token_url: g.token_url.clone(),
+                            service_account: g.service_account.clone().unwrap_or_default(),
+                            subject: subject.to_string(),
+                            scopes: directory::auth::scopes(self.rules.uses_groups()),
+                        },
+                        &g.api_base_url,
+                        self.backoff,
+                        self.request_timeout,
+                    )
+                    .await?;
+                    return Ok(Arc::new(c));
+                }
                 let key = directory::auth::key_path(
                     g.key_file.as_deref(),
                     self.credentials_dir.as_deref(),
                 )?;
-                let subject = g.subject.as_deref().ok_or_else(|| DirectoryError::Token(
-                    "[google].subject is not set: name the Google super admin the service account acts as".into(),
-                ))?;
-                let c = directory::connect(
+                let c = directory::connect_with_timeout(
                     &key,
                     subject,
                     self.rules.uses_groups(),
                     &g.api_base_url,
                     self.backoff,
+                    self.request_timeout,
                 )
                 .await?;
                 Ok(Arc::new(c))
@@ -246,6 +328,8 @@ struct Fetched {
     /// desired users' own, every id listed.
     other_ids: HashSet<String>,
     problems: Vec<String>,
+    /// The scope groups' members, to judge a user read again by users.get.
+    groups: GroupMembership,
 }
 
 async fn fetch_groups(
@@ -289,7 +373,9 @@ async fn fetch(
         unusable_ids: HashSet::new(),
         other_ids: HashSet::new(),
         problems: Vec::new(),
+        groups: GroupMembership::default(),
     };
+    let domains = &ctx.rules.domains;
     users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
@@ -298,7 +384,7 @@ async fn fetch(
                 out.other_ids.insert(u.id);
                 continue;
             }
-            match Desired::from_google_owned(u) {
+            match Desired::from_google_owned(u, domains) {
                 Ok(d) => out.desired.push(d),
                 Err((id, e)) => {
                     out.other_ids.insert(id.clone());
@@ -312,6 +398,7 @@ async fn fetch(
         }
     })
     .await?;
+    out.groups = groups;
     Ok(out)
 }
 
@@ -361,6 +448,7 @@ async fn users_pages(
 struct Planned {
     plan: Plan,
     problems: Vec<String>,
+    groups: GroupMembership,
 }
 
 fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Planned {
@@ -378,7 +466,11 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Plan
     );
     let mut problems = fetched.problems;
     problems.extend(plan.problems.iter().cloned());
-    Planned { plan, problems }
+    Planned {
+        plan,
+        problems,
+        groups: fetched.groups,
+    }
 }
 
 /// Every member (shared with the store's in-memory mirror: nothing is decoded or copied),
@@ -604,19 +696,145 @@ fn tally(book: &mut RunBook, planned: &PlannedChange, result: Result<Outcome, Pr
     }
 }
 
+/// What checking the listing's deactivations against users.get left.
+#[derive(Default)]
+struct Verification {
+    /// Deactivations past the cap, not checked: held as for the guard.
+    unchecked: Vec<PlannedChange>,
+}
+
+/// Absence from one listing is not proof that a user is gone: Google's search index can lag
+/// (<https://developers.google.com/workspace/admin/directory/v1/guides/search-users>), and a
+/// listing can miss a user that moves while it is paged. Each deactivation of a member with
+/// a Google id that the listing did not return is checked with users.get on that id:
+/// - 404: the user is gone, the deactivation stands;
+/// - found: judged from that answer alone (suspended, archived, out of scope by org unit,
+///   group, exclude or domain; with `[scope].query`, Google's search for that one address
+///   under the query decides); found and in scope: no change, counted `verified_present`;
+/// - an error after its retries: that deactivation only is dropped and reported; the next
+///   run takes it up.
+///
+/// At most `cap` users are checked (`None` = all); the rest come back unchecked.
+async fn verify_absent(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    groups: &GroupMembership,
+    plan: &mut Plan,
+    cap: Option<usize>,
+    book: &mut RunBook,
+) -> Result<Verification, StoreError> {
+    let mut out = Verification::default();
+    let mut checked = 0usize;
+    let mut kept = Vec::with_capacity(plan.changes.len());
+    for change in std::mem::take(&mut plan.changes) {
+        let Change::Deactivate { id, .. } = &change.change else {
+            kept.push(change);
+            continue;
+        };
+        let google_id = ctx.store.get(*id)?.and_then(|m| m.google_id);
+        let Some(google_id) = google_id else {
+            // Never linked to a Google user: nothing to ask Google about.
+            kept.push(change);
+            continue;
+        };
+        if cap.is_some_and(|c| checked >= c) {
+            out.unchecked.push(change);
+            continue;
+        }
+        checked += 1;
+        match still_present(client, ctx, groups, &google_id).await {
+            Ok(false) => kept.push(change),
+            Ok(true) => {
+                book.counts.verified_present += 1;
+                plan.active_after += 1;
+                tracing::info!(user = %change.user_name, google_id = %google_id,
+                    "missing from the listing but users.get finds it in scope: left active");
+            }
+            Err(e) => book.problem(format!(
+                "{}: cannot check with Google that the user is gone ({}); not deactivated, the next run takes it up",
+                change.user_name,
+                directory::diagnose(&e)
+            )),
+        }
+    }
+    plan.changes = kept;
+    Ok(out)
+}
+
+/// Whether the Google user `google_id` exists, is active and is in scope, from users.get.
+async fn still_present(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    groups: &GroupMembership,
+    google_id: &str,
+) -> Result<bool, DirectoryError> {
+    let Some(user) = client.get_user(google_id).await? else {
+        return Ok(false);
+    };
+    if !user.is_active() || !ctx.rules.in_scope(&user, groups) {
+        return Ok(false);
+    }
+    match &ctx.rules.query {
+        None => Ok(true),
+        Some(q) => matches_query(client, ctx, q, &user).await,
+    }
+}
+
+/// Whether `[scope].query` matches one user: the query is Google's to evaluate, so
+/// users.list is asked for it narrowed to the user's exact address.
+async fn matches_query(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    query: &str,
+    user: &GoogleUser,
+) -> Result<bool, DirectoryError> {
+    let target = UserListTarget::Customer(ctx.config.google.customer.clone());
+    let narrowed = format!("{query} email='{}'", user.primary_email);
+    let page = client
+        .list_users_page(&target, Some(&narrowed), None)
+        .await?;
+    Ok(page.users.iter().any(|u| u.id == user.id))
+}
+
+/// The most users.get checks of absent users in one run: `[sync].max_deactivations` + 10.
+fn verification_cap(ctx: &SyncContext) -> usize {
+    ctx.limits.max_deactivations as usize + 10
+}
+
+/// Runs `f` (reading Google) under the run deadline.
+async fn before_deadline<T>(
+    ctx: &SyncContext,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(ctx.run_timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the run read Google for longer than [sync].run_timeout = {} s",
+            ctx.run_timeout.as_secs_f64()
+        )),
+    }
+}
+
 /// Performs one complete run and records it. Fails with [`SyncError::Busy`] when a run is
 /// already in progress; a run that fails (Google, store) is reported with status `failed`.
 pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcome, SyncError> {
     let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let _running = ctx.running();
     let mut book = RunBook::new(ctx, "sync", opts.dry_run)?;
     let client = match ctx.client().await {
         Ok(c) => c,
-        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), None),
+        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(directory::diagnose(&e)), None),
     };
     let before = client.requests();
     // Read the members while Google is read: the two are independent until the plan.
     let members = tokio::spawn(load_members(ctx.store.clone(), ctx.rules.domains.clone()));
-    let fetched = fetch(&client, ctx, opts.progress.as_ref()).await;
+    let deadline = Instant::now() + ctx.run_timeout;
+    let fetched = before_deadline(ctx, async {
+        fetch(&client, ctx, opts.progress.as_ref())
+            .await
+            .map_err(|e| directory::diagnose(&e))
+    })
+    .await;
     book.google_requests = client.requests() - before;
     book.fetch_ms = book.t0.elapsed().as_millis() as u64;
     let snap = match fetched {
@@ -629,25 +847,70 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     let members = members
         .await
         .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))??;
-    let Planned { plan, problems } = plan_snapshot(ctx, snap, &members);
+    let Planned {
+        mut plan,
+        problems,
+        groups,
+    } = plan_snapshot(ctx, snap, &members);
     drop(members);
     book.plan_ms = book.t0.elapsed().as_millis() as u64 - book.fetch_ms;
     for p in problems {
         book.problem(p);
     }
-    let reasons = guard::check(&plan, &ctx.limits);
+    // The rest of the deadline covers the checks of absent users.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let checked = match tokio::time::timeout(
+        left,
+        verify_absent(
+            &client,
+            ctx,
+            &groups,
+            &mut plan,
+            Some(verification_cap(ctx)),
+            &mut book,
+        ),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            book.google_requests = client.requests() - before;
+            let msg = format!(
+                "the run read Google for longer than [sync].run_timeout = {} s; nothing was written",
+                ctx.run_timeout.as_secs_f64()
+            );
+            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(opts.dry_run));
+        }
+    };
+    book.google_requests = client.requests() - before;
+    let mut reasons = guard::check(&plan, &ctx.limits);
     let hold = !reasons.is_empty();
+    if !checked.unchecked.is_empty() {
+        reasons.push(format!(
+            "{} more deactivations of users missing from the listing were not checked with users.get (at most [sync].max_deactivations + 10 = {} checks a run)",
+            checked.unchecked.len(),
+            verification_cap(ctx)
+        ));
+    }
     book.held_reasons = reasons.clone();
+    let status = if reasons.is_empty() {
+        RunStatus::Ok
+    } else {
+        RunStatus::Held
+    };
     if opts.dry_run {
         count_plan(&mut book, &plan, hold);
-        let status = if hold { RunStatus::Held } else { RunStatus::Ok };
-        return book.finish(ctx, status, None, Some(plan.changes));
+        book.counts.held += checked.unchecked.len() as u64;
+        let mut changes = plan.changes;
+        changes.extend(checked.unchecked);
+        return book.finish(ctx, status, None, Some(changes));
     }
     book.counts.unchanged += plan.unchanged as u64;
-    let (to_apply, held): (Vec<_>, Vec<_>) = plan
+    let (to_apply, mut held): (Vec<_>, Vec<_>) = plan
         .changes
         .into_iter()
         .partition(|c| !hold || c.action != Action::Deactivate);
+    held.extend(checked.unchecked);
     if !held.is_empty() {
         book.counts.held = held.len() as u64;
         tracing::warn!(run_id = %book.run_id, held = held.len(), reasons = ?reasons,
@@ -659,7 +922,6 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
             changes: held,
         })?;
     }
-    let status = if hold { RunStatus::Held } else { RunStatus::Ok };
     match apply(ctx, &mut book, to_apply).await {
         Ok(()) => {
             supersede_held(ctx, &book.run_id)?;
@@ -696,29 +958,43 @@ pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, Syn
         .held(run_id)?
         .ok_or_else(|| SyncError::UnknownRun(run_id.to_string()))?;
     let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let _running = ctx.running();
     let mut book = RunBook::new(ctx, "approve", false)?;
     let client = match ctx.client().await {
         Ok(c) => c,
-        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), None),
+        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(directory::diagnose(&e)), None),
     };
     let before = client.requests();
-    let fetched = fetch(&client, ctx, None).await;
+    let members = load_members(ctx.store.clone(), ctx.rules.domains.clone()).await?;
+    let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
+    // Google is read again, and each approved deactivation of a user missing from the
+    // listing is still checked with users.get (all of them: an owner asked for these).
+    let read = before_deadline(ctx, async {
+        let snap = fetch(&client, ctx, None)
+            .await
+            .map_err(|e| directory::diagnose(&e))?;
+        let Planned {
+            mut plan, groups, ..
+        } = plan_snapshot(ctx, snap, &members);
+        plan.changes.retain(|c| {
+            c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m))
+        });
+        verify_absent(&client, ctx, &groups, &mut plan, None, &mut book)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(plan)
+    })
+    .await;
     book.google_requests = client.requests() - before;
-    let snap = match fetched {
-        Ok(s) => s,
+    let plan = match read {
+        Ok(p) => p,
         Err(e) => {
             let msg = format!("{e}; nothing was written, the held changes are kept");
             return book.finish(ctx, RunStatus::Failed, Some(msg), None);
         }
     };
-    let members = load_members(ctx.store.clone(), ctx.rules.domains.clone()).await?;
-    let Planned { plan, .. } = plan_snapshot(ctx, snap, &members);
-    let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
-    let to_apply: Vec<PlannedChange> = plan
-        .changes
-        .into_iter()
-        .filter(|c| c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m)))
-        .collect();
+    drop(members);
+    let to_apply: Vec<PlannedChange> = plan.changes;
     // Held deactivations the new plan no longer wants (the user came back) are dropped.
     book.counts.skipped += (wanted.len() - to_apply.len()) as u64;
     let result = apply(ctx, &mut book, to_apply).await;
@@ -758,13 +1034,26 @@ pub async fn sync_user(
 ) -> Result<SyncOutcome, SyncError> {
     let user_name = UserName::parse(email).map_err(|e| SyncError::Invalid(e.to_string()))?;
     let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
+    let _running = ctx.running();
     let mut book = RunBook::new(ctx, "user", dry_run)?;
     let client = match ctx.client().await {
         Ok(c) => c,
-        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(e.to_string()), dry(dry_run)),
+        Err(e) => {
+            return book.finish(
+                ctx,
+                RunStatus::Failed,
+                Some(directory::diagnose(&e)),
+                dry(dry_run),
+            )
+        }
     };
     let before = client.requests();
-    let fetched = fetch_one(&client, ctx, &user_name).await;
+    let fetched = before_deadline(ctx, async {
+        fetch_one(&client, ctx, &user_name)
+            .await
+            .map_err(|e| directory::diagnose(&e))
+    })
+    .await;
     book.google_requests = client.requests() - before;
     let snap = match fetched {
         Ok(s) => s,
@@ -788,7 +1077,7 @@ pub async fn sync_user(
     let mut desired = Vec::new();
     let mut unusable = HashSet::new();
     for u in &selection.users {
-        match Desired::from_google(u) {
+        match Desired::from_google(u, &ctx.rules.domains) {
             Ok(d) => desired.push(d),
             Err(e) => {
                 unusable.insert(u.id.clone());
@@ -796,7 +1085,7 @@ pub async fn sync_user(
             }
         }
     }
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &desired,
         &members,
         &PlanContext {
@@ -807,6 +1096,18 @@ pub async fn sync_user(
     );
     for p in &plan.problems {
         book.problem(p.clone());
+    }
+    // Never deactivate on the search alone: ask users.get for the member's Google id.
+    let checked = before_deadline(ctx, async {
+        verify_absent(&client, ctx, &snap.groups, &mut plan, None, &mut book)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    book.google_requests = client.requests() - before;
+    if let Err(e) = checked {
+        let msg = format!("{e}; nothing was written");
+        return book.finish(ctx, RunStatus::Failed, Some(msg), dry(dry_run));
     }
     if dry_run {
         count_plan(&mut book, &plan, false);
@@ -819,33 +1120,27 @@ pub async fn sync_user(
     }
 }
 
-/// Reads one user and whatever decides whether it is in scope.
+/// Reads one user (by its exact address, users.get) and whatever decides whether it is in
+/// scope. The groups are read even when Google does not know the address: a member with
+/// that name is then checked by its Google id, and judged with them.
 async fn fetch_one(
     client: &DirectoryClient,
     ctx: &SyncContext,
     user_name: &UserName,
 ) -> Result<Snapshot, DirectoryError> {
+    let groups = fetch_groups(client, ctx, None, &mut Progress::default()).await?;
+    let none = |groups| Snapshot {
+        users: Vec::new(),
+        groups,
+    };
     let Some(user) = client.get_user(user_name.as_str()).await? else {
-        return Ok(Snapshot {
-            users: Vec::new(),
-            groups: GroupMembership::default(),
-        });
+        return Ok(none(groups));
     };
     if let Some(q) = &ctx.rules.query {
-        // The query is Google's to evaluate: ask users.list whether it matches this user.
-        let target = UserListTarget::Customer(ctx.config.google.customer.clone());
-        let narrowed = format!("{q} email:{}", user.primary_email);
-        let page = client
-            .list_users_page(&target, Some(&narrowed), None)
-            .await?;
-        if !page.users.iter().any(|u| u.id == user.id) {
-            return Ok(Snapshot {
-                users: Vec::new(),
-                groups: GroupMembership::default(),
-            });
+        if !matches_query(client, ctx, q, &user).await? {
+            return Ok(none(groups));
         }
     }
-    let groups = fetch_groups(client, ctx, None, &mut Progress::default()).await?;
     Ok(Snapshot {
         users: vec![user],
         groups,

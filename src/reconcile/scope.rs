@@ -224,6 +224,7 @@ mod tests {
             archived: None,
             org_unit_path: Some(ou.into()),
             emails: None,
+            aliases: None,
         }
     }
 

@@ -56,6 +56,10 @@ pub struct RunCounts {
     /// locations) were removed, and the audit entry lists them.
     #[serde(default)]
     pub identity_changed: u64,
+    /// Members missing from Google's listing that users.get found active and in scope:
+    /// left as they were.
+    #[serde(default)]
+    pub verified_present: u64,
 }
 
 /// One recorded run.
