@@ -603,7 +603,7 @@ async fn check_google(config: &Config, opts: &DoctorOptions, checks: &mut Vec<Ch
                         page.members.len()
                     ),
                 ),
-                Err(e @ DirectoryError::Api { status: 404, .. }) => Check::fail(
+                Err(e @ (DirectoryError::Api { status: 404, .. } | DirectoryError::GroupNotFound { .. })) => Check::fail(
                     label,
                     e.to_string(),
                     format!("Google does not know the group {group}: correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated"),
@@ -626,7 +626,7 @@ async fn token(
     base_url: &str,
     backoff: Backoff,
 ) -> Result<DirectoryClient, DirectoryError> {
-    let auth = GoogleAuth::new(key, subject, scopes, http.clone()).await?;
+    let auth = GoogleAuth::new(key, subject, scopes, http.clone(), Duration::from_secs(30)).await?;
     auth.token().await?;
     DirectoryClient::new(http.clone(), auth, base_url, backoff)
 }
@@ -653,6 +653,11 @@ fn fix_for(e: &DirectoryError) -> String {
         DirectoryError::Api { .. } | DirectoryError::BadResponse { .. } => {
             "run the doctor again; if it persists, look at https://www.google.com/appsstatus".into()
         }
+        DirectoryError::GroupNotFound { .. } => {
+            "correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated".into()
+        }
+        // The pull's other setup messages say what to do themselves.
+        _ => "do what the message says, then run the doctor again".into(),
     }
 }
 
