@@ -68,6 +68,7 @@ pub fn metrics() -> &'static PrometheusHandle {
         // renders nothing, which the metrics test would catch.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        build_info();
         handle
     })
 }
@@ -122,4 +123,18 @@ fn describe() {
         "retrac_google_retries_total",
         "Google API retries by reason"
     );
+}
+
+/// `retrac_build_info{version,commit} 1`: what `--version` prints, for dashboards and alerts.
+fn build_info() {
+    metrics::describe_gauge!(
+        "retrac_build_info",
+        "Always 1; the labels are the version and git commit of the running binary"
+    );
+    metrics::gauge!(
+        "retrac_build_info",
+        "version" => crate::version::VERSION,
+        "commit" => crate::version::COMMIT
+    )
+    .set(1.0);
 }

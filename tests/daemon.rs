@@ -542,7 +542,7 @@ async fn no_log_line_carries_a_token_a_key_or_an_access_token() {
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let secret = created["secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("rtsc_"), "{created}");
-    let secret_part = secret.rsplit('_').next().unwrap().to_string();
+    let secret_part = secret.splitn(3, '_').nth(2).unwrap().to_string();
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     let scim = log_field(&log, "scim").expect("the start line names the SCIM address");

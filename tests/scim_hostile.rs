@@ -561,7 +561,9 @@ async fn failed_logins_are_counted_logged_sparingly_and_a_revocation_counts_at_o
     );
     assert_eq!(refusals[0]["client"], "127.0.0.1");
     assert_eq!(refusals[0]["token_id"], id.as_str());
-    let secret = token.rsplit('_').next().unwrap();
+    // `rtsc_<id>_<secret>`: the secret is URL-safe base64 and may itself hold `_`.
+    let secret = token.splitn(3, '_').nth(2).unwrap();
+    assert_eq!(secret.len(), 43);
     assert!(!log.contains(secret), "the secret reached the log");
     assert!(
         !log.contains(&"W".repeat(43)),

@@ -10,7 +10,7 @@ use crate::member::{Role, UserName};
 
 /// Keeps a Retrac workspace's members in step with a Google Workspace directory.
 #[derive(Debug, Parser)]
-#[command(name = "retrac-sync", version, propagate_version = true)]
+#[command(name = "retrac-sync", version = crate::version::LONG_VERSION, propagate_version = true)]
 pub struct Cli {
     /// Config file [default: $RETRAC_SYNC_CONFIG, else /etc/retrac-sync/config.toml if it exists]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -87,6 +87,26 @@ pub enum Command {
     /// The SCIM connection as a whole.
     #[command(subcommand)]
     Scim(ScimCommand),
+    /// Check the setup end to end (config, store, daemon, TLS, Google, schedule, clock) and say what to fix.
+    ///
+    /// One line a check, ✓ fine, ! look at it, ✗ broken, with the fix: the config; the store
+    /// (schema, consistency, size, free space); the admin socket; the TLS files (the
+    /// certificate matches the key, expiry within 30 days); [scim].public_url; Google (a
+    /// token, one users.list page per domain, one members.list page per scope group, with
+    /// the pull's own messages); the next three scheduled pulls; the clock against Google's.
+    /// Exits 1 when a check is ✗. `--output json` prints the checklist as JSON.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (retrac-sync.1, one per subcommand, retrac-sync.toml.5) into DIR.
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `token ...`

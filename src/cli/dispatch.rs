@@ -69,6 +69,25 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
                 .write_all(config::EXAMPLE.as_bytes())
                 .map_err(render::output_error);
         }
+        Command::Doctor => {
+            let json = output == Output::Json;
+            return crate::doctor::cli(config_path.as_deref(), json, out).map_err(
+                |(code, message)| match code {
+                    2 => AppError::Config(message),
+                    _ => AppError::Failed(message),
+                },
+            );
+        }
+        Command::Completions { shell } => {
+            crate::manpage::completions(shell, out);
+            return Ok(());
+        }
+        Command::Man { dir } => {
+            for path in crate::manpage::write_man_pages(&dir).map_err(AppError::failed)? {
+                writeln!(out, "{}", path.display()).map_err(render::output_error)?;
+            }
+            return Ok(());
+        }
         Command::Config(ConfigCommand::Check) => {
             let config = load()?;
             return render::config_check(&config, config_path.as_deref(), output, out);

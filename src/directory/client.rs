@@ -165,6 +165,28 @@ impl DirectoryClient {
             .decode()
     }
 
+    /// One users.list page of at most `max_results` users (`doctor` asks for one, to check
+    /// access to a domain without reading it).
+    pub async fn probe_users(
+        &self,
+        target: &UserListTarget,
+        max_results: u32,
+    ) -> Result<UsersPage, DirectoryError> {
+        let mut url = self.url(&["admin", "directory", "v1", "users"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            match target {
+                UserListTarget::Customer(c) => q.append_pair("customer", c),
+                UserListTarget::Domain(d) => q.append_pair("domain", d),
+            };
+            q.append_pair("maxResults", &max_results.to_string());
+            q.append_pair("projection", "basic");
+            q.append_pair("fields", USER_FIELDS);
+        }
+        let body = self.get("users.list", url.as_str()).await?;
+        decode("users.list", &body)
+    }
+
     /// One page of users.list, not decoded yet: only its next page token is read (and the
     /// whole body checked to be complete JSON), so the next page can be asked for while
     /// this one is decoded.

@@ -174,6 +174,9 @@ struct Inner {
     /// One member transaction at a time: the mirror is updated in commit order, and sled
     /// never has to retry a member transaction.
     writer: Mutex<()>,
+    /// Bumped after every token record written through this store (created or revoked),
+    /// so the SCIM authenticator's copy of the records knows to reload.
+    token_writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -215,6 +218,7 @@ impl Store {
                 held_changes: db.open_tree("held_changes")?,
                 meta,
                 flusher: flush::GroupFlush::new(db.clone()),
+                token_writes: std::sync::atomic::AtomicU64::new(0),
                 db,
             }),
         };

@@ -4,7 +4,7 @@
 //! A token's `last used` time lives under its own key, so the coalesced write from a
 //! request can never race a revoke into un-revoking the token.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,13 +13,6 @@ use super::{Store, StoreError};
 
 const TOKEN_PREFIX: &[u8] = b"token:";
 
-/// Bumped after every token record written (created or revoked) through any [`Store`] in
-/// this process, so the SCIM authenticator's copy of the records knows to reload.
-///
-/// Process-wide rather than per store: the daemon has one store, sled lets no other
-/// process write it while the daemon runs, and a bump from another store (tests open
-/// several) only costs a reload.
-static TOKEN_WRITES: AtomicU64 = AtomicU64::new(0);
 const USED_PREFIX: &[u8] = b"used:";
 
 /// A stored SCIM token: never the secret, only its SHA-256.
@@ -62,7 +55,7 @@ impl Store {
         self.inner
             .tokens
             .insert(key(TOKEN_PREFIX, &record.id), bytes)?;
-        TOKEN_WRITES.fetch_add(1, Ordering::Release);
+        self.inner.token_writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -76,10 +69,12 @@ impl Store {
         }
     }
 
-    /// Changes whenever a token record is written; a copy of the records made when it
-    /// had some value is current while it keeps that value.
+    /// Changes whenever a token record is written through this store (every handle of the
+    /// daemon's store shares it, and sled lets no other process write the store while the
+    /// daemon runs); a copy of the records made when it had some value is current while it
+    /// keeps that value.
     pub fn token_generation(&self) -> u64 {
-        TOKEN_WRITES.load(Ordering::Acquire)
+        self.inner.token_writes.load(Ordering::Acquire)
     }
 
     /// Every token, in id order.
@@ -117,7 +112,7 @@ impl Store {
                 }
             }
         })?;
-        TOKEN_WRITES.fetch_add(1, Ordering::Release);
+        self.inner.token_writes.fetch_add(1, Ordering::Release);
         if let Some(e) = corrupt {
             return Err(StoreError::Corrupt(format!("token record: {e}")));
         }

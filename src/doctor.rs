@@ -1,0 +1,957 @@
+//! `retrac-sync doctor`: checks a setup end to end and says what to fix.
+//!
+//! Each check is one line of a checklist, `✓` (fine), `!` (works, but look at it) or `✗`
+//! (broken), with the fix. Checks that depend on a broken one are left out rather than
+//! reported as a cascade of failures. Google is asked the least that proves access: a token,
+//! one users.list page of one user per domain and one members.list page per scope group; a
+//! failure is shown with the message the pull itself would give.
+//!
+//! The doctor writes nothing, with one exception it shares with every other command: a
+//! store of an older schema is upgraded in place when it is opened (see the README,
+//! "Operations").
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::admin::{self, client::ClientError, Reply as AdminResponse, Request as AdminRequest};
+use crate::config::{Config, ConfigError};
+use crate::directory::auth::{self, GoogleAuth, HttpsClient};
+use crate::directory::{Backoff, DirectoryClient, DirectoryError, UserListTarget};
+use crate::reconcile::scope::ScopeRules;
+use crate::store::{Store, StoreError};
+
+/// A certificate that expires within this many days is a warning.
+pub const CERT_WARN_DAYS: i64 = 30;
+/// Clock skew against Google above this is a warning.
+pub const SKEW_WARN: Duration = Duration::from_secs(30);
+/// Clock skew above this is a failure: Google refuses a JWT grant whose `iat`/`exp` are off
+/// by minutes, so every pull would fail with `invalid_grant`.
+pub const SKEW_FAIL: Duration = Duration::from_secs(300);
+/// Less free space than this where the store lives is a warning.
+pub const MIN_FREE_BYTES: u64 = 1 << 30;
+/// The key file the unit hands over with `LoadCredential=` (used when the doctor runs
+/// outside the service and `[google].key_file` is unset).
+pub const UNIT_KEY_FILE: &str = "/etc/retrac-sync/google-key.json";
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but needs a look.
+    Warn,
+    /// Broken.
+    Fail,
+}
+
+impl Status {
+    /// The checklist mark: ✓, ! or ✗.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Status::Ok => "✓",
+            Status::Warn => "!",
+            Status::Fail => "✗",
+        }
+    }
+}
+
+/// One line of the checklist.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    /// What was checked: `config`, `store`, `admin socket`, `tls`, `public_url`,
+    /// `google key`, `google token`, `users.list ...`, `members.list ...`, `schedule`, `clock`.
+    pub name: String,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do, when something is to be done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    fn warn(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// The whole checklist; `--json` prints it as it is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// True when no check failed (the exit code is 0).
+    pub ok: bool,
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn new(checks: Vec<Check>) -> Report {
+        Report {
+            ok: !checks.iter().any(|c| c.status == Status::Fail),
+            checks,
+        }
+    }
+
+    /// The check named `name`, if it ran.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// The checklist, one line a check: `✓ store: ...; fix: ...`.
+    pub fn write_text(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for c in &self.checks {
+            match &c.fix {
+                Some(fix) => writeln!(
+                    out,
+                    "{} {}: {}; fix: {fix}",
+                    c.status.mark(),
+                    c.name,
+                    c.detail
+                )?,
+                None => writeln!(out, "{} {}: {}", c.status.mark(), c.name, c.detail)?,
+            }
+        }
+        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
+        writeln!(
+            out,
+            "{} ok, {} to look at, {} failed",
+            count(Status::Ok),
+            count(Status::Warn),
+            count(Status::Fail)
+        )
+    }
+}
+
+/// What the doctor needs besides the config.
+#[derive(Clone, Debug)]
+pub struct DoctorOptions {
+    /// Where the config came from, for the messages (`None`: built-in defaults).
+    pub config_source: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY`, where the unit hands over the Google key.
+    pub credentials_dir: Option<PathBuf>,
+    /// The key file to fall back on when neither of the above names one.
+    pub unit_key_file: PathBuf,
+    /// Google's retries: few and short, the doctor is interactive.
+    pub backoff: Backoff,
+    /// The clock (tests shift it to check the skew check).
+    pub now: fn() -> DateTime<Utc>,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            config_source: None,
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            unit_key_file: PathBuf::from(UNIT_KEY_FILE),
+            backoff: Backoff {
+                base: Duration::from_millis(500),
+                jitter: Duration::from_millis(250),
+                max_retries: 2,
+            },
+            now: Utc::now,
+        }
+    }
+}
+
+/// Runs every check. A config that does not load is the only check that stops the rest.
+pub async fn diagnose(config: Result<Config, ConfigError>, opts: &DoctorOptions) -> Report {
+    let source = opts.config_source.as_ref().map(|p| p.display().to_string());
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            let file = source.unwrap_or_else(|| crate::config::DEFAULT_PATH.to_string());
+            return Report::new(vec![Check::fail(
+                "config",
+                e.to_string(),
+                format!(
+                    "edit {file}; `retrac-sync config example` lists every key with its meaning"
+                ),
+            )]);
+        }
+    };
+    let mut checks = vec![Check::ok(
+        "config",
+        match &source {
+            Some(s) => format!("{s} is valid"),
+            None => {
+                "no config file; built-in defaults and RETRAC_SYNC_* variables are valid".into()
+            }
+        },
+    )];
+    let daemon = check_admin_socket(&config, &mut checks);
+    checks.push(check_store(&config, daemon));
+    checks.push(check_tls(&config, (opts.now)()));
+    checks.push(check_public_url(&config));
+    check_google(&config, opts, &mut checks).await;
+    checks.push(check_schedule(&config, (opts.now)()));
+    Report::new(checks)
+}
+
+/// `retrac-sync doctor [--json]`: loads the config, runs the checks, prints the checklist.
+/// The error is (exit code, message): 1 when a check failed.
+pub fn cli(
+    config_path: Option<&Path>,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), (u8, String)> {
+    let config = Config::load(config_path);
+    let opts = DoctorOptions {
+        config_source: config_path.map(Path::to_path_buf),
+        ..DoctorOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (1, format!("cannot start the async runtime: {e}")))?;
+    let report = runtime.block_on(diagnose(config, &opts));
+    let written = if json {
+        serde_json::to_string_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|text| writeln!(out, "{text}"))
+    } else {
+        report.write_text(out)
+    };
+    written.map_err(|e| (1, format!("cannot write output: {e}")))?;
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .count();
+    if failed > 0 {
+        return Err((1, format!("{failed} checks failed (marked ✗ above)")));
+    }
+    Ok(())
+}
+
+/// Whether a daemon answers on the admin socket.
+fn check_admin_socket(config: &Config, checks: &mut Vec<Check>) -> bool {
+    let socket = &config.admin.socket;
+    let name = "admin socket";
+    let (check, answered) =
+        match admin::client::call(socket, &AdminRequest::Ping, Duration::from_secs(5)) {
+            Ok(AdminResponse::Pong { version }) if version == crate::version::VERSION => (
+                Check::ok(
+                    name,
+                    format!("the daemon {version} answers on {}", socket.display()),
+                ),
+                true,
+            ),
+            Ok(AdminResponse::Pong { version }) => (
+                Check::warn(
+                    name,
+                    format!(
+                        "the daemon answering on {} is {version}, this binary is {}",
+                        socket.display(),
+                        crate::version::VERSION
+                    ),
+                    "restart it to run the installed version: systemctl restart retrac-sync",
+                ),
+                true,
+            ),
+            Ok(other) => (
+                Check::fail(
+                    name,
+                    format!("{} answered something unexpected: {other:?}", socket.display()),
+                    "check that [admin].socket is retrac-sync's own socket",
+                ),
+                false,
+            ),
+            Err(ClientError::NoDaemon(_)) => (
+                Check::warn(
+                    name,
+                    format!("no daemon answers on {}", socket.display()),
+                    "start it: systemctl start retrac-sync (or `retrac-sync run`)",
+                ),
+                false,
+            ),
+            Err(e @ ClientError::PermissionDenied(_)) => (
+                Check::fail(
+                    name,
+                    e.to_string(),
+                    "run the doctor as root or as the service user: sudo -u retrac-sync retrac-sync doctor",
+                ),
+                false,
+            ),
+            Err(e) => (
+                Check::fail(
+                    name,
+                    e.to_string(),
+                    "restart the daemon (systemctl restart retrac-sync) and look at journalctl -u retrac-sync",
+                ),
+                false,
+            ),
+        };
+    checks.push(check);
+    answered
+}
+
+fn check_store(config: &Config, daemon_runs: bool) -> Check {
+    let path = &config.store.path;
+    let name = "store";
+    if !path.exists() {
+        return Check::warn(
+            name,
+            format!("no store at {} yet", path.display()),
+            "start the daemon once (systemctl start retrac-sync): it creates the store",
+        );
+    }
+    let size = dir_size(path);
+    let space = match free_bytes(path) {
+        Some(free) => format!("{}, {} free", human(size), human(free)),
+        None => human(size),
+    };
+    let low_space = free_bytes(path).is_some_and(|f| f < MIN_FREE_BYTES);
+    let mut check = match Store::open(path) {
+        Ok(store) => {
+            let schema = store.schema_version();
+            let problems = store.check_consistency();
+            let (active, inactive) = store.member_counts();
+            match (schema, problems) {
+                (Ok(v), Ok(p)) if p.is_empty() => Check::ok(
+                    name,
+                    format!(
+                        "{}: schema {v}, {} members ({active} active), consistent, {space}",
+                        path.display(),
+                        active + inactive
+                    ),
+                ),
+                (Ok(v), Ok(p)) => Check::fail(
+                    name,
+                    format!(
+                        "{}: schema {v}, {} inconsistencies, the first: {}",
+                        path.display(),
+                        p.len(),
+                        p.first().map(String::as_str).unwrap_or_default()
+                    ),
+                    "stop the daemon, keep a copy of the store directory, and report the problems; do not edit the store by hand",
+                ),
+                (Err(e), _) | (_, Err(e)) => Check::fail(
+                    name,
+                    e.to_string(),
+                    "stop the daemon, keep a copy of the store directory, and look at journalctl -u retrac-sync",
+                ),
+            }
+        }
+        Err(StoreError::Locked { .. }) if daemon_runs => Check::ok(
+            name,
+            format!(
+                "{}: open in the running daemon (it checked the schema at start), {space}",
+                path.display()
+            ),
+        ),
+        Err(e @ StoreError::Locked { .. }) => Check::fail(
+            name,
+            e.to_string(),
+            "another process holds the store but no daemon answers on [admin].socket: check that the CLI and the daemon use the same config",
+        ),
+        Err(e @ StoreError::NewerSchema { .. }) => Check::fail(
+            name,
+            e.to_string(),
+            "install the retrac-sync that wrote it (or newer); nothing was changed",
+        ),
+        Err(e) => Check::fail(
+            name,
+            e.to_string(),
+            "check the directory's owner and mode (the service user, 0700) and the disk",
+        ),
+    };
+    if low_space && check.status == Status::Ok {
+        check = Check::warn(
+            name,
+            check.detail,
+            format!(
+                "free space on the store's file system (below {})",
+                human(MIN_FREE_BYTES)
+            ),
+        );
+    }
+    check
+}
+
+fn check_tls(config: &Config, now: DateTime<Utc>) -> Check {
+    let name = "tls";
+    let (cert, key) = match (&config.scim.tls_cert, &config.scim.tls_key) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Check::ok(
+                name,
+                "[scim].tls_cert is not set: SCIM is plain HTTP, for a TLS proxy in front",
+            )
+        }
+    };
+    use rustls::pki_types::pem::PemObject;
+    let first = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .map_err(|e| e.to_string())
+        .and_then(|mut it| match it.next() {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("holds no CERTIFICATE block".into()),
+        });
+    let first = match first {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::fail(
+                name,
+                format!("cannot read the certificate {}: {e}", cert.display()),
+                "point [scim].tls_cert at a readable PEM certificate chain",
+            )
+        }
+    };
+    // The pair is built exactly as the daemon builds it: this also proves the key matches.
+    if let Err(e) = crate::scim::tls::server_config(cert, key) {
+        return Check::fail(
+            name,
+            e.to_string(),
+            "use the private key that belongs to the certificate (or the certificate that belongs to the key)",
+        );
+    }
+    let Some(not_after) = cert_not_after(first.as_ref()) else {
+        return Check::warn(
+            name,
+            format!(
+                "{} matches its key, but its expiry date cannot be read",
+                cert.display()
+            ),
+            "check it with: openssl x509 -noout -enddate -in CERT",
+        );
+    };
+    let days = (not_after - now).num_days();
+    let when = not_after.format("%Y-%m-%d %H:%M UTC");
+    if not_after <= now {
+        Check::fail(
+            name,
+            format!("the certificate {} expired on {when}", cert.display()),
+            "renew it; SCIM clients (Google) refuse an expired certificate",
+        )
+    } else if days < CERT_WARN_DAYS {
+        Check::warn(
+            name,
+            format!(
+                "the certificate {} expires on {when}, in {days} days",
+                cert.display()
+            ),
+            "renew it before then and restart the daemon",
+        )
+    } else {
+        Check::ok(
+            name,
+            format!("{} matches its key, valid until {when}", cert.display()),
+        )
+    }
+}
+
+fn check_public_url(config: &Config) -> Check {
+    let name = "public_url";
+    let Some(raw) = config.scim.public_url.as_deref() else {
+        return Check::warn(
+            name,
+            "[scim].public_url is not set",
+            "set it to the https URL SCIM clients reach (e.g. https://retrac-sync.example.com), so `token create` prints the SCIM URL",
+        );
+    };
+    let url = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            return Check::fail(
+                name,
+                format!("{raw:?} is not a URL ({e})"),
+                "write it as https://HOST[:PORT][/PATH]",
+            )
+        }
+    };
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Check::fail(
+            name,
+            format!("{raw:?} has a query, a fragment or a user name"),
+            "write it as https://HOST[:PORT][/PATH]",
+        );
+    }
+    let scim = crate::scim::scim_base_url(raw, &config.scim.base_path);
+    match url.scheme() {
+        "https" if url.host().is_some() => Check::ok(name, format!("SCIM clients reach {scim}")),
+        _ => Check::fail(
+            name,
+            format!("{raw:?} is not an https URL"),
+            "use https: Google Workspace sends SCIM only to an https endpoint",
+        ),
+    }
+}
+
+async fn check_google(config: &Config, opts: &DoctorOptions, checks: &mut Vec<Check>) {
+    let g = &config.google;
+    let Some(subject) = g.subject.as_deref() else {
+        checks.push(Check::warn(
+            "google",
+            "[google].subject is not set: the pull is off (SCIM push still works)",
+            "to pull from Google, set [google].subject and the key (see the README, \"Google setup\")",
+        ));
+        return;
+    };
+    let key_path = match auth::key_path(g.key_file.as_deref(), opts.credentials_dir.as_deref()) {
+        Ok(p) => p,
+        // Outside the service, the unit's credential is not handed over: read its source.
+        Err(_) if g.key_file.is_none() && opts.unit_key_file.exists() => opts.unit_key_file.clone(),
+        Err(e) => {
+            checks.push(Check::fail(
+                "google key",
+                e.to_string(),
+                "download a JSON key for the service account and set [google].key_file, or install it as /etc/retrac-sync/google-key.json for the unit's LoadCredential=",
+            ));
+            return;
+        }
+    };
+    let key = match auth::read_key(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            checks.push(Check::fail("google key", e.to_string(), fix_for(&e)));
+            return;
+        }
+    };
+    checks.push(Check::ok(
+        "google key",
+        format!(
+            "{}: service account {}",
+            key_path.display(),
+            key.client_email
+        ),
+    ));
+    let http = match auth::build_http_client() {
+        Ok(h) => h,
+        Err(e) => {
+            checks.push(Check::fail("google token", e.to_string(), fix_for(&e)));
+            return;
+        }
+    };
+    let rules = ScopeRules::from_config(&config.scope, g);
+    let scopes = auth::scopes(rules.uses_groups());
+    let client = match token(key, subject, scopes, &http, &g.api_base_url, opts.backoff).await {
+        Ok(c) => {
+            checks.push(Check::ok(
+                "google token",
+                format!(
+                    "Google grants a token for {subject} with the scopes {}",
+                    auth::scopes(rules.uses_groups()).join(",")
+                ),
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            checks.push(Check::fail("google token", e.to_string(), fix_for(&e)));
+            None
+        }
+    };
+    if let Some(client) = client {
+        let mut targets = vec![UserListTarget::Customer(g.customer.clone())];
+        targets.extend(g.domains.iter().map(|d| UserListTarget::Domain(d.clone())));
+        for target in targets {
+            let label = match &target {
+                UserListTarget::Customer(c) => format!("users.list customer={c}"),
+                UserListTarget::Domain(d) => format!("users.list domain={d}"),
+            };
+            checks.push(match client.probe_users(&target, 1).await {
+                Ok(page) => Check::ok(
+                    label,
+                    match page.users.first() {
+                        Some(u) => format!("readable (first user: {})", u.primary_email),
+                        None => "readable, but no user".to_string(),
+                    },
+                ),
+                Err(e) => {
+                    let fix = fix_for(&e);
+                    Check::fail(label, e.to_string(), fix)
+                }
+            });
+        }
+        for group in &config.scope.groups {
+            let label = format!("members.list {group}");
+            checks.push(match client.list_members_page(group, None).await {
+                Ok(page) if page.members.is_empty() => Check::warn(
+                    label,
+                    "the group has no member: nobody is in scope through it",
+                    "add members to the group in Google, or remove it from [scope].groups",
+                ),
+                Ok(page) => Check::ok(
+                    label,
+                    format!(
+                        "readable ({} members on the first page)",
+                        page.members.len()
+                    ),
+                ),
+                Err(e @ (DirectoryError::Api { status: 404, .. } | DirectoryError::GroupNotFound { .. })) => Check::fail(
+                    label,
+                    e.to_string(),
+                    format!("Google does not know the group {group}: correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated"),
+                ),
+                Err(e) => {
+                    let fix = fix_for(&e);
+                    Check::fail(label, e.to_string(), fix)
+                }
+            });
+        }
+    }
+    checks.push(check_clock(&http, &g.api_base_url, opts.now).await);
+}
+
+async fn token(
+    key: yup_oauth2::ServiceAccountKey,
+    subject: &str,
+    scopes: Vec<String>,
+    http: &HttpsClient,
+    base_url: &str,
+    backoff: Backoff,
+) -> Result<DirectoryClient, DirectoryError> {
+    let auth = GoogleAuth::new(key, subject, scopes, http.clone(), Duration::from_secs(30)).await?;
+    auth.token().await?;
+    DirectoryClient::new(http.clone(), auth, base_url, backoff)
+}
+
+/// What to do about a Google failure; the message itself is the pull's.
+fn fix_for(e: &DirectoryError) -> String {
+    match e {
+        DirectoryError::Unauthorized { .. } => {
+            "grant the domain-wide delegation as the message says (README, \"Google setup\", step 2)".into()
+        }
+        DirectoryError::NoKeyFile { .. } | DirectoryError::KeyFile { .. } => {
+            "download a new JSON key for the service account and point [google].key_file at it".into()
+        }
+        DirectoryError::Url { .. } => "correct [google].api_base_url (or the key's token_uri)".into(),
+        DirectoryError::Api { status: 403, .. } => {
+            "check that the Admin SDK API is enabled in the service account's Google Cloud project and that [google].subject is a super admin".into()
+        }
+        DirectoryError::Api { status: 400, .. } | DirectoryError::Api { status: 404, .. } => {
+            "check [google].customer and [google].domains against the Admin console".into()
+        }
+        DirectoryError::GaveUp { .. } | DirectoryError::Token(_) => {
+            "check that this host reaches Google over https (proxy, firewall, DNS), then run the doctor again".into()
+        }
+        DirectoryError::Api { .. } | DirectoryError::BadResponse { .. } => {
+            "run the doctor again; if it persists, look at https://www.google.com/appsstatus".into()
+        }
+        DirectoryError::GroupNotFound { .. } => {
+            "correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated".into()
+        }
+        // The pull's other setup messages say what to do themselves.
+        _ => "do what the message says, then run the doctor again".into(),
+    }
+}
+
+/// Compares the local clock with the `Date` header of the Admin SDK's host.
+async fn check_clock(http: &HttpsClient, base_url: &str, now: fn() -> DateTime<Utc>) -> Check {
+    let name = "clock";
+    let request = match http::Request::get(base_url)
+        .header(
+            http::header::USER_AGENT,
+            crate::directory::client::USER_AGENT,
+        )
+        .body(String::new())
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Check::warn(
+                name,
+                format!("cannot ask {base_url}: {e}"),
+                "check [google].api_base_url",
+            )
+        }
+    };
+    let response = match tokio::time::timeout(Duration::from_secs(20), http.request(request)).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Check::warn(
+                name,
+                format!("cannot reach {base_url} to compare clocks: {e}"),
+                "check that this host reaches Google over https",
+            )
+        }
+        Err(_) => {
+            return Check::warn(
+                name,
+                format!("{base_url} did not answer within 20 s"),
+                "check that this host reaches Google over https",
+            )
+        }
+    };
+    let local = now();
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+        .map(|d| d.with_timezone(&Utc));
+    let Some(remote) = date else {
+        return Check::warn(
+            name,
+            format!("{base_url} sent no readable Date header"),
+            "none, unless pulls fail with invalid_grant: then check the clock (timedatectl)",
+        );
+    };
+    let skew = (local - remote).num_milliseconds() as f64 / 1000.0;
+    let abs = Duration::from_secs_f64(skew.abs());
+    let detail = format!(
+        "this host is {:.0} s {} Google",
+        skew.abs(),
+        if skew >= 0.0 { "ahead of" } else { "behind" }
+    );
+    let fix =
+        "synchronise the clock: timedatectl set-ntp true (and check that timesyncd or chrony runs)";
+    if abs > SKEW_FAIL {
+        Check::fail(
+            name,
+            format!("{detail}: Google refuses the JWT grants of a clock this far off"),
+            fix,
+        )
+    } else if abs > SKEW_WARN {
+        Check::warn(name, detail, fix)
+    } else {
+        Check::ok(name, detail)
+    }
+}
+
+fn check_schedule(config: &Config, now: DateTime<Utc>) -> Check {
+    let name = "schedule";
+    let expr = &config.sync.schedule;
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr);
+    let cron =
+        match cron {
+            Ok(c) => c,
+            Err(e) => return Check::fail(
+                name,
+                format!("{expr:?}: {e}"),
+                "write [sync].schedule as a cron expression with seconds, e.g. \"0 */15 * * * *\"",
+            ),
+        };
+    let next: Vec<String> = cron
+        .iter_after(now)
+        .take(3)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .collect();
+    if next.is_empty() {
+        return Check::warn(
+            name,
+            format!("{expr:?} never runs"),
+            "set [sync].schedule to a time that comes, e.g. \"0 */15 * * * *\"",
+        );
+    }
+    let pull = if config.google.subject.is_some() {
+        ""
+    } else {
+        " (the pull is off while [google].subject is unset)"
+    };
+    Check::ok(
+        name,
+        format!("{expr:?}: next runs {} UTC{pull}", next.join(", ")),
+    )
+}
+
+/// The end of a certificate's validity (`notAfter`), read from its DER.
+///
+/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serial,
+/// signature, issuer, validity SEQUENCE { notBefore, notAfter }, ... }, ... } (RFC 5280
+/// §4.1). Only these few elements are walked; anything unexpected gives `None`.
+pub fn cert_not_after(der: &[u8]) -> Option<DateTime<Utc>> {
+    let (tag, cert, _) = tlv(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, tbs, _) = tlv(cert)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let mut rest = tbs;
+    let (tag, _, after) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = after; // the explicit version
+    }
+    for _ in 0..3 {
+        // serialNumber, signature, issuer
+        let (_, _, after) = tlv(rest)?;
+        rest = after;
+    }
+    let (tag, validity, _) = tlv(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, after) = tlv(validity)?;
+    let (tag, not_after, _) = tlv(after)?;
+    let text = std::str::from_utf8(not_after).ok()?;
+    let full = match tag {
+        // UTCTime YYMMDDHHMMSSZ: years 50-99 are 19xx (RFC 5280 §4.1.2.5.1).
+        0x17 if text.len() == 13 => {
+            let yy: u32 = text.get(..2)?.parse().ok()?;
+            format!("{}{text}", if yy >= 50 { "19" } else { "20" })
+        }
+        // GeneralizedTime YYYYMMDDHHMMSSZ.
+        0x18 if text.len() == 15 => text.to_string(),
+        _ => return None,
+    };
+    NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// One DER element: (tag, content, what follows). `None` when it runs past the input.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | *b as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((tag, input.get(header..end)?, input.get(end..)?))
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_that_run_past_the_input_are_refused() {
+        assert_eq!(tlv(&[0x30, 0x05, 1, 2]), None);
+        assert_eq!(tlv(&[0x30, 0x82, 0x01]), None);
+        assert_eq!(tlv(&[0x30, 0x00]), Some((0x30, &[][..], &[][..])));
+        assert_eq!(cert_not_after(b"not a certificate"), None);
+        assert_eq!(cert_not_after(&[]), None);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn a_public_url_must_be_https() {
+        let mut c = Config::default();
+        c.scim.public_url = Some("http://sync.example.com".into());
+        assert_eq!(check_public_url(&c).status, Status::Fail);
+        c.scim.public_url = Some("https://sync.example.com".into());
+        let ok = check_public_url(&c);
+        assert_eq!(ok.status, Status::Ok);
+        assert!(
+            ok.detail.contains("https://sync.example.com/scim/v2"),
+            "{}",
+            ok.detail
+        );
+        c.scim.public_url = None;
+        assert_eq!(check_public_url(&c).status, Status::Warn);
+        c.scim.public_url = Some("https://sync.example.com/?x=1".into());
+        assert_eq!(check_public_url(&c).status, Status::Fail);
+    }
+
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
+    }
+
+    #[test]
+    fn a_certificate_that_expires_within_30_days_is_a_warning() {
+        let mut c = Config::default();
+        c.scim.tls_cert = Some(data("scim-test-cert.pem"));
+        c.scim.tls_key = Some(data("scim-test-key.pem"));
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // The test certificate is valid until 2126-11-04 16:52:14 UTC.
+        let check = check_tls(&c, at("2126-10-20T00:00:00Z"));
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check.detail.contains("2126-11-04"), "{check:?}");
+        assert_eq!(check_tls(&c, at("2126-09-01T00:00:00Z")).status, Status::Ok);
+        assert_eq!(
+            check_tls(&c, at("2126-11-05T00:00:00Z")).status,
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn the_schedule_shows_the_next_three_runs() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T00:07:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let c = check_schedule(&Config::default(), now);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail
+                .contains("2026-12-02 00:15:00, 2026-12-02 00:30:00, 2026-12-02 00:45:00 UTC"),
+            "{}",
+            c.detail
+        );
+    }
+}
