@@ -101,6 +101,12 @@ pub struct ScimConfig {
     pub tls_key: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most values one multi-valued attribute (`emails`, `phoneNumbers`, ...) may hold.
+    pub max_values_per_attribute: usize,
+    /// Most bytes (as JSON) of the SCIM attributes kept for a member besides its own fields.
+    pub max_extra_bytes: usize,
+    /// Most resources one list or search answer holds.
+    pub max_results: usize,
 }
 
 impl Default for ScimConfig {
@@ -112,6 +118,9 @@ impl Default for ScimConfig {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 1024 * 1024,
+            max_values_per_attribute: 100,
+            max_extra_bytes: 64 * 1024,
+            max_results: 1000,
         }
     }
 }
@@ -330,6 +339,19 @@ impl Config {
                 "scim.max_body_bytes",
                 format!("{} is below the minimum of 1024", self.scim.max_body_bytes),
             );
+        }
+        for (key, value, min) in [
+            (
+                "scim.max_values_per_attribute",
+                self.scim.max_values_per_attribute,
+                1,
+            ),
+            ("scim.max_extra_bytes", self.scim.max_extra_bytes, 1024),
+            ("scim.max_results", self.scim.max_results, 1),
+        ] {
+            if value < min {
+                return invalid(key, format!("{value} is below the minimum of {min}"));
+            }
         }
         if self.admin.socket.as_os_str().is_empty() {
             return invalid("admin.socket", "must not be empty".into());
@@ -605,6 +627,12 @@ mod tests {
             ("[scim]\nbase_path = \"scim\"\n", "scim.base_path"),
             ("[scim]\ntls_cert = \"/c.pem\"\n", "scim.tls_key"),
             ("[scim]\npublic_url = \"ftp://x\"\n", "scim.public_url"),
+            (
+                "[scim]\nmax_values_per_attribute = 0\n",
+                "scim.max_values_per_attribute",
+            ),
+            ("[scim]\nmax_extra_bytes = 10\n", "scim.max_extra_bytes"),
+            ("[scim]\nmax_results = 0\n", "scim.max_results"),
             ("[sync]\nschedule = \"every day\"\n", "sync.schedule"),
             ("[sync]\nschedule = \"*/15 * * * *\"\n", "sync.schedule"),
             (
