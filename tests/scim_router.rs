@@ -1559,3 +1559,194 @@ async fn value_extra_and_page_limits_follow_their_keys() {
         assert_eq!(page["itemsPerPage"], json!(2), "{uri}");
     }
 }
+
+/// Issue 9, item 4 (a measurement, not a check; run it with
+/// `cargo test --test scim_router healthz_latency -- --ignored --nocapture`): the `/healthz`
+/// and `userName eq` latency while two maximal scans of 100,000 members run, on the real
+/// listeners (SCIM and health) of a two-worker runtime like the daemon's. A scan here is a
+/// `.search` that matches every member, sorts on an attribute no index serves and renders a
+/// page of 1,000. Target: /healthz under 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: seeds 100,000 members and prints figures"]
+async fn healthz_latency_while_two_maximal_scans_run() {
+    use retrac_sync::member::{Change, DirectoryAttrs, ManagedBy, UserName};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const MEMBERS: usize = 100_000;
+    let app = app();
+    let started = Instant::now();
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for chunk in (0..MEMBERS).step_by(1000) {
+            let changes: Vec<Change> = (chunk..chunk + 1000)
+                .map(|n| {
+                    let user = UserName::parse(&format!("user{n:06}@example.com")).unwrap();
+                    let attrs = DirectoryAttrs::new(
+                        user,
+                        Some(&format!("Given{n}")),
+                        Some(&format!("Family{}", (n * 7919) % MEMBERS)),
+                    );
+                    Change::Create {
+                        attrs,
+                        managed_by: ManagedBy::Google,
+                    }
+                })
+                .collect();
+            retrac_sync::provision::apply_batch(
+                &store,
+                &changes,
+                &Actor::Scim("seed".into()),
+                chrono::Utc::now(),
+            )
+            .unwrap();
+        }
+        store.flush_blocking().unwrap();
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "seeded {MEMBERS} members in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let scim = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let scim_addr = scim.local_addr().unwrap();
+    let scim_task = tokio::spawn(retrac_sync::scim::serve(
+        scim,
+        None,
+        app.router.clone(),
+        stopped(),
+    ));
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health_addr = health.local_addr().unwrap();
+    let health_app = retrac_sync::health::router(retrac_sync::health::HealthState {
+        store: app.store.clone(),
+        health: std::sync::Arc::new(retrac_sync::health::Health::default()),
+    });
+    let health_task = tokio::spawn({
+        let stopped = stopped();
+        async move {
+            axum::serve(health, health_app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    });
+
+    /// One request on a new connection: the status line and the time to the whole answer.
+    async fn request(addr: std::net::SocketAddr, head: String, body: Vec<u8>) -> (String, f64) {
+        let t = Instant::now();
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&body).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let status = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (status, t.elapsed().as_secs_f64() * 1000.0)
+    }
+    let healthz = move || {
+        request(
+            health_addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+            Vec::new(),
+        )
+    };
+    let token = app.token.clone();
+    let lookup = move |n: usize| {
+        request(
+            scim_addr,
+            format!(
+                "GET /scim/v2/Users?filter=userName%20eq%20%22user{n:06}@example.com%22 HTTP/1.1\r\n\
+                 Host: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+            Vec::new(),
+        )
+    };
+    let token = app.token.clone();
+    let scan = move || {
+        let body = serde_json::to_vec(&json!({
+            "filter": "userName pr",
+            "sortBy": "name.familyName",
+            "count": 1000
+        }))
+        .unwrap();
+        request(
+            scim_addr,
+            format!(
+                "POST /scim/v2/.search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            body,
+        )
+    };
+    fn summary(name: &str, mut ms: Vec<f64>) {
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "{name}: n={} median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+
+    // Idle figures first.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let (status, ms) = healthz().await;
+        assert!(status.contains("200"), "{status}");
+        idle.push(ms);
+    }
+    summary("/healthz, idle", idle);
+
+    // Two scans at a time, three rounds, while /healthz and lookups are polled every 20 ms.
+    let scans_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanners = {
+        let done = scans_done.clone();
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            for _ in 0..3 {
+                let (a, b) = tokio::join!(scan(), scan());
+                assert!(a.0.contains("200") && b.0.contains("200"), "{a:?} {b:?}");
+                times.extend([a.1, b.1]);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            times
+        })
+    };
+    let mut health_ms = Vec::new();
+    let mut lookup_ms = Vec::new();
+    let mut n = 0;
+    while !scans_done.load(std::sync::atomic::Ordering::SeqCst) {
+        let (status, ms) = healthz().await;
+        assert!(status.contains("200"), "{status}");
+        health_ms.push(ms);
+        let (status, ms) = lookup(n * 7 % MEMBERS).await;
+        assert!(status.contains("200"), "{status}");
+        lookup_ms.push(ms);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    summary(
+        "maximal scan (.search, 100,000 matches, sorted, 1,000 rendered)",
+        scanners.await.unwrap(),
+    );
+    summary("/healthz during two scans", health_ms);
+    summary("userName eq during two scans", lookup_ms);
+    let _ = stop_tx.send(true);
+    scim_task.await.unwrap().unwrap();
+    health_task.await.unwrap().unwrap();
+}

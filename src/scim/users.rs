@@ -571,7 +571,8 @@ async fn durable(state: &ScimState) -> Result<(), ScimError> {
     Ok(())
 }
 
-/// Runs a list off the async workers, rendering included.
+/// Runs a list, rendering included: off the async workers, unless an index answers it (at
+/// most one member: a `userName eq` lookup must not queue behind scans for a permit).
 async fn list_response(
     state: ScimState,
     headers: &HeaderMap,
@@ -579,6 +580,9 @@ async fn list_response(
     limits: Limits,
 ) -> Result<Response, ScimError> {
     let base = state.base_url(headers);
+    if q.filter.as_ref().and_then(filter::index_lookup).is_some() {
+        return Ok(scim_json(&list(&state, &base, &q, &limits)?));
+    }
     off_workers(move || Ok(scim_json(&list(&state, &base, &q, &limits)?))).await
 }
 
