@@ -101,6 +101,10 @@ pub struct ScimConfig {
     pub tls_key: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds a connection may sit with no request running and no byte sent or received.
+    pub idle_timeout: u64,
     /// Most values one multi-valued attribute (`emails`, `phoneNumbers`, ...) may hold.
     pub max_values_per_attribute: usize,
     /// Most bytes (as JSON) of the SCIM attributes kept for a member besides its own fields.
@@ -118,6 +122,8 @@ impl Default for ScimConfig {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 1024 * 1024,
+            max_connections: 512,
+            idle_timeout: 30,
             max_values_per_attribute: 100,
             max_extra_bytes: 64 * 1024,
             max_results: 1000,
@@ -338,6 +344,24 @@ impl Config {
             return invalid(
                 "scim.max_body_bytes",
                 format!("{} is below the minimum of 1024", self.scim.max_body_bytes),
+            );
+        }
+        if !(1..=65_536).contains(&self.scim.max_connections) {
+            return invalid(
+                "scim.max_connections",
+                format!(
+                    "{} must be between 1 and 65536 (and below systemd's LimitNOFILE=)",
+                    self.scim.max_connections
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.scim.idle_timeout) {
+            return invalid(
+                "scim.idle_timeout",
+                format!(
+                    "{} must be between 1 and 3600 seconds",
+                    self.scim.idle_timeout
+                ),
             );
         }
         for (key, value, min) in [

@@ -42,6 +42,10 @@ pub enum DaemonError {
     /// Something else failed at start.
     #[error("{0}")]
     Start(String),
+    /// A flush failed: the store turned read-only and the daemon stopped, so that systemd
+    /// restarts it and the store recovers from its log.
+    #[error("stopped because the store could not write to disk: {0}")]
+    ReadOnly(String),
 }
 
 /// The listeners the daemon serves on, bound by the caller (tests bind port 0).
@@ -59,7 +63,7 @@ pub struct Listeners {
 /// Binds every listener named in the config.
 pub async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
     let tcp = |what: &'static str, addr: String| async move {
-        TcpListener::bind(&addr)
+        crate::listener::bind_tcp(&addr)
             .await
             .map_err(|source| DaemonError::Bind { what, addr, source })
     };
@@ -109,11 +113,13 @@ pub async fn launch(
     });
     let metrics_task = tokio::spawn({
         let stopped = stopped();
-        async move {
-            axum::serve(listeners.metrics, metrics_app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
+        crate::listener::serve_http(
+            listeners.metrics,
+            None,
+            metrics_app,
+            crate::listener::ConnLimits::metrics(),
+            stopped,
+        )
     });
 
     // The pull runs only where Google is configured; a push-only install needs no key.
@@ -176,6 +182,7 @@ pub async fn launch(
         crate::scim::router(scim_state).layer(axum::Extension(
             crate::scim::schema::Limits::from_config(&config.scim),
         )),
+        crate::scim::conn_limits(&config.scim),
         stopped(),
     ));
 
@@ -193,8 +200,17 @@ pub async fn launch(
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog();
 
-    shutdown.await;
-    tracing::info!("shutting down: no new requests, draining those in flight");
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        why = store.flush_failed() => Some(why),
+    };
+    match &failed {
+        None => tracing::info!("shutting down: no new requests, draining those in flight"),
+        Some(why) => tracing::error!(
+            error = %why,
+            "a flush failed: the store is read-only; stopping so that the service restarts and recovers from the store's log"
+        ),
+    }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let drain = async {
@@ -212,8 +228,11 @@ pub async fn launch(
     if let Some(w) = watchdog {
         w.abort();
     }
-    store.flush().await?;
     let _ = std::fs::remove_file(&listeners.admin_path);
+    if let Some(why) = failed {
+        return Err(DaemonError::ReadOnly(why));
+    }
+    store.flush().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

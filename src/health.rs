@@ -101,7 +101,11 @@ async fn healthz(State(state): State<HealthState>) -> Response {
     let (active, inactive) = state.store.member_counts();
     let failures = state.health.consecutive_failures();
     let store_ok = state.store.schema_version().is_ok();
-    let reason = if !store_ok {
+    let reason = if let Some(why) = state.store.flush_failure() {
+        Some(format!(
+            "the store could not write to disk ({why}); it is read-only and the daemon is stopping so that systemd restarts it"
+        ))
+    } else if !store_ok {
         Some("the store cannot be read".to_string())
     } else if failures >= MAX_CONSECUTIVE_SYNC_FAILURES {
         Some(format!(

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod health;
+pub mod listener;
 pub mod member;
 pub mod owner;
 pub mod provision;

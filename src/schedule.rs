@@ -1,14 +1,16 @@
 //! The pull's schedule: a cron job (tokio-cron-scheduler), a first run shortly after start,
 //! a manual trigger, and no overlap.
 //!
-//! The cron job only sends ticks; a driver task decides. A tick that arrives while a run is
-//! in progress is skipped and logged (not queued, so a slow run never causes a burst of runs).
+//! The cron job only sends ticks; a driver task hands each one to the runner. The pull's own
+//! lock (in `SyncContext`) is the one guarantee that runs never overlap: a tick that arrives
+//! while a run is in progress is refused there and logged, not queued, so a slow run never
+//! causes a burst of runs.
 //! Shutdown stops the cron job, asks the running sync to stop after its current batch, and
 //! waits for it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,17 +110,14 @@ pub struct ScheduleHandle {
 impl std::fmt::Debug for ScheduleHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScheduleHandle")
-            .field("runs", &self.stats.runs.load(Ordering::Relaxed))
-            .field("skipped", &self.stats.skipped.load(Ordering::Relaxed))
+            .field("triggers", &self.stats.triggers.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
 #[derive(Default)]
 struct Stats {
-    running: AtomicBool,
-    runs: AtomicU64,
-    skipped: AtomicU64,
+    triggers: AtomicU64,
 }
 
 /// Checks a cron expression with seconds, as `[sync].schedule` needs it.
@@ -186,32 +185,21 @@ fn start_driver(runner: Arc<dyn Runner>, first_run: Option<Duration>) -> Schedul
         let runner = runner.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            let mut current: Option<tokio::task::JoinHandle<()>> = None;
+            let mut runs = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     biased;
                     _ = shutdown_rx.changed() => break,
+                    Some(_) = runs.join_next(), if !runs.is_empty() => {}
                     trigger = rx.recv() => {
                         let Some(trigger) = trigger else { break };
-                        if stats.running.load(Ordering::SeqCst) {
-                            stats.skipped.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(?trigger, "sync tick skipped: the previous run is still going");
-                            continue;
-                        }
-                        stats.running.store(true, Ordering::SeqCst);
-                        stats.runs.fetch_add(1, Ordering::Relaxed);
-                        let fut = runner.run(trigger);
-                        let stats = stats.clone();
-                        current = Some(tokio::spawn(async move {
-                            fut.await;
-                            stats.running.store(false, Ordering::SeqCst);
-                        }));
+                        stats.triggers.fetch_add(1, Ordering::Relaxed);
+                        // No check here: the runner refuses a tick while a run goes on.
+                        runs.spawn(runner.run(trigger));
                     }
                 }
             }
-            if let Some(run) = current {
-                let _ = run.await;
-            }
+            while runs.join_next().await.is_some() {}
         })
     };
     ScheduleHandle {
@@ -225,24 +213,14 @@ fn start_driver(runner: Arc<dyn Runner>, first_run: Option<Duration>) -> Schedul
 }
 
 impl ScheduleHandle {
-    /// Starts a run now, unless one is in progress (then the trigger is skipped and logged).
+    /// Starts a run now, unless one is in progress (then the runner refuses it and logs).
     pub fn trigger_now(&self) {
         let _ = self.triggers.try_send(Trigger::Manual);
     }
 
-    /// Whether a run is in progress.
-    pub fn is_running(&self) -> bool {
-        self.stats.running.load(Ordering::SeqCst)
-    }
-
-    /// Runs started so far.
-    pub fn runs(&self) -> u64 {
-        self.stats.runs.load(Ordering::Relaxed)
-    }
-
-    /// Ticks skipped because a run was in progress.
-    pub fn skipped(&self) -> u64 {
-        self.stats.skipped.load(Ordering::Relaxed)
+    /// Triggers handed to the runner so far.
+    pub fn triggers(&self) -> u64 {
+        self.stats.triggers.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -266,24 +244,33 @@ impl ScheduleHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
 
-    /// A runner that records its triggers and takes `duration` (in tokio time).
+    /// A runner that records its triggers and takes `duration` (in tokio time), and, like
+    /// `SyncContext`, refuses a run while one is in progress.
     struct Recorder {
         duration: Duration,
         log: Mutex<Vec<(Trigger, tokio::time::Instant)>>,
         stopped: AtomicBool,
+        busy: AtomicBool,
+        refused: AtomicU64,
     }
 
     impl Runner for Arc<Recorder> {
         fn run(&self, trigger: Trigger) -> BoxFuture {
             let me = self.clone();
             Box::pin(async move {
+                if me.busy.swap(true, Ordering::SeqCst) {
+                    me.refused.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
                 me.log
                     .lock()
                     .unwrap()
                     .push((trigger, tokio::time::Instant::now()));
                 tokio::time::sleep(me.duration).await;
+                me.busy.store(false, Ordering::SeqCst);
             })
         }
         fn stop(&self) {
@@ -296,6 +283,8 @@ mod tests {
             duration,
             log: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
         })
     }
 
@@ -315,12 +304,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ticks_during_a_run_are_skipped_not_queued() {
+    async fn ticks_during_a_run_are_refused_by_the_runner_not_queued() {
         let rec = recorder(Duration::from_secs(600));
         let h = start_driver(Arc::new(rec.clone()), None);
         h.trigger_now();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(h.is_running());
+        assert!(rec.busy.load(Ordering::SeqCst));
         // Three cron ticks and a manual trigger while the ten-minute run goes on.
         for _ in 0..3 {
             h.tick();
@@ -328,11 +317,12 @@ mod tests {
         }
         h.trigger_now();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(h.skipped(), 4);
+        assert_eq!(rec.refused.load(Ordering::SeqCst), 4);
         assert_eq!(rec.log.lock().unwrap().len(), 1);
-        // After the run, the next tick runs.
+        // After the run, nothing queued starts; the next tick runs.
         tokio::time::sleep(Duration::from_secs(600)).await;
-        assert!(!h.is_running());
+        assert!(!rec.busy.load(Ordering::SeqCst));
+        assert_eq!(rec.log.lock().unwrap().len(), 1);
         h.tick();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let log = rec.log.lock().unwrap().clone();
@@ -340,7 +330,7 @@ mod tests {
             log.iter().map(|l| l.0).collect::<Vec<_>>(),
             [Trigger::Manual, Trigger::Cron]
         );
-        assert_eq!(h.runs(), 2);
+        assert_eq!(h.triggers(), 6);
         h.shutdown().await;
     }
 

@@ -80,7 +80,11 @@ fn describe() {
     );
     describe_counter!(
         "retrac_scim_requests_total",
-        "SCIM requests by method and status"
+        "SCIM requests by method (GET, POST, PUT, PATCH, DELETE or other) and status"
+    );
+    describe_counter!(
+        "retrac_scim_auth_failures_total",
+        "SCIM requests refused with 401, by reason (missing, malformed, unknown, revoked)"
     );
     describe_histogram!(
         "retrac_scim_request_duration_seconds",

@@ -64,6 +64,11 @@ async fn request_logs_name_the_token_label_and_never_the_token() {
     assert!(log.contains("SCIM request"), "{log}");
     assert!(log.contains("token=google-workspace"), "{log}");
     assert!(log.contains("status=401"), "{log}");
+    // The refusal has its own line: the reason and the token id tried, not the secret.
+    assert!(log.contains("SCIM authentication failed"), "{log}");
+    assert!(log.contains("reason=\"unknown\""), "{log}");
+    let id = token.split('_').nth(1).unwrap();
+    assert!(log.contains(&format!("token_id=\"{id}\"")), "{log}");
     let secret = token.rsplit('_').next().unwrap();
     assert!(!log.contains(secret), "a token reached the log");
     assert!(!log.contains("rtsc_"), "a token reached the log");

@@ -1290,6 +1290,7 @@ async fn the_12000_term_search_over_tcp_gets_400_and_the_listener_lives() {
         listener,
         None,
         app.router.clone(),
+        retrac_sync::scim::conn_limits(&ScimConfig::default()),
         async move {
             let _ = stop_rx.await;
         },
@@ -1623,6 +1624,7 @@ async fn healthz_latency_while_two_maximal_scans_run() {
         scim,
         None,
         app.router.clone(),
+        retrac_sync::scim::conn_limits(&ScimConfig::default()),
         stopped(),
     ));
     let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

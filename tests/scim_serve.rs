@@ -27,6 +27,13 @@ struct Running {
 }
 
 async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Running {
+    start_with(tls, retrac_sync::scim::conn_limits(&ScimConfig::default())).await
+}
+
+async fn start_with(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: retrac_sync::listener::ConnLimits,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let token = match auth::execute(
@@ -44,7 +51,7 @@ async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, tls, router(state), async {
+    let task = tokio::spawn(serve(listener, tls, router(state), limits, async {
         let _ = stopped.await;
     }));
     Running {
@@ -144,4 +151,76 @@ fn tls_errors_name_the_file_and_the_reason() {
     let no_key =
         tls::server_config(&data("scim-test-cert.pem"), &data("scim-test-cert.pem")).unwrap_err();
     assert!(no_key.to_string().contains("scim.tls_key"), "{no_key}");
+}
+
+fn short_limits() -> retrac_sync::listener::ConnLimits {
+    retrac_sync::listener::ConnLimits {
+        name: "test",
+        max_connections: 8,
+        idle_timeout: Duration::from_secs(2),
+        header_timeout: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(1),
+    }
+}
+
+/// Reads until the server closes; how long that took.
+async fn closed_after(conn: &mut tokio::net::TcpStream) -> Duration {
+    let t = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server kept the connection open for 10 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let s = start_with(None, short_limits()).await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(request(&s.token, true).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Now idle: no request, no byte. The header timeout (1 s) does not apply while
+    // nothing has been sent; the idle timeout (2 s) does.
+    let waited = closed_after(&mut conn).await;
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_slowly_is_cut_at_the_header_timeout() {
+    let s = start_with(None, short_limits()).await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let t = std::time::Instant::now();
+    // One byte every 200 ms keeps the connection busy, so the idle timeout never acts;
+    // the headers are never complete.
+    let head = request(&s.token, true);
+    let mut cut = None;
+    for b in head.as_bytes().iter().take(30) {
+        if conn.write_all(&[*b]).await.is_err() {
+            cut = Some(t.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = Some(t.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let cut = cut.expect("the slow client was cut off");
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_millis(2500),
+        "cut after {cut:?}"
+    );
 }

@@ -1,6 +1,6 @@
-//! The bearer token header parser (`Authenticator::check`), over a store holding one real
-//! token: any header value is refused (or, only for the real token, accepted) without a
-//! panic.
+//! The bearer token header parser (`Authenticator::check_headers` and `check`), over a store
+//! holding one real token: any `Authorization` header, or several (the input split at each
+//! newline), is refused (or, only for the real token, accepted) without a panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -37,10 +37,16 @@ fn fixture() -> &'static Fixture {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
     let f = fixture();
-    let _ = f.auth.check(Some(text), chrono::Utc::now());
-    let _ = f.auth.check(None, chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let mut headers = http::HeaderMap::new();
+    for part in data.split(|b| *b == b'\n').take(3) {
+        if let Ok(v) = http::HeaderValue::from_bytes(part) {
+            headers.append(http::header::AUTHORIZATION, v);
+        }
+    }
+    let _ = f.auth.check_headers(&headers, now);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = f.auth.check(Some(text), now);
+    }
 });

@@ -3,7 +3,7 @@
 //! (create, list, revoke, disconnect) as serde types, like [`crate::owner`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -224,87 +224,217 @@ pub fn execute(
     }
 }
 
-/// Checks bearer tokens on each request.
+/// Checks bearer tokens on each request, against an in-memory copy of the token records.
+///
+/// The copy is reloaded whenever a token is created or revoked through any handle of the
+/// store (the admin socket, the CLI, [`execute`]), so a revocation takes effect on the
+/// next request without a store read and a JSON decode per request.
 pub struct Authenticator {
     store: Store,
+    tokens: RwLock<TokenCache>,
     /// When `last used` was last written, per token id (coalescing).
     last_written: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Compared against when a record cannot be read, so every path costs the same.
-    dummy_hash: String,
-    /// Decoded when the id is unknown, so both paths cost the same.
-    dummy_record: Vec<u8>,
+    /// Compared against when the id is unknown, so both paths cost the same.
+    dummy: CachedToken,
 }
 
-/// Why a request was not authenticated. The detail never holds the token.
+#[derive(Default)]
+struct TokenCache {
+    /// The store's token generation this copy was loaded at; None before the first load.
+    generation: Option<u64>,
+    by_id: HashMap<String, CachedToken>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    label: String,
+    sha256: [u8; 32],
+    revoked: bool,
+}
+
+/// Why a request was not authenticated: the `reason` label of
+/// `retrac_scim_auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
-    /// No `Authorization: Bearer` header.
+    /// No `Authorization` header.
     Missing,
-    /// Not a token this server issued, or revoked.
-    Invalid,
+    /// Not one `Authorization: Bearer rtsc_<id>_<secret>` header.
+    Malformed,
+    /// Not a token this server issued (an unknown id or a wrong secret).
+    Unknown,
+    /// A token this server issued, since revoked.
+    Revoked,
+}
+
+impl AuthFailure {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+            AuthFailure::Revoked => "revoked",
+        }
+    }
+}
+
+/// A refused request: why, and the token id that was tried (the public part, never the
+/// secret), when the header held one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Why.
+    pub reason: AuthFailure,
+    /// The id part of the token tried.
+    pub token_id: Option<String>,
+}
+
+impl Denied {
+    fn new(reason: AuthFailure) -> Self {
+        Denied {
+            reason,
+            token_id: None,
+        }
+    }
+}
+
+/// The SHA-256 of a hex digest as bytes; a malformed digest gives None.
+fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Authenticator {
     /// A checker over the store's tokens.
     pub fn new(store: Store) -> Self {
-        let dummy_hash = sha256_hex("retrac-sync: no such token");
-        let dummy_record = serde_json::to_vec(&TokenRecord {
-            id: "0000000000000000".into(),
+        let dummy = CachedToken {
             label: "no such token".into(),
-            created: DateTime::<Utc>::UNIX_EPOCH,
-            revoked: None,
-            secret_sha256: dummy_hash.clone(),
-        })
-        .unwrap_or_default();
+            sha256: Sha256::digest(b"retrac-sync: no such token").into(),
+            revoked: false,
+        };
         Authenticator {
             store,
+            tokens: RwLock::new(TokenCache::default()),
             last_written: Mutex::new(HashMap::new()),
-            dummy_hash,
-            dummy_record,
+            dummy,
+        }
+    }
+
+    /// Checks a request's `Authorization` headers: exactly one is allowed.
+    pub fn check_headers(
+        &self,
+        headers: &http::HeaderMap,
+        now: DateTime<Utc>,
+    ) -> Result<String, Denied> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            // Which one would count is ambiguous: refuse rather than pick one.
+            return Err(Denied::new(AuthFailure::Malformed));
+        }
+        match first {
+            None => Err(Denied::new(AuthFailure::Missing)),
+            Some(v) => match v.to_str() {
+                Ok(v) => self.check(Some(v), now),
+                Err(_) => Err(Denied::new(AuthFailure::Malformed)),
+            },
         }
     }
 
     /// Checks an `Authorization` header value; returns the token's label.
-    pub fn check(
-        &self,
-        authorization: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<String, AuthFailure> {
-        let value = authorization.ok_or(AuthFailure::Missing)?.trim();
-        let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Missing)?;
+    pub fn check(&self, authorization: Option<&str>, now: DateTime<Utc>) -> Result<String, Denied> {
+        let value = authorization
+            .ok_or(Denied::new(AuthFailure::Missing))?
+            .trim();
+        let malformed = || Denied::new(AuthFailure::Malformed);
+        let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthFailure::Missing);
+            return Err(malformed());
         }
-        let token = token.trim();
         let rest = token
+            .trim()
             .strip_prefix(TOKEN_PREFIX)
-            .ok_or(AuthFailure::Invalid)?;
-        let (id, secret) = rest.split_once('_').ok_or(AuthFailure::Invalid)?;
-        if id.is_empty() || id.len() > 32 || secret.is_empty() || secret.len() > 128 {
-            return Err(AuthFailure::Invalid);
+            .ok_or_else(malformed)?;
+        let (id, secret) = rest.split_once('_').ok_or_else(malformed)?;
+        // Ids are hex; anything else is not ours, and is not echoed into the log.
+        if id.is_empty()
+            || id.len() > 32
+            || !id.bytes().all(|b| b.is_ascii_hexdigit())
+            || secret.is_empty()
+            || secret.len() > 128
+        {
+            return Err(malformed());
         }
-        let stored = self.store.token_bytes(id).map_err(|e| {
-            tracing::error!(error = %e, "cannot read the SCIM tokens");
-            AuthFailure::Invalid
-        })?;
-        // An unknown id goes through the same decode, hash and constant-time comparison
-        // (against a dummy record), so the time taken does not tell whether the id exists.
-        let known = stored.is_some();
-        let bytes: &[u8] = stored.as_deref().unwrap_or(&self.dummy_record);
-        let record: Option<TokenRecord> = serde_json::from_slice(bytes).ok();
-        let presented = sha256_hex(secret);
-        let expected = record
-            .as_ref()
-            .map(|r| r.secret_sha256.as_str())
-            .unwrap_or(self.dummy_hash.as_str());
-        let equal: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
-        let record = record.filter(|_| known);
-        match record {
-            Some(r) if equal && r.revoked.is_none() => {
-                self.touch(&r.id, now);
-                Ok(r.label)
+        let denied = |reason| Denied {
+            reason,
+            token_id: Some(id.to_string()),
+        };
+        self.refresh();
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        // An unknown id goes through the same hash and constant-time comparison (against a
+        // dummy record), so the time taken does not tell whether the id exists.
+        let found = tokens.by_id.get(id);
+        let record = found.unwrap_or(&self.dummy);
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let equal: bool = presented[..].ct_eq(&record.sha256[..]).into();
+        match found {
+            Some(r) if equal && !r.revoked => {
+                let label = r.label.clone();
+                drop(tokens);
+                self.touch(id, now);
+                Ok(label)
             }
-            _ => Err(AuthFailure::Invalid),
+            Some(r) if equal && r.revoked => Err(denied(AuthFailure::Revoked)),
+            _ => Err(denied(AuthFailure::Unknown)),
+        }
+    }
+
+    /// Reloads the copy of the token records if any token was written since it was made.
+    fn refresh(&self) {
+        let current = self.store.token_generation();
+        if self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+            == Some(current)
+        {
+            return;
+        }
+        // `current` was read before the records: a write racing this load bumps the
+        // generation again, and the next request reloads.
+        match self.store.tokens() {
+            Ok(records) => {
+                let mut by_id = HashMap::with_capacity(records.len());
+                for r in records {
+                    let Some(sha256) = digest_bytes(&r.secret_sha256) else {
+                        tracing::error!(token_id = %r.id, "a stored SCIM token has a malformed hash; it cannot be used");
+                        continue;
+                    };
+                    by_id.insert(
+                        r.id.clone(),
+                        CachedToken {
+                            label: r.label,
+                            sha256,
+                            revoked: r.revoked.is_some(),
+                        },
+                    );
+                }
+                *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = TokenCache {
+                    generation: Some(current),
+                    by_id,
+                };
+            }
+            Err(e) => {
+                // Keep failing closed: clear the copy, and try again on the next request.
+                tracing::error!(error = %e, "cannot read the SCIM tokens");
+                *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = TokenCache::default();
+            }
         }
     }
 
@@ -325,6 +455,86 @@ impl Authenticator {
                 tracing::warn!(error = %e, token_id = id, "cannot record when a SCIM token was last used");
             }
         }
+    }
+}
+
+/// The log of refused requests: at most one line per second per client address, with the
+/// number of refusals it left out since the last line.
+pub struct FailureLog {
+    by_client: Mutex<HashMap<Option<std::net::IpAddr>, LogWindow>>,
+}
+
+struct LogWindow {
+    logged: std::time::Instant,
+    suppressed: u64,
+}
+
+/// Addresses remembered at once; past it, windows older than a second are forgotten.
+const FAILURE_LOG_CLIENTS: usize = 4096;
+
+impl Default for FailureLog {
+    fn default() -> Self {
+        FailureLog {
+            by_client: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl FailureLog {
+    /// Counts a refusal in `retrac_scim_auth_failures_total{reason}` and logs it, unless
+    /// this client had a line in the last second. Returns whether it logged.
+    pub fn record(
+        &self,
+        client: Option<std::net::SocketAddr>,
+        denied: &Denied,
+        now: std::time::Instant,
+    ) -> bool {
+        metrics::counter!("retrac_scim_auth_failures_total", "reason" => denied.reason.as_str())
+            .increment(1);
+        let ip = client.map(|c| c.ip());
+        let suppressed = {
+            let mut map = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(w) = map.get_mut(&ip) {
+                if now.duration_since(w.logged) < std::time::Duration::from_secs(1) {
+                    w.suppressed += 1;
+                    return false;
+                }
+                let s = w.suppressed;
+                *w = LogWindow {
+                    logged: now,
+                    suppressed: 0,
+                };
+                s
+            } else {
+                if map.len() >= FAILURE_LOG_CLIENTS {
+                    map.retain(|_, w| {
+                        now.duration_since(w.logged) < std::time::Duration::from_secs(1)
+                    });
+                    if map.len() >= FAILURE_LOG_CLIENTS {
+                        // A flood from many addresses: start over rather than grow.
+                        map.clear();
+                    }
+                }
+                map.insert(
+                    ip,
+                    LogWindow {
+                        logged: now,
+                        suppressed: 0,
+                    },
+                );
+                0
+            }
+        };
+        let client = client.map_or_else(|| "-".to_string(), |c| c.ip().to_string());
+        tracing::warn!(
+            client = %client,
+            reason = denied.reason.as_str(),
+            token_id = denied.token_id.as_deref().unwrap_or("-"),
+            suppressed,
+            status = 401,
+            "SCIM authentication failed"
+        );
+        true
     }
 }
 
@@ -388,10 +598,19 @@ mod tests {
             auth.check(Some(&format!("bearer {new}")), now),
             Ok("new".into())
         );
-        execute(&store, TokenRequest::Revoke { id: old_id }, None, now).unwrap();
+        execute(
+            &store,
+            TokenRequest::Revoke { id: old_id.clone() },
+            None,
+            now,
+        )
+        .unwrap();
         assert_eq!(
             auth.check(Some(&format!("Bearer {old}")), now),
-            Err(AuthFailure::Invalid)
+            Err(Denied {
+                reason: AuthFailure::Revoked,
+                token_id: Some(old_id)
+            })
         );
         assert_eq!(
             auth.check(Some(&format!("Bearer {new}")), now),
@@ -400,26 +619,136 @@ mod tests {
     }
 
     #[test]
-    fn wrong_missing_and_malformed_tokens_fail() {
+    fn wrong_missing_and_malformed_tokens_fail_with_their_reason() {
         let (_d, store) = store();
         let auth = Authenticator::new(store.clone());
         let (id, good) = create(&store, "g");
         let now = Utc::now();
         let tampered = format!("{}x", &good[..good.len() - 1]);
+        let with_id = |reason, id: &str| Denied {
+            reason,
+            token_id: Some(id.to_string()),
+        };
         for (header, want) in [
-            (None, AuthFailure::Missing),
-            (Some("Basic abc".to_string()), AuthFailure::Missing),
-            (Some("Bearer".to_string()), AuthFailure::Missing),
-            (Some(format!("Bearer {tampered}")), AuthFailure::Invalid),
-            (Some(format!("Bearer rtsc_{id}")), AuthFailure::Invalid),
+            (None, Denied::new(AuthFailure::Missing)),
+            (
+                Some("Basic abc".to_string()),
+                Denied::new(AuthFailure::Malformed),
+            ),
+            (
+                Some("Bearer".to_string()),
+                Denied::new(AuthFailure::Malformed),
+            ),
+            (
+                Some(format!("Bearer {tampered}")),
+                with_id(AuthFailure::Unknown, &id),
+            ),
+            (
+                Some(format!("Bearer rtsc_{id}")),
+                Denied::new(AuthFailure::Malformed),
+            ),
             (
                 Some("Bearer rtsc_0000000000000000_abc".to_string()),
-                AuthFailure::Invalid,
+                with_id(AuthFailure::Unknown, "0000000000000000"),
             ),
-            (Some(good[5..].to_string()), AuthFailure::Missing),
+            // An id that is not hex is not ours, and is not echoed into the log.
+            (
+                Some("Bearer rtsc_<script>_abc".to_string()),
+                Denied::new(AuthFailure::Malformed),
+            ),
+            (
+                Some(good[5..].to_string()),
+                Denied::new(AuthFailure::Malformed),
+            ),
         ] {
             assert_eq!(auth.check(header.as_deref(), now), Err(want), "{header:?}");
         }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_malformed_even_when_both_are_good() {
+        let (_d, store) = store();
+        let auth = Authenticator::new(store.clone());
+        let (_, good) = create(&store, "g");
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {good}")).unwrap();
+        headers.append(http::header::AUTHORIZATION, value.clone());
+        assert_eq!(auth.check_headers(&headers, Utc::now()), Ok("g".into()));
+        headers.append(http::header::AUTHORIZATION, value);
+        assert_eq!(
+            auth.check_headers(&headers, Utc::now()),
+            Err(Denied::new(AuthFailure::Malformed))
+        );
+        let mut latin1 = http::HeaderMap::new();
+        latin1.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(b"Bearer \xe9").unwrap(),
+        );
+        assert_eq!(
+            auth.check_headers(&latin1, Utc::now()),
+            Err(Denied::new(AuthFailure::Malformed))
+        );
+    }
+
+    #[test]
+    fn tokens_are_checked_from_memory_and_a_revocation_through_the_store_counts_at_once() {
+        let (_d, store) = store();
+        let auth = Authenticator::new(store.clone());
+        let (id, token) = create(&store, "g");
+        let h = format!("Bearer {token}");
+        let now = Utc::now();
+        assert_eq!(auth.check(Some(&h), now), Ok("g".into()));
+        // The copy in memory answers: damaging the stored record does not change the
+        // answer until a token is written again.
+        let key = [b"token:".as_slice(), id.as_bytes()].concat();
+        let saved = store.tokens_tree().get(&key).unwrap().unwrap();
+        store.tokens_tree().insert(&key, &b"not json"[..]).unwrap();
+        assert_eq!(auth.check(Some(&h), now), Ok("g".into()));
+        store.tokens_tree().insert(&key, saved).unwrap();
+        // A revocation straight through the store's token API, not through `execute`.
+        store.revoke_token(&id, now).unwrap();
+        assert_eq!(
+            auth.check(Some(&h), now).unwrap_err().reason,
+            AuthFailure::Revoked
+        );
+        // A token created by another handle of the store works on the next request.
+        let other = Authenticator::new(store.clone());
+        let (_, second) = create(&store, "second");
+        assert_eq!(
+            auth.check(Some(&format!("Bearer {second}")), now),
+            Ok("second".into())
+        );
+        assert_eq!(
+            other.check(Some(&format!("Bearer {second}")), now),
+            Ok("second".into())
+        );
+    }
+
+    #[test]
+    fn failures_are_logged_once_a_second_per_client_with_a_count_of_the_rest() {
+        let log = FailureLog::default();
+        let a: std::net::SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let a2: std::net::SocketAddr = "192.0.2.1:2000".parse().unwrap();
+        let b: std::net::SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let d = Denied::new(AuthFailure::Missing);
+        let t0 = std::time::Instant::now();
+        assert!(log.record(Some(a), &d, t0));
+        // Another connection from the same address shares the window.
+        assert!(!log.record(Some(a2), &d, t0 + std::time::Duration::from_millis(10)));
+        assert!(!log.record(Some(a), &d, t0 + std::time::Duration::from_millis(900)));
+        assert!(log.record(Some(b), &d, t0 + std::time::Duration::from_millis(900)));
+        assert!(log.record(Some(a), &d, t0 + std::time::Duration::from_millis(1001)));
+        assert_eq!(
+            log.by_client.lock().unwrap()[&Some(a.ip())].suppressed,
+            0,
+            "the count restarts after a line"
+        );
+        // Many addresses do not grow the map past its bound.
+        for i in 0..(FAILURE_LOG_CLIENTS as u32 + 10) {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            log.record(Some((ip, 1).into()), &d, t0);
+        }
+        assert!(log.by_client.lock().unwrap().len() <= FAILURE_LOG_CLIENTS);
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //!
 //! [`router`] builds the whole app (base path, body limit, bearer auth, SCIM errors,
 //! metrics and request logs), so tests drive it with `oneshot`; [`serve`] runs it over
-//! HTTP or HTTPS with graceful shutdown.
+//! HTTP or HTTPS within the connection limits of [`crate::listener`], with graceful
+//! shutdown.
+//!
+//! The limits are written here rather than taken from tower-http's layers: its body limit
+//! answers 413 before reading the body (a client still writing gets a broken pipe instead
+//! of the answer) and its timeout answers with a bare 408; SCIM wants its own error body
+//! for both.
 
 pub mod auth;
 pub mod error;
@@ -14,11 +20,12 @@ pub mod tls;
 pub mod users;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,14 +35,17 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::config::ScimConfig;
+use crate::listener::ConnLimits;
 use crate::store::{Store, StoreError};
 use error::{scim_json, ScimError};
 
 /// A request that takes longer than this is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long shutdown waits for requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body over the limit is read and thrown away up to this many bytes (and at most four
+/// times the limit) before the 413, so that a client that writes its whole body before
+/// reading sees the answer; past it the connection is cut.
+const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
 /// The label of the token that authenticated a request (the audit actor). Never the token.
 #[derive(Clone, Debug)]
@@ -50,6 +60,7 @@ pub struct ScimState {
 struct Inner {
     store: Store,
     auth: auth::Authenticator,
+    failures: auth::FailureLog,
     base_path: String,
     public_base: Option<String>,
     max_body_bytes: usize,
@@ -62,6 +73,7 @@ impl ScimState {
         Ok(ScimState {
             inner: Arc::new(Inner {
                 auth: auth::Authenticator::new(store.clone()),
+                failures: auth::FailureLog::default(),
                 store,
                 base_path: config.base_path.trim_end_matches('/').to_string(),
                 public_base: config
@@ -144,9 +156,53 @@ pub fn router(state: ScimState) -> Router {
     } else {
         Router::new().nest(&base_path, api).fallback(not_found)
     };
-    app.layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn(observe))
-        .with_state(state)
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        durable_answers,
+    ))
+    .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    .layer(middleware::from_fn(observe))
+    .with_state(state)
+}
+
+/// The connection limits of the SCIM listener from `[scim]`.
+pub fn conn_limits(config: &ScimConfig) -> ConnLimits {
+    ConnLimits {
+        name: "SCIM",
+        max_connections: config.max_connections,
+        idle_timeout: Duration::from_secs(config.idle_timeout),
+        header_timeout: crate::listener::HEADER_TIMEOUT,
+        drain_timeout: crate::listener::DRAIN_TIMEOUT,
+    }
+}
+
+/// The answer to every request once the store is read-only.
+fn read_only() -> Response {
+    ScimError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server could not write to its disk and is restarting; try again shortly",
+    )
+    .into_response()
+}
+
+/// Answers only from durable state: a read, a 409 or a PUT that changed nothing may show
+/// another request's write, so the answer waits until every write before it is on disk
+/// (concurrent requests share the flush). Once a flush has failed, every request gets 503.
+async fn durable_answers(State(state): State<ScimState>, req: Request, next: Next) -> Response {
+    if state.store().flush_failure().is_some() {
+        return read_only();
+    }
+    let resp = next.run(req).await;
+    // Its own task: hyper drops a request's future when the client hangs up.
+    let store = state.store().clone();
+    match tokio::spawn(async move { store.flush().await }).await {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a flush failed: the store is read-only");
+            read_only()
+        }
+        Err(e) => ScimError::internal(e).into_response(),
+    }
 }
 
 /// Reads a JSON request body: media type, size limit, UTF-8 and syntax, each with a
@@ -175,23 +231,23 @@ pub async fn read_json(
             format!("the body is larger than the limit of {limit} bytes ([scim].max_body_bytes)"),
         )
     };
+    let drain = limit.saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > drain as u64) {
+        // Too big to read and throw away: answer now; the connection is cut.
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+    let bytes = read_limited(body, limit, drain)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Read(e) => {
+                ScimError::invalid_syntax(format!("cannot read the request body: {e}"))
             }
-            source = s.source();
-        }
-        ScimError::invalid_syntax(format!("cannot read the request body: {e}"))
-    })?;
+        })?;
     if bytes.is_empty() {
         return Err(ScimError::invalid_syntax(
             "the request body is empty; a JSON object is expected",
@@ -207,38 +263,83 @@ pub async fn read_json(
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }
 
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes. A longer one is read on and thrown away up to
+/// `drain` bytes, so the client is reading by the time the 413 goes out.
+async fn read_limited(body: Body, limit: usize, drain: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > drain {
+            return Err(BodyError::TooLarge);
+        }
+        if seen <= limit {
+            out.extend_from_slice(&data);
+        } else if !out.is_empty() {
+            out = Vec::new();
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(out)
+}
+
 async fn authenticate(State(state): State<ScimState>, mut req: Request, next: Next) -> Response {
-    let header_value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state.inner.auth.check(header_value, Utc::now()) {
+    match state.inner.auth.check_headers(req.headers(), Utc::now()) {
         Ok(label) => {
             req.extensions_mut().insert(AuthLabel(label.clone()));
             let mut resp = next.run(req).await;
             resp.extensions_mut().insert(AuthLabel(label));
             resp
         }
-        Err(auth::AuthFailure::Missing) => ScimError::new(
-            StatusCode::UNAUTHORIZED,
-            "an Authorization: Bearer token is required (make one with `retrac-sync token create`)",
-        )
-        .into_response(),
-        Err(auth::AuthFailure::Invalid) => ScimError::new(
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is not valid or has been revoked",
-        )
-        .into_response(),
+        Err(denied) => {
+            let client = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            state.inner.failures.record(client, &denied, Instant::now());
+            let detail = match denied.reason {
+                auth::AuthFailure::Missing => "an Authorization: Bearer token is required (make one with `retrac-sync token create`)",
+                auth::AuthFailure::Malformed => "the request must carry one Authorization: Bearer header with a token from `retrac-sync token create`",
+                auth::AuthFailure::Unknown | auth::AuthFailure::Revoked => "the bearer token is not valid or has been revoked",
+            };
+            ScimError::new(StatusCode::UNAUTHORIZED, detail).into_response()
+        }
+    }
+}
+
+/// The `method` label: a closed set, so a client cannot grow the metrics with method
+/// names of its own.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "other",
     }
 }
 
 /// Metrics, the request log and the request timeout.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     // The path only: a query may carry a filter with personal data, and never a token.
     let path = req.uri().path().to_string();
-    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let mut resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ScimError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -246,26 +347,68 @@ async fn observe(req: Request, next: Next) -> Response {
         )
         .into_response(),
     };
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of an oversized body may still be on its way: do not read it as the
+        // next request.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
     let elapsed = started.elapsed();
-    let status = resp.status().as_u16();
+    let status = resp.status();
     let label = resp
         .extensions()
         .get::<AuthLabel>()
         .map(|l| l.0.clone())
         .unwrap_or_else(|| "-".into());
-    metrics::counter!("retrac_scim_requests_total", "method" => method.to_string(), "status" => status.to_string())
+    metrics::counter!("retrac_scim_requests_total", "method" => method, "status" => status_label(status))
         .increment(1);
-    metrics::histogram!("retrac_scim_request_duration_seconds", "method" => method.to_string())
+    metrics::histogram!("retrac_scim_request_duration_seconds", "method" => method)
         .record(elapsed.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        token = %label,
-        "SCIM request"
-    );
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let status = status.as_u16();
+    if status == 401 {
+        // Refusals have their own line, at most one a second per client.
+        tracing::debug!(method, path = %path, status, latency_ms, "SCIM request");
+    } else {
+        tracing::info!(
+            method,
+            path = %path,
+            status,
+            latency_ms,
+            token = %label,
+            "SCIM request"
+        );
+    }
     resp
+}
+
+/// The `status` label: the code, from a fixed table so that rendering it allocates nothing.
+fn status_label(status: StatusCode) -> &'static str {
+    // Every status the app answers with; any other is "other".
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (412, "412"),
+        (413, "413"),
+        (415, "415"),
+        (500, "500"),
+        (501, "501"),
+        (503, "503"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(c, _)| *c == status.as_u16())
+        .map_or("other", |(_, l)| l)
 }
 
 async fn service_provider_config(State(state): State<ScimState>, headers: HeaderMap) -> Response {
@@ -331,97 +474,54 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ScimError {
     )
 }
 
-/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes;
-/// then stops accepting and lets requests in flight finish (at most about 10 s).
+/// Serves `app` on `listener`, over TLS when `tls` is given, within `limits`, until
+/// `shutdown` completes; then stops accepting and lets requests in flight finish (at most
+/// about 10 s).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
-
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "SCIM listener cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let mut stop = stop_rx.clone();
-        connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    app.clone().oneshot(req.map(Body::new))
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            macro_rules! drive {
-                ($io:expr) => {{
-                    let conn = builder.serve_connection($io, service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    }
-                }};
-            }
-            let result = match acceptor {
-                None => drive!(TokioIo::new(stream)),
-                Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls_stream)) => drive!(TokioIo::new(tls_stream)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "SCIM connection ended with an error");
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "SCIM connections still open after the drain timeout; closing them"
-        );
-        connections.abort_all();
-    }
+    crate::listener::serve_http(listener, tls, app, limits, shutdown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels_come_from_closed_sets() {
+        for (m, want) in [
+            ("GET", "GET"),
+            ("PATCH", "PATCH"),
+            ("get", "other"),
+            ("XYZZY", "other"),
+            ("OPTIONS", "other"),
+        ] {
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), want, "{m}");
+        }
+        assert_eq!(status_label(StatusCode::OK), "200");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "other");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_read_to_the_drain_bound_then_refused() {
+        let body = |n: usize| Body::from(vec![b'x'; n]);
+        assert_eq!(
+            read_limited(body(10), 10, 40).await.ok(),
+            Some(vec![b'x'; 10])
+        );
+        assert!(matches!(
+            read_limited(body(11), 10, 40).await,
+            Err(BodyError::TooLarge)
+        ));
+        assert!(matches!(
+            read_limited(body(41), 10, 40).await,
+            Err(BodyError::TooLarge)
+        ));
+    }
 }

@@ -6,6 +6,10 @@
 //!
 //! The flush runs in a task of its own, not in the caller's future: a caller that is
 //! dropped mid-flush (a client hanging up) must not leave the group waiting forever.
+//!
+//! A failed flush is final: after it, what is in memory may never reach the disk, so
+//! every later flush fails too (the store is read-only) and the daemon stops, to recover
+//! from sled's log on restart.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +21,8 @@ pub(super) struct GroupFlush {
     db: sled::Db,
     state: Mutex<State>,
     progress: watch::Sender<Progress>,
+    /// Test support: the next flush fails with this reason instead of running.
+    injected: Mutex<Option<String>>,
 }
 
 struct State {
@@ -30,8 +36,8 @@ struct State {
 struct Progress {
     /// Every ticket up to this one is durable.
     done: u64,
-    /// The last failed flush: the tickets it covered, and why.
-    failed: Option<(u64, String)>,
+    /// Why a flush failed, once one has: no later flush succeeds.
+    failed: Option<String>,
 }
 
 impl GroupFlush {
@@ -43,6 +49,7 @@ impl GroupFlush {
                 running: false,
             }),
             progress: watch::channel(Progress::default()).0,
+            injected: Mutex::new(None),
         })
     }
 
@@ -56,13 +63,11 @@ impl GroupFlush {
         loop {
             {
                 let p = progress.borrow_and_update();
+                if let Some(why) = &p.failed {
+                    return Err(StoreError::Corrupt(format!("flush failed: {why}")));
+                }
                 if p.done >= ticket {
                     return Ok(());
-                }
-                if let Some((covered, why)) = &p.failed {
-                    if *covered >= ticket {
-                        return Err(StoreError::Corrupt(format!("flush failed: {why}")));
-                    }
                 }
             }
             self.start_flush_if_idle();
@@ -85,14 +90,51 @@ impl GroupFlush {
         let this = self.clone();
         tokio::spawn(async move {
             let db = this.db.clone();
-            let result = tokio::task::spawn_blocking(move || db.flush()).await;
+            let injected = this
+                .injected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let result = match injected {
+                Some(why) => Err(why),
+                None => match tokio::task::spawn_blocking(move || db.flush()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
             this.state.lock().unwrap_or_else(|p| p.into_inner()).running = false;
             this.progress.send_modify(|p| match result {
-                Ok(Ok(_)) => p.done = p.done.max(covered),
-                Ok(Err(e)) => p.failed = Some((covered, e.to_string())),
-                Err(e) => p.failed = Some((covered, e.to_string())),
+                Ok(()) => p.done = p.done.max(covered),
+                Err(why) => {
+                    p.failed.get_or_insert(why);
+                }
             });
         });
+    }
+
+    /// Why a flush failed, once one has.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.progress.borrow().failed.clone()
+    }
+
+    /// Resolves with the reason when a flush fails.
+    pub(super) async fn failed(&self) -> String {
+        let mut progress = self.progress.subscribe();
+        let why = match progress.wait_for(|p| p.failed.is_some()).await {
+            Ok(p) => p.failed.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            // The sender lives as long as `self`: unreachable, but never resolve falsely.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Test support: makes the next flush fail with `why`, as a failed fsync would.
+    pub(super) fn inject_failure(&self, why: &str) {
+        *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
     }
 }
 
@@ -120,6 +162,31 @@ mod tests {
                 .expect("no flush hangs")
                 .unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_fails_every_later_flush_and_wakes_the_watchers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let g = GroupFlush::new(db.clone());
+        g.flush().await.unwrap();
+        assert_eq!(g.failure(), None);
+        let watcher = {
+            let g = g.clone();
+            tokio::spawn(async move { g.failed().await })
+        };
+        g.inject_failure("disk on fire");
+        db.insert(b"k", &b"v"[..]).unwrap();
+        let err = g.flush().await.unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        // Sticky: the next flush would run sled's and succeed, but the store stays failed.
+        assert!(g.flush().await.is_err());
+        assert_eq!(g.failure().as_deref(), Some("disk on fire"));
+        let why = tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(why, "disk on fire");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

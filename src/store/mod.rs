@@ -387,6 +387,24 @@ impl Store {
         self.inner.flusher.flush().await
     }
 
+    /// Why the store turned read-only, once a flush has failed: what is in memory may
+    /// never reach the disk, so no write is accepted and the daemon stops.
+    pub fn flush_failure(&self) -> Option<String> {
+        self.inner.flusher.failure()
+    }
+
+    /// Resolves with the reason when a flush fails.
+    pub async fn flush_failed(&self) -> String {
+        self.inner.flusher.failed().await
+    }
+
+    /// Test support, never called by the daemon: the next flush fails with `why`, as a
+    /// failed fsync would.
+    #[doc(hidden)]
+    pub fn inject_flush_failure(&self, why: &str) {
+        self.inner.flusher.inject_failure(why);
+    }
+
     /// Makes every write so far durable, blocking the thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.inner.db.flush()?;
@@ -427,6 +445,11 @@ impl Store {
         F: Fn(&mut MemberTx<'_>) -> Result<T, StoreError>,
     {
         let i = &self.inner;
+        if let Some(why) = i.flusher.failure() {
+            return Err(StoreError::Corrupt(format!(
+                "the store is read-only since a flush failed: {why}"
+            )));
+        }
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());

@@ -4,12 +4,22 @@
 //! A token's `last used` time lives under its own key, so the coalesced write from a
 //! request can never race a revoke into un-revoking the token.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 
 const TOKEN_PREFIX: &[u8] = b"token:";
+
+/// Bumped after every token record written (created or revoked) through any [`Store`] in
+/// this process, so the SCIM authenticator's copy of the records knows to reload.
+///
+/// Process-wide rather than per store: the daemon has one store, sled lets no other
+/// process write it while the daemon runs, and a bump from another store (tests open
+/// several) only costs a reload.
+static TOKEN_WRITES: AtomicU64 = AtomicU64::new(0);
 const USED_PREFIX: &[u8] = b"used:";
 
 /// A stored SCIM token: never the secret, only its SHA-256.
@@ -52,6 +62,7 @@ impl Store {
         self.inner
             .tokens
             .insert(key(TOKEN_PREFIX, &record.id), bytes)?;
+        TOKEN_WRITES.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -65,10 +76,10 @@ impl Store {
         }
     }
 
-    /// A token's stored bytes, undecoded (the authenticator decodes a dummy record when
-    /// the id is unknown, so both paths cost the same).
-    pub fn token_bytes(&self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.inner.tokens.get(key(TOKEN_PREFIX, id))?)
+    /// Changes whenever a token record is written; a copy of the records made when it
+    /// had some value is current while it keeps that value.
+    pub fn token_generation(&self) -> u64 {
+        TOKEN_WRITES.load(Ordering::Acquire)
     }
 
     /// Every token, in id order.
@@ -106,6 +117,7 @@ impl Store {
                 }
             }
         })?;
+        TOKEN_WRITES.fetch_add(1, Ordering::Release);
         if let Some(e) = corrupt {
             return Err(StoreError::Corrupt(format!("token record: {e}")));
         }
