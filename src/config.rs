@@ -107,6 +107,12 @@ pub struct ScimConfig {
     pub max_connections: usize,
     /// Seconds a connection may sit with no request running and no byte sent or received.
     pub idle_timeout: u64,
+    /// Most values one multi-valued attribute (`emails`, `phoneNumbers`, ...) may hold.
+    pub max_values_per_attribute: usize,
+    /// Most bytes (as JSON) of the SCIM attributes kept for a member besides its own fields.
+    pub max_extra_bytes: usize,
+    /// Most resources one list or search answer holds.
+    pub max_results: usize,
 }
 
 impl Default for ScimConfig {
@@ -120,6 +126,9 @@ impl Default for ScimConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 512,
             idle_timeout: 30,
+            max_values_per_attribute: 100,
+            max_extra_bytes: 64 * 1024,
+            max_results: 1000,
         }
     }
 }
@@ -412,6 +421,19 @@ impl Config {
                     self.scim.idle_timeout
                 ),
             );
+        }
+        for (key, value, min) in [
+            (
+                "scim.max_values_per_attribute",
+                self.scim.max_values_per_attribute,
+                1,
+            ),
+            ("scim.max_extra_bytes", self.scim.max_extra_bytes, 1024),
+            ("scim.max_results", self.scim.max_results, 1),
+        ] {
+            if value < min {
+                return invalid(key, format!("{value} is below the minimum of {min}"));
+            }
         }
         if self.admin.socket.as_os_str().is_empty() {
             return invalid("admin.socket", "must not be empty".into());
@@ -716,6 +738,12 @@ mod tests {
             ("[scim]\nbase_path = \"scim\"\n", "scim.base_path"),
             ("[scim]\ntls_cert = \"/c.pem\"\n", "scim.tls_key"),
             ("[scim]\npublic_url = \"ftp://x\"\n", "scim.public_url"),
+            (
+                "[scim]\nmax_values_per_attribute = 0\n",
+                "scim.max_values_per_attribute",
+            ),
+            ("[scim]\nmax_extra_bytes = 10\n", "scim.max_extra_bytes"),
+            ("[scim]\nmax_results = 0\n", "scim.max_results"),
             ("[sync]\nschedule = \"every day\"\n", "sync.schedule"),
             ("[sync]\nschedule = \"*/15 * * * *\"\n", "sync.schedule"),
             (

@@ -185,7 +185,10 @@ pub async fn launch(
     let scim_task = tokio::spawn(crate::scim::serve(
         listeners.scim,
         tls.clone(),
-        crate::scim::router(scim_state),
+        // The size limits of [scim] reach the handlers as an extension (scim::schema::Limits).
+        crate::scim::router(scim_state).layer(axum::Extension(
+            crate::scim::schema::Limits::from_config(&config.scim),
+        )),
         crate::scim::conn_limits(&config.scim),
         stopped(),
     ));

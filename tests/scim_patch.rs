@@ -3,6 +3,7 @@
 
 use retrac_sync::scim::patch;
 use retrac_sync::scim::resource;
+use retrac_sync::scim::schema::Limits;
 use serde_json::{json, Value};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -63,6 +64,103 @@ fn rfc_add_with_path_appends_and_does_not_duplicate() {
     ]));
     assert_eq!(doc["emails"].as_array().unwrap().len(), 2);
     assert_eq!(doc["phoneNumbers"][0]["value"], json!("555-555-5555"));
+}
+
+#[test]
+fn an_add_of_values_already_there_adds_nothing_in_any_key_order_and_duplicates_in_one_add_once() {
+    let doc = patched(json!([
+        {"op": "add", "path": "emails", "value": [
+            {"type": "home", "value": "babs@jensen.org"},
+            {"value": "x@example.com"},
+            {"value": "x@example.com"}
+        ]}
+    ]));
+    assert_eq!(
+        doc["emails"].as_array().unwrap().len(),
+        3,
+        "{}",
+        doc["emails"]
+    );
+    // Removing by value: every listed value goes, by whole value or by `value`.
+    let mut doc2 = doc.clone();
+    patch::apply(
+        &mut doc2,
+        &ops(json!([{"op": "remove", "path": "emails", "value": [
+            {"value": "x@example.com"}, {"value": "babs@jensen.org", "type": "other"}
+        ]}])),
+    )
+    .unwrap();
+    assert_eq!(doc2["emails"], json!([bjensen()["emails"][0].clone()]));
+}
+
+/// Issue 9, item 4: a value with more values than the limit is refused before any work, and
+/// so is an add that would grow an attribute past it; the document is left as it was.
+#[test]
+fn values_past_the_limit_are_refused_and_change_nothing() {
+    let limits = Limits {
+        max_values: 3,
+        ..Limits::default()
+    };
+    let values = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"value": format!("v{i}@example.com")}))
+            .collect()
+    };
+    for (body, what) in [
+        (
+            json!([{"op": "add", "path": "emails", "value": values(4)}]),
+            "4 values",
+        ),
+        (
+            json!([{"op": "replace", "path": "ims", "value": values(4)}]),
+            "4 values",
+        ),
+        (
+            json!([{"op": "add", "value": {"phoneNumbers": values(4)}}]),
+            "4 values",
+        ),
+        // 2 values there, 2 more: 4.
+        (
+            json!([{"op": "add", "path": "emails", "value": values(2)}]),
+            "4 values",
+        ),
+        (
+            json!([{"op": "add", "path": "emails[type eq \"other\"]", "value": {"value": "o@x.y"}},
+                   {"op": "add", "path": "emails[type eq \"pager\"]", "value": {"value": "p@x.y"}}]),
+            "4 values",
+        ),
+    ] {
+        let mut doc = bjensen();
+        let e = patch::apply_with(&mut doc, &ops(body.clone()), &limits).unwrap_err();
+        assert_eq!(
+            e.scim_type.map(|t| t.as_str()),
+            Some("invalidValue"),
+            "{body}"
+        );
+        assert!(
+            e.detail.contains(what) && e.detail.contains("[scim].max_values_per_attribute"),
+            "{body}: {}",
+            e.detail
+        );
+        assert_eq!(doc, bjensen());
+    }
+    // Up to the limit is fine.
+    let mut doc = bjensen();
+    patch::apply_with(
+        &mut doc,
+        &ops(json!([{"op": "add", "path": "emails", "value": values(1)}])),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(doc["emails"].as_array().unwrap().len(), 3);
+    // The resource parser holds the same limit, also inside an extension.
+    let e = resource::from_json_with(
+        json!({"userName": "a@b.c", ENTERPRISE: {"codes": [1, 2, 3, 4]}}),
+        None,
+        &limits,
+    )
+    .unwrap_err();
+    assert!(e.detail.contains("codes has 4 values"), "{}", e.detail);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Property tests: printing a filter parses back to the same tree, and random filters,
-//! PATCH bodies and User bodies never panic.
+//! Property tests: printing a filter parses back to the same tree; random filters (up to
+//! 10,000 characters), PATCH bodies and User bodies never panic; the `sortBy` order is total.
 
 use proptest::prelude::*;
 use retrac_sync::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
@@ -90,10 +90,10 @@ fn inner_filter() -> impl Strategy<Value = Filter> {
         }),
         attr_path().prop_map(|p| Filter::Present(sub_only(p))),
     ];
-    leaf.prop_recursive(3, 12, 2, |inner| {
+    leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::and),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::or),
             inner.prop_map(|a| Filter::Not(Box::new(a))),
         ]
     })
@@ -106,10 +106,10 @@ fn any_filter() -> impl Strategy<Value = Filter> {
         (attr_path(), inner_filter())
             .prop_map(|(p, f)| Filter::ValuePath(AttrPath { sub: None, ..p }, Box::new(f))),
     ];
-    leaf.prop_recursive(4, 24, 2, |inner| {
+    leaf.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::and),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Filter::or),
             inner.prop_map(|a| Filter::Not(Box::new(a))),
         ]
     })
@@ -187,6 +187,70 @@ fn operation() -> impl Strategy<Value = Value> {
         })
 }
 
+/// Filter-like text up to 10,000 characters: filter words, operators, brackets and quotes in
+/// any order, so that long chains, deep nesting and unbalanced input all come up.
+fn long_filter_text() -> impl Strategy<Value = String> {
+    const PIECES: &[&str] = &[
+        "userName", "emails", "a", " ", " and ", " or ", "not ", " pr", " eq ", " gt ", "\"x\"",
+        "\"", "1", "true", "(", ")", "[", "]", ".", "urn:x:", "\\",
+    ];
+    prop_oneof![
+        // Anything, shaped like a filter: pieces, with now and then any character.
+        prop::collection::vec((0..PIECES.len() + 1, any::<char>()), 0..2500).prop_map(|p| {
+            p.into_iter()
+                .map(|(i, c)| {
+                    PIECES
+                        .get(i)
+                        .map_or_else(|| c.to_string(), |s| s.to_string())
+                })
+                .collect::<String>()
+        }),
+        // A chain or a nest of any length, around the limits and far past them.
+        (1usize..2000, prop::bool::ANY)
+            .prop_map(|(n, and)| { vec!["a pr"; n].join(if and { " and " } else { " or " }) }),
+        (1usize..1000).prop_map(|n| format!("{}a pr{}", "(".repeat(n), ")".repeat(n))),
+        (1usize..1000).prop_map(|n| format!("emails[{}]", vec!["type eq \"w\""; n].join(" and "))),
+    ]
+    .prop_map(|s| s.chars().take(10_000).collect())
+}
+
+/// JSON values with the number edge cases a `sortBy` key can meet.
+fn sort_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        (-1.0e20f64..1.0e20).prop_map(|f| json!(f)),
+        prop_oneof![
+            Just(json!(0.0)),
+            Just(json!(-0.0)),
+            Just(json!(9007199254740992.0)),
+            Just(json!(9007199254740993u64)),
+            Just(json!(9007199254740992u64)),
+            Just(json!(18446744073709551615u64)),
+            Just(json!(18446744073709551616.0)),
+            Just(json!(-9223372036854775808i64)),
+            Just(json!(-9223372036854775808.0)),
+            Just(json!(1)),
+            Just(json!(1.0)),
+        ],
+        prop_oneof![
+            Just("a".to_string()),
+            Just("A".to_string()),
+            any::<String>()
+        ]
+        .prop_map(Value::String),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map("[a-c]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 fn grace() -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
@@ -219,6 +283,64 @@ proptest! {
     fn filter_like_text_never_panics(s in "[a-zA-Z.\\[\\]()\" :$0-9-]{0,60}") {
         if let Ok(f) = filter::parse(&s) {
             let _ = filter::matches(&f, &grace());
+        }
+    }
+
+    #[test]
+    fn any_filter_text_up_to_10000_chars_parses_or_fails_without_panic(s in long_filter_text()) {
+        match filter::parse(&s) {
+            Ok(f) => {
+                let _ = filter::matches(&f, &grace());
+                let _ = f.to_string();
+            }
+            Err(e) => prop_assert!(!e.detail.is_empty()),
+        }
+        let path = format!("emails[{s}]");
+        if let Ok(p) = filter::parse_patch_path(&path) {
+            if let Some(f) = p.filter {
+                let _ = filter::matches(&f, &grace()["emails"][0]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_sort_order_is_a_total_order(a in sort_value(), b in sort_value(), c in sort_value()) {
+        use std::cmp::Ordering::*;
+        let o = filter::sort_order;
+        // Reflexive and antisymmetric.
+        prop_assert_eq!(o(&a, &a), Equal);
+        prop_assert_eq!(o(&a, &b), o(&b, &a).reverse());
+        // Transitive, for < and for =.
+        if o(&a, &b) != Greater && o(&b, &c) != Greater {
+            prop_assert_ne!(o(&a, &c), Greater, "{} <= {} <= {}", a, b, c);
+        }
+        if o(&a, &b) == Equal && o(&b, &c) == Equal {
+            prop_assert_eq!(o(&a, &c), Equal);
+        }
+        // Types rank first: null < boolean < number < string < complex.
+        let rank = |v: &Value| match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            _ => 4,
+        };
+        if rank(&a) != rank(&b) {
+            prop_assert_eq!(o(&a, &b), rank(&a).cmp(&rank(&b)));
+        }
+        // Numbers follow their value.
+        if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
+            if x < y {
+                prop_assert_ne!(o(&a, &b), Greater);
+            }
+        }
+    }
+
+    #[test]
+    fn sorting_any_values_never_panics_and_is_sorted(mut vs in prop::collection::vec(sort_value(), 0..80)) {
+        vs.sort_by(filter::sort_order);
+        for w in vs.windows(2) {
+            prop_assert_ne!(filter::sort_order(&w[0], &w[1]), std::cmp::Ordering::Greater);
         }
     }
 

@@ -15,16 +15,57 @@ use serde_json::Value;
 /// The URN of the core User schema; a path may carry it as a prefix.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
-/// Deepest nesting of parentheses and `not` accepted, so hostile input cannot blow the stack.
-const MAX_DEPTH: usize = 64;
+/// Most comparisons (`attr op value` and `attr pr`) in one filter or PATCH path.
+pub const MAX_COMPARISONS: usize = 64;
+
+/// Deepest nesting accepted: each pair of parentheses (a `not` included) and each value
+/// filter `attr[...]` is one level.
+pub const MAX_NESTING: usize = 32;
+
+/// Longest filter or PATCH path accepted, in characters.
+pub const MAX_FILTER_CHARS: usize = 4096;
+
+// `and` and `or` chains are flat nodes (`And(Vec)`, `Or(Vec)`), built in a loop, so the tree
+// is only as deep as the nesting: parsing, evaluating, printing and dropping a filter recurse
+// at most about 2 * MAX_NESTING frames deep, whatever the filter's length (issue 9: a
+// 12,000-term `and` chain once built a 12,000-deep tree and overflowed a worker's stack).
 
 /// Why a filter or path was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct FilterError(pub String);
+#[error("{detail}")]
+pub struct FilterError {
+    /// What is wrong, for the client.
+    pub detail: String,
+    /// Whether a size limit was passed (SCIM answers `invalidFilter` for those, also in a
+    /// PATCH path), rather than the text being malformed.
+    pub limit: bool,
+}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, FilterError> {
-    Err(FilterError(msg.into()))
+    Err(FilterError {
+        detail: msg.into(),
+        limit: false,
+    })
+}
+
+fn limit_err<T>(msg: impl Into<String>) -> Result<T, FilterError> {
+    Err(FilterError {
+        detail: msg.into(),
+        limit: true,
+    })
+}
+
+/// Refuses a text longer than [`MAX_FILTER_CHARS`] before any work is done on it.
+fn check_length(input: &str, what: &str) -> Result<(), FilterError> {
+    if input.len() > MAX_FILTER_CHARS {
+        let chars = input.chars().count();
+        if chars > MAX_FILTER_CHARS {
+            return limit_err(format!(
+                "the {what} is {chars} characters long; at most {MAX_FILTER_CHARS} are accepted"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An attribute path: an optional schema URN, an attribute and an optional sub-attribute.
@@ -259,10 +300,10 @@ impl fmt::Display for CompValue {
 /// A parsed filter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Filter {
-    /// `a or b`
-    Or(Box<Filter>, Box<Filter>),
-    /// `a and b`
-    And(Box<Filter>, Box<Filter>),
+    /// `a or b or ...`: two or more terms, none of them an `Or` (see [`Filter::or`]).
+    Or(Vec<Filter>),
+    /// `a and b and ...`: two or more terms, none of them an `And` (see [`Filter::and`]).
+    And(Vec<Filter>),
     /// `not (a)`
     Not(Box<Filter>),
     /// `attr pr`
@@ -273,25 +314,63 @@ pub enum Filter {
     ValuePath(AttrPath, Box<Filter>),
 }
 
+impl Filter {
+    /// `a and b and ...`, with the terms of `And` terms spliced in (the parser's shape).
+    /// One term is that term.
+    pub fn and(terms: Vec<Filter>) -> Filter {
+        Self::flat(terms, true)
+    }
+
+    /// `a or b or ...`, with the terms of `Or` terms spliced in. One term is that term.
+    pub fn or(terms: Vec<Filter>) -> Filter {
+        Self::flat(terms, false)
+    }
+
+    fn flat(terms: Vec<Filter>, and: bool) -> Filter {
+        let mut out = Vec::with_capacity(terms.len());
+        for t in terms {
+            match t {
+                Filter::And(inner) if and => out.extend(inner),
+                Filter::Or(inner) if !and => out.extend(inner),
+                other => out.push(other),
+            }
+        }
+        if out.len() == 1 {
+            if let Some(only) = out.pop() {
+                return only;
+            }
+        }
+        if and {
+            Filter::And(out)
+        } else {
+            Filter::Or(out)
+        }
+    }
+}
+
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Parentheses do not create nodes, so wrapping every compound child prints a text
-        // that parses back to exactly this tree.
-        fn child(f: &mut fmt::Formatter<'_>, c: &Filter) -> fmt::Result {
+        // Parentheses do not create nodes. A term of an `and` that is an `or` needs them;
+        // an `and` inside an `or` does not (precedence), and is printed without, so the
+        // text is never nested deeper than the one parsed. Same-kind terms never meet
+        // (the nodes are flat), but are parenthesised if a caller built them.
+        fn term(f: &mut fmt::Formatter<'_>, c: &Filter, in_and: bool) -> fmt::Result {
             match c {
-                Filter::Or(..) | Filter::And(..) => write!(f, "({c})"),
+                Filter::Or(_) | Filter::And(_) if in_and => write!(f, "({c})"),
+                Filter::Or(_) => write!(f, "({c})"),
                 other => write!(f, "{other}"),
             }
         }
         match self {
-            Filter::Or(a, b) | Filter::And(a, b) => {
-                child(f, a)?;
-                f.write_str(if matches!(self, Filter::Or(..)) {
-                    " or "
-                } else {
-                    " and "
-                })?;
-                child(f, b)
+            Filter::Or(terms) | Filter::And(terms) => {
+                let in_and = matches!(self, Filter::And(_));
+                for (i, t) in terms.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(if in_and { " and " } else { " or " })?;
+                    }
+                    term(f, t, in_and)?;
+                }
+                Ok(())
             }
             Filter::Not(a) => write!(f, "not ({a})"),
             Filter::Present(p) => write!(f, "{p} pr"),
@@ -350,8 +429,10 @@ fn tokenize(input: &str) -> Result<Vec<Token>, FilterError> {
                     }
                 }
                 let raw = input.get(start..i).unwrap_or_default();
-                let s: String = serde_json::from_str(raw)
-                    .map_err(|e| FilterError(format!("bad string {raw} in the filter: {e}")))?;
+                let s: String = match serde_json::from_str(raw) {
+                    Ok(s) => s,
+                    Err(e) => return err(format!("bad string {raw} in the filter: {e}")),
+                };
                 out.push(Token::Str(s));
             }
             _ => {
@@ -377,18 +458,27 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    comparisons: usize,
+}
+
+impl Parser {
+    fn new(tokens: Vec<Token>, depth: usize) -> Parser {
+        Parser {
+            tokens,
+            pos: 0,
+            depth,
+            comparisons: 0,
+        }
+    }
 }
 
 /// Parses a filter.
 pub fn parse(input: &str) -> Result<Filter, FilterError> {
+    check_length(input, "filter")?;
     if input.trim().is_empty() {
         return err("the filter is empty");
     }
-    let mut p = Parser {
-        tokens: tokenize(input)?,
-        pos: 0,
-        depth: 0,
-    };
+    let mut p = Parser::new(tokenize(input)?, 0);
     let f = p.or(false)?;
     match p.peek() {
         None => Ok(f),
@@ -428,30 +518,42 @@ impl Parser {
 
     fn enter(&mut self) -> Result<(), FilterError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return err(format!("the filter nests deeper than {MAX_DEPTH} levels"));
+        if self.depth > MAX_NESTING {
+            return limit_err(format!(
+                "the filter nests deeper than {MAX_NESTING} levels (parentheses, not and value filters)"
+            ));
         }
         Ok(())
     }
 
+    /// Counts one comparison against [`MAX_COMPARISONS`].
+    fn count(&mut self) -> Result<(), FilterError> {
+        self.comparisons += 1;
+        if self.comparisons > MAX_COMPARISONS {
+            return limit_err(format!(
+                "the filter has more than {MAX_COMPARISONS} comparisons"
+            ));
+        }
+        Ok(())
+    }
+
+    // The chains are read in a loop into one flat node: no recursion per term.
     fn or(&mut self, inner: bool) -> Result<Filter, FilterError> {
-        let mut left = self.and(inner)?;
+        let mut terms = vec![self.and(inner)?];
         while self.peek_word("or") {
             self.pos += 1;
-            let right = self.and(inner)?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+            terms.push(self.and(inner)?);
         }
-        Ok(left)
+        Ok(Filter::or(terms))
     }
 
     fn and(&mut self, inner: bool) -> Result<Filter, FilterError> {
-        let mut left = self.unary(inner)?;
+        let mut terms = vec![self.unary(inner)?];
         while self.peek_word("and") {
             self.pos += 1;
-            let right = self.unary(inner)?;
-            left = Filter::And(Box::new(left), Box::new(right));
+            terms.push(self.unary(inner)?);
         }
-        Ok(left)
+        Ok(Filter::and(terms))
     }
 
     fn unary(&mut self, inner: bool) -> Result<Filter, FilterError> {
@@ -519,7 +621,7 @@ impl Parser {
                     let tail = self.comparison(sub)?;
                     return Ok(Filter::ValuePath(
                         path,
-                        Box::new(Filter::And(Box::new(f), Box::new(tail))),
+                        Box::new(Filter::and(vec![f, tail])),
                     ));
                 }
             }
@@ -529,6 +631,7 @@ impl Parser {
     }
 
     fn comparison(&mut self, path: AttrPath) -> Result<Filter, FilterError> {
+        self.count()?;
         let op = match self.next() {
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("pr") => {
                 return Ok(Filter::Present(path))
@@ -617,6 +720,7 @@ pub struct PatchPath {
 
 /// Parses a PATCH `path` (RFC 7644 §3.5.2).
 pub fn parse_patch_path(input: &str) -> Result<PatchPath, FilterError> {
+    check_length(input, "PATCH path")?;
     let input = input.trim();
     match input.find('[') {
         None => Ok(PatchPath {
@@ -633,11 +737,8 @@ pub fn parse_patch_path(input: &str) -> Result<PatchPath, FilterError> {
             if attr.sub.is_some() {
                 return err(format!("{input:?}: a value filter applies to an attribute"));
             }
-            let mut p = Parser {
-                tokens: tokenize(&input[open + 1..close])?,
-                pos: 0,
-                depth: 1,
-            };
+            // The brackets are the first level of nesting.
+            let mut p = Parser::new(tokenize(&input[open + 1..close])?, 1);
             let filter = p.or(true)?;
             if p.peek().is_some() {
                 return err(format!("{input:?}: unexpected text in the value filter"));
@@ -667,8 +768,8 @@ pub fn parse_patch_path(input: &str) -> Result<PatchPath, FilterError> {
 /// value filter) matches `filter`.
 pub fn matches(filter: &Filter, ctx: &Value) -> bool {
     match filter {
-        Filter::Or(a, b) => matches(a, ctx) || matches(b, ctx),
-        Filter::And(a, b) => matches(a, ctx) && matches(b, ctx),
+        Filter::Or(terms) => terms.iter().any(|t| matches(t, ctx)),
+        Filter::And(terms) => terms.iter().all(|t| matches(t, ctx)),
         Filter::Not(a) => !matches(a, ctx),
         Filter::Present(p) => p.values(ctx).iter().any(|v| match v {
             Value::String(s) => !s.is_empty(),
@@ -763,6 +864,109 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Where a value falls in a `sortBy` order. RFC 7644 §3.4.2.3 leaves values of mixed types
+/// open; here types rank first (null < boolean < number < string < complex), then values
+/// compare within their type: numbers by value (integers and decimals exactly), strings
+/// without case unless the attribute is case-exact, complex values by their JSON text. This
+/// is a total order, so a sort over any mix of values cannot panic (issue 9).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortKey {
+    /// `null`
+    Null,
+    /// `false` < `true`
+    Bool(bool),
+    /// A number.
+    Number(SortNumber),
+    /// A string (lower-cased unless case-exact).
+    String(String),
+    /// An object or array, as its JSON text.
+    Complex(String),
+}
+
+impl SortKey {
+    /// The key of one value.
+    pub fn from_value(v: &Value, case_exact: bool) -> SortKey {
+        match v {
+            Value::Null => SortKey::Null,
+            Value::Bool(b) => SortKey::Bool(*b),
+            Value::Number(n) => SortKey::Number(SortNumber(n.clone())),
+            Value::String(s) if case_exact => SortKey::String(s.clone()),
+            Value::String(s) => SortKey::String(s.to_lowercase()),
+            other => SortKey::Complex(other.to_string()),
+        }
+    }
+
+    /// What a resource sorts by: the first value `by` selects, if any.
+    pub fn of(resource: &Value, by: &AttrPath) -> Option<SortKey> {
+        by.values(resource)
+            .first()
+            .map(|v| SortKey::from_value(v, by.case_exact()))
+    }
+}
+
+/// A JSON number ordered by its value: integers exactly (as i128), decimals as f64, and an
+/// integer against a decimal without the rounding that would make the order intransitive.
+#[derive(Clone, Debug)]
+pub struct SortNumber(pub serde_json::Number);
+
+impl SortNumber {
+    fn int(&self) -> Option<i128> {
+        self.0
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| self.0.as_u64().map(i128::from))
+    }
+
+    fn float(&self) -> f64 {
+        // JSON numbers are finite; serde_json holds no NaN.
+        self.0.as_f64().unwrap_or(0.0)
+    }
+}
+
+/// An integer against a finite f64, exactly: rounding `i` to f64 is monotonic, so a strict
+/// difference after rounding is the true one; on a tie `f` is integral and within ±2^64,
+/// so it converts to i128 exactly.
+fn int_against_float(i: i128, f: f64) -> Ordering {
+    match (i as f64).partial_cmp(&f) {
+        Some(Ordering::Equal) => i.cmp(&(f as i128)),
+        Some(o) => o,
+        None => Ordering::Equal,
+    }
+}
+
+impl Ord for SortNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.int(), other.int()) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            (Some(a), None) => int_against_float(a, other.float()),
+            (None, Some(b)) => int_against_float(b, self.float()).reverse(),
+            (None, None) => self
+                .float()
+                .partial_cmp(&other.float())
+                .unwrap_or(Ordering::Equal),
+        }
+    }
+}
+
+impl PartialOrd for SortNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SortNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for SortNumber {}
+
+/// The `sortBy` order of two values (see [`SortKey`]), strings compared without case.
+pub fn sort_order(a: &Value, b: &Value) -> Ordering {
+    SortKey::from_value(a, false).cmp(&SortKey::from_value(b, false))
+}
+
 /// The exact-match lookup a filter allows through an index, when it has one: a top-level
 /// `userName eq`, `externalId eq` or `id eq`, alone or as a term of an `and`.
 pub fn index_lookup(filter: &Filter) -> Option<(IndexKey, &str)> {
@@ -778,7 +982,7 @@ pub fn index_lookup(filter: &Filter) -> Option<(IndexKey, &str)> {
                 None
             }
         }
-        Filter::And(a, b) => index_lookup(a).or_else(|| index_lookup(b)),
+        Filter::And(terms) => terms.iter().find_map(index_lookup),
         _ => None,
     }
 }
@@ -836,37 +1040,119 @@ mod tests {
         let c = || cmp("c", CompareOp::Eq, s("3"));
         assert_eq!(
             p(r#"a eq "1" or b eq "2" and c eq "3""#),
-            Filter::Or(
-                Box::new(a()),
-                Box::new(Filter::And(Box::new(b()), Box::new(c())))
-            )
+            Filter::Or(vec![a(), Filter::And(vec![b(), c()])])
         );
         assert_eq!(
             p(r#"a eq "1" and b eq "2" or c eq "3""#),
-            Filter::Or(
-                Box::new(Filter::And(Box::new(a()), Box::new(b()))),
-                Box::new(c())
-            )
+            Filter::Or(vec![Filter::And(vec![a(), b()]), c()])
         );
         assert_eq!(
             p(r#"(a eq "1" or b eq "2") and c eq "3""#),
-            Filter::And(
-                Box::new(Filter::Or(Box::new(a()), Box::new(b()))),
-                Box::new(c())
-            )
+            Filter::And(vec![Filter::Or(vec![a(), b()]), c()])
         );
         assert_eq!(
             p(r#"not (a eq "1") and b eq "2""#),
-            Filter::And(Box::new(Filter::Not(Box::new(a()))), Box::new(b()))
+            Filter::And(vec![Filter::Not(Box::new(a())), b()])
         );
-        // Left-associative chains.
+        // Chains are one flat node, parenthesised or not.
         assert_eq!(
             p(r#"a eq "1" or b eq "2" or c eq "3""#),
-            Filter::Or(
-                Box::new(Filter::Or(Box::new(a()), Box::new(b()))),
-                Box::new(c())
-            )
+            Filter::Or(vec![a(), b(), c()])
         );
+        assert_eq!(
+            p(r#"(a eq "1" and b eq "2") and (c eq "3")"#),
+            Filter::And(vec![a(), b(), c()])
+        );
+    }
+
+    #[test]
+    fn a_long_chain_is_one_flat_node_not_a_deep_tree() {
+        // 64 comparisons, the most allowed: one node with 64 terms, depth 1.
+        let chain = vec!["a pr"; MAX_COMPARISONS].join(" and ");
+        match p(&chain) {
+            Filter::And(terms) => {
+                assert_eq!(terms.len(), MAX_COMPARISONS);
+                assert!(terms.iter().all(|t| matches!(t, Filter::Present(_))));
+            }
+            other => panic!("{other:?}"),
+        }
+        let chain = vec!["a pr"; MAX_COMPARISONS].join(" or ");
+        assert!(matches!(p(&chain), Filter::Or(t) if t.len() == MAX_COMPARISONS));
+    }
+
+    #[test]
+    fn each_size_limit_is_refused_and_named() {
+        // The 12,000-term chain of issue 9 (108 KB): refused on its length, before any work.
+        let attack = vec!["a pr"; 12_000].join(" and ");
+        let e = parse(&attack).unwrap_err();
+        assert!(e.limit && e.detail.contains("at most 4096"), "{e}");
+        let e = parse_patch_path(&format!("emails[{}]", attack)).unwrap_err();
+        assert!(e.limit && e.detail.contains("4096"), "{e}");
+        // Exactly 4096 characters is fine; one more is not.
+        let pad = format!("userName eq \"{}\"", "x".repeat(MAX_FILTER_CHARS - 14));
+        assert_eq!(pad.chars().count(), MAX_FILTER_CHARS);
+        assert!(parse(&pad).is_ok());
+        let over = format!("userName eq \"{}\"", "x".repeat(MAX_FILTER_CHARS - 13));
+        assert!(parse(&over).unwrap_err().limit);
+        // Characters, not bytes: 4,000 two-byte characters are under the limit.
+        assert!(parse(&format!("userName eq \"{}\"", "é".repeat(4000))).is_ok());
+
+        // 65 comparisons, short enough to pass the length limit.
+        let many = vec!["a pr"; MAX_COMPARISONS + 1].join(" and ");
+        assert!(many.len() < MAX_FILTER_CHARS);
+        let e = parse(&many).unwrap_err();
+        assert!(e.limit && e.detail.contains("64 comparisons"), "{e}");
+        let e = parse_patch_path(&format!(
+            "emails[{}]",
+            vec!["type eq \"w\""; MAX_COMPARISONS + 1].join(" and ")
+        ))
+        .unwrap_err();
+        assert!(e.limit && e.detail.contains("64 comparisons"), "{e}");
+
+        // 32 levels of parentheses are fine, 33 are not; `not` and value filters count.
+        let nest = |n: usize| format!("{}a pr{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nest(MAX_NESTING)).is_ok());
+        let e = parse(&nest(MAX_NESTING + 1)).unwrap_err();
+        assert!(e.limit && e.detail.contains("32 levels"), "{e}");
+        let nots = |n: usize| format!("{}a pr{}", "not (".repeat(n), ")".repeat(n));
+        assert!(parse(&nots(MAX_NESTING)).is_ok());
+        assert!(parse(&nots(MAX_NESTING + 1)).unwrap_err().limit);
+        assert!(parse(&format!("emails[{}]", nest(MAX_NESTING - 1))).is_ok());
+        assert!(
+            parse(&format!("emails[{}]", nest(MAX_NESTING)))
+                .unwrap_err()
+                .limit
+        );
+        assert!(
+            parse_patch_path(&format!("emails[{}]", nest(MAX_NESTING)))
+                .unwrap_err()
+                .limit
+        );
+        // A malformed filter is not a limit.
+        assert!(!parse("userName eq").unwrap_err().limit);
+    }
+
+    #[test]
+    fn the_largest_filter_evaluates_and_drops_without_deep_recursion() {
+        // A thread with a small stack: the widest and the deepest filters allowed both run.
+        let wide = vec!["a pr"; MAX_COMPARISONS].join(" and ");
+        let deep = format!(
+            "{}a pr{}",
+            "not (".repeat(MAX_NESTING),
+            ")".repeat(MAX_NESTING)
+        );
+        let done = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let g = json!({"a": 1});
+                let w = parse(&wide).map(|f| matches(&f, &g));
+                let d = parse(&deep).map(|f| matches(&f, &g));
+                (w, d)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(done, (Ok(true), Ok(true)));
     }
 
     #[test]
@@ -1028,10 +1314,10 @@ mod tests {
             ("userName eq \"x\" and", "expected an attribute"),
         ] {
             let e = parse(f).unwrap_err();
-            assert!(e.0.contains(why), "{f:?}: {e} should mention {why:?}");
+            assert!(e.detail.contains(why), "{f:?}: {e} should mention {why:?}");
         }
         let deep = format!("{}a pr{}", "(".repeat(200), ")".repeat(200));
-        assert!(parse(&deep).unwrap_err().0.contains("deeper"));
+        assert!(parse(&deep).unwrap_err().detail.contains("deeper"));
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! `{"active": false}`), booleans as `"True"`/`"False"` (coerced when the resource is read
 //! back), and a `replace` on a value path that matches nothing, which adds the value.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPath};
-use crate::scim::resource::{canonical_key, MULTI_VALUED, RETRAC_SCHEMA};
+use crate::scim::resource::{canonical_key, too_many_values, MULTI_VALUED};
+use crate::scim::schema::Limits;
 
 /// The PatchOp message schema.
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -29,8 +32,16 @@ pub enum Op {
     Remove,
 }
 
-/// Applies a PatchOp body to `resource` (a JSON object). On error `resource` is unchanged.
+/// Applies a PatchOp body to `resource` (a JSON object) under the default [`Limits`]. On
+/// error `resource` is unchanged.
 pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
+    apply_with(resource, body, &Limits::default())
+}
+
+/// [`apply`] under the given limits. A value with more than `max_values` values is refused
+/// before any work, and so is an operation that would grow an attribute past it, so the
+/// cost of a request stays linear in its size.
+pub fn apply_with(resource: &mut Value, body: &Value, limits: &Limits) -> Result<(), ScimError> {
     let ops = match filter::get_ci(body, "Operations") {
         Some(Value::Array(ops)) => ops,
         Some(_) => return Err(ScimError::invalid_syntax("Operations must be an array")),
@@ -54,9 +65,16 @@ pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
             format!("at most {MAX_OPERATIONS} operations per PATCH"),
         ));
     }
+    for (i, op) in ops.iter().enumerate() {
+        if let Some((what, n)) = oversized_value(op, limits) {
+            let mut e = too_many_values(&what, n, limits);
+            e.detail = format!("operation {}: {}", i + 1, e.detail);
+            return Err(e);
+        }
+    }
     let mut work = resource.clone();
     for (i, op) in ops.iter().enumerate() {
-        apply_op(&mut work, op).map_err(|mut e| {
+        apply_op(&mut work, op, limits).map_err(|mut e| {
             e.detail = format!("operation {}: {}", i + 1, e.detail);
             e
         })?;
@@ -65,7 +83,24 @@ pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
     Ok(())
 }
 
-fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
+/// An array in an operation's value (the value itself, or one level inside a path-less
+/// object) longer than `max_values`: what holds it and how long it is.
+fn oversized_value(op: &Value, limits: &Limits) -> Option<(String, usize)> {
+    let path = || match filter::get_ci(op, "path") {
+        Some(Value::String(p)) => p.clone(),
+        _ => "value".to_string(),
+    };
+    match filter::get_ci(op, "value")? {
+        Value::Array(a) if a.len() > limits.max_values => Some((path(), a.len())),
+        Value::Object(o) => o.iter().find_map(|(k, v)| match v {
+            Value::Array(a) if a.len() > limits.max_values => Some((k.clone(), a.len())),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+fn apply_op(resource: &mut Value, op: &Value, limits: &Limits) -> Result<(), ScimError> {
     if !op.is_object() {
         return Err(ScimError::invalid_syntax(
             "each operation must be an object",
@@ -88,15 +123,12 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
             ))
         }
     };
-    let path =
-        match filter::get_ci(op, "path") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(Value::String(s)) => Some(filter::parse_patch_path(s).map_err(|e| {
-                ScimError::bad_request(crate::scim::error::ScimType::InvalidPath, e.0)
-            })?),
-            Some(_) => return Err(ScimError::invalid_syntax("path must be a string")),
-        };
+    let path = match filter::get_ci(op, "path") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(filter::parse_patch_path(s).map_err(path_error)?),
+        Some(_) => return Err(ScimError::invalid_syntax("path must be a string")),
+    };
     let value = filter::get_ci(op, "value").cloned();
     // A path naming a whole extension (`urn:...:enterprise:2.0:User`) targets its object.
     if let Some(Value::String(raw)) = filter::get_ci(op, "path") {
@@ -110,7 +142,7 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
         (_, Some(p)) => {
             let value = value
                 .ok_or_else(|| ScimError::invalid_syntax(format!("{kind:?} needs a value")))?;
-            set(resource, kind, &p, value)
+            set(resource, kind, &p, value, limits)
         }
         (_, None) => {
             let Some(Value::Object(map)) = value else {
@@ -124,12 +156,7 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
                     KeyPath::Extension(urn) => {
                         let Value::Object(inner) = v else { continue };
                         for (ik, iv) in inner {
-                            let attr = AttrPath::parse(&ik).map_err(|e| {
-                                ScimError::bad_request(
-                                    crate::scim::error::ScimType::InvalidPath,
-                                    e.0,
-                                )
-                            })?;
+                            let attr = AttrPath::parse(&ik).map_err(path_error)?;
                             let pp = PatchPath {
                                 attr: AttrPath {
                                     urn: Some(urn.clone()),
@@ -138,14 +165,24 @@ fn apply_op(resource: &mut Value, op: &Value) -> Result<(), ScimError> {
                                 filter: None,
                                 sub_after_filter: None,
                             };
-                            set(resource, kind, &pp, iv)?;
+                            set(resource, kind, &pp, iv, limits)?;
                         }
                     }
-                    KeyPath::Path(pp) => set(resource, kind, &pp, v)?,
+                    KeyPath::Path(pp) => set(resource, kind, &pp, v, limits)?,
                 }
             }
             Ok(())
         }
+    }
+}
+
+/// A refused PATCH path: `invalidPath`, or `invalidFilter` when its value filter passes a
+/// size limit (issue 9 asks the same answer for a filter however it arrives).
+fn path_error(e: filter::FilterError) -> ScimError {
+    if e.limit {
+        ScimError::invalid_filter(format!("path: {}", e.detail))
+    } else {
+        ScimError::bad_request(crate::scim::error::ScimType::InvalidPath, e.detail)
     }
 }
 
@@ -172,28 +209,6 @@ fn whole_extension(
     urn: &str,
     value: Option<Value>,
 ) -> Result<(), ScimError> {
-    if urn.eq_ignore_ascii_case(RETRAC_SCHEMA) {
-        // Read-only: an add or replace that restates what it holds changes nothing and is
-        // accepted; anything else is refused.
-        let current = filter::get_ci(resource, urn)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let restates = kind != Op::Remove
-            && value
-                .as_ref()
-                .and_then(Value::as_object)
-                .is_some_and(|new| {
-                    new.iter().all(|(k, v)| {
-                        k.eq_ignore_ascii_case("schemas") || filter::get_ci(&current, k) == Some(v)
-                    })
-                });
-        if restates {
-            return Ok(());
-        }
-        return Err(ScimError::mutability(format!(
-            "{urn} is read-only: locations and role are assigned by the workspace owner"
-        )));
-    }
     let Some(root) = resource.as_object_mut() else {
         return Err(ScimError::no_target("the resource is not an object"));
     };
@@ -249,19 +264,10 @@ fn key_as_path(resource: &Value, key: &str, v: &Value) -> Result<KeyPath, ScimEr
     }
     filter::parse_patch_path(key)
         .map(KeyPath::Path)
-        .map_err(|e| ScimError::bad_request(crate::scim::error::ScimType::InvalidPath, e.0))
+        .map_err(path_error)
 }
 
 fn read_only(attr: &AttrPath) -> Result<(), ScimError> {
-    let urn_is_retrac = attr
-        .urn
-        .as_deref()
-        .is_some_and(|u| u.eq_ignore_ascii_case(RETRAC_SCHEMA));
-    if urn_is_retrac {
-        return Err(ScimError::mutability(format!(
-            "{attr} is read-only: locations and role are assigned by the workspace owner"
-        )));
-    }
     if attr.in_core()
         && ["id", "meta", "schemas", "groups"]
             .iter()
@@ -319,7 +325,13 @@ fn is_multi(attr: &AttrPath, existing: Option<&Value>, value: &Value) -> bool {
         || (existing.is_none() && value.is_array())
 }
 
-fn set(resource: &mut Value, kind: Op, p: &PatchPath, value: Value) -> Result<(), ScimError> {
+fn set(
+    resource: &mut Value,
+    kind: Op,
+    p: &PatchPath,
+    value: Value,
+    limits: &Limits,
+) -> Result<(), ScimError> {
     read_only(&p.attr)?;
     let attr = &p.attr;
     let obj = container(resource, attr, true)
@@ -344,6 +356,9 @@ fn set(resource: &mut Value, kind: Op, p: &PatchPath, value: Value) -> Result<()
             let mut item = Value::Object(equalities(f));
             write_into_item(&mut item, p.sub_after_filter.as_deref(), value, Op::Replace);
             items.push(item);
+            if items.len() > limits.max_values {
+                return Err(too_many_values(&key, items.len(), limits));
+            }
         }
         fix_primary(items);
         return Ok(());
@@ -383,8 +398,14 @@ fn set(resource: &mut Value, kind: Op, p: &PatchPath, value: Value) -> Result<()
                 Value::Null => Vec::new(),
                 other => vec![other],
             };
+            if new_items.len() > limits.max_values {
+                return Err(too_many_values(&key, new_items.len(), limits));
+            }
             match (kind, obj.get_mut(&key)) {
                 (Op::Add, Some(Value::Array(items))) => {
+                    // Values already there are not added again (RFC 7644 §3.5.2.1); the
+                    // check is a set lookup, so an add stays linear in its size.
+                    let mut seen: HashSet<String> = items.iter().map(identity).collect();
                     for n in new_items {
                         if n.get("primary").and_then(crate::scim::resource::boolean) == Some(true) {
                             for i in items.iter_mut() {
@@ -392,9 +413,13 @@ fn set(resource: &mut Value, kind: Op, p: &PatchPath, value: Value) -> Result<()
                                     o.remove("primary");
                                 }
                             }
+                            seen = items.iter().map(identity).collect();
                         }
-                        if !items.contains(&n) {
+                        if seen.insert(identity(&n)) {
                             items.push(n);
+                            if items.len() > limits.max_values {
+                                return Err(too_many_values(&key, items.len(), limits));
+                            }
                         }
                     }
                 }
@@ -466,9 +491,10 @@ fn equalities(f: &Filter) -> Map<String, Value> {
     let mut out = Map::new();
     fn walk(f: &Filter, out: &mut Map<String, Value>) {
         match f {
-            Filter::And(a, b) => {
-                walk(a, out);
-                walk(b, out);
+            Filter::And(terms) => {
+                for t in terms {
+                    walk(t, out);
+                }
             }
             Filter::Compare(p, CompareOp::Eq, v) if p.urn.is_none() && p.sub.is_none() => {
                 let v = match v {
@@ -542,10 +568,16 @@ fn remove(resource: &mut Value, p: &PatchPath, value: Option<&Value>) -> Result<
         None => match (obj.get_mut(&key), value) {
             // Entra ID removes given values of a multi-valued attribute this way.
             (Some(Value::Array(items)), Some(Value::Array(gone))) if !gone.is_empty() => {
+                let whole: HashSet<String> = gone.iter().map(identity).collect();
+                let values: HashSet<String> = gone
+                    .iter()
+                    .filter_map(|g| g.get("value"))
+                    .map(identity)
+                    .collect();
                 items.retain(|i| {
-                    !gone.iter().any(|g| {
-                        g == i || (g.get("value").is_some() && g.get("value") == i.get("value"))
-                    })
+                    !(whole.contains(&identity(i))
+                        || i.get("value")
+                            .is_some_and(|v| values.contains(&identity(v))))
                 });
                 if items.is_empty() {
                     obj.remove(&key);
@@ -557,4 +589,37 @@ fn remove(resource: &mut Value, p: &PatchPath, value: Option<&Value>) -> Result<
         },
     }
     Ok(())
+}
+
+/// A text that is equal for equal JSON values (object keys sorted), for set lookups:
+/// `serde_json::Value` has no `Hash`.
+fn identity(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(o) => {
+                let mut entries: Vec<(&String, &Value)> = o.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (k, v) in entries {
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(v, out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for i in items {
+                    write(i, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }

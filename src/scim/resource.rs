@@ -5,18 +5,21 @@
 //! it comes back as it was sent. `name` and `emails` are also kept whole in `scim_extra`, so
 //! their other sub-attributes (`formatted`, `display`, ...) survive; the member's own fields
 //! win when the pull changed them since.
+//!
+//! The owner's locations and role are not SCIM attributes: they are never shown, and nothing
+//! a client sends reaches them. A body that still carries the Retrac extension of earlier
+//! versions (`urn:retrac:params:scim:schemas:extension:2.0:Member`) is treated like any other
+//! extension this server does not declare: kept verbatim with the member's other attributes.
 
 use serde_json::{json, Map, Value};
 
 use crate::member::{DirectoryAttrs, Email, Member, UserName};
 use crate::scim::error::ScimError;
 use crate::scim::filter::USER_SCHEMA;
+use crate::scim::schema::Limits;
 
 /// The Enterprise User extension (RFC 7643 §4.3).
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
-/// The read-only Retrac extension: the owner's locations and role.
-pub const RETRAC_SCHEMA: &str = "urn:retrac:params:scim:schemas:extension:2.0:Member";
 
 /// Core attributes this server publishes, with their canonical spelling (clients may use any case).
 pub const CORE_ATTRIBUTES: &[&str] = &[
@@ -69,7 +72,7 @@ pub fn canonical_key(key: &str) -> Option<&'static str> {
     CORE_ATTRIBUTES
         .iter()
         .chain(["password", "groups"].iter())
-        .chain([ENTERPRISE_SCHEMA, RETRAC_SCHEMA, USER_SCHEMA].iter())
+        .chain([ENTERPRISE_SCHEMA, USER_SCHEMA].iter())
         .find(|k| k.eq_ignore_ascii_case(key))
         .copied()
 }
@@ -134,8 +137,6 @@ pub fn to_json(m: &Member, location: &str) -> Value {
         }
         obj.insert(k.clone(), v.clone());
     }
-    schemas.push(json!(RETRAC_SCHEMA));
-    obj.insert(RETRAC_SCHEMA.into(), retrac_extension(m));
     obj.insert(
         "meta".into(),
         json!({
@@ -150,11 +151,6 @@ pub fn to_json(m: &Member, location: &str) -> Value {
     Value::Object(obj)
 }
 
-/// The Retrac extension's value for a member.
-pub fn retrac_extension(m: &Member) -> Value {
-    json!({ "locations": m.locations, "role": m.role.to_string() })
-}
-
 /// The weak ETag of a version.
 pub fn etag(version: u64) -> String {
     format!("W/\"{version}\"")
@@ -167,19 +163,27 @@ fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     }
 }
 
-/// A body parsed into the directory-owned fields, plus what it says about the Retrac
-/// extension (which the caller checks for a change: it is read-only).
+/// A body parsed into the directory-owned fields.
 #[derive(Debug)]
 pub struct ParsedUser {
     /// The fields to write.
     pub attrs: DirectoryAttrs,
-    /// The Retrac extension as sent, if it was.
-    pub retrac: Option<Value>,
 }
 
-/// Reads a User body (POST, PUT, or the result of a PATCH). An absent `active` takes
-/// `keep_active` (the stored value on a replace), else true.
+/// Reads a User body (POST, PUT, or the result of a PATCH) under the default [`Limits`].
+/// An absent `active` takes `keep_active` (the stored value on a replace), else true.
 pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, ScimError> {
+    from_json_with(body, keep_active, &Limits::default())
+}
+
+/// [`from_json`] under the given limits: a multi-valued attribute with more than
+/// `max_values` values, or kept attributes larger than `max_extra_bytes`, get 400
+/// `invalidValue` naming the limit.
+pub fn from_json_with(
+    body: Value,
+    keep_active: Option<bool>,
+    limits: &Limits,
+) -> Result<ParsedUser, ScimError> {
     let Value::Object(obj) = body else {
         return Err(ScimError::invalid_syntax(
             "the request body must be a JSON object (a SCIM User)",
@@ -234,32 +238,38 @@ pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, S
     ] {
         opt_string(&obj, key)?;
     }
+    check_value_counts(&obj, limits)?;
     for key in MULTI_VALUED {
         if let Some(v) = obj.get_mut(*key) {
             normalize_multi(key, v)?;
         }
     }
-    for key in [ENTERPRISE_SCHEMA, RETRAC_SCHEMA] {
-        if let Some(v) = obj.get(key) {
-            if !v.is_object() {
-                return Err(ScimError::invalid_value(format!(
-                    "{key} must be an object, not {}",
-                    kind(v)
-                )));
-            }
+    if let Some(v) = obj.get(ENTERPRISE_SCHEMA) {
+        if !v.is_object() {
+            return Err(ScimError::invalid_value(format!(
+                "{ENTERPRISE_SCHEMA} must be an object, not {}",
+                kind(v)
+            )));
         }
     }
     let emails = match obj.get("emails") {
         Some(v) => emails_of(v)?,
         None => Vec::new(),
     };
-    let retrac = obj.remove(RETRAC_SCHEMA);
     let mut extra = Map::new();
     for (k, v) in obj {
         if NOT_STORED.contains(&k.as_str()) || OWN_FIELDS.contains(&k.as_str()) {
             continue;
         }
         extra.insert(k, v);
+    }
+    let size = json_size(&extra);
+    if size > limits.max_extra_bytes {
+        return Err(ScimError::invalid_value(format!(
+            "the attributes kept besides userName, displayName, active and externalId take \
+             {size} bytes; at most {} are kept per user ([scim].max_extra_bytes)",
+            limits.max_extra_bytes
+        )));
     }
     Ok(ParsedUser {
         attrs: DirectoryAttrs {
@@ -273,8 +283,53 @@ pub fn from_json(body: Value, keep_active: Option<bool>) -> Result<ParsedUser, S
             external_id,
             scim_extra: Some(extra),
         },
-        retrac,
     })
+}
+
+/// Refuses an array attribute (top level, or inside an extension) with more values than
+/// `[scim].max_values_per_attribute`.
+fn check_value_counts(obj: &Map<String, Value>, limits: &Limits) -> Result<(), ScimError> {
+    let arrays = obj.iter().flat_map(|(k, v)| match v {
+        Value::Array(a) => vec![(k.clone(), a.len())],
+        Value::Object(ext) if k.starts_with("urn:") => ext
+            .iter()
+            .filter_map(|(ik, iv)| iv.as_array().map(|a| (format!("{k}:{ik}"), a.len())))
+            .collect(),
+        _ => Vec::new(),
+    });
+    for (key, n) in arrays {
+        if n > limits.max_values {
+            return Err(too_many_values(&key, n, limits));
+        }
+    }
+    Ok(())
+}
+
+/// The 400 for an attribute holding more than `[scim].max_values_per_attribute` values.
+pub fn too_many_values(key: &str, n: usize, limits: &Limits) -> ScimError {
+    ScimError::invalid_value(format!(
+        "{key} has {n} values; at most {} are accepted per multi-valued attribute \
+         ([scim].max_values_per_attribute)",
+        limits.max_values
+    ))
+}
+
+/// The length of a value's JSON, without building the text.
+fn json_size(v: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail; a failure would leave a smaller count.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// A boolean, also from the `"True"`/`"False"` strings some clients (Entra ID) send.

@@ -2,15 +2,48 @@
 //!
 //! Everything published here round-trips: attributes the member does not hold are kept
 //! verbatim (see `resource`). `password` and `groups` are not published: no password is
-//! ever stored, and groups are not served.
+//! ever stored, and groups are not served. The owner's locations and role are not part of
+//! the SCIM surface at all: they belong to the workspace owner (CLI), not to the identity
+//! provider.
 
 use serde_json::{json, Value};
 
+use crate::config::ScimConfig;
 use crate::scim::filter::USER_SCHEMA;
-use crate::scim::resource::{ENTERPRISE_SCHEMA, RETRAC_SCHEMA};
+use crate::scim::resource::ENTERPRISE_SCHEMA;
 
-/// Most resources one list or search returns (advertised as `filter.maxResults`).
+/// Most resources one list or search returns by default (advertised as `filter.maxResults`).
 pub const MAX_RESULTS: usize = 1000;
+
+/// The size limits on what a SCIM client may store and ask for (`[scim]` keys; the README's
+/// "Limits" table). The daemon adds them to the app as an `Extension`; without one, the
+/// defaults apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most values in one multi-valued attribute (`[scim].max_values_per_attribute`).
+    pub max_values: usize,
+    /// Most bytes of JSON kept per member besides its own fields (`[scim].max_extra_bytes`).
+    pub max_extra_bytes: usize,
+    /// Most resources per list or search answer (`[scim].max_results`).
+    pub max_results: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&ScimConfig::default())
+    }
+}
+
+impl Limits {
+    /// The limits a `[scim]` section sets.
+    pub fn from_config(c: &ScimConfig) -> Limits {
+        Limits {
+            max_values: c.max_values_per_attribute,
+            max_extra_bytes: c.max_extra_bytes,
+            max_results: c.max_results,
+        }
+    }
+}
 
 /// The ListResponse message schema.
 pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -49,8 +82,7 @@ pub fn user_resource_type(base_url: &str) -> Value {
         "description": "A member of the Retrac workspace",
         "schema": USER_SCHEMA,
         "schemaExtensions": [
-            {"schema": ENTERPRISE_SCHEMA, "required": false},
-            {"schema": RETRAC_SCHEMA, "required": false}
+            {"schema": ENTERPRISE_SCHEMA, "required": false}
         ],
         "meta": {"resourceType": "ResourceType", "location": format!("{base_url}/ResourceTypes/User")}
     })
@@ -88,9 +120,6 @@ impl A {
     }
     fn required(self) -> A {
         self.set("required", json!(true))
-    }
-    fn exact(self) -> A {
-        self.set("caseExact", json!(true))
     }
     fn read_only(self) -> A {
         self.set("mutability", json!("readOnly"))
@@ -225,34 +254,9 @@ pub fn enterprise_schema(base_url: &str) -> Value {
     )
 }
 
-/// The Retrac extension schema: what the workspace owner assigned, read-only over SCIM.
-pub fn retrac_schema(base_url: &str) -> Value {
-    let attrs = vec![
-        attr("locations", "string").multi().read_only().exact().set(
-            "description",
-            json!("Locations assigned by the workspace owner"),
-        ),
-        attr("role", "string")
-            .read_only()
-            .canonical(&["member", "owner"])
-            .set("description", json!("Role assigned by the workspace owner")),
-    ];
-    schema_doc(
-        RETRAC_SCHEMA,
-        "RetracMember",
-        "What the Retrac workspace owner assigned; read-only over SCIM",
-        attrs,
-        base_url,
-    )
-}
-
 /// Every schema served, in a stable order.
 pub fn all_schemas(base_url: &str) -> Vec<Value> {
-    vec![
-        user_schema(base_url),
-        enterprise_schema(base_url),
-        retrac_schema(base_url),
-    ]
+    vec![user_schema(base_url), enterprise_schema(base_url)]
 }
 
 /// A ListResponse of discovery documents (not paged: there are only a few).

@@ -1,6 +1,10 @@
 //! The `/Users` handlers: list and search (filter, sort, paging, attributes), read, create,
 //! replace, patch and delete. Every write goes through [`provision::apply`] and is made
 //! durable (group commit) before the answer.
+//!
+//! The work whose cost grows with the directory or the request (a filtered scan, a sort, a
+//! PATCH, rendering a page) runs on the blocking pool, at most one such task per core at a
+//! time ([`off_workers`]), so the async workers stay free for health checks and lookups.
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -12,9 +16,9 @@ use serde_json::{json, Map, Value};
 use crate::member::{Actor, Change, ManagedBy, Member, MemberId};
 use crate::provision::{Outcome, ProvisionError};
 use crate::scim::error::{scim_json, ScimError};
-use crate::scim::filter::{self, AttrPath, Filter, IndexKey};
-use crate::scim::resource::{self, etag, RETRAC_SCHEMA};
-use crate::scim::schema::{LIST_SCHEMA, MAX_RESULTS};
+use crate::scim::filter::{self, AttrPath, Filter, IndexKey, SortKey};
+use crate::scim::resource::{self, etag};
+use crate::scim::schema::{Limits, LIST_SCHEMA};
 use crate::scim::{patch, read_json, AuthLabel, ScimState};
 
 /// The SearchRequest message schema.
@@ -30,7 +34,7 @@ pub struct ListQuery {
     pub filter: Option<Filter>,
     /// 1-based.
     pub start_index: usize,
-    /// Page size (capped at [`MAX_RESULTS`]).
+    /// Page size (capped at [`Limits::max_results`] when the list runs).
     pub count: usize,
     /// Sort key.
     pub sort_by: Option<AttrPath>,
@@ -54,7 +58,8 @@ fn parse_paths(raw: &str, what: &str) -> Result<Vec<AttrPath>, ScimError> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            AttrPath::parse(s).map_err(|e| ScimError::invalid_value(format!("{what}: {}", e.0)))
+            AttrPath::parse(s)
+                .map_err(|e| ScimError::invalid_value(format!("{what}: {}", e.detail)))
         })
         .collect()
 }
@@ -246,14 +251,14 @@ impl ListQuery {
     }
 
     fn set_count(&mut self, v: i64) {
-        // A negative count is taken as 0; above maxResults it is capped.
-        self.count = (v.max(0) as usize).min(MAX_RESULTS);
+        // A negative count is taken as 0; above maxResults it is capped by `list`.
+        self.count = usize::try_from(v.max(0)).unwrap_or(usize::MAX);
     }
 
     fn set_filter(&mut self, raw: &str) -> Result<(), ScimError> {
         self.filter = Some(
             filter::parse(raw)
-                .map_err(|e| ScimError::invalid_filter(format!("filter: {}", e.0)))?,
+                .map_err(|e| ScimError::invalid_filter(format!("filter: {}", e.detail)))?,
         );
         Ok(())
     }
@@ -261,7 +266,7 @@ impl ListQuery {
     fn set_sort_by(&mut self, raw: &str) -> Result<(), ScimError> {
         self.sort_by = Some(
             AttrPath::parse(raw)
-                .map_err(|e| ScimError::invalid_value(format!("sortBy: {}", e.0)))?,
+                .map_err(|e| ScimError::invalid_value(format!("sortBy: {}", e.detail)))?,
         );
         Ok(())
     }
@@ -364,9 +369,16 @@ impl ListQuery {
     }
 }
 
-/// Runs a list or search: the ListResponse body.
-pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimError> {
+/// Runs a list or search: the ListResponse body, at most `limits.max_results` resources.
+/// Blocking work: call it through [`off_workers`].
+pub fn list(
+    state: &ScimState,
+    base: &str,
+    q: &ListQuery,
+    limits: &Limits,
+) -> Result<Value, ScimError> {
     let store = state.store();
+    let count = q.count.min(limits.max_results);
     let sort_by_user_name = q.sort_by.as_ref().is_none_or(|p| p.is("userName", None));
     let (total, page): (usize, Vec<Value>) = match &q.filter {
         None if sort_by_user_name => {
@@ -374,7 +386,7 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
             let total = state.store().scim_listing_len();
             let ids = state
                 .store()
-                .scim_listing_page(q.start_index - 1, q.count, q.descending);
+                .scim_listing_page(q.start_index - 1, count, q.descending);
             let mut page = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
@@ -392,7 +404,7 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
                 sub: None,
             };
             let sort_by = q.sort_by.as_ref().unwrap_or(&default_sort);
-            let mut hits: Vec<(Option<Value>, MemberId)> = Vec::new();
+            let mut hits: Vec<(Option<SortKey>, MemberId)> = Vec::new();
             let candidates: Box<dyn Iterator<Item = Result<Member, crate::store::StoreError>>> =
                 match q.filter.as_ref().and_then(filter::index_lookup) {
                     Some((key, value)) => Box::new(indexed(state, key, value)?.into_iter().map(Ok)),
@@ -405,13 +417,13 @@ pub fn list(state: &ScimState, base: &str, q: &ListQuery) -> Result<Value, ScimE
                 }
                 let json = resource::to_json(&m, &location(base, &m));
                 if q.filter.as_ref().is_none_or(|f| filter::matches(f, &json)) {
-                    hits.push((sort_key(&json, sort_by), m.id));
+                    hits.push((SortKey::of(&json, sort_by), m.id));
                 }
             }
             sort(&mut hits, q.descending);
             let total = hits.len();
             let mut page = Vec::new();
-            for (_, id) in hits.into_iter().skip(q.start_index - 1).take(q.count) {
+            for (_, id) in hits.into_iter().skip(q.start_index - 1).take(count) {
                 if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
                     page.push(resource::to_json(&m, &location(base, &m)));
                 }
@@ -443,41 +455,47 @@ fn indexed(state: &ScimState, key: IndexKey, value: &str) -> Result<Vec<Member>,
     Ok(found.into_iter().collect())
 }
 
-/// What a resource sorts by: the first value of the attribute, strings without case.
-fn sort_key(resource: &Value, by: &AttrPath) -> Option<Value> {
-    by.values(resource).first().map(|x| match x {
-        Value::String(s) => Value::String(s.to_lowercase()),
-        other => (*other).clone(),
-    })
-}
-
-fn sort(hits: &mut [(Option<Value>, MemberId)], descending: bool) {
-    hits.sort_by(|(ka, _), (kb, _)| {
-        // Resources without the attribute sort last either way (RFC 7644 §3.4.2.3).
-        let o = match (ka, kb) {
-            (None, None) => std::cmp::Ordering::Equal,
-            (None, Some(_)) => return std::cmp::Ordering::Greater,
-            (Some(_), None) => return std::cmp::Ordering::Less,
-            (Some(a), Some(b)) => compare_values(a, b),
-        };
-        if descending {
-            o.reverse()
-        } else {
-            o
-        }
+fn sort(hits: &mut [(Option<SortKey>, MemberId)], descending: bool) {
+    // `SortKey` is a total order (types first, then values), so the sort cannot panic on
+    // mixed types. Resources without the attribute sort last either way (RFC 7644 §3.4.2.3).
+    hits.sort_by(|(ka, _), (kb, _)| match (ka, kb) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(a), Some(b)) if descending => b.cmp(a),
+        (Some(a), Some(b)) => a.cmp(b),
     });
 }
 
-fn compare_values(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (a, b) {
-        (Value::String(a), Value::String(b)) => a.cmp(b),
-        (Value::Number(a), Value::Number(b)) => a
-            .as_f64()
-            .partial_cmp(&b.as_f64())
-            .unwrap_or(std::cmp::Ordering::Equal),
-        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
-        _ => std::cmp::Ordering::Equal,
-    }
+/// Runs work whose cost grows with the directory or the request on the blocking pool, at
+/// most one task per core at a time, so that it never holds an async worker: a health check
+/// or an indexed lookup is answered while scans run. A task keeps its permit until it ends,
+/// even when the client has gone (the 30 s request timeout cannot stop a blocking task).
+pub async fn off_workers<T, F>(work: F) -> Result<T, ScimError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ScimError> + Send + 'static,
+{
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let permits = PERMITS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+        })
+        .clone();
+    let permit = permits.acquire_owned().await.map_err(ScimError::internal)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(ScimError::internal)?
+}
+
+/// The limits the daemon set on the app, else the defaults.
+fn limits_of(ext: Option<Extension<Limits>>) -> Limits {
+    ext.map(|Extension(l)| l).unwrap_or_default()
 }
 
 /// The absolute URL of a member.
@@ -499,7 +517,7 @@ fn with_headers(status: StatusCode, body: &Value, m: &Member, base: &str) -> Res
 }
 
 /// The versions an `If-Match` / `If-None-Match` header lists; `None` for `*`.
-fn etag_versions(headers: &HeaderMap, name: header::HeaderName) -> Option<Option<Vec<u64>>> {
+pub fn etag_versions(headers: &HeaderMap, name: header::HeaderName) -> Option<Option<Vec<u64>>> {
     let raw = headers.get(name)?.to_str().ok()?;
     if raw.trim() == "*" {
         return Some(None);
@@ -553,25 +571,42 @@ async fn durable(state: &ScimState) -> Result<(), ScimError> {
     Ok(())
 }
 
+/// Runs a list, rendering included: off the async workers, unless an index answers it (at
+/// most one member: a `userName eq` lookup must not queue behind scans for a permit).
+async fn list_response(
+    state: ScimState,
+    headers: &HeaderMap,
+    q: ListQuery,
+    limits: Limits,
+) -> Result<Response, ScimError> {
+    let base = state.base_url(headers);
+    if q.filter.as_ref().and_then(filter::index_lookup).is_some() {
+        return Ok(scim_json(&list(&state, &base, &q, &limits)?));
+    }
+    off_workers(move || Ok(scim_json(&list(&state, &base, &q, &limits)?))).await
+}
+
 /// `GET /Users`
 pub async fn get_list(
     State(state): State<ScimState>,
+    limits: Option<Extension<Limits>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let q = ListQuery::from_query(query.as_deref())?;
-    Ok(scim_json(&list(&state, &state.base_url(&headers), &q)?))
+    list_response(state, &headers, q, limits_of(limits)).await
 }
 
 /// `POST /Users/.search` and `POST /.search`
 pub async fn search(
     State(state): State<ScimState>,
+    limits: Option<Extension<Limits>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ScimError> {
     let body = read_json(&state, &headers, body).await?;
     let q = ListQuery::from_search(&body)?;
-    Ok(scim_json(&list(&state, &state.base_url(&headers), &q)?))
+    list_response(state, &headers, q, limits_of(limits)).await
 }
 
 /// `GET /Users/{id}`
@@ -601,14 +636,14 @@ pub async fn get_one(
 pub async fn create(
     State(state): State<ScimState>,
     Extension(AuthLabel(label)): Extension<AuthLabel>,
+    limits: Option<Extension<Limits>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(query.as_deref())?;
     let body = read_json(&state, &headers, body).await?;
-    // The Retrac extension is read-only: ignored on create (RFC 7643 §7, readOnly).
-    let parsed = resource::from_json(body, None)?;
+    let parsed = resource::from_json_with(body, None, &limits_of(limits))?;
     let change = Change::Create {
         attrs: parsed.attrs,
         managed_by: ManagedBy::Google,
@@ -621,46 +656,21 @@ pub async fn create(
     Ok(with_headers(StatusCode::CREATED, &body, &m, &base))
 }
 
-fn check_read_only(
-    parsed_retrac: Option<&Value>,
-    body_id: Option<&Value>,
-    m: &Member,
-) -> Result<(), ScimError> {
-    if let Some(sent) = parsed_retrac {
-        if !same_retrac(sent, &resource::retrac_extension(m)) {
-            return Err(ScimError::mutability(format!(
-                "{RETRAC_SCHEMA} is read-only: locations and role are assigned by the workspace owner"
-            )));
-        }
-    }
-    if let Some(id) = body_id {
-        if id.as_str() != Some(m.id.to_string().as_str()) {
+/// `id` is read-only: a body may only restate it.
+fn check_id(body_id: Option<&Value>, id: MemberId) -> Result<(), ScimError> {
+    if let Some(sent) = body_id {
+        if sent.as_str() != Some(id.to_string().as_str()) {
             return Err(ScimError::mutability("id is read-only and cannot change"));
         }
     }
     Ok(())
 }
 
-/// Whether a sent Retrac extension says the same as the stored one (a client may echo it).
-fn same_retrac(sent: &Value, current: &Value) -> bool {
-    let Some(sent) = sent.as_object() else {
-        return false;
-    };
-    sent.iter().all(|(k, v)| match filter::get_ci(current, k) {
-        Some(c) => {
-            c == v
-                || (v
-                    .as_str()
-                    .is_some_and(|s| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case(s))))
-        }
-        None => v.is_null(),
-    })
-}
-
 /// `PUT /Users/{id}`
 pub async fn replace(
     State(state): State<ScimState>,
     Extension(AuthLabel(label)): Extension<AuthLabel>,
+    limits: Option<Extension<Limits>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -671,11 +681,10 @@ pub async fn replace(
     let body = read_json(&state, &headers, body).await?;
     let m = visible(&state, id)?;
     let expected = if_match(&headers, &m)?;
-    let body_id = filter::get_ci(&body, "id").cloned();
+    check_id(filter::get_ci(&body, "id"), m.id)?;
     // An absent `active` keeps the member as it is: a PUT that forgot it must neither
     // reactivate nor deactivate anyone.
-    let parsed = resource::from_json(body, Some(m.active))?;
-    check_read_only(parsed.retrac.as_ref(), body_id.as_ref(), &m)?;
+    let parsed = resource::from_json_with(body, Some(m.active), &limits_of(limits))?;
     let change = Change::Update {
         id,
         expected_version: expected,
@@ -704,6 +713,7 @@ async fn finish_update(
 pub async fn modify(
     State(state): State<ScimState>,
     Extension(AuthLabel(label)): Extension<AuthLabel>,
+    limits: Option<Extension<Limits>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -711,7 +721,8 @@ pub async fn modify(
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(query.as_deref())?;
     let id = parse_id(&id)?;
-    let body = read_json(&state, &headers, body).await?;
+    let body = std::sync::Arc::new(read_json(&state, &headers, body).await?);
+    let limits = limits_of(limits);
     let actor = Actor::Scim(label);
     let base = state.base_url(&headers);
     let mut attempt = 0;
@@ -719,11 +730,15 @@ pub async fn modify(
         attempt += 1;
         let m = visible(&state, id)?;
         let pinned = if_match(&headers, &m)?;
-        let mut doc = resource::to_json(&m, &location(&base, &m));
-        patch::apply(&mut doc, &body)?;
-        let retrac = filter::get_ci(&doc, RETRAC_SCHEMA).cloned();
-        check_read_only(retrac.as_ref(), filter::get_ci(&doc, "id"), &m)?;
-        let parsed = resource::from_json(doc, Some(m.active))?;
+        let (body, loc, active) = (body.clone(), location(&base, &m), m.active);
+        let doc = resource::to_json(&m, &loc);
+        let parsed = off_workers(move || {
+            let mut doc = doc;
+            patch::apply_with(&mut doc, &body, &limits)?;
+            check_id(filter::get_ci(&doc, "id"), id)?;
+            resource::from_json_with(doc, Some(active), &limits)
+        })
+        .await?;
         let change = Change::Update {
             id,
             expected_version: Some(m.version),
