@@ -1464,8 +1464,6 @@ async fn user_names_fold_in_every_script_over_scim() {
     }
 }
 
-}
-
 /// A lookup that must still work after an attack.
 async fn still_answers(app: &App) {
     let r = app
@@ -2040,3 +2038,4 @@ async fn healthz_latency_while_two_maximal_scans_run() {
     let _ = stop_tx.send(true);
     scim_task.await.unwrap().unwrap();
     health_task.await.unwrap().unwrap();
+}
