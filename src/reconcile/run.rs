@@ -22,7 +22,7 @@ use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 use crate::member::{Actor, Change, Member, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
-use crate::store::{HeldSet, RunCounts, RunStatus, Store, StoreError, SyncRun};
+use crate::store::{HeldDeactivation, HeldSet, RunCounts, RunStatus, Store, StoreError, SyncRun};
 
 /// How many changes go into one atomic batch.
 pub const BATCH_SIZE: usize = 1000;
@@ -919,7 +919,15 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
             run_id: book.run_id.clone(),
             held_at: Utc::now(),
             reasons,
-            changes: held,
+            changes: held
+                .into_iter()
+                .filter_map(|c| {
+                    c.member.map(|member| HeldDeactivation {
+                        member,
+                        user_name: c.user_name,
+                    })
+                })
+                .collect(),
         })?;
     }
     match apply(ctx, &mut book, to_apply).await {
@@ -966,7 +974,7 @@ pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, Syn
     };
     let before = client.requests();
     let members = load_members(ctx.store.clone(), ctx.rules.domains.clone()).await?;
-    let wanted: HashSet<_> = held.changes.iter().filter_map(|c| c.member).collect();
+    let wanted: HashSet<_> = held.changes.iter().map(|c| c.member).collect();
     // Google is read again, and each approved deactivation of a user missing from the
     // listing is still checked with users.get (all of them: an owner asked for these).
     let read = before_deadline(ctx, async {

@@ -34,7 +34,7 @@ mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
-pub use runs::{HeldSet, RunCounts, RunStatus, SyncRun};
+pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::TokenRecord;
 
@@ -970,6 +970,49 @@ mod tests {
         assert_eq!(entries[0].user_name, "old@example.com");
         assert_eq!(entries[0].seq, 7);
         assert_eq!(entries[1].user_name, "user001@example.com");
+    }
+
+    /// `/healthz` reads the counts on every call, so the mirror keeps them with each write
+    /// rather than counting; they must still agree with the records.
+    #[test]
+    fn the_member_counts_follow_every_write_and_agree_with_the_records() {
+        use crate::member::{Actor, Change};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let actor = Actor::Scim("t".into());
+        let changes: Vec<Change> = [1, 2, 3].into_iter().map(create).collect();
+        crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
+        assert_eq!(store.member_counts(), (3, 0));
+        let two = store
+            .get_by_user_name("user002@example.com")
+            .unwrap()
+            .unwrap();
+        let deactivate = Change::Deactivate {
+            id: two.id,
+            expected_version: None,
+        };
+        crate::provision::apply(&store, deactivate.clone(), &actor, at(1)).unwrap();
+        assert_eq!(store.member_counts(), (2, 1));
+        // Deactivating it again writes nothing and counts nothing.
+        crate::provision::apply(&store, deactivate, &actor, at(2)).unwrap();
+        assert_eq!(store.member_counts(), (2, 1));
+        assert!(store.check_consistency().unwrap().is_empty());
+        crate::provision::apply(
+            &store,
+            Change::Reactivate {
+                id: two.id,
+                expected_version: None,
+            },
+            &actor,
+            at(3),
+        )
+        .unwrap();
+        assert_eq!(store.member_counts(), (3, 0));
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.member_counts(), (3, 0));
+        assert!(store.check_consistency().unwrap().is_empty());
     }
 
     #[test]

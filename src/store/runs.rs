@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::reconcile::plan::PlannedChange;
+use crate::member::MemberId;
 
 /// How many run records are kept; older ones are pruned.
 const KEEP_RUNS: usize = 1000;
@@ -100,7 +100,22 @@ pub struct HeldSet {
     /// Why.
     pub reasons: Vec<String>,
     /// The deactivations as planned.
-    pub changes: Vec<PlannedChange>,
+    pub changes: Vec<HeldDeactivation>,
+}
+
+/// One held deactivation: the member, and its user name for `sync status`. That is all an
+/// approval reads (it plans again against the directory as it is then).
+///
+/// The store keeps its own record rather than the planner's change, so that renaming a
+/// field of the plan cannot make every stored held set unreadable. Sets held by earlier
+/// versions stored the whole planned change, whose JSON has these two keys among others;
+/// serde ignores the others, so those sets still read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDeactivation {
+    /// The member to deactivate.
+    pub member: MemberId,
+    /// Its user name when the run held it.
+    pub user_name: String,
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -183,5 +198,51 @@ impl Store {
             .remove(run_id.as_bytes())?
             .map(|v| decode("held changes", &v))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::Change;
+    use crate::reconcile::plan::{Action, PlannedChange};
+
+    /// Sets held by earlier versions stored the planner's whole change; they still read,
+    /// as the store's own record, so an upgrade keeps every held deactivation.
+    #[test]
+    fn a_held_set_stored_as_planned_changes_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let member = MemberId::new_random();
+        let old = serde_json::json!({
+            "run_id": "20261101T020000Z-000042",
+            "held_at": "2026-11-01T02:00:00Z",
+            "reasons": ["would deactivate 2 of 3"],
+            "changes": [PlannedChange {
+                action: Action::Deactivate,
+                user_name: "ada@example.com".into(),
+                member: Some(member),
+                fields: vec!["active".into()],
+                change: Change::Deactivate { id: member, expected_version: Some(3) },
+            }],
+        });
+        store
+            .held_changes_tree()
+            .insert(
+                b"20261101T020000Z-000042",
+                serde_json::to_vec(&old).unwrap(),
+            )
+            .unwrap();
+        let held = store.held("20261101T020000Z-000042").unwrap().unwrap();
+        assert_eq!(
+            held.changes,
+            [HeldDeactivation {
+                member,
+                user_name: "ada@example.com".into()
+            }]
+        );
+        // And the store's own record round-trips.
+        store.put_held(&held).unwrap();
+        assert_eq!(store.held_all().unwrap(), [held]);
     }
 }
