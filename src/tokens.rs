@@ -1,13 +1,24 @@
 //! The owner's token commands (create, list, revoke, disconnect) as serde requests, like
 //! [`crate::owner`]: they run locally or through the daemon's admin socket. Checking a token
-//! on a SCIM request is [`crate::scim::auth`]'s job; this module only makes and revokes them.
+//! on a SCIM request is [`crate::scim::auth`]'s job; this module makes and revokes them, and owns
+//! the token format (`rtsc_<id>_<secret>`, only the secret's SHA-256 stored).
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::scim::auth::{sha256_hex, TOKEN_PREFIX};
+use sha2::{Digest, Sha256};
+
 use crate::store::{Store, StoreError, TokenRecord};
+
+/// The prefix that makes a token recognisable (in secret scanners, in a config file).
+pub const TOKEN_PREFIX: &str = "rtsc_";
+
+/// The hex SHA-256 of a secret: what the store keeps of a token, and what a check compares.
+pub(crate) fn sha256_hex(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A whole token, shown once at creation. Its `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

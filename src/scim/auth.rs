@@ -11,17 +11,10 @@ use subtle::ConstantTimeEq;
 
 use crate::store::Store;
 
-/// The prefix that makes a token recognisable (in secret scanners, in a config file).
-pub const TOKEN_PREFIX: &str = "rtsc_";
+pub use crate::tokens::TOKEN_PREFIX;
 
 /// `last used` is written at most this often per token.
 const LAST_USED_EVERY: Duration = Duration::seconds(60);
-
-/// The hex SHA-256 of a secret: what the store keeps of a token, and what a check compares.
-pub(crate) fn sha256_hex(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Checks bearer tokens on each request, against an in-memory copy of the token records.
 ///
