@@ -26,6 +26,10 @@ pub(crate) struct Mirror {
     by_google: HashMap<String, MemberId>,
     /// The members SCIM lists ([`Member::visible_to_scim`]), by folded user name.
     scim_order: Blocks,
+    /// How many members are active, kept with every write: `/healthz` and `/metrics` read it
+    /// on every call, and counting a large store each time made a health check cost a walk
+    /// over every member.
+    active: usize,
 }
 
 /// One transaction's writes: `None` removes an index entry.
@@ -75,6 +79,7 @@ impl Mirror {
                 listed.push((name.clone(), m.id));
             }
             mirror.by_name.insert(name, m.id);
+            mirror.active += usize::from(m.active);
             mirror.by_id.insert(m.id, Arc::new(m));
         }
         listed.sort_unstable();
@@ -98,9 +103,9 @@ impl Mirror {
         self.by_google.get(google_id).copied()
     }
 
+    /// Active and inactive members.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let active = self.by_id.values().filter(|m| m.active).count();
-        (active, self.by_id.len() - active)
+        (self.active, self.by_id.len() - self.active)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -142,6 +147,13 @@ impl Mirror {
                 out.push(format!("member {id} in memory differs from the disk"));
             }
         }
+        if self.counts() != other.counts() {
+            out.push(format!(
+                "memory counts {:?} active and inactive members, the disk {:?}",
+                self.counts(),
+                other.counts()
+            ));
+        }
         if self.by_name != other.by_name {
             out.push("the user name index differs from the records".into());
         }
@@ -162,7 +174,10 @@ impl Mirror {
     /// Applies a committed transaction's writes.
     pub(crate) fn apply(&mut self, overlay: Overlay) {
         for (id, m) in overlay.members {
-            self.by_id.insert(id, Arc::new(m));
+            self.active += usize::from(m.active);
+            if let Some(old) = self.by_id.insert(id, Arc::new(m)) {
+                self.active -= usize::from(old.active);
+            }
         }
         // Every member write re-sets its name entry, so this visits every written member.
         for (name, id) in overlay.names {
