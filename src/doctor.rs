@@ -513,6 +513,9 @@ async fn check_google(config: &Config, opts: &DoctorOptions, checks: &mut Vec<Ch
         ));
         return;
     };
+    if g.credentials != crate::config::CredentialsKind::Key {
+        return check_google_keyless(config, subject, opts, checks).await;
+    }
     let key_path = match auth::key_path(g.key_file.as_deref(), opts.credentials_dir.as_deref()) {
         Ok(p) => p,
         // Outside the service, the unit's credential is not handed over: read its source.
@@ -567,55 +570,108 @@ async fn check_google(config: &Config, opts: &DoctorOptions, checks: &mut Vec<Ch
         }
     };
     if let Some(client) = client {
-        let mut targets = vec![UserListTarget::Customer(g.customer.clone())];
-        targets.extend(g.domains.iter().map(|d| UserListTarget::Domain(d.clone())));
-        for target in targets {
-            let label = match &target {
-                UserListTarget::Customer(c) => format!("users.list customer={c}"),
-                UserListTarget::Domain(d) => format!("users.list domain={d}"),
-            };
-            checks.push(match client.probe_users(&target, 1).await {
-                Ok(page) => Check::ok(
-                    label,
-                    match page.users.first() {
-                        Some(u) => format!("readable (first user: {})", u.primary_email),
-                        None => "readable, but no user".to_string(),
-                    },
-                ),
-                Err(e) => {
-                    let fix = fix_for(&e);
-                    Check::fail(label, e.to_string(), fix)
-                }
-            });
-        }
-        for group in &config.scope.groups {
-            let label = format!("members.list {group}");
-            checks.push(match client.list_members_page(group, None).await {
-                Ok(page) if page.members.is_empty() => Check::warn(
-                    label,
-                    "the group has no member: nobody is in scope through it",
-                    "add members to the group in Google, or remove it from [scope].groups",
-                ),
-                Ok(page) => Check::ok(
-                    label,
-                    format!(
-                        "readable ({} members on the first page)",
-                        page.members.len()
-                    ),
-                ),
-                Err(e @ (DirectoryError::Api { status: 404, .. } | DirectoryError::GroupNotFound { .. })) => Check::fail(
-                    label,
-                    e.to_string(),
-                    format!("Google does not know the group {group}: correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated"),
-                ),
-                Err(e) => {
-                    let fix = fix_for(&e);
-                    Check::fail(label, e.to_string(), fix)
-                }
-            });
-        }
+        check_directory(config, &client, checks).await;
     }
     checks.push(check_clock(&http, &g.api_base_url, opts.now).await);
+}
+
+/// One users.list page per customer and domain, and one members.list page per scope group:
+/// what the pull reads first, with the pull's own message on a failure.
+async fn check_directory(config: &Config, client: &DirectoryClient, checks: &mut Vec<Check>) {
+    let g = &config.google;
+    let mut targets = vec![UserListTarget::Customer(g.customer.clone())];
+    targets.extend(g.domains.iter().map(|d| UserListTarget::Domain(d.clone())));
+    for target in targets {
+        let label = match &target {
+            UserListTarget::Customer(c) => format!("users.list customer={c}"),
+            UserListTarget::Domain(d) => format!("users.list domain={d}"),
+        };
+        checks.push(match client.probe_users(&target, 1).await {
+            Ok(page) => Check::ok(
+                label,
+                match page.users.first() {
+                    Some(u) => format!("readable (first user: {})", u.primary_email),
+                    None => "readable, but no user".to_string(),
+                },
+            ),
+            Err(e) => {
+                let fix = fix_for(&e);
+                Check::fail(label, e.to_string(), fix)
+            }
+        });
+    }
+    for group in &config.scope.groups {
+        let label = format!("members.list {group}");
+        checks.push(match client.list_members_page(group, None).await {
+            Ok(page) if page.members.is_empty() => Check::warn(
+                label,
+                "the group has no member: nobody is in scope through it",
+                "add members to the group in Google, or remove it from [scope].groups",
+            ),
+            Ok(page) => Check::ok(
+                label,
+                format!(
+                    "readable ({} members on the first page)",
+                    page.members.len()
+                ),
+            ),
+            Err(e @ (DirectoryError::Api { status: 404, .. } | DirectoryError::GroupNotFound { .. })) => Check::fail(
+                label,
+                e.to_string(),
+                format!("Google does not know the group {group}: correct [scope].groups (a group's email address); the pull fails while it is there, so that its members are not deactivated"),
+            ),
+            Err(e) => {
+                let fix = fix_for(&e);
+                Check::fail(label, e.to_string(), fix)
+            }
+        });
+    }
+}
+
+/// The Google checks for keyless credentials (`[google].credentials = "metadata"` or
+/// `"external_account"`): the client is built exactly as the pull builds it, and the first
+/// users.list page proves the whole chain (own token, signJwt, token exchange).
+async fn check_google_keyless(
+    config: &Config,
+    subject: &str,
+    opts: &DoctorOptions,
+    checks: &mut Vec<Check>,
+) {
+    let g = &config.google;
+    let rules = ScopeRules::from_config(&config.scope, g);
+    let kind = match g.credentials {
+        crate::config::CredentialsKind::Metadata => "the metadata server",
+        _ => "a Workload Identity Federation credential",
+    };
+    match crate::directory::connect_configured(
+        g,
+        subject,
+        rules.uses_groups(),
+        opts.credentials_dir.as_deref(),
+        opts.backoff,
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        Ok(client) => {
+            checks.push(Check::ok(
+                "google credentials",
+                format!(
+                    "keyless: {kind}, signing as {}",
+                    g.service_account.as_deref().unwrap_or("(unset)")
+                ),
+            ));
+            check_directory(config, &client, checks).await;
+        }
+        Err(e) => {
+            let fix = fix_for(&e);
+            checks.push(Check::fail("google credentials", e.to_string(), fix));
+        }
+    }
+    match auth::build_http_client() {
+        Ok(http) => checks.push(check_clock(&http, &g.api_base_url, opts.now).await),
+        Err(e) => checks.push(Check::fail("clock", e.to_string(), fix_for(&e))),
+    }
 }
 
 async fn token(

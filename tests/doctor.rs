@@ -366,3 +366,47 @@ fn the_version_names_the_commit_and_the_build_date() {
         chrono::NaiveDate::parse_from_str(retrac_sync::version::BUILD_DATE, "%Y-%m-%d").is_ok()
     );
 }
+
+/// Keyless credentials (`[google].credentials = "metadata"`): the doctor builds the client
+/// as the pull does (metadata token, signJwt, token exchange), with no key file anywhere,
+/// and a refused step fails the check with the pull's own message instead of asking for a
+/// key file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_credentials_are_checked_as_the_pull_uses_them() {
+    use retrac_sync::config::CredentialsKind;
+    let mut w = healthy().await;
+    std::fs::remove_file(w.dir.path().join("google-key.json")).unwrap();
+    let g = &w.google;
+    w.config.google.key_file = None;
+    w.config.google.credentials = CredentialsKind::Metadata;
+    w.config.google.service_account = Some(g.service_account());
+    w.config.google.metadata_url = g.base_url();
+    w.config.google.iam_url = g.base_url();
+    w.config.google.token_url = g.token_uri();
+    w.config.validate().unwrap();
+
+    let report = diagnose(&w.config, &options()).await;
+    for name in [
+        "google credentials",
+        "users.list customer=my_customer",
+        "members.list engineering@example.com",
+        "clock",
+    ] {
+        assert_eq!(status(&report, name), Status::Ok, "{name}: {report:#?}");
+    }
+    assert!(report.check("google key").is_none(), "{report:#?}");
+    assert_eq!((g.requests("metadata"), g.requests("signJwt")), (1, 1));
+
+    w.google.inject(Fault::KeylessRefuses("signJwt"));
+    let report = diagnose(&w.config, &options()).await;
+    assert!(!report.ok);
+    let users = report.check("users.list customer=my_customer").unwrap();
+    assert_eq!(users.status, Status::Fail, "{report:#?}");
+    assert!(users.detail.contains("signJwt"), "{users:?}");
+    assert!(
+        users
+            .detail
+            .contains("roles/iam.serviceAccountTokenCreator"),
+        "{users:?}"
+    );
+}

@@ -204,6 +204,56 @@ pub async fn connect(
     .await
 }
 
+/// Builds the Directory client that `[google]` asks for: from a key file, or keyless
+/// (`credentials = "metadata"` or `"external_account"`). The pull and `doctor` both use it,
+/// so the doctor checks exactly the credentials the pull will use.
+pub async fn connect_configured(
+    g: &crate::config::GoogleConfig,
+    subject: &str,
+    with_groups: bool,
+    credentials_dir: Option<&std::path::Path>,
+    backoff: Backoff,
+    timeout: std::time::Duration,
+) -> Result<DirectoryClient, DirectoryError> {
+    use crate::config::CredentialsKind;
+    let own = match g.credentials {
+        CredentialsKind::Key => None,
+        CredentialsKind::Metadata => Some(keyless::OwnToken::Metadata {
+            url: g.metadata_url.clone(),
+        }),
+        CredentialsKind::ExternalAccount => Some(keyless::OwnToken::ExternalAccount {
+            file: g.key_file.clone().unwrap_or_default(),
+            sts_url: g.sts_url.clone(),
+        }),
+    };
+    if let Some(own) = own {
+        return connect_keyless(
+            keyless::KeylessConfig {
+                own,
+                iam_url: g.iam_url.clone(),
+                token_url: g.token_url.clone(),
+                service_account: g.service_account.clone().unwrap_or_default(),
+                subject: subject.to_string(),
+                scopes: auth::scopes(with_groups),
+            },
+            &g.api_base_url,
+            backoff,
+            timeout,
+        )
+        .await;
+    }
+    let key = auth::key_path(g.key_file.as_deref(), credentials_dir)?;
+    connect_with_timeout(
+        &key,
+        subject,
+        with_groups,
+        &g.api_base_url,
+        backoff,
+        timeout,
+    )
+    .await
+}
+
 /// Builds a Directory client without a key file: the metadata server's token for the
 /// attached service account, and the IAM Credentials API to sign the delegation JWT.
 pub async fn connect_keyless(

@@ -264,44 +264,11 @@ impl SyncContext {
                 let subject = g.subject.as_deref().ok_or_else(|| DirectoryError::Token(
                     "[google].subject is not set: name the Google super admin the service account acts as".into(),
                 ))?;
-                use crate::config::CredentialsKind;
-                use directory::keyless::OwnToken;
-                let own = match g.credentials {
-                    CredentialsKind::Key => None,
-                    CredentialsKind::Metadata => Some(OwnToken::Metadata {
-                        url: g.metadata_url.clone(),
-                    }),
-                    CredentialsKind::ExternalAccount => Some(OwnToken::ExternalAccount {
-                        file: g.key_file.clone().unwrap_or_default(),
-                        sts_url: g.sts_url.clone(),
-                    }),
-                };
-                if let Some(own) = own {
-                    let c = directory::connect_keyless(
-                        directory::keyless::KeylessConfig {
-                            own,
-                            iam_url: g.iam_url.clone(),
-                            token_url: g.token_url.clone(),
-                            service_account: g.service_account.clone().unwrap_or_default(),
-                            subject: subject.to_string(),
-                            scopes: directory::auth::scopes(self.rules.uses_groups()),
-                        },
-                        &g.api_base_url,
-                        self.backoff,
-                        self.request_timeout,
-                    )
-                    .await?;
-                    return Ok(Arc::new(c));
-                }
-                let key = directory::auth::key_path(
-                    g.key_file.as_deref(),
-                    self.credentials_dir.as_deref(),
-                )?;
-                let c = directory::connect_with_timeout(
-                    &key,
+                let c = directory::connect_configured(
+                    g,
                     subject,
                     self.rules.uses_groups(),
-                    &g.api_base_url,
+                    self.credentials_dir.as_deref(),
                     self.backoff,
                     self.request_timeout,
                 )
