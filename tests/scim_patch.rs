@@ -1,5 +1,5 @@
 //! PATCH table tests: the RFC 7644 §3.5.2 examples and every PATCH shape in
-//! `shared/fixtures/scim/`, applied to a resource's JSON.
+//! `tests/fixtures/scim/`, applied to a resource's JSON.
 
 use retrac_sync::scim::patch;
 use retrac_sync::scim::resource;

@@ -1,7 +1,7 @@
 //! PATCH (RFC 7644 §3.5.2) over a resource's JSON.
 //!
 //! The operations run on a copy, so a request applies whole or not at all. Besides the
-//! RFC's shapes it takes what real clients send (fixtures in `shared/fixtures/scim/`):
+//! RFC's shapes it takes what real clients send (fixtures in `tests/fixtures/scim/`):
 //! `op` in any case, path-less values whose keys are paths (`"name.givenName"`, Okta's
 //! `{"active": false}`), booleans as `"True"`/`"False"` (coerced when the resource is read
 //! back), and a `replace` on a value path that matches nothing, which adds the value.
