@@ -138,6 +138,16 @@ fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppEr
         Err(ClientError::NoDaemon(_)) => {}
         answer => return answer.map_err(AppError::from),
     }
+    // Without a daemon, one member is found by scanning the records and stopping at the
+    // match, not by loading every member into memory first (issue 11: a million-member
+    // store took 7 s and 1 GB to show one).
+    if let Request::Owner(owner::Request::MembersShow { who }) = &request {
+        let scan = crate::store::RecordScan::open(&config.store.path)?;
+        return match scan.find(who)? {
+            Some(m) => Ok(Reply::Shown(Box::new(m.to_view()))),
+            None => Err(AppError::from(owner::OwnerError::NotFound(who.clone()))),
+        };
+    }
     let runtime = runtime()?;
     let ctx = local_context(config, &request, output)?;
     let reply = runtime.block_on(admin::execute(&ctx, request));
