@@ -75,15 +75,6 @@ pub async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
     })
 }
 
-/// A running daemon's shared parts, handed to each component.
-#[derive(Clone)]
-pub struct Shared {
-    /// The open store.
-    pub store: Store,
-    /// Pull outcomes for health.
-    pub health: Arc<Health>,
-}
-
 /// Runs the daemon on the given listeners until `shutdown` resolves, then stops cleanly:
 /// stop accepting, drain requests (bounded), let a running sync finish its batch, flush.
 pub async fn launch(
@@ -94,10 +85,7 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let _ = crate::telemetry::metrics();
-    let shared = Shared {
-        store: store.clone(),
-        health: Arc::new(Health::default()),
-    };
+    let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -109,7 +97,7 @@ pub async fn launch(
     let metrics_addr = listeners.metrics.local_addr().ok();
     let metrics_app = health::router(HealthState {
         store: store.clone(),
-        health: shared.health.clone(),
+        health: health.clone(),
     });
     let metrics_task = tokio::spawn({
         let stopped = stopped();
@@ -133,12 +121,10 @@ pub async fn launch(
     };
     if let Some(ctx) = &sync_ctx {
         let ctx = ctx.clone();
-        shared
-            .health
-            .set_overdue_probe(Arc::new(move || ctx.overdue()));
+        health.set_overdue_probe(Arc::new(move || ctx.overdue()));
     }
     let on_sync: schedule::OnSync = {
-        let health = shared.health.clone();
+        let health = health.clone();
         Arc::new(move |o: &SyncOutcome| record_sync(&health, o))
     };
     let schedule = match &sync_ctx {

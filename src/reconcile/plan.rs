@@ -80,8 +80,8 @@ impl Desired {
             })
             .filter(|s| !s.is_empty())
         };
+        let active = u.is_active();
         let name = u.name.unwrap_or_default();
-        let active = !u.suspended.unwrap_or(false) && !u.archived.unwrap_or(false);
         Ok(Desired {
             attrs: DirectoryAttrs {
                 user_name,

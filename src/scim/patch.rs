@@ -15,9 +15,6 @@ use crate::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter, PatchPat
 use crate::scim::resource::{canonical_key, too_many_values, MULTI_VALUED};
 use crate::scim::schema::Limits;
 
-/// The PatchOp message schema.
-pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-
 /// Most operations accepted in one request.
 const MAX_OPERATIONS: usize = 1000;
 

@@ -21,9 +21,6 @@ use crate::scim::resource::{self, etag};
 use crate::scim::schema::{Limits, LIST_SCHEMA};
 use crate::scim::{patch, read_json, AuthLabel, ScimState};
 
-/// The SearchRequest message schema.
-pub const SEARCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
-
 /// How many times a PATCH re-reads and retries when another write slipped in between.
 const PATCH_RETRIES: usize = 5;
 

@@ -289,11 +289,6 @@ impl Store {
         Ok(self.mirror().get(id).map(|m| (*m).clone()))
     }
 
-    /// A shared handle on a member by id, without copying it.
-    pub fn get_shared(&self, id: MemberId) -> Option<Arc<Member>> {
-        self.mirror().get(id)
-    }
-
     /// The id of the member with this user name (case-insensitive), from the index.
     pub fn id_by_user_name(&self, user_name: &str) -> Result<Option<MemberId>, StoreError> {
         Ok(self.mirror().id_by_name(&normalize_email_cow(user_name)))
