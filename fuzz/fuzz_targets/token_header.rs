@@ -6,8 +6,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use retrac_sync::scim::auth::{self, Authenticator, TokenRequest, TokenResponse};
+use retrac_sync::scim::auth::Authenticator;
 use retrac_sync::store::Store;
+use retrac_sync::tokens::{self, TokenRequest, TokenResponse};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -19,7 +20,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(&dir.path().join("store")).expect("a store");
-        let made = auth::execute(
+        let made = tokens::execute(
             &store,
             TokenRequest::Create {
                 label: "fuzz".into(),
