@@ -135,6 +135,8 @@ async fn bench(users: usize, rounds: usize) {
     let mut warm_writes = Vec::new();
     let mut requests = (0, 0);
     let mut rss_marks: Vec<(&str, f64)> = Vec::new();
+    // The store's size on disk after the first cold and warm syncs (issue 11 item 6).
+    let mut disk = (0u64, 0u64);
     for round in 0..rounds {
         let store_dir = dir.path().join(format!("store-{round}"));
         let store = Store::open(&store_dir).unwrap();
@@ -165,6 +167,8 @@ async fn bench(users: usize, rounds: usize) {
         requests.0 = r.report.google_requests;
         if round == 0 {
             rss_marks.push(("after cold sync", peak_rss_mb()));
+            store.flush_blocking().unwrap();
+            disk.0 = disk_bytes(&store_dir);
         }
 
         let warm_repeat: usize = std::env::var("WARM_REPEAT")
@@ -184,6 +188,10 @@ async fn bench(users: usize, rounds: usize) {
             let after_versions: u64 = store.members_by_id().map(|m| m.unwrap().version).sum();
             warm_writes
                 .push((last_audit_seq(&store) != before) as u64 + (after_versions - versions));
+        }
+        if round == 0 {
+            store.flush_blocking().unwrap();
+            disk.1 = disk_bytes(&store_dir);
         }
         drop(ctx);
         drop(store);
@@ -220,4 +228,25 @@ async fn bench(users: usize, rounds: usize) {
     for (when, mb) in rss_marks {
         println!("  peak RSS {when} (first round): {mb:.0} MB");
     }
+    println!(
+        "store on disk: after the cold sync {:.0} MB ({} bytes a member), after the warm {:.0} MB ({} bytes a member)",
+        disk.0 as f64 / 1e6,
+        disk.0 / users.max(1) as u64,
+        disk.1 as f64 / 1e6,
+        disk.1 / users.max(1) as u64,
+    );
+}
+
+/// The disk space (allocated blocks) of every file under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += disk_bytes(&entry.path()),
+            Ok(m) => total += m.blocks() * 512,
+            Err(_) => {}
+        }
+    }
+    total
 }

@@ -22,6 +22,17 @@ pub enum ActiveFilter {
     Inactive,
 }
 
+impl ActiveFilter {
+    /// Whether a member passes the filter (an unreadable one does: its error is reported).
+    pub fn keeps(self, m: &Result<Member, StoreError>) -> bool {
+        match (self, m) {
+            (_, Err(_)) | (ActiveFilter::All, _) => true,
+            (ActiveFilter::Active, Ok(m)) => m.active,
+            (ActiveFilter::Inactive, Ok(m)) => !m.active,
+        }
+    }
+}
+
 /// How `members locations` changes the list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,7 +104,7 @@ pub enum Request {
 pub enum Response {
     /// Members, ordered by user name, produced one at a time from a snapshot taken when the
     /// request ran (a listing of a large store is never held whole as views).
-    Members(Box<dyn Iterator<Item = MemberView> + Send>),
+    Members(Box<dyn Iterator<Item = Result<MemberView, StoreError>> + Send>),
     /// A member after a write, and whether the request changed it.
     Member {
         /// The member as it is now.
@@ -104,7 +115,13 @@ pub enum Response {
     /// A member that was read (`members show`): a read has no "changed" to report.
     Shown(Box<MemberView>),
     /// Audit entries, oldest first.
-    Audit(Vec<AuditEntry>),
+    Audit {
+        /// The entries asked for.
+        entries: Vec<AuditEntry>,
+        /// The time of the oldest entry the store still holds (older ones were removed by
+        /// `[audit].retention_days`); `None` when it holds none.
+        oldest_held: Option<DateTime<Utc>>,
+    },
 }
 
 impl std::fmt::Debug for Response {
@@ -117,7 +134,14 @@ impl std::fmt::Debug for Response {
                 .field("changed", changed)
                 .finish(),
             Response::Shown(m) => f.debug_tuple("Shown").field(m).finish(),
-            Response::Audit(a) => f.debug_tuple("Audit").field(a).finish(),
+            Response::Audit {
+                entries,
+                oldest_held,
+            } => f
+                .debug_struct("Audit")
+                .field("entries", entries)
+                .field("oldest_held", oldest_held)
+                .finish(),
         }
     }
 }
@@ -147,12 +171,10 @@ pub fn execute(
 ) -> Result<Response, OwnerError> {
     match request {
         Request::MembersList { filter } => {
-            let members = store.snapshot().into_iter().filter(move |m| match filter {
-                ActiveFilter::All => true,
-                ActiveFilter::Active => m.active,
-                ActiveFilter::Inactive => !m.active,
-            });
-            Ok(Response::Members(Box::new(members.map(|m| m.to_view()))))
+            let members = store.members().filter(move |m| filter.keeps(m));
+            Ok(Response::Members(Box::new(
+                members.map(|m| m.map(|m| m.to_view())),
+            )))
         }
         Request::MembersShow { who } => Ok(Response::Shown(Box::new(find(store, &who)?.to_view()))),
         Request::MembersAdd {
@@ -216,11 +238,14 @@ pub fn execute(
                 Some(who) => Some(find(store, &who)?.id),
                 None => None,
             };
-            Ok(Response::Audit(store.audit(&AuditQuery {
-                member,
-                since,
-                limit,
-            })?))
+            Ok(Response::Audit {
+                entries: store.audit(&AuditQuery {
+                    member,
+                    since,
+                    limit,
+                })?,
+                oldest_held: store.oldest_audit_entry()?,
+            })
         }
     }
 }

@@ -758,3 +758,131 @@ fn token_revoke_all_is_scim_disconnect() {
         .iter()
         .all(|t| !t["revoked"].is_null()));
 }
+
+/// Issue 11 item 6: `audit` says how far back the audit goes, in every output format, with
+/// and without a daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_states_the_oldest_entry_it_still_holds_in_every_format() {
+    let env = env();
+    let empty = run(&env, &["audit"]);
+    assert!(
+        String::from_utf8_lossy(&empty.stdout).contains("the audit holds no entry"),
+        "{empty:?}"
+    );
+    let first: chrono::DateTime<chrono::Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+    {
+        let store = Store::open(&env.store).unwrap();
+        for (i, days) in [0i64, 30].into_iter().enumerate() {
+            let change = Change::Create {
+                attrs: DirectoryAttrs::new(
+                    UserName::parse(&format!("old{i}@example.com")).unwrap(),
+                    None,
+                    None,
+                ),
+                managed_by: ManagedBy::Manual,
+            };
+            provision::apply(
+                &store,
+                change,
+                &Actor::Owner,
+                first + chrono::Duration::days(days),
+            )
+            .unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    let said = "the audit holds entries from 2026-01-02T03:04:05+00:00 on";
+    let check = |out: Output, on_stdout: bool| {
+        assert!(out.status.success(), "{out:?}");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        if on_stdout {
+            assert!(
+                stdout.trim_end().lines().last().unwrap().starts_with(said),
+                "{stdout}"
+            );
+        } else {
+            // JSON and CSV stay one document; the statement goes to stderr.
+            assert!(stderr.contains(said), "{stderr}");
+            assert!(!stdout.contains(said), "{stdout}");
+        }
+        stdout
+    };
+    // Even when the entries shown are only the last one.
+    let local = check(run(&env, &["audit", "--limit", "1"]), true);
+    assert!(local.contains("old1@example.com") && !local.contains("old0@example.com"));
+    let json = check(run(&env, &["audit", "--output", "json"]), false);
+    assert_eq!(
+        serde_json::from_str::<Value>(&json)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    check(run(&env, &["audit", "--output", "csv"]), false);
+
+    let daemon = start_daemon(&env).await;
+    check(run_async(&env, &["audit", "--limit", "1"]).await, true);
+    check(run_async(&env, &["audit", "--output", "json"]).await, false);
+    check(run_async(&env, &["audit", "--output", "csv"]).await, false);
+    daemon.stop().await;
+}
+
+/// Issue 11 item 3: without a daemon, `members list` streams the records (no mirror) in the
+/// daemon's order, by folded user name, with the same filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_list_without_a_daemon_lists_in_the_daemons_order() {
+    let env = env();
+    {
+        let store = Store::open(&env.store).unwrap();
+        // Created in an order that is not the user-name order, one of them in upper case.
+        for name in [
+            "zoe@example.com",
+            "Bob@example.com",
+            "alice@example.com",
+            "carl@example.com",
+        ] {
+            let mut attrs = DirectoryAttrs::new(UserName::parse(name).unwrap(), None, None);
+            attrs.active = name != "carl@example.com";
+            let change = Change::Create {
+                attrs,
+                managed_by: ManagedBy::Manual,
+            };
+            provision::apply(&store, change, &Actor::Owner, chrono::Utc::now()).unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["userName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let local = names(json(&env, &["members", "list", "--output", "json"]));
+    assert_eq!(
+        local,
+        [
+            "alice@example.com",
+            "Bob@example.com",
+            "carl@example.com",
+            "zoe@example.com"
+        ]
+    );
+    let inactive = names(json(
+        &env,
+        &["members", "list", "--inactive", "--output", "json"],
+    ));
+    assert_eq!(inactive, ["carl@example.com"]);
+    let csv = ok(&env, &["members", "list", "--output", "csv"]);
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+
+    let daemon = start_daemon(&env).await;
+    let out = run_async(&env, &["members", "list", "--output", "json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(names(serde_json::from_slice(&out.stdout).unwrap()), local);
+    daemon.stop().await;
+}

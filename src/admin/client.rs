@@ -83,16 +83,21 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
         Frame::Pong { version } => Ok(Reply::Pong { version }),
         Frame::Begin {
             listing: ListingKind::Members,
+            ..
         } => Ok(Reply::Members(frames.listing(|f| match f {
             Frame::Member(m) => Some(*m),
             _ => None,
         }))),
         Frame::Begin {
             listing: ListingKind::Audit,
-        } => Ok(Reply::Audit(frames.listing(|f| match f {
-            Frame::Audit(e) => Some(*e),
-            _ => None,
-        }))),
+            oldest_held,
+        } => Ok(Reply::Audit {
+            items: frames.listing(|f| match f {
+                Frame::Audit(e) => Some(*e),
+                _ => None,
+            }),
+            oldest_held,
+        }),
         Frame::Error(e) => Err(ClientError::Remote(e)),
         other @ (Frame::Member(_) | Frame::Audit(_) | Frame::End { .. }) => Err(broken(format!(
             "the answer began with {}",

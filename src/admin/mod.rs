@@ -16,7 +16,7 @@ pub mod server;
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use error::AppError;
@@ -46,8 +46,13 @@ pub enum Request {
 pub enum Reply {
     /// `members list`: members ordered by user name.
     Members(Listing<MemberView>),
-    /// `audit`: entries, oldest first.
-    Audit(Listing<AuditEntry>),
+    /// `audit`: entries, oldest first, and the time of the oldest entry the store holds.
+    Audit {
+        /// The entries.
+        items: Listing<AuditEntry>,
+        /// The oldest entry still held (`None`: the audit is empty).
+        oldest_held: Option<DateTime<Utc>>,
+    },
     /// A member after a write, and whether anything was written.
     Member {
         /// The member as it is now.
@@ -133,6 +138,9 @@ pub enum Frame {
     Begin {
         /// What follows.
         listing: ListingKind,
+        /// An `audit` listing: the time of the oldest entry the store still holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oldest_held: Option<DateTime<Utc>>,
     },
     /// One member of a `members` listing.
     Member(Box<MemberView>),
@@ -179,10 +187,16 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
             let reply = blocking(move || owner::execute(&store, req, Utc::now())).await?;
             ctx.store.flush().await?;
             Ok(match reply {
-                owner::Response::Members(items) => Reply::Members(Listing::new(items.map(Ok))),
-                owner::Response::Audit(items) => {
-                    Reply::Audit(Listing::new(items.into_iter().map(Ok)))
+                owner::Response::Members(items) => {
+                    Reply::Members(Listing::new(items.map(|m| m.map_err(AppError::from))))
                 }
+                owner::Response::Audit {
+                    entries,
+                    oldest_held,
+                } => Reply::Audit {
+                    items: Listing::new(entries.into_iter().map(Ok)),
+                    oldest_held,
+                },
                 owner::Response::Member { member, changed } => Reply::Member { member, changed },
                 owner::Response::Shown(member) => Reply::Shown(member),
             })
@@ -224,12 +238,22 @@ impl Reply {
     /// as the iterator is read).
     pub fn into_frames(self) -> Box<dyn Iterator<Item = Frame> + Send> {
         match self {
-            Reply::Members(items) => {
-                listing_frames(ListingKind::Members, items, |m| Frame::Member(Box::new(m)))
-            }
-            Reply::Audit(items) => {
-                listing_frames(ListingKind::Audit, items, |e| Frame::Audit(Box::new(e)))
-            }
+            Reply::Members(items) => listing_frames(
+                Frame::Begin {
+                    listing: ListingKind::Members,
+                    oldest_held: None,
+                },
+                items,
+                |m| Frame::Member(Box::new(m)),
+            ),
+            Reply::Audit { items, oldest_held } => listing_frames(
+                Frame::Begin {
+                    listing: ListingKind::Audit,
+                    oldest_held,
+                },
+                items,
+                |e| Frame::Audit(Box::new(e)),
+            ),
             Reply::Member { member, changed } => {
                 Box::new(std::iter::once(Frame::Written { member, changed }))
             }
@@ -243,7 +267,7 @@ impl Reply {
 
 /// `begin`, one frame per item, then `end` with the count, or `error` where an item fails.
 fn listing_frames<T: Send + 'static>(
-    listing: ListingKind,
+    begin: Frame,
     items: Listing<T>,
     frame: fn(T) -> Frame,
 ) -> Box<dyn Iterator<Item = Frame> + Send> {
@@ -266,5 +290,5 @@ fn listing_frames<T: Send + 'static>(
             }
         }
     });
-    Box::new(std::iter::once(Frame::Begin { listing }).chain(body))
+    Box::new(std::iter::once(begin).chain(body))
 }

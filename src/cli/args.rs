@@ -77,7 +77,10 @@ pub enum Command {
     /// List, show, invite and manage members (locations, role, restore).
     #[command(subcommand)]
     Members(MembersCommand),
-    /// Show the audit log of member changes.
+    /// Show the audit log of member changes, and the oldest entry it still holds.
+    ///
+    /// Entries older than `[audit].retention_days` are removed; the last line (on stderr
+    /// with --output json or csv) says from when the audit holds entries.
     Audit(AuditArgs),
     /// Pull from the Google directory now; show runs; approve or discard held deactivations.
     Sync(SyncArgs),

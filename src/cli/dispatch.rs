@@ -148,6 +148,18 @@ fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppEr
             None => Err(AppError::from(owner::OwnerError::NotFound(who.clone()))),
         };
     }
+    // And a listing streams the records in user-name order (the daemon's order) without
+    // building the mirror either: see `RecordScan::into_members_by_name`.
+    if let Request::Owner(owner::Request::MembersList { filter }) = &request {
+        let filter = *filter;
+        let scan = crate::store::RecordScan::open(&config.store.path)?;
+        let members = scan
+            .into_members_by_name()?
+            .filter(move |m| filter.keeps(m));
+        return Ok(Reply::Members(admin::Listing::new(
+            members.map(|m| m.map(|m| m.to_view()).map_err(AppError::from)),
+        )));
+    }
     let runtime = runtime()?;
     let ctx = local_context(config, &request, output)?;
     let reply = runtime.block_on(admin::execute(&ctx, request));

@@ -39,7 +39,7 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
     let io = output_error;
     match reply {
         Reply::Members(items) => members(items, output, out),
-        Reply::Audit(items) => audit(items, output, out),
+        Reply::Audit { items, oldest_held } => audit(items, oldest_held, output, out),
         Reply::Member { member, changed } => one_member(&member, changed, output, out).map_err(io),
         Reply::Shown(member) => one_member(&member, true, output, out).map_err(io),
         Reply::Token(r) => tokens(&r, output, out).map_err(io),
@@ -158,7 +158,40 @@ fn members(
     }
 }
 
-fn audit(items: Listing<AuditEntry>, output: Output, out: &mut dyn Write) -> Result<(), AppError> {
+/// What the audit still holds: older entries were removed by `[audit].retention_days`.
+pub fn oldest_held_line(oldest: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match oldest {
+        Some(t) => format!(
+            "the audit holds entries from {} on (older ones are removed after [audit].retention_days)",
+            t.to_rfc3339()
+        ),
+        None => "the audit holds no entry".to_string(),
+    }
+}
+
+/// The entries, then what the audit still holds: as the last line of the table, and on
+/// stderr for JSON and CSV (so their output stays one document a program can read).
+fn audit(
+    items: Listing<AuditEntry>,
+    oldest_held: Option<chrono::DateTime<chrono::Utc>>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    audit_entries(items, output, out)?;
+    match output {
+        Output::Table => writeln!(out, "{}", oldest_held_line(oldest_held)).map_err(output_error),
+        Output::Json | Output::Csv => {
+            eprintln!("{}", oldest_held_line(oldest_held));
+            Ok(())
+        }
+    }
+}
+
+fn audit_entries(
+    items: Listing<AuditEntry>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
     match output {
         Output::Json => json_array(items, out),
         Output::Csv => {

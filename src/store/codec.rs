@@ -225,6 +225,43 @@ fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
     })
 }
 
+/// A record of the current format read in place: its strings borrow the record's bytes.
+/// The mirror is built from these at open, without a `Member` (nor its `scim_extra` parsed)
+/// on the way. Same fields, in the same order, as [`RecordV2`].
+#[derive(Deserialize)]
+pub(super) struct RecordRef<'a> {
+    pub(super) id: [u8; 16],
+    pub(super) user_name: &'a str,
+    #[serde(borrow)]
+    pub(super) emails: Vec<(&'a str, Option<&'a str>, bool)>,
+    pub(super) given_name: Option<&'a str>,
+    pub(super) family_name: Option<&'a str>,
+    pub(super) display_name: Option<&'a str>,
+    pub(super) active: bool,
+    pub(super) external_id: Option<&'a str>,
+    pub(super) google_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub(super) locations: Vec<&'a str>,
+    pub(super) owner: bool,
+    pub(super) manual: bool,
+    pub(super) scim_deleted: bool,
+    pub(super) scim_extra: &'a str,
+    pub(super) created_micros: i64,
+    pub(super) last_modified_micros: i64,
+    pub(super) version: u64,
+}
+
+/// Reads a record of the current format in place.
+pub(super) fn decode_ref(bytes: &[u8]) -> Result<RecordRef<'_>, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V2, body)) => postcard::from_bytes(body).map_err(|e| bad(e.to_string())),
+        // Any other format: the error the ordinary decoder gives.
+        _ => Err(decode(bytes)
+            .err()
+            .unwrap_or_else(|| bad("not a format 2 record".into()))),
+    }
+}
+
 /// Encodes a member as format 1 wrote it (tests of the upgrade build old stores with it).
 #[cfg(test)]
 pub(super) fn encode_v1(m: &Member, external_id: Option<&str>) -> Vec<u8> {

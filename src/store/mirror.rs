@@ -1,31 +1,384 @@
 //! The in-memory copy of the members, and the only indexes the store has (schema 3).
 //!
-//! Reads (SCIM lookups, the pull's plan, the CLI) are served from here: a hash lookup and a
-//! clone instead of sled reads and a decode. It is built once at open, in one pass over the
-//! records, and changed only after a member transaction commits, so it never shows an
-//! uncommitted write. The user-name, external-id and Google-id indexes live here only: sled
-//! keeps the records, so a member write is one key.
+//! Reads (SCIM lookups, the pull's plan, the CLI) are served from here: a hash lookup instead
+//! of sled reads and a decode. It is built once at open, in one pass over the records, and
+//! changed only after a member transaction commits, so it never shows an uncommitted write.
+//! The user-name, external-id and Google-id indexes live here only: sled keeps the records,
+//! so a member write is one key.
+//!
+//! Compact (issue 11 item 2): a member is one [`Entry`] in a slot of a `Vec`. Its strings
+//! share one allocation, its locations are interned, and the SCIM attributes the project
+//! does not use (`scim_extra`) are not kept: the entry says whether the member has any, and
+//! the store reads them from the record on the rare request that needs them. The indexes
+//! are hash tables of `u32` slots keyed by the hash of the key, which is read from the entry
+//! on a probe; no key is copied. About 250 bytes a member where a `Member` and three
+//! `String`-keyed maps cost about 1 KB.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::codec::RecordRef;
 use super::order::Blocks;
 use super::StoreError;
-use crate::member::{normalize_email_cow, Member, MemberId};
+use crate::member::{normalize_email_cow, Email, ManagedBy, Member, MemberId, Role, UserName};
 
-/// Members by id, plus the three indexes.
+// ---------------------------------------------------------------------------------------
+// The compact entry, and the ONE pair of conversions between it and `Member`
+// (`Entry::of_member`, `Entry::to_member`). `Entry::of_record` reads it from a record
+// without building a `Member` (the open).
+// ---------------------------------------------------------------------------------------
+
+const ACTIVE: u16 = 1;
+const OWNER: u16 = 1 << 1;
+const MANUAL: u16 = 1 << 2;
+const SCIM_DELETED: u16 = 1 << 3;
+/// The record holds SCIM attributes that the entry does not: read the record for them.
+const HAS_EXTRA: u16 = 1 << 4;
+/// The emails are exactly one primary work address equal to the user name (the pull's and
+/// most SCIM clients' case): `emails` is left empty.
+const EMAILS_DEFAULT: u16 = 1 << 5;
+/// The user name is its own folded key (lower-case ASCII): no copy in `text`.
+const FOLD_SAME: u16 = 1 << 6;
+/// Which optional strings are present (`Some("")` and `None` differ).
+const HAS: [u16; 7] = [0, 0, 1 << 7, 1 << 8, 1 << 9, 1 << 10, 1 << 11];
+
+// The strings in `text`, in order.
+const USER: usize = 0;
+const FOLD: usize = 1;
+const GIVEN: usize = 2;
+const FAMILY: usize = 3;
+const DISPLAY: usize = 4;
+const GOOGLE: usize = 5;
+const EXTERNAL: usize = 6;
+
+/// One email that is not the default one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CompactEmail {
+    value: Box<str>,
+    kind: Option<Box<str>>,
+    primary: bool,
+}
+
+/// One member as the mirror keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    id: MemberId,
+    /// User name, its folded key (unless [`FOLD_SAME`]), given, family and display names,
+    /// Google id, external id, one after the other; `ends[i]` is where string `i` ends.
+    text: Box<str>,
+    ends: [u32; 7],
+    /// Empty when [`EMAILS_DEFAULT`].
+    emails: Box<[CompactEmail]>,
+    /// Interned: a school's members share a few location names.
+    locations: Box<[Arc<str>]>,
+    created_micros: i64,
+    last_modified_micros: i64,
+    version: u64,
+    flags: u16,
+}
+
+/// The parts of an entry that are neither text nor flags, gathered by both constructors.
+struct Parts<'a> {
+    id: MemberId,
+    strings: [Option<&'a str>; 7],
+    emails: Vec<CompactEmail>,
+    emails_default: bool,
+    locations: Box<[Arc<str>]>,
+    created_micros: i64,
+    last_modified_micros: i64,
+    version: u64,
+    flags: u16,
+}
+
+impl Entry {
+    fn assemble(p: Parts<'_>) -> Entry {
+        let mut flags = p.flags;
+        let fold_owned: String;
+        let mut strings: [Option<&str>; 7] = p.strings;
+        let user = strings[USER].unwrap_or_default();
+        let fold = normalize_email_cow(user);
+        if fold == user {
+            flags |= FOLD_SAME;
+            strings[FOLD] = None;
+        } else {
+            fold_owned = fold.into_owned();
+            strings[FOLD] = Some(&fold_owned);
+        }
+        let len: usize = strings.iter().flatten().map(|s| s.len()).sum();
+        let mut text = String::with_capacity(len);
+        let mut ends = [0u32; 7];
+        for (i, s) in strings.iter().enumerate() {
+            if let Some(s) = s {
+                text.push_str(s);
+                flags |= HAS[i];
+            }
+            // Members' strings are bounded far below 4 GiB (SCIM bodies are capped).
+            ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        if p.emails_default {
+            flags |= EMAILS_DEFAULT;
+        }
+        Entry {
+            id: p.id,
+            text: text.into_boxed_str(),
+            ends,
+            emails: if p.emails_default {
+                Box::default()
+            } else {
+                p.emails.into_boxed_slice()
+            },
+            locations: p.locations,
+            created_micros: p.created_micros,
+            last_modified_micros: p.last_modified_micros,
+            version: p.version,
+            flags,
+        }
+    }
+
+    fn string(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize).unwrap_or("")
+    }
+
+    fn opt(&self, i: usize) -> Option<&str> {
+        (self.flags & HAS[i] != 0).then(|| self.string(i))
+    }
+
+    pub(crate) fn id(&self) -> MemberId {
+        self.id
+    }
+
+    pub(crate) fn user_name(&self) -> &str {
+        self.string(USER)
+    }
+
+    /// The folded user name: the key of the user-name index and of the listing order.
+    pub(crate) fn name_key(&self) -> &str {
+        if self.flags & FOLD_SAME != 0 {
+            self.string(USER)
+        } else {
+            self.string(FOLD)
+        }
+    }
+
+    pub(crate) fn external_id(&self) -> Option<&str> {
+        self.opt(EXTERNAL)
+    }
+
+    pub(crate) fn google_id(&self) -> Option<&str> {
+        self.opt(GOOGLE)
+    }
+
+    pub(crate) fn active(&self) -> bool {
+        self.flags & ACTIVE != 0
+    }
+
+    /// Whether the record holds SCIM attributes this entry leaves out.
+    pub(crate) fn has_extra(&self) -> bool {
+        self.flags & HAS_EXTRA != 0
+    }
+
+    /// As [`Member::visible_to_scim`].
+    pub(crate) fn visible_to_scim(&self) -> bool {
+        self.flags & (SCIM_DELETED | MANUAL) == 0
+    }
+
+    /// The compact form of a member. Its `scim_extra` is not kept, only whether it has any.
+    pub(crate) fn of_member(m: &Member, interner: &mut Interner) -> Entry {
+        let emails_default = is_default_emails(m.user_name.as_str(), &m.emails);
+        Entry::assemble(Parts {
+            id: m.id,
+            strings: [
+                Some(m.user_name.as_str()),
+                None,
+                m.given_name.as_deref(),
+                m.family_name.as_deref(),
+                m.display_name.as_deref(),
+                m.google_id.as_deref(),
+                m.external_id.as_deref(),
+            ],
+            emails: if emails_default {
+                Vec::new()
+            } else {
+                m.emails
+                    .iter()
+                    .map(|e| CompactEmail {
+                        value: e.value.as_str().into(),
+                        kind: e.kind.as_deref().map(Into::into),
+                        primary: e.primary,
+                    })
+                    .collect()
+            },
+            emails_default,
+            locations: m.locations.iter().map(|l| interner.intern(l)).collect(),
+            created_micros: m.created.timestamp_micros(),
+            last_modified_micros: m.last_modified.timestamp_micros(),
+            version: m.version,
+            flags: flag(m.active, ACTIVE)
+                | flag(m.role == Role::Owner, OWNER)
+                | flag(m.managed_by == ManagedBy::Manual, MANUAL)
+                | flag(m.scim_deleted, SCIM_DELETED)
+                | flag(!m.scim_extra.is_empty(), HAS_EXTRA),
+        })
+    }
+
+    /// The member, without its `scim_extra` (empty here; see [`Entry::has_extra`]).
+    pub(crate) fn to_member(&self) -> Result<Member, StoreError> {
+        use chrono::TimeZone;
+        let time = |micros| {
+            chrono::Utc
+                .timestamp_micros(micros)
+                .single()
+                .unwrap_or_default()
+        };
+        let owned = |i| self.opt(i).map(str::to_string);
+        let user = self.user_name();
+        Ok(Member {
+            id: self.id,
+            // It was a valid user name when the entry was made.
+            user_name: UserName::parse_identifier(user)
+                .map_err(|e| StoreError::Corrupt(format!("member in memory: {e}")))?,
+            emails: if self.flags & EMAILS_DEFAULT != 0 {
+                vec![Email::primary_work(user)]
+            } else {
+                self.emails
+                    .iter()
+                    .map(|e| Email {
+                        value: e.value.to_string(),
+                        kind: e.kind.as_deref().map(str::to_string),
+                        primary: e.primary,
+                    })
+                    .collect()
+            },
+            given_name: owned(GIVEN),
+            family_name: owned(FAMILY),
+            display_name: owned(DISPLAY),
+            active: self.active(),
+            google_id: owned(GOOGLE),
+            external_id: owned(EXTERNAL),
+            locations: self.locations.iter().map(|l| l.to_string()).collect(),
+            role: if self.flags & OWNER != 0 {
+                Role::Owner
+            } else {
+                Role::Member
+            },
+            managed_by: if self.flags & MANUAL != 0 {
+                ManagedBy::Manual
+            } else {
+                ManagedBy::Google
+            },
+            scim_deleted: self.flags & SCIM_DELETED != 0,
+            scim_extra: serde_json::Map::new(),
+            created: time(self.created_micros),
+            last_modified: time(self.last_modified_micros),
+            version: self.version,
+        })
+    }
+
+    /// The entry of a record read in place (the open), without building a `Member`.
+    pub(crate) fn of_record(
+        r: &RecordRef<'_>,
+        interner: &mut Interner,
+    ) -> Result<Entry, StoreError> {
+        let bad = |why: String| StoreError::Corrupt(format!("member record: {why}"));
+        let id = MemberId::from_slice(&r.id).ok_or_else(|| bad("bad id".into()))?;
+        // The same checks as decoding a `Member` would make.
+        UserName::parse_identifier(r.user_name).map_err(|e| bad(e.to_string()))?;
+        for micros in [r.created_micros, r.last_modified_micros] {
+            use chrono::TimeZone;
+            if chrono::Utc.timestamp_micros(micros).single().is_none() {
+                return Err(bad(format!("bad time {micros}")));
+            }
+        }
+        let emails_default =
+            matches!(&r.emails[..], [(v, Some("work"), true)] if *v == r.user_name);
+        Ok(Entry::assemble(Parts {
+            id,
+            strings: [
+                Some(r.user_name),
+                None,
+                r.given_name,
+                r.family_name,
+                r.display_name,
+                r.google_id,
+                r.external_id,
+            ],
+            emails: if emails_default {
+                Vec::new()
+            } else {
+                r.emails
+                    .iter()
+                    .map(|(value, kind, primary)| CompactEmail {
+                        value: (*value).into(),
+                        kind: kind.map(Into::into),
+                        primary: *primary,
+                    })
+                    .collect()
+            },
+            emails_default,
+            locations: r.locations.iter().map(|l| interner.intern(l)).collect(),
+            created_micros: r.created_micros,
+            last_modified_micros: r.last_modified_micros,
+            version: r.version,
+            flags: flag(r.active, ACTIVE)
+                | flag(r.owner, OWNER)
+                | flag(r.manual, MANUAL)
+                | flag(r.scim_deleted, SCIM_DELETED)
+                | flag(!r.scim_extra.is_empty(), HAS_EXTRA),
+        }))
+    }
+}
+
+fn flag(on: bool, bit: u16) -> u16 {
+    if on {
+        bit
+    } else {
+        0
+    }
+}
+
+fn is_default_emails(user_name: &str, emails: &[Email]) -> bool {
+    matches!(emails, [e] if e.primary && e.kind.as_deref() == Some("work") && e.value == user_name)
+}
+
+/// The location names, one copy each.
+#[derive(Default)]
+pub(crate) struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        self.0.insert(a.clone());
+        a
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The mirror
+// ---------------------------------------------------------------------------------------
+
+/// Members by slot, the id index, the three identity indexes and the SCIM listing order.
 #[derive(Default)]
 pub(crate) struct Mirror {
-    by_id: HashMap<MemberId, Arc<Member>>,
-    /// By folded user name ([`crate::member::normalize_email`]). Hashed for lookups;
-    /// listings sort on demand.
-    by_name: HashMap<String, MemberId>,
+    /// Every member; a slot never changes hands (members are never removed).
+    entries: Vec<Arc<Entry>>,
+    hasher: DefaultHashBuilder,
+    by_id: HashTable<u32>,
+    /// By folded user name ([`crate::member::normalize_email`]).
+    by_name: HashTable<u32>,
     /// By the SCIM client's `externalId` (exact).
-    by_ext: HashMap<String, MemberId>,
+    by_ext: HashTable<u32>,
     /// By Google user id.
-    by_google: HashMap<String, MemberId>,
+    by_google: HashTable<u32>,
     /// The members SCIM lists ([`Member::visible_to_scim`]), by folded user name.
     scim_order: Blocks,
+    interner: Interner,
     /// How many members are active, kept with every write: `/healthz` and `/metrics` read it
     /// on every call, and counting a large store each time made a health check cost a walk
     /// over every member.
@@ -35,90 +388,254 @@ pub(crate) struct Mirror {
 /// One transaction's writes: `None` removes an index entry.
 #[derive(Default)]
 pub(crate) struct Overlay {
-    pub(crate) members: HashMap<MemberId, Member>,
-    pub(crate) names: HashMap<String, Option<MemberId>>,
-    pub(crate) externals: HashMap<String, Option<MemberId>>,
-    pub(crate) googles: HashMap<String, Option<MemberId>>,
+    pub(crate) members: std::collections::HashMap<MemberId, Member>,
+    pub(crate) names: std::collections::HashMap<String, Option<MemberId>>,
+    pub(crate) externals: std::collections::HashMap<String, Option<MemberId>>,
+    pub(crate) googles: std::collections::HashMap<String, Option<MemberId>>,
+}
+
+/// Which identity index.
+#[derive(Clone, Copy)]
+enum Key {
+    Name,
+    External,
+    Google,
+}
+
+impl Key {
+    fn of(self, e: &Entry) -> Option<&str> {
+        match self {
+            Key::Name => Some(e.name_key()),
+            Key::External => e.external_id(),
+            Key::Google => e.google_id(),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Key::Name => "user name",
+            Key::External => "external id",
+            Key::Google => "Google id",
+        }
+    }
 }
 
 /// Two records claim one key: the store cannot be served.
-fn collision(what: &'static str, key: &str, first: &Member, second: &Member) -> StoreError {
+fn collision(what: &'static str, key: &str, first: &Entry, second: &Entry) -> StoreError {
     StoreError::Collision {
         what,
         key: key.to_string(),
-        first: format!("{} ({})", first.id, first.user_name),
-        second: format!("{} ({})", second.id, second.user_name),
+        first: format!("{} ({})", first.id, first.user_name()),
+        second: format!("{} ({})", second.id, second.user_name()),
     }
 }
 
 impl Mirror {
+    fn table(&self, key: Key) -> &HashTable<u32> {
+        match key {
+            Key::Name => &self.by_name,
+            Key::External => &self.by_ext,
+            Key::Google => &self.by_google,
+        }
+    }
+
+    fn find(&self, key: Key, value: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(value);
+        self.table(key)
+            .find(hash, |&s| {
+                Key::of(key, &self.entries[s as usize]) == Some(value)
+            })
+            .copied()
+    }
+
+    fn slot(&self, id: MemberId) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.by_id
+            .find(hash, |&s| self.entries[s as usize].id == id)
+            .copied()
+    }
+
+    /// Points `key`'s value of the entry in `slot` at `slot`; returns the slot that already
+    /// held that value, if another did (it is replaced).
+    fn index(&mut self, key: Key, slot: u32) -> Option<u32> {
+        let Mirror {
+            entries,
+            hasher,
+            by_name,
+            by_ext,
+            by_google,
+            ..
+        } = self;
+        let table = match key {
+            Key::Name => by_name,
+            Key::External => by_ext,
+            Key::Google => by_google,
+        };
+        let value = Key::of(key, &entries[slot as usize])?;
+        let hash = hasher.hash_one(value);
+        match table.entry(
+            hash,
+            |&s| Key::of(key, &entries[s as usize]) == Some(value),
+            |&s| Key::of(key, &entries[s as usize]).map_or(0, |v| hasher.hash_one(v)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let old = *o.get();
+                *o.get_mut() = slot;
+                (old != slot).then_some(old)
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(slot);
+                None
+            }
+        }
+    }
+
+    /// Removes `key`'s value of the entry in `slot` from its index, if it points there.
+    fn unindex(&mut self, key: Key, slot: u32) {
+        let Mirror {
+            entries,
+            hasher,
+            by_name,
+            by_ext,
+            by_google,
+            ..
+        } = self;
+        let table = match key {
+            Key::Name => by_name,
+            Key::External => by_ext,
+            Key::Google => by_google,
+        };
+        let Some(value) = Key::of(key, &entries[slot as usize]) else {
+            return;
+        };
+        let hash = hasher.hash_one(value);
+        if let Ok(o) = table.find_entry(hash, |&s| s == slot) {
+            o.remove();
+        }
+    }
+
+    fn push(&mut self, entry: Entry) -> u32 {
+        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        let hash = self.hasher.hash_one(entry.id);
+        self.active += usize::from(entry.active());
+        self.entries.push(Arc::new(entry));
+        let Mirror {
+            entries,
+            hasher,
+            by_id,
+            ..
+        } = self;
+        by_id.insert_unique(hash, slot, |&s| hasher.hash_one(entries[s as usize].id));
+        slot
+    }
+
     /// Builds the mirror and its indexes from every member, in one pass. Two members that
     /// claim one folded user name, external id or Google id are a [`StoreError::Collision`].
     pub(crate) fn build(
         members: impl IntoIterator<Item = Result<Member, StoreError>>,
     ) -> Result<Mirror, StoreError> {
         let mut mirror = Mirror::default();
-        let mut listed = Vec::new();
         for m in members {
             let m = m?;
-            let name = m.user_name.normalized();
-            if let Some(other) = mirror.by_name.get(&name) {
-                return Err(collision("user name", &name, &mirror.by_id[other], &m));
-            }
-            if let Some(ext) = &m.external_id {
-                if let Some(other) = mirror.by_ext.insert(ext.clone(), m.id) {
-                    return Err(collision("external id", ext, &mirror.by_id[&other], &m));
-                }
-            }
-            if let Some(g) = &m.google_id {
-                if let Some(other) = mirror.by_google.insert(g.clone(), m.id) {
-                    return Err(collision("Google id", g, &mirror.by_id[&other], &m));
-                }
-            }
-            if m.visible_to_scim() {
-                listed.push((name.clone(), m.id));
-            }
-            mirror.by_name.insert(name, m.id);
-            mirror.active += usize::from(m.active);
-            mirror.by_id.insert(m.id, Arc::new(m));
+            let entry = Entry::of_member(&m, &mut mirror.interner);
+            mirror.add_built(entry)?;
         }
-        listed.sort_unstable();
-        mirror.scim_order = Blocks::from_sorted(listed);
+        mirror.finish_build();
         Ok(mirror)
     }
 
-    pub(crate) fn get(&self, id: MemberId) -> Option<Arc<Member>> {
-        self.by_id.get(&id).cloned()
+    /// As [`Mirror::build`], from the records as they are stored (the open): each record is
+    /// read in place into its entry, with no `Member` built on the way. `hint` pre-sizes the
+    /// tables.
+    pub(crate) fn build_from_records(
+        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>>,
+        hint: usize,
+    ) -> Result<Mirror, StoreError> {
+        let mut mirror = Mirror::default();
+        mirror.entries.reserve(hint);
+        mirror.by_id.reserve(hint, |_| 0);
+        mirror.by_name.reserve(hint, |_| 0);
+        for v in records {
+            let v = v?;
+            let rec = super::codec::decode_ref(&v)?;
+            let entry = Entry::of_record(&rec, &mut mirror.interner)?;
+            mirror.add_built(entry)?;
+        }
+        mirror.finish_build();
+        Ok(mirror)
+    }
+
+    fn add_built(&mut self, entry: Entry) -> Result<(), StoreError> {
+        let slot = self.push(entry);
+        for key in [Key::Name, Key::External, Key::Google] {
+            if let Some(other) = self.index(key, slot) {
+                let (a, b) = (&self.entries[other as usize], &self.entries[slot as usize]);
+                let value = Key::of(key, b).unwrap_or_default();
+                return Err(collision(key.what(), value, a, b));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_build(&mut self) {
+        let mut listed: Vec<u32> = (0..self.entries.len())
+            .filter(|&s| self.entries[s].visible_to_scim())
+            .map(|s| s as u32)
+            .collect();
+        let entries = &self.entries;
+        listed.sort_unstable_by(|&a, &b| {
+            entries[a as usize]
+                .name_key()
+                .cmp(entries[b as usize].name_key())
+        });
+        self.scim_order = Blocks::from_sorted(listed);
+    }
+
+    pub(crate) fn get(&self, id: MemberId) -> Option<Arc<Entry>> {
+        self.slot(id).map(|s| self.entries[s as usize].clone())
     }
 
     pub(crate) fn id_by_name(&self, normalized: &str) -> Option<MemberId> {
-        self.by_name.get(normalized).copied()
+        self.entry_by(Key::Name, normalized).map(|e| e.id)
     }
 
     pub(crate) fn id_by_external_id(&self, ext: &str) -> Option<MemberId> {
-        self.by_ext.get(ext).copied()
+        self.entry_by(Key::External, ext).map(|e| e.id)
     }
 
     pub(crate) fn id_by_google_id(&self, google_id: &str) -> Option<MemberId> {
-        self.by_google.get(google_id).copied()
+        self.entry_by(Key::Google, google_id).map(|e| e.id)
+    }
+
+    pub(crate) fn by_name(&self, normalized: &str) -> Option<Arc<Entry>> {
+        self.entry_by(Key::Name, normalized).cloned()
+    }
+
+    pub(crate) fn by_external_id(&self, ext: &str) -> Option<Arc<Entry>> {
+        self.entry_by(Key::External, ext).cloned()
+    }
+
+    pub(crate) fn by_google_id(&self, google_id: &str) -> Option<Arc<Entry>> {
+        self.entry_by(Key::Google, google_id).cloned()
+    }
+
+    fn entry_by(&self, key: Key, value: &str) -> Option<&Arc<Entry>> {
+        self.find(key, value).map(|s| &self.entries[s as usize])
     }
 
     /// Active and inactive members.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        (self.active, self.by_id.len() - self.active)
+        (self.active, self.entries.len() - self.active)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_id.len()
+        self.entries.len()
     }
 
-    pub(crate) fn ordered(&self) -> Vec<Arc<Member>> {
-        let mut named: Vec<(&String, &MemberId)> = self.by_name.iter().collect();
-        named.sort_unstable();
-        named
-            .into_iter()
-            .filter_map(|(_, id)| self.by_id.get(id).cloned())
-            .collect()
+    /// Every entry (a snapshot: shared handles, nothing copied), in no order; sort with
+    /// [`sort_by_name`] outside the lock.
+    pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
+        self.entries.clone()
     }
 
     /// How many members SCIM lists.
@@ -128,23 +645,27 @@ impl Mirror {
 
     /// The ids SCIM lists at 0-based positions `start..start+count`.
     pub(crate) fn scim_page(&self, start: usize, count: usize, descending: bool) -> Vec<MemberId> {
-        self.scim_order.page(start, count, descending)
+        self.scim_order
+            .page(start, count, descending)
+            .into_iter()
+            .map(|s| self.entries[s as usize].id)
+            .collect()
     }
 
     /// Whether two mirrors hold the same members and the same indexes (the consistency
     /// check compares the live mirror with one rebuilt from the records).
     pub(crate) fn differences(&self, other: &Mirror) -> Vec<String> {
         let mut out = Vec::new();
-        if self.by_id.len() != other.by_id.len() {
+        if self.len() != other.len() {
             out.push(format!(
                 "memory holds {} members, the disk {}",
-                self.by_id.len(),
-                other.by_id.len()
+                self.len(),
+                other.len()
             ));
         }
-        for (id, m) in &other.by_id {
-            if self.by_id.get(id).map(|a| &**a) != Some(&**m) {
-                out.push(format!("member {id} in memory differs from the disk"));
+        for e in &other.entries {
+            if self.get(e.id).as_deref() != Some(&**e) {
+                out.push(format!("member {} in memory differs from the disk", e.id));
             }
         }
         if self.counts() != other.counts() {
@@ -154,14 +675,29 @@ impl Mirror {
                 other.counts()
             ));
         }
-        if self.by_name != other.by_name {
-            out.push("the user name index differs from the records".into());
-        }
-        if self.by_ext != other.by_ext {
-            out.push("the external id index differs from the records".into());
-        }
-        if self.by_google != other.by_google {
-            out.push("the Google id index differs from the records".into());
+        for (key, what) in [
+            (Key::Name, "the user name index differs from the records"),
+            (
+                Key::External,
+                "the external id index differs from the records",
+            ),
+            (Key::Google, "the Google id index differs from the records"),
+        ] {
+            let ids = |m: &Mirror| {
+                let mut v: Vec<(String, MemberId)> = m
+                    .table(key)
+                    .iter()
+                    .map(|&s| {
+                        let e = &m.entries[s as usize];
+                        (Key::of(key, e).unwrap_or_default().to_string(), e.id)
+                    })
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            if ids(self) != ids(other) {
+                out.push(what.into());
+            }
         }
         if self.scim_page(0, usize::MAX, false) != other.scim_page(0, usize::MAX, false)
             || self.scim_len() != other.scim_len()
@@ -171,39 +707,157 @@ impl Mirror {
         out
     }
 
-    /// Applies a committed transaction's writes.
+    /// Applies a committed transaction's writes. The indexes follow the entries: the old
+    /// keys of every written member are removed first, then the new ones set, so a name that
+    /// moves from one member to another in one transaction lands on the right one.
     pub(crate) fn apply(&mut self, overlay: Overlay) {
+        let mut written = Vec::with_capacity(overlay.members.len());
         for (id, m) in overlay.members {
-            self.active += usize::from(m.active);
-            if let Some(old) = self.by_id.insert(id, Arc::new(m)) {
-                self.active -= usize::from(old.active);
+            let entry = Entry::of_member(&m, &mut self.interner);
+            match self.slot(id) {
+                Some(slot) => {
+                    for key in [Key::Name, Key::External, Key::Google] {
+                        self.unindex(key, slot);
+                    }
+                    let old = &self.entries[slot as usize];
+                    if old.visible_to_scim() {
+                        let (entries, order) = (&self.entries, &mut self.scim_order);
+                        order.remove(old.name_key(), |s| entries[s as usize].name_key());
+                    }
+                    written.push((slot, Some(entry)));
+                }
+                None => written.push((self.push(entry), None)),
             }
         }
-        // Every member write re-sets its name entry, so this visits every written member.
-        for (name, id) in overlay.names {
-            let listed = id.filter(|id| {
-                self.by_id.get(id).is_some_and(|m| {
-                    m.visible_to_scim()
-                        && normalize_email_cow(m.user_name.as_str()) == name.as_str()
-                })
-            });
-            self.scim_order.set(&name, listed);
-            match id {
-                Some(id) => self.by_name.insert(name, id),
-                None => self.by_name.remove(&name),
-            };
+        for (slot, entry) in written {
+            if let Some(entry) = entry {
+                let old = std::mem::replace(&mut self.entries[slot as usize], Arc::new(entry));
+                self.active -= usize::from(old.active());
+                self.active += usize::from(self.entries[slot as usize].active());
+            }
+            for key in [Key::Name, Key::External, Key::Google] {
+                self.index(key, slot);
+            }
+            let e = &self.entries[slot as usize];
+            if e.visible_to_scim() {
+                let (entries, order) = (&self.entries, &mut self.scim_order);
+                order.insert(e.name_key(), slot, |s| entries[s as usize].name_key());
+            }
         }
-        for (ext, id) in overlay.externals {
-            match id {
-                Some(id) => self.by_ext.insert(ext, id),
-                None => self.by_ext.remove(&ext),
-            };
+    }
+}
+
+/// Sorts entries by folded user name (the order of listings).
+pub(crate) fn sort_by_name(entries: &mut [Arc<Entry>]) {
+    entries.sort_unstable_by(|a, b| a.name_key().cmp(b.name_key()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn member(name: &str) -> Member {
+        let now = Utc
+            .timestamp_micros(1_790_000_000_123_456)
+            .single()
+            .unwrap();
+        Member {
+            id: MemberId::new_random(),
+            user_name: UserName::parse(name).unwrap(),
+            emails: vec![Email::primary_work(name)],
+            given_name: Some("Ada".into()),
+            family_name: None,
+            display_name: Some(String::new()),
+            active: true,
+            google_id: Some("1045".into()),
+            external_id: None,
+            locations: vec!["Paris".into(), "Lyon".into()],
+            role: Role::Owner,
+            managed_by: ManagedBy::Google,
+            scim_deleted: false,
+            scim_extra: serde_json::Map::new(),
+            created: now,
+            last_modified: now,
+            version: 7,
         }
-        for (g, id) in overlay.googles {
-            match id {
-                Some(id) => self.by_google.insert(g, id),
-                None => self.by_google.remove(&g),
-            };
+    }
+
+    #[test]
+    fn an_entry_gives_back_the_member_it_was_made_of_but_its_extra_attributes() {
+        let mut interner = Interner::default();
+        let mut shapes = vec![member("ada@example.com"), member("ΣΑΣ.Kelvin@Example.com")];
+        shapes[1].emails = vec![
+            Email {
+                value: "other@example.com".into(),
+                kind: None,
+                primary: false,
+            },
+            Email::primary_work("x@example.com"),
+        ];
+        shapes[1].external_id = Some("ext".into());
+        shapes[1].google_id = None;
+        shapes[1].role = Role::Member;
+        shapes[1].managed_by = ManagedBy::Manual;
+        shapes[1].scim_deleted = true;
+        shapes[1].active = false;
+        shapes[1].locations.clear();
+        let mut no_email = member("noemail@example.com");
+        no_email.emails.clear();
+        shapes.push(no_email);
+        for m in shapes {
+            let e = Entry::of_member(&m, &mut interner);
+            assert_eq!(e.to_member().unwrap(), m);
+            assert_eq!(e.name_key(), m.user_name.normalized());
+            assert_eq!(e.visible_to_scim(), m.visible_to_scim());
+            assert!(!e.has_extra());
+            // The record read in place makes the same entry.
+            let bytes = super::super::codec::encode(&m).unwrap();
+            let rec = super::super::codec::decode_ref(&bytes).unwrap();
+            assert_eq!(Entry::of_record(&rec, &mut interner).unwrap(), e);
         }
+        // Locations are shared between members.
+        let (a, b) = (member("a@example.com"), member("b@example.com"));
+        let (ea, eb) = (
+            Entry::of_member(&a, &mut interner),
+            Entry::of_member(&b, &mut interner),
+        );
+        assert!(Arc::ptr_eq(&ea.locations[0], &eb.locations[0]));
+        // Extra attributes are left out; the entry says there are some.
+        let mut x = member("x@example.com");
+        x.scim_extra
+            .insert("title".into(), serde_json::json!("Engineer"));
+        let e = Entry::of_member(&x, &mut interner);
+        assert!(e.has_extra());
+        assert!(e.to_member().unwrap().scim_extra.is_empty());
+    }
+
+    #[test]
+    fn the_indexes_follow_renames_and_swaps_within_one_transaction() {
+        let a = member("a@example.com");
+        let mut b = member("b@example.com");
+        b.google_id = Some("g-b".into());
+        let mirror_of = |ms: Vec<Member>| Mirror::build(ms.into_iter().map(Ok)).unwrap();
+        let mut mirror = mirror_of(vec![a.clone(), b.clone()]);
+        assert_eq!(mirror.id_by_name("a@example.com"), Some(a.id));
+        assert_eq!(mirror.id_by_google_id("1045"), Some(a.id));
+        // a and b swap names and Google ids in one transaction.
+        let (mut a2, mut b2) = (a.clone(), b.clone());
+        std::mem::swap(&mut a2.user_name, &mut b2.user_name);
+        std::mem::swap(&mut a2.google_id, &mut b2.google_id);
+        let mut overlay = Overlay::default();
+        overlay.members.insert(a.id, a2.clone());
+        overlay.members.insert(b.id, b2.clone());
+        mirror.apply(overlay);
+        assert_eq!(mirror.id_by_name("b@example.com"), Some(a.id));
+        assert_eq!(mirror.id_by_name("a@example.com"), Some(b.id));
+        assert_eq!(mirror.id_by_google_id("1045"), Some(b.id));
+        assert_eq!(mirror.id_by_google_id("g-b"), Some(a.id));
+        assert!(mirror.differences(&mirror_of(vec![a2, b2])).is_empty());
+        // Two records with one Google id fail the build, naming both.
+        let mut c = member("c@example.com");
+        c.google_id = Some("g-b".into());
+        let err = Mirror::build([Ok(b.clone()), Ok(c.clone())]).err().unwrap();
+        assert!(err.to_string().contains(&c.id.to_string()), "{err}");
     }
 }

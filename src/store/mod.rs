@@ -45,7 +45,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use mirror::{Mirror, Overlay};
+use mirror::{Entry, Mirror, Overlay};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -67,6 +67,13 @@ const SCHEMA_2_INDEX_TREES: [&str; 2] = ["idx_user_name", "idx_external_id"];
 pub const AUDIT_CHUNK: usize = 32;
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+
+/// How many members the store held when it was last opened: only a hint to pre-size the
+/// mirror's tables at the next open (a stale value costs a rehash, nothing else).
+const META_MEMBER_COUNT: &[u8] = b"member_count_hint";
+
+/// A hint larger than this is not trusted for pre-sizing.
+const MAX_SIZE_HINT: u64 = 50_000_000;
 
 /// sled's page cache size. Reads come from the mirror, and writes touch mostly the right
 /// edge of the trees (time-ordered ids and audit keys), so a small cache costs no write
@@ -199,13 +206,14 @@ impl Store {
         let members = db.open_tree("members")?;
         let mirror = match stored_schema(path, &meta)? {
             Some(found) if found < SCHEMA_VERSION => upgrade(&db, &meta, &members, found)?,
-            Some(_) => Mirror::build(members.iter().map(|kv| decode_member(&kv?.1)))?,
+            Some(_) => build_mirror(&meta, &members)?,
             None => {
-                let mirror = Mirror::build(members.iter().map(|kv| decode_member(&kv?.1)))?;
+                let mirror = build_mirror(&meta, &members)?;
                 meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
                 mirror
             }
         };
+        meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
         let store = Store {
             inner: Arc::new(Inner {
                 mirror: RwLock::new(mirror),
@@ -224,6 +232,17 @@ impl Store {
         };
         store.inner.db.flush()?;
         Ok(store)
+    }
+
+    /// The member an entry of the mirror stands for. Its SCIM extra attributes are not in
+    /// memory: a member that has some is read from its record (a rare request).
+    fn materialize(&self, e: &Entry) -> Result<Member, StoreError> {
+        if e.has_extra() {
+            if let Some(v) = self.inner.members.get(e.id().as_bytes())? {
+                return decode_member(&v);
+            }
+        }
+        e.to_member()
     }
 
     /// The directory the store lives in.
@@ -286,7 +305,8 @@ impl Store {
 
     /// A member by id.
     pub fn get(&self, id: MemberId) -> Result<Option<Member>, StoreError> {
-        Ok(self.mirror().get(id).map(|m| (*m).clone()))
+        let entry = self.mirror().get(id);
+        entry.map(|e| self.materialize(&e)).transpose()
     }
 
     /// The id of the member with this user name (case-insensitive), from the index.
@@ -294,44 +314,47 @@ impl Store {
         Ok(self.mirror().id_by_name(&normalize_email_cow(user_name)))
     }
 
-    /// A shared handle on the member with this user name (case-insensitive), without copying it.
+    /// The member with this user name (case-insensitive), as a shared handle.
     pub fn shared_by_user_name(&self, user_name: &str) -> Option<Arc<Member>> {
-        let key = normalize_email_cow(user_name);
-        let mirror = self.mirror();
-        mirror.id_by_name(&key).and_then(|id| mirror.get(id))
+        self.get_by_user_name(user_name)
+            .ok()
+            .flatten()
+            .map(Arc::new)
     }
 
-    /// A shared handle on the member with this SCIM `externalId` (exact), without copying it.
+    /// The member with this SCIM `externalId` (exact), as a shared handle.
     pub fn shared_by_external_id(&self, external_id: &str) -> Option<Arc<Member>> {
-        let mirror = self.mirror();
-        mirror
-            .id_by_external_id(external_id)
-            .and_then(|id| mirror.get(id))
+        self.get_by_external_id(external_id)
+            .ok()
+            .flatten()
+            .map(Arc::new)
     }
 
-    /// A shared handle on the member linked to this Google user id, without copying it.
+    /// The member linked to this Google user id, as a shared handle.
     pub fn shared_by_google_id(&self, google_id: &str) -> Option<Arc<Member>> {
-        let mirror = self.mirror();
-        mirror
-            .id_by_google_id(google_id)
-            .and_then(|id| mirror.get(id))
+        self.get_by_google_id(google_id)
+            .ok()
+            .flatten()
+            .map(Arc::new)
     }
 
     /// The member linked to this Google user id.
     pub fn get_by_google_id(&self, google_id: &str) -> Result<Option<Member>, StoreError> {
-        Ok(self.shared_by_google_id(google_id).map(|m| (*m).clone()))
+        let entry = self.mirror().by_google_id(google_id);
+        entry.map(|e| self.materialize(&e)).transpose()
     }
 
     /// The member with this user name (case-insensitive).
     pub fn get_by_user_name(&self, user_name: &str) -> Result<Option<Member>, StoreError> {
-        Ok(self.shared_by_user_name(user_name).map(|m| (*m).clone()))
+        let key = normalize_email_cow(user_name);
+        let entry = self.mirror().by_name(&key);
+        entry.map(|e| self.materialize(&e)).transpose()
     }
 
     /// The member with this SCIM `externalId` (exact).
     pub fn get_by_external_id(&self, external_id: &str) -> Result<Option<Member>, StoreError> {
-        Ok(self
-            .shared_by_external_id(external_id)
-            .map(|m| (*m).clone()))
+        let entry = self.mirror().by_external_id(external_id);
+        entry.map(|e| self.materialize(&e)).transpose()
     }
 
     /// Resolves what an owner typed: a member id, or an email (case-insensitive).
@@ -367,14 +390,24 @@ impl Store {
         self.mirror().scim_page(start, count, descending)
     }
 
-    /// A snapshot of every member, ordered by normalised user name.
+    /// A snapshot of every member, ordered by normalised user name, each one built from the
+    /// compact mirror: at 1,000,000 members this costs about a gigabyte. A listing that can
+    /// stream uses [`Store::members`].
     pub fn snapshot(&self) -> Vec<Arc<Member>> {
-        self.mirror().ordered()
+        self.members()
+            .filter_map(|m| m.ok())
+            .map(Arc::new)
+            .collect()
     }
 
-    /// Every member, ordered by normalised user name (a snapshot taken now).
+    /// Every member, ordered by normalised user name, from a snapshot taken now. The
+    /// snapshot shares the mirror's entries (8 bytes a member); each member is built as the
+    /// iterator reaches it.
     pub fn members(&self) -> impl Iterator<Item = Result<Member, StoreError>> {
-        self.snapshot().into_iter().map(|m| Ok((*m).clone()))
+        let mut entries = self.mirror().all();
+        mirror::sort_by_name(&mut entries);
+        let store = self.clone();
+        entries.into_iter().map(move |e| store.materialize(&e))
     }
 
     /// Every member in id order, decoded from the records on disk (not the mirror).
@@ -566,7 +599,15 @@ impl MemberTx<'_> {
         if let Some(m) = self.overlay.borrow().members.get(&id) {
             return Ok(Some(m.clone()));
         }
-        Ok(self.mirror.get(id).map(|m| (*m).clone()))
+        match self.mirror.get(id) {
+            // The extra attributes are only in the record; the write keeps them.
+            Some(e) if e.has_extra() => match self.members.get(id.as_bytes())? {
+                Some(v) => decode_member(&v).map(Some),
+                None => e.to_member().map(Some),
+            },
+            Some(e) => e.to_member().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The id holding this user name, as this transaction sees it.
@@ -689,25 +730,33 @@ fn upgrade(
         Default::default()
     };
     let mut old_format = Vec::new();
+    // A format-1 record as format 2 has it (the same each time it is asked).
+    let convert = |v: &[u8]| -> Result<Member, StoreError> {
+        let mut m = codec::decode_v1(v)?;
+        if set_by_pull.get(&m.id) == Some(&true) {
+            m.google_id = m.external_id.take();
+        }
+        Ok(m)
+    };
     let converted = members.iter().map(|kv| {
         let (_, v) = kv?;
         if codec::is_current(&v) {
             return decode_member(&v);
         }
-        let mut m = codec::decode_v1(&v)?;
-        if set_by_pull.get(&m.id) == Some(&true) {
-            m.google_id = m.external_id.take();
-        }
+        let m = convert(&v)?;
         old_format.push(m.id);
         Ok(m)
     });
     let mirror = Mirror::build(converted)?;
-    // From here on the store is written.
+    // From here on the store is written. The records are converted again rather than taken
+    // from the mirror, which does not keep the SCIM extra attributes.
     for ids in old_format.chunks(UPGRADE_BATCH) {
         let mut batch = sled::Batch::default();
         for id in ids {
-            if let Some(m) = mirror.get(*id) {
-                batch.insert(&id.as_bytes()[..], codec::encode(&m)?);
+            if let Some(v) = members.get(id.as_bytes())? {
+                if !codec::is_current(&v) {
+                    batch.insert(&id.as_bytes()[..], codec::encode(&convert(&v)?)?);
+                }
             }
         }
         members.apply_batch(batch)?;
@@ -715,7 +764,7 @@ fn upgrade(
     if !old_format.is_empty() {
         let google = old_format
             .iter()
-            .filter(|id| mirror.get(**id).is_some_and(|m| m.google_id.is_some()))
+            .filter(|id| mirror.get(**id).is_some_and(|e| e.google_id().is_some()))
             .count();
         tracing::info!(
             records = old_format.len(),
@@ -760,6 +809,28 @@ fn prepare_dir(path: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(())
+}
+
+/// The mirror of a current store, built from its records read in place.
+fn build_mirror(meta: &sled::Tree, members: &sled::Tree) -> Result<Mirror, StoreError> {
+    let hint = match meta.get(META_MEMBER_COUNT)? {
+        Some(v) => <[u8; 8]>::try_from(&v[..])
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+            .min(MAX_SIZE_HINT) as usize,
+        None => 0,
+    };
+    let started = std::time::Instant::now();
+    let mirror = Mirror::build_from_records(
+        members.iter().values().map(|v| v.map_err(StoreError::from)),
+        hint,
+    )?;
+    tracing::debug!(
+        members = mirror.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "built the in-memory mirror"
+    );
+    Ok(mirror)
 }
 
 fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {
@@ -836,6 +907,64 @@ mod tests {
 
     fn at(sec: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::TimeZone::timestamp_opt(&chrono::Utc, 1_790_000_000 + sec, 0).unwrap()
+    }
+
+    /// Issue 11 item 2: the mirror does not keep the SCIM extra attributes; every read and
+    /// every write still sees them, from the record.
+    #[test]
+    fn extra_attributes_live_in_the_record_and_survive_reads_writes_and_reopening() {
+        use crate::member::{Actor, Change};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let crate::member::Change::Create {
+            mut attrs,
+            managed_by,
+        } = create(1)
+        else {
+            unreachable!()
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("title".into(), serde_json::json!("Engineer"));
+        attrs.scim_extra = Some(extra.clone());
+        attrs.external_id = Some("ext-1".into());
+        let actor = Actor::Scim("t".into());
+        let m =
+            crate::provision::apply(&store, Change::Create { attrs, managed_by }, &actor, at(0))
+                .unwrap()
+                .member()
+                .clone();
+        assert_eq!(m.scim_extra, extra);
+        let plain = crate::provision::apply(&store, create(2), &actor, at(0))
+            .unwrap()
+            .member()
+            .clone();
+        let read = |store: &Store| {
+            for got in [
+                store.get(m.id).unwrap(),
+                store.get_by_user_name("USER001@example.com").unwrap(),
+                store.get_by_external_id("ext-1").unwrap(),
+                store.find(&m.id.to_string()).unwrap(),
+                store.members().map(|r| r.unwrap()).find(|x| x.id == m.id),
+            ] {
+                assert_eq!(got.unwrap().scim_extra, extra);
+            }
+            assert!(store.get(plain.id).unwrap().unwrap().scim_extra.is_empty());
+        };
+        read(&store);
+        // An owner's write, which does not touch them, keeps them.
+        let change = Change::SetLocations {
+            id: m.id,
+            locations: vec!["Paris".into()],
+        };
+        crate::provision::apply(&store, change, &Actor::Owner, at(1)).unwrap();
+        read(&store);
+        assert_eq!(store.get(m.id).unwrap().unwrap().locations, ["Paris"]);
+        assert!(store.check_consistency().unwrap().is_empty());
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        read(&store);
+        assert!(store.check_consistency().unwrap().is_empty());
     }
 
     #[test]
@@ -1495,7 +1624,17 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::Locked { .. })
         ));
-        drop(scan);
+        // The listing without the mirror is in the daemon's order (folded user name).
+        let listed: Vec<Member> = scan
+            .into_members_by_name()
+            .unwrap()
+            .map(|m| m.unwrap())
+            .collect();
+        assert_eq!(listed.len(), 301);
+        assert!(listed
+            .windows(2)
+            .all(|w| w[0].user_name.normalized() < w[1].user_name.normalized()));
+        assert_eq!(listed[300].user_name.as_str(), "ΣΑΣ@example.com");
         // An old store is upgraded by the scan's open.
         let old = tempfile::tempdir().unwrap();
         write_schema_2(old.path(), &[]);

@@ -5,55 +5,64 @@
 //! It is part of the store's mirror, changed in the same step as the rest of it after a
 //! member transaction commits, so a listing always agrees with the lookups, whoever wrote.
 
-use crate::member::MemberId;
-
 /// Entries per block: small enough that an insert moves little, large enough that a
 /// position lookup hops over few blocks (100,000 members = about 200 blocks).
 const BLOCK: usize = 512;
 
+/// The listing order: mirror slots, sorted by the key each slot's entry has (read through the
+/// `key_of` the caller passes: no key is copied here).
 #[derive(Default)]
 pub(crate) struct Blocks {
-    blocks: Vec<Vec<(String, MemberId)>>,
+    blocks: Vec<Vec<u32>>,
     pub(crate) len: usize,
 }
 
 impl Blocks {
-    fn block_for(&self, key: &str) -> usize {
+    fn block_for<'k>(&self, key: &str, key_of: impl Fn(u32) -> &'k str) -> usize {
         // The first block whose last key is >= key; the last block otherwise.
         let i = self
             .blocks
-            .partition_point(|b| b.last().is_some_and(|(k, _)| k.as_str() < key));
+            .partition_point(|b| b.last().is_some_and(|&s| key_of(s) < key));
         i.min(self.blocks.len().saturating_sub(1))
     }
 
-    pub(crate) fn set(&mut self, key: &str, id: Option<MemberId>) {
+    /// Adds `slot`, whose key is `key` (a slot already there under that key is replaced).
+    pub(crate) fn insert<'k>(&mut self, key: &str, slot: u32, key_of: impl Fn(u32) -> &'k str) {
         if self.blocks.is_empty() {
             self.blocks.push(Vec::new());
         }
-        let bi = self.block_for(key);
+        let bi = self.block_for(key, &key_of);
         let block = &mut self.blocks[bi];
-        match (block.binary_search_by(|(k, _)| k.as_str().cmp(key)), id) {
-            (Ok(i), Some(id)) => block[i].1 = id,
-            (Ok(i), None) => {
-                block.remove(i);
-                self.len -= 1;
-                if block.is_empty() && self.blocks.len() > 1 {
-                    self.blocks.remove(bi);
-                }
-            }
-            (Err(i), Some(id)) => {
-                block.insert(i, (key.to_string(), id));
+        match block.binary_search_by(|&s| key_of(s).cmp(key)) {
+            Ok(i) => block[i] = slot,
+            Err(i) => {
+                block.insert(i, slot);
                 self.len += 1;
                 if block.len() > 2 * BLOCK {
                     let tail = block.split_off(BLOCK);
                     self.blocks.insert(bi + 1, tail);
                 }
             }
-            (Err(_), None) => {}
         }
     }
 
-    pub(crate) fn page(&self, start: usize, count: usize, descending: bool) -> Vec<MemberId> {
+    /// Removes the slot listed under `key`, if any.
+    pub(crate) fn remove<'k>(&mut self, key: &str, key_of: impl Fn(u32) -> &'k str) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let bi = self.block_for(key, &key_of);
+        let block = &mut self.blocks[bi];
+        if let Ok(i) = block.binary_search_by(|&s| key_of(s).cmp(key)) {
+            block.remove(i);
+            self.len -= 1;
+            if block.is_empty() && self.blocks.len() > 1 {
+                self.blocks.remove(bi);
+            }
+        }
+    }
+
+    pub(crate) fn page(&self, start: usize, count: usize, descending: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(count.min(self.len));
         if start >= self.len || count == 0 {
             return out;
@@ -70,7 +79,7 @@ impl Blocks {
         out
     }
 
-    fn range(&self, start: usize, count: usize) -> Vec<MemberId> {
+    fn range(&self, start: usize, count: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(count.min(self.len));
         let mut skip = start;
         for b in &self.blocks {
@@ -78,11 +87,11 @@ impl Blocks {
                 skip -= b.len();
                 continue;
             }
-            for (_, id) in &b[skip..] {
+            for &slot in &b[skip..] {
                 if out.len() == count {
                     return out;
                 }
-                out.push(*id);
+                out.push(slot);
             }
             skip = 0;
         }
@@ -92,7 +101,7 @@ impl Blocks {
 
 impl Blocks {
     /// Builds the order from entries already sorted by key.
-    pub(crate) fn from_sorted(entries: impl IntoIterator<Item = (String, MemberId)>) -> Blocks {
+    pub(crate) fn from_sorted(entries: impl IntoIterator<Item = u32>) -> Blocks {
         let mut blocks = Blocks::default();
         for entry in entries {
             match blocks.blocks.last_mut() {
@@ -110,33 +119,32 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn id(n: u32) -> MemberId {
-        MemberId(uuid::Uuid::from_u128(n as u128))
-    }
-
     proptest! {
         #[test]
         fn pages_agree_with_a_sorted_map(ops in proptest::collection::vec((0u32..3000, any::<bool>()), 0..4000),
                                           start in 0usize..3000, count in 0usize..300, desc in any::<bool>()) {
+            // Slot k's key is "user{k}@example.com", as the mirror's entries would give it.
+            let keys: Vec<String> = (0..3000).map(|k| format!("user{k:05}@example.com")).collect();
+            let key_of = |s: u32| keys[s as usize].as_str();
             let mut blocks = Blocks::default();
             let mut model = std::collections::BTreeMap::new();
             for (k, insert) in ops {
-                let key = format!("user{k:05}@example.com");
+                let key = key_of(k);
                 if insert {
-                    blocks.set(&key, Some(id(k)));
-                    model.insert(key, id(k));
+                    blocks.insert(key, k, key_of);
+                    model.insert(key, k);
                 } else {
-                    blocks.set(&key, None);
+                    blocks.remove(key, key_of);
                     model.remove(&key);
                 }
             }
             prop_assert_eq!(blocks.len, model.len());
-            let mut all: Vec<MemberId> = model.values().copied().collect();
+            let mut all: Vec<u32> = model.values().copied().collect();
             if desc { all.reverse(); }
-            let want: Vec<MemberId> = all.into_iter().skip(start).take(count).collect();
+            let want: Vec<u32> = all.into_iter().skip(start).take(count).collect();
             prop_assert_eq!(blocks.page(start, count, desc), want.clone());
-            // Built in one go from the sorted entries, it pages the same.
-            let built = Blocks::from_sorted(model.clone());
+            // Built in one go from the sorted slots, it pages the same.
+            let built = Blocks::from_sorted(model.values().copied());
             prop_assert_eq!(built.len, model.len());
             prop_assert_eq!(built.page(start, count, desc), want);
         }
