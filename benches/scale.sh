@@ -135,6 +135,18 @@ EQ=$(scim_time "filter=userName%20eq%20%22$LAST%22")
 CO=$(scim_time "filter=name.familyName%20co%20%22mily$((N - 1))%22&count=100")
 stop_server
 
+# What the daemon costs with no member at all, to tell the per-member cost from the fixed one.
+echo "== idle RSS with an empty store"
+FULL_CONFIG=$WORK/config.toml
+sed "s|$WORK/store|$WORK/empty-store|; s|$WORK/admin.sock|$WORK/empty.sock|" "$FULL_CONFIG" > "$WORK/empty.toml"
+CLI=("$BIN" --config "$WORK/empty.toml")
+start_server
+sleep 3
+EMPTY_KB=$(rss_kb "$SERVER_PID")
+stop_server
+rm -rf "$WORK/empty-store"
+CLI=("$BIN" --config "$FULL_CONFIG")
+
 echo "== members show with no daemon (3 runs)"
 SHOW_T=() SHOW_KB=()
 for _ in 1 2 3; do
@@ -152,6 +164,7 @@ printf '| %-52s | %s |\n' "---" "---"
 printf '| %-52s | %s MB (%s bytes a member) |\n' "store on disk" "$(mb "$STORE_KB")" "$((STORE_KB * 1024 / N))"
 printf '| %-52s | %.2f s |\n' "daemon start to ready" "$READY_MED"
 printf '| %-52s | %s MB (%s bytes a member) |\n' "idle daemon RSS" "$(mb "$IDLE_KB")" "$((IDLE_KB * 1024 / N))"
+printf '| %-52s | %s MB (%s bytes a member above it) |\n' "  idle daemon RSS with an empty store" "$(mb "$EMPTY_KB")" "$(((IDLE_KB - EMPTY_KB) * 1024 / N))"
 printf '| %-52s | %.2f s |\n' "members list --format csv through the daemon" "$(med "${LIST_T[@]}")"
 printf '| %-52s | +%s MB |\n' "  daemon RSS growth during the listing" "$(mb "$(med "${LIST_GROW[@]}")")"
 printf '| %-52s | %s MB |\n' "  CLI peak RSS" "$(mb "$(med "${LIST_CLI[@]}")")"

@@ -553,8 +553,16 @@ impl Mirror {
     ) -> Result<Mirror, StoreError> {
         let mut mirror = Mirror::default();
         mirror.entries.reserve(hint);
-        mirror.by_id.reserve(hint, |_| 0);
-        mirror.by_name.reserve(hint, |_| 0);
+        // Growing a table rehashes every key, and each key is read through its entry (a
+        // cache miss): the profile of an open showed it as a fifth of the time.
+        for table in [
+            &mut mirror.by_id,
+            &mut mirror.by_name,
+            &mut mirror.by_ext,
+            &mut mirror.by_google,
+        ] {
+            table.reserve(hint, |_| 0);
+        }
         for v in records {
             let v = v?;
             let rec = super::codec::decode_ref(&v)?;
