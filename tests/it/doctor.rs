@@ -2,7 +2,7 @@
 //! unknown scope group, an expired or mismatched certificate, a skewed clock, a running
 //! daemon, and the CLI's checklist and exit code.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

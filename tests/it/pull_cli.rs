@@ -1,6 +1,6 @@
 //! The `sync` commands of the binary, against a fake Google on loopback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use retrac_sync::directory::fake::{FakeSeed, Fault};

@@ -2,7 +2,7 @@
 //! a member changed over SCIM between plan and apply is skipped, not overwritten; a crashed
 //! run converges.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
