@@ -1,7 +1,9 @@
-//! Shared set-up of the pull tests: a fake Google on port 0, a temporary store, a config.
+//! Shared set-up of the integration tests: a fake Google on port 0, a temporary store, a
+//! config; waiting on a condition.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use retrac_sync::config::Config;
 use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
@@ -100,4 +102,18 @@ pub fn assert_mirrors(store: &Store, google: &FakeGoogle, expect: impl Fn(&FakeU
     assert_eq!(active, expected_active, "no other member is active");
     let problems = store.check_consistency().unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Waits until `cond` holds, asking again every 20 ms, and fails the test (naming `what`) if
+/// it still does not after `within`. Tests wait on a condition this way, never for a fixed
+/// time: a loaded machine only makes them slower, and an idle one does not wait for nothing.
+pub async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::wait_until;
 use retrac_sync::config::Config;
 use retrac_sync::daemon::{self, Listeners};
 use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
@@ -243,12 +244,19 @@ async fn health_and_metrics_report_the_store_and_the_members() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["members"]["active"], 1);
 
-    let (status, text) = http_get(d.metrics, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        text.contains("retrac_members{state=\"active\"} 1"),
-        "{text}"
-    );
+    // The recorder is process-wide, and another test's daemon may set the members gauge
+    // between this one's setting it and rendering: ask until this daemon's count shows.
+    wait_until(
+        Duration::from_secs(10),
+        "/metrics to show one active member",
+        async || {
+            let (status, text) = http_get(d.metrics, "/metrics").await;
+            assert_eq!(status, 200);
+            text.contains("retrac_members{state=\"active\"} 1")
+        },
+    )
+    .await;
+    let (_, text) = http_get(d.metrics, "/metrics").await;
     assert!(
         text.contains("retrac_changes_total{kind=\"create\",source=\"owner\"}"),
         "{text}"
@@ -452,9 +460,14 @@ async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(socket.exists(), "the daemon came up");
-    // The first scheduled run starts 5 s after start; wait until it is fetching.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    assert!(fake.api_requests() > 0, "a sync is running");
+    // The first scheduled run starts 5 s after start; the signal comes once it is fetching
+    // (each answer takes 400 ms, so it is still fetching).
+    wait_until(
+        Duration::from_secs(30),
+        "the first pull to ask Google",
+        async || fake.api_requests() > 0,
+    )
+    .await;
     let pid = daemon.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])

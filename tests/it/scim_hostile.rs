@@ -397,6 +397,8 @@ async fn connections_past_the_cap_wait_in_the_backlog_without_taking_a_file() {
     for _ in 0..CAP + 200 {
         idle.push(TcpStream::connect(&d.scim).await.unwrap());
     }
+    // A fixed wait on purpose: what is checked is that nothing more happens (no file is
+    // taken past the cap), which no condition can announce.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let files_held = d.open_files();
     println!(
@@ -519,7 +521,8 @@ async fn failed_logins_are_counted_logged_sparingly_and_a_revocation_counts_at_o
         401,
         "the revoked token is refused on the next request"
     );
-    // A line after the one-second window carries the count of the refusals left out.
+    // A line after the one-second window carries the count of the refusals left out (the
+    // window is time itself, so this wait is fixed).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(request(&d.scim, get(users, None)).await.status, 401);
 
