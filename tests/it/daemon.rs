@@ -2,11 +2,10 @@
 //! socket, health and metrics, and a clean shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use crate::common::wait_until;
-use retrac_sync::config::Config;
+use crate::common::{cli, command, local_config, wait_until, write_config};
+use retrac_sync::config::{Config, LogFormat};
 use retrac_sync::daemon::{self, Listeners};
 use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::store::Store;
@@ -22,23 +21,16 @@ struct Running {
 }
 
 async fn start() -> Running {
-    start_with(String::new(), daemon::LaunchOptions::default()).await
+    start_with(|_| {}, daemon::LaunchOptions::default()).await
 }
 
-async fn start_with(extra_config: String, options: daemon::LaunchOptions) -> Running {
+async fn start_with(edit: impl FnOnce(&mut Config), options: daemon::LaunchOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("store");
     let socket = dir.path().join("run/admin.sock");
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n{extra_config}",
-            store_path.display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut config = local_config(dir.path());
+    config.admin.socket = socket.clone();
+    edit(&mut config);
+    let config_path = write_config(dir.path(), &config);
     let config = Config::load_with_env(Some(&config_path), Vec::new()).unwrap();
     let store = Store::open(&config.store.path).unwrap();
     let scim = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,22 +84,6 @@ async fn reopen(path: &Path) -> Store {
         }
     }
     panic!("the store stayed locked after the daemon stopped");
-}
-
-async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
-    let config = config.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-            .arg("--config")
-            .arg(&config)
-            .args(&args)
-            .env_remove("RETRAC_SYNC_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -284,25 +260,9 @@ fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
     let socket = dir.path().join("admin.sock");
     // A stale socket file: bound once, its listener gone.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n",
-            dir.path().join("store").display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "members",
-            "list",
-            "--format",
-            "json",
-        ])
+    let config = write_config(dir.path(), &local_config(dir.path()));
+    let out = command(&config)
+        .args(["members", "list", "--format", "json"])
         .output()
         .unwrap();
     assert!(
@@ -313,20 +273,25 @@ fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
-async fn fake_google(dir: &Path, users: usize) -> (FakeGoogle, String) {
+/// A fake Google with `users` sample users and its key in `dir`, and the config edit that
+/// points a daemon at it: a schedule that never fires on its own, no deactivation limit.
+async fn fake_google(dir: &Path, users: usize) -> (FakeGoogle, impl Fn(&mut Config)) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = FakeGoogle::start(listener, FakeSeed::sample(users, "example.com"))
         .await
         .unwrap();
     let key = dir.join("google-key.json");
     fake.write_key_file(&key).unwrap();
-    let config = format!(
-        "[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\n[sync]\nschedule = \"0 0 0 1 1 *\"\nmax_deactivations = 1000\nmax_deactivation_percent = 100\n",
-        key.display().to_string(),
-        fake.admin(),
-        fake.base_url()
-    );
-    (fake, config)
+    let (subject, api_base_url) = (fake.admin(), fake.base_url());
+    let google = move |c: &mut Config| {
+        c.google.key_file = Some(key.clone());
+        c.google.subject = Some(subject.clone());
+        c.google.api_base_url = api_base_url.clone();
+        c.sync.schedule = "0 0 0 1 1 *".into();
+        c.sync.max_deactivations = 1000;
+        c.sync.max_deactivation_percent = 100.0;
+    };
+    (fake, google)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,23 +398,12 @@ async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
     let (fake, google) = fake_google(dir.path(), 2000).await;
     // Slow Google down so the run is still going when the signal comes.
     fake.inject(Fault::Delay(Duration::from_millis(400)));
-    let store = dir.path().join("store");
-    let socket = dir.path().join("admin.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n{google}",
-            store.display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&config)
+    let mut c = local_config(dir.path());
+    google(&mut c);
+    let (store, socket) = (c.store.path.clone(), c.admin.socket.clone());
+    let config = write_config(dir.path(), &c);
+    let mut daemon = tokio::process::Command::from(command(&config))
         .arg("run")
-        .env_remove("RETRAC_SYNC_CONFIG")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -514,25 +468,16 @@ async fn no_log_line_carries_a_token_a_key_or_an_access_token() {
     let key_file = std::fs::read_to_string(dir.path().join("google-key.json")).unwrap();
     let key_json: serde_json::Value = serde_json::from_str(&key_file).unwrap();
     let private_key = key_json["private_key"].as_str().unwrap().to_string();
-    let socket = dir.path().join("admin.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"trace\"\n{google}",
-            dir.path().join("store").display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut c = local_config(dir.path());
+    c.log.format = LogFormat::Json;
+    c.log.level = "trace".into();
+    google(&mut c);
+    let socket = c.admin.socket.clone();
+    let config = write_config(dir.path(), &c);
     let log_path = dir.path().join("daemon.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&config)
+    let mut daemon = tokio::process::Command::from(command(&config))
         .arg("run")
-        .env_remove("RETRAC_SYNC_CONFIG")
-        .env_remove("RUST_LOG")
         .stderr(log_file)
         .spawn()
         .unwrap();
