@@ -307,14 +307,16 @@ async fn the_daemon_pulls_on_start_and_on_demand_and_reports_it() {
     .await;
     // The first run comes shortly after start.
     let mut health = serde_json::Value::Null;
-    for _ in 0..200 {
-        let (_, body) = http_get(d.metrics, "/healthz").await;
-        health = serde_json::from_str(&body).unwrap();
-        if !health["last_sync"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the first pull to end",
+        async || {
+            let (_, body) = http_get(d.metrics, "/healthz").await;
+            health = serde_json::from_str(&body).unwrap();
+            !health["last_sync"].is_null()
+        },
+    )
+    .await;
     assert_eq!(health["last_sync"]["status"], "ok", "{health}");
     let total = fake.users().len();
     let active_in_google = fake
@@ -407,13 +409,12 @@ async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(socket.exists(), "the daemon came up");
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon to come up",
+        async || socket.exists(),
+    )
+    .await;
     // The first scheduled run starts 5 s after start; the signal comes once it is fetching
     // (each answer takes 400 ms, so it is still fetching).
     wait_until(
@@ -481,12 +482,12 @@ async fn no_log_line_carries_a_token_a_key_or_an_access_token() {
         .stderr(log_file)
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon to come up",
+        async || socket.exists(),
+    )
+    .await;
     let out = cli(
         &config,
         &["token", "create", "--label", "google-workspace", "--json"],
