@@ -296,29 +296,55 @@ impl fmt::Display for ManagedBy {
     }
 }
 
-/// The fields the directory owns. SCIM and the pull write these and nothing else.
+/// The attributes the directory owns: SCIM and the pull write these and nothing else.
+///
+/// A [`Member`] holds them as `dir`, and [`Change::Create`] and [`Change::Update`] carry
+/// them, so the stored member and the change that writes it are one type: a field read as
+/// `member.dir.given_name` is the field a change sets as `attrs.given_name`.
+///
+/// Three of them belong to one actor each, and [`crate::provision`] ignores them from any
+/// other: `google_id` is the pull's, `external_id` and `scim_extra` are SCIM's. That rule is
+/// also why `scim_extra` is a plain map rather than an `Option` meaning "leave the stored one
+/// alone": the pull and the owner never send any, and what they would send is not written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectoryAttrs {
-    /// The primary email.
+    /// The primary email (or, from SCIM, any identifier); unique case-insensitively.
     pub user_name: UserName,
-    /// Emails, primary first.
+    /// Every address, the primary one first.
     pub emails: Vec<Email>,
-    /// First name.
+    /// SCIM's `name.givenName`, Google's `name.givenName`.
     pub given_name: Option<String>,
-    /// Last name.
+    /// SCIM's `name.familyName`, Google's `name.familyName`.
     pub family_name: Option<String>,
-    /// Display name.
+    /// SCIM's `displayName`, Google's `name.fullName`.
     pub display_name: Option<String>,
-    /// False = deactivated.
+    /// False: no workspace access (deactivated); the record stays.
     pub active: bool,
-    /// The Google user id. Only the pull writes it; from any other actor it is ignored.
+    /// The Google user id, the pull's first key for matching. Only the pull writes it.
     pub google_id: Option<String>,
-    /// A SCIM client's `externalId` (RFC 7643 §3.1). Only SCIM writes it; from any other
-    /// actor it is ignored.
+    /// A SCIM client's `externalId` (RFC 7643 §3.1), as it sent it. Only SCIM writes it.
     pub external_id: Option<String>,
-    /// Other SCIM attributes a client sent, kept so nothing it wrote is lost.
-    /// `None` leaves what is stored as it is (the pull has none to give).
-    pub scim_extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Other SCIM attributes a client sent, kept verbatim so nothing it wrote is lost.
+    /// Only SCIM writes them.
+    ///
+    /// Serialised as `null` when empty (the JSON of a dry run's changes had an
+    /// `Option` here, and the pull's changes showed `null`).
+    #[serde(default, with = "extras_or_null")]
+    pub scim_extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `scim_extra` as JSON: `null` for none, as when it was an `Option`.
+mod extras_or_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(m: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+        (!m.is_empty()).then_some(m).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+        Ok(Option::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 impl DirectoryAttrs {
@@ -333,32 +359,22 @@ impl DirectoryAttrs {
             active: true,
             google_id: None,
             external_id: None,
-            scim_extra: None,
+            scim_extra: serde_json::Map::new(),
         }
     }
 }
 
-/// A member of the Retrac workspace as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A member of the Retrac workspace as stored: its id, what the directory owns (`dir`),
+/// what the owner owns, and the record's bookkeeping.
+///
+/// The store's record ([`crate::store`]'s codec) is a separate, positional type, so this one
+/// can change shape without touching a byte on disk.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Member {
     /// Permanent id.
     pub id: MemberId,
-    /// Primary email; unique case-insensitively.
-    pub user_name: UserName,
-    /// Emails, primary first.
-    pub emails: Vec<Email>,
-    /// First name.
-    pub given_name: Option<String>,
-    /// Last name.
-    pub family_name: Option<String>,
-    /// Display name.
-    pub display_name: Option<String>,
-    /// False = no workspace access; the record stays.
-    pub active: bool,
-    /// The Google user id; the pull's first key for matching. Only the pull writes it.
-    pub google_id: Option<String>,
-    /// The SCIM client's `externalId`, as it sent it. Only SCIM writes it.
-    pub external_id: Option<String>,
+    /// The attributes SCIM and the pull write.
+    pub dir: DirectoryAttrs,
     /// Locations assigned by an owner. Never written by SCIM or the pull.
     pub locations: Vec<String>,
     /// Role assigned by an owner. Never written by SCIM or the pull.
@@ -366,12 +382,8 @@ pub struct Member {
     /// Google (linked to the directory) or manual.
     pub managed_by: ManagedBy,
     /// Removed from the SCIM view by a SCIM DELETE; kept, inactive, restorable.
-    #[serde(default)]
     pub scim_deleted: bool,
-    /// Other SCIM attributes a client sent.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub scim_extra: serde_json::Map<String, serde_json::Value>,
-    /// When it was created.
+    /// When the record was created.
     pub created: DateTime<Utc>,
     /// When it last changed.
     pub last_modified: DateTime<Utc>,
@@ -380,21 +392,6 @@ pub struct Member {
 }
 
 impl Member {
-    /// The directory-owned fields as they are now.
-    pub fn directory_attrs(&self) -> DirectoryAttrs {
-        DirectoryAttrs {
-            user_name: self.user_name.clone(),
-            emails: self.emails.clone(),
-            given_name: self.given_name.clone(),
-            family_name: self.family_name.clone(),
-            display_name: self.display_name.clone(),
-            active: self.active,
-            google_id: self.google_id.clone(),
-            external_id: self.external_id.clone(),
-            scim_extra: Some(self.scim_extra.clone()),
-        }
-    }
-
     /// Whether SCIM sees this member: not SCIM-deleted, and not an owner's invite that no
     /// identity provider has claimed yet (a manual member is linked by a SCIM POST of its
     /// user name, or by the pull).
@@ -404,16 +401,17 @@ impl Member {
 
     /// The CLI's JSON view: exactly the documented keys.
     pub fn to_view(&self) -> MemberView {
+        let d = &self.dir;
         MemberView {
             id: self.id.to_string(),
-            user_name: self.user_name.to_string(),
-            given_name: self.given_name.clone(),
-            family_name: self.family_name.clone(),
-            display_name: self.display_name.clone(),
-            emails: self.emails.clone(),
-            active: self.active,
-            google_id: self.google_id.clone(),
-            external_id: self.external_id.clone(),
+            user_name: d.user_name.to_string(),
+            given_name: d.given_name.clone(),
+            family_name: d.family_name.clone(),
+            display_name: d.display_name.clone(),
+            emails: d.emails.clone(),
+            active: d.active,
+            google_id: d.google_id.clone(),
+            external_id: d.external_id.clone(),
             locations: self.locations.clone(),
             role: self.role,
             managed_by: self.managed_by,
@@ -715,6 +713,42 @@ pub(crate) mod tests {
             UserName::parse_identifier("JDoe").unwrap(),
             UserName::parse_identifier("jdoe").unwrap()
         );
+    }
+
+    /// A dry run prints its changes as JSON (`sync --dry-run --json`): the directory
+    /// attributes keep the keys they had, `scim_extra` included (`null` when there are none).
+    #[test]
+    fn a_change_as_json_keeps_its_keys_and_reads_back() {
+        let mut a = DirectoryAttrs::new(UserName::parse("ada@example.com").unwrap(), None, None);
+        a.google_id = Some("g-1".into());
+        let change = Change::Create {
+            attrs: a.clone(),
+            managed_by: ManagedBy::Google,
+        };
+        let v = serde_json::to_value(&change).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "kind": "create",
+                "attrs": {
+                    "user_name": "ada@example.com",
+                    "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+                    "given_name": null,
+                    "family_name": null,
+                    "display_name": null,
+                    "active": true,
+                    "google_id": "g-1",
+                    "external_id": null,
+                    "scim_extra": null,
+                },
+                "managed_by": "google",
+            })
+        );
+        assert_eq!(serde_json::from_value::<Change>(v).unwrap(), change);
+        a.scim_extra.insert("title".into(), "Engineer".into());
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["scim_extra"], serde_json::json!({"title": "Engineer"}));
+        assert_eq!(serde_json::from_value::<DirectoryAttrs>(v).unwrap(), a);
     }
 
     #[test]

@@ -149,8 +149,8 @@ pub fn execute(
         Request::MembersList { filter } => {
             let members = store.snapshot().into_iter().filter(move |m| match filter {
                 ActiveFilter::All => true,
-                ActiveFilter::Active => m.active,
-                ActiveFilter::Inactive => !m.active,
+                ActiveFilter::Active => m.dir.active,
+                ActiveFilter::Inactive => !m.dir.active,
             });
             Ok(Response::Members(Box::new(members.map(|m| m.to_view()))))
         }

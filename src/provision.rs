@@ -51,7 +51,8 @@ pub fn is_identity_change(before: &Member, after: &Member) -> bool {
         (Some(a), Some(b)) => !a.is_empty() && !b.is_empty() && a != b,
         _ => false,
     };
-    differs(&before.google_id, &after.google_id) || differs(&before.external_id, &after.external_id)
+    differs(&before.dir.google_id, &after.dir.google_id)
+        || differs(&before.dir.external_id, &after.dir.external_id)
 }
 
 impl Outcome {
@@ -211,7 +212,7 @@ fn apply_one(
         } => {
             let before = load(tx, *id, *expected_version, actor)?;
             let mut after = before.clone();
-            after.active = false;
+            after.dir.active = false;
             commit(tx, before, after, change.kind(), actor, now)
         }
         Change::Reactivate {
@@ -220,7 +221,7 @@ fn apply_one(
         } => {
             let before = load(tx, *id, *expected_version, actor)?;
             let mut after = before.clone();
-            after.active = true;
+            after.dir.active = true;
             commit(tx, before, after, change.kind(), actor, now)
         }
         Change::ScimDelete {
@@ -229,7 +230,7 @@ fn apply_one(
         } => {
             let before = load(tx, *id, *expected_version, actor)?;
             let mut after = before.clone();
-            after.active = false;
+            after.dir.active = false;
             after.scim_deleted = true;
             commit(tx, before, after, change.kind(), actor, now)
         }
@@ -247,7 +248,7 @@ fn apply_one(
             let before = load(tx, *id, *expected_version, actor)?;
             check_google_id_free(tx, google_id, *id)?;
             let mut after = before.clone();
-            after.google_id = Some(google_id.clone());
+            after.dir.google_id = Some(google_id.clone());
             after.managed_by = ManagedBy::Google;
             let removed = drop_grants_on_new_identity(&before, &mut after);
             commit_noted(tx, before, after, change.kind(), actor, now, removed)
@@ -256,7 +257,7 @@ fn apply_one(
             owner_only(actor, "restore a member")?;
             let before = load(tx, *id, None, actor)?;
             let mut after = before.clone();
-            after.active = true;
+            after.dir.active = true;
             after.scim_deleted = false;
             commit(tx, before, after, change.kind(), actor, now)
         }
@@ -294,7 +295,7 @@ fn create(
         let existing = tx
             .get(existing_id)?
             .ok_or(ProvisionError::NotFound(existing_id))?;
-        let same_google_user = match (&existing.google_id, &attrs.google_id) {
+        let same_google_user = match (&existing.dir.google_id, &attrs.google_id) {
             (None, _) => true,
             (Some(a), Some(b)) => a == b,
             (Some(_), None) => false,
@@ -331,7 +332,7 @@ fn create(
             (_, other) => other,
         });
     }
-    let (google_id, external_id) = identity_of(actor, attrs);
+    let (google_id, external_id, scim_extra) = identity_of(actor, attrs);
     if let Some(ext) = &external_id {
         if let Some(existing) = tx.id_by_external_id(ext)? {
             return Err(ProvisionError::ExternalIdTaken {
@@ -350,19 +351,16 @@ fn create(
     }
     let member = Member {
         id: MemberId::new_random(),
-        user_name: attrs.user_name.clone(),
-        emails: attrs.emails.clone(),
-        given_name: attrs.given_name.clone(),
-        family_name: attrs.family_name.clone(),
-        display_name: attrs.display_name.clone(),
-        active: attrs.active,
-        google_id,
-        external_id,
+        dir: DirectoryAttrs {
+            google_id,
+            external_id,
+            scim_extra,
+            ..attrs.clone()
+        },
         locations: Vec::new(),
         role: Role::Member,
         managed_by,
         scim_deleted: false,
-        scim_extra: attrs.scim_extra.clone().unwrap_or_default(),
         created: now,
         last_modified: now,
         version: 1,
@@ -373,7 +371,7 @@ fn create(
         time: now,
         actor: actor.clone(),
         member_id: member.id,
-        user_name: member.user_name.to_string(),
+        user_name: member.dir.user_name.to_string(),
         change: "create".into(),
         before: BTreeMap::new(),
         // A create records only the fields it set, which keeps the entry small.
@@ -413,12 +411,20 @@ fn load(
     Ok(member)
 }
 
-/// The (Google id, externalId) an actor may write: the pull the first, SCIM the second.
-fn identity_of(actor: &Actor, attrs: &DirectoryAttrs) -> (Option<String>, Option<String>) {
+/// The (Google id, externalId, kept SCIM attributes) an actor may write: the pull the
+/// first, SCIM the other two.
+fn identity_of(
+    actor: &Actor,
+    attrs: &DirectoryAttrs,
+) -> (
+    Option<String>,
+    Option<String>,
+    serde_json::Map<String, serde_json::Value>,
+) {
     match actor {
-        Actor::Pull(_) => (attrs.google_id.clone(), None),
-        Actor::Scim(_) => (None, attrs.external_id.clone()),
-        Actor::Owner => (None, None),
+        Actor::Pull(_) => (attrs.google_id.clone(), None, Default::default()),
+        Actor::Scim(_) => (None, attrs.external_id.clone(), attrs.scim_extra.clone()),
+        Actor::Owner => (None, None, Default::default()),
     }
 }
 
@@ -457,26 +463,24 @@ fn write_directory_attrs(
         Actor::Pull(_) => {
             if let Some(g) = &attrs.google_id {
                 check_google_id_free(tx, g, member.id)?;
-                member.google_id = Some(g.clone());
+                member.dir.google_id = Some(g.clone());
             }
         }
         Actor::Scim(_) => {
             if let Some(ext) = &attrs.external_id {
                 check_external_id_free(tx, ext, member.id)?;
             }
-            member.external_id = attrs.external_id.clone();
+            member.dir.external_id = attrs.external_id.clone();
+            member.dir.scim_extra = attrs.scim_extra.clone();
         }
         Actor::Owner => {}
     }
-    member.user_name = attrs.user_name.clone();
-    member.emails = attrs.emails.clone();
-    member.given_name = attrs.given_name.clone();
-    member.family_name = attrs.family_name.clone();
-    member.display_name = attrs.display_name.clone();
-    member.active = attrs.active;
-    if let Some(extra) = &attrs.scim_extra {
-        member.scim_extra = extra.clone();
-    }
+    member.dir.user_name = attrs.user_name.clone();
+    member.dir.emails = attrs.emails.clone();
+    member.dir.given_name = attrs.given_name.clone();
+    member.dir.family_name = attrs.family_name.clone();
+    member.dir.display_name = attrs.display_name.clone();
+    member.dir.active = attrs.active;
     Ok(())
 }
 
@@ -569,7 +573,7 @@ fn commit_noted(
         time: now,
         actor: actor.clone(),
         member_id: after.id,
-        user_name: after.user_name.to_string(),
+        user_name: after.dir.user_name.to_string(),
         change: kind.to_string(),
         before: old_fields,
         after: new_fields,
@@ -585,19 +589,19 @@ fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
     use serde_json::json;
     let mut f = BTreeMap::new();
     // `user_name` compares case-insensitively, but a change of case is still a change.
-    f.insert("userName".into(), json!(m.user_name.as_str()));
-    f.insert("emails".into(), json!(m.emails));
-    f.insert("givenName".into(), json!(m.given_name));
-    f.insert("familyName".into(), json!(m.family_name));
-    f.insert("displayName".into(), json!(m.display_name));
-    f.insert("active".into(), json!(m.active));
-    f.insert("googleId".into(), json!(m.google_id));
-    f.insert("externalId".into(), json!(m.external_id));
+    f.insert("userName".into(), json!(m.dir.user_name.as_str()));
+    f.insert("emails".into(), json!(m.dir.emails));
+    f.insert("givenName".into(), json!(m.dir.given_name));
+    f.insert("familyName".into(), json!(m.dir.family_name));
+    f.insert("displayName".into(), json!(m.dir.display_name));
+    f.insert("active".into(), json!(m.dir.active));
+    f.insert("googleId".into(), json!(m.dir.google_id));
+    f.insert("externalId".into(), json!(m.dir.external_id));
     f.insert("locations".into(), json!(m.locations));
     f.insert("role".into(), json!(m.role));
     f.insert("managedBy".into(), json!(m.managed_by));
     f.insert("scimDeleted".into(), json!(m.scim_deleted));
-    f.insert("scimExtra".into(), json!(m.scim_extra));
+    f.insert("scimExtra".into(), json!(m.dir.scim_extra));
     f
 }
 
@@ -700,7 +704,11 @@ mod tests {
             m.id
         );
         assert_eq!(store.get_by_external_id("g-1").unwrap().unwrap().id, m.id);
-        assert_eq!(m.user_name.as_str(), "Ada@Example.com", "stored as given");
+        assert_eq!(
+            m.dir.user_name.as_str(),
+            "Ada@Example.com",
+            "stored as given"
+        );
     }
 
     #[test]
@@ -769,7 +777,7 @@ mod tests {
         .unwrap();
         let m = out.member();
         assert_eq!(m.id, invited.id, "linked, not duplicated");
-        assert_eq!(m.google_id.as_deref(), Some("g-ada"));
+        assert_eq!(m.dir.google_id.as_deref(), Some("g-ada"));
         assert_eq!(m.managed_by, ManagedBy::Google);
         assert_eq!(store.member_count(), 1);
         // A pull create for a different Google user with the same email is still a conflict.
@@ -827,7 +835,7 @@ mod tests {
             }
         ));
         let now = store.get(m.id).unwrap().unwrap();
-        assert_eq!(now.family_name.as_deref(), Some("King"));
+        assert_eq!(now.dir.family_name.as_deref(), Some("King"));
         assert_eq!(now.version, 2);
     }
 
@@ -874,7 +882,7 @@ mod tests {
             vec!["Paris".to_string(), "Lyon".to_string()]
         );
         assert_eq!(after.role, Role::Owner);
-        assert_eq!(after.user_name.as_str(), "ada.king@example.com");
+        assert_eq!(after.dir.user_name.as_str(), "ada.king@example.com");
         assert!(
             store.get_by_user_name("ada@example.com").unwrap().is_none(),
             "old name freed"
@@ -926,7 +934,7 @@ mod tests {
             Change::Update {
                 id: m.id,
                 expected_version: Some(1),
-                attrs: m.directory_attrs(),
+                attrs: m.dir.clone(),
             },
             &scim(),
             t(5),
@@ -977,7 +985,7 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert!(!out.member().active);
+        assert!(!out.member().dir.active);
         assert_eq!(store.member_count(), 1);
         assert!(store.get_by_user_name("ada@example.com").unwrap().is_some());
         let out = apply(
@@ -990,7 +998,7 @@ mod tests {
             t(3),
         )
         .unwrap();
-        assert!(out.member().active);
+        assert!(out.member().dir.active);
         assert_eq!(out.member().locations, vec!["Paris".to_string()]);
     }
 
@@ -1019,7 +1027,7 @@ mod tests {
         )
         .unwrap();
         let kept = store.get(m.id).unwrap().unwrap();
-        assert!(kept.scim_deleted && !kept.active);
+        assert!(kept.scim_deleted && !kept.dir.active);
         assert_eq!(kept.locations, vec!["Paris".to_string()]);
         // Gone for SCIM: a second delete or an update is "not found".
         let err = apply(
@@ -1035,7 +1043,7 @@ mod tests {
         assert!(matches!(err, ProvisionError::NotFound(_)));
         let restored = apply(&store, Change::Restore { id: m.id }, &Actor::Owner, t(4)).unwrap();
         let r = restored.member();
-        assert!(r.active && !r.scim_deleted);
+        assert!(r.dir.active && !r.scim_deleted);
         assert_eq!(r.locations, vec!["Paris".to_string()]);
     }
 
@@ -1076,7 +1084,7 @@ mod tests {
         assert!(matches!(out, Outcome::Created(_)));
         let m2 = out.member();
         assert_eq!(m2.id, m.id);
-        assert!(m2.active && !m2.scim_deleted);
+        assert!(m2.dir.active && !m2.scim_deleted);
         assert_eq!(m2.locations, vec!["Paris".to_string()]);
         assert_eq!(store.member_count(), 1);
     }
@@ -1110,7 +1118,7 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert_eq!(out.member().user_name.as_str(), "ADA@example.com");
+        assert_eq!(out.member().dir.user_name.as_str(), "ADA@example.com");
     }
 
     #[test]
@@ -1242,11 +1250,11 @@ mod tests {
             .get_by_user_name("user8@example.com")
             .unwrap()
             .unwrap();
-        let mut a7 = m7.directory_attrs();
+        let mut a7 = m7.dir.clone();
         a7.user_name = UserName::parse("renamed7@example.com").unwrap();
         a7.emails = vec![Email::primary_work("renamed7@example.com")];
         a7.external_id = Some("g-7b".into());
-        let mut a8 = m8.directory_attrs();
+        let mut a8 = m8.dir.clone();
         a8.user_name = UserName::parse("user7@example.com").unwrap(); // takes 7's old name
         let results = apply_batch(
             &store,
@@ -1296,7 +1304,7 @@ mod tests {
     }
 
     fn pull_update(store: &Store, id: MemberId, google_id: &str) -> Outcome {
-        let mut a = store.get(id).unwrap().unwrap().directory_attrs();
+        let mut a = store.get(id).unwrap().unwrap().dir.clone();
         a.google_id = Some(google_id.into());
         a.family_name = Some("King".into());
         apply(
@@ -1342,7 +1350,7 @@ mod tests {
         assert_eq!(after.id, m.id, "the record is kept");
         assert_eq!(after.role, Role::Member);
         assert!(after.locations.is_empty());
-        assert_eq!(after.google_id.as_deref(), Some("g-2"));
+        assert_eq!(after.dir.google_id.as_deref(), Some("g-2"));
         let last = store
             .audit(&AuditQuery {
                 member: Some(m.id),
@@ -1394,11 +1402,11 @@ mod tests {
         .unwrap()
         .member()
         .clone();
-        assert_eq!(m.external_id.as_deref(), Some("entra-1"));
-        assert_eq!(m.google_id, None);
+        assert_eq!(m.dir.external_id.as_deref(), Some("entra-1"));
+        assert_eq!(m.dir.google_id, None);
         // The pull links it; the SCIM externalId survives, and an externalId the pull
         // sends is ignored.
-        let mut p = m.directory_attrs();
+        let mut p = m.dir.clone();
         p.google_id = Some("g-1".into());
         p.external_id = None;
         let out = apply(
@@ -1412,10 +1420,10 @@ mod tests {
             t(1),
         )
         .unwrap();
-        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
-        assert_eq!(out.member().external_id.as_deref(), Some("entra-1"));
+        assert_eq!(out.member().dir.google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().dir.external_id.as_deref(), Some("entra-1"));
         // A SCIM PUT without externalId clears SCIM's own and keeps the Google link.
-        let mut s = out.member().directory_attrs();
+        let mut s = out.member().dir.clone();
         s.external_id = None;
         s.google_id = None;
         let out = apply(
@@ -1429,8 +1437,8 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
-        assert_eq!(out.member().external_id, None);
+        assert_eq!(out.member().dir.google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().dir.external_id, None);
         assert_eq!(store.get_by_google_id("g-1").unwrap().unwrap().id, m.id);
         assert!(store.get_by_external_id("entra-1").unwrap().is_none());
         // Only the pull links.
@@ -1540,7 +1548,7 @@ mod tests {
             assert_eq!(store.id_by_user_name(taken).unwrap(), Some(by));
         }
         assert_eq!(
-            store.get(sigma.id).unwrap().unwrap().user_name.as_str(),
+            store.get(sigma.id).unwrap().unwrap().dir.user_name.as_str(),
             "ΣΑΣ@example.com",
             "stored as given"
         );

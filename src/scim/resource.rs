@@ -101,34 +101,34 @@ pub fn to_json(m: &Member, location: &str) -> Value {
     let mut obj = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
     obj.insert("id".into(), json!(m.id.to_string()));
-    if let Some(ext) = &m.external_id {
+    if let Some(ext) = &m.dir.external_id {
         obj.insert("externalId".into(), json!(ext));
     }
-    obj.insert("userName".into(), json!(m.user_name.as_str()));
-    let mut name = match m.scim_extra.get("name") {
+    obj.insert("userName".into(), json!(m.dir.user_name.as_str()));
+    let mut name = match m.dir.scim_extra.get("name") {
         Some(Value::Object(n)) => n.clone(),
         _ => Map::new(),
     };
-    set_or_remove(&mut name, "givenName", m.given_name.as_deref());
-    set_or_remove(&mut name, "familyName", m.family_name.as_deref());
+    set_or_remove(&mut name, "givenName", m.dir.given_name.as_deref());
+    set_or_remove(&mut name, "familyName", m.dir.family_name.as_deref());
     if !name.is_empty() {
         obj.insert("name".into(), Value::Object(name));
     }
-    if let Some(d) = &m.display_name {
+    if let Some(d) = &m.dir.display_name {
         obj.insert("displayName".into(), json!(d));
     }
     // The verbatim emails array wins only while it still says what the member holds.
-    let emails = match m.scim_extra.get("emails") {
-        Some(kept @ Value::Array(_)) if emails_of(kept).ok().as_ref() == Some(&m.emails) => {
+    let emails = match m.dir.scim_extra.get("emails") {
+        Some(kept @ Value::Array(_)) if emails_of(kept).ok().as_ref() == Some(&m.dir.emails) => {
             kept.clone()
         }
-        _ => serde_json::to_value(&m.emails).unwrap_or(Value::Null),
+        _ => serde_json::to_value(&m.dir.emails).unwrap_or(Value::Null),
     };
     if emails.as_array().is_some_and(|a| !a.is_empty()) {
         obj.insert("emails".into(), emails);
     }
-    obj.insert("active".into(), json!(m.active));
-    for (k, v) in &m.scim_extra {
+    obj.insert("active".into(), json!(m.dir.active));
+    for (k, v) in &m.dir.scim_extra {
         if k == "name" || k == "emails" || obj.contains_key(k) {
             continue;
         }
@@ -281,7 +281,7 @@ pub fn from_json_with(
             active,
             google_id: None,
             external_id,
-            scim_extra: Some(extra),
+            scim_extra: extra,
         },
     })
 }
