@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, Member, MemberId, Role};
+use crate::member::{Actor, Change, DirectoryAttrs, Field, ManagedBy, Member, MemberId, Role};
 use crate::store::{AuditEntry, MemberTx, Store, StoreError};
 
 /// What `apply` did.
@@ -332,31 +332,9 @@ fn create(
             (_, other) => other,
         });
     }
-    let (google_id, external_id, scim_extra) = identity_of(actor, attrs);
-    if let Some(ext) = &external_id {
-        if let Some(existing) = tx.id_by_external_id(ext)? {
-            return Err(ProvisionError::ExternalIdTaken {
-                external_id: ext.clone(),
-                existing,
-            });
-        }
-    }
-    if let Some(g) = &google_id {
-        if let Some(existing) = tx.id_by_google_id(g)? {
-            return Err(ProvisionError::ExternalIdTaken {
-                external_id: g.clone(),
-                existing,
-            });
-        }
-    }
-    let member = Member {
+    let mut member = Member {
         id: MemberId::new_random(),
-        dir: DirectoryAttrs {
-            google_id,
-            external_id,
-            scim_extra,
-            ..attrs.clone()
-        },
+        dir: DirectoryAttrs::new(attrs.user_name.clone(), None, None),
         locations: Vec::new(),
         role: Role::Member,
         managed_by,
@@ -365,6 +343,7 @@ fn create(
         last_modified: now,
         version: 1,
     };
+    write_directory_attrs(tx, &mut member, attrs, actor)?;
     tx.put(None, &member)?;
     tx.append_audit(AuditEntry {
         seq: 0,
@@ -411,23 +390,6 @@ fn load(
     Ok(member)
 }
 
-/// The (Google id, externalId, kept SCIM attributes) an actor may write: the pull the
-/// first, SCIM the other two.
-fn identity_of(
-    actor: &Actor,
-    attrs: &DirectoryAttrs,
-) -> (
-    Option<String>,
-    Option<String>,
-    serde_json::Map<String, serde_json::Value>,
-) {
-    match actor {
-        Actor::Pull(_) => (attrs.google_id.clone(), None, Default::default()),
-        Actor::Scim(_) => (None, attrs.external_id.clone(), attrs.scim_extra.clone()),
-        Actor::Owner => (None, None, Default::default()),
-    }
-}
-
 /// When `after` has a different identity than `before` ([`is_identity_change`]), takes the
 /// owner's grants off it and returns what was removed, for the audit entry.
 fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<serde_json::Value> {
@@ -443,8 +405,9 @@ fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<se
     Some(removed)
 }
 
-/// Copies the directory-owned fields onto `member`, checking uniqueness. The Google id is
-/// taken from the pull only and the `externalId` from SCIM only; the other is kept.
+/// Copies the directory-owned fields that `actor` writes onto `member` ([`Field::written_by`]:
+/// the Google id from the pull only, `externalId` and the kept SCIM attributes from SCIM
+/// only; the others are kept), after checking that the identifiers it writes are free.
 fn write_directory_attrs(
     tx: &MemberTx<'_>,
     member: &mut Member,
@@ -459,28 +422,23 @@ fn write_directory_attrs(
             });
         }
     }
-    match actor {
-        Actor::Pull(_) => {
-            if let Some(g) = &attrs.google_id {
-                check_google_id_free(tx, g, member.id)?;
-                member.dir.google_id = Some(g.clone());
-            }
-        }
-        Actor::Scim(_) => {
-            if let Some(ext) = &attrs.external_id {
-                check_external_id_free(tx, ext, member.id)?;
-            }
-            member.dir.external_id = attrs.external_id.clone();
-            member.dir.scim_extra = attrs.scim_extra.clone();
-        }
-        Actor::Owner => {}
+    let writes = |f: Field| f.written_by(actor);
+    if let Some(ext) = attrs
+        .external_id
+        .as_ref()
+        .filter(|_| writes(Field::ExternalId))
+    {
+        check_external_id_free(tx, ext, member.id)?;
     }
-    member.dir.user_name = attrs.user_name.clone();
-    member.dir.emails = attrs.emails.clone();
-    member.dir.given_name = attrs.given_name.clone();
-    member.dir.family_name = attrs.family_name.clone();
-    member.dir.display_name = attrs.display_name.clone();
-    member.dir.active = attrs.active;
+    if let Some(g) = attrs.google_id.as_ref().filter(|_| writes(Field::GoogleId)) {
+        check_google_id_free(tx, g, member.id)?;
+    }
+    for f in Field::ALL.into_iter().filter(|f| writes(*f)) {
+        f.copy(attrs, &mut member.dir);
+    }
+    if matches!(actor, Actor::Scim(_)) {
+        member.dir.scim_extra = attrs.scim_extra.clone();
+    }
     Ok(())
 }
 
@@ -585,23 +543,17 @@ fn commit_noted(
 }
 
 /// The fields of a member that an audit entry records, by name.
-fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
+fn fields(m: &Member) -> FieldMap {
     use serde_json::json;
-    let mut f = BTreeMap::new();
-    // `user_name` compares case-insensitively, but a change of case is still a change.
-    f.insert("userName".into(), json!(m.dir.user_name.as_str()));
-    f.insert("emails".into(), json!(m.dir.emails));
-    f.insert("givenName".into(), json!(m.dir.given_name));
-    f.insert("familyName".into(), json!(m.dir.family_name));
-    f.insert("displayName".into(), json!(m.dir.display_name));
-    f.insert("active".into(), json!(m.dir.active));
-    f.insert("googleId".into(), json!(m.dir.google_id));
-    f.insert("externalId".into(), json!(m.dir.external_id));
+    let mut f: FieldMap = Field::ALL
+        .into_iter()
+        .map(|field| (field.name().to_string(), field.value(&m.dir)))
+        .collect();
+    f.insert("scimExtra".into(), json!(m.dir.scim_extra));
     f.insert("locations".into(), json!(m.locations));
     f.insert("role".into(), json!(m.role));
     f.insert("managedBy".into(), json!(m.managed_by));
     f.insert("scimDeleted".into(), json!(m.scim_deleted));
-    f.insert("scimExtra".into(), json!(m.dir.scim_extra));
     f
 }
 

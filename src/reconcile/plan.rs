@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::model::GoogleUser;
 use crate::member::{
-    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, ManagedBy, Member,
+    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, Field, ManagedBy, Member,
     MemberId, UserName,
 };
 
@@ -209,31 +209,14 @@ pub fn is_active_managed(m: &Member, domains: &[String]) -> bool {
         && in_domains(domains, &m.dir.user_name)
 }
 
-/// The directory fields that differ between a member and what it should be.
+/// The fields the pull writes that differ between a member and what it should be, by name
+/// ([`Field::pulled`], [`Field::differs`]), and `managedBy` when the member is not Google's.
 fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
-    let mut f = Vec::new();
-    // A change of case in the email is a change: the member shows the address as Google has it.
-    if m.dir.user_name.as_str() != a.user_name.as_str() {
-        f.push("userName".to_string());
-    }
-    if m.dir.emails != a.emails {
-        f.push("emails".into());
-    }
-    if m.dir.given_name != a.given_name {
-        f.push("givenName".into());
-    }
-    if m.dir.family_name != a.family_name {
-        f.push("familyName".into());
-    }
-    if m.dir.display_name != a.display_name {
-        f.push("displayName".into());
-    }
-    if m.dir.active != a.active {
-        f.push("active".into());
-    }
-    if m.dir.google_id != a.google_id {
-        f.push("googleId".into());
-    }
+    let mut f: Vec<String> = Field::ALL
+        .into_iter()
+        .filter(|f| f.pulled() && f.differs(&m.dir, a))
+        .map(|f| f.name().to_string())
+        .collect();
     if m.managed_by != ManagedBy::Google {
         f.push("managedBy".into());
     }

@@ -13,7 +13,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::member::{DirectoryAttrs, Email, Member, UserName};
+use crate::member::{DirectoryAttrs, Email, Field, Member, UserName};
 use crate::scim::error::ScimError;
 use crate::scim::filter::USER_SCHEMA;
 use crate::scim::schema::Limits;
@@ -101,33 +101,41 @@ pub fn to_json(m: &Member, location: &str) -> Value {
     let mut obj = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
     obj.insert("id".into(), json!(m.id.to_string()));
-    if let Some(ext) = &m.dir.external_id {
-        obj.insert("externalId".into(), json!(ext));
-    }
-    obj.insert("userName".into(), json!(m.dir.user_name.as_str()));
     let mut name = match m.dir.scim_extra.get("name") {
         Some(Value::Object(n)) => n.clone(),
         _ => Map::new(),
     };
-    set_or_remove(&mut name, "givenName", m.dir.given_name.as_deref());
-    set_or_remove(&mut name, "familyName", m.dir.family_name.as_deref());
+    for f in Field::ALL {
+        let value = f.value(&m.dir);
+        match f {
+            // Not a SCIM attribute: the pull's key.
+            Field::GoogleId => {}
+            // Sub-attributes of `name`, set in the `name` the client sent.
+            Field::GivenName | Field::FamilyName => set_or_remove(&mut name, f.name(), value),
+            // The verbatim emails array wins only while it still says what the member holds.
+            Field::Emails => {
+                let emails = match m.dir.scim_extra.get("emails") {
+                    Some(kept @ Value::Array(_))
+                        if emails_of(kept).ok().as_ref() == Some(&m.dir.emails) =>
+                    {
+                        kept.clone()
+                    }
+                    _ => value,
+                };
+                if emails.as_array().is_some_and(|a| !a.is_empty()) {
+                    obj.insert("emails".into(), emails);
+                }
+            }
+            // The others by their name, when they have a value.
+            _ if value.is_null() => {}
+            _ => {
+                obj.insert(f.name().into(), value);
+            }
+        }
+    }
     if !name.is_empty() {
         obj.insert("name".into(), Value::Object(name));
     }
-    if let Some(d) = &m.dir.display_name {
-        obj.insert("displayName".into(), json!(d));
-    }
-    // The verbatim emails array wins only while it still says what the member holds.
-    let emails = match m.dir.scim_extra.get("emails") {
-        Some(kept @ Value::Array(_)) if emails_of(kept).ok().as_ref() == Some(&m.dir.emails) => {
-            kept.clone()
-        }
-        _ => serde_json::to_value(&m.dir.emails).unwrap_or(Value::Null),
-    };
-    if emails.as_array().is_some_and(|a| !a.is_empty()) {
-        obj.insert("emails".into(), emails);
-    }
-    obj.insert("active".into(), json!(m.dir.active));
     for (k, v) in &m.dir.scim_extra {
         if k == "name" || k == "emails" || obj.contains_key(k) {
             continue;
@@ -156,10 +164,11 @@ pub fn etag(version: u64) -> String {
     format!("W/\"{version}\"")
 }
 
-fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+/// Sets `key` in `obj` (whatever the case of the key there), or removes it for `null`.
+fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Value) {
     obj.retain(|k, _| !k.eq_ignore_ascii_case(key));
-    if let Some(v) = value {
-        obj.insert(key.into(), json!(v));
+    if !value.is_null() {
+        obj.insert(key.into(), value);
     }
 }
 
