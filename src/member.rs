@@ -737,18 +737,20 @@ pub enum Change {
 }
 
 impl Change {
-    /// A short name of the kind of change, for the audit log and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, for the audit log and the metrics. A create that takes over an existing
+    /// record is recorded by [`crate::provision`] as [`ChangeKind::Link`] or
+    /// [`ChangeKind::Revive`] instead.
+    pub fn kind(&self) -> ChangeKind {
         match self {
-            Change::Create { .. } => "create",
-            Change::Update { .. } => "update",
-            Change::Deactivate { .. } => "deactivate",
-            Change::Reactivate { .. } => "reactivate",
-            Change::ScimDelete { .. } => "scim_delete",
-            Change::Link { .. } => "link",
-            Change::Restore { .. } => "restore",
-            Change::SetLocations { .. } => "set_locations",
-            Change::SetRole { .. } => "set_role",
+            Change::Create { .. } => ChangeKind::Create,
+            Change::Update { .. } => ChangeKind::Update,
+            Change::Deactivate { .. } => ChangeKind::Deactivate,
+            Change::Reactivate { .. } => ChangeKind::Reactivate,
+            Change::ScimDelete { .. } => ChangeKind::ScimDelete,
+            Change::Link { .. } => ChangeKind::Link,
+            Change::Restore { .. } => ChangeKind::Restore,
+            Change::SetLocations { .. } => ChangeKind::SetLocations,
+            Change::SetRole { .. } => ChangeKind::SetRole,
         }
     }
 
@@ -765,6 +767,75 @@ impl Change {
             | Change::SetLocations { id, .. }
             | Change::SetRole { id, .. } => Some(*id),
         }
+    }
+}
+
+/// What an applied change did: the audit entry's `change` and the `kind` label of
+/// `retrac_changes_total`.
+///
+/// Stored in the audit log as its snake_case name (`"scim_delete"`), the string every
+/// earlier version wrote, so old entries read as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A new member.
+    Create,
+    /// The directory-owned attributes replaced.
+    Update,
+    /// Made inactive.
+    Deactivate,
+    /// Made active again.
+    Reactivate,
+    /// Hidden from SCIM by a SCIM DELETE.
+    ScimDelete,
+    /// Linked to the directory: the pull matched it by email, or a SCIM POST claimed an
+    /// owner's invite.
+    Link,
+    /// A SCIM POST brought back a record that SCIM had deleted.
+    Revive,
+    /// The owner brought it back.
+    Restore,
+    /// The owner set its locations.
+    SetLocations,
+    /// The owner set its role.
+    SetRole,
+}
+
+impl ChangeKind {
+    /// Every kind.
+    pub const ALL: [ChangeKind; 10] = [
+        ChangeKind::Create,
+        ChangeKind::Update,
+        ChangeKind::Deactivate,
+        ChangeKind::Reactivate,
+        ChangeKind::ScimDelete,
+        ChangeKind::Link,
+        ChangeKind::Revive,
+        ChangeKind::Restore,
+        ChangeKind::SetLocations,
+        ChangeKind::SetRole,
+    ];
+
+    /// Its name, as stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Deactivate => "deactivate",
+            ChangeKind::Reactivate => "reactivate",
+            ChangeKind::ScimDelete => "scim_delete",
+            ChangeKind::Link => "link",
+            ChangeKind::Revive => "revive",
+            ChangeKind::Restore => "restore",
+            ChangeKind::SetLocations => "set_locations",
+            ChangeKind::SetRole => "set_role",
+        }
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -1034,6 +1105,31 @@ pub(crate) mod tests {
         let mut missing = v;
         missing.as_object_mut().unwrap().remove("version");
         assert!(serde_json::from_value::<MemberView>(missing).is_err());
+    }
+
+    #[test]
+    fn change_kinds_are_stored_as_the_strings_earlier_versions_wrote() {
+        for k in ChangeKind::ALL {
+            let json = serde_json::to_value(k).unwrap();
+            assert_eq!(json, k.as_str());
+            assert_eq!(serde_json::from_value::<ChangeKind>(json).unwrap(), k);
+        }
+        let names: Vec<&str> = ChangeKind::ALL.map(ChangeKind::as_str).into();
+        assert_eq!(
+            names,
+            [
+                "create",
+                "update",
+                "deactivate",
+                "reactivate",
+                "scim_delete",
+                "link",
+                "revive",
+                "restore",
+                "set_locations",
+                "set_role"
+            ]
+        );
     }
 
     #[test]

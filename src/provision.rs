@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::member::{Actor, Change, DirectoryAttrs, Field, ManagedBy, Member, MemberId, Role};
+use crate::member::{
+    Actor, Change, ChangeKind, DirectoryAttrs, Field, ManagedBy, Member, MemberId, Role,
+};
 use crate::store::{AuditEntry, MemberTx, Store, StoreError};
 
 /// What `apply` did.
@@ -171,7 +173,7 @@ pub fn apply_batch(
     for (change, result) in changes.iter().zip(&results) {
         if let Ok(outcome) = result {
             if outcome.wrote() {
-                metrics::counter!("retrac_changes_total", "kind" => change.kind(), "source" => source)
+                metrics::counter!("retrac_changes_total", "kind" => change.kind().as_str(), "source" => source)
                     .increment(1);
             }
         }
@@ -321,9 +323,9 @@ fn create(
         after.managed_by = ManagedBy::Google;
         after.scim_deleted = false;
         let kind = if existing.scim_deleted {
-            "revive"
+            ChangeKind::Revive
         } else {
-            "link"
+            ChangeKind::Link
         };
         let removed = drop_grants_on_new_identity(&existing, &mut after);
         let outcome = commit_noted(tx, existing.clone(), after, kind, actor, now, removed)?;
@@ -351,7 +353,7 @@ fn create(
         actor: actor.clone(),
         member_id: member.id,
         user_name: member.dir.user_name.to_string(),
-        change: "create".into(),
+        change: ChangeKind::Create,
         before: BTreeMap::new(),
         // A create records only the fields it set, which keeps the entry small.
         after: fields(&member)
@@ -498,7 +500,7 @@ fn commit(
     tx: &MemberTx<'_>,
     before: Member,
     after: Member,
-    kind: &str,
+    kind: ChangeKind,
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ProvisionError> {
@@ -511,7 +513,7 @@ fn commit_noted(
     tx: &MemberTx<'_>,
     before: Member,
     mut after: Member,
-    kind: &str,
+    kind: ChangeKind,
     actor: &Actor,
     now: DateTime<Utc>,
     grants_removed: Option<serde_json::Value>,
@@ -532,7 +534,7 @@ fn commit_noted(
         actor: actor.clone(),
         member_id: after.id,
         user_name: after.dir.user_name.to_string(),
-        change: kind.to_string(),
+        change: kind,
         before: old_fields,
         after: new_fields,
     })?;
@@ -1129,7 +1131,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].change, "create");
+        assert_eq!(entries[0].change, ChangeKind::Create);
         assert_eq!(entries[0].actor, scim());
         assert!(entries[0].before.is_empty());
         assert_eq!(entries[0].after["userName"], "ada@example.com");
@@ -1138,7 +1140,7 @@ mod tests {
             !entries[0].after.contains_key("displayName"),
             "unset fields are left out"
         );
-        assert_eq!(entries[1].change, "update");
+        assert_eq!(entries[1].change, ChangeKind::Update);
         assert_eq!(entries[1].actor, Actor::Pull("run-7".into()));
         assert_eq!(
             entries[1].before.len(),
@@ -1161,7 +1163,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(last[0].change, "update");
+        assert_eq!(last[0].change, ChangeKind::Update);
     }
 
     #[test]
@@ -1468,7 +1470,7 @@ mod tests {
             .unwrap()
             .pop()
             .unwrap();
-        assert_eq!(last.change, "link");
+        assert_eq!(last.change, ChangeKind::Link);
         assert_eq!(last.actor, scim());
     }
 

@@ -5,7 +5,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use retrac_sync::config::ScimConfig;
-use retrac_sync::member::Actor;
+use retrac_sync::member::{Actor, ChangeKind};
 use retrac_sync::owner;
 use retrac_sync::scim::schema::Limits;
 use retrac_sync::scim::{router, ScimState};
@@ -1318,7 +1318,7 @@ async fn a_scim_post_of_an_invites_user_name_links_it_and_keeps_its_grants() {
             ..AuditQuery::default()
         })
         .unwrap();
-    assert_eq!(audit.last().unwrap().change, "link");
+    assert_eq!(audit.last().unwrap().change, ChangeKind::Link);
     assert!(!audit.last().unwrap().after.contains_key("grantsRemoved"));
     // Now it is SCIM's to see.
     let uri = format!("/Users/{}", ada.id);
@@ -1364,7 +1364,7 @@ async fn a_put_without_external_id_keeps_the_google_link() {
             ..AuditQuery::default()
         })
         .unwrap();
-    assert_eq!(entries.last().unwrap().change, "update");
+    assert_eq!(entries.last().unwrap().change, ChangeKind::Update);
     assert!(!entries.last().unwrap().after.contains_key("googleId"));
 }
 
@@ -1417,7 +1417,7 @@ async fn a_scim_revival_keeps_grants_for_the_same_identity_and_drops_them_for_an
             .unwrap()
             .pop()
             .unwrap();
-        assert_eq!(last.change, "revive");
+        assert_eq!(last.change, ChangeKind::Revive);
         if keeps {
             assert_eq!(m.role, retrac_sync::member::Role::Owner, "{second:?}");
             assert_eq!(m.locations, ["Paris", "Lyon"], "{second:?}");

@@ -170,7 +170,7 @@ fn audit(items: Listing<AuditEntry>, output: Output, out: &mut dyn Write) -> Res
                     out,
                     &[
                         e.time.to_rfc3339(),
-                        e.change.clone(),
+                        e.change.to_string(),
                         e.actor.to_string(),
                         e.user_name.clone(),
                         e.member_id.to_string(),
@@ -404,7 +404,7 @@ fn audit_entry(out: &mut dyn Write, e: &AuditEntry) -> std::io::Result<()> {
         out,
         "{}  {:<12} {:<14} {}",
         e.time.format("%Y-%m-%dT%H:%M:%SZ"),
-        clean(&e.change),
+        clean(e.change.as_str()),
         clean(&e.actor.to_string()),
         clean(&e.user_name)
     )?;

@@ -778,6 +778,7 @@ fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::member::ChangeKind;
 
     #[test]
     fn the_directory_is_created_private() {
@@ -870,7 +871,7 @@ mod tests {
         assert_eq!(all.len(), 101);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
         assert_eq!(all[0].user_name, "user000@example.com");
-        assert_eq!(all[100].change, "deactivate");
+        assert_eq!(all[100].change, ChangeKind::Deactivate);
 
         let mine = store
             .audit(&AuditQuery {
@@ -878,8 +879,8 @@ mod tests {
                 ..AuditQuery::default()
             })
             .unwrap();
-        let kinds: Vec<&str> = mine.iter().map(|e| e.change.as_str()).collect();
-        assert_eq!(kinds, ["create", "deactivate"]);
+        let kinds: Vec<ChangeKind> = mine.iter().map(|e| e.change).collect();
+        assert_eq!(kinds, [ChangeKind::Create, ChangeKind::Deactivate]);
         assert!(mine.iter().all(|e| e.member_id == target.id));
 
         let since = store
@@ -889,7 +890,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(since.len(), 1);
-        assert_eq!(since[0].change, "deactivate");
+        assert_eq!(since[0].change, ChangeKind::Deactivate);
 
         let last3 = store
             .audit(&AuditQuery {
@@ -1114,7 +1115,7 @@ mod tests {
             actor,
             member_id: m.id,
             user_name: m.dir.user_name.to_string(),
-            change: "update".into(),
+            change: ChangeKind::Update,
             before: Default::default(),
             after,
         }
