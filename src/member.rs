@@ -374,21 +374,21 @@ impl DirectoryAttrs {
 /// an arm), where it comes from (Google's user, a SCIM body), and the store's record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Field {
-    /// `user_name`
+    /// [`DirectoryAttrs::user_name`]
     UserName,
-    /// `emails`
+    /// [`DirectoryAttrs::emails`]
     Emails,
-    /// `given_name`
+    /// [`DirectoryAttrs::given_name`]
     GivenName,
-    /// `family_name`
+    /// [`DirectoryAttrs::family_name`]
     FamilyName,
-    /// `display_name`
+    /// [`DirectoryAttrs::display_name`]
     DisplayName,
-    /// `active`
+    /// [`DirectoryAttrs::active`]
     Active,
-    /// `google_id`
+    /// [`DirectoryAttrs::google_id`]
     GoogleId,
-    /// `external_id`
+    /// [`DirectoryAttrs::external_id`]
     ExternalId,
 }
 
@@ -508,7 +508,7 @@ impl Field {
 /// can change shape without touching a byte on disk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
-    /// Permanent id.
+    /// Its permanent id, also its SCIM `id`.
     pub id: MemberId,
     /// The attributes SCIM and the pull write.
     pub dir: DirectoryAttrs,
@@ -571,7 +571,7 @@ pub struct MemberView {
     pub locations: Vec<String>,
     /// Owner-assigned role.
     pub role: Role,
-    /// google or manual.
+    /// Whether the directory manages it, or it is an owner's invite.
     pub managed_by: ManagedBy,
     /// When the record was created.
     pub created: DateTime<Utc>,
@@ -666,74 +666,55 @@ impl fmt::Display for Actor {
 
 /// A change to one member. Built by SCIM, the pull and the CLI; written only by
 /// [`crate::provision::apply`].
+///
+/// In every variant, `id` is the member the change targets, and `expected_version` the
+/// version its caller read: `None` applies to whatever is stored, another stored version
+/// refuses the change as a conflict. Those two fields are not documented one by one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(missing_docs)]
 pub enum Change {
     /// A new member. `managed_by` is `Manual` only for an owner's invite.
     Create {
-        /// The directory fields.
         attrs: DirectoryAttrs,
-        /// Google or manual.
         managed_by: ManagedBy,
     },
-    /// Replace the directory-owned fields; owner-owned fields are kept.
+    /// Replace the directory-owned attributes the actor writes; the owner's fields are kept.
     Update {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw; a different stored version is a conflict.
         expected_version: Option<u64>,
-        /// The new directory fields.
         attrs: DirectoryAttrs,
     },
     /// `active = false`. Nothing is deleted.
     Deactivate {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// `active = true` again; locations come back with it.
     Reactivate {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// A SCIM DELETE: gone from the SCIM view, kept inactive and restorable.
     ScimDelete {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
-    /// Link a member to its Google user id (the pull matched it by email).
+    /// Link a member to the Google user `google_id` (the pull matched it by email).
     Link {
-        /// Which member.
         id: MemberId,
-        /// The Google user id.
         google_id: String,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// The owner brings back a deactivated or SCIM-deleted member.
-    Restore {
-        /// Which member.
-        id: MemberId,
-    },
-    /// The owner sets a member's locations.
+    Restore { id: MemberId },
+    /// The owner replaces a member's locations with `locations` (trimmed, deduplicated).
     SetLocations {
-        /// Which member.
         id: MemberId,
-        /// The complete new list.
         locations: Vec<String>,
     },
     /// The owner sets a member's role.
-    SetRole {
-        /// Which member.
-        id: MemberId,
-        /// The new role.
-        role: Role,
-    },
+    SetRole { id: MemberId, role: Role },
 }
 
 impl Change {

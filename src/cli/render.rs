@@ -40,8 +40,10 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
     match reply {
         Reply::Members(items) => members(items, output, out),
         Reply::Audit(items) => audit(items, output, out),
-        Reply::Member { member, changed } => one_member(&member, changed, output, out).map_err(io),
-        Reply::Shown(member) => one_member(&member, true, output, out).map_err(io),
+        Reply::Member { member, changed } => {
+            one_member(&member, Some(changed), output, out).map_err(io)
+        }
+        Reply::Shown(member) => one_member(&member, None, output, out).map_err(io),
         Reply::Token(r) => tokens(&r, output, out).map_err(io),
         Reply::Sync(r) => {
             sync::write(&r, output, out).map_err(io)?;
@@ -339,9 +341,10 @@ fn csv_member(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
     csv_line(out, &cells)
 }
 
+/// One member; `changed` is whether a write changed it (`None` for a read).
 fn one_member(
     m: &MemberView,
-    changed: bool,
+    changed: Option<bool>,
     output: Output,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
@@ -364,7 +367,7 @@ fn label(name: &str) -> String {
     out
 }
 
-fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::Result<()> {
+fn member_text(out: &mut dyn Write, m: &MemberView, changed: Option<bool>) -> std::io::Result<()> {
     let none = || "-".to_string();
     let mut rows = vec![("id".to_string(), m.id.clone())];
     for f in Field::ALL {
@@ -393,7 +396,7 @@ fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::R
     for (k, v) in rows {
         writeln!(out, "{k:<14} {}", clean(&v))?;
     }
-    if !changed {
+    if changed == Some(false) {
         writeln!(out, "(no change)")?;
     }
     Ok(())
@@ -576,7 +579,7 @@ mod tests {
         let mut m = view("Ada", "Lovelace");
         m.dir.external_id = Some("entra-1".into());
         let mut buf = Vec::new();
-        one_member(&m, true, Output::Csv, &mut buf).unwrap();
+        one_member(&m, None, Output::Csv, &mut buf).unwrap();
         let csv = String::from_utf8(buf).unwrap();
         let mut lines = csv.lines();
         assert_eq!(
@@ -601,7 +604,7 @@ mod tests {
             ]
         );
         let mut buf = Vec::new();
-        one_member(&m, false, Output::Table, &mut buf).unwrap();
+        one_member(&m, Some(false), Output::Table, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         for row in [
             "user name      a.very.long.user.name.that.goes.on@example.com",
@@ -617,6 +620,10 @@ mod tests {
         ] {
             assert!(text.contains(row), "{row:?} in\n{text}");
         }
+        let mut buf = Vec::new();
+        one_member(&m, None, Output::Table, &mut buf).unwrap();
+        let read = String::from_utf8(buf).unwrap();
+        assert!(!read.contains("change"), "a read reports no change: {read}");
     }
 
     #[test]
@@ -652,7 +659,7 @@ mod tests {
         let mut buf = Vec::new();
         let m = view("Ada\u{1b}[31m", "L\u{7}");
         members(listing(vec![m.clone()]), Output::Table, &mut buf).unwrap();
-        one_member(&m, true, Output::Table, &mut buf).unwrap();
+        one_member(&m, Some(true), Output::Table, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
     }
