@@ -209,33 +209,24 @@ fn apply_one(
             commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
         Change::Deactivate {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.dir.active = false;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = false;
+        }),
         Change::Reactivate {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.dir.active = true;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = true;
+        }),
         Change::ScimDelete {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.dir.active = false;
-            after.scim_deleted = true;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = false;
+            m.scim_deleted = true;
+        }),
         Change::Link {
             id,
             google_id,
@@ -255,29 +246,42 @@ fn apply_one(
             let removed = drop_grants_on_new_identity(&before, &mut after);
             commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
-        Change::Restore { id } => {
+        Change::Restore { .. } => {
             owner_only(actor, "restore a member")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.dir.active = true;
-            after.scim_deleted = false;
-            commit(tx, before, after, change.kind(), actor, now)
+            edit(tx, change, None, actor, now, |m| {
+                m.dir.active = true;
+                m.scim_deleted = false;
+            })
         }
-        Change::SetLocations { id, locations } => {
+        Change::SetLocations { locations, .. } => {
             owner_only(actor, "assign locations")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.locations = clean_locations(locations);
-            commit(tx, before, after, change.kind(), actor, now)
+            let locations = clean_locations(locations);
+            edit(tx, change, None, actor, now, |m| m.locations = locations)
         }
-        Change::SetRole { id, role } => {
+        Change::SetRole { role, .. } => {
             owner_only(actor, "assign roles")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.role = *role;
-            commit(tx, before, after, change.kind(), actor, now)
+            edit(tx, change, None, actor, now, |m| m.role = *role)
         }
     }
+}
+
+/// Loads the member `change` targets, lets `f` change a copy, and commits the copy: the
+/// changes that set a field or two.
+fn edit(
+    tx: &MemberTx<'_>,
+    change: &Change,
+    expected_version: Option<u64>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    f: impl FnOnce(&mut Member),
+) -> Result<Outcome, ProvisionError> {
+    let id = change
+        .target()
+        .ok_or(ProvisionError::NotFound(MemberId(uuid::Uuid::nil())))?;
+    let before = load(tx, id, expected_version, actor)?;
+    let mut after = before.clone();
+    f(&mut after);
+    commit(tx, before, after, change.kind(), actor, now)
 }
 
 fn create(
@@ -956,12 +960,12 @@ mod tests {
         assert_eq!(out.member().locations, vec!["Paris".to_string()]);
     }
 
-    #[test]
-    fn a_scim_delete_hides_the_member_from_the_directory_and_the_owner_can_restore_it() {
-        let (_d, store) = store();
-        let m = create(&store, "ada@example.com", &scim());
+    /// ada@example.com, created over SCIM, given the location Paris by the owner, then
+    /// deleted over SCIM (at t(2)).
+    fn scim_deleted_with_a_location(store: &Store) -> Member {
+        let m = create(store, "ada@example.com", &scim());
         apply(
-            &store,
+            store,
             Change::SetLocations {
                 id: m.id,
                 locations: vec!["Paris".into()],
@@ -971,7 +975,7 @@ mod tests {
         )
         .unwrap();
         apply(
-            &store,
+            store,
             Change::ScimDelete {
                 id: m.id,
                 expected_version: None,
@@ -980,6 +984,13 @@ mod tests {
             t(2),
         )
         .unwrap();
+        m
+    }
+
+    #[test]
+    fn a_scim_delete_hides_the_member_from_the_directory_and_the_owner_can_restore_it() {
+        let (_d, store) = store();
+        let m = scim_deleted_with_a_location(&store);
         let kept = store.get(m.id).unwrap().unwrap();
         assert!(kept.scim_deleted && !kept.dir.active);
         assert_eq!(kept.locations, vec!["Paris".to_string()]);
@@ -1004,27 +1015,7 @@ mod tests {
     #[test]
     fn a_scim_create_of_a_scim_deleted_name_revives_the_record() {
         let (_d, store) = store();
-        let m = create(&store, "ada@example.com", &scim());
-        apply(
-            &store,
-            Change::SetLocations {
-                id: m.id,
-                locations: vec!["Paris".into()],
-            },
-            &Actor::Owner,
-            t(1),
-        )
-        .unwrap();
-        apply(
-            &store,
-            Change::ScimDelete {
-                id: m.id,
-                expected_version: None,
-            },
-            &scim(),
-            t(2),
-        )
-        .unwrap();
+        let m = scim_deleted_with_a_location(&store);
         let out = apply(
             &store,
             Change::Create {

@@ -180,18 +180,9 @@ mod tests {
                 "after": {"active": true}
             })
         };
-        let kinds = [
-            "create",
-            "update",
-            "deactivate",
-            "reactivate",
-            "scim_delete",
-            "link",
-            "revive",
-            "restore",
-            "set_locations",
-            "set_role",
-        ];
+        // The strings themselves are pinned by
+        // `member::tests::change_kinds_are_stored_as_the_strings_earlier_versions_wrote`.
+        let kinds = ChangeKind::ALL.map(ChangeKind::as_str);
         let group = serde_json::Value::Array(kinds.iter().map(|k| entry(k)).collect());
         let read = decode_group(&serde_json::to_vec(&group).unwrap()).unwrap();
         let read: Vec<&str> = read.iter().map(|e| e.change.as_str()).collect();
