@@ -21,8 +21,10 @@ use crate::scim::schema::Limits;
 /// The Enterprise User extension (RFC 7643 §4.3).
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// Core attributes this server publishes, with their canonical spelling (clients may use any case).
-pub const CORE_ATTRIBUTES: &[&str] = &[
+/// The single-valued core attributes this server publishes, with their canonical spelling
+/// (clients may use any case), but for the plain strings it keeps ([`KEPT_STRINGS`]); the
+/// multi-valued ones are [`MULTI_VALUED`].
+pub const SINGLE_VALUED: &[&str] = &[
     "id",
     "externalId",
     "meta",
@@ -30,6 +32,12 @@ pub const CORE_ATTRIBUTES: &[&str] = &[
     "userName",
     "name",
     "displayName",
+    "active",
+];
+
+/// Single-valued core string attributes the member has no field for: checked to be strings,
+/// then kept verbatim.
+const KEPT_STRINGS: &[&str] = &[
     "nickName",
     "profileUrl",
     "title",
@@ -37,15 +45,6 @@ pub const CORE_ATTRIBUTES: &[&str] = &[
     "preferredLanguage",
     "locale",
     "timezone",
-    "active",
-    "emails",
-    "phoneNumbers",
-    "ims",
-    "photos",
-    "addresses",
-    "entitlements",
-    "roles",
-    "x509Certificates",
 ];
 
 /// Multi-valued core attributes: their values are arrays of objects.
@@ -69,8 +68,10 @@ const OWN_FIELDS: &[&str] = &["userName", "displayName", "active", "externalId"]
 
 /// The canonical spelling of a top-level key, if it is a known attribute or schema URN.
 pub fn canonical_key(key: &str) -> Option<&'static str> {
-    CORE_ATTRIBUTES
+    SINGLE_VALUED
         .iter()
+        .chain(KEPT_STRINGS)
+        .chain(MULTI_VALUED)
         .chain(["password", "groups"].iter())
         .chain([ENTERPRISE_SCHEMA, USER_SCHEMA].iter())
         .find(|k| k.eq_ignore_ascii_case(key))
@@ -236,15 +237,7 @@ pub fn from_json_with(
             )))
         }
     };
-    for key in [
-        "nickName",
-        "profileUrl",
-        "title",
-        "userType",
-        "preferredLanguage",
-        "locale",
-        "timezone",
-    ] {
+    for key in KEPT_STRINGS {
         opt_string(&obj, key)?;
     }
     check_value_counts(&obj, limits)?;
@@ -463,4 +456,40 @@ fn emails_of(v: &Value) -> Result<Vec<Email>, ScimError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_key_is_spelled_canonically_whatever_its_case() {
+        for (sent, canonical) in [
+            ("USERNAME", "userName"),
+            ("externalid", "externalId"),
+            ("NickName", "nickName"),
+            ("TIMEZONE", "timezone"),
+            ("Emails", "emails"),
+            ("x509certificates", "x509Certificates"),
+            ("PASSWORD", "password"),
+        ] {
+            assert_eq!(canonical_key(sent), Some(canonical), "{sent}");
+        }
+        assert_eq!(canonical_key("favouriteColour"), None);
+    }
+
+    #[test]
+    fn a_kept_string_attribute_must_be_a_string_and_is_kept_verbatim() {
+        let err = from_json(json!({"userName": "ada@example.com", "Title": 5}), None).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("title must be a string"),
+            "{err:?}"
+        );
+        let ok = from_json(
+            json!({"userName": "ada@example.com", "TITLE": "Engineer"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.attrs.scim_extra["title"], "Engineer");
+    }
 }
