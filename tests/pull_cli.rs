@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeSeed, Fault};
+use fake_google::{FakeSeed, Fault};
 
 fn write_config(w: &World) -> std::path::PathBuf {
     let c = &w.config;

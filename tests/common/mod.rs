@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
 use retrac_sync::directory::Backoff;
 use retrac_sync::member::Member;
 use retrac_sync::reconcile::{SyncContext, SyncOptions, SyncOutcome};
