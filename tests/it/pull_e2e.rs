@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser, Fault};
+use fake_google::{FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
 use retrac_sync::store::Store;
 
@@ -407,7 +407,7 @@ async fn the_scope_query_is_passed_to_google() {
 }
 
 /// Every active user of the fake is an active member, and no other member is active.
-fn all_active_mirrored(store: &Store, g: &retrac_sync::directory::fake::FakeGoogle) {
+fn all_active_mirrored(store: &Store, g: &fake_google::FakeGoogle) {
     assert_mirrors(store, g, |_| true);
 }
 
@@ -635,11 +635,11 @@ async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
     let mut seed = FakeSeed::sample(60, "example.com");
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "all-hands@example.com".into(),
         members: vec![FakeMember::Customer],
     });
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "staff@example.com".into(),
         members: vec![FakeMember::Group("all-hands@example.com".into())],
     });
