@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::daemon::{self, LaunchOptions, Listeners};
-use crate::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
 use crate::store::Store;
 use crate::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 
@@ -82,7 +82,7 @@ pub async fn run_until(
         .map_err(setup("cannot start the fake Google directory"))?;
     let _ = writeln!(
         out,
-        "Starting a fake Google Workspace directory with {} users (generating its RSA key)...",
+        "Starting a fake Google Workspace directory with {} users...",
         opts.users
     );
     let fake = Arc::new(
@@ -322,7 +322,7 @@ fn mutate(fake: &FakeGoogle, round: usize) -> Vec<String> {
 
 fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     let members = store.snapshot();
-    let active = members.iter().filter(|m| m.active).count();
+    let active = members.iter().filter(|m| m.dir.active).count();
     let _ = writeln!(
         out,
         "{:<34} {:<22} {:<6} GOOGLE ID",
@@ -331,16 +331,16 @@ fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     for m in members.iter().take(15) {
         let name = format!(
             "{} {}",
-            m.given_name.as_deref().unwrap_or(""),
-            m.family_name.as_deref().unwrap_or("")
+            m.dir.given_name.as_deref().unwrap_or(""),
+            m.dir.family_name.as_deref().unwrap_or("")
         );
         let _ = writeln!(
             out,
             "{:<34} {:<22} {:<6} {}",
-            truncate(m.user_name.as_str(), 34),
+            truncate(m.dir.user_name.as_str(), 34),
             truncate(name.trim(), 22),
-            if m.active { "yes" } else { "no" },
-            m.google_id.as_deref().unwrap_or("-")
+            if m.dir.active { "yes" } else { "no" },
+            m.dir.google_id.as_deref().unwrap_or("-")
         );
     }
     if members.len() > 15 {

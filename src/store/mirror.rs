@@ -23,7 +23,9 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use super::codec::RecordRef;
 use super::order::Blocks;
 use super::StoreError;
-use crate::member::{normalize_email_cow, Email, ManagedBy, Member, MemberId, Role, UserName};
+use crate::member::{
+    normalize_email_cow, DirectoryAttrs, Email, ManagedBy, Member, MemberId, Role, UserName,
+};
 
 // ---------------------------------------------------------------------------------------
 // The compact entry, and the ONE pair of conversions between it and `Member`
@@ -187,10 +189,11 @@ impl Entry {
     }
 
     /// The compact form of a member. Its `scim_extra` is not kept, only whether it has any.
-    pub(crate) fn of_member(m: &Member, interner: &mut Interner) -> Entry {
+    pub(crate) fn of_member(member: &Member, interner: &mut Interner) -> Entry {
+        let m = &member.dir;
         let emails_default = is_default_emails(m.user_name.as_str(), &m.emails);
         Entry::assemble(Parts {
-            id: m.id,
+            id: member.id,
             strings: [
                 Some(m.user_name.as_str()),
                 None,
@@ -213,14 +216,18 @@ impl Entry {
                     .collect()
             },
             emails_default,
-            locations: m.locations.iter().map(|l| interner.intern(l)).collect(),
-            created_micros: m.created.timestamp_micros(),
-            last_modified_micros: m.last_modified.timestamp_micros(),
-            version: m.version,
+            locations: member
+                .locations
+                .iter()
+                .map(|l| interner.intern(l))
+                .collect(),
+            created_micros: member.created.timestamp_micros(),
+            last_modified_micros: member.last_modified.timestamp_micros(),
+            version: member.version,
             flags: flag(m.active, ACTIVE)
-                | flag(m.role == Role::Owner, OWNER)
-                | flag(m.managed_by == ManagedBy::Manual, MANUAL)
-                | flag(m.scim_deleted, SCIM_DELETED)
+                | flag(member.role == Role::Owner, OWNER)
+                | flag(member.managed_by == ManagedBy::Manual, MANUAL)
+                | flag(member.scim_deleted, SCIM_DELETED)
                 | flag(!m.scim_extra.is_empty(), HAS_EXTRA),
         })
     }
@@ -236,8 +243,7 @@ impl Entry {
         };
         let owned = |i| self.opt(i).map(str::to_string);
         let user = self.user_name();
-        Ok(Member {
-            id: self.id,
+        let dir = DirectoryAttrs {
             // It was a valid user name when the entry was made.
             user_name: UserName::parse_identifier(user)
                 .map_err(|e| StoreError::Corrupt(format!("member in memory: {e}")))?,
@@ -259,6 +265,11 @@ impl Entry {
             active: self.active(),
             google_id: owned(GOOGLE),
             external_id: owned(EXTERNAL),
+            scim_extra: serde_json::Map::new(),
+        };
+        Ok(Member {
+            id: self.id,
+            dir,
             locations: self.locations.iter().map(|l| l.to_string()).collect(),
             role: if self.flags & OWNER != 0 {
                 Role::Owner
@@ -271,7 +282,6 @@ impl Entry {
                 ManagedBy::Google
             },
             scim_deleted: self.flags & SCIM_DELETED != 0,
-            scim_extra: serde_json::Map::new(),
             created: time(self.created_micros),
             last_modified: time(self.last_modified_micros),
             version: self.version,
@@ -772,19 +782,21 @@ mod tests {
             .unwrap();
         Member {
             id: MemberId::new_random(),
-            user_name: UserName::parse(name).unwrap(),
-            emails: vec![Email::primary_work(name)],
-            given_name: Some("Ada".into()),
-            family_name: None,
-            display_name: Some(String::new()),
-            active: true,
-            google_id: Some("1045".into()),
-            external_id: None,
+            dir: DirectoryAttrs {
+                user_name: UserName::parse(name).unwrap(),
+                emails: vec![Email::primary_work(name)],
+                given_name: Some("Ada".into()),
+                family_name: None,
+                display_name: Some(String::new()),
+                active: true,
+                google_id: Some("1045".into()),
+                external_id: None,
+                scim_extra: serde_json::Map::new(),
+            },
             locations: vec!["Paris".into(), "Lyon".into()],
             role: Role::Owner,
             managed_by: ManagedBy::Google,
             scim_deleted: false,
-            scim_extra: serde_json::Map::new(),
             created: now,
             last_modified: now,
             version: 7,
@@ -795,7 +807,7 @@ mod tests {
     fn an_entry_gives_back_the_member_it_was_made_of_but_its_extra_attributes() {
         let mut interner = Interner::default();
         let mut shapes = vec![member("ada@example.com"), member("ΣΑΣ.Kelvin@Example.com")];
-        shapes[1].emails = vec![
+        shapes[1].dir.emails = vec![
             Email {
                 value: "other@example.com".into(),
                 kind: None,
@@ -803,20 +815,20 @@ mod tests {
             },
             Email::primary_work("x@example.com"),
         ];
-        shapes[1].external_id = Some("ext".into());
-        shapes[1].google_id = None;
+        shapes[1].dir.external_id = Some("ext".into());
+        shapes[1].dir.google_id = None;
         shapes[1].role = Role::Member;
         shapes[1].managed_by = ManagedBy::Manual;
         shapes[1].scim_deleted = true;
-        shapes[1].active = false;
+        shapes[1].dir.active = false;
         shapes[1].locations.clear();
         let mut no_email = member("noemail@example.com");
-        no_email.emails.clear();
+        no_email.dir.emails.clear();
         shapes.push(no_email);
         for m in shapes {
             let e = Entry::of_member(&m, &mut interner);
             assert_eq!(e.to_member().unwrap(), m);
-            assert_eq!(e.name_key(), m.user_name.normalized());
+            assert_eq!(e.name_key(), m.dir.user_name.normalized());
             assert_eq!(e.visible_to_scim(), m.visible_to_scim());
             assert!(!e.has_extra());
             // The record read in place makes the same entry.
@@ -833,26 +845,27 @@ mod tests {
         assert!(Arc::ptr_eq(&ea.locations[0], &eb.locations[0]));
         // Extra attributes are left out; the entry says there are some.
         let mut x = member("x@example.com");
-        x.scim_extra
+        x.dir
+            .scim_extra
             .insert("title".into(), serde_json::json!("Engineer"));
         let e = Entry::of_member(&x, &mut interner);
         assert!(e.has_extra());
-        assert!(e.to_member().unwrap().scim_extra.is_empty());
+        assert!(e.to_member().unwrap().dir.scim_extra.is_empty());
     }
 
     #[test]
     fn the_indexes_follow_renames_and_swaps_within_one_transaction() {
         let a = member("a@example.com");
         let mut b = member("b@example.com");
-        b.google_id = Some("g-b".into());
+        b.dir.google_id = Some("g-b".into());
         let mirror_of = |ms: Vec<Member>| Mirror::build(ms.into_iter().map(Ok)).unwrap();
         let mut mirror = mirror_of(vec![a.clone(), b.clone()]);
         assert_eq!(mirror.id_by_name("a@example.com"), Some(a.id));
         assert_eq!(mirror.id_by_google_id("1045"), Some(a.id));
         // a and b swap names and Google ids in one transaction.
         let (mut a2, mut b2) = (a.clone(), b.clone());
-        std::mem::swap(&mut a2.user_name, &mut b2.user_name);
-        std::mem::swap(&mut a2.google_id, &mut b2.google_id);
+        std::mem::swap(&mut a2.dir.user_name, &mut b2.dir.user_name);
+        std::mem::swap(&mut a2.dir.google_id, &mut b2.dir.google_id);
         let mut overlay = Overlay::default();
         overlay.members.insert(a.id, a2.clone());
         overlay.members.insert(b.id, b2.clone());
@@ -864,7 +877,7 @@ mod tests {
         assert!(mirror.differences(&mirror_of(vec![a2, b2])).is_empty());
         // Two records with one Google id fail the build, naming both.
         let mut c = member("c@example.com");
-        c.google_id = Some("g-b".into());
+        c.dir.google_id = Some("g-b".into());
         let err = Mirror::build([Ok(b.clone()), Ok(c.clone())]).err().unwrap();
         assert!(err.to_string().contains(&c.id.to_string()), "{err}");
     }

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use fake_google::{FakeSeed, Fault};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeSeed, Fault};
 use retrac_sync::directory::Backoff;
 use retrac_sync::doctor::{self, DoctorOptions, Report, Status};
 use retrac_sync::store::Store;
