@@ -34,7 +34,7 @@ mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
-pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunStatus, SyncRun};
+pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::TokenRecord;
 
