@@ -679,10 +679,10 @@ impl RunBook {
         let run_id = self.run_id.as_ref().map_or("", RunId::as_str);
         match &error {
             Some(e) => {
-                tracing::error!(run_id, kind = self.kind, %status, error = %e,
+                tracing::error!(%run_id, kind = self.kind, %status, error = %e,
                 google_requests, "sync run failed")
             }
-            None => tracing::info!(run_id, kind = self.kind, %status, dry_run = dry,
+            None => tracing::info!(%run_id, kind = self.kind, %status, dry_run = dry,
                 created = c.created, updated = c.updated, deactivated = c.deactivated,
                 linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
                 errors = c.errors, google_requests,
