@@ -12,8 +12,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
+use fake_google::{FakeGoogle, FakeSeed};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed};
 use retrac_sync::reconcile::plan::Desired;
 use retrac_sync::reconcile::{self, SyncContext, SyncOptions, Target};
 use retrac_sync::store::{AuditQuery, RunStatus, Store};
@@ -198,8 +198,8 @@ async fn bench(users: usize, rounds: usize) {
             .iter()
             .map(|m| {
                 Some(Desired {
-                    google_id: m.google_id.clone().unwrap_or_default(),
-                    attrs: m.directory_attrs(),
+                    google_id: m.dir.google_id.clone().unwrap_or_default(),
+                    attrs: m.dir.clone(),
                 })
             })
             .collect();

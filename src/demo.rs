@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::daemon::{self, LaunchOptions, Listeners};
-use crate::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
 use crate::store::Store;
 use crate::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 
@@ -30,8 +30,6 @@ pub struct DemoOptions {
     pub schedule: String,
     /// How often the fake directory changes a few users.
     pub mutate_every: Duration,
-    /// Stop after this long (tests); `None` runs until Ctrl-C.
-    pub run_for: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -41,7 +39,6 @@ impl Default for DemoOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             schedule: "0 * * * * *".into(),
             mutate_every: Duration::from_secs(60),
-            run_for: None,
         }
     }
 }
@@ -61,8 +58,18 @@ fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> DemoError {
     move |e| DemoError::Setup(format!("{what}: {e}"))
 }
 
-/// Runs the demo, printing to `out`, until Ctrl-C (or `run_for`).
+/// Runs the demo, printing to `out`, until Ctrl-C.
 pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), DemoError> {
+    run_until(opts, out, daemon::shutdown_signal()).await
+}
+
+/// Runs the demo, printing to `out`, until `stop` resolves (the tests stop it once they have
+/// seen what they check).
+pub async fn run_until(
+    opts: DemoOptions,
+    out: &mut (dyn Write + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DemoError> {
     if opts.users == 0 {
         return Err(DemoError::Setup("--users must be at least 1".into()));
     }
@@ -75,7 +82,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         .map_err(setup("cannot start the fake Google directory"))?;
     let _ = writeln!(
         out,
-        "Starting a fake Google Workspace directory with {} users (generating its RSA key)...",
+        "Starting a fake Google Workspace directory with {} users...",
         opts.users
     );
     let fake = Arc::new(
@@ -215,12 +222,6 @@ the pull ({}) corrects the drift. Ctrl-C stops.
     );
     let _ = out.flush();
 
-    let stop = async {
-        match opts.run_for {
-            Some(d) => tokio::time::sleep(d).await,
-            None => daemon::shutdown_signal().await,
-        }
-    };
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(opts.mutate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -321,7 +322,7 @@ fn mutate(fake: &FakeGoogle, round: usize) -> Vec<String> {
 
 fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     let members = store.snapshot();
-    let active = members.iter().filter(|m| m.active).count();
+    let active = members.iter().filter(|m| m.dir.active).count();
     let _ = writeln!(
         out,
         "{:<34} {:<22} {:<6} GOOGLE ID",
@@ -330,16 +331,16 @@ fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     for m in members.iter().take(15) {
         let name = format!(
             "{} {}",
-            m.given_name.as_deref().unwrap_or(""),
-            m.family_name.as_deref().unwrap_or("")
+            m.dir.given_name.as_deref().unwrap_or(""),
+            m.dir.family_name.as_deref().unwrap_or("")
         );
         let _ = writeln!(
             out,
             "{:<34} {:<22} {:<6} {}",
-            truncate(m.user_name.as_str(), 34),
+            truncate(m.dir.user_name.as_str(), 34),
             truncate(name.trim(), 22),
-            if m.active { "yes" } else { "no" },
-            m.google_id.as_deref().unwrap_or("-")
+            if m.dir.active { "yes" } else { "no" },
+            m.dir.google_id.as_deref().unwrap_or("-")
         );
     }
     if members.len() > 15 {

@@ -2,12 +2,12 @@
 //! a member changed over SCIM between plan and apply is skipped, not overwritten; a crashed
 //! run converges.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeSeed, FakeUser, Fault};
+use fake_google::{FakeSeed, FakeUser, Fault};
 use retrac_sync::member::{Actor, Change, ManagedBy};
 use retrac_sync::provision;
 use retrac_sync::reconcile::{self, Request, Response, Target};
@@ -170,7 +170,7 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     );
     let still_active = gone
         .iter()
-        .filter(|e| store.get_by_user_name(e).unwrap().unwrap().active)
+        .filter(|e| store.get_by_user_name(e).unwrap().unwrap().dir.active)
         .count() as u64;
     assert_eq!(still_active, was_active, "nobody deactivated while held");
     let Response::Status { held, .. } =
@@ -214,12 +214,13 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
             .get_by_user_name(&back.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     assert!(gone
         .iter()
         .filter(|e| **e != back.primary_email)
-        .all(|e| !store.get_by_user_name(e).unwrap().unwrap().active));
+        .all(|e| !store.get_by_user_name(e).unwrap().unwrap().dir.active));
     assert!(store
         .held(r.report.run_id.as_ref().unwrap())
         .unwrap()
@@ -246,7 +247,7 @@ async fn discard_drops_held_deactivations() {
     let ctx = context(&store, &w.config);
     let active_before = store
         .members()
-        .filter(|m| m.as_ref().unwrap().active)
+        .filter(|m| m.as_ref().unwrap().dir.active)
         .count();
     for u in w.google.users().iter().take(70) {
         w.google.delete(&u.primary_email).unwrap();
@@ -270,7 +271,7 @@ async fn discard_drops_held_deactivations() {
     assert_eq!(
         store
             .members()
-            .filter(|m| m.as_ref().unwrap().active)
+            .filter(|m| m.as_ref().unwrap().dir.active)
             .count(),
         active_before,
         "nobody was deactivated"
@@ -288,7 +289,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
     let email = target.primary_email.clone();
     let hook = Arc::new(move |store: &Store| {
         let m = store.get_by_user_name(&email).unwrap().unwrap();
-        let mut attrs = m.directory_attrs();
+        let mut attrs = m.dir.clone();
         attrs.display_name = Some("Set over SCIM".into());
         provision::apply(
             store,
@@ -318,7 +319,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
         .unwrap()
         .unwrap();
     assert_eq!(
-        m.display_name.as_deref(),
+        m.dir.display_name.as_deref(),
         Some("Set over SCIM"),
         "not overwritten"
     );
@@ -330,6 +331,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
             .get_by_user_name(&target.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .given_name
             .as_deref(),
         Some("FromGoogle")
@@ -382,8 +384,12 @@ async fn runs_never_overlap() {
         let ctx = ctx.clone();
         async move { pull(&ctx, Target::All, false).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(ctx.is_running());
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the first run to start",
+        async || ctx.is_running(),
+    )
+    .await;
     assert!(matches!(
         pull(&ctx, Target::All, false).await,
         Err(reconcile::SyncError::Busy)
@@ -467,7 +473,14 @@ async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
         "{:?}",
         r.problems
     );
-    assert!(store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+    assert!(
+        store
+            .get_by_user_name(&users[0])
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
     w.google.clear_faults();
     let r = sync(&ctx).await;
     assert_eq!(
@@ -475,7 +488,14 @@ async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
         (1, 0),
         "{r:?}"
     );
-    assert!(!store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+    assert!(
+        !store
+            .get_by_user_name(&users[0])
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,6 +629,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
             .get_by_user_name(&user.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     // Suspended: the query no longer matches, users.get agrees: deactivated.
@@ -630,6 +651,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
             .get_by_user_name("renamed.one@example.com")
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
 }

@@ -1,6 +1,6 @@
 //! The Directory client against the fake Google: auth, paging, retries, gzip, fields.
 
-use retrac_sync::directory::fake::{FakeGoogle, FakeMember, FakeSeed, FakeUser, Fault};
+use fake_google::{FakeGoogle, FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 
 async fn fake(seed: FakeSeed) -> FakeGoogle {
@@ -67,7 +67,7 @@ async fn pages_through_every_user_once_with_fields_and_gzip() {
 #[tokio::test]
 async fn members_list_expands_nested_groups_and_pages_by_200() {
     let mut seed = FakeSeed::sample(1000, "example.com");
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "outer@example.com".into(),
         members: vec![FakeMember::Group("engineering@example.com".into())],
     });
@@ -308,10 +308,9 @@ async fn each_setup_mistake_gets_its_own_exact_message() {
     );
     g.clear_faults();
 
-    // "Invalid JWT Signature": a key that was deleted or rotated (here: another fake's).
-    let other = fake(FakeSeed::default()).await;
+    // "Invalid JWT Signature": a key that was deleted or rotated.
     let forged = dir.path().join("forged.json");
-    other.write_key_file(&forged).unwrap();
+    g.write_deleted_key_file(&forged).unwrap();
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&forged).unwrap()).unwrap();
     v["token_uri"] = serde_json::json!(g.token_uri());
@@ -485,10 +484,15 @@ async fn a_token_answer_that_stalls_times_out_and_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let c = client_with_timeout(&g, &dir, std::time::Duration::from_millis(300)).await;
     g.inject(Fault::StallToken(std::time::Duration::from_secs(3600)));
-    // Google answers again after a while.
+    // Google answers again once the first token request is stalled (that one times out).
     let g_ref = &g;
     let (users, ()) = tokio::join!(all_users(&c), async {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        crate::common::wait_until(
+            std::time::Duration::from_secs(10),
+            "the first token request",
+            async || g_ref.requests("token") > 0,
+        )
+        .await;
         g_ref.clear_faults();
     });
     assert_eq!(users.unwrap().len(), 10);
