@@ -630,6 +630,14 @@ mod tests {
         p
     }
 
+    /// The error of loading a config file with `body` (and no environment).
+    fn load_err(dir: &tempfile::TempDir, body: &str) -> String {
+        let p = write(dir, body);
+        Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string()
+    }
+
     fn no_env() -> Vec<(String, String)> {
         Vec::new()
     }
@@ -704,10 +712,7 @@ mod tests {
             .to_string();
         assert!(err.contains("base_pth"), "{err}");
         assert!(err.contains(&p.display().to_string()), "{err}");
-        let p = write(&dir, "[scm]\nlisten = \"127.0.0.1:1\"\n");
-        let err = Config::load_with_env(Some(&p), no_env())
-            .unwrap_err()
-            .to_string();
+        let err = load_err(&dir, "[scm]\nlisten = \"127.0.0.1:1\"\n");
         assert!(err.contains("scm"), "{err}");
     }
 
@@ -757,21 +762,12 @@ mod tests {
             ("[log]\nlevel = \"loud[\"\n", "log.level"),
             ("[metrics]\nlisten = \"9464\"\n", "metrics.listen"),
         ] {
-            let p = write(&dir, body);
-            let err = Config::load_with_env(Some(&p), no_env())
-                .unwrap_err()
-                .to_string();
+            let err = load_err(&dir, body);
             assert!(err.contains(key), "{body}: {err}");
         }
-        let p = write(&dir, "[log]\nformat = \"xml\"\n");
-        let err = Config::load_with_env(Some(&p), no_env())
-            .unwrap_err()
-            .to_string();
+        let err = load_err(&dir, "[log]\nformat = \"xml\"\n");
         assert!(err.contains("format"), "{err}");
-        let p = write(&dir, "[sync]\nmax_deactivations = -1\n");
-        let err = Config::load_with_env(Some(&p), no_env())
-            .unwrap_err()
-            .to_string();
+        let err = load_err(&dir, "[sync]\nmax_deactivations = -1\n");
         assert!(err.contains("max_deactivations"), "{err}");
     }
 

@@ -453,13 +453,7 @@ fn check_external_id_free(
     external_id: &str,
     id: MemberId,
 ) -> Result<(), ProvisionError> {
-    match tx.id_by_external_id(external_id)? {
-        Some(holder) if holder != id => Err(ProvisionError::ExternalIdTaken {
-            external_id: external_id.to_string(),
-            existing: holder,
-        }),
-        _ => Ok(()),
-    }
+    id_free(tx.id_by_external_id(external_id)?, external_id, id)
 }
 
 fn check_google_id_free(
@@ -467,9 +461,14 @@ fn check_google_id_free(
     google_id: &str,
     id: MemberId,
 ) -> Result<(), ProvisionError> {
-    match tx.id_by_google_id(google_id)? {
+    id_free(tx.id_by_google_id(google_id)?, google_id, id)
+}
+
+/// `value` is free for member `id` unless another member (`holder`) has it.
+fn id_free(holder: Option<MemberId>, value: &str, id: MemberId) -> Result<(), ProvisionError> {
+    match holder {
         Some(holder) if holder != id => Err(ProvisionError::ExternalIdTaken {
-            external_id: google_id.to_string(),
+            external_id: value.to_string(),
             existing: holder,
         }),
         _ => Ok(()),
@@ -594,7 +593,7 @@ fn diff(before: &Member, after: &Member) -> (FieldMap, FieldMap) {
 mod tests {
     use super::*;
     use crate::member::{Email, UserName};
-    use crate::store::AuditQuery;
+    use crate::store::{AuditEntry, AuditQuery};
     use chrono::TimeZone;
 
     fn t(sec: i64) -> DateTime<Utc> {
@@ -616,18 +615,80 @@ mod tests {
     }
 
     fn create(store: &Store, email: &str, actor: &Actor) -> Member {
-        let outcome = apply(
-            store,
-            Change::Create {
-                attrs: attrs(email),
-                managed_by: ManagedBy::Google,
-            },
-            actor,
-            t(0),
-        )
-        .unwrap();
+        let outcome = create_as(store, attrs(email), ManagedBy::Google, actor, t(0)).unwrap();
         assert!(matches!(outcome, Outcome::Created(_)));
         outcome.member().clone()
+    }
+
+    fn create_as(
+        store: &Store,
+        attrs: DirectoryAttrs,
+        managed_by: ManagedBy,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Outcome, ProvisionError> {
+        apply(store, Change::Create { attrs, managed_by }, actor, at)
+    }
+
+    fn scim_create(
+        store: &Store,
+        attrs: DirectoryAttrs,
+        at: DateTime<Utc>,
+    ) -> Result<Outcome, ProvisionError> {
+        create_as(store, attrs, ManagedBy::Google, &scim(), at)
+    }
+
+    fn pull_create(
+        store: &Store,
+        attrs: DirectoryAttrs,
+        run: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Outcome, ProvisionError> {
+        create_as(
+            store,
+            attrs,
+            ManagedBy::Google,
+            &Actor::Pull(run.into()),
+            at,
+        )
+    }
+
+    fn set_locations(
+        store: &Store,
+        id: MemberId,
+        locations: &[&str],
+        at: DateTime<Utc>,
+    ) -> Outcome {
+        let locations = locations.iter().map(|l| l.to_string()).collect();
+        apply(
+            store,
+            Change::SetLocations { id, locations },
+            &Actor::Owner,
+            at,
+        )
+        .unwrap()
+    }
+
+    /// The audit entries of one member, oldest first.
+    fn audit_of(store: &Store, id: MemberId) -> Vec<AuditEntry> {
+        store
+            .audit(&AuditQuery {
+                member: Some(id),
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    fn last_audit(store: &Store, id: MemberId) -> AuditEntry {
+        audit_of(store, id).pop().unwrap()
+    }
+
+    /// An owner's invite (manual, unlinked) of `email` at t(0).
+    fn invite(store: &Store, email: &str) -> Member {
+        create_as(store, attrs(email), ManagedBy::Manual, &Actor::Owner, t(0))
+            .unwrap()
+            .member()
+            .clone()
     }
 
     fn scim() -> Actor {
@@ -639,18 +700,7 @@ mod tests {
         let (_d, store) = store();
         let mut a = attrs("Ada@Example.com");
         a.external_id = Some("g-1".into());
-        let m = apply(
-            &store,
-            Change::Create {
-                attrs: a,
-                managed_by: ManagedBy::Google,
-            },
-            &scim(),
-            t(0),
-        )
-        .unwrap()
-        .member()
-        .clone();
+        let m = scim_create(&store, a, t(0)).unwrap().member().clone();
         assert_eq!(m.version, 1);
         assert_eq!(store.get(m.id).unwrap().unwrap(), m);
         assert_eq!(
@@ -673,16 +723,7 @@ mod tests {
     fn a_create_that_differs_only_in_case_is_a_conflict() {
         let (_d, store) = store();
         let first = create(&store, "grace@example.com", &scim());
-        let err = apply(
-            &store,
-            Change::Create {
-                attrs: attrs("Grace@Example.COM"),
-                managed_by: ManagedBy::Google,
-            },
-            &scim(),
-            t(1),
-        )
-        .unwrap_err();
+        let err = scim_create(&store, attrs("Grace@Example.COM"), t(1)).unwrap_err();
         assert!(
             matches!(err, ProvisionError::UserNameTaken { existing, .. } if existing == first.id)
         );
@@ -693,12 +734,10 @@ mod tests {
     fn an_owner_invite_with_a_taken_name_is_a_conflict_too() {
         let (_d, store) = store();
         create(&store, "grace@example.com", &scim());
-        let err = apply(
+        let err = create_as(
             &store,
-            Change::Create {
-                attrs: attrs("GRACE@example.com"),
-                managed_by: ManagedBy::Manual,
-            },
+            attrs("GRACE@example.com"),
+            ManagedBy::Manual,
             &Actor::Owner,
             t(1),
         )
@@ -709,30 +748,10 @@ mod tests {
     #[test]
     fn a_pull_create_that_meets_an_unlinked_member_links_it() {
         let (_d, store) = store();
-        let invited = apply(
-            &store,
-            Change::Create {
-                attrs: attrs("ada@example.com"),
-                managed_by: ManagedBy::Manual,
-            },
-            &Actor::Owner,
-            t(0),
-        )
-        .unwrap()
-        .member()
-        .clone();
+        let invited = invite(&store, "ada@example.com");
         let mut a = attrs("Ada@example.com");
         a.google_id = Some("g-ada".into());
-        let out = apply(
-            &store,
-            Change::Create {
-                attrs: a,
-                managed_by: ManagedBy::Google,
-            },
-            &Actor::Pull("run-1".into()),
-            t(1),
-        )
-        .unwrap();
+        let out = pull_create(&store, a, "run-1", t(1)).unwrap();
         let m = out.member();
         assert_eq!(m.id, invited.id, "linked, not duplicated");
         assert_eq!(m.dir.google_id.as_deref(), Some("g-ada"));
@@ -741,16 +760,7 @@ mod tests {
         // A pull create for a different Google user with the same email is still a conflict.
         let mut other = attrs("ada@example.com");
         other.google_id = Some("g-other".into());
-        let err = apply(
-            &store,
-            Change::Create {
-                attrs: other,
-                managed_by: ManagedBy::Google,
-            },
-            &Actor::Pull("run-2".into()),
-            t(2),
-        )
-        .unwrap_err();
+        let err = pull_create(&store, other, "run-2", t(2)).unwrap_err();
         assert!(matches!(err, ProvisionError::UserNameTaken { .. }));
     }
 
@@ -801,16 +811,7 @@ mod tests {
     fn directory_updates_never_touch_locations_or_role() {
         let (_d, store) = store();
         let m = create(&store, "ada@example.com", &scim());
-        apply(
-            &store,
-            Change::SetLocations {
-                id: m.id,
-                locations: vec!["Paris".into(), " Lyon ".into(), "Paris".into(), "".into()],
-            },
-            &Actor::Owner,
-            t(1),
-        )
-        .unwrap();
+        set_locations(&store, m.id, &["Paris", " Lyon ", "Paris", ""], t(1));
         apply(
             &store,
             Change::SetRole {
@@ -923,16 +924,7 @@ mod tests {
     fn deactivate_keeps_everything_and_reactivate_brings_locations_back() {
         let (_d, store) = store();
         let m = create(&store, "ada@example.com", &scim());
-        apply(
-            &store,
-            Change::SetLocations {
-                id: m.id,
-                locations: vec!["Paris".into()],
-            },
-            &Actor::Owner,
-            t(1),
-        )
-        .unwrap();
+        set_locations(&store, m.id, &["Paris"], t(1));
         let out = apply(
             &store,
             Change::Deactivate {
@@ -964,16 +956,7 @@ mod tests {
     /// deleted over SCIM (at t(2)).
     fn scim_deleted_with_a_location(store: &Store) -> Member {
         let m = create(store, "ada@example.com", &scim());
-        apply(
-            store,
-            Change::SetLocations {
-                id: m.id,
-                locations: vec!["Paris".into()],
-            },
-            &Actor::Owner,
-            t(1),
-        )
-        .unwrap();
+        set_locations(store, m.id, &["Paris"], t(1));
         apply(
             store,
             Change::ScimDelete {
@@ -1016,16 +999,7 @@ mod tests {
     fn a_scim_create_of_a_scim_deleted_name_revives_the_record() {
         let (_d, store) = store();
         let m = scim_deleted_with_a_location(&store);
-        let out = apply(
-            &store,
-            Change::Create {
-                attrs: attrs("ADA@example.com"),
-                managed_by: ManagedBy::Google,
-            },
-            &scim(),
-            t(3),
-        )
-        .unwrap();
+        let out = scim_create(&store, attrs("ADA@example.com"), t(3)).unwrap();
         assert!(matches!(out, Outcome::Created(_)));
         let m2 = out.member();
         assert_eq!(m2.id, m.id);
@@ -1115,12 +1089,7 @@ mod tests {
             t(1),
         )
         .unwrap();
-        let entries = store
-            .audit(&AuditQuery {
-                member: Some(m.id),
-                ..Default::default()
-            })
-            .unwrap();
+        let entries = audit_of(&store, m.id);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].change, ChangeKind::Create);
         assert_eq!(entries[0].actor, scim());
@@ -1270,18 +1239,7 @@ mod tests {
         let (_d, store) = store();
         let mut a = attrs("ada@example.com");
         a.google_id = Some("g-1".into());
-        let m = apply(
-            &store,
-            Change::Create {
-                attrs: a,
-                managed_by: ManagedBy::Google,
-            },
-            &Actor::Pull("r".into()),
-            t(0),
-        )
-        .unwrap()
-        .member()
-        .clone();
+        let m = pull_create(&store, a, "r", t(0)).unwrap().member().clone();
         grant(&store, m.id);
 
         let same = pull_update(&store, m.id, "g-1");
@@ -1296,14 +1254,7 @@ mod tests {
         assert_eq!(after.role, Role::Member);
         assert!(after.locations.is_empty());
         assert_eq!(after.dir.google_id.as_deref(), Some("g-2"));
-        let last = store
-            .audit(&AuditQuery {
-                member: Some(m.id),
-                ..Default::default()
-            })
-            .unwrap()
-            .pop()
-            .unwrap();
+        let last = last_audit(&store, m.id);
         assert_eq!(
             last.after["grantsRemoved"],
             serde_json::json!({"role": "owner", "locations": ["Paris"]})
@@ -1335,18 +1286,7 @@ mod tests {
         let mut a = attrs("ada@example.com");
         a.external_id = Some("entra-1".into());
         a.google_id = Some("forged".into());
-        let m = apply(
-            &store,
-            Change::Create {
-                attrs: a,
-                managed_by: ManagedBy::Google,
-            },
-            &scim(),
-            t(0),
-        )
-        .unwrap()
-        .member()
-        .clone();
+        let m = scim_create(&store, a, t(0)).unwrap().member().clone();
         assert_eq!(m.dir.external_id.as_deref(), Some("entra-1"));
         assert_eq!(m.dir.google_id, None);
         // The pull links it; the SCIM externalId survives, and an externalId the pull
@@ -1405,18 +1345,7 @@ mod tests {
     #[test]
     fn scim_cannot_touch_an_unclaimed_invite_but_its_post_links_it() {
         let (_d, store) = store();
-        let invited = apply(
-            &store,
-            Change::Create {
-                attrs: attrs("ada@example.com"),
-                managed_by: ManagedBy::Manual,
-            },
-            &Actor::Owner,
-            t(0),
-        )
-        .unwrap()
-        .member()
-        .clone();
+        let invited = invite(&store, "ada@example.com");
         grant(&store, invited.id);
         assert_eq!(store.scim_listing_len(), 0);
         for change in [
@@ -1437,30 +1366,14 @@ mod tests {
             let err = apply(&store, change, &scim(), t(1)).unwrap_err();
             assert!(matches!(err, ProvisionError::NotFound(_)), "{err}");
         }
-        let out = apply(
-            &store,
-            Change::Create {
-                attrs: attrs("Ada@Example.com"),
-                managed_by: ManagedBy::Google,
-            },
-            &scim(),
-            t(2),
-        )
-        .unwrap();
+        let out = scim_create(&store, attrs("Ada@Example.com"), t(2)).unwrap();
         let m = out.member();
         assert_eq!(m.id, invited.id);
         assert_eq!(m.managed_by, ManagedBy::Google);
         assert_eq!(m.role, Role::Owner);
         assert_eq!(m.locations, ["Paris"]);
         assert_eq!(store.scim_listing_page(0, 10, false), [m.id]);
-        let last = store
-            .audit(&AuditQuery {
-                member: Some(m.id),
-                ..Default::default()
-            })
-            .unwrap()
-            .pop()
-            .unwrap();
+        let last = last_audit(&store, m.id);
         assert_eq!(last.change, ChangeKind::Link);
         assert_eq!(last.actor, scim());
     }
@@ -1476,16 +1389,7 @@ mod tests {
             ("ǆa@example.com", dz.id),
             ("kim@example.com", kelvin.id),
         ] {
-            let err = apply(
-                &store,
-                Change::Create {
-                    attrs: attrs(taken),
-                    managed_by: ManagedBy::Google,
-                },
-                &scim(),
-                t(1),
-            )
-            .unwrap_err();
+            let err = scim_create(&store, attrs(taken), t(1)).unwrap_err();
             assert!(
                 matches!(err, ProvisionError::UserNameTaken { existing, .. } if existing == by),
                 "{taken}: {err}"

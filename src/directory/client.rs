@@ -172,17 +172,7 @@ impl DirectoryClient {
         target: &UserListTarget,
         max_results: u32,
     ) -> Result<UsersPage, DirectoryError> {
-        let mut url = self.url(&["admin", "directory", "v1", "users"])?;
-        {
-            let mut q = url.query_pairs_mut();
-            match target {
-                UserListTarget::Customer(c) => q.append_pair("customer", c),
-                UserListTarget::Domain(d) => q.append_pair("domain", d),
-            };
-            q.append_pair("maxResults", &max_results.to_string());
-            q.append_pair("projection", "basic");
-            q.append_pair("fields", USER_FIELDS);
-        }
+        let url = self.users_list_url(target, max_results)?;
         let body = self.get("users.list", url.as_str()).await?;
         decode("users.list", &body)
     }
@@ -196,18 +186,9 @@ impl DirectoryClient {
         query: Option<&str>,
         page_token: Option<&str>,
     ) -> Result<RawUsersPage, DirectoryError> {
-        let mut url = self.url(&["admin", "directory", "v1", "users"])?;
+        let mut url = self.users_list_url(target, USERS_PAGE_SIZE)?;
         {
             let mut q = url.query_pairs_mut();
-            match target {
-                UserListTarget::Customer(c) => q.append_pair("customer", c),
-                UserListTarget::Domain(d) => q.append_pair("domain", d),
-            };
-            q.append_pair("maxResults", &USERS_PAGE_SIZE.to_string());
-            // No `orderBy`: with `orderBy=email` a user renamed while the pages are read can
-            // move to a page already read and appear on none. The plan sorts anyway.
-            q.append_pair("projection", "basic");
-            q.append_pair("fields", USER_FIELDS);
             if let Some(query) = query {
                 q.append_pair("query", query);
             }
@@ -263,6 +244,29 @@ impl DirectoryClient {
             Err(e) => return Err(e),
         };
         decode("members.list", &body)
+    }
+
+    /// The users.list URL for `target`, with the page size, projection and fields every
+    /// caller asks for.
+    fn users_list_url(
+        &self,
+        target: &UserListTarget,
+        max_results: u32,
+    ) -> Result<url::Url, DirectoryError> {
+        let mut url = self.url(&["admin", "directory", "v1", "users"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            match target {
+                UserListTarget::Customer(c) => q.append_pair("customer", c),
+                UserListTarget::Domain(d) => q.append_pair("domain", d),
+            };
+            q.append_pair("maxResults", &max_results.to_string());
+            // No `orderBy`: with `orderBy=email` a user renamed while the pages are read can
+            // move to a page already read and appear on none. The plan sorts anyway.
+            q.append_pair("projection", "basic");
+            q.append_pair("fields", USER_FIELDS);
+        }
+        Ok(url)
     }
 
     fn url(&self, segments: &[&str]) -> Result<url::Url, DirectoryError> {

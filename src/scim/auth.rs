@@ -343,6 +343,20 @@ mod tests {
         (dir, store)
     }
 
+    /// A store with one token labelled "g": its authenticator, the token's id and the
+    /// `Authorization` value that carries it.
+    fn one_token() -> (tempfile::TempDir, Store, Authenticator, String, String) {
+        let (d, store) = store();
+        let auth = Authenticator::new(store.clone());
+        let (id, token) = create(&store, "g");
+        (d, store, auth, id, format!("Bearer {token}"))
+    }
+
+    /// `auth`'s answer to `Authorization: Bearer {token}`.
+    fn bearer(auth: &Authenticator, token: &str, now: DateTime<Utc>) -> Result<String, Denied> {
+        auth.check(Some(&format!("Bearer {token}")), now)
+    }
+
     #[test]
     fn two_tokens_work_during_a_rotation_and_a_revoked_one_fails() {
         let (_d, store) = store();
@@ -350,10 +364,7 @@ mod tests {
         let (old_id, old) = create(&store, "old");
         let (_, new) = create(&store, "new");
         let now = Utc::now();
-        assert_eq!(
-            auth.check(Some(&format!("Bearer {old}")), now),
-            Ok("old".into())
-        );
+        assert_eq!(bearer(&auth, &old, now), Ok("old".into()));
         assert_eq!(
             auth.check(Some(&format!("bearer {new}")), now),
             Ok("new".into())
@@ -366,16 +377,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            auth.check(Some(&format!("Bearer {old}")), now),
+            bearer(&auth, &old, now),
             Err(Denied {
                 reason: AuthFailure::Revoked,
                 token_id: Some(old_id)
             })
         );
-        assert_eq!(
-            auth.check(Some(&format!("Bearer {new}")), now),
-            Ok("new".into())
-        );
+        assert_eq!(bearer(&auth, &new, now), Ok("new".into()));
     }
 
     #[test]
@@ -452,10 +460,7 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_from_memory_and_a_revocation_through_the_store_counts_at_once() {
-        let (_d, store) = store();
-        let auth = Authenticator::new(store.clone());
-        let (id, token) = create(&store, "g");
-        let h = format!("Bearer {token}");
+        let (_d, store, auth, id, h) = one_token();
         let now = Utc::now();
         assert_eq!(auth.check(Some(&h), now), Ok("g".into()));
         // The copy in memory answers: damaging the stored record does not change the
@@ -474,14 +479,8 @@ mod tests {
         // A token created by another handle of the store works on the next request.
         let other = Authenticator::new(store.clone());
         let (_, second) = create(&store, "second");
-        assert_eq!(
-            auth.check(Some(&format!("Bearer {second}")), now),
-            Ok("second".into())
-        );
-        assert_eq!(
-            other.check(Some(&format!("Bearer {second}")), now),
-            Ok("second".into())
-        );
+        assert_eq!(bearer(&auth, &second, now), Ok("second".into()));
+        assert_eq!(bearer(&other, &second, now), Ok("second".into()));
     }
 
     #[test]
@@ -513,10 +512,7 @@ mod tests {
 
     #[test]
     fn last_used_is_written_at_most_once_a_minute() {
-        let (_d, store) = store();
-        let auth = Authenticator::new(store.clone());
-        let (id, token) = create(&store, "g");
-        let h = format!("Bearer {token}");
+        let (_d, store, auth, id, h) = one_token();
         let t0 = Utc::now();
         auth.check(Some(&h), t0).unwrap();
         assert_eq!(store.token_last_used(&id).unwrap(), Some(t0));

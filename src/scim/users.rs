@@ -500,6 +500,19 @@ pub fn location(base: &str, m: &Member) -> String {
     format!("{base}/Users/{}", m.id)
 }
 
+/// A member as the response body (projected), with its ETag and Location.
+fn member_response(
+    state: &ScimState,
+    headers: &HeaderMap,
+    m: &Member,
+    projection: &Projection,
+    status: StatusCode,
+) -> Response {
+    let base = state.base_url(headers);
+    let body = projection.apply(resource::to_json(m, &location(&base, m)));
+    with_headers(status, &body, m, &base)
+}
+
 fn with_headers(status: StatusCode, body: &Value, m: &Member, base: &str) -> Response {
     let mut resp = scim_json(body);
     *resp.status_mut() = status;
@@ -624,9 +637,13 @@ pub async fn get_one(
             return Ok(resp);
         }
     }
-    let base = state.base_url(&headers);
-    let body = projection.apply(resource::to_json(&m, &location(&base, &m)));
-    Ok(with_headers(StatusCode::OK, &body, &m, &base))
+    Ok(member_response(
+        &state,
+        &headers,
+        &m,
+        &projection,
+        StatusCode::OK,
+    ))
 }
 
 /// `POST /Users`
@@ -648,9 +665,13 @@ pub async fn create(
     let outcome = state.apply(change, &Actor::Scim(label))?;
     let m = outcome.member().clone();
     durable(&state).await?;
-    let base = state.base_url(&headers);
-    let body = projection.apply(resource::to_json(&m, &location(&base, &m)));
-    Ok(with_headers(StatusCode::CREATED, &body, &m, &base))
+    Ok(member_response(
+        &state,
+        &headers,
+        &m,
+        &projection,
+        StatusCode::CREATED,
+    ))
 }
 
 /// `id` is read-only: a body may only restate it.
@@ -701,9 +722,13 @@ async fn finish_update(
     if outcome.wrote() {
         durable(state).await?;
     }
-    let base = state.base_url(headers);
-    let body = projection.apply(resource::to_json(&m, &location(&base, &m)));
-    Ok(with_headers(StatusCode::OK, &body, &m, &base))
+    Ok(member_response(
+        state,
+        headers,
+        &m,
+        projection,
+        StatusCode::OK,
+    ))
 }
 
 /// `PATCH /Users/{id}`

@@ -24,29 +24,23 @@ const FORMAT_V2: u8 = 2;
 /// Format 1, read only by the upgrade.
 #[derive(Serialize, Deserialize)]
 struct RecordV1 {
-    id: [u8; 16],
-    user_name: String,
-    emails: Vec<(String, Option<String>, bool)>,
-    given_name: Option<String>,
-    family_name: Option<String>,
-    display_name: Option<String>,
-    active: bool,
-    external_id: Option<String>,
-    locations: Vec<String>,
-    owner: bool,
-    manual: bool,
-    scim_deleted: bool,
-    /// Kept SCIM attributes as JSON text ("" when none): postcard cannot hold free-form JSON.
-    scim_extra: String,
-    created_micros: i64,
-    last_modified_micros: i64,
-    version: u64,
+    head: Head,
+    tail: Tail,
 }
 
 /// Format 2: format 1 with `google_id` after `external_id`. The first two fields (id, then
 /// user name) stay where they are, so [`peek_user_name`] reads every format.
 #[derive(Serialize, Deserialize)]
 struct RecordV2 {
+    head: Head,
+    google_id: Option<String>,
+    tail: Tail,
+}
+
+/// The fields every format starts with. Postcard writes a nested struct's fields in place,
+/// with no length or tag, so `head`, `google_id`, `tail` is the flat field list of format 2.
+#[derive(Serialize, Deserialize)]
+struct Head {
     id: [u8; 16],
     user_name: String,
     emails: Vec<(String, Option<String>, bool)>,
@@ -55,7 +49,11 @@ struct RecordV2 {
     display_name: Option<String>,
     active: bool,
     external_id: Option<String>,
-    google_id: Option<String>,
+}
+
+/// The fields every format ends with.
+#[derive(Serialize, Deserialize)]
+struct Tail {
     locations: Vec<String>,
     owner: bool,
     manual: bool,
@@ -69,12 +67,19 @@ struct RecordV2 {
 
 /// Encodes a member record.
 pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
+    let rec = record_of(m)?;
+    let out = vec![FORMAT_V2];
+    postcard::to_extend(&rec, out).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A member as a record of the current format.
+fn record_of(m: &Member) -> Result<RecordV2, StoreError> {
     let scim_extra = if m.dir.scim_extra.is_empty() {
         String::new()
     } else {
         serde_json::to_string(&m.dir.scim_extra).map_err(|e| StoreError::Corrupt(e.to_string()))?
     };
-    let rec = RecordV2 {
+    let head = Head {
         id: *m.id.as_bytes(),
         user_name: m.dir.user_name.as_str().to_string(),
         emails: m
@@ -88,7 +93,8 @@ pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
         display_name: m.dir.display_name.clone(),
         active: m.dir.active,
         external_id: m.dir.external_id.clone(),
-        google_id: m.dir.google_id.clone(),
+    };
+    let tail = Tail {
         locations: m.locations.clone(),
         owner: m.role == Role::Owner,
         manual: m.managed_by == ManagedBy::Manual,
@@ -98,8 +104,11 @@ pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
         last_modified_micros: m.last_modified.timestamp_micros(),
         version: m.version,
     };
-    let out = vec![FORMAT_V2];
-    postcard::to_extend(&rec, out).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(RecordV2 {
+        head,
+        google_id: m.dir.google_id.clone(),
+        tail,
+    })
 }
 
 /// Which record format a record is in (its first byte).
@@ -133,23 +142,9 @@ pub(super) fn decode_v1(bytes: &[u8]) -> Result<Member, StoreError> {
     };
     let r: RecordV1 = postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?;
     member_of(RecordV2 {
-        id: r.id,
-        user_name: r.user_name,
-        emails: r.emails,
-        given_name: r.given_name,
-        family_name: r.family_name,
-        display_name: r.display_name,
-        active: r.active,
-        external_id: r.external_id,
+        head: r.head,
         google_id: None,
-        locations: r.locations,
-        owner: r.owner,
-        manual: r.manual,
-        scim_deleted: r.scim_deleted,
-        scim_extra: r.scim_extra,
-        created_micros: r.created_micros,
-        last_modified_micros: r.last_modified_micros,
-        version: r.version,
+        tail: r.tail,
     })
 }
 
@@ -184,22 +179,27 @@ fn decode_v2(body: &[u8]) -> Result<Member, StoreError> {
 }
 
 fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
+    let RecordV2 {
+        head,
+        google_id,
+        tail,
+    } = rec;
     let time = |micros: i64| -> Result<DateTime<Utc>, StoreError> {
         Utc.timestamp_micros(micros)
             .single()
             .ok_or_else(|| bad(format!("bad time {micros}")))
     };
-    let scim_extra = if rec.scim_extra.is_empty() {
+    let scim_extra = if tail.scim_extra.is_empty() {
         serde_json::Map::new()
     } else {
-        serde_json::from_str(&rec.scim_extra).map_err(|e| bad(e.to_string()))?
+        serde_json::from_str(&tail.scim_extra).map_err(|e| bad(e.to_string()))?
     };
     Ok(Member {
-        id: MemberId::from_slice(&rec.id).ok_or_else(|| bad("bad id".into()))?,
+        id: MemberId::from_slice(&head.id).ok_or_else(|| bad("bad id".into()))?,
         dir: DirectoryAttrs {
-            user_name: UserName::parse_identifier(&rec.user_name)
+            user_name: UserName::parse_identifier(&head.user_name)
                 .map_err(|e| bad(e.to_string()))?,
-            emails: rec
+            emails: head
                 .emails
                 .into_iter()
                 .map(|(value, kind, primary)| Email {
@@ -208,25 +208,29 @@ fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
                     primary,
                 })
                 .collect(),
-            given_name: rec.given_name,
-            family_name: rec.family_name,
-            display_name: rec.display_name,
-            active: rec.active,
-            google_id: rec.google_id,
-            external_id: rec.external_id,
+            given_name: head.given_name,
+            family_name: head.family_name,
+            display_name: head.display_name,
+            active: head.active,
+            google_id,
+            external_id: head.external_id,
             scim_extra,
         },
-        locations: rec.locations,
-        role: if rec.owner { Role::Owner } else { Role::Member },
-        managed_by: if rec.manual {
+        locations: tail.locations,
+        role: if tail.owner {
+            Role::Owner
+        } else {
+            Role::Member
+        },
+        managed_by: if tail.manual {
             ManagedBy::Manual
         } else {
             ManagedBy::Google
         },
-        scim_deleted: rec.scim_deleted,
-        created: time(rec.created_micros)?,
-        last_modified: time(rec.last_modified_micros)?,
-        version: rec.version,
+        scim_deleted: tail.scim_deleted,
+        created: time(tail.created_micros)?,
+        last_modified: time(tail.last_modified_micros)?,
+        version: tail.version,
     })
 }
 
@@ -270,28 +274,16 @@ pub(super) fn decode_ref(bytes: &[u8]) -> Result<RecordRef<'_>, StoreError> {
 /// Encodes a member as format 1 wrote it (tests of the upgrade build old stores with it).
 #[cfg(test)]
 pub(super) fn encode_v1(m: &Member, external_id: Option<&str>) -> Vec<u8> {
+    let r = record_of(m).unwrap();
     let rec = RecordV1 {
-        id: *m.id.as_bytes(),
-        user_name: m.dir.user_name.as_str().to_string(),
-        emails: m
-            .dir
-            .emails
-            .iter()
-            .map(|e| (e.value.clone(), e.kind.clone(), e.primary))
-            .collect(),
-        given_name: m.dir.given_name.clone(),
-        family_name: m.dir.family_name.clone(),
-        display_name: m.dir.display_name.clone(),
-        active: m.dir.active,
-        external_id: external_id.map(str::to_string),
-        locations: m.locations.clone(),
-        owner: m.role == Role::Owner,
-        manual: m.managed_by == ManagedBy::Manual,
-        scim_deleted: m.scim_deleted,
-        scim_extra: String::new(),
-        created_micros: m.created.timestamp_micros(),
-        last_modified_micros: m.last_modified.timestamp_micros(),
-        version: m.version,
+        head: Head {
+            external_id: external_id.map(str::to_string),
+            ..r.head
+        },
+        tail: Tail {
+            scim_extra: String::new(),
+            ..r.tail
+        },
     };
     postcard::to_extend(&rec, vec![FORMAT_V1]).unwrap()
 }
@@ -409,5 +401,27 @@ mod tests {
         assert_eq!(m.last_modified.timestamp_micros(), 1_790_000_100_000_000);
         assert_eq!(m.version, 42);
         assert_eq!(encode(&m).unwrap(), bytes, "re-encoded to the same bytes");
+    }
+
+    /// Format 1 is format 2 without the `google_id` field (and, as `encode_v1` writes it,
+    /// without kept SCIM attributes): checked byte for byte against the format-2 record.
+    #[test]
+    fn the_format_1_record_is_format_2_without_the_google_id() {
+        let hex_of = |s: &str| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
+        let v2: String = FORMAT_2_RECORD.split_whitespace().collect();
+        let google_id = format!("0115{}", hex_of("104598721934561234567"));
+        let extra = format!("14{}", hex_of(r#"{"title":"Engineer"}"#));
+        assert!(v2.starts_with("02") && v2.contains(&google_id) && v2.contains(&extra));
+        let v1 = format!("01{}", &v2[2..])
+            .replacen(&google_id, "", 1)
+            .replacen(&extra, "00", 1);
+        let bytes = |hex: &str| -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let m = decode(&bytes(&v2)).unwrap();
+        assert_eq!(encode_v1(&m, Some("entra-object-1")), bytes(&v1));
     }
 }
