@@ -203,6 +203,7 @@ async fn bench(users: usize, rounds: usize) {
         // used to hand them to a thread of their own): on a warm sync that is every user.
         let unchanged: Vec<Option<Desired>> = store
             .snapshot()
+            .expect("the store reads back")
             .iter()
             .map(|m| {
                 Some(Desired {

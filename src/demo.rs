@@ -321,7 +321,13 @@ fn mutate(fake: &FakeGoogle, round: usize) -> Vec<String> {
 }
 
 fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
-    let members = store.snapshot();
+    let members = match store.snapshot() {
+        Ok(members) => members,
+        Err(e) => {
+            let _ = writeln!(out, "the members could not be read: {e}");
+            return;
+        }
+    };
     let active = members.iter().filter(|m| m.dir.active).count();
     let _ = writeln!(
         out,

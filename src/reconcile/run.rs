@@ -536,9 +536,9 @@ impl Members {
 /// Reads and indexes every member on a blocking thread; a run does this while Google is
 /// read, since the two are independent until the plan.
 async fn load_members(store: Store, domains: Vec<String>) -> Result<Members, StoreError> {
-    tokio::task::spawn_blocking(move || Members::new(store.snapshot(), &domains))
+    tokio::task::spawn_blocking(move || Ok(Members::new(store.snapshot()?, &domains)))
         .await
-        .map_err(|e| StoreError::Internal(format!("the member load task failed: {e}")))
+        .map_err(|e| StoreError::Internal(format!("the member load task failed: {e}")))?
 }
 
 /// Only the members one user could be: by its address, and by the Google id of the user

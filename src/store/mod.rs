@@ -403,12 +403,10 @@ impl Store {
 
     /// A snapshot of every member, ordered by normalised user name, each one built from the
     /// compact mirror: at 1,000,000 members this costs about a gigabyte. A listing that can
-    /// stream uses [`Store::members`].
-    pub fn snapshot(&self) -> Vec<Arc<Member>> {
-        self.members()
-            .filter_map(|m| m.ok())
-            .map(Arc::new)
-            .collect()
+    /// stream uses [`Store::members`]. A member that cannot be read fails the snapshot: the
+    /// pull plans from it, and a member left out would look absent.
+    pub fn snapshot(&self) -> Result<Vec<Arc<Member>>, StoreError> {
+        self.members().map(|m| m.map(Arc::new)).collect()
     }
 
     /// Every member, ordered by normalised user name, from a snapshot taken now. The
@@ -921,6 +919,39 @@ mod tests {
 
     fn at(sec: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::TimeZone::timestamp_opt(&chrono::Utc, 1_790_000_000 + sec, 0).unwrap()
+    }
+
+    #[test]
+    fn a_member_that_cannot_be_read_fails_the_snapshot_instead_of_vanishing_from_it() {
+        // The pull plans from the snapshot: a member left out of it would look absent.
+        use crate::member::{Actor, Change};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let Change::Create {
+            mut attrs,
+            managed_by,
+        } = create(1)
+        else {
+            unreachable!()
+        };
+        attrs
+            .scim_extra
+            .insert("title".into(), serde_json::json!("Engineer"));
+        let actor = Actor::Scim("t".into());
+        let m =
+            crate::provision::apply(&store, Change::Create { attrs, managed_by }, &actor, at(0))
+                .unwrap()
+                .member()
+                .clone();
+        crate::provision::apply(&store, create(2), &actor, at(0)).unwrap();
+        assert_eq!(store.snapshot().unwrap().len(), 2);
+        // Its extra attributes are read from the record, which is now damaged.
+        store
+            .inner
+            .members
+            .insert(m.id.as_bytes(), &b"\xffnot a record"[..])
+            .unwrap();
+        assert!(store.snapshot().is_err());
     }
 
     /// Issue 11 item 2: the mirror does not keep the SCIM extra attributes; every read and
