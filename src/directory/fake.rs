@@ -1440,6 +1440,8 @@ async fn sign_jwt(
 // ---------------------------------------------------------------------------------------
 // Keyless credentials beyond the metadata server: Workload Identity Federation's URL and
 // AWS subject tokens, and service account impersonation (generateAccessToken).
+// `Fault::KeylessRefuses` also takes `"subject token URL"` (no identity: 400),
+// `"AWS metadata"` (no instance profile: 404) and `"generateAccessToken"` (403).
 // ---------------------------------------------------------------------------------------
 
 /// The subject token type of AWS's signed GetCallerIdentity request
