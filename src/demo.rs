@@ -30,8 +30,6 @@ pub struct DemoOptions {
     pub schedule: String,
     /// How often the fake directory changes a few users.
     pub mutate_every: Duration,
-    /// Stop after this long (tests); `None` runs until Ctrl-C.
-    pub run_for: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -41,7 +39,6 @@ impl Default for DemoOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             schedule: "0 * * * * *".into(),
             mutate_every: Duration::from_secs(60),
-            run_for: None,
         }
     }
 }
@@ -61,8 +58,18 @@ fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> DemoError {
     move |e| DemoError::Setup(format!("{what}: {e}"))
 }
 
-/// Runs the demo, printing to `out`, until Ctrl-C (or `run_for`).
+/// Runs the demo, printing to `out`, until Ctrl-C.
 pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), DemoError> {
+    run_until(opts, out, daemon::shutdown_signal()).await
+}
+
+/// Runs the demo, printing to `out`, until `stop` resolves (the tests stop it once they have
+/// seen what they check).
+pub async fn run_until(
+    opts: DemoOptions,
+    out: &mut (dyn Write + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DemoError> {
     if opts.users == 0 {
         return Err(DemoError::Setup("--users must be at least 1".into()));
     }
@@ -215,12 +222,6 @@ the pull ({}) corrects the drift. Ctrl-C stops.
     );
     let _ = out.flush();
 
-    let stop = async {
-        match opts.run_for {
-            Some(d) => tokio::time::sleep(d).await,
-            None => daemon::shutdown_signal().await,
-        }
-    };
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(opts.mutate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

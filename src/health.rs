@@ -117,8 +117,12 @@ pub fn router(state: HealthState) -> Router {
 }
 
 async fn healthz(State(state): State<HealthState>) -> Response {
-    let (active, inactive) = state.store.member_counts();
+    // The last pull before the counts: a pull records itself after its writes, so a pull
+    // that ends meanwhile is then either not shown or shown with its writes counted, never
+    // "ok" beside the counts from before it.
+    let last_sync = state.health.last_sync();
     let failures = state.health.consecutive_failures();
+    let (active, inactive) = state.store.member_counts();
     let store_ok = state.store.schema_version().is_ok();
     let reason = if let Some(why) = state.store.flush_failure() {
         Some(format!(
@@ -145,7 +149,7 @@ async fn healthz(State(state): State<HealthState>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         members: MemberCounts { active, inactive },
         consecutive_sync_failures: failures,
-        last_sync: state.health.last_sync(),
+        last_sync,
     };
     (code, Json(body)).into_response()
 }
@@ -163,4 +167,73 @@ async fn metrics(State(state): State<HealthState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pull that ends while `/healthz` builds its answer is either wholly in the answer or
+    /// wholly out of it: never "the last pull was ok" beside the member counts from before
+    /// that pull. The overdue probe, which `/healthz` calls while it answers, plays the end
+    /// of the run (its writes, then its record, in the daemon's order).
+    #[tokio::test]
+    async fn a_pull_ending_during_a_health_answer_is_never_half_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let health = Arc::new(Health::default());
+        let run = {
+            let store = store.clone();
+            let health = Arc::downgrade(&health);
+            move || {
+                let health = health.upgrade()?;
+                if health.last_sync().is_none() {
+                    crate::owner::execute(
+                        &store,
+                        crate::owner::Request::MembersAdd {
+                            email: "ada@example.com".into(),
+                            given: "Ada".into(),
+                            family: "Lovelace".into(),
+                        },
+                        Utc::now(),
+                    )
+                    .unwrap();
+                    health.record_sync(LastSync {
+                        run_id: "run-1".into(),
+                        status: "ok".into(),
+                        finished: Utc::now(),
+                        error: None,
+                    });
+                }
+                None
+            }
+        };
+        health.set_overdue_probe(Arc::new(run));
+        let answer = |state: HealthState| async move {
+            let r = healthz(State(state)).await;
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (
+                v["last_sync"]["status"].clone(),
+                v["members"]["active"].clone(),
+                v,
+            )
+        };
+        let state = HealthState {
+            store: store.clone(),
+            health: health.clone(),
+        };
+        let (status, active, v) = answer(state.clone()).await;
+        assert!(
+            health.last_sync().is_some(),
+            "the run ended during the answer"
+        );
+        assert!(
+            (status.is_null() && active == 0) || (status == "ok" && active == 1),
+            "a half-shown run: {v}"
+        );
+        // The next answer has all of it.
+        let (status, active, v) = answer(state).await;
+        assert!(status == "ok" && active == 1, "{v}");
+    }
 }

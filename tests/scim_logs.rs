@@ -1,7 +1,10 @@
 //! The request log: it names the token's label, never the token, and keeps query strings
-//! out; and a pull with keyless credentials logs no secret or token. In its own test binary,
-//! because tracing caches per-callsite interest process-wide and other tests running
-//! without a subscriber would race it.
+//! out; and a pull with keyless credentials logs no secret or token. In its own test binary
+//! (the others are in tests/it/), because tracing caches per-callsite interest process-wide
+//! and other tests running without a subscriber would race it: while at most one subscriber
+//! exists, tracing-core works out a log line's interest from the subscriber of the thread
+//! that reaches it first, so a line first reached by another test's thread would be cached
+//! as "never" and this test's capture would miss it.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -11,6 +14,7 @@ use retrac_sync::store::Store;
 use retrac_sync::tokens::{self as auth, TokenRequest, TokenResponse};
 use tower::ServiceExt;
 
+#[path = "it/common.rs"]
 mod common;
 
 /// Collects everything the request log writes.

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::wait_until;
 use retrac_sync::demo::{self, DemoOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,21 +40,25 @@ async fn the_demo_syncs_serves_scim_and_stops() {
         users: 60,
         listen: "127.0.0.1:0".parse().unwrap(),
         mutate_every: Duration::from_secs(3600),
-        run_for: Some(Duration::from_secs(8)),
         ..Default::default()
     };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
         let mut out = out.clone();
-        async move { demo::run(opts, &mut out).await }
-    });
-    let mut text = String::new();
-    for _ in 0..300 {
-        text = out.text();
-        if text.contains("Ctrl-C stops") {
-            break;
+        async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            demo::run_until(opts, &mut out, stopped).await
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "the demo to print its start banner",
+        async || out.text().contains("Ctrl-C stops"),
+    )
+    .await;
+    let text = out.text();
     assert!(text.contains("First pull"), "{text}");
     assert!(text.contains("60 members created"), "{text}");
     let url = field(&text, "SCIM endpoint").unwrap();
@@ -83,6 +88,7 @@ async fn the_demo_syncs_serves_scim_and_stops() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"totalResults\":60"), "{resp}");
 
+    let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .expect("the demo stops")

@@ -1,30 +1,21 @@
 //! The `sync` commands of the binary, against a fake Google on loopback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use retrac_sync::directory::fake::{FakeSeed, Fault};
 
-fn write_config(w: &World) -> std::path::PathBuf {
-    let c = &w.config;
-    let body = format!(
-        "[store]\npath = {:?}\n[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\ndomains = [\"example.com\"]\n[sync]\nmax_deactivations = 5\n",
-        c.store.path, c.google.key_file.as_ref().unwrap(), c.google.subject.as_ref().unwrap(), c.google.api_base_url
-    );
-    let p = w.dir.path().join("config.toml");
-    std::fs::write(&p, body).unwrap();
-    p
+/// The world's config as a file, with a deactivation limit of 5.
+fn config_file(w: &World) -> std::path::PathBuf {
+    let mut c = w.config.clone();
+    c.admin.socket = w.dir.path().join("admin.sock");
+    c.sync.max_deactivations = 5;
+    write_config(w.dir.path(), &c)
 }
 
-async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("CREDENTIALS_DIRECTORY");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+/// The CLI's exit code, stdout and stderr.
+async fn run(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = cli(config, args).await;
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -35,14 +26,14 @@ async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_json_status_dry_run_and_failures() {
     let w = world(FakeSeed::sample(40, "example.com")).await;
-    let config = write_config(&w);
+    let config = config_file(&w);
 
-    let (code, out, err) = cli(&config, &["sync", "--dry-run"]).await;
+    let (code, out, err) = run(&config, &["sync", "--dry-run"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("create"), "{out}");
     assert!(out.contains("dry run: nothing was written"), "{out}");
 
-    let (code, out, err) = cli(&config, &["sync", "--json"]).await;
+    let (code, out, err) = run(&config, &["sync", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("fetching"), "no progress with --json: {err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -71,7 +62,7 @@ async fn sync_json_status_dry_run_and_failures() {
     assert_eq!(v["created"], 40);
     assert_eq!(v["google_requests"], 1);
 
-    let (code, out, _) = cli(&config, &["sync", "status", "--json"]).await;
+    let (code, out, _) = run(&config, &["sync", "status", "--json"]).await;
     assert_eq!(code, 0);
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["value"]["runs"][0]["run_id"], v["run_id"]);
@@ -80,10 +71,10 @@ async fn sync_json_status_dry_run_and_failures() {
     for u in w.google.users().iter().take(20) {
         w.google.delete(&u.primary_email);
     }
-    let (code, out, err) = cli(&config, &["sync"]).await;
+    let (code, out, err) = run(&config, &["sync"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sync approve"), "{out}");
-    let (_, status, _) = cli(&config, &["sync", "status"]).await;
+    let (_, status, _) = run(&config, &["sync", "status"]).await;
     assert!(status.contains("held:"), "{status}");
     let run_id = status
         .lines()
@@ -93,7 +84,7 @@ async fn sync_json_status_dry_run_and_failures() {
         .nth(5)
         .unwrap()
         .to_string();
-    let (code, out, err) = cli(&config, &["sync", "approve", &run_id, "--json"]).await;
+    let (code, out, err) = run(&config, &["sync", "approve", &run_id, "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let a: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(a["deactivated"].as_u64().unwrap() > 5);
@@ -106,7 +97,7 @@ async fn sync_json_status_dry_run_and_failures() {
         status: 400,
         reason: "invalid",
     });
-    let (code, out, err) = cli(&config, &["sync", "--json"]).await;
+    let (code, out, err) = run(&config, &["sync", "--json"]).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"],
@@ -114,13 +105,13 @@ async fn sync_json_status_dry_run_and_failures() {
     );
     assert!(err.contains("nothing was written"), "{err}");
 
-    let (code, _, err) = cli(&config, &["sync", "discard", "20261101T020000Z-000042"]).await;
+    let (code, _, err) = run(&config, &["sync", "discard", "20261101T020000Z-000042"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no held changes"), "{err}");
-    let (code, _, err) = cli(&config, &["sync", "discard", "no-such-run"]).await;
+    let (code, _, err) = run(&config, &["sync", "discard", "no-such-run"]).await;
     assert_eq!(code, 2, "a malformed run id is a usage error");
     assert!(err.contains("is not a run id"), "{err}");
-    let (code, _, _) = cli(&config, &["sync", "user", "not-an-email"]).await;
+    let (code, _, _) = run(&config, &["sync", "user", "not-an-email"]).await;
     assert_eq!(code, 2);
 }
 
@@ -128,8 +119,8 @@ async fn sync_json_status_dry_run_and_failures() {
 async fn a_missing_key_file_is_a_clear_failure() {
     let mut w = world(FakeSeed::sample(3, "example.com")).await;
     w.config.google.key_file = Some(w.dir.path().join("missing.json"));
-    let config = write_config(&w);
-    let (code, _, err) = cli(&config, &["sync"]).await;
+    let config = config_file(&w);
+    let (code, _, err) = run(&config, &["sync"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("missing.json"), "{err}");
 }

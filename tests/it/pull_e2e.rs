@@ -1,7 +1,7 @@
 //! End to end: a fake Google with 1,200 users and groups, then `sync`, then each change in
 //! Google followed by a sync that must reflect it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser, Fault};

@@ -2,7 +2,7 @@
 //! a member changed over SCIM between plan and apply is skipped, not overwritten; a crashed
 //! run converges.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -366,8 +366,12 @@ async fn runs_never_overlap() {
         let ctx = ctx.clone();
         async move { reconcile::run_sync(&ctx, SyncOptions::default()).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(ctx.is_running());
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the first run to start",
+        async || ctx.is_running(),
+    )
+    .await;
     assert!(matches!(
         reconcile::run_sync(&ctx, SyncOptions::default()).await,
         Err(reconcile::SyncError::Busy)

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::wait_until;
 use chrono::Utc;
 use retrac_sync::config::Config;
 use retrac_sync::daemon::{self, Listeners};
@@ -219,17 +220,27 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
     .await;
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
-    // The first pull (after its retried page) creates the sample users.
-    let mut exposition = String::new();
-    for _ in 0..200 {
-        exposition = scrape(metrics_addr).await;
-        if exposition.contains("retrac_sync_runs_total{status=\"ok\"}")
-            || exposition.contains("retrac_sync_runs_total{status=\"failed\"}")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The first pull (after its retried page) creates the sample users. The metrics are
+    // process-wide (other tests' runs count too), so this daemon's own health says when its
+    // pull is over.
+    let mut health = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon's first pull to end",
+        async || {
+            let answer = http(
+                metrics_addr,
+                "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(),
+            )
+            .await;
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            health = serde_json::from_str(body).unwrap();
+            !health["last_sync"].is_null()
+        },
+    )
+    .await;
+    assert_eq!(health["last_sync"]["status"], "ok", "{health}");
+    let exposition = scrape(metrics_addr).await;
     let exported = exported_names(&exposition);
     assert!(
         exposition.contains("retrac_sync_runs_total{status=\"ok\"}"),

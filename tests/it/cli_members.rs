@@ -1,8 +1,9 @@
 //! The owner CLI, run as a real process against a store in a temporary directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{cli, command};
 use retrac_sync::config::Config;
 use retrac_sync::member::{Actor, Change, DirectoryAttrs, ManagedBy, MemberView, UserName};
 use retrac_sync::provision;
@@ -76,29 +77,11 @@ impl Daemon {
 
 /// `run` off the async workers (the daemon runs on them).
 async fn run_async(env: &Env, args: &[&str]) -> Output {
-    let config = env.config.clone();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-            .arg("--config")
-            .arg(&config)
-            .args(&args)
-            .env_remove("RETRAC_SYNC_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    cli(&env.config, args).await
 }
 
 fn run(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&env.config)
-        .args(args)
-        .env_remove("RETRAC_SYNC_CONFIG")
-        .output()
-        .unwrap()
+    command(&env.config).args(args).output().unwrap()
 }
 
 fn ok(env: &Env, args: &[&str]) -> String {
@@ -469,6 +452,7 @@ fn config_errors_exit_2_and_config_check_prints_effective_values() {
     let example = ok(&env, &["config", "example"]);
     assert!(example.contains("[scim]"));
 
+    // Hand-written TOML on purpose: a misspelt key is what is tested.
     std::fs::write(&env.config, "[store]\npth = \"/tmp/x\"\n").unwrap();
     let out = run(&env, &["members", "list"]);
     assert_eq!(out.status.code(), Some(2));

@@ -2,6 +2,7 @@
 //! 10,000 characters), PATCH bodies and User bodies never panic; the `sortBy` order is total.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use retrac_sync::scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
 use retrac_sync::scim::{patch, resource};
 use serde_json::{json, Value};
@@ -264,7 +265,13 @@ fn grace() -> Value {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // The regressions file sits beside this file. proptest's default (`SourceParallel`)
+    // would look for it in tests/proptest-regressions/, since tests/it/ holds a main.rs.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn parse_of_print_is_the_same_filter(f in any_filter()) {

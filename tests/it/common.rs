@@ -1,7 +1,11 @@
-//! Shared set-up of the pull tests: a fake Google on port 0, a temporary store, a config.
+//! Shared set-up of the integration tests: a fake Google on port 0, a temporary store, a
+//! config; waiting on a condition.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
 
 use retrac_sync::config::Config;
 use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
@@ -100,4 +104,59 @@ pub fn assert_mirrors(store: &Store, google: &FakeGoogle, expect: impl Fn(&FakeU
     assert_eq!(active, expected_active, "no other member is active");
     let problems = store.check_consistency().unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Waits until `cond` holds, asking again every 20 ms, and fails the test (naming `what`) if
+/// it still does not after `within`. Tests wait on a condition this way, never for a fixed
+/// time: a loaded machine only makes them slower, and an idle one does not wait for nothing.
+pub async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The binary with `--config config`, cleared of the environment that would point it
+/// elsewhere or change its output (`RETRAC_SYNC_CONFIG`, systemd's `CREDENTIALS_DIRECTORY`,
+/// `RUST_LOG`).
+pub fn command(config: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"));
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("RETRAC_SYNC_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs the CLI with `args` and waits for it without holding an async worker (a daemon in
+/// the same runtime keeps answering it).
+pub async fn cli(config: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::from(command(config))
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// A config with its store and admin socket in `dir` and its listeners on a free loopback
+/// port, as a test's daemon or CLI runs with it.
+pub fn local_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.store.path = dir.join("store");
+    config.admin.socket = dir.join("admin.sock");
+    config.scim.listen = "127.0.0.1:0".into();
+    config.metrics.listen = "127.0.0.1:0".into();
+    config
+}
+
+/// Writes `config` (as `Config::to_toml` renders it) to `dir/config.toml`.
+pub fn write_config(dir: &Path, config: &Config) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    path
 }

@@ -2,7 +2,7 @@
 //! unknown scope group, an expired or mismatched certificate, a skewed clock, a running
 //! daemon, and the CLI's checklist and exit code.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,40 +246,15 @@ async fn a_running_daemon_answers_and_holds_the_store() {
     daemon.await.unwrap().unwrap();
 }
 
-async fn cli(config: &Config, dir: &Path, args: &[&str]) -> std::process::Output {
-    // The config as a file, as an admin has it.
-    let path = dir.join("doctor.toml");
-    let c = config;
-    let text = format!(
-        "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\npublic_url = {:?}\n[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\ndomains = [\"example.com\"]\n[scope]\ngroups = {:?}\n",
-        c.store.path.display().to_string(),
-        c.admin.socket.display().to_string(),
-        c.scim.public_url.clone().unwrap_or_default(),
-        c.google.key_file.as_ref().unwrap().display().to_string(),
-        c.google.subject.clone().unwrap(),
-        c.google.api_base_url,
-        c.scope.groups,
-    );
-    std::fs::write(&path, text).unwrap();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-            .arg("--config")
-            .arg(&path)
-            .args(&args)
-            .env_remove("RETRAC_SYNC_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+/// Runs the CLI with `config` written to a file in `dir`, as an admin has it.
+async fn cli_with(config: &Config, dir: &Path, args: &[&str]) -> std::process::Output {
+    common::cli(&common::write_config(dir, config), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_a_checklist_and_exits_1_only_on_a_failure() {
     let mut w = healthy().await;
-    let out = cli(&w.config, w.dir.path(), &["doctor"]).await;
+    let out = cli_with(&w.config, w.dir.path(), &["doctor"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -297,7 +272,7 @@ async fn the_cli_prints_a_checklist_and_exits_1_only_on_a_failure() {
     }
 
     w.config.scope.groups = vec!["no-such-group@example.com".into()];
-    let out = cli(&w.config, w.dir.path(), &["doctor", "--json"]).await;
+    let out = cli_with(&w.config, w.dir.path(), &["doctor", "--json"]).await;
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], false);
@@ -321,7 +296,9 @@ async fn the_cli_prints_a_checklist_and_exits_1_only_on_a_failure() {
 async fn a_config_that_does_not_load_is_one_failed_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[sync]\nschedule = \"often\"\n").unwrap();
+    let mut bad = Config::default();
+    bad.sync.schedule = "often".into();
+    std::fs::write(&path, bad.to_toml()).unwrap();
     let mut opts = options();
     opts.config_source = Some(path.clone());
     let report = doctor::diagnose(Config::load_with_env(Some(&path), Vec::new()), &opts).await;

@@ -485,10 +485,15 @@ async fn a_token_answer_that_stalls_times_out_and_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let c = client_with_timeout(&g, &dir, std::time::Duration::from_millis(300)).await;
     g.inject(Fault::StallToken(std::time::Duration::from_secs(3600)));
-    // Google answers again after a while.
+    // Google answers again once the first token request is stalled (that one times out).
     let g_ref = &g;
     let (users, ()) = tokio::join!(all_users(&c), async {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        crate::common::wait_until(
+            std::time::Duration::from_secs(10),
+            "the first token request",
+            async || g_ref.requests("token") > 0,
+        )
+        .await;
         g_ref.clear_faults();
     });
     assert_eq!(users.unwrap().len(), 10);

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::{cli, command, local_config, write_config};
 use retrac_sync::config::Config;
 use retrac_sync::daemon::{self, Listeners};
 use retrac_sync::store::Store;
@@ -26,11 +27,7 @@ struct Daemon {
 }
 
 fn config_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> Config {
-    let mut c = Config::default();
-    c.store.path = dir.join("store");
-    c.admin.socket = dir.join("admin.sock");
-    c.scim.listen = "127.0.0.1:0".into();
-    c.metrics.listen = "127.0.0.1:0".into();
+    let mut c = local_config(dir);
     c.log.format = retrac_sync::config::LogFormat::Json;
     edit(&mut c);
     c
@@ -38,15 +35,10 @@ fn config_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> Config {
 
 async fn spawn(edit: impl FnOnce(&mut Config)) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_in(dir.path(), edit).to_toml()).unwrap();
+    let config = write_config(dir.path(), &config_in(dir.path(), edit));
     let log = dir.path().join("daemon.log");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&config)
+    let child = tokio::process::Command::from(command(&config))
         .arg("run")
-        .env_remove("RETRAC_SYNC_CONFIG")
-        .env_remove("RUST_LOG")
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
@@ -103,14 +95,7 @@ impl Daemon {
     }
 
     async fn cli(&self, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("RETRAC_SYNC_CONFIG")
-            .output()
-            .await
-            .unwrap()
+        cli(&self.config, args).await
     }
 
     /// A new token, through the CLI and the admin socket: (id, secret).
@@ -397,6 +382,8 @@ async fn connections_past_the_cap_wait_in_the_backlog_without_taking_a_file() {
     for _ in 0..CAP + 200 {
         idle.push(TcpStream::connect(&d.scim).await.unwrap());
     }
+    // A fixed wait on purpose: what is checked is that nothing more happens (no file is
+    // taken past the cap), which no condition can announce.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let files_held = d.open_files();
     println!(
@@ -519,7 +506,8 @@ async fn failed_logins_are_counted_logged_sparingly_and_a_revocation_counts_at_o
         401,
         "the revoked token is refused on the next request"
     );
-    // A line after the one-second window carries the count of the refusals left out.
+    // A line after the one-second window carries the count of the refusals left out (the
+    // window is time itself, so this wait is fixed).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(request(&d.scim, get(users, None)).await.status, 401);
 

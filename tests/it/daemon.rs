@@ -2,10 +2,10 @@
 //! socket, health and metrics, and a clean shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use retrac_sync::config::Config;
+use crate::common::{cli, command, local_config, wait_until, write_config};
+use retrac_sync::config::{Config, LogFormat};
 use retrac_sync::daemon::{self, Listeners};
 use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::store::Store;
@@ -21,23 +21,16 @@ struct Running {
 }
 
 async fn start() -> Running {
-    start_with(String::new(), daemon::LaunchOptions::default()).await
+    start_with(|_| {}, daemon::LaunchOptions::default()).await
 }
 
-async fn start_with(extra_config: String, options: daemon::LaunchOptions) -> Running {
+async fn start_with(edit: impl FnOnce(&mut Config), options: daemon::LaunchOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("store");
     let socket = dir.path().join("run/admin.sock");
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n{extra_config}",
-            store_path.display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut config = local_config(dir.path());
+    config.admin.socket = socket.clone();
+    edit(&mut config);
+    let config_path = write_config(dir.path(), &config);
     let config = Config::load_with_env(Some(&config_path), Vec::new()).unwrap();
     let store = Store::open(&config.store.path).unwrap();
     let scim = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -91,22 +84,6 @@ async fn reopen(path: &Path) -> Store {
         }
     }
     panic!("the store stayed locked after the daemon stopped");
-}
-
-async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
-    let config = config.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-            .arg("--config")
-            .arg(&config)
-            .args(&args)
-            .env_remove("RETRAC_SYNC_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -243,12 +220,19 @@ async fn health_and_metrics_report_the_store_and_the_members() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["members"]["active"], 1);
 
-    let (status, text) = http_get(d.metrics, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        text.contains("retrac_members{state=\"active\"} 1"),
-        "{text}"
-    );
+    // The recorder is process-wide, and another test's daemon may set the members gauge
+    // between this one's setting it and rendering: ask until this daemon's count shows.
+    wait_until(
+        Duration::from_secs(10),
+        "/metrics to show one active member",
+        async || {
+            let (status, text) = http_get(d.metrics, "/metrics").await;
+            assert_eq!(status, 200);
+            text.contains("retrac_members{state=\"active\"} 1")
+        },
+    )
+    .await;
+    let (_, text) = http_get(d.metrics, "/metrics").await;
     assert!(
         text.contains("retrac_changes_total{kind=\"create\",source=\"owner\"}"),
         "{text}"
@@ -276,25 +260,9 @@ fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
     let socket = dir.path().join("admin.sock");
     // A stale socket file: bound once, its listener gone.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n",
-            dir.path().join("store").display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "members",
-            "list",
-            "--format",
-            "json",
-        ])
+    let config = write_config(dir.path(), &local_config(dir.path()));
+    let out = command(&config)
+        .args(["members", "list", "--format", "json"])
         .output()
         .unwrap();
     assert!(
@@ -305,20 +273,25 @@ fn a_socket_with_no_daemon_behind_it_falls_back_to_the_store() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
-async fn fake_google(dir: &Path, users: usize) -> (FakeGoogle, String) {
+/// A fake Google with `users` sample users and its key in `dir`, and the config edit that
+/// points a daemon at it: a schedule that never fires on its own, no deactivation limit.
+async fn fake_google(dir: &Path, users: usize) -> (FakeGoogle, impl Fn(&mut Config)) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = FakeGoogle::start(listener, FakeSeed::sample(users, "example.com"))
         .await
         .unwrap();
     let key = dir.join("google-key.json");
     fake.write_key_file(&key).unwrap();
-    let config = format!(
-        "[google]\nkey_file = {:?}\nsubject = {:?}\napi_base_url = {:?}\n[sync]\nschedule = \"0 0 0 1 1 *\"\nmax_deactivations = 1000\nmax_deactivation_percent = 100\n",
-        key.display().to_string(),
-        fake.admin(),
-        fake.base_url()
-    );
-    (fake, config)
+    let (subject, api_base_url) = (fake.admin(), fake.base_url());
+    let google = move |c: &mut Config| {
+        c.google.key_file = Some(key.clone());
+        c.google.subject = Some(subject.clone());
+        c.google.api_base_url = api_base_url.clone();
+        c.sync.schedule = "0 0 0 1 1 *".into();
+        c.sync.max_deactivations = 1000;
+        c.sync.max_deactivation_percent = 100.0;
+    };
+    (fake, google)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,14 +307,16 @@ async fn the_daemon_pulls_on_start_and_on_demand_and_reports_it() {
     .await;
     // The first run comes shortly after start.
     let mut health = serde_json::Value::Null;
-    for _ in 0..200 {
-        let (_, body) = http_get(d.metrics, "/healthz").await;
-        health = serde_json::from_str(&body).unwrap();
-        if !health["last_sync"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the first pull to end",
+        async || {
+            let (_, body) = http_get(d.metrics, "/healthz").await;
+            health = serde_json::from_str(&body).unwrap();
+            !health["last_sync"].is_null()
+        },
+    )
+    .await;
     assert_eq!(health["last_sync"]["status"], "ok", "{health}");
     let total = fake.users().len();
     let active_in_google = fake
@@ -425,36 +400,29 @@ async fn sigterm_during_a_sync_exits_cleanly_with_a_consistent_store() {
     let (fake, google) = fake_google(dir.path(), 2000).await;
     // Slow Google down so the run is still going when the signal comes.
     fake.inject(Fault::Delay(Duration::from_millis(400)));
-    let store = dir.path().join("store");
-    let socket = dir.path().join("admin.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n{google}",
-            store.display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&config)
+    let mut c = local_config(dir.path());
+    google(&mut c);
+    let (store, socket) = (c.store.path.clone(), c.admin.socket.clone());
+    let config = write_config(dir.path(), &c);
+    let mut daemon = tokio::process::Command::from(command(&config))
         .arg("run")
-        .env_remove("RETRAC_SYNC_CONFIG")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(socket.exists(), "the daemon came up");
-    // The first scheduled run starts 5 s after start; wait until it is fetching.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    assert!(fake.api_requests() > 0, "a sync is running");
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon to come up",
+        async || socket.exists(),
+    )
+    .await;
+    // The first scheduled run starts 5 s after start; the signal comes once it is fetching
+    // (each answer takes 400 ms, so it is still fetching).
+    wait_until(
+        Duration::from_secs(30),
+        "the first pull to ask Google",
+        async || fake.api_requests() > 0,
+    )
+    .await;
     let pid = daemon.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -501,34 +469,25 @@ async fn no_log_line_carries_a_token_a_key_or_an_access_token() {
     let key_file = std::fs::read_to_string(dir.path().join("google-key.json")).unwrap();
     let key_json: serde_json::Value = serde_json::from_str(&key_file).unwrap();
     let private_key = key_json["private_key"].as_str().unwrap().to_string();
-    let socket = dir.path().join("admin.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = {:?}\n[admin]\nsocket = {:?}\n[scim]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"trace\"\n{google}",
-            dir.path().join("store").display().to_string(),
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut c = local_config(dir.path());
+    c.log.format = LogFormat::Json;
+    c.log.level = "trace".into();
+    google(&mut c);
+    let socket = c.admin.socket.clone();
+    let config = write_config(dir.path(), &c);
     let log_path = dir.path().join("daemon.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_retrac-sync"))
-        .arg("--config")
-        .arg(&config)
+    let mut daemon = tokio::process::Command::from(command(&config))
         .arg("run")
-        .env_remove("RETRAC_SYNC_CONFIG")
-        .env_remove("RUST_LOG")
         .stderr(log_file)
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon to come up",
+        async || socket.exists(),
+    )
+    .await;
     let out = cli(
         &config,
         &["token", "create", "--label", "google-workspace", "--json"],
