@@ -322,7 +322,7 @@ fn mutate(fake: &FakeGoogle, round: usize) -> Vec<String> {
 
 fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     let members = store.snapshot();
-    let active = members.iter().filter(|m| m.active).count();
+    let active = members.iter().filter(|m| m.dir.active).count();
     let _ = writeln!(
         out,
         "{:<34} {:<22} {:<6} GOOGLE ID",
@@ -331,16 +331,16 @@ fn print_members(store: &Store, out: &mut (dyn Write + Send)) {
     for m in members.iter().take(15) {
         let name = format!(
             "{} {}",
-            m.given_name.as_deref().unwrap_or(""),
-            m.family_name.as_deref().unwrap_or("")
+            m.dir.given_name.as_deref().unwrap_or(""),
+            m.dir.family_name.as_deref().unwrap_or("")
         );
         let _ = writeln!(
             out,
             "{:<34} {:<22} {:<6} {}",
-            truncate(m.user_name.as_str(), 34),
+            truncate(m.dir.user_name.as_str(), 34),
             truncate(name.trim(), 22),
-            if m.active { "yes" } else { "no" },
-            m.google_id.as_deref().unwrap_or("-")
+            if m.dir.active { "yes" } else { "no" },
+            m.dir.google_id.as_deref().unwrap_or("-")
         );
     }
     if members.len() > 15 {

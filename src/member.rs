@@ -296,29 +296,55 @@ impl fmt::Display for ManagedBy {
     }
 }
 
-/// The fields the directory owns. SCIM and the pull write these and nothing else.
+/// The attributes the directory owns: SCIM and the pull write these and nothing else.
+///
+/// A [`Member`] holds them as `dir`, and [`Change::Create`] and [`Change::Update`] carry
+/// them, so the stored member and the change that writes it are one type: a field read as
+/// `member.dir.given_name` is the field a change sets as `attrs.given_name`.
+///
+/// Three of them belong to one actor each, and [`crate::provision`] ignores them from any
+/// other: `google_id` is the pull's, `external_id` and `scim_extra` are SCIM's. That rule is
+/// also why `scim_extra` is a plain map rather than an `Option` meaning "leave the stored one
+/// alone": the pull and the owner never send any, and what they would send is not written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectoryAttrs {
-    /// The primary email.
+    /// The primary email (or, from SCIM, any identifier); unique case-insensitively.
     pub user_name: UserName,
-    /// Emails, primary first.
+    /// Every address, the primary one first.
     pub emails: Vec<Email>,
-    /// First name.
+    /// SCIM's `name.givenName`, Google's `name.givenName`.
     pub given_name: Option<String>,
-    /// Last name.
+    /// SCIM's `name.familyName`, Google's `name.familyName`.
     pub family_name: Option<String>,
-    /// Display name.
+    /// SCIM's `displayName`, Google's `name.fullName`.
     pub display_name: Option<String>,
-    /// False = deactivated.
+    /// False: no workspace access (deactivated); the record stays.
     pub active: bool,
-    /// The Google user id. Only the pull writes it; from any other actor it is ignored.
+    /// The Google user id, the pull's first key for matching. Only the pull writes it.
     pub google_id: Option<String>,
-    /// A SCIM client's `externalId` (RFC 7643 §3.1). Only SCIM writes it; from any other
-    /// actor it is ignored.
+    /// A SCIM client's `externalId` (RFC 7643 §3.1), as it sent it. Only SCIM writes it.
     pub external_id: Option<String>,
-    /// Other SCIM attributes a client sent, kept so nothing it wrote is lost.
-    /// `None` leaves what is stored as it is (the pull has none to give).
-    pub scim_extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Other SCIM attributes a client sent, kept verbatim so nothing it wrote is lost.
+    /// Only SCIM writes them.
+    ///
+    /// Serialised as `null` when empty (the JSON of a dry run's changes had an
+    /// `Option` here, and the pull's changes showed `null`).
+    #[serde(default, with = "extras_or_null")]
+    pub scim_extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `scim_extra` as JSON: `null` for none, as when it was an `Option`.
+mod extras_or_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(m: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+        (!m.is_empty()).then_some(m).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+        Ok(Option::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 impl DirectoryAttrs {
@@ -333,32 +359,159 @@ impl DirectoryAttrs {
             active: true,
             google_id: None,
             external_id: None,
-            scim_extra: None,
+            scim_extra: serde_json::Map::new(),
         }
     }
 }
 
-/// A member of the Retrac workspace as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One attribute of [`DirectoryAttrs`] (all but `scim_extra`, which is the bag of what is
+/// none of them), by name.
+///
+/// Everything that goes over the attributes one by one goes through this enum: the write
+/// rules and the audit entry in [`crate::provision`], the pull's diff in
+/// [`crate::reconcile::plan`], and the CLI's text and CSV. Adding an attribute is a field in
+/// `DirectoryAttrs`, a variant here (the compiler then lists every `match` below that needs
+/// an arm), where it comes from (Google's user, a SCIM body), and the store's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    /// [`DirectoryAttrs::user_name`]
+    UserName,
+    /// [`DirectoryAttrs::emails`]
+    Emails,
+    /// [`DirectoryAttrs::given_name`]
+    GivenName,
+    /// [`DirectoryAttrs::family_name`]
+    FamilyName,
+    /// [`DirectoryAttrs::display_name`]
+    DisplayName,
+    /// [`DirectoryAttrs::active`]
+    Active,
+    /// [`DirectoryAttrs::google_id`]
+    GoogleId,
+    /// [`DirectoryAttrs::external_id`]
+    ExternalId,
+}
+
+impl Field {
+    /// Every attribute, in the order the plan lists changed ones.
+    pub const ALL: [Field; 8] = [
+        Field::UserName,
+        Field::Emails,
+        Field::GivenName,
+        Field::FamilyName,
+        Field::DisplayName,
+        Field::Active,
+        Field::GoogleId,
+        Field::ExternalId,
+    ];
+
+    /// Its name in the audit log, the plan, the CLI's JSON and SCIM (where the two name
+    /// parts sit under `name`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::UserName => "userName",
+            Field::Emails => "emails",
+            Field::GivenName => "givenName",
+            Field::FamilyName => "familyName",
+            Field::DisplayName => "displayName",
+            Field::Active => "active",
+            Field::GoogleId => "googleId",
+            Field::ExternalId => "externalId",
+        }
+    }
+
+    /// Whether `actor` writes it; from any other actor it is ignored. The Google id is the
+    /// pull's, `externalId` the SCIM client's (the owner writes neither).
+    pub fn written_by(self, actor: &Actor) -> bool {
+        match self {
+            Field::GoogleId => matches!(actor, Actor::Pull(_)),
+            Field::ExternalId => matches!(actor, Actor::Scim(_)),
+            _ => true,
+        }
+    }
+
+    /// Whether the pull writes it (and so compares it).
+    pub fn pulled(self) -> bool {
+        self.written_by(&Actor::Pull(String::new()))
+    }
+
+    /// Its value in `a`, as JSON (the audit's `before` and `after`).
+    pub fn value(self, a: &DirectoryAttrs) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Field::UserName => json!(a.user_name.as_str()),
+            Field::Emails => json!(a.emails),
+            Field::GivenName => json!(a.given_name),
+            Field::FamilyName => json!(a.family_name),
+            Field::DisplayName => json!(a.display_name),
+            Field::Active => json!(a.active),
+            Field::GoogleId => json!(a.google_id),
+            Field::ExternalId => json!(a.external_id),
+        }
+    }
+
+    /// Whether `a` and `b` differ in it. Exactly: a user name that changes only in case
+    /// changes (the member shows the address as the directory has it).
+    pub fn differs(self, a: &DirectoryAttrs, b: &DirectoryAttrs) -> bool {
+        match self {
+            Field::UserName => a.user_name.as_str() != b.user_name.as_str(),
+            Field::Emails => a.emails != b.emails,
+            Field::GivenName => a.given_name != b.given_name,
+            Field::FamilyName => a.family_name != b.family_name,
+            Field::DisplayName => a.display_name != b.display_name,
+            Field::Active => a.active != b.active,
+            Field::GoogleId => a.google_id != b.google_id,
+            Field::ExternalId => a.external_id != b.external_id,
+        }
+    }
+
+    /// Copies it from `from` onto `to`. A Google id is never cleared: a change without one
+    /// keeps the link.
+    pub fn copy(self, from: &DirectoryAttrs, to: &mut DirectoryAttrs) {
+        match self {
+            Field::UserName => to.user_name = from.user_name.clone(),
+            Field::Emails => to.emails = from.emails.clone(),
+            Field::GivenName => to.given_name = from.given_name.clone(),
+            Field::FamilyName => to.family_name = from.family_name.clone(),
+            Field::DisplayName => to.display_name = from.display_name.clone(),
+            Field::Active => to.active = from.active,
+            Field::GoogleId => {
+                if from.google_id.is_some() {
+                    to.google_id = from.google_id.clone()
+                }
+            }
+            Field::ExternalId => to.external_id = from.external_id.clone(),
+        }
+    }
+
+    /// Sets it in `a` from its JSON value (as [`Field::value`] writes it; `null` for none).
+    pub fn read(self, a: &mut DirectoryAttrs, v: serde_json::Value) -> serde_json::Result<()> {
+        use serde_json::from_value;
+        match self {
+            Field::UserName => a.user_name = from_value(v)?,
+            Field::Emails => a.emails = from_value(v)?,
+            Field::GivenName => a.given_name = from_value(v)?,
+            Field::FamilyName => a.family_name = from_value(v)?,
+            Field::DisplayName => a.display_name = from_value(v)?,
+            Field::Active => a.active = from_value(v)?,
+            Field::GoogleId => a.google_id = from_value(v)?,
+            Field::ExternalId => a.external_id = from_value(v)?,
+        }
+        Ok(())
+    }
+}
+
+/// A member of the Retrac workspace as stored: its id, what the directory owns (`dir`),
+/// what the owner owns, and the record's bookkeeping.
+///
+/// The store's record ([`crate::store`]'s codec) is a separate, positional type, so this one
+/// can change shape without touching a byte on disk.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Member {
-    /// Permanent id.
+    /// Its permanent id, also its SCIM `id`.
     pub id: MemberId,
-    /// Primary email; unique case-insensitively.
-    pub user_name: UserName,
-    /// Emails, primary first.
-    pub emails: Vec<Email>,
-    /// First name.
-    pub given_name: Option<String>,
-    /// Last name.
-    pub family_name: Option<String>,
-    /// Display name.
-    pub display_name: Option<String>,
-    /// False = no workspace access; the record stays.
-    pub active: bool,
-    /// The Google user id; the pull's first key for matching. Only the pull writes it.
-    pub google_id: Option<String>,
-    /// The SCIM client's `externalId`, as it sent it. Only SCIM writes it.
-    pub external_id: Option<String>,
+    /// The attributes SCIM and the pull write.
+    pub dir: DirectoryAttrs,
     /// Locations assigned by an owner. Never written by SCIM or the pull.
     pub locations: Vec<String>,
     /// Role assigned by an owner. Never written by SCIM or the pull.
@@ -366,12 +519,8 @@ pub struct Member {
     /// Google (linked to the directory) or manual.
     pub managed_by: ManagedBy,
     /// Removed from the SCIM view by a SCIM DELETE; kept, inactive, restorable.
-    #[serde(default)]
     pub scim_deleted: bool,
-    /// Other SCIM attributes a client sent.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub scim_extra: serde_json::Map<String, serde_json::Value>,
-    /// When it was created.
+    /// When the record was created.
     pub created: DateTime<Utc>,
     /// When it last changed.
     pub last_modified: DateTime<Utc>,
@@ -380,21 +529,6 @@ pub struct Member {
 }
 
 impl Member {
-    /// The directory-owned fields as they are now.
-    pub fn directory_attrs(&self) -> DirectoryAttrs {
-        DirectoryAttrs {
-            user_name: self.user_name.clone(),
-            emails: self.emails.clone(),
-            given_name: self.given_name.clone(),
-            family_name: self.family_name.clone(),
-            display_name: self.display_name.clone(),
-            active: self.active,
-            google_id: self.google_id.clone(),
-            external_id: self.external_id.clone(),
-            scim_extra: Some(self.scim_extra.clone()),
-        }
-    }
-
     /// Whether SCIM sees this member: not SCIM-deleted, and not an owner's invite that no
     /// identity provider has claimed yet (a manual member is linked by a SCIM POST of its
     /// user name, or by the pull).
@@ -402,18 +536,14 @@ impl Member {
         !self.scim_deleted && self.managed_by != ManagedBy::Manual
     }
 
-    /// The CLI's JSON view: exactly the documented keys.
+    /// The CLI's view: the member without what the CLI never shows.
     pub fn to_view(&self) -> MemberView {
         MemberView {
             id: self.id.to_string(),
-            user_name: self.user_name.to_string(),
-            given_name: self.given_name.clone(),
-            family_name: self.family_name.clone(),
-            display_name: self.display_name.clone(),
-            emails: self.emails.clone(),
-            active: self.active,
-            google_id: self.google_id.clone(),
-            external_id: self.external_id.clone(),
+            dir: DirectoryAttrs {
+                scim_extra: serde_json::Map::new(),
+                ..self.dir.clone()
+            },
             locations: self.locations.clone(),
             role: self.role,
             managed_by: self.managed_by,
@@ -424,41 +554,85 @@ impl Member {
     }
 }
 
-/// A member as the CLI prints it in JSON.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A member as the CLI shows it and the admin socket sends it: the member without its kept
+/// SCIM attributes (`dir.scim_extra` is always empty here) or its SCIM-deleted mark.
+///
+/// Its JSON is a documented format with exactly these keys: `id`, each [`Field`] by its
+/// name, `locations`, `role`, `managedBy`, `created`, `lastModified`, `version`. It is
+/// written and read by hand over [`Field::ALL`] rather than derived, so that the attributes
+/// are not listed a third time; an unknown key is refused, as `deny_unknown_fields` did.
+#[derive(Clone, Debug, PartialEq)]
 pub struct MemberView {
-    /// Permanent id.
+    /// The member's id, hyphenated.
     pub id: String,
-    /// Primary email.
-    pub user_name: String,
-    /// First name.
-    pub given_name: Option<String>,
-    /// Last name.
-    pub family_name: Option<String>,
-    /// Display name.
-    pub display_name: Option<String>,
-    /// Emails, primary first.
-    pub emails: Vec<Email>,
-    /// Workspace access.
-    pub active: bool,
-    /// Google user id (set by the pull).
-    #[serde(default)]
-    pub google_id: Option<String>,
-    /// The SCIM client's externalId.
-    pub external_id: Option<String>,
+    /// The directory-owned attributes.
+    pub dir: DirectoryAttrs,
     /// Owner-assigned locations.
     pub locations: Vec<String>,
     /// Owner-assigned role.
     pub role: Role,
-    /// google or manual.
+    /// Whether the directory manages it, or it is an owner's invite.
     pub managed_by: ManagedBy,
-    /// Creation time.
+    /// When the record was created.
     pub created: DateTime<Utc>,
-    /// Last change.
+    /// When it last changed.
     pub last_modified: DateTime<Utc>,
-    /// Version (ETag).
+    /// Grows by one on each write (the SCIM ETag).
     pub version: u64,
+}
+
+impl Serialize for MemberView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(Field::ALL.len() + 7))?;
+        map.serialize_entry("id", &self.id)?;
+        for f in Field::ALL {
+            map.serialize_entry(f.name(), &f.value(&self.dir))?;
+        }
+        map.serialize_entry("locations", &self.locations)?;
+        map.serialize_entry("role", &self.role)?;
+        map.serialize_entry("managedBy", &self.managed_by)?;
+        map.serialize_entry("created", &self.created)?;
+        map.serialize_entry("lastModified", &self.last_modified)?;
+        map.serialize_entry("version", &self.version)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberView {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::Value;
+        let mut obj = serde_json::Map::<String, Value>::deserialize(d)?;
+        let mut take = |key: &str| obj.remove(key).unwrap_or(Value::Null);
+        let field = |key: &str, e: serde_json::Error| D::Error::custom(format!("{key}: {e}"));
+        let user_name = take(Field::UserName.name());
+        let user_name = serde_json::from_value(user_name).map_err(|e| field("userName", e))?;
+        let mut dir = DirectoryAttrs::new(user_name, None, None);
+        for f in Field::ALL.into_iter().filter(|f| *f != Field::UserName) {
+            f.read(&mut dir, take(f.name()))
+                .map_err(|e| field(f.name(), e))?;
+        }
+        macro_rules! read {
+            ($key:literal) => {
+                serde_json::from_value(take($key)).map_err(|e| field($key, e))?
+            };
+        }
+        let view = MemberView {
+            id: read!("id"),
+            dir,
+            locations: read!("locations"),
+            role: read!("role"),
+            managed_by: read!("managedBy"),
+            created: read!("created"),
+            last_modified: read!("lastModified"),
+            version: read!("version"),
+        };
+        match obj.keys().next() {
+            Some(unknown) => Err(D::Error::unknown_field(unknown, &[])),
+            None => Ok(view),
+        }
+    }
 }
 
 /// Who asked for a change; recorded in the audit log.
@@ -492,89 +666,72 @@ impl fmt::Display for Actor {
 
 /// A change to one member. Built by SCIM, the pull and the CLI; written only by
 /// [`crate::provision::apply`].
+///
+/// In every variant, `id` is the member the change targets, and `expected_version` the
+/// version its caller read: `None` applies to whatever is stored, another stored version
+/// refuses the change as a conflict. Those two fields are not documented one by one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(missing_docs)]
 pub enum Change {
     /// A new member. `managed_by` is `Manual` only for an owner's invite.
     Create {
-        /// The directory fields.
         attrs: DirectoryAttrs,
-        /// Google or manual.
         managed_by: ManagedBy,
     },
-    /// Replace the directory-owned fields; owner-owned fields are kept.
+    /// Replace the directory-owned attributes the actor writes; the owner's fields are kept.
     Update {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw; a different stored version is a conflict.
         expected_version: Option<u64>,
-        /// The new directory fields.
         attrs: DirectoryAttrs,
     },
     /// `active = false`. Nothing is deleted.
     Deactivate {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// `active = true` again; locations come back with it.
     Reactivate {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// A SCIM DELETE: gone from the SCIM view, kept inactive and restorable.
     ScimDelete {
-        /// Which member.
         id: MemberId,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
-    /// Link a member to its Google user id (the pull matched it by email).
+    /// Link a member to the Google user `google_id` (the pull matched it by email).
     Link {
-        /// Which member.
         id: MemberId,
-        /// The Google user id.
         google_id: String,
-        /// The version the caller saw.
         expected_version: Option<u64>,
     },
     /// The owner brings back a deactivated or SCIM-deleted member.
-    Restore {
-        /// Which member.
-        id: MemberId,
-    },
-    /// The owner sets a member's locations.
+    Restore { id: MemberId },
+    /// The owner replaces a member's locations with `locations` (trimmed, deduplicated).
     SetLocations {
-        /// Which member.
         id: MemberId,
-        /// The complete new list.
         locations: Vec<String>,
     },
     /// The owner sets a member's role.
-    SetRole {
-        /// Which member.
-        id: MemberId,
-        /// The new role.
-        role: Role,
-    },
+    SetRole { id: MemberId, role: Role },
 }
 
 impl Change {
-    /// A short name of the kind of change, for the audit log and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, for the audit log and the metrics. A create that takes over an existing
+    /// record is recorded by [`crate::provision`] as [`ChangeKind::Link`] or
+    /// [`ChangeKind::Revive`] instead.
+    pub fn kind(&self) -> ChangeKind {
         match self {
-            Change::Create { .. } => "create",
-            Change::Update { .. } => "update",
-            Change::Deactivate { .. } => "deactivate",
-            Change::Reactivate { .. } => "reactivate",
-            Change::ScimDelete { .. } => "scim_delete",
-            Change::Link { .. } => "link",
-            Change::Restore { .. } => "restore",
-            Change::SetLocations { .. } => "set_locations",
-            Change::SetRole { .. } => "set_role",
+            Change::Create { .. } => ChangeKind::Create,
+            Change::Update { .. } => ChangeKind::Update,
+            Change::Deactivate { .. } => ChangeKind::Deactivate,
+            Change::Reactivate { .. } => ChangeKind::Reactivate,
+            Change::ScimDelete { .. } => ChangeKind::ScimDelete,
+            Change::Link { .. } => ChangeKind::Link,
+            Change::Restore { .. } => ChangeKind::Restore,
+            Change::SetLocations { .. } => ChangeKind::SetLocations,
+            Change::SetRole { .. } => ChangeKind::SetRole,
         }
     }
 
@@ -591,6 +748,75 @@ impl Change {
             | Change::SetLocations { id, .. }
             | Change::SetRole { id, .. } => Some(*id),
         }
+    }
+}
+
+/// What an applied change did: the audit entry's `change` and the `kind` label of
+/// `retrac_changes_total`.
+///
+/// Stored in the audit log as its snake_case name (`"scim_delete"`), the string every
+/// earlier version wrote, so old entries read as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A new member.
+    Create,
+    /// The directory-owned attributes replaced.
+    Update,
+    /// Made inactive.
+    Deactivate,
+    /// Made active again.
+    Reactivate,
+    /// Hidden from SCIM by a SCIM DELETE.
+    ScimDelete,
+    /// Linked to the directory: the pull matched it by email, or a SCIM POST claimed an
+    /// owner's invite.
+    Link,
+    /// A SCIM POST brought back a record that SCIM had deleted.
+    Revive,
+    /// The owner brought it back.
+    Restore,
+    /// The owner set its locations.
+    SetLocations,
+    /// The owner set its role.
+    SetRole,
+}
+
+impl ChangeKind {
+    /// Every kind.
+    pub const ALL: [ChangeKind; 10] = [
+        ChangeKind::Create,
+        ChangeKind::Update,
+        ChangeKind::Deactivate,
+        ChangeKind::Reactivate,
+        ChangeKind::ScimDelete,
+        ChangeKind::Link,
+        ChangeKind::Revive,
+        ChangeKind::Restore,
+        ChangeKind::SetLocations,
+        ChangeKind::SetRole,
+    ];
+
+    /// Its name, as stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Deactivate => "deactivate",
+            ChangeKind::Reactivate => "reactivate",
+            ChangeKind::ScimDelete => "scim_delete",
+            ChangeKind::Link => "link",
+            ChangeKind::Revive => "revive",
+            ChangeKind::Restore => "restore",
+            ChangeKind::SetLocations => "set_locations",
+            ChangeKind::SetRole => "set_role",
+        }
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -714,6 +940,176 @@ pub(crate) mod tests {
         assert_eq!(
             UserName::parse_identifier("JDoe").unwrap(),
             UserName::parse_identifier("jdoe").unwrap()
+        );
+    }
+
+    /// A dry run prints its changes as JSON (`sync --dry-run --json`): the directory
+    /// attributes keep the keys they had, `scim_extra` included (`null` when there are none).
+    #[test]
+    fn a_change_as_json_keeps_its_keys_and_reads_back() {
+        let mut a = DirectoryAttrs::new(UserName::parse("ada@example.com").unwrap(), None, None);
+        a.google_id = Some("g-1".into());
+        let change = Change::Create {
+            attrs: a.clone(),
+            managed_by: ManagedBy::Google,
+        };
+        let v = serde_json::to_value(&change).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "kind": "create",
+                "attrs": {
+                    "user_name": "ada@example.com",
+                    "emails": [{"value": "ada@example.com", "type": "work", "primary": true}],
+                    "given_name": null,
+                    "family_name": null,
+                    "display_name": null,
+                    "active": true,
+                    "google_id": "g-1",
+                    "external_id": null,
+                    "scim_extra": null,
+                },
+                "managed_by": "google",
+            })
+        );
+        assert_eq!(serde_json::from_value::<Change>(v).unwrap(), change);
+        a.scim_extra.insert("title".into(), "Engineer".into());
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["scim_extra"], serde_json::json!({"title": "Engineer"}));
+        assert_eq!(serde_json::from_value::<DirectoryAttrs>(v).unwrap(), a);
+    }
+
+    /// Two attribute sets that differ in every field.
+    fn two_different() -> (DirectoryAttrs, DirectoryAttrs) {
+        let a = DirectoryAttrs::new(UserName::parse("ada@example.com").unwrap(), None, None);
+        let b = DirectoryAttrs {
+            user_name: UserName::parse("Ada@Example.com").unwrap(),
+            emails: vec![Email::primary_work("Ada@Example.com")],
+            given_name: Some("Ada".into()),
+            family_name: Some("Lovelace".into()),
+            display_name: Some("Ada Lovelace".into()),
+            active: false,
+            google_id: Some("g-1".into()),
+            external_id: Some("entra-1".into()),
+            scim_extra: Default::default(),
+        };
+        (a, b)
+    }
+
+    #[test]
+    fn each_field_copies_compares_and_reads_back_only_itself() {
+        let (a, b) = two_different();
+        for f in Field::ALL {
+            assert!(f.differs(&a, &b), "{f:?}");
+            let mut c = a.clone();
+            f.copy(&b, &mut c);
+            assert!(!f.differs(&c, &b), "{f:?} copied");
+            for other in Field::ALL.into_iter().filter(|o| *o != f) {
+                assert!(!other.differs(&c, &a), "copying {f:?} changed {other:?}");
+            }
+            let mut d = a.clone();
+            f.read(&mut d, f.value(&b)).unwrap();
+            assert_eq!(d, c, "{f:?} read from its JSON");
+        }
+        let names: std::collections::HashSet<_> = Field::ALL.map(Field::name).into();
+        assert_eq!(names.len(), Field::ALL.len(), "names are unique");
+        // A change without a Google id keeps the link.
+        let mut linked = b.clone();
+        Field::GoogleId.copy(&a, &mut linked);
+        assert_eq!(linked.google_id.as_deref(), Some("g-1"));
+    }
+
+    #[test]
+    fn each_identifier_is_written_by_its_own_actor_only() {
+        let (scim, pull) = (Actor::Scim("t".into()), Actor::Pull("r".into()));
+        for f in Field::ALL {
+            let by: Vec<bool> = [&scim, &pull, &Actor::Owner]
+                .map(|a| f.written_by(a))
+                .into();
+            let want = match f {
+                Field::GoogleId => [false, true, false],
+                Field::ExternalId => [true, false, false],
+                _ => [true, true, true],
+            };
+            assert_eq!(by, want, "{f:?}");
+            assert_eq!(f.pulled(), want[1]);
+        }
+    }
+
+    #[test]
+    fn the_cli_view_has_exactly_the_documented_keys_and_reads_back() {
+        let (_, dir) = two_different();
+        let t = chrono::TimeZone::timestamp_opt(&Utc, 1_790_000_000, 0).unwrap();
+        let mut m = Member {
+            id: MemberId(Uuid::nil()),
+            dir,
+            locations: vec!["Paris".into()],
+            role: Role::Owner,
+            managed_by: ManagedBy::Google,
+            scim_deleted: false,
+            created: t,
+            last_modified: t,
+            version: 3,
+        };
+        m.dir.scim_extra.insert("title".into(), "Engineer".into());
+        let view = m.to_view();
+        let v = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "00000000-0000-0000-0000-000000000000",
+                "userName": "Ada@Example.com",
+                "givenName": "Ada",
+                "familyName": "Lovelace",
+                "displayName": "Ada Lovelace",
+                "emails": [{"value": "Ada@Example.com", "type": "work", "primary": true}],
+                "active": false,
+                "googleId": "g-1",
+                "externalId": "entra-1",
+                "locations": ["Paris"],
+                "role": "owner",
+                "managedBy": "google",
+                "created": "2026-09-21T14:13:20Z",
+                "lastModified": "2026-09-21T14:13:20Z",
+                "version": 3,
+            }),
+            "the kept SCIM attributes are not shown"
+        );
+        assert_eq!(
+            serde_json::from_value::<MemberView>(v.clone()).unwrap(),
+            view
+        );
+        let mut extra = v.clone();
+        extra["scimExtra"] = serde_json::json!({});
+        let err = serde_json::from_value::<MemberView>(extra).unwrap_err();
+        assert!(err.to_string().contains("scimExtra"), "{err}");
+        let mut missing = v;
+        missing.as_object_mut().unwrap().remove("version");
+        assert!(serde_json::from_value::<MemberView>(missing).is_err());
+    }
+
+    #[test]
+    fn change_kinds_are_stored_as_the_strings_earlier_versions_wrote() {
+        for k in ChangeKind::ALL {
+            let json = serde_json::to_value(k).unwrap();
+            assert_eq!(json, k.as_str());
+            assert_eq!(serde_json::from_value::<ChangeKind>(json).unwrap(), k);
+        }
+        let names: Vec<&str> = ChangeKind::ALL.map(ChangeKind::as_str).into();
+        assert_eq!(
+            names,
+            [
+                "create",
+                "update",
+                "deactivate",
+                "reactivate",
+                "scim_delete",
+                "link",
+                "revive",
+                "restore",
+                "set_locations",
+                "set_role"
+            ]
         );
     }
 

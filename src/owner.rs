@@ -34,50 +34,33 @@ pub enum LocationEdit {
     Remove,
 }
 
-/// An owner's request.
+/// An owner's request, one per `members` command, with the command's arguments.
+///
+/// `who` names a member by email (any case) or by id, as the CLI takes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(missing_docs)]
 pub enum Request {
-    /// `members list`
-    MembersList {
-        /// Which ones.
-        filter: ActiveFilter,
-    },
-    /// `members show`
-    MembersShow {
-        /// An email or an id.
-        who: String,
-    },
-    /// `members add`: a manual invite.
+    /// `members list [--active|--inactive]`
+    MembersList { filter: ActiveFilter },
+    /// `members show WHO`
+    MembersShow { who: String },
+    /// `members add EMAIL --given G --family F`: a manual invite; both names are required.
     MembersAdd {
-        /// The email.
         email: String,
-        /// First name.
         given: String,
-        /// Last name.
         family: String,
     },
-    /// `members locations set|add|remove`
+    /// `members locations set|add|remove WHO LOCATION...`
     MembersLocations {
-        /// An email or an id.
         who: String,
-        /// How.
         edit: LocationEdit,
-        /// Which locations.
         locations: Vec<String>,
     },
-    /// `members role set`
-    MembersRole {
-        /// An email or an id.
-        who: String,
-        /// The role.
-        role: Role,
-    },
-    /// `members restore`
-    MembersRestore {
-        /// An email or an id.
-        who: String,
-    },
+    /// `members role set WHO owner|member`
+    MembersRole { who: String, role: Role },
+    /// `members restore WHO`
+    MembersRestore { who: String },
     /// `audit`
     Audit {
         /// Only this member (email or id).
@@ -149,8 +132,8 @@ pub fn execute(
         Request::MembersList { filter } => {
             let members = store.snapshot().into_iter().filter(move |m| match filter {
                 ActiveFilter::All => true,
-                ActiveFilter::Active => m.active,
-                ActiveFilter::Inactive => !m.active,
+                ActiveFilter::Active => m.dir.active,
+                ActiveFilter::Inactive => !m.dir.active,
             });
             Ok(Response::Members(Box::new(members.map(|m| m.to_view()))))
         }

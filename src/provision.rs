@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::member::{Actor, Change, DirectoryAttrs, ManagedBy, Member, MemberId, Role};
+use crate::member::{
+    Actor, Change, ChangeKind, DirectoryAttrs, Field, ManagedBy, Member, MemberId, Role,
+};
 use crate::store::{AuditEntry, MemberTx, Store, StoreError};
 
 /// What `apply` did.
@@ -51,7 +53,8 @@ pub fn is_identity_change(before: &Member, after: &Member) -> bool {
         (Some(a), Some(b)) => !a.is_empty() && !b.is_empty() && a != b,
         _ => false,
     };
-    differs(&before.google_id, &after.google_id) || differs(&before.external_id, &after.external_id)
+    differs(&before.dir.google_id, &after.dir.google_id)
+        || differs(&before.dir.external_id, &after.dir.external_id)
 }
 
 impl Outcome {
@@ -170,7 +173,7 @@ pub fn apply_batch(
     for (change, result) in changes.iter().zip(&results) {
         if let Ok(outcome) = result {
             if outcome.wrote() {
-                metrics::counter!("retrac_changes_total", "kind" => change.kind(), "source" => source)
+                metrics::counter!("retrac_changes_total", "kind" => change.kind().as_str(), "source" => source)
                     .increment(1);
             }
         }
@@ -206,33 +209,24 @@ fn apply_one(
             commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
         Change::Deactivate {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.active = false;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = false;
+        }),
         Change::Reactivate {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.active = true;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = true;
+        }),
         Change::ScimDelete {
-            id,
+            id: _,
             expected_version,
-        } => {
-            let before = load(tx, *id, *expected_version, actor)?;
-            let mut after = before.clone();
-            after.active = false;
-            after.scim_deleted = true;
-            commit(tx, before, after, change.kind(), actor, now)
-        }
+        } => edit(tx, change, *expected_version, actor, now, |m| {
+            m.dir.active = false;
+            m.scim_deleted = true;
+        }),
         Change::Link {
             id,
             google_id,
@@ -247,34 +241,47 @@ fn apply_one(
             let before = load(tx, *id, *expected_version, actor)?;
             check_google_id_free(tx, google_id, *id)?;
             let mut after = before.clone();
-            after.google_id = Some(google_id.clone());
+            after.dir.google_id = Some(google_id.clone());
             after.managed_by = ManagedBy::Google;
             let removed = drop_grants_on_new_identity(&before, &mut after);
             commit_noted(tx, before, after, change.kind(), actor, now, removed)
         }
-        Change::Restore { id } => {
+        Change::Restore { .. } => {
             owner_only(actor, "restore a member")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.active = true;
-            after.scim_deleted = false;
-            commit(tx, before, after, change.kind(), actor, now)
+            edit(tx, change, None, actor, now, |m| {
+                m.dir.active = true;
+                m.scim_deleted = false;
+            })
         }
-        Change::SetLocations { id, locations } => {
+        Change::SetLocations { locations, .. } => {
             owner_only(actor, "assign locations")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.locations = clean_locations(locations);
-            commit(tx, before, after, change.kind(), actor, now)
+            let locations = clean_locations(locations);
+            edit(tx, change, None, actor, now, |m| m.locations = locations)
         }
-        Change::SetRole { id, role } => {
+        Change::SetRole { role, .. } => {
             owner_only(actor, "assign roles")?;
-            let before = load(tx, *id, None, actor)?;
-            let mut after = before.clone();
-            after.role = *role;
-            commit(tx, before, after, change.kind(), actor, now)
+            edit(tx, change, None, actor, now, |m| m.role = *role)
         }
     }
+}
+
+/// Loads the member `change` targets, lets `f` change a copy, and commits the copy: the
+/// changes that set a field or two.
+fn edit(
+    tx: &MemberTx<'_>,
+    change: &Change,
+    expected_version: Option<u64>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    f: impl FnOnce(&mut Member),
+) -> Result<Outcome, ProvisionError> {
+    let id = change
+        .target()
+        .ok_or(ProvisionError::NotFound(MemberId(uuid::Uuid::nil())))?;
+    let before = load(tx, id, expected_version, actor)?;
+    let mut after = before.clone();
+    f(&mut after);
+    commit(tx, before, after, change.kind(), actor, now)
 }
 
 fn create(
@@ -294,7 +301,7 @@ fn create(
         let existing = tx
             .get(existing_id)?
             .ok_or(ProvisionError::NotFound(existing_id))?;
-        let same_google_user = match (&existing.google_id, &attrs.google_id) {
+        let same_google_user = match (&existing.dir.google_id, &attrs.google_id) {
             (None, _) => true,
             (Some(a), Some(b)) => a == b,
             (Some(_), None) => false,
@@ -320,9 +327,9 @@ fn create(
         after.managed_by = ManagedBy::Google;
         after.scim_deleted = false;
         let kind = if existing.scim_deleted {
-            "revive"
+            ChangeKind::Revive
         } else {
-            "link"
+            ChangeKind::Link
         };
         let removed = drop_grants_on_new_identity(&existing, &mut after);
         let outcome = commit_noted(tx, existing.clone(), after, kind, actor, now, removed)?;
@@ -331,50 +338,26 @@ fn create(
             (_, other) => other,
         });
     }
-    let (google_id, external_id) = identity_of(actor, attrs);
-    if let Some(ext) = &external_id {
-        if let Some(existing) = tx.id_by_external_id(ext)? {
-            return Err(ProvisionError::ExternalIdTaken {
-                external_id: ext.clone(),
-                existing,
-            });
-        }
-    }
-    if let Some(g) = &google_id {
-        if let Some(existing) = tx.id_by_google_id(g)? {
-            return Err(ProvisionError::ExternalIdTaken {
-                external_id: g.clone(),
-                existing,
-            });
-        }
-    }
-    let member = Member {
+    let mut member = Member {
         id: MemberId::new_random(),
-        user_name: attrs.user_name.clone(),
-        emails: attrs.emails.clone(),
-        given_name: attrs.given_name.clone(),
-        family_name: attrs.family_name.clone(),
-        display_name: attrs.display_name.clone(),
-        active: attrs.active,
-        google_id,
-        external_id,
+        dir: DirectoryAttrs::new(attrs.user_name.clone(), None, None),
         locations: Vec::new(),
         role: Role::Member,
         managed_by,
         scim_deleted: false,
-        scim_extra: attrs.scim_extra.clone().unwrap_or_default(),
         created: now,
         last_modified: now,
         version: 1,
     };
+    write_directory_attrs(tx, &mut member, attrs, actor)?;
     tx.put(None, &member)?;
     tx.append_audit(AuditEntry {
         seq: 0,
         time: now,
         actor: actor.clone(),
         member_id: member.id,
-        user_name: member.user_name.to_string(),
-        change: "create".into(),
+        user_name: member.dir.user_name.to_string(),
+        change: ChangeKind::Create,
         before: BTreeMap::new(),
         // A create records only the fields it set, which keeps the entry small.
         after: fields(&member)
@@ -413,15 +396,6 @@ fn load(
     Ok(member)
 }
 
-/// The (Google id, externalId) an actor may write: the pull the first, SCIM the second.
-fn identity_of(actor: &Actor, attrs: &DirectoryAttrs) -> (Option<String>, Option<String>) {
-    match actor {
-        Actor::Pull(_) => (attrs.google_id.clone(), None),
-        Actor::Scim(_) => (None, attrs.external_id.clone()),
-        Actor::Owner => (None, None),
-    }
-}
-
 /// When `after` has a different identity than `before` ([`is_identity_change`]), takes the
 /// owner's grants off it and returns what was removed, for the audit entry.
 fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<serde_json::Value> {
@@ -437,8 +411,9 @@ fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<se
     Some(removed)
 }
 
-/// Copies the directory-owned fields onto `member`, checking uniqueness. The Google id is
-/// taken from the pull only and the `externalId` from SCIM only; the other is kept.
+/// Copies the directory-owned fields that `actor` writes onto `member` ([`Field::written_by`]:
+/// the Google id from the pull only, `externalId` and the kept SCIM attributes from SCIM
+/// only; the others are kept), after checking that the identifiers it writes are free.
 fn write_directory_attrs(
     tx: &MemberTx<'_>,
     member: &mut Member,
@@ -453,29 +428,22 @@ fn write_directory_attrs(
             });
         }
     }
-    match actor {
-        Actor::Pull(_) => {
-            if let Some(g) = &attrs.google_id {
-                check_google_id_free(tx, g, member.id)?;
-                member.google_id = Some(g.clone());
-            }
-        }
-        Actor::Scim(_) => {
-            if let Some(ext) = &attrs.external_id {
-                check_external_id_free(tx, ext, member.id)?;
-            }
-            member.external_id = attrs.external_id.clone();
-        }
-        Actor::Owner => {}
+    let writes = |f: Field| f.written_by(actor);
+    if let Some(ext) = attrs
+        .external_id
+        .as_ref()
+        .filter(|_| writes(Field::ExternalId))
+    {
+        check_external_id_free(tx, ext, member.id)?;
     }
-    member.user_name = attrs.user_name.clone();
-    member.emails = attrs.emails.clone();
-    member.given_name = attrs.given_name.clone();
-    member.family_name = attrs.family_name.clone();
-    member.display_name = attrs.display_name.clone();
-    member.active = attrs.active;
-    if let Some(extra) = &attrs.scim_extra {
-        member.scim_extra = extra.clone();
+    if let Some(g) = attrs.google_id.as_ref().filter(|_| writes(Field::GoogleId)) {
+        check_google_id_free(tx, g, member.id)?;
+    }
+    for f in Field::ALL.into_iter().filter(|f| writes(*f)) {
+        f.copy(attrs, &mut member.dir);
+    }
+    if matches!(actor, Actor::Scim(_)) {
+        member.dir.scim_extra = attrs.scim_extra.clone();
     }
     Ok(())
 }
@@ -536,7 +504,7 @@ fn commit(
     tx: &MemberTx<'_>,
     before: Member,
     after: Member,
-    kind: &str,
+    kind: ChangeKind,
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ProvisionError> {
@@ -549,7 +517,7 @@ fn commit_noted(
     tx: &MemberTx<'_>,
     before: Member,
     mut after: Member,
-    kind: &str,
+    kind: ChangeKind,
     actor: &Actor,
     now: DateTime<Utc>,
     grants_removed: Option<serde_json::Value>,
@@ -569,8 +537,8 @@ fn commit_noted(
         time: now,
         actor: actor.clone(),
         member_id: after.id,
-        user_name: after.user_name.to_string(),
-        change: kind.to_string(),
+        user_name: after.dir.user_name.to_string(),
+        change: kind,
         before: old_fields,
         after: new_fields,
     })?;
@@ -581,23 +549,17 @@ fn commit_noted(
 }
 
 /// The fields of a member that an audit entry records, by name.
-fn fields(m: &Member) -> BTreeMap<String, serde_json::Value> {
+fn fields(m: &Member) -> FieldMap {
     use serde_json::json;
-    let mut f = BTreeMap::new();
-    // `user_name` compares case-insensitively, but a change of case is still a change.
-    f.insert("userName".into(), json!(m.user_name.as_str()));
-    f.insert("emails".into(), json!(m.emails));
-    f.insert("givenName".into(), json!(m.given_name));
-    f.insert("familyName".into(), json!(m.family_name));
-    f.insert("displayName".into(), json!(m.display_name));
-    f.insert("active".into(), json!(m.active));
-    f.insert("googleId".into(), json!(m.google_id));
-    f.insert("externalId".into(), json!(m.external_id));
+    let mut f: FieldMap = Field::ALL
+        .into_iter()
+        .map(|field| (field.name().to_string(), field.value(&m.dir)))
+        .collect();
+    f.insert("scimExtra".into(), json!(m.dir.scim_extra));
     f.insert("locations".into(), json!(m.locations));
     f.insert("role".into(), json!(m.role));
     f.insert("managedBy".into(), json!(m.managed_by));
     f.insert("scimDeleted".into(), json!(m.scim_deleted));
-    f.insert("scimExtra".into(), json!(m.scim_extra));
     f
 }
 
@@ -700,7 +662,11 @@ mod tests {
             m.id
         );
         assert_eq!(store.get_by_external_id("g-1").unwrap().unwrap().id, m.id);
-        assert_eq!(m.user_name.as_str(), "Ada@Example.com", "stored as given");
+        assert_eq!(
+            m.dir.user_name.as_str(),
+            "Ada@Example.com",
+            "stored as given"
+        );
     }
 
     #[test]
@@ -769,7 +735,7 @@ mod tests {
         .unwrap();
         let m = out.member();
         assert_eq!(m.id, invited.id, "linked, not duplicated");
-        assert_eq!(m.google_id.as_deref(), Some("g-ada"));
+        assert_eq!(m.dir.google_id.as_deref(), Some("g-ada"));
         assert_eq!(m.managed_by, ManagedBy::Google);
         assert_eq!(store.member_count(), 1);
         // A pull create for a different Google user with the same email is still a conflict.
@@ -827,7 +793,7 @@ mod tests {
             }
         ));
         let now = store.get(m.id).unwrap().unwrap();
-        assert_eq!(now.family_name.as_deref(), Some("King"));
+        assert_eq!(now.dir.family_name.as_deref(), Some("King"));
         assert_eq!(now.version, 2);
     }
 
@@ -874,7 +840,7 @@ mod tests {
             vec!["Paris".to_string(), "Lyon".to_string()]
         );
         assert_eq!(after.role, Role::Owner);
-        assert_eq!(after.user_name.as_str(), "ada.king@example.com");
+        assert_eq!(after.dir.user_name.as_str(), "ada.king@example.com");
         assert!(
             store.get_by_user_name("ada@example.com").unwrap().is_none(),
             "old name freed"
@@ -926,7 +892,7 @@ mod tests {
             Change::Update {
                 id: m.id,
                 expected_version: Some(1),
-                attrs: m.directory_attrs(),
+                attrs: m.dir.clone(),
             },
             &scim(),
             t(5),
@@ -977,7 +943,7 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert!(!out.member().active);
+        assert!(!out.member().dir.active);
         assert_eq!(store.member_count(), 1);
         assert!(store.get_by_user_name("ada@example.com").unwrap().is_some());
         let out = apply(
@@ -990,16 +956,16 @@ mod tests {
             t(3),
         )
         .unwrap();
-        assert!(out.member().active);
+        assert!(out.member().dir.active);
         assert_eq!(out.member().locations, vec!["Paris".to_string()]);
     }
 
-    #[test]
-    fn a_scim_delete_hides_the_member_from_the_directory_and_the_owner_can_restore_it() {
-        let (_d, store) = store();
-        let m = create(&store, "ada@example.com", &scim());
+    /// ada@example.com, created over SCIM, given the location Paris by the owner, then
+    /// deleted over SCIM (at t(2)).
+    fn scim_deleted_with_a_location(store: &Store) -> Member {
+        let m = create(store, "ada@example.com", &scim());
         apply(
-            &store,
+            store,
             Change::SetLocations {
                 id: m.id,
                 locations: vec!["Paris".into()],
@@ -1009,7 +975,7 @@ mod tests {
         )
         .unwrap();
         apply(
-            &store,
+            store,
             Change::ScimDelete {
                 id: m.id,
                 expected_version: None,
@@ -1018,8 +984,15 @@ mod tests {
             t(2),
         )
         .unwrap();
+        m
+    }
+
+    #[test]
+    fn a_scim_delete_hides_the_member_from_the_directory_and_the_owner_can_restore_it() {
+        let (_d, store) = store();
+        let m = scim_deleted_with_a_location(&store);
         let kept = store.get(m.id).unwrap().unwrap();
-        assert!(kept.scim_deleted && !kept.active);
+        assert!(kept.scim_deleted && !kept.dir.active);
         assert_eq!(kept.locations, vec!["Paris".to_string()]);
         // Gone for SCIM: a second delete or an update is "not found".
         let err = apply(
@@ -1035,34 +1008,14 @@ mod tests {
         assert!(matches!(err, ProvisionError::NotFound(_)));
         let restored = apply(&store, Change::Restore { id: m.id }, &Actor::Owner, t(4)).unwrap();
         let r = restored.member();
-        assert!(r.active && !r.scim_deleted);
+        assert!(r.dir.active && !r.scim_deleted);
         assert_eq!(r.locations, vec!["Paris".to_string()]);
     }
 
     #[test]
     fn a_scim_create_of_a_scim_deleted_name_revives_the_record() {
         let (_d, store) = store();
-        let m = create(&store, "ada@example.com", &scim());
-        apply(
-            &store,
-            Change::SetLocations {
-                id: m.id,
-                locations: vec!["Paris".into()],
-            },
-            &Actor::Owner,
-            t(1),
-        )
-        .unwrap();
-        apply(
-            &store,
-            Change::ScimDelete {
-                id: m.id,
-                expected_version: None,
-            },
-            &scim(),
-            t(2),
-        )
-        .unwrap();
+        let m = scim_deleted_with_a_location(&store);
         let out = apply(
             &store,
             Change::Create {
@@ -1076,7 +1029,7 @@ mod tests {
         assert!(matches!(out, Outcome::Created(_)));
         let m2 = out.member();
         assert_eq!(m2.id, m.id);
-        assert!(m2.active && !m2.scim_deleted);
+        assert!(m2.dir.active && !m2.scim_deleted);
         assert_eq!(m2.locations, vec!["Paris".to_string()]);
         assert_eq!(store.member_count(), 1);
     }
@@ -1110,7 +1063,7 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert_eq!(out.member().user_name.as_str(), "ADA@example.com");
+        assert_eq!(out.member().dir.user_name.as_str(), "ADA@example.com");
     }
 
     #[test]
@@ -1169,7 +1122,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].change, "create");
+        assert_eq!(entries[0].change, ChangeKind::Create);
         assert_eq!(entries[0].actor, scim());
         assert!(entries[0].before.is_empty());
         assert_eq!(entries[0].after["userName"], "ada@example.com");
@@ -1178,7 +1131,7 @@ mod tests {
             !entries[0].after.contains_key("displayName"),
             "unset fields are left out"
         );
-        assert_eq!(entries[1].change, "update");
+        assert_eq!(entries[1].change, ChangeKind::Update);
         assert_eq!(entries[1].actor, Actor::Pull("run-7".into()));
         assert_eq!(
             entries[1].before.len(),
@@ -1201,7 +1154,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(last[0].change, "update");
+        assert_eq!(last[0].change, ChangeKind::Update);
     }
 
     #[test]
@@ -1242,11 +1195,11 @@ mod tests {
             .get_by_user_name("user8@example.com")
             .unwrap()
             .unwrap();
-        let mut a7 = m7.directory_attrs();
+        let mut a7 = m7.dir.clone();
         a7.user_name = UserName::parse("renamed7@example.com").unwrap();
         a7.emails = vec![Email::primary_work("renamed7@example.com")];
         a7.external_id = Some("g-7b".into());
-        let mut a8 = m8.directory_attrs();
+        let mut a8 = m8.dir.clone();
         a8.user_name = UserName::parse("user7@example.com").unwrap(); // takes 7's old name
         let results = apply_batch(
             &store,
@@ -1296,7 +1249,7 @@ mod tests {
     }
 
     fn pull_update(store: &Store, id: MemberId, google_id: &str) -> Outcome {
-        let mut a = store.get(id).unwrap().unwrap().directory_attrs();
+        let mut a = store.get(id).unwrap().unwrap().dir.clone();
         a.google_id = Some(google_id.into());
         a.family_name = Some("King".into());
         apply(
@@ -1342,7 +1295,7 @@ mod tests {
         assert_eq!(after.id, m.id, "the record is kept");
         assert_eq!(after.role, Role::Member);
         assert!(after.locations.is_empty());
-        assert_eq!(after.google_id.as_deref(), Some("g-2"));
+        assert_eq!(after.dir.google_id.as_deref(), Some("g-2"));
         let last = store
             .audit(&AuditQuery {
                 member: Some(m.id),
@@ -1394,11 +1347,11 @@ mod tests {
         .unwrap()
         .member()
         .clone();
-        assert_eq!(m.external_id.as_deref(), Some("entra-1"));
-        assert_eq!(m.google_id, None);
+        assert_eq!(m.dir.external_id.as_deref(), Some("entra-1"));
+        assert_eq!(m.dir.google_id, None);
         // The pull links it; the SCIM externalId survives, and an externalId the pull
         // sends is ignored.
-        let mut p = m.directory_attrs();
+        let mut p = m.dir.clone();
         p.google_id = Some("g-1".into());
         p.external_id = None;
         let out = apply(
@@ -1412,10 +1365,10 @@ mod tests {
             t(1),
         )
         .unwrap();
-        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
-        assert_eq!(out.member().external_id.as_deref(), Some("entra-1"));
+        assert_eq!(out.member().dir.google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().dir.external_id.as_deref(), Some("entra-1"));
         // A SCIM PUT without externalId clears SCIM's own and keeps the Google link.
-        let mut s = out.member().directory_attrs();
+        let mut s = out.member().dir.clone();
         s.external_id = None;
         s.google_id = None;
         let out = apply(
@@ -1429,8 +1382,8 @@ mod tests {
             t(2),
         )
         .unwrap();
-        assert_eq!(out.member().google_id.as_deref(), Some("g-1"));
-        assert_eq!(out.member().external_id, None);
+        assert_eq!(out.member().dir.google_id.as_deref(), Some("g-1"));
+        assert_eq!(out.member().dir.external_id, None);
         assert_eq!(store.get_by_google_id("g-1").unwrap().unwrap().id, m.id);
         assert!(store.get_by_external_id("entra-1").unwrap().is_none());
         // Only the pull links.
@@ -1508,7 +1461,7 @@ mod tests {
             .unwrap()
             .pop()
             .unwrap();
-        assert_eq!(last.change, "link");
+        assert_eq!(last.change, ChangeKind::Link);
         assert_eq!(last.actor, scim());
     }
 
@@ -1540,7 +1493,7 @@ mod tests {
             assert_eq!(store.id_by_user_name(taken).unwrap(), Some(by));
         }
         assert_eq!(
-            store.get(sigma.id).unwrap().unwrap().user_name.as_str(),
+            store.get(sigma.id).unwrap().unwrap().dir.user_name.as_str(),
             "ΣΑΣ@example.com",
             "stored as given"
         );

@@ -29,7 +29,8 @@ pub enum Trigger {
     Startup,
     /// A cron tick.
     Cron,
-    /// `trigger_now` (the admin socket, the demo).
+    /// [`ScheduleHandle::trigger_now`]. Nothing in the daemon calls it: `sync` over the admin
+    /// socket runs the pull itself, under the same lock. The schedule's tests use it.
     Manual,
 }
 

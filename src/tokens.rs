@@ -208,7 +208,7 @@ pub fn execute(
             let mut active_members = 0;
             for m in store.members_by_id() {
                 let m = m?;
-                if m.active && !m.scim_deleted {
+                if m.dir.active && !m.scim_deleted {
                     active_members += 1;
                 }
             }

@@ -211,14 +211,14 @@ mod tests {
     fn member(n: usize) -> String {
         let m = MemberView {
             id: format!("id{n}"),
-            user_name: format!("u{n}@example.com"),
-            given_name: None,
-            family_name: None,
-            display_name: None,
-            emails: vec![],
-            active: true,
-            google_id: None,
-            external_id: None,
+            dir: crate::member::DirectoryAttrs {
+                emails: vec![],
+                ..crate::member::DirectoryAttrs::new(
+                    crate::member::UserName::parse(&format!("u{n}@example.com")).unwrap(),
+                    None,
+                    None,
+                )
+            },
             locations: vec![],
             role: crate::member::Role::Member,
             managed_by: crate::member::ManagedBy::Manual,

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::args::Output;
 use crate::admin::{AppError, Listing, Reply, Request};
 use crate::config::Config;
-use crate::member::MemberView;
+use crate::member::{Field, MemberView};
 use crate::reconcile::{self, Response as SyncResponse};
 use crate::store::AuditEntry;
 use crate::tokens::{TokenRequest, TokenResponse};
@@ -40,8 +40,10 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
     match reply {
         Reply::Members(items) => members(items, output, out),
         Reply::Audit(items) => audit(items, output, out),
-        Reply::Member { member, changed } => one_member(&member, changed, output, out).map_err(io),
-        Reply::Shown(member) => one_member(&member, true, output, out).map_err(io),
+        Reply::Member { member, changed } => {
+            one_member(&member, Some(changed), output, out).map_err(io)
+        }
+        Reply::Shown(member) => one_member(&member, None, output, out).map_err(io),
         Reply::Token(r) => tokens(&r, output, out).map_err(io),
         Reply::Sync(r) => {
             sync::write(&r, output, out).map_err(io)?;
@@ -150,7 +152,7 @@ fn members(
             let (mut total, mut active) = (0usize, 0usize);
             stream(items, out, |out, m| {
                 total += 1;
-                active += usize::from(m.active);
+                active += usize::from(m.dir.active);
                 table_row(out, m)
             })?;
             writeln!(out, "{total} members, {active} active").map_err(output_error)
@@ -170,7 +172,7 @@ fn audit(items: Listing<AuditEntry>, output: Output, out: &mut dyn Write) -> Res
                     out,
                     &[
                         e.time.to_rfc3339(),
-                        e.change.clone(),
+                        e.change.to_string(),
                         e.actor.to_string(),
                         e.user_name.clone(),
                         e.member_id.to_string(),
@@ -227,11 +229,11 @@ fn fit(s: &str, width: usize) -> String {
 }
 
 fn full_name(m: &MemberView) -> String {
-    match (&m.given_name, &m.family_name) {
+    match (&m.dir.given_name, &m.dir.family_name) {
         (Some(g), Some(f)) => format!("{g} {f}"),
         (Some(g), None) => g.clone(),
         (None, Some(f)) => f.clone(),
-        (None, None) => m.display_name.clone().unwrap_or_default(),
+        (None, None) => m.dir.display_name.clone().unwrap_or_default(),
     }
 }
 
@@ -256,9 +258,9 @@ fn table_header(out: &mut dyn Write) -> std::io::Result<()> {
 fn table_row(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
     let line = format!(
         "{} {} {} {} {} {}",
-        fit(&clean(&m.user_name), 28),
+        fit(&clean(m.dir.user_name.as_str()), 28),
         fit(&clean(&full_name(m)), 18),
-        fit(if m.active { "yes" } else { "no" }, 6),
+        fit(if m.dir.active { "yes" } else { "no" }, 6),
         fit(&m.role.to_string(), 6),
         fit(&m.managed_by.to_string(), 6),
         fit(&clean(&m.locations.join(",")), 10),
@@ -286,37 +288,63 @@ fn csv_line(out: &mut dyn Write, cells: &[String]) -> std::io::Result<()> {
     writeln!(out, "{}", line.join(","))
 }
 
+/// The attributes the CSV of members has, in its column order (after `id`). The columns are
+/// a format of their own: an attribute added to [`Field`] is not a new column until it is
+/// added here, at the end.
+const CSV_FIELDS: [Field; 6] = [
+    Field::UserName,
+    Field::GivenName,
+    Field::FamilyName,
+    Field::DisplayName,
+    Field::Active,
+    Field::ExternalId,
+];
+
 fn csv_member_header(out: &mut dyn Write) -> std::io::Result<()> {
+    let names: Vec<&str> = CSV_FIELDS.iter().map(|f| f.name()).collect();
     writeln!(
         out,
-        "id,userName,givenName,familyName,displayName,active,externalId,locations,role,managedBy,created,lastModified,version"
+        "id,{},locations,role,managedBy,created,lastModified,version",
+        names.join(",")
     )
+}
+
+/// An attribute's value as plain text: a string as it is, none as `absent`, the emails'
+/// addresses joined by `sep`, anything else as JSON (`true`).
+fn plain(v: serde_json::Value, absent: &str, sep: &str) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s,
+        Value::Null => absent.to_string(),
+        Value::Array(items) => {
+            let values: Vec<&str> = items
+                .iter()
+                .filter_map(|i| i.get("value").and_then(Value::as_str))
+                .collect();
+            values.join(sep)
+        }
+        other => other.to_string(),
+    }
 }
 
 fn csv_member(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
-    csv_line(
-        out,
-        &[
-            m.id.clone(),
-            m.user_name.clone(),
-            m.given_name.clone().unwrap_or_default(),
-            m.family_name.clone().unwrap_or_default(),
-            m.display_name.clone().unwrap_or_default(),
-            m.active.to_string(),
-            m.external_id.clone().unwrap_or_default(),
-            m.locations.join(";"),
-            m.role.to_string(),
-            m.managed_by.to_string(),
-            m.created.to_rfc3339(),
-            m.last_modified.to_rfc3339(),
-            m.version.to_string(),
-        ],
-    )
+    let mut cells = vec![m.id.clone()];
+    cells.extend(CSV_FIELDS.iter().map(|f| plain(f.value(&m.dir), "", ";")));
+    cells.extend([
+        m.locations.join(";"),
+        m.role.to_string(),
+        m.managed_by.to_string(),
+        m.created.to_rfc3339(),
+        m.last_modified.to_rfc3339(),
+        m.version.to_string(),
+    ]);
+    csv_line(out, &cells)
 }
 
+/// One member; `changed` is whether a write changed it (`None` for a read).
 fn one_member(
     m: &MemberView,
-    changed: bool,
+    changed: Option<bool>,
     output: Output,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
@@ -327,18 +355,29 @@ fn one_member(
     }
 }
 
-fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::Result<()> {
+/// `userName` as `user name`: a field's name as a label.
+fn label(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn member_text(out: &mut dyn Write, m: &MemberView, changed: Option<bool>) -> std::io::Result<()> {
     let none = || "-".to_string();
-    let emails: Vec<&str> = m.emails.iter().map(|e| e.value.as_str()).collect();
-    let rows = [
-        ("id", m.id.clone()),
-        ("user name", m.user_name.clone()),
-        ("name", full_name(m)),
-        ("display name", m.display_name.clone().unwrap_or_else(none)),
-        ("emails", emails.join(", ")),
-        ("active", if m.active { "yes".into() } else { "no".into() }),
-        ("google id", m.google_id.clone().unwrap_or_else(none)),
-        ("external id", m.external_id.clone().unwrap_or_else(none)),
+    let mut rows = vec![("id".to_string(), m.id.clone())];
+    for f in Field::ALL {
+        let text = match f.value(&m.dir) {
+            serde_json::Value::Bool(b) => if b { "yes" } else { "no" }.to_string(),
+            v => plain(v, "-", ", "),
+        };
+        rows.push((label(f.name()), text));
+    }
+    let owned = [
         (
             "locations",
             if m.locations.is_empty() {
@@ -353,10 +392,11 @@ fn member_text(out: &mut dyn Write, m: &MemberView, changed: bool) -> std::io::R
         ("last modified", m.last_modified.to_rfc3339()),
         ("version", m.version.to_string()),
     ];
+    rows.extend(owned.map(|(k, v)| (k.to_string(), v)));
     for (k, v) in rows {
         writeln!(out, "{k:<14} {}", clean(&v))?;
     }
-    if !changed {
+    if changed == Some(false) {
         writeln!(out, "(no change)")?;
     }
     Ok(())
@@ -367,7 +407,7 @@ fn audit_entry(out: &mut dyn Write, e: &AuditEntry) -> std::io::Result<()> {
         out,
         "{}  {:<12} {:<14} {}",
         e.time.format("%Y-%m-%dT%H:%M:%SZ"),
-        clean(&e.change),
+        clean(e.change.as_str()),
         clean(&e.actor.to_string()),
         clean(&e.user_name)
     )?;
@@ -496,14 +536,17 @@ mod tests {
     fn view(given: &str, family: &str) -> MemberView {
         MemberView {
             id: "x".into(),
-            user_name: "a.very.long.user.name.that.goes.on@example.com".into(),
-            given_name: Some(given.into()),
-            family_name: Some(family.into()),
-            display_name: None,
-            emails: vec![],
-            active: true,
-            google_id: None,
-            external_id: None,
+            dir: crate::member::DirectoryAttrs {
+                emails: vec![],
+                ..crate::member::DirectoryAttrs::new(
+                    crate::member::UserName::parse(
+                        "a.very.long.user.name.that.goes.on@example.com",
+                    )
+                    .unwrap(),
+                    Some(given),
+                    Some(family),
+                )
+            },
             locations: vec!["Paris".into(), "Lyon".into(), "Marseille".into()],
             role: crate::member::Role::Owner,
             managed_by: crate::member::ManagedBy::Manual,
@@ -529,6 +572,58 @@ mod tests {
                 line.chars().count()
             );
         }
+    }
+
+    #[test]
+    fn a_member_as_csv_keeps_its_columns_and_as_text_lists_every_attribute() {
+        let mut m = view("Ada", "Lovelace");
+        m.dir.external_id = Some("entra-1".into());
+        let mut buf = Vec::new();
+        one_member(&m, None, Output::Csv, &mut buf).unwrap();
+        let csv = String::from_utf8(buf).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "id,userName,givenName,familyName,displayName,active,externalId,locations,role,\
+                 managedBy,created,lastModified,version"
+            )
+        );
+        let cells: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(
+            cells[..8],
+            [
+                "x",
+                "a.very.long.user.name.that.goes.on@example.com",
+                "Ada",
+                "Lovelace",
+                "",
+                "true",
+                "entra-1",
+                "Paris;Lyon;Marseille"
+            ]
+        );
+        let mut buf = Vec::new();
+        one_member(&m, Some(false), Output::Table, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for row in [
+            "user name      a.very.long.user.name.that.goes.on@example.com",
+            "emails         \n",
+            "given name     Ada\n",
+            "family name    Lovelace\n",
+            "display name   -\n",
+            "active         yes\n",
+            "google id      -\n",
+            "external id    entra-1\n",
+            "role           owner\n",
+            "(no change)",
+        ] {
+            assert!(text.contains(row), "{row:?} in\n{text}");
+        }
+        let mut buf = Vec::new();
+        one_member(&m, None, Output::Table, &mut buf).unwrap();
+        let read = String::from_utf8(buf).unwrap();
+        assert!(!read.contains("change"), "a read reports no change: {read}");
     }
 
     #[test]
@@ -564,7 +659,7 @@ mod tests {
         let mut buf = Vec::new();
         let m = view("Ada\u{1b}[31m", "L\u{7}");
         members(listing(vec![m.clone()]), Output::Table, &mut buf).unwrap();
-        one_member(&m, true, Output::Table, &mut buf).unwrap();
+        one_member(&m, Some(true), Output::Table, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::model::GoogleUser;
 use crate::member::{
-    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, ManagedBy, Member,
+    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, Field, ManagedBy, Member,
     MemberId, UserName,
 };
 
@@ -92,7 +92,7 @@ impl Desired {
                 active,
                 google_id: Some(u.id.clone()),
                 external_id: None,
-                scim_extra: None,
+                scim_extra: Default::default(),
             },
             google_id: u.id,
         })
@@ -204,36 +204,19 @@ fn in_domains(domains: &[String], user_name: &UserName) -> bool {
 /// Whether a member counts as active and managed by Google (the guard's base).
 pub fn is_active_managed(m: &Member, domains: &[String]) -> bool {
     m.managed_by == ManagedBy::Google
-        && m.active
+        && m.dir.active
         && !m.scim_deleted
-        && in_domains(domains, &m.user_name)
+        && in_domains(domains, &m.dir.user_name)
 }
 
-/// The directory fields that differ between a member and what it should be.
+/// The fields the pull writes that differ between a member and what it should be, by name
+/// ([`Field::pulled`], [`Field::differs`]), and `managedBy` when the member is not Google's.
 fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
-    let mut f = Vec::new();
-    // A change of case in the email is a change: the member shows the address as Google has it.
-    if m.user_name.as_str() != a.user_name.as_str() {
-        f.push("userName".to_string());
-    }
-    if m.emails != a.emails {
-        f.push("emails".into());
-    }
-    if m.given_name != a.given_name {
-        f.push("givenName".into());
-    }
-    if m.family_name != a.family_name {
-        f.push("familyName".into());
-    }
-    if m.display_name != a.display_name {
-        f.push("displayName".into());
-    }
-    if m.active != a.active {
-        f.push("active".into());
-    }
-    if m.google_id != a.google_id {
-        f.push("googleId".into());
-    }
+    let mut f: Vec<String> = Field::ALL
+        .into_iter()
+        .filter(|f| f.pulled() && f.differs(&m.dir, a))
+        .map(|f| f.name().to_string())
+        .collect();
     if m.managed_by != ManagedBy::Google {
         f.push("managedBy".into());
     }
@@ -257,7 +240,7 @@ impl MemberIndex {
         let mut active_now = 0;
         for (i, m) in members.iter().enumerate() {
             let m = m.borrow();
-            if let Some(e) = &m.google_id {
+            if let Some(e) = &m.dir.google_id {
                 by_ext.insert(e.clone(), i);
             }
             if is_active_managed(m, domains) {
@@ -383,7 +366,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         members
             .iter()
             .enumerate()
-            .map(|(i, m)| (normalize_email_cow(m.user_name.as_str()), i))
+            .map(|(i, m)| (normalize_email_cow(m.dir.user_name.as_str()), i))
             .collect()
     };
     // Every desired user's id, built only if a member found by email is linked to another id.
@@ -393,7 +376,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         match by_name.get(&key) {
             Some(&i) if !claimed[i] => {
                 let m = &members[i];
-                let linked_elsewhere = match (m.google_id.as_deref(), ctx.all_google_ids) {
+                let linked_elsewhere = match (m.dir.google_id.as_deref(), ctx.all_google_ids) {
                     (Some(old), _) if old == d.google_id => false,
                     (Some(old), Some(ids)) => {
                         ids.contains(old)
@@ -411,7 +394,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
                         d.attrs.user_name,
                         m.id,
-                        m.google_id.as_deref().unwrap_or("")
+                        m.dir.google_id.as_deref().unwrap_or("")
                     ));
                     claimed[i] = true;
                     continue;
@@ -444,7 +427,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
             out.hidden += 1;
             continue;
         }
-        if !in_domains(ctx.domains, &m.user_name) {
+        if !in_domains(ctx.domains, &m.dir.user_name) {
             out.not_owned += 1;
             continue;
         }
@@ -458,8 +441,8 @@ pub fn plan_indexed<M: Borrow<Member>>(
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
         };
-        let newly_linked = by_email && m.google_id.is_none();
-        let goes_inactive = m.active && !d.attrs.active;
+        let newly_linked = by_email && m.dir.google_id.is_none();
+        let goes_inactive = m.dir.active && !d.attrs.active;
         let action = if goes_inactive {
             Action::Deactivate
         } else if newly_linked || m.managed_by != ManagedBy::Google {
@@ -524,7 +507,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         if claimed[i] {
             continue;
         }
-        let still_in_google = m.google_id.as_deref().is_some_and(|e| {
+        let still_in_google = m.dir.google_id.as_deref().is_some_and(|e| {
             dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
         });
         if still_in_google {
@@ -534,7 +517,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
         if is_active_managed(m, ctx.domains) {
             deactivations.push(PlannedChange {
                 action: Action::Deactivate,
-                user_name: m.user_name.to_string(),
+                user_name: m.dir.user_name.to_string(),
                 member: Some(m.id),
                 fields: vec!["active".into()],
                 change: Change::Deactivate {
@@ -542,7 +525,7 @@ pub fn plan_indexed<M: Borrow<Member>>(
                     expected_version: Some(m.version),
                 },
             });
-        } else if m.managed_by == ManagedBy::Manual || !in_domains(ctx.domains, &m.user_name) {
+        } else if m.managed_by == ManagedBy::Manual || !in_domains(ctx.domains, &m.dir.user_name) {
             out.not_owned += 1;
         }
     }
@@ -594,19 +577,11 @@ mod tests {
         let t = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
         Member {
             id: MemberId::new_random(),
-            user_name: a.user_name,
-            emails: a.emails,
-            given_name: a.given_name,
-            family_name: a.family_name,
-            display_name: a.display_name,
-            active: a.active,
-            google_id: a.google_id,
-            external_id: None,
+            dir: a,
             locations: vec!["Paris".into()],
             role: Role::Member,
             managed_by: ManagedBy::Google,
             scim_deleted: false,
-            scim_extra: Default::default(),
             created: t,
             last_modified: t,
             version: 3,
@@ -713,7 +688,7 @@ mod tests {
         assert_eq!(p.active_after, 1);
         // Already inactive: nothing to do.
         let mut gone = member_of(&bob);
-        gone.active = false;
+        gone.dir.active = false;
         assert!(run(
             &[ada],
             &[member_of(&google("1", "ada@example.com", "Ada")), gone]
@@ -726,13 +701,13 @@ mod tests {
     fn an_unlinked_or_manual_member_with_the_email_is_linked() {
         let ada = google("1", "Ada@example.com", "Ada");
         let mut manual = member_of(&ada);
-        manual.google_id = None;
+        manual.dir.google_id = None;
         manual.managed_by = ManagedBy::Manual;
         let p = run(&[ada.clone()], &[manual.clone()]);
         assert_eq!(actions(&p), [(Action::Link, "Ada@example.com")]);
         assert!(matches!(&p.changes[0].change, Change::Link { google_id, .. } if google_id == "1"));
         // Linked and different: one Update counted as a link.
-        manual.given_name = Some("Old".into());
+        manual.dir.given_name = Some("Old".into());
         let p = run(&[ada], &[manual]);
         assert_eq!(p.changes[0].action, Action::Link);
         assert!(matches!(p.changes[0].change, Change::Update { .. }));
@@ -742,7 +717,7 @@ mod tests {
     fn manual_and_foreign_domain_members_are_never_touched() {
         let mut manual = member_of(&google("9", "guest@example.com", "Guest"));
         manual.managed_by = ManagedBy::Manual;
-        manual.google_id = None;
+        manual.dir.google_id = None;
         let foreign = member_of(&google("8", "partner@other.org", "Partner"));
         let domains = vec!["example.com".to_string()];
         let p = plan(
@@ -763,7 +738,7 @@ mod tests {
         let ada = google("1", "ada@example.com", "Ada");
         let mut m = member_of(&ada);
         m.scim_deleted = true;
-        m.active = false;
+        m.dir.active = false;
         let p = run(&[google("1", "ada@example.com", "Changed")], &[m]);
         assert!(p.changes.is_empty());
         assert_eq!(p.hidden, 1);
@@ -879,7 +854,7 @@ mod tests {
         assert!(p.changes.is_empty(), "{:?}", p.changes);
         // User 2 is a duplicate of an address another user holds: its member stays.
         let mut bob = member_of(&google("2", "bob@example.com", "Bob"));
-        bob.user_name = UserName::parse("bob.old@example.com").unwrap();
+        bob.dir.user_name = UserName::parse("bob.old@example.com").unwrap();
         let p = run(
             &[
                 google("1", "ada@example.com", "Ada"),

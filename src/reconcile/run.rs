@@ -708,7 +708,7 @@ async fn verify_absent(
             kept.push(change);
             continue;
         };
-        let google_id = ctx.store.get(*id)?.and_then(|m| m.google_id);
+        let google_id = ctx.store.get(*id)?.and_then(|m| m.dir.google_id);
         let Some(google_id) = google_id else {
             // Never linked to a Google user: nothing to ask Google about.
             kept.push(change);

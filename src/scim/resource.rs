@@ -13,7 +13,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::member::{DirectoryAttrs, Email, Member, UserName};
+use crate::member::{DirectoryAttrs, Email, Field, Member, UserName};
 use crate::scim::error::ScimError;
 use crate::scim::filter::USER_SCHEMA;
 use crate::scim::schema::Limits;
@@ -21,8 +21,10 @@ use crate::scim::schema::Limits;
 /// The Enterprise User extension (RFC 7643 §4.3).
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// Core attributes this server publishes, with their canonical spelling (clients may use any case).
-pub const CORE_ATTRIBUTES: &[&str] = &[
+/// The single-valued core attributes this server publishes, with their canonical spelling
+/// (clients may use any case), but for the plain strings it keeps ([`KEPT_STRINGS`]); the
+/// multi-valued ones are [`MULTI_VALUED`].
+pub const SINGLE_VALUED: &[&str] = &[
     "id",
     "externalId",
     "meta",
@@ -30,6 +32,12 @@ pub const CORE_ATTRIBUTES: &[&str] = &[
     "userName",
     "name",
     "displayName",
+    "active",
+];
+
+/// Single-valued core string attributes the member has no field for: checked to be strings,
+/// then kept verbatim.
+const KEPT_STRINGS: &[&str] = &[
     "nickName",
     "profileUrl",
     "title",
@@ -37,15 +45,6 @@ pub const CORE_ATTRIBUTES: &[&str] = &[
     "preferredLanguage",
     "locale",
     "timezone",
-    "active",
-    "emails",
-    "phoneNumbers",
-    "ims",
-    "photos",
-    "addresses",
-    "entitlements",
-    "roles",
-    "x509Certificates",
 ];
 
 /// Multi-valued core attributes: their values are arrays of objects.
@@ -69,8 +68,10 @@ const OWN_FIELDS: &[&str] = &["userName", "displayName", "active", "externalId"]
 
 /// The canonical spelling of a top-level key, if it is a known attribute or schema URN.
 pub fn canonical_key(key: &str) -> Option<&'static str> {
-    CORE_ATTRIBUTES
+    SINGLE_VALUED
         .iter()
+        .chain(KEPT_STRINGS)
+        .chain(MULTI_VALUED)
         .chain(["password", "groups"].iter())
         .chain([ENTERPRISE_SCHEMA, USER_SCHEMA].iter())
         .find(|k| k.eq_ignore_ascii_case(key))
@@ -101,34 +102,42 @@ pub fn to_json(m: &Member, location: &str) -> Value {
     let mut obj = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
     obj.insert("id".into(), json!(m.id.to_string()));
-    if let Some(ext) = &m.external_id {
-        obj.insert("externalId".into(), json!(ext));
-    }
-    obj.insert("userName".into(), json!(m.user_name.as_str()));
-    let mut name = match m.scim_extra.get("name") {
+    let mut name = match m.dir.scim_extra.get("name") {
         Some(Value::Object(n)) => n.clone(),
         _ => Map::new(),
     };
-    set_or_remove(&mut name, "givenName", m.given_name.as_deref());
-    set_or_remove(&mut name, "familyName", m.family_name.as_deref());
+    for f in Field::ALL {
+        let value = f.value(&m.dir);
+        match f {
+            // Not a SCIM attribute: the pull's key.
+            Field::GoogleId => {}
+            // Sub-attributes of `name`, set in the `name` the client sent.
+            Field::GivenName | Field::FamilyName => set_or_remove(&mut name, f.name(), value),
+            // The verbatim emails array wins only while it still says what the member holds.
+            Field::Emails => {
+                let emails = match m.dir.scim_extra.get("emails") {
+                    Some(kept @ Value::Array(_))
+                        if emails_of(kept).ok().as_ref() == Some(&m.dir.emails) =>
+                    {
+                        kept.clone()
+                    }
+                    _ => value,
+                };
+                if emails.as_array().is_some_and(|a| !a.is_empty()) {
+                    obj.insert("emails".into(), emails);
+                }
+            }
+            // The others by their name, when they have a value.
+            _ if value.is_null() => {}
+            _ => {
+                obj.insert(f.name().into(), value);
+            }
+        }
+    }
     if !name.is_empty() {
         obj.insert("name".into(), Value::Object(name));
     }
-    if let Some(d) = &m.display_name {
-        obj.insert("displayName".into(), json!(d));
-    }
-    // The verbatim emails array wins only while it still says what the member holds.
-    let emails = match m.scim_extra.get("emails") {
-        Some(kept @ Value::Array(_)) if emails_of(kept).ok().as_ref() == Some(&m.emails) => {
-            kept.clone()
-        }
-        _ => serde_json::to_value(&m.emails).unwrap_or(Value::Null),
-    };
-    if emails.as_array().is_some_and(|a| !a.is_empty()) {
-        obj.insert("emails".into(), emails);
-    }
-    obj.insert("active".into(), json!(m.active));
-    for (k, v) in &m.scim_extra {
+    for (k, v) in &m.dir.scim_extra {
         if k == "name" || k == "emails" || obj.contains_key(k) {
             continue;
         }
@@ -156,10 +165,11 @@ pub fn etag(version: u64) -> String {
     format!("W/\"{version}\"")
 }
 
-fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+/// Sets `key` in `obj` (whatever the case of the key there), or removes it for `null`.
+fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Value) {
     obj.retain(|k, _| !k.eq_ignore_ascii_case(key));
-    if let Some(v) = value {
-        obj.insert(key.into(), json!(v));
+    if !value.is_null() {
+        obj.insert(key.into(), value);
     }
 }
 
@@ -227,15 +237,7 @@ pub fn from_json_with(
             )))
         }
     };
-    for key in [
-        "nickName",
-        "profileUrl",
-        "title",
-        "userType",
-        "preferredLanguage",
-        "locale",
-        "timezone",
-    ] {
+    for key in KEPT_STRINGS {
         opt_string(&obj, key)?;
     }
     check_value_counts(&obj, limits)?;
@@ -281,7 +283,7 @@ pub fn from_json_with(
             active,
             google_id: None,
             external_id,
-            scim_extra: Some(extra),
+            scim_extra: extra,
         },
     })
 }
@@ -454,4 +456,40 @@ fn emails_of(v: &Value) -> Result<Vec<Email>, ScimError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_key_is_spelled_canonically_whatever_its_case() {
+        for (sent, canonical) in [
+            ("USERNAME", "userName"),
+            ("externalid", "externalId"),
+            ("NickName", "nickName"),
+            ("TIMEZONE", "timezone"),
+            ("Emails", "emails"),
+            ("x509certificates", "x509Certificates"),
+            ("PASSWORD", "password"),
+        ] {
+            assert_eq!(canonical_key(sent), Some(canonical), "{sent}");
+        }
+        assert_eq!(canonical_key("favouriteColour"), None);
+    }
+
+    #[test]
+    fn a_kept_string_attribute_must_be_a_string_and_is_kept_verbatim() {
+        let err = from_json(json!({"userName": "ada@example.com", "Title": 5}), None).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("title must be a string"),
+            "{err:?}"
+        );
+        let ok = from_json(
+            json!({"userName": "ada@example.com", "TITLE": "Engineer"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.attrs.scim_extra["title"], "Engineer");
+    }
 }

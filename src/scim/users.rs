@@ -681,7 +681,7 @@ pub async fn replace(
     check_id(filter::get_ci(&body, "id"), m.id)?;
     // An absent `active` keeps the member as it is: a PUT that forgot it must neither
     // reactivate nor deactivate anyone.
-    let parsed = resource::from_json_with(body, Some(m.active), &limits_of(limits))?;
+    let parsed = resource::from_json_with(body, Some(m.dir.active), &limits_of(limits))?;
     let change = Change::Update {
         id,
         expected_version: expected,
@@ -727,7 +727,7 @@ pub async fn modify(
         attempt += 1;
         let m = visible(&state, id)?;
         let pinned = if_match(&headers, &m)?;
-        let (body, loc, active) = (body.clone(), location(&base, &m), m.active);
+        let (body, loc, active) = (body.clone(), location(&base, &m), m.dir.active);
         let doc = resource::to_json(&m, &loc);
         let parsed = off_workers(move || {
             let mut doc = doc;

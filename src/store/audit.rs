@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::member::{Actor, MemberId};
+use crate::member::{Actor, ChangeKind, MemberId};
 
 /// One applied change: who, when, which member, and the changed fields before and after.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,8 +21,8 @@ pub struct AuditEntry {
     pub member_id: MemberId,
     /// The member's user name after the change.
     pub user_name: String,
-    /// The kind of change (`create`, `update`, `deactivate`, ...).
-    pub change: String,
+    /// What the change did.
+    pub change: ChangeKind,
     /// The changed fields before (absent for a create).
     pub before: BTreeMap<String, serde_json::Value>,
     /// The changed fields after.
@@ -158,4 +158,39 @@ pub(super) fn prune_some(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries as earlier versions stored them, with `change` as a string: a group of
+    /// every kind they ever wrote (schema 2), and one lone entry (schema 1).
+    #[test]
+    fn stored_entries_of_every_kind_still_read() {
+        let entry = |kind: &str| {
+            serde_json::json!({
+                "seq": 1,
+                "time": "2026-09-21T10:00:00Z",
+                "actor": {"kind": "scim", "name": "google"},
+                "member_id": "0192a3b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b",
+                "user_name": "ada@example.com",
+                "change": kind,
+                "before": {},
+                "after": {"active": true}
+            })
+        };
+        // The strings themselves are pinned by
+        // `member::tests::change_kinds_are_stored_as_the_strings_earlier_versions_wrote`.
+        let kinds = ChangeKind::ALL.map(ChangeKind::as_str);
+        let group = serde_json::Value::Array(kinds.iter().map(|k| entry(k)).collect());
+        let read = decode_group(&serde_json::to_vec(&group).unwrap()).unwrap();
+        let read: Vec<&str> = read.iter().map(|e| e.change.as_str()).collect();
+        assert_eq!(read, kinds);
+        let lone = decode_group(&serde_json::to_vec(&entry("revive")).unwrap()).unwrap();
+        assert_eq!(lone[0].change, ChangeKind::Revive);
+        // And an entry written now is the same JSON.
+        let back = serde_json::to_value(&lone[0]).unwrap();
+        assert_eq!(back, entry("revive"));
+    }
 }

@@ -46,8 +46,8 @@ fn collision(what: &'static str, key: &str, first: &Member, second: &Member) -> 
     StoreError::Collision {
         what,
         key: key.to_string(),
-        first: format!("{} ({})", first.id, first.user_name),
-        second: format!("{} ({})", second.id, second.user_name),
+        first: format!("{} ({})", first.id, first.dir.user_name),
+        second: format!("{} ({})", second.id, second.dir.user_name),
     }
 }
 
@@ -61,16 +61,16 @@ impl Mirror {
         let mut listed = Vec::new();
         for m in members {
             let m = m?;
-            let name = m.user_name.normalized();
+            let name = m.dir.user_name.normalized();
             if let Some(other) = mirror.by_name.get(&name) {
                 return Err(collision("user name", &name, &mirror.by_id[other], &m));
             }
-            if let Some(ext) = &m.external_id {
+            if let Some(ext) = &m.dir.external_id {
                 if let Some(other) = mirror.by_ext.insert(ext.clone(), m.id) {
                     return Err(collision("external id", ext, &mirror.by_id[&other], &m));
                 }
             }
-            if let Some(g) = &m.google_id {
+            if let Some(g) = &m.dir.google_id {
                 if let Some(other) = mirror.by_google.insert(g.clone(), m.id) {
                     return Err(collision("Google id", g, &mirror.by_id[&other], &m));
                 }
@@ -79,7 +79,7 @@ impl Mirror {
                 listed.push((name.clone(), m.id));
             }
             mirror.by_name.insert(name, m.id);
-            mirror.active += usize::from(m.active);
+            mirror.active += usize::from(m.dir.active);
             mirror.by_id.insert(m.id, Arc::new(m));
         }
         listed.sort_unstable();
@@ -174,9 +174,9 @@ impl Mirror {
     /// Applies a committed transaction's writes.
     pub(crate) fn apply(&mut self, overlay: Overlay) {
         for (id, m) in overlay.members {
-            self.active += usize::from(m.active);
+            self.active += usize::from(m.dir.active);
             if let Some(old) = self.by_id.insert(id, Arc::new(m)) {
-                self.active -= usize::from(old.active);
+                self.active -= usize::from(old.dir.active);
             }
         }
         // Every member write re-sets its name entry, so this visits every written member.
@@ -184,7 +184,7 @@ impl Mirror {
             let listed = id.filter(|id| {
                 self.by_id.get(id).is_some_and(|m| {
                     m.visible_to_scim()
-                        && normalize_email_cow(m.user_name.as_str()) == name.as_str()
+                        && normalize_email_cow(m.dir.user_name.as_str()) == name.as_str()
                 })
             });
             self.scim_order.set(&name, listed);

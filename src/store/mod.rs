@@ -597,33 +597,35 @@ impl MemberTx<'_> {
     /// Writes `new` (one key), moving its in-memory index entries away from `old`'s when
     /// the transaction commits.
     pub(crate) fn put(&self, old: Option<&Member>, new: &Member) -> Result<(), StoreError> {
-        let new_name = new.user_name.normalized();
+        let new_name = new.dir.user_name.normalized();
         let mut overlay = self.overlay.borrow_mut();
         if let Some(old) = old {
-            let old_key = old.user_name.normalized();
+            let old_key = old.dir.user_name.normalized();
             if old_key != new_name {
                 overlay.names.insert(old_key, None);
             }
             if let Some(e) = old
+                .dir
                 .external_id
                 .as_ref()
-                .filter(|e| new.external_id.as_ref() != Some(*e))
+                .filter(|e| new.dir.external_id.as_ref() != Some(*e))
             {
                 overlay.externals.insert(e.clone(), None);
             }
             if let Some(g) = old
+                .dir
                 .google_id
                 .as_ref()
-                .filter(|g| new.google_id.as_ref() != Some(*g))
+                .filter(|g| new.dir.google_id.as_ref() != Some(*g))
             {
                 overlay.googles.insert(g.clone(), None);
             }
         }
         overlay.names.insert(new_name, Some(new.id));
-        if let Some(e) = &new.external_id {
+        if let Some(e) = &new.dir.external_id {
             overlay.externals.insert(e.clone(), Some(new.id));
         }
-        if let Some(g) = &new.google_id {
+        if let Some(g) = &new.dir.google_id {
             overlay.googles.insert(g.clone(), Some(new.id));
         }
         self.members
@@ -696,7 +698,7 @@ fn upgrade(
         }
         let mut m = codec::decode_v1(&v)?;
         if set_by_pull.get(&m.id) == Some(&true) {
-            m.google_id = m.external_id.take();
+            m.dir.google_id = m.dir.external_id.take();
         }
         old_format.push(m.id);
         Ok(m)
@@ -715,7 +717,7 @@ fn upgrade(
     if !old_format.is_empty() {
         let google = old_format
             .iter()
-            .filter(|id| mirror.get(**id).is_some_and(|m| m.google_id.is_some()))
+            .filter(|id| mirror.get(**id).is_some_and(|m| m.dir.google_id.is_some()))
             .count();
         tracing::info!(
             records = old_format.len(),
@@ -776,6 +778,7 @@ fn decode_u32(bytes: &[u8]) -> Result<u32, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::member::ChangeKind;
 
     #[test]
     fn the_directory_is_created_private() {
@@ -868,7 +871,7 @@ mod tests {
         assert_eq!(all.len(), 101);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
         assert_eq!(all[0].user_name, "user000@example.com");
-        assert_eq!(all[100].change, "deactivate");
+        assert_eq!(all[100].change, ChangeKind::Deactivate);
 
         let mine = store
             .audit(&AuditQuery {
@@ -876,8 +879,8 @@ mod tests {
                 ..AuditQuery::default()
             })
             .unwrap();
-        let kinds: Vec<&str> = mine.iter().map(|e| e.change.as_str()).collect();
-        assert_eq!(kinds, ["create", "deactivate"]);
+        let kinds: Vec<ChangeKind> = mine.iter().map(|e| e.change).collect();
+        assert_eq!(kinds, [ChangeKind::Create, ChangeKind::Deactivate]);
         assert!(mine.iter().all(|e| e.member_id == target.id));
 
         let since = store
@@ -887,7 +890,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(since.len(), 1);
-        assert_eq!(since[0].change, "deactivate");
+        assert_eq!(since[0].change, ChangeKind::Deactivate);
 
         let last3 = store
             .audit(&AuditQuery {
@@ -1078,19 +1081,14 @@ mod tests {
         let a = DirectoryAttrs::new(UserName::parse(name).unwrap(), Some("Ada"), None);
         Member {
             id: MemberId(uuid::Uuid::from_u128(n)),
-            user_name: a.user_name,
-            emails: a.emails,
-            given_name: a.given_name,
-            family_name: None,
-            display_name: None,
-            active: true,
-            google_id: None,
-            external_id: None,
+            dir: DirectoryAttrs {
+                family_name: None,
+                ..a
+            },
             locations: vec!["Paris".into()],
             role: Role::Member,
             managed_by: ManagedBy::Google,
             scim_deleted: false,
-            scim_extra: Default::default(),
             created: at(0),
             last_modified: at(0),
             version: 1,
@@ -1106,7 +1104,7 @@ mod tests {
         let mut after = std::collections::BTreeMap::new();
         after.insert(
             "userName".to_string(),
-            serde_json::json!(m.user_name.as_str()),
+            serde_json::json!(m.dir.user_name.as_str()),
         );
         if let Some(e) = ext {
             after.insert("externalId".to_string(), serde_json::json!(e));
@@ -1116,8 +1114,8 @@ mod tests {
             time: at(seq as i64),
             actor,
             member_id: m.id,
-            user_name: m.user_name.to_string(),
-            change: "update".into(),
+            user_name: m.dir.user_name.to_string(),
+            change: ChangeKind::Update,
             before: Default::default(),
             after,
         }
@@ -1165,8 +1163,8 @@ mod tests {
                 // A crash left this one converted already (as the upgrade decides it).
                 let mut conv = m.clone();
                 match m.id.0.as_u128() {
-                    1 | 3 => conv.google_id = ext.map(str::to_string),
-                    _ => conv.external_id = ext.map(str::to_string),
+                    1 | 3 => conv.dir.google_id = ext.map(str::to_string),
+                    _ => conv.dir.external_id = ext.map(str::to_string),
                 }
                 codec::encode(&conv).unwrap()
             } else {
@@ -1174,7 +1172,7 @@ mod tests {
             };
             members.insert(m.id.as_bytes(), bytes).unwrap();
             names
-                .insert(m.user_name.normalized().as_bytes(), m.id.as_bytes())
+                .insert(m.dir.user_name.normalized().as_bytes(), m.id.as_bytes())
                 .unwrap();
             if let Some(x) = ext {
                 exts.insert(x.as_bytes(), m.id.as_bytes()).unwrap();
@@ -1210,7 +1208,7 @@ mod tests {
         let get = |n: &str| store.get_by_user_name(n).unwrap().unwrap();
         let ids = |n: &str| {
             let m = get(n);
-            (m.google_id, m.external_id)
+            (m.dir.google_id, m.dir.external_id)
         };
         let s = |v: &str| Some(v.to_string());
         assert_eq!(ids("a@example.com"), (s("g-a"), None), "set by the pull");
@@ -1345,7 +1343,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             for (n, name) in [(1, "a@example.com"), (2, "b@example.com")] {
                 let mut m = raw_member(n, name);
-                m.google_id = Some("g-1".into());
+                m.dir.google_id = Some("g-1".into());
                 store
                     .inner
                     .members
@@ -1476,12 +1474,13 @@ mod tests {
         let scan = RecordScan::open(dir.path()).unwrap();
         assert_eq!(scan.len(), 301);
         let m = scan.find("USER150@example.com").unwrap().unwrap();
-        assert_eq!(m.user_name.as_str(), "user150@example.com");
+        assert_eq!(m.dir.user_name.as_str(), "user150@example.com");
         assert_eq!(scan.find(&m.id.to_string()).unwrap().unwrap(), m);
         assert_eq!(
             scan.find("σας@EXAMPLE.com")
                 .unwrap()
                 .unwrap()
+                .dir
                 .user_name
                 .as_str(),
             "ΣΑΣ@example.com"
@@ -1501,7 +1500,7 @@ mod tests {
         write_schema_2(old.path(), &[]);
         let scan = RecordScan::open(old.path()).unwrap();
         let a = scan.find("a@example.com").unwrap().unwrap();
-        assert_eq!(a.google_id.as_deref(), Some("g-a"));
+        assert_eq!(a.dir.google_id.as_deref(), Some("g-a"));
     }
 
     #[tokio::test]

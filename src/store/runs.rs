@@ -69,13 +69,13 @@ pub struct SyncRun {
     pub run_id: String,
     /// `sync`, `user`, or `approve`.
     pub kind: String,
-    /// Start.
+    /// When it started (the run id starts with it too).
     pub started: DateTime<Utc>,
-    /// End.
+    /// When it ended, whether it succeeded or not.
     pub finished: DateTime<Utc>,
-    /// Outcome.
+    /// Whether it applied everything, held deactivations, or failed.
     pub status: RunStatus,
-    /// Counts.
+    /// What it did, at the record's top level (the keys of `sync --json`).
     #[serde(flatten)]
     pub counts: RunCounts,
     /// Directory API requests made.
@@ -95,9 +95,9 @@ pub struct SyncRun {
 pub struct HeldSet {
     /// The run that held them.
     pub run_id: String,
-    /// When.
+    /// When the run held them; `sync status` shows their age from it.
     pub held_at: DateTime<Utc>,
-    /// Why.
+    /// The guard's reasons, one per limit passed, as `sync status` shows them.
     pub reasons: Vec<String>,
     /// The deactivations as planned.
     pub changes: Vec<HeldDeactivation>,

@@ -72,7 +72,7 @@ pub fn members(store: &Store) -> BTreeMap<String, Member> {
     store
         .members()
         .map(|m| m.unwrap())
-        .map(|m| (m.google_id.clone().unwrap_or_default(), m))
+        .map(|m| (m.dir.google_id.clone().unwrap_or_default(), m))
         .collect()
 }
 
@@ -90,17 +90,26 @@ pub fn assert_mirrors(store: &Store, google: &FakeGoogle, expect: impl Fn(&FakeU
         if expect(&u) {
             let m =
                 m.unwrap_or_else(|| panic!("{} is in scope but has no member", u.primary_email));
-            assert_eq!(m.user_name.as_str(), u.primary_email);
-            assert_eq!(m.given_name.as_deref(), Some(u.given_name.as_str()));
-            assert_eq!(m.active, !u.suspended && !u.archived, "{}", u.primary_email);
-            if m.active {
+            assert_eq!(m.dir.user_name.as_str(), u.primary_email);
+            assert_eq!(m.dir.given_name.as_deref(), Some(u.given_name.as_str()));
+            assert_eq!(
+                m.dir.active,
+                !u.suspended && !u.archived,
+                "{}",
+                u.primary_email
+            );
+            if m.dir.active {
                 expected_active += 1;
             }
         } else if let Some(m) = m {
-            assert!(!m.active, "{} is out of scope but active", u.primary_email);
+            assert!(
+                !m.dir.active,
+                "{} is out of scope but active",
+                u.primary_email
+            );
         }
     }
-    let active = ms.values().filter(|m| m.active).count();
+    let active = ms.values().filter(|m| m.dir.active).count();
     assert_eq!(active, expected_active, "no other member is active");
     let problems = store.check_consistency().unwrap();
     assert!(problems.is_empty(), "{problems:?}");

@@ -68,7 +68,14 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         (1, "ok"),
         "{r:?}"
     );
-    assert!(!store.get_by_user_name(&suspended).unwrap().unwrap().active);
+    assert!(
+        !store
+            .get_by_user_name(&suspended)
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
 
     // Delete: deactivated, not deleted.
     let deleted = pick(1);
@@ -77,7 +84,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     let r = sync(&ctx).await;
     assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
     let after = store.get(before.id).unwrap().unwrap();
-    assert!(!after.active);
+    assert!(!after.dir.active);
 
     // Rename: the same member, a new user name.
     let old = pick(2);
@@ -91,9 +98,9 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         "{r:?}"
     );
     let renamed = store.get(member.id).unwrap().unwrap();
-    assert_eq!(renamed.user_name.as_str(), new);
+    assert_eq!(renamed.dir.user_name.as_str(), new);
     assert!(
-        renamed.emails.iter().any(|e| e.value == old),
+        renamed.dir.emails.iter().any(|e| e.value == old),
         "the old address stays as an alias"
     );
 
@@ -104,7 +111,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     assert_eq!(r.report.counts.updated, 1, "{r:?}");
     let m = store.get_by_user_name(&named).unwrap().unwrap();
     assert_eq!(
-        (m.given_name.as_deref(), m.family_name.as_deref()),
+        (m.dir.given_name.as_deref(), m.dir.family_name.as_deref()),
         (Some("Augusta"), Some("King"))
     );
 
@@ -122,6 +129,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
             .get_by_user_name("NEW.HIRE@example.com")
             .unwrap()
             .unwrap()
+            .dir
             .google_id
             .as_deref(),
         Some(id.as_str())
@@ -141,6 +149,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
             .get_by_user_name(&sales_user.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
 
@@ -148,7 +157,14 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     assert!(g.unsuspend(&suspended));
     let r = sync(&ctx).await;
     assert_eq!(r.report.counts.updated, 1, "{r:?}");
-    assert!(store.get_by_user_name(&suspended).unwrap().unwrap().active);
+    assert!(
+        store
+            .get_by_user_name(&suspended)
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
 
     let scope_now = |u: &FakeUser| scope(u) && u.primary_email != sales_user.primary_email;
     assert_mirrors(&store, g, scope_now);
@@ -238,13 +254,14 @@ async fn manual_members_are_linked_when_google_has_them_and_left_alone_otherwise
         .get_by_user_name(&target.primary_email)
         .unwrap()
         .unwrap();
-    assert_eq!(linked.google_id.as_deref(), Some(target.id.as_str()));
+    assert_eq!(linked.dir.google_id.as_deref(), Some(target.id.as_str()));
     assert_eq!(linked.managed_by, retrac_sync::member::ManagedBy::Google);
     assert!(
         store
             .get_by_user_name("guest@example.com")
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     assert!(
@@ -252,6 +269,7 @@ async fn manual_members_are_linked_when_google_has_them_and_left_alone_otherwise
             .get_by_user_name("partner@other.org")
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     assert_eq!(store.member_count(), 22, "no duplicate");
@@ -291,11 +309,11 @@ async fn a_user_recreated_with_the_same_email_keeps_its_member_but_not_its_grant
     );
     assert_eq!(r.report.counts.identity_changed, 1, "{r:?}");
     let after = store.get(m.id).unwrap().unwrap();
-    assert_eq!(after.google_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(after.dir.google_id.as_deref(), Some(new_id.as_str()));
     // A new Google id is a new person as far as anyone can tell: the record and its history
     // stay, the owner's grants do not, and the audit entry says what was removed.
     assert!(after.locations.is_empty());
-    assert!(after.active);
+    assert!(after.dir.active);
     let last = store
         .audit(&retrac_sync::store::AuditQuery {
             member: Some(m.id),
@@ -421,6 +439,7 @@ async fn a_user_missing_from_one_listing_but_found_by_users_get_stays_active() {
             .get_by_user_name(&lagging.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     // The check is one users.get, counted with the listing.
@@ -473,6 +492,7 @@ async fn a_user_users_get_does_not_find_is_deactivated() {
             .get_by_user_name(&gone.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     // Suspended in Google while missing from the listing: the answer of users.get decides.
@@ -523,8 +543,8 @@ async fn a_rename_during_paging_deactivates_nobody() {
     assert_eq!(r.report.status, "ok", "{r:?}");
     assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
     let after = store.get(member.id).unwrap().unwrap();
-    assert!(after.active);
-    assert_eq!(after.user_name.as_str(), "aaa.renamed@example.com");
+    assert!(after.dir.active);
+    assert_eq!(after.dir.user_name.as_str(), "aaa.renamed@example.com");
     assert_eq!(g.requests("users.list"), 6, "3 pages a run");
     all_active_mirrored(&store, g);
 }
@@ -555,6 +575,7 @@ async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_not
             .get_by_user_name(name)
             .unwrap()
             .unwrap()
+            .dir
             .emails
             .iter()
             .map(|e| e.value.clone())
@@ -588,11 +609,11 @@ async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_not
         ]
     );
     for m in store.members().map(|m| m.unwrap()) {
-        for e in &m.emails {
+        for e in &m.dir.emails {
             assert!(
                 !e.value.ends_with("gmail.com") && !e.value.contains("test-google-a.com"),
                 "{}: {}",
-                m.user_name,
+                m.dir.user_name,
                 e.value
             );
         }

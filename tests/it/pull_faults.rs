@@ -154,7 +154,7 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     );
     let still_active = gone
         .iter()
-        .filter(|e| store.get_by_user_name(e).unwrap().unwrap().active)
+        .filter(|e| store.get_by_user_name(e).unwrap().unwrap().dir.active)
         .count() as u64;
     assert_eq!(still_active, was_active, "nobody deactivated while held");
     let Response::Status { held, .. } =
@@ -195,12 +195,13 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
             .get_by_user_name(&back.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     assert!(gone
         .iter()
         .filter(|e| **e != back.primary_email)
-        .all(|e| !store.get_by_user_name(e).unwrap().unwrap().active));
+        .all(|e| !store.get_by_user_name(e).unwrap().unwrap().dir.active));
     assert!(store.held(&r.report.run_id).unwrap().is_none());
     assert!(matches!(
         reconcile::approve(&ctx, &r.report.run_id).await,
@@ -224,7 +225,7 @@ async fn discard_drops_held_deactivations() {
     let ctx = context(&store, &w.config);
     let active_before = store
         .members()
-        .filter(|m| m.as_ref().unwrap().active)
+        .filter(|m| m.as_ref().unwrap().dir.active)
         .count();
     for u in w.google.users().iter().take(70) {
         w.google.delete(&u.primary_email).unwrap();
@@ -247,7 +248,7 @@ async fn discard_drops_held_deactivations() {
     assert_eq!(
         store
             .members()
-            .filter(|m| m.as_ref().unwrap().active)
+            .filter(|m| m.as_ref().unwrap().dir.active)
             .count(),
         active_before,
         "nobody was deactivated"
@@ -264,7 +265,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
     let email = target.primary_email.clone();
     let hook = Arc::new(move |store: &Store| {
         let m = store.get_by_user_name(&email).unwrap().unwrap();
-        let mut attrs = m.directory_attrs();
+        let mut attrs = m.dir.clone();
         attrs.display_name = Some("Set over SCIM".into());
         provision::apply(
             store,
@@ -294,7 +295,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
         .unwrap()
         .unwrap();
     assert_eq!(
-        m.display_name.as_deref(),
+        m.dir.display_name.as_deref(),
         Some("Set over SCIM"),
         "not overwritten"
     );
@@ -306,6 +307,7 @@ async fn a_member_patched_over_scim_between_plan_and_apply_is_skipped_not_overwr
             .get_by_user_name(&target.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .given_name
             .as_deref(),
         Some("FromGoogle")
@@ -455,7 +457,14 @@ async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
         "{:?}",
         r.problems
     );
-    assert!(store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+    assert!(
+        store
+            .get_by_user_name(&users[0])
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
     w.google.clear_faults();
     let r = sync(&ctx).await;
     assert_eq!(
@@ -463,7 +472,14 @@ async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
         (1, 0),
         "{r:?}"
     );
-    assert!(!store.get_by_user_name(&users[0]).unwrap().unwrap().active);
+    assert!(
+        !store
+            .get_by_user_name(&users[0])
+            .unwrap()
+            .unwrap()
+            .dir
+            .active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,6 +617,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
             .get_by_user_name(&user.primary_email)
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
     // Suspended: the query no longer matches, users.get agrees: deactivated.
@@ -626,6 +643,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
             .get_by_user_name("renamed.one@example.com")
             .unwrap()
             .unwrap()
+            .dir
             .active
     );
 }

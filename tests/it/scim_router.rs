@@ -5,7 +5,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use retrac_sync::config::ScimConfig;
-use retrac_sync::member::Actor;
+use retrac_sync::member::{Actor, ChangeKind};
 use retrac_sync::owner;
 use retrac_sync::scim::schema::Limits;
 use retrac_sync::scim::{router, ScimState};
@@ -361,7 +361,7 @@ async fn google_create_fixture_makes_an_inactive_member() {
         .get_by_user_name("grace@example.com")
         .unwrap()
         .unwrap();
-    assert!(!m.active);
+    assert!(!m.dir.active);
 }
 
 #[tokio::test]
@@ -537,8 +537,8 @@ async fn patch_fixtures_from_real_clients() {
         .get(retrac_sync::member::MemberId::parse(&id).unwrap())
         .unwrap()
         .unwrap();
-    assert!(!m.active);
-    assert_eq!(m.family_name.as_deref(), Some("Hopper-Smith"));
+    assert!(!m.dir.active);
+    assert_eq!(m.dir.family_name.as_deref(), Some("Hopper-Smith"));
 }
 
 #[tokio::test]
@@ -746,7 +746,10 @@ async fn delete_hides_the_member_restore_brings_it_back_and_post_revives_it() {
         .get_by_user_name("grace@example.com")
         .unwrap()
         .unwrap();
-    assert!(!m.active && m.scim_deleted, "the record stays, inactive");
+    assert!(
+        !m.dir.active && m.scim_deleted,
+        "the record stays, inactive"
+    );
 
     owner::execute(
         &app.store,
@@ -1271,7 +1274,7 @@ async fn an_unclaimed_manual_invite_is_invisible_to_scim() {
     );
     let kept = app.store.get(ada.id).unwrap().unwrap();
     assert_eq!(kept.version, ada.version, "nothing written");
-    assert!(kept.active && !kept.scim_deleted);
+    assert!(kept.dir.active && !kept.scim_deleted);
     assert_eq!(kept.managed_by, retrac_sync::member::ManagedBy::Manual);
 }
 
@@ -1297,8 +1300,8 @@ async fn a_scim_post_of_an_invites_user_name_links_it_and_keeps_its_grants() {
     assert_eq!(m.managed_by, retrac_sync::member::ManagedBy::Google);
     assert_eq!(m.locations, ["Paris", "Lyon"]);
     assert_eq!(m.role, retrac_sync::member::Role::Owner);
-    assert_eq!(m.external_id.as_deref(), Some("entra-ada"));
-    assert_eq!(m.family_name.as_deref(), Some("King"));
+    assert_eq!(m.dir.external_id.as_deref(), Some("entra-ada"));
+    assert_eq!(m.dir.family_name.as_deref(), Some("King"));
     assert_eq!(app.store.member_count(), 1);
     let audit = app
         .store
@@ -1307,7 +1310,7 @@ async fn a_scim_post_of_an_invites_user_name_links_it_and_keeps_its_grants() {
             ..AuditQuery::default()
         })
         .unwrap();
-    assert_eq!(audit.last().unwrap().change, "link");
+    assert_eq!(audit.last().unwrap().change, ChangeKind::Link);
     assert!(!audit.last().unwrap().after.contains_key("grantsRemoved"));
     // Now it is SCIM's to see.
     let uri = format!("/Users/{}", ada.id);
@@ -1333,14 +1336,17 @@ async fn a_put_without_external_id_keeps_the_google_link() {
     let before = app.store.get(id).unwrap().unwrap();
     let put = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": before.user_name.as_str(),
+        "userName": before.dir.user_name.as_str(),
         "name": {"givenName": "Grace", "familyName": "Hopper-Murray"}
     });
     let r = app.call("PUT", &format!("/Users/{id}"), Some(put)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let after = app.store.get(id).unwrap().unwrap();
-    assert_eq!(after.google_id.as_deref(), Some("104598721934561230002"));
-    assert_eq!(after.family_name.as_deref(), Some("Hopper-Murray"));
+    assert_eq!(
+        after.dir.google_id.as_deref(),
+        Some("104598721934561230002")
+    );
+    assert_eq!(after.dir.family_name.as_deref(), Some("Hopper-Murray"));
     // The Google id is not SCIM's externalId: it is not sent as one.
     assert!(r.body.get("externalId").is_none(), "{}", r.body);
     let entries = app
@@ -1350,7 +1356,7 @@ async fn a_put_without_external_id_keeps_the_google_link() {
             ..AuditQuery::default()
         })
         .unwrap();
-    assert_eq!(entries.last().unwrap().change, "update");
+    assert_eq!(entries.last().unwrap().change, ChangeKind::Update);
     assert!(!entries.last().unwrap().after.contains_key("googleId"));
 }
 
@@ -1403,7 +1409,7 @@ async fn a_scim_revival_keeps_grants_for_the_same_identity_and_drops_them_for_an
             .unwrap()
             .pop()
             .unwrap();
-        assert_eq!(last.change, "revive");
+        assert_eq!(last.change, ChangeKind::Revive);
         if keeps {
             assert_eq!(m.role, retrac_sync::member::Role::Owner, "{second:?}");
             assert_eq!(m.locations, ["Paris", "Lyon"], "{second:?}");
