@@ -12,8 +12,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
+use fake_google::{FakeGoogle, FakeSeed};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed};
 use retrac_sync::reconcile::{self, SyncContext, SyncOptions};
 use retrac_sync::store::{AuditQuery, Store};
 

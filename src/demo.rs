@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::daemon::{self, LaunchOptions, Listeners};
-use crate::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
 use crate::store::Store;
 use crate::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 
@@ -82,7 +82,7 @@ pub async fn run_until(
         .map_err(setup("cannot start the fake Google directory"))?;
     let _ = writeln!(
         out,
-        "Starting a fake Google Workspace directory with {} users (generating its RSA key)...",
+        "Starting a fake Google Workspace directory with {} users...",
         opts.users
     );
     let fake = Arc::new(

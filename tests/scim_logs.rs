@@ -90,8 +90,8 @@ async fn request_logs_name_the_token_label_and_never_the_token() {
 /// IMDSv2 token or an access token.
 #[tokio::test]
 async fn keyless_pulls_log_no_secret_and_no_token() {
+    use fake_google::{FakeSeed, SubjectTokenSource};
     use retrac_sync::config::CredentialsKind;
-    use retrac_sync::directory::fake::{FakeSeed, SubjectTokenSource};
     use retrac_sync::directory::keyless::Environment;
     let captured = Captured::default();
     let writer = captured.clone();

@@ -2,10 +2,12 @@
 # Builds target/debian/retrac-sync_<version>_<arch>.deb (see [package.metadata.deb] in
 # Cargo.toml): the release binary, then the man pages and completions that binary writes
 # from its own clap definitions, then `cargo deb --no-build` to package them.
+# The package is a production install: the binary is built without the default `demo`
+# feature, so it carries no fake Google and no test key (README.md, "Install as a service").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --locked
+cargo build --release --locked --no-default-features
 bin=target/release/retrac-sync
 
 rm -rf target/assets

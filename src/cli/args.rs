@@ -63,6 +63,7 @@ pub enum Command {
     /// Run the daemon: SCIM endpoint, scheduled pull, admin socket, health and metrics.
     Run,
     /// Run the real daemon against a fake Google directory: no account needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// How many sample users the fake directory starts with.
         #[arg(long, default_value_t = 200)]

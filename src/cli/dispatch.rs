@@ -50,6 +50,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
                 .block_on(crate::daemon::run(config))
                 .map_err(AppError::failed);
         }
+        #[cfg(feature = "demo")]
         Command::Demo { users, listen } => {
             crate::telemetry::init_logging(&crate::config::LogConfig {
                 level: "warn".into(),

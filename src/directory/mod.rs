@@ -1,6 +1,7 @@
 //! The Google side of the pull: service-account auth with domain-wide delegation, a thin
 //! typed Directory API client (paging, partial responses, gzip, Google's backoff), the
-//! response models, and a fake Google directory for tests, the demo and the benchmarks.
+//! response models. The fake Google that tests, the demo and the benchmarks use is its own
+//! crate, `crates/fake-google`.
 //!
 //! There is no maintained generated crate for the Admin SDK (`google-admin1_directory` was
 //! last released in 2020 on hyper 0.10 and yup-oauth2 1.x), so the three calls the pull needs
@@ -8,7 +9,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod fake;
 pub mod keyless;
 pub mod model;
 

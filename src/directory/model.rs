@@ -480,29 +480,6 @@ pub struct ErrorItem {
 }
 
 impl ErrorBody {
-    /// A body in Google's shape.
-    pub fn new(code: u16, reason: &str, message: &str) -> Self {
-        ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: message.to_string(),
-                errors: vec![ErrorItem {
-                    message: message.to_string(),
-                    domain: if matches!(
-                        reason,
-                        "rateLimitExceeded" | "userRateLimitExceeded" | "quotaExceeded"
-                    ) {
-                        "usageLimits".into()
-                    } else {
-                        "global".into()
-                    },
-                    reason: reason.to_string(),
-                }],
-                status: None,
-            },
-        }
-    }
-
     /// The first reason, if any.
     pub fn reason(&self) -> Option<&str> {
         self.error.errors.first().map(|e| e.reason.as_str())

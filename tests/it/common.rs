@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, FakeUser};
 use retrac_sync::directory::Backoff;
 use retrac_sync::member::Member;
 use retrac_sync::reconcile::{SyncContext, SyncOptions, SyncOutcome};

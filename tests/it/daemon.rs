@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{cli, command, local_config, wait_until, write_config};
+use fake_google::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::config::{Config, LogFormat};
 use retrac_sync::daemon::{self, Listeners};
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

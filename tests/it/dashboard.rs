@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::common::wait_until;
 use chrono::Utc;
+use fake_google::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::config::Config;
 use retrac_sync::daemon::{self, Listeners};
-use retrac_sync::directory::fake::{FakeGoogle, FakeSeed, Fault};
 use retrac_sync::store::Store;
 use retrac_sync::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,4 +1,6 @@
 //! The demo smoke test: it starts, runs the first sync, serves a SCIM GET, and stops.
+// The demo exists only with the default `demo` feature.
+#![cfg(feature = "demo")]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

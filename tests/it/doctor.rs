@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use fake_google::{FakeSeed, Fault};
 use retrac_sync::config::Config;
-use retrac_sync::directory::fake::{FakeSeed, Fault};
 use retrac_sync::directory::Backoff;
 use retrac_sync::doctor::{self, DoctorOptions, Report, Status};
 use retrac_sync::store::Store;
@@ -392,8 +392,8 @@ async fn keyless_credentials_are_checked_as_the_pull_uses_them() {
 /// and whom it impersonates, then proves the chain with a users.list page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_federation_credential_is_described_by_its_source_and_checked() {
+    use fake_google::SubjectTokenSource;
     use retrac_sync::config::CredentialsKind;
-    use retrac_sync::directory::fake::SubjectTokenSource;
     let mut w = healthy().await;
     std::fs::remove_file(w.dir.path().join("google-key.json")).unwrap();
     let g = &w.google;

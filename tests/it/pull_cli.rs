@@ -3,7 +3,7 @@
 use crate::common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeSeed, Fault};
+use fake_google::{FakeSeed, Fault};
 
 /// The world's config as a file, with a deactivation limit of 5.
 fn config_file(w: &World) -> std::path::PathBuf {

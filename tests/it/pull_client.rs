@@ -1,6 +1,6 @@
 //! The Directory client against the fake Google: auth, paging, retries, gzip, fields.
 
-use retrac_sync::directory::fake::{FakeGoogle, FakeMember, FakeSeed, FakeUser, Fault};
+use fake_google::{FakeGoogle, FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 
 async fn fake(seed: FakeSeed) -> FakeGoogle {
@@ -67,7 +67,7 @@ async fn pages_through_every_user_once_with_fields_and_gzip() {
 #[tokio::test]
 async fn members_list_expands_nested_groups_and_pages_by_200() {
     let mut seed = FakeSeed::sample(1000, "example.com");
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "outer@example.com".into(),
         members: vec![FakeMember::Group("engineering@example.com".into())],
     });
@@ -308,10 +308,9 @@ async fn each_setup_mistake_gets_its_own_exact_message() {
     );
     g.clear_faults();
 
-    // "Invalid JWT Signature": a key that was deleted or rotated (here: another fake's).
-    let other = fake(FakeSeed::default()).await;
+    // "Invalid JWT Signature": a key that was deleted or rotated.
     let forged = dir.path().join("forged.json");
-    other.write_key_file(&forged).unwrap();
+    g.write_deleted_key_file(&forged).unwrap();
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&forged).unwrap()).unwrap();
     v["token_uri"] = serde_json::json!(g.token_uri());

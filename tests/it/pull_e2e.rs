@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeMember, FakeSeed, FakeUser, Fault};
+use fake_google::{FakeMember, FakeSeed, FakeUser, Fault};
 use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
 use retrac_sync::store::Store;
 
@@ -407,7 +407,7 @@ async fn the_scope_query_is_passed_to_google() {
 }
 
 /// Every active user of the fake is an active member, and no other member is active.
-fn all_active_mirrored(store: &Store, g: &retrac_sync::directory::fake::FakeGoogle) {
+fn all_active_mirrored(store: &Store, g: &fake_google::FakeGoogle) {
     assert_mirrors(store, g, |_| true);
 }
 
@@ -635,11 +635,11 @@ async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
     let mut seed = FakeSeed::sample(60, "example.com");
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "all-hands@example.com".into(),
         members: vec![FakeMember::Customer],
     });
-    seed.groups.push(retrac_sync::directory::fake::FakeGroup {
+    seed.groups.push(fake_google::FakeGroup {
         email: "staff@example.com".into(),
         members: vec![FakeMember::Group("all-hands@example.com".into())],
     });
@@ -801,7 +801,7 @@ fn federated(w: &mut common::World, file: std::path::PathBuf) {
 
 /// A world of 20 users pulled with Workload Identity Federation from `source`, and its store.
 async fn federated_world(
-    source: retrac_sync::directory::fake::SubjectTokenSource,
+    source: fake_google::SubjectTokenSource,
     impersonate: bool,
 ) -> (common::World, Store) {
     let mut w = world(FakeSeed::sample(20, "example.com")).await;
@@ -827,7 +827,7 @@ async fn sync_in(
 }
 
 /// No AWS secret, session token or IMDSv2 token the fake uses is in `text`.
-fn no_aws_secret_in(g: &retrac_sync::directory::fake::FakeGoogle, text: &str) {
+fn no_aws_secret_in(g: &fake_google::FakeGoogle, text: &str) {
     for secret in g.aws_secrets() {
         assert!(!text.contains(secret), "a secret in {text}");
     }
@@ -835,7 +835,7 @@ fn no_aws_secret_in(g: &retrac_sync::directory::fake::FakeGoogle, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_sourced_subject_tokens_pull_as_text_and_as_json() {
-    use retrac_sync::directory::fake::SubjectTokenSource;
+    use fake_google::SubjectTokenSource;
     let mut w = world(FakeSeed::sample(20, "example.com")).await;
     let store = Store::open(&w.config.store.path).unwrap();
     for (i, source) in [SubjectTokenSource::UrlText, SubjectTokenSource::UrlJson]
@@ -871,7 +871,7 @@ async fn url_sourced_subject_tokens_pull_as_text_and_as_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_credentials_from_the_instance_metadata_pull_through_a_signed_request() {
-    use retrac_sync::directory::fake::SubjectTokenSource;
+    use fake_google::SubjectTokenSource;
     let (mut w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
     let r = sync_in(&store, &w.config, &[]).await;
     assert_eq!(r.report.status, "ok", "{r:?}");
@@ -920,7 +920,7 @@ async fn aws_credentials_from_the_instance_metadata_pull_through_a_signed_reques
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
-    use retrac_sync::directory::fake::SubjectTokenSource;
+    use fake_google::SubjectTokenSource;
     let (w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
     let env = w.google.aws_user_environment();
     let r = sync_in(&store, &w.config, &env).await;
@@ -961,7 +961,7 @@ async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impersonation_url_trades_the_federated_token_for_the_service_accounts() {
-    use retrac_sync::directory::fake::SubjectTokenSource;
+    use fake_google::SubjectTokenSource;
     let (w, store) = federated_world(SubjectTokenSource::File, true).await;
     let r = sync_in(&store, &w.config, &[]).await;
     assert_eq!(r.report.status, "ok", "{r:?}");

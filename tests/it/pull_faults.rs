@@ -7,7 +7,7 @@ use crate::common;
 use std::sync::Arc;
 
 use common::*;
-use retrac_sync::directory::fake::{FakeSeed, FakeUser, Fault};
+use fake_google::{FakeSeed, FakeUser, Fault};
 use retrac_sync::member::{Actor, Change, ManagedBy};
 use retrac_sync::provision;
 use retrac_sync::reconcile::{self, Request, Response, SyncOptions};

@@ -1,14 +1,17 @@
 //! A fake Google: the OAuth token endpoint and the three Directory API calls, on real HTTP.
 //!
 //! Tests, the demo and the benchmarks use it. It behaves like Google where the pull cares:
-//! the token endpoint verifies the JWT bearer grant (RS256 signature with the key it
-//! generated at start, `iss`, `aud`, `sub`, `scope`, `exp`); users.list pages by primary
+//! the token endpoint verifies the JWT bearer grant (RS256 signature with the service
+//! account's key, `iss`, `aud`, `sub`, `scope`, `exp`); users.list pages by primary
 //! email (at most 500), honours `customer`/`domain`, `query` (`orgUnitPath='/X'` for the
 //! subtree, `isSuspended=`, `isArchived=`, `email:prefix*`), and trims to the slim shape when
 //! `fields=` is given; members.list expands nested groups with `includeDerivedMembership`;
 //! errors come back in Google's JSON shape; gzip is used when both `Accept-Encoding: gzip`
 //! and a User-Agent containing `gzip` are sent. Faults can be injected and the directory
-//! mutated while it runs. No key is ever written to the repository: each fake makes its own.
+//! mutated while it runs. The service account's key is a fixed, public, test-only key in
+//! `tests/fixtures/fake-google/` (see `key.rs`): never a key that reaches Google.
+//!
+//! Its own crate, so the daemon can be built without it (ARCHITECTURE.md, "Decisions").
 
 // The handlers' early returns are ready axum responses; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -27,12 +30,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
-use rsa::pkcs8::EncodePrivateKey;
-use rsa::signature::Verifier;
 use serde_json::{json, Value};
 
-use super::model::ErrorBody;
-use super::{SCOPE_GROUP_MEMBERS, SCOPE_USERS};
+mod key;
+mod wire;
+
+use key::TestKey;
+use wire::ErrorBody;
+pub use wire::{SCOPE_GROUP_MEMBERS, SCOPE_USERS};
 
 /// The JWT bearer grant type.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -681,9 +686,9 @@ struct Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
-    public_key: rsa::RsaPublicKey,
-    /// The service account's key, which Google holds and signJwt signs with.
-    private_key: rsa::RsaPrivateKey,
+    /// The service account's key, which Google holds: the token endpoint checks grants
+    /// with its public half, and signJwt signs with it.
+    key: TestKey,
     client_email: String,
     admin: String,
     customer_id: String,
@@ -702,7 +707,6 @@ impl Shared {
 pub struct FakeGoogle {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    private_pem: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -726,29 +730,20 @@ pub enum FakeError {
     /// The listener has no address.
     #[error("fake Google: {0}")]
     Io(#[from] std::io::Error),
-    /// The key could not be generated or encoded.
-    #[error("fake Google: cannot make a key: {0}")]
+    /// The committed test key could not be read.
+    #[error("fake Google: cannot read its test key: {0}")]
     Key(String),
 }
 
 impl FakeGoogle {
-    /// Serves the fake on `listener` (bind `127.0.0.1:0`), seeded with `seed`.
-    /// Generates a fresh 2048-bit RSA service account key.
+    /// Serves the fake on `listener` (bind `127.0.0.1:0`), seeded with `seed`. Its service
+    /// account has the fixed test key of `tests/fixtures/fake-google/`.
     pub async fn start(
         listener: tokio::net::TcpListener,
         seed: FakeSeed,
     ) -> Result<FakeGoogle, FakeError> {
         let addr = listener.local_addr()?;
-        let private = tokio::task::spawn_blocking(|| {
-            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-        })
-        .await
-        .map_err(|e| FakeError::Key(e.to_string()))?
-        .map_err(|e| FakeError::Key(e.to_string()))?;
-        let private_pem = private
-            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-            .map_err(|e| FakeError::Key(e.to_string()))?
-            .to_string();
+        let key = TestKey::service_account().map_err(FakeError::Key)?;
         let mut inner = Inner {
             users: BTreeMap::new(),
             by_id: BTreeMap::new(),
@@ -775,8 +770,7 @@ impl FakeGoogle {
         }
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),
-            public_key: private.to_public_key(),
-            private_key: private.clone(),
+            key,
             client_email: "retrac-sync@fake-project.iam.gserviceaccount.com".into(),
             admin: seed.admin,
             customer_id: seed.customer_id,
@@ -818,12 +812,7 @@ impl FakeGoogle {
                 tracing::error!(error = %e, "fake Google stopped");
             }
         });
-        Ok(FakeGoogle {
-            addr,
-            shared,
-            private_pem,
-            task,
-        })
+        Ok(FakeGoogle { addr, shared, task })
     }
 
     /// The API root to put in `[google].api_base_url`.
@@ -854,12 +843,24 @@ impl FakeGoogle {
 
     /// Writes a service account key file (mode 0600) whose `token_uri` points at this fake.
     pub fn write_key_file(&self, path: &Path) -> std::io::Result<()> {
+        self.write_key_file_with(path, self.shared.key.pem())
+    }
+
+    /// Writes a key file like [`FakeGoogle::write_key_file`] but with a key the service
+    /// account no longer has (deleted or rotated): the token endpoint answers
+    /// `invalid_grant` "Invalid JWT Signature".
+    pub fn write_deleted_key_file(&self, path: &Path) -> std::io::Result<()> {
+        let deleted = TestKey::deleted().map_err(std::io::Error::other)?;
+        self.write_key_file_with(path, deleted.pem())
+    }
+
+    fn write_key_file_with(&self, path: &Path, private_pem: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let key = json!({
             "type": "service_account",
             "project_id": "fake-project",
             "private_key_id": "00000000000000000000000000000000000fake0",
-            "private_key": self.private_pem,
+            "private_key": private_pem,
             "client_email": self.shared.client_email,
             "client_id": self.client_id(),
             "auth_uri": format!("{}/auth", self.base_url()),
@@ -1378,7 +1379,6 @@ async fn sign_jwt(
     AxPath(name): AxPath<String>,
     body: Bytes,
 ) -> Response {
-    use rsa::signature::{SignatureEncoding, Signer};
     let iam_error = |code: u16, status: &str, message: &str| {
         (
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -1426,8 +1426,9 @@ async fn sign_jwt(
         .to_string()
         .as_bytes());
     let signed = format!("{head}.{}", enc(payload.as_bytes()));
-    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(shared.private_key.clone());
-    let signature = signer.sign(signed.as_bytes()).to_bytes();
+    let Ok(signature) = shared.key.sign(signed.as_bytes()) else {
+        return iam_error(500, "INTERNAL", "Internal error encountered.");
+    };
     let jwt = format!("{signed}.{}", enc(&signature));
     (
         StatusCode::OK,
@@ -2015,11 +2016,7 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let Some(signature) = b64_decode(sig) else {
         return oauth_error("invalid_grant", "Invalid JWT Signature.");
     };
-    let verifier = rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(shared.public_key.clone());
-    let valid = rsa::pkcs1v15::Signature::try_from(&signature[..])
-        .map(|s| verifier.verify(signed.as_bytes(), &s).is_ok())
-        .unwrap_or(false);
-    if !valid {
+    if !shared.key.verifies(signed.as_bytes(), &signature) {
         return oauth_error("invalid_grant", "Invalid JWT Signature.");
     }
     let now = chrono::Utc::now().timestamp() + shared.lock().clock_skew;
@@ -2624,7 +2621,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::model::{
+    use retrac_sync::directory::model::{
         EmailEntry, Emails, GoogleUser, MembersPage, UserNameParts, UsersPage, MEMBER_FIELDS,
         ONE_USER_FIELDS, USER_FIELDS,
     };
