@@ -274,19 +274,23 @@ impl Default for LaunchOptions {
     }
 }
 
-/// Records a finished pull in health and in systemd's STATUS=.
+/// Records a finished pull in health and in systemd's STATUS=. A dry run, which is not
+/// recorded, is not a pull that health counts.
 fn record_sync(health: &Health, o: &SyncOutcome) {
     let r = &o.report;
+    let Some(run_id) = &r.run_id else {
+        return;
+    };
     health.record_sync(LastSync {
-        run_id: r.run_id.clone(),
-        status: r.status.clone(),
+        run_id: run_id.clone(),
+        status: r.status,
         finished: chrono::Utc::now(),
         error: o.error.clone(),
     });
     let status = format!(
         "last sync {} ({}): {} created, {} updated, {} deactivated, {} held, {} errors",
         r.status,
-        r.run_id,
+        run_id,
         r.counts.created,
         r.counts.updated,
         r.counts.deactivated,

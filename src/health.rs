@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::Store;
+use crate::store::{RunId, RunStatus, Store};
 
 /// After this many failed pulls in a row, `/healthz` reports unhealthy.
 pub const MAX_CONSECUTIVE_SYNC_FAILURES: u32 = 3;
@@ -31,9 +31,9 @@ pub struct Health {
 #[derive(Clone, Debug, Serialize)]
 pub struct LastSync {
     /// The run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// ok, held or failed.
-    pub status: String,
+    pub status: RunStatus,
     /// When it finished.
     pub finished: DateTime<Utc>,
     /// Why it failed, if it did.
@@ -44,7 +44,7 @@ pub struct LastSync {
 impl Health {
     /// Records a finished pull.
     pub fn record_sync(&self, last: LastSync) {
-        if last.status == "failed" {
+        if last.status == RunStatus::Failed {
             self.consecutive_sync_failures
                 .fetch_add(1, Ordering::Relaxed);
         } else {
@@ -199,8 +199,8 @@ mod tests {
                     )
                     .unwrap();
                     health.record_sync(LastSync {
-                        run_id: "run-1".into(),
-                        status: "ok".into(),
+                        run_id: crate::store::RunId::parse("20261101T020000Z-000001").unwrap(),
+                        status: RunStatus::Ok,
                         finished: Utc::now(),
                         error: None,
                     });

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::reconcile::{self, SyncContext, SyncError, SyncOptions};
+use crate::reconcile::{self, SyncContext, SyncError, SyncOptions, Target};
 
 /// How long after start the first run comes.
 pub const FIRST_RUN_DELAY: Duration = Duration::from_secs(5);
@@ -62,7 +62,8 @@ impl Runner for SyncRunner {
         let ctx = self.ctx.clone();
         let on_sync = self.on_sync.clone();
         Box::pin(async move {
-            match reconcile::run_sync(&ctx, SyncOptions::default()).await {
+            let now = chrono::Utc::now();
+            match reconcile::run(&ctx, Target::All, SyncOptions::default(), now).await {
                 // The run logs and records itself.
                 Ok(outcome) => {
                     if let Some(f) = on_sync {

@@ -116,7 +116,7 @@ async fn keyless_pulls_log_no_secret_and_no_token() {
     let store = Store::open(&w.config.store.path).unwrap();
     let none = Environment::fixed(Vec::<(String, String)>::new());
     let r = common::sync(&common::context(&store, &w.config).with_environment(none)).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, retrac_sync::store::RunStatus::Ok, "{r:?}");
     assert_eq!(g.requests("generateAccessToken"), 1);
     let mut wrong = g.aws_user_environment();
     wrong[1].1 = "not-the-secret-key-0123456789".into();
@@ -124,7 +124,11 @@ async fn keyless_pulls_log_no_secret_and_no_token() {
         &common::context(&store, &w.config).with_environment(Environment::fixed(wrong)),
     )
     .await;
-    assert_eq!(r.report.status, "failed", "{r:?}");
+    assert_eq!(
+        r.report.status,
+        retrac_sync::store::RunStatus::Failed,
+        "{r:?}"
+    );
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(

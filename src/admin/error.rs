@@ -126,6 +126,27 @@ mod tests {
         assert_eq!(serde_json::from_str::<AppError>(&wire).unwrap(), e);
     }
 
+    /// Only a record the store cannot read says that the store may be damaged; a failed
+    /// write or an internal failure is a plain failure (exit 1) that says what it is.
+    #[test]
+    fn store_failures_exit_1_and_only_a_bad_record_says_damaged() {
+        let io: AppError = StoreError::Io("flush failed: EIO".into()).into();
+        let internal: AppError =
+            SyncError::Store(StoreError::Internal("the member load task failed".into())).into();
+        let corrupt: AppError = StoreError::Corrupt("member record: bad tag".into()).into();
+        for e in [&io, &internal, &corrupt] {
+            assert!(matches!(e, AppError::Failed(_)), "{e:?}");
+            assert_eq!(e.exit_code(), 1);
+        }
+        assert!(io.to_string().contains("could not write to disk"), "{io}");
+        assert!(
+            internal.to_string().starts_with("internal error"),
+            "{internal}"
+        );
+        assert!(!io.to_string().contains("damaged") && !internal.to_string().contains("damaged"));
+        assert!(corrupt.to_string().contains("may be damaged"), "{corrupt}");
+    }
+
     #[test]
     fn a_bad_email_from_any_layer_is_a_usage_error() {
         let owner: AppError = OwnerError::Invalid("bad".into()).into();

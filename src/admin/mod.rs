@@ -199,9 +199,10 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
             let sync = ctx.sync.as_ref().ok_or_else(|| {
                 AppError::Config("the pull is not configured: set [google].subject and the service account key (see the README, \"Google setup\")".into())
             })?;
-            let response = reconcile::execute(sync, req, ctx.progress.clone()).await?;
+            let response = reconcile::execute(sync, req, ctx.progress.clone(), Utc::now()).await?;
             if let (reconcile::Response::Run(outcome), Some(hook)) = (&response, &ctx.on_sync) {
-                if !outcome.report.run_id.is_empty() {
+                // A dry run is not recorded: health and systemd hear of recorded runs only.
+                if outcome.report.run_id.is_some() {
                     hook(outcome);
                 }
             }

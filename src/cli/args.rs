@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::member::{Role, UserName};
+use crate::store::RunId;
 
 /// Keeps a Retrac workspace's members in step with a Google Workspace directory.
 #[derive(Debug, Parser)]
@@ -173,14 +174,14 @@ pub enum SyncCommand {
     /// Apply the deactivations a run held, after re-planning against the current state.
     Approve {
         /// The run id shown by `sync status`.
-        #[arg(value_parser = parse_run_id)]
-        run_id: String,
+        #[arg(value_parser = RunId::parse)]
+        run_id: RunId,
     },
     /// Drop the deactivations a run held.
     Discard {
         /// The run id shown by `sync status`.
-        #[arg(value_parser = parse_run_id)]
-        run_id: String,
+        #[arg(value_parser = RunId::parse)]
+        run_id: RunId,
     },
 }
 
@@ -300,24 +301,6 @@ fn parse_email(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A run id as the store makes them: `20261101T020000Z-000042` (start time, sequence).
-pub fn parse_run_id(s: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a run id such as 20261101T020000Z-000042 (see `retrac-sync sync status`)"
-        )
-    };
-    let (time, seq) = s.split_once('-').ok_or_else(bad)?;
-    let time_ok =
-        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").is_ok() && time.len() == 16;
-    let seq_ok = seq.len() == 6 && seq.bytes().all(|b| b.is_ascii_digit());
-    if time_ok && seq_ok {
-        Ok(s.to_string())
-    } else {
-        Err(bad())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,18 +313,13 @@ mod tests {
 
     #[test]
     fn run_ids_are_checked_while_parsing() {
-        assert!(parse_run_id("20261101T020000Z-000042").is_ok());
-        for bad in [
-            "no-such-run",
-            "20261101T020000Z",
-            "20261101T020000Z-42",
-            "20261341T020000Z-000042",
-            "20261101T020000Z-00004x",
-        ] {
-            assert!(parse_run_id(bad).is_err(), "{bad}");
+        let ok = ["retrac-sync", "sync", "approve", "20261101T020000Z-000042"];
+        assert!(Cli::try_parse_from(ok).is_ok());
+        for bad in ["no-such-run", "20261101T020000Z-42"] {
+            let err = Cli::try_parse_from(["retrac-sync", "sync", "discard", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("is not a run id"), "{err}");
         }
-        let made = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string() + "-000001";
-        assert!(parse_run_id(&made).is_ok(), "the store's own format parses");
     }
 
     #[test]

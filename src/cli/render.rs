@@ -50,7 +50,7 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
             match r {
                 SyncResponse::Run(o) if o.failed() => Err(AppError::Failed(format!(
                     "sync run {} failed: {}",
-                    o.report.run_id,
+                    sync::run_label(&o.report),
                     o.error.as_deref().unwrap_or("see the log")
                 ))),
                 _ => Ok(()),
@@ -698,7 +698,7 @@ mod sync {
     use std::io::Write;
 
     use super::{clean, json_value, Output};
-    use crate::reconcile::{Response, SyncOutcome};
+    use crate::reconcile::{Response, SyncOutcome, SyncReport};
 
     pub(super) fn write(r: &Response, output: Output, out: &mut dyn Write) -> std::io::Result<()> {
         let json = output == Output::Json;
@@ -793,6 +793,13 @@ mod sync {
         }
     }
 
+    /// A run as the text names it: its id, or `(dry run)`.
+    pub(super) fn run_label(r: &SyncReport) -> String {
+        r.run_id
+            .as_ref()
+            .map_or_else(|| "(dry run)".to_string(), ToString::to_string)
+    }
+
     fn run_text(out: &mut dyn Write, o: &SyncOutcome) -> std::io::Result<()> {
         if let Some(changes) = &o.changes {
             for c in changes {
@@ -811,11 +818,7 @@ mod sync {
             writeln!(out, "dry run: nothing was written")?;
         }
         let r = &o.report;
-        let id = if r.run_id.is_empty() {
-            "(dry run)".to_string()
-        } else {
-            r.run_id.clone()
-        };
+        let id = run_label(r);
         writeln!(
             out,
             "sync {id} {}: created {}, updated {}, deactivated {}, linked {}, unchanged {}, held {}, skipped {}, errors {}; {} Google requests in {} ms",
@@ -827,11 +830,10 @@ mod sync {
                 "deactivations held: {}",
                 clean(&o.held_reasons.join("; "))
             )?;
-            if !r.run_id.is_empty() {
+            if let Some(run_id) = &r.run_id {
                 writeln!(
                     out,
-                    "review them with `retrac-sync sync status`, then `retrac-sync sync approve {0}` or `retrac-sync sync discard {0}`",
-                    r.run_id
+                    "review them with `retrac-sync sync status`, then `retrac-sync sync approve {run_id}` or `retrac-sync sync discard {run_id}`",
                 )?;
             }
         }
@@ -855,7 +857,7 @@ mod sync {
             super::csv_line(
                 out,
                 &[
-                    run.run_id.clone(),
+                    run.run_id.to_string(),
                     run.kind.to_string(),
                     run.status.to_string(),
                     run.started.to_rfc3339(),

@@ -3,7 +3,8 @@
 //!
 //! The commands (`sync`, `sync user`, `sync status`, `sync approve`, `sync discard`) are
 //! serde [`Request`]s executed by [`execute`], so the CLI and the daemon's admin socket
-//! carry the same requests.
+//! carry the same requests. `sync`, `sync user` and `sync approve` are one pipeline,
+//! [`run()`], with a [`Target`].
 
 pub mod guard;
 pub mod plan;
@@ -14,11 +15,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use run::{
-    approve, discard, run_sync, sync_user, Progress, ProgressFn, SyncContext, SyncError,
-    SyncOptions, SyncOutcome, SyncReport,
+    discard, run, Progress, ProgressFn, SyncContext, SyncError, SyncOptions, SyncOutcome,
+    SyncReport, Target,
 };
 
-use crate::store::SyncRun;
+use crate::member::UserName;
+use crate::store::{RunId, SyncRun};
 
 /// A sync request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +46,12 @@ pub enum Request {
     /// `sync approve RUN_ID`
     Approve {
         /// The run that held deactivations.
-        run_id: String,
+        run_id: RunId,
     },
     /// `sync discard RUN_ID`
     Discard {
         /// The run that held deactivations.
-        run_id: String,
+        run_id: RunId,
     },
 }
 
@@ -57,7 +59,7 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldSummary {
     /// The run that held them.
-    pub run_id: String,
+    pub run_id: RunId,
     /// When.
     pub held_at: DateTime<Utc>,
     /// How many.
@@ -86,26 +88,30 @@ pub enum Response {
     /// Held deactivations dropped.
     Discarded {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// How many.
         count: usize,
     },
 }
 
-/// Executes one sync request.
+/// Executes one sync request; `now` is the time a run carries.
 pub async fn execute(
     ctx: &SyncContext,
     request: Request,
     progress: Option<ProgressFn>,
+    now: DateTime<Utc>,
 ) -> Result<Response, SyncError> {
+    let run_target = |target, dry_run| async move {
+        let opts = SyncOptions { dry_run, progress };
+        let outcome = run(ctx, target, opts, now).await?;
+        Ok(Response::Run(Box::new(outcome)))
+    };
     match request {
-        Request::Sync { dry_run } => {
-            let outcome = run_sync(ctx, SyncOptions { dry_run, progress }).await?;
-            Ok(Response::Run(Box::new(outcome)))
+        Request::Sync { dry_run } => run_target(Target::All, dry_run).await,
+        Request::SyncUser { email, dry_run } => {
+            let user = UserName::parse(&email).map_err(|e| SyncError::Invalid(e.to_string()))?;
+            run_target(Target::User(user), dry_run).await
         }
-        Request::SyncUser { email, dry_run } => Ok(Response::Run(Box::new(
-            sync_user(ctx, &email, dry_run).await?,
-        ))),
         Request::Status { limit } => {
             let runs = ctx.store().sync_runs(limit)?;
             let held = ctx
@@ -131,7 +137,7 @@ pub async fn execute(
                 running: ctx.is_running(),
             })
         }
-        Request::Approve { run_id } => Ok(Response::Run(Box::new(approve(ctx, &run_id).await?))),
+        Request::Approve { run_id } => run_target(Target::Approve(run_id), false).await,
         Request::Discard { run_id } => {
             let count = discard(ctx, &run_id)?;
             Ok(Response::Discarded { run_id, count })

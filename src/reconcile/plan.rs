@@ -188,6 +188,9 @@ pub struct PlanContext<'a> {
     /// Google ids in scope that could not be turned into a member (an unusable email): their
     /// members are left as they are rather than taken for gone.
     pub unusable_ids: Option<&'a HashSet<String>>,
+    /// The members' index, built beforehand by [`MemberIndex::new`] over the same members
+    /// and domains (a run builds it while Google is read); `None`: the plan builds it.
+    pub index: Option<&'a MemberIndex>,
 }
 
 fn in_domains(domains: &[String], user_name: &UserName) -> bool {
@@ -234,7 +237,8 @@ pub struct MemberIndex {
 }
 
 impl MemberIndex {
-    /// Indexes `members` (the slice later given to [`plan_indexed`]).
+    /// Indexes `members` (the slice later given to [`plan`], with this index in its
+    /// [`PlanContext`]).
     pub fn new<M: Borrow<Member>>(members: &[M], domains: &[String]) -> MemberIndex {
         let mut by_ext = HashMap::with_capacity(members.len());
         let mut active_now = 0;
@@ -280,29 +284,23 @@ fn compare_all(
 }
 
 /// Plans the changes that make `members` agree with `desired`.
-pub fn plan<M: Borrow<Member>>(desired: &[Desired], members: &[M], ctx: &PlanContext<'_>) -> Plan {
-    plan_owned(desired.to_vec(), members, ctx)
-}
-
-/// As [`plan`], taking the desired state: its attributes move into the changes instead of
-/// being copied, and each user that needs no change is dropped as soon as it is compared.
-pub fn plan_owned<M: Borrow<Member>>(
+///
+/// The desired state is taken, not copied: each user's attributes move into its change, and
+/// the users that need no change are freed when the plan returns. The plan starts no
+/// thread of its own but to compare a large directory (see `compare_all`).
+pub fn plan<M: Borrow<Member>>(
     desired: Vec<Desired>,
     members: &[M],
     ctx: &PlanContext<'_>,
 ) -> Plan {
-    let index = MemberIndex::new(members, ctx.domains);
-    plan_indexed(desired, members, &index, ctx)
-}
-
-/// As [`plan_owned`], with the members' index built beforehand by [`MemberIndex::new`]
-/// over the same slice and domains.
-pub fn plan_indexed<M: Borrow<Member>>(
-    desired: Vec<Desired>,
-    members: &[M],
-    index: &MemberIndex,
-    ctx: &PlanContext<'_>,
-) -> Plan {
+    let built;
+    let index = match ctx.index {
+        Some(index) => index,
+        None => {
+            built = MemberIndex::new(members, ctx.domains);
+            &built
+        }
+    };
     let mut out = Plan::default();
     let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
     let by_ext = &index.by_ext;
@@ -494,13 +492,9 @@ pub fn plan_indexed<M: Borrow<Member>>(
             },
         });
     }
-    // The users that needed no change are freed on another thread: on a large directory
-    // that is a hundred thousand small frees the run need not wait for.
-    if desired.len() >= PARALLEL_FROM {
-        std::thread::spawn(move || drop(desired));
-    } else {
-        drop(desired);
-    }
+    // The users that needed no change are freed here, in the run that planned them, not
+    // on a thread of their own: `cargo bench --bench pull` prints what that costs.
+    drop(desired);
 
     let mut deactivations = Vec::new();
     for (i, m) in members.iter().enumerate() {
@@ -589,7 +583,7 @@ mod tests {
     }
 
     fn run(users: &[GoogleUser], members: &[Member]) -> Plan {
-        plan(&desired(users), members, &PlanContext::default())
+        plan(desired(users), members, &PlanContext::default())
     }
 
     fn actions(p: &Plan) -> Vec<(Action, &str)> {
@@ -721,12 +715,13 @@ mod tests {
         let foreign = member_of(&google("8", "partner@other.org", "Partner"));
         let domains = vec!["example.com".to_string()];
         let p = plan(
-            &desired(&[google("8", "partner@other.org", "Renamed")]),
+            desired(&[google("8", "partner@other.org", "Renamed")]),
             &[manual, foreign],
             &PlanContext {
                 domains: &domains,
                 all_google_ids: None,
                 unusable_ids: None,
+                index: None,
             },
         );
         assert!(p.changes.is_empty(), "{:?}", p.changes);
@@ -751,12 +746,13 @@ mod tests {
         let new = google("5", "ada@example.com", "Ada");
         let ids: HashSet<String> = ["5".to_string()].into();
         let p = plan(
-            &desired(&[new]),
+            desired(&[new]),
             &[m.clone()],
             &PlanContext {
                 domains: &[],
                 all_google_ids: Some(&ids),
                 unusable_ids: None,
+                index: None,
             },
         );
         assert_eq!(actions(&p), [(Action::Update, "ada@example.com")]);
@@ -769,12 +765,13 @@ mod tests {
         // If the old id is still a Google user (it moved away), the address is not stolen.
         let ids: HashSet<String> = ["1".to_string(), "5".to_string()].into();
         let p = plan(
-            &desired(&[google("5", "ada@example.com", "Ada")]),
+            desired(&[google("5", "ada@example.com", "Ada")]),
             &[m],
             &PlanContext {
                 domains: &[],
                 all_google_ids: Some(&ids),
                 unusable_ids: None,
+                index: None,
             },
         );
         assert!(p.changes.is_empty());
@@ -784,7 +781,7 @@ mod tests {
         let domains = ["example.com".to_string()];
         let none: HashSet<String> = HashSet::new();
         let p = plan(
-            &desired(&[
+            desired(&[
                 google("1", "ada@other.org", "Ada"),
                 google("5", "ada@example.com", "Ada"),
             ]),
@@ -793,6 +790,7 @@ mod tests {
                 domains: &domains,
                 all_google_ids: Some(&none),
                 unusable_ids: None,
+                index: None,
             },
         );
         assert!(p.changes.is_empty(), "{:?}", actions(&p));
@@ -843,12 +841,13 @@ mod tests {
         // Google still lists user 1, but with an email the plan cannot use.
         let unusable: HashSet<String> = ["1".to_string()].into();
         let p = plan(
-            &[],
+            Vec::new(),
             std::slice::from_ref(&m),
             &PlanContext {
                 domains: &[],
                 all_google_ids: None,
                 unusable_ids: Some(&unusable),
+                index: None,
             },
         );
         assert!(p.changes.is_empty(), "{:?}", p.changes);
@@ -965,6 +964,36 @@ mod tests {
         let b = run(&shuffled, &[]);
         assert_eq!(actions(&a), actions(&b));
         assert_eq!(a.changes[0].user_name, "u00@example.com");
+    }
+
+    /// The one entry point takes the index a run built while Google was read, or builds it.
+    #[test]
+    fn an_index_built_beforehand_gives_the_same_plan() {
+        let ada = google("1", "ada@example.com", "Ada");
+        let members = [
+            member_of(&ada),
+            member_of(&google("3", "cy@example.com", "Cy")),
+        ];
+        let now = [
+            google("1", "ada.king@example.com", "Ada"),
+            google("2", "bob@example.com", "Bob"),
+        ];
+        let index = MemberIndex::new(&members, &[]);
+        let ctx = PlanContext {
+            index: Some(&index),
+            ..Default::default()
+        };
+        let given = plan(desired(&now), &members, &ctx);
+        assert_eq!(given, run(&now, &members));
+        assert_eq!(
+            actions(&given),
+            [
+                (Action::Update, "ada.king@example.com"),
+                (Action::Create, "bob@example.com"),
+                (Action::Deactivate, "cy@example.com"),
+            ]
+        );
+        assert_eq!(given.active_now, 2);
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! One run of the pull: fetch -> scope -> plan -> guard -> apply -> record.
+//! One run of the pull: fetch -> scope -> plan -> verify -> guard -> apply -> record.
+//!
+//! [`run`] is the one pipeline. Its [`Target`] says what it reconciles: every user in scope
+//! (`sync`), one user (`sync user`), or the deactivations an earlier run held (`sync
+//! approve`); the steps are the same, and only what is read and what is kept differ.
 //!
 //! A fetch that fails in any way (a page still failing after its retries, a truncated
 //! page, a token failure, a scope group Google does not know) fails the run before any
 //! write, so a partial listing can never look like deleted users. Runs never overlap: the
-//! single-flight lock is shared by the schedule, the CLI and the admin socket.
+//! single-flight lock is shared by the schedule, the CLI and the admin socket. The clock is
+//! read once, by the caller: the run's id, its record, the held set and every member it
+//! writes carry that time (`now`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -11,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::guard::{self, Limits};
@@ -22,7 +28,9 @@ use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
 use crate::member::{Actor, Change, Member, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
-use crate::store::{HeldDeactivation, HeldSet, RunCounts, RunStatus, Store, StoreError, SyncRun};
+use crate::store::{
+    HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, Store, StoreError, SyncRun,
+};
 
 /// How many changes go into one atomic batch.
 pub const BATCH_SIZE: usize = 1000;
@@ -39,8 +47,8 @@ pub enum SyncError {
     )]
     Busy,
     /// No held changes under this run id.
-    #[error("no held changes for run {0:?} (see `retrac-sync sync status`)")]
-    UnknownRun(String),
+    #[error("no held changes for run {:?} (see `retrac-sync sync status`)", .0.as_str())]
+    UnknownRun(RunId),
     /// The input is not valid.
     #[error("{0}")]
     Invalid(String),
@@ -63,6 +71,40 @@ pub struct Progress {
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
+/// What a run reconciles.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Every user in scope (`sync`). The mass-deactivation guard applies: past its limits
+    /// the deactivations are held for an owner's approval.
+    All,
+    /// One user, by its address (`sync user EMAIL`): Google is asked for that address
+    /// only, and the guard does not apply (the owner asked for this one user).
+    User(UserName),
+    /// The deactivations the run with this id held (`sync approve RUN_ID`), re-planned
+    /// against Google and the store as they are now; the guard does not apply again (an
+    /// owner approved them).
+    Approve(RunId),
+}
+
+impl Target {
+    /// The run's kind in its record.
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::All => "sync",
+            Target::User(_) => "user",
+            Target::Approve(_) => "approve",
+        }
+    }
+
+    /// What a run that fails before writing says it left.
+    fn untouched(&self) -> &'static str {
+        match self {
+            Target::Approve(_) => "nothing was written, the held changes are kept",
+            Target::All | Target::User(_) => "nothing was written",
+        }
+    }
+}
+
 /// Options of one run.
 #[derive(Clone, Default)]
 pub struct SyncOptions {
@@ -81,12 +123,14 @@ impl std::fmt::Debug for SyncOptions {
 }
 
 /// The report of a run: exactly the keys of `sync --json`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
-    /// The run id (empty for a dry run, which is not recorded).
-    pub run_id: String,
+    /// The run id; `None` for a dry run, which is not recorded. It is written `""` then,
+    /// as the JSON output has always shown it.
+    #[serde(with = "run_id_or_empty")]
+    pub run_id: Option<RunId>,
     /// `ok`, `failed` or `held`.
-    pub status: String,
+    pub status: RunStatus,
     /// The counts, inline: `created`, `updated`, `deactivated`, `linked`, `unchanged`,
     /// `held`, `skipped`, `errors`.
     #[serde(flatten)]
@@ -95,6 +139,25 @@ pub struct SyncReport {
     pub google_requests: u64,
     /// Wall time.
     pub duration_ms: u64,
+}
+
+/// A report's run id on the wire: the id, or `""` for a dry run.
+mod run_id_or_empty {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::store::RunId;
+
+    pub fn serialize<S: Serializer>(id: &Option<RunId>, s: S) -> Result<S::Ok, S::Error> {
+        id.as_ref().map_or("", RunId::as_str).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunId>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        RunId::parse(&s).map(Some).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A run's report with what a person reading it needs besides the counts.
@@ -115,7 +178,7 @@ pub struct SyncOutcome {
 impl SyncOutcome {
     /// Whether the run failed.
     pub fn failed(&self) -> bool {
-        self.report.status == RunStatus::Failed.to_string()
+        self.report.status == RunStatus::Failed
     }
 }
 
@@ -134,6 +197,7 @@ pub struct SyncContext {
     flight: tokio::sync::Mutex<()>,
     stop: AtomicBool,
     batch_size: usize,
+    #[cfg(feature = "test-support")]
     before_apply: Option<BeforeApply>,
     request_timeout: Duration,
     run_timeout: Duration,
@@ -141,7 +205,9 @@ pub struct SyncContext {
     running_since: Mutex<Option<Instant>>,
 }
 
-/// A hook run between plan and apply (tests use it to change a member under a run).
+/// A hook run between plan and apply (tests use it to change a member under a run). Only
+/// in builds with the `test-support` feature, which the integration tests turn on.
+#[cfg(feature = "test-support")]
 pub type BeforeApply = Arc<dyn Fn(&Store) + Send + Sync>;
 
 /// Clears [`SyncContext::running_since`] when a run ends, however it ends.
@@ -182,6 +248,7 @@ impl SyncContext {
             flight: tokio::sync::Mutex::new(()),
             stop: AtomicBool::new(false),
             batch_size: BATCH_SIZE,
+            #[cfg(feature = "test-support")]
             before_apply: None,
             request_timeout: directory::client::REQUEST_TIMEOUT,
             running_since: Mutex::new(None),
@@ -221,7 +288,9 @@ impl SyncContext {
     }
 
     /// Runs `hook` after each plan, just before its changes are applied. Tests use it to
-    /// play a SCIM write landing between plan and apply.
+    /// play a SCIM write landing between plan and apply. Only with the `test-support`
+    /// feature: a release build has no such hook.
+    #[cfg(feature = "test-support")]
     pub fn with_before_apply(mut self, hook: BeforeApply) -> SyncContext {
         self.before_apply = Some(hook);
         self
@@ -290,12 +359,6 @@ impl SyncContext {
     }
 }
 
-/// What was read from Google.
-struct Snapshot {
-    users: Vec<GoogleUser>,
-    groups: GroupMembership,
-}
-
 /// The desired state read from Google, already scoped: pages are reduced to what the plan
 /// needs as they arrive, so a large directory is never held twice.
 struct Fetched {
@@ -304,9 +367,43 @@ struct Fetched {
     /// Ids of the users listed that are not desired (out of scope, unusable): with the
     /// desired users' own, every id listed.
     other_ids: HashSet<String>,
+    /// Whether the listing was every user of the customer: only then does an id missing
+    /// from it mean that Google does not have that user. A `[scope].query` narrows the
+    /// listing, and a one-user run reads one address.
+    complete: bool,
     problems: Vec<String>,
     /// The scope groups' members, to judge a user read again by users.get.
     groups: GroupMembership,
+}
+
+impl Fetched {
+    fn new(groups: GroupMembership, complete: bool, capacity: usize) -> Fetched {
+        Fetched {
+            desired: Vec::with_capacity(capacity),
+            unusable_ids: HashSet::new(),
+            other_ids: HashSet::new(),
+            complete,
+            problems: Vec::new(),
+            groups,
+        }
+    }
+
+    /// Takes one user Google listed: desired when in scope and usable; otherwise only its
+    /// id is kept.
+    fn add(&mut self, u: GoogleUser, rules: &ScopeRules) {
+        if !rules.in_scope(&u, &self.groups) {
+            self.other_ids.insert(u.id);
+            return;
+        }
+        match Desired::from_google_owned(u, &rules.domains) {
+            Ok(d) => self.desired.push(d),
+            Err((id, e)) => {
+                self.other_ids.insert(id.clone());
+                self.unusable_ids.insert(id);
+                self.problems.push(e)
+            }
+        }
+    }
 }
 
 async fn fetch_groups(
@@ -336,6 +433,7 @@ async fn fetch_groups(
     Ok(groups)
 }
 
+/// Reads the scope groups, then every users page, scoping each page as it arrives.
 async fn fetch(
     client: &Arc<DirectoryClient>,
     ctx: &SyncContext,
@@ -344,38 +442,19 @@ async fn fetch(
     let mut p = Progress::default();
     // Groups first: with them known, each users page is scoped as soon as it arrives.
     let groups = fetch_groups(client, ctx, progress, &mut p).await?;
-    let mut out = Fetched {
-        // About one desired user per member on most runs: grown once, not by doubling.
-        desired: Vec::with_capacity(ctx.store.member_count()),
-        unusable_ids: HashSet::new(),
-        other_ids: HashSet::new(),
-        problems: Vec::new(),
-        groups: GroupMembership::default(),
-    };
-    let domains = &ctx.rules.domains;
+    // About one desired user per member on most runs: grown once, not by doubling.
+    let mut out = Fetched::new(groups, ctx.rules.query.is_none(), ctx.store.member_count());
     users_pages(client, ctx, |page| {
         p.pages += 1;
         p.users += page.users.len();
         for u in page.users {
-            if !ctx.rules.in_scope(&u, &groups) {
-                out.other_ids.insert(u.id);
-                continue;
-            }
-            match Desired::from_google_owned(u, domains) {
-                Ok(d) => out.desired.push(d),
-                Err((id, e)) => {
-                    out.other_ids.insert(id.clone());
-                    out.unusable_ids.insert(id);
-                    out.problems.push(e)
-                }
-            }
+            out.add(u, &ctx.rules);
         }
         if let Some(f) = progress {
             f(p);
         }
     })
     .await?;
-    out.groups = groups;
     Ok(out)
 }
 
@@ -428,17 +507,17 @@ struct Planned {
     groups: GroupMembership,
 }
 
-fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Planned {
-    // A query narrows the listing, so an id missing from it may still be a Google user.
-    let ids = ctx.rules.query.is_none().then_some(&fetched.other_ids);
-    let plan = plan::plan_indexed(
+/// Plans the fetched users against the members. The users that need no change are freed
+/// when the plan returns (see [`plan::plan`]).
+fn plan_fetched(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Planned {
+    let plan = plan::plan(
         fetched.desired,
-        &members.0,
-        &members.1,
+        &members.list,
         &PlanContext {
             domains: &ctx.rules.domains,
-            all_google_ids: ids,
+            all_google_ids: fetched.complete.then_some(&fetched.other_ids),
             unusable_ids: Some(&fetched.unusable_ids),
+            index: Some(&members.index),
         },
     );
     let mut problems = fetched.problems;
@@ -450,57 +529,109 @@ fn plan_snapshot(ctx: &SyncContext, fetched: Fetched, members: &Members) -> Plan
     }
 }
 
-/// Every member (shared with the store's in-memory mirror: nothing is decoded or copied),
-/// and the plan's index over them.
-type Members = (Vec<Arc<Member>>, plan::MemberIndex);
+/// The members a run plans against (shared with the store's in-memory mirror: nothing is
+/// decoded or copied), and the plan's index over them.
+struct Members {
+    list: Vec<Arc<Member>>,
+    index: plan::MemberIndex,
+}
 
-/// Reads and indexes the members on a blocking thread; a run does this while Google is
+impl Members {
+    fn new(list: Vec<Arc<Member>>, domains: &[String]) -> Members {
+        let index = plan::MemberIndex::new(&list, domains);
+        Members { list, index }
+    }
+}
+
+/// Reads and indexes every member on a blocking thread; a run does this while Google is
 /// read, since the two are independent until the plan.
 async fn load_members(store: Store, domains: Vec<String>) -> Result<Members, StoreError> {
-    tokio::task::spawn_blocking(move || {
-        let members = store.snapshot();
-        let index = plan::MemberIndex::new(&members, &domains);
-        (members, index)
-    })
-    .await
-    .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))
+    tokio::task::spawn_blocking(move || Members::new(store.snapshot(), &domains))
+        .await
+        .map_err(|e| StoreError::Internal(format!("the member load task failed: {e}")))
+}
+
+/// Only the members one user could be: by its address, and by the Google id of the user
+/// Google returned for it, if any.
+fn members_of_user(
+    ctx: &SyncContext,
+    user_name: &UserName,
+    fetched: &Fetched,
+) -> Result<Members, StoreError> {
+    let mut found: HashMap<_, Member> = HashMap::new();
+    if let Some(m) = ctx.store.get_by_user_name(user_name.as_str())? {
+        found.insert(m.id, m);
+    }
+    let ids = fetched.desired.iter().map(|d| &d.google_id);
+    for id in ids.chain(&fetched.other_ids) {
+        if let Some(m) = ctx.store.get_by_google_id(id)? {
+            found.insert(m.id, m);
+        }
+    }
+    let list = found.into_values().map(Arc::new).collect::<Vec<_>>();
+    Ok(Members::new(list, &ctx.rules.domains))
 }
 
 /// A run being put together.
 struct RunBook {
-    run_id: String,
+    /// `None` for a dry run, which is not recorded.
+    run_id: Option<RunId>,
     kind: &'static str,
+    /// The run's time, read once by the caller: the record's start, and the time of every
+    /// write the run makes.
     started: DateTime<Utc>,
+    /// For the run's duration (a monotonic clock, not a record time).
     t0: Instant,
     counts: RunCounts,
     problems: Vec<String>,
     held_reasons: Vec<String>,
-    google_requests: u64,
+    /// The Directory client, and its request count when this run took it.
+    google: Option<(Arc<DirectoryClient>, u64)>,
     /// Time spent reading Google, then planning, in ms (logged: where a slow run spends it).
     fetch_ms: u64,
     plan_ms: u64,
 }
 
 impl RunBook {
-    fn new(ctx: &SyncContext, kind: &'static str, dry_run: bool) -> Result<RunBook, SyncError> {
-        let started = Utc::now();
+    fn new(
+        ctx: &SyncContext,
+        kind: &'static str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<RunBook, SyncError> {
         let run_id = if dry_run {
-            String::new()
+            None
         } else {
-            ctx.store.new_run_id(started)?
+            Some(ctx.store.new_run_id(now)?)
         };
         Ok(RunBook {
             run_id,
             kind,
-            started,
+            started: now,
             t0: Instant::now(),
             counts: RunCounts::default(),
             problems: Vec::new(),
             held_reasons: Vec::new(),
-            google_requests: 0,
+            google: None,
             fetch_ms: 0,
             plan_ms: 0,
         })
+    }
+
+    /// Counts the Directory API requests `client` makes from now on as this run's.
+    fn uses(&mut self, client: &Arc<DirectoryClient>) {
+        self.google = Some((client.clone(), client.requests()));
+    }
+
+    /// Directory API requests made so far (retries included).
+    fn google_requests(&self) -> u64 {
+        self.google
+            .as_ref()
+            .map_or(0, |(client, before)| client.requests() - before)
+    }
+
+    fn millis(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
     }
 
     fn problem(&mut self, p: String) {
@@ -510,26 +641,34 @@ impl RunBook {
         }
     }
 
-    /// Records the run (unless dry), emits metrics and a log line, and builds the outcome.
+    /// Ends the run as failed, with why.
+    fn fail(self, ctx: &SyncContext, error: String) -> Result<SyncOutcome, SyncError> {
+        self.finish(ctx, RunStatus::Failed, Some(error), Vec::new())
+    }
+
+    /// Records the run (unless dry), emits metrics and a log line, and builds the outcome;
+    /// a dry run's outcome carries `changes`, the plan.
     fn finish(
         self,
         ctx: &SyncContext,
         status: RunStatus,
         error: Option<String>,
-        changes: Option<Vec<PlannedChange>>,
+        changes: Vec<PlannedChange>,
     ) -> Result<SyncOutcome, SyncError> {
-        let finished = Utc::now();
         let elapsed = self.t0.elapsed();
-        let dry = changes.is_some();
-        if !dry {
+        // The end is the run's time plus the time it took: the clock is not read again.
+        let finished = self.started + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::zero());
+        let google_requests = self.google_requests();
+        let dry = self.run_id.is_none();
+        if let Some(run_id) = &self.run_id {
             ctx.store.put_sync_run(&SyncRun {
-                run_id: self.run_id.clone(),
+                run_id: run_id.clone(),
                 kind: self.kind.to_string(),
                 started: self.started,
                 finished,
                 status,
                 counts: self.counts.clone(),
-                google_requests: self.google_requests,
+                google_requests,
                 error: error.clone(),
                 problems: self.problems.clone(),
                 held_reasons: self.held_reasons.clone(),
@@ -547,30 +686,31 @@ impl RunBook {
             }
         }
         let c = &self.counts;
+        let run_id = self.run_id.as_ref().map_or("", RunId::as_str);
         match &error {
             Some(e) => {
-                tracing::error!(run_id = %self.run_id, kind = self.kind, %status, error = %e,
-                google_requests = self.google_requests, "sync run failed")
+                tracing::error!(%run_id, kind = self.kind, %status, error = %e,
+                google_requests, "sync run failed")
             }
-            None => tracing::info!(run_id = %self.run_id, kind = self.kind, %status, dry_run = dry,
+            None => tracing::info!(%run_id, kind = self.kind, %status, dry_run = dry,
                 created = c.created, updated = c.updated, deactivated = c.deactivated,
                 linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
-                errors = c.errors, google_requests = self.google_requests,
+                errors = c.errors, google_requests,
                 fetch_ms = self.fetch_ms, plan_ms = self.plan_ms,
                 duration_ms = elapsed.as_millis() as u64, "sync run finished"),
         }
         Ok(SyncOutcome {
             report: SyncReport {
                 run_id: self.run_id,
-                status: status.to_string(),
-                counts: c.clone(),
-                google_requests: self.google_requests,
+                status,
+                counts: self.counts,
+                google_requests,
                 duration_ms: elapsed.as_millis() as u64,
             },
             error,
             problems: self.problems,
             held_reasons: self.held_reasons,
-            changes,
+            changes: dry.then_some(changes),
         })
     }
 }
@@ -591,16 +731,19 @@ fn count_plan(book: &mut RunBook, plan: &Plan, held: bool) {
 }
 
 /// Applies changes in atomic batches, counting each outcome. Stops between batches when a
-/// shutdown asks; returns the error that stopped it.
+/// shutdown asks; returns the error that stopped it. Every write carries the run's time.
 async fn apply(
     ctx: &SyncContext,
     book: &mut RunBook,
+    run_id: &RunId,
     changes: Vec<PlannedChange>,
 ) -> Result<(), String> {
+    #[cfg(feature = "test-support")]
     if let Some(hook) = &ctx.before_apply {
         hook(&ctx.store);
     }
-    let actor = Actor::Pull(book.run_id.clone());
+    let actor = Actor::Pull(run_id.to_string());
+    let now = book.started;
     let mut batches = 0usize;
     let mut rest = changes;
     while !rest.is_empty() {
@@ -613,7 +756,6 @@ async fn apply(
         let batch = std::mem::replace(&mut rest, tail);
         let store = ctx.store.clone();
         let actor = actor.clone();
-        let now = Utc::now();
         let joined = tokio::task::spawn_blocking(move || {
             let just: Vec<_> = batch.iter().map(|c| c.change.clone()).collect();
             let results = provision::apply_batch(&store, &just, &actor, now);
@@ -778,13 +920,14 @@ fn verification_cap(ctx: &SyncContext) -> usize {
     ctx.limits.max_deactivations as usize + 10
 }
 
-/// Runs `f` (reading Google) under the run deadline.
+/// Runs `f` (reading Google) until the run's deadline.
 async fn before_deadline<T>(
     ctx: &SyncContext,
-    f: impl std::future::Future<Output = Result<T, String>>,
+    deadline: Instant,
+    f: impl std::future::Future<Output = Result<T, DirectoryError>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(ctx.run_timeout, f).await {
-        Ok(r) => r,
+    match tokio::time::timeout_at(deadline.into(), f).await {
+        Ok(r) => r.map_err(|e| directory::diagnose(&e)),
         Err(_) => Err(format!(
             "the run read Google for longer than [sync].run_timeout = {} s",
             ctx.run_timeout.as_secs_f64()
@@ -792,75 +935,137 @@ async fn before_deadline<T>(
     }
 }
 
-/// Performs one complete run and records it. Fails with [`SyncError::Busy`] when a run is
-/// already in progress; a run that fails (Google, store) is reported with status `failed`.
-pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcome, SyncError> {
+/// Why a run could not read what it plans with.
+enum ReadFailure {
+    /// Google failed or the deadline passed: the run fails, having written nothing.
+    Google(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// Reads what the target needs: Google's users (all of them, scoped as they arrive, or the
+/// one address) and the members the plan compares them with. Every member is read while
+/// Google is read, since the two are independent until the plan; a one-user run reads only
+/// the members that user could be, once Google has answered.
+async fn read(
+    ctx: &SyncContext,
+    client: &Arc<DirectoryClient>,
+    target: &Target,
+    opts: &SyncOptions,
+    deadline: Instant,
+) -> Result<(Fetched, Members), ReadFailure> {
+    match target {
+        Target::User(user_name) => {
+            let fetched = before_deadline(ctx, deadline, fetch_one(client, ctx, user_name))
+                .await
+                .map_err(ReadFailure::Google)?;
+            let members = members_of_user(ctx, user_name, &fetched).map_err(ReadFailure::Store)?;
+            Ok((fetched, members))
+        }
+        Target::All | Target::Approve(_) => tokio::try_join!(
+            async {
+                let listing = fetch(client, ctx, opts.progress.as_ref());
+                before_deadline(ctx, deadline, listing)
+                    .await
+                    .map_err(ReadFailure::Google)
+            },
+            async {
+                let domains = ctx.rules.domains.clone();
+                load_members(ctx.store.clone(), domains)
+                    .await
+                    .map_err(ReadFailure::Store)
+            },
+        ),
+    }
+}
+
+/// Performs one run of the pull and records it (a dry run plans and records nothing):
+/// lock, run record, client, fetch, plan, verify, guard, apply, finish. `now` is the run's
+/// time, read once by the caller.
+///
+/// Fails with [`SyncError::Busy`] when a run is already in progress, and with
+/// [`SyncError::UnknownRun`] when an approval names no held set. A run that fails (Google,
+/// the deadline, a write) is reported with status `failed`; one that fails before writing
+/// says that nothing was written.
+pub async fn run(
+    ctx: &SyncContext,
+    target: Target,
+    opts: SyncOptions,
+    now: DateTime<Utc>,
+) -> Result<SyncOutcome, SyncError> {
+    // The deactivations an approval may apply: those its run held.
+    let approved: Option<HashSet<_>> = match &target {
+        Target::Approve(id) => {
+            let held = ctx
+                .store
+                .held(id)?
+                .ok_or_else(|| SyncError::UnknownRun(id.clone()))?;
+            Some(held.changes.iter().map(|c| c.member).collect())
+        }
+        Target::All | Target::User(_) => None,
+    };
     let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
     let _running = ctx.running();
-    let mut book = RunBook::new(ctx, "sync", opts.dry_run)?;
+    let mut book = RunBook::new(ctx, target.kind(), opts.dry_run, now)?;
     let client = match ctx.client().await {
         Ok(c) => c,
-        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(directory::diagnose(&e)), None),
+        Err(e) => return book.fail(ctx, directory::diagnose(&e)),
     };
-    let before = client.requests();
-    // Read the members while Google is read: the two are independent until the plan.
-    let members = tokio::spawn(load_members(ctx.store.clone(), ctx.rules.domains.clone()));
+    book.uses(&client);
+    // One deadline covers every read of Google: the listing, then the checks of absent users.
     let deadline = Instant::now() + ctx.run_timeout;
-    let fetched = before_deadline(ctx, async {
-        fetch(&client, ctx, opts.progress.as_ref())
-            .await
-            .map_err(|e| directory::diagnose(&e))
-    })
-    .await;
-    book.google_requests = client.requests() - before;
-    book.fetch_ms = book.t0.elapsed().as_millis() as u64;
-    let snap = match fetched {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e}; nothing was written");
-            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(opts.dry_run));
-        }
+    let untouched = target.untouched();
+
+    // Fetch: Google, and the members the plan compares it with.
+    let (fetched, members) = match read(ctx, &client, &target, &opts, deadline).await {
+        Ok(read) => read,
+        Err(ReadFailure::Google(e)) => return book.fail(ctx, format!("{e}; {untouched}")),
+        Err(ReadFailure::Store(e)) => return Err(e.into()),
     };
-    let members = members
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("member load task failed: {e}")))??;
+    book.fetch_ms = book.millis();
+
+    // Plan. The members are released as soon as the plan holds what it needs of them.
     let Planned {
         mut plan,
         problems,
         groups,
-    } = plan_snapshot(ctx, snap, &members);
+    } = plan_fetched(ctx, fetched, &members);
     drop(members);
-    book.plan_ms = book.t0.elapsed().as_millis() as u64 - book.fetch_ms;
-    for p in problems {
-        book.problem(p);
-    }
-    // The rest of the deadline covers the checks of absent users.
-    let left = deadline.saturating_duration_since(Instant::now());
-    let checked = match tokio::time::timeout(
-        left,
-        verify_absent(
-            &client,
-            ctx,
-            &groups,
-            &mut plan,
-            Some(verification_cap(ctx)),
-            &mut book,
-        ),
-    )
-    .await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            book.google_requests = client.requests() - before;
-            let msg = format!(
-                "the run read Google for longer than [sync].run_timeout = {} s; nothing was written",
-                ctx.run_timeout.as_secs_f64()
-            );
-            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(opts.dry_run));
+    book.plan_ms = book.millis() - book.fetch_ms;
+    if let Some(wanted) = &approved {
+        // An approval applies only the deactivations its run held that the new plan still
+        // wants; the rest of the plan is the next run's.
+        plan.changes.retain(|c| {
+            c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m))
+        });
+        plan.unchanged = 0;
+    } else {
+        for p in problems {
+            book.problem(p);
         }
+    }
+
+    // Verify: never deactivate on the listing alone. A full run checks at most
+    // `verification_cap` users; one user, or an approval (an owner asked), checks them all.
+    let cap = matches!(target, Target::All).then(|| verification_cap(ctx));
+    let checked = before_deadline(ctx, deadline, async {
+        Ok(verify_absent(&client, ctx, &groups, &mut plan, cap, &mut book).await)
+    })
+    .await;
+    let checked = match checked {
+        Ok(r) => r?,
+        Err(e) => return book.fail(ctx, format!("{e}; {untouched}")),
     };
-    book.google_requests = client.requests() - before;
-    let mut reasons = guard::check(&plan, &ctx.limits);
+    if let Some(wanted) = &approved {
+        // Held deactivations the new plan no longer wants (the user came back) are dropped.
+        book.counts.skipped += wanted.len().saturating_sub(plan.changes.len()) as u64;
+    }
+
+    // Guard: only a full run is held back by its limits.
+    let mut reasons = match target {
+        Target::All => guard::check(&plan, &ctx.limits),
+        Target::User(_) | Target::Approve(_) => Vec::new(),
+    };
     let hold = !reasons.is_empty();
     if !checked.unchecked.is_empty() {
         reasons.push(format!(
@@ -875,13 +1080,17 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     } else {
         RunStatus::Held
     };
-    if opts.dry_run {
+
+    // A dry run ends here, with the plan.
+    let Some(run_id) = book.run_id.clone() else {
         count_plan(&mut book, &plan, hold);
         book.counts.held += checked.unchecked.len() as u64;
         let mut changes = plan.changes;
         changes.extend(checked.unchecked);
-        return book.finish(ctx, status, None, Some(changes));
-    }
+        return book.finish(ctx, status, None, changes);
+    };
+
+    // Apply, after storing the deactivations held back.
     book.counts.unchanged += plan.unchanged as u64;
     let (to_apply, mut held): (Vec<_>, Vec<_>) = plan
         .changes
@@ -890,11 +1099,11 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
     held.extend(checked.unchecked);
     if !held.is_empty() {
         book.counts.held = held.len() as u64;
-        tracing::warn!(run_id = %book.run_id, held = held.len(), reasons = ?reasons,
-            "deactivations held; approve with `retrac-sync sync approve {}`", book.run_id);
+        tracing::warn!(%run_id, held = held.len(), reasons = ?reasons,
+            "deactivations held; approve with `retrac-sync sync approve {run_id}`");
         ctx.store.put_held(&HeldSet {
-            run_id: book.run_id.clone(),
-            held_at: Utc::now(),
+            run_id: run_id.clone(),
+            held_at: now,
             reasons,
             changes: held
                 .into_iter()
@@ -907,99 +1116,42 @@ pub async fn run_sync(ctx: &SyncContext, opts: SyncOptions) -> Result<SyncOutcom
                 .collect(),
         })?;
     }
-    match apply(ctx, &mut book, to_apply).await {
-        Ok(()) => {
-            supersede_held(ctx, &book.run_id)?;
-            book.finish(ctx, status, None, None)
-        }
-        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
+    if let Err(e) = apply(ctx, &mut book, &run_id, to_apply).await {
+        return book.fail(ctx, e);
     }
+    match &target {
+        // Planned against the latest state: the sets earlier runs held are stale.
+        Target::All => supersede_held(ctx, &run_id)?,
+        Target::Approve(approved) => {
+            ctx.store.remove_held(approved)?;
+        }
+        Target::User(_) => {}
+    }
+    book.finish(ctx, status, None, Vec::new())
 }
 
 /// A complete run planned against the latest state, so the deactivations earlier runs held
 /// are stale: it held its own (if any), or had none to hold. Only the latest set is kept, so
 /// `sync status` and the held-changes gauge show what is pending now.
-fn supersede_held(ctx: &SyncContext, run_id: &str) -> Result<(), StoreError> {
+fn supersede_held(ctx: &SyncContext, run_id: &RunId) -> Result<(), StoreError> {
     for h in ctx.store.held_all()? {
-        if h.run_id != run_id {
+        if h.run_id != *run_id {
             ctx.store.remove_held(&h.run_id)?;
-            tracing::info!(superseded = %h.run_id, by = run_id, count = h.changes.len(),
+            tracing::info!(superseded = %h.run_id, by = %run_id, count = h.changes.len(),
                 "held deactivations superseded by a newer run");
         }
     }
     Ok(())
 }
 
-fn dry(dry_run: bool) -> Option<Vec<PlannedChange>> {
-    dry_run.then(Vec::new)
-}
-
-/// `sync approve RUN_ID`: re-plans against Google and the store as they are now, and applies
-/// the deactivations that run held which the new plan still wants. The guard is not applied
-/// again: an owner approved them.
-pub async fn approve(ctx: &SyncContext, run_id: &str) -> Result<SyncOutcome, SyncError> {
-    let held = ctx
-        .store
-        .held(run_id)?
-        .ok_or_else(|| SyncError::UnknownRun(run_id.to_string()))?;
-    let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
-    let _running = ctx.running();
-    let mut book = RunBook::new(ctx, "approve", false)?;
-    let client = match ctx.client().await {
-        Ok(c) => c,
-        Err(e) => return book.finish(ctx, RunStatus::Failed, Some(directory::diagnose(&e)), None),
-    };
-    let before = client.requests();
-    let members = load_members(ctx.store.clone(), ctx.rules.domains.clone()).await?;
-    let wanted: HashSet<_> = held.changes.iter().map(|c| c.member).collect();
-    // Google is read again, and each approved deactivation of a user missing from the
-    // listing is still checked with users.get (all of them: an owner asked for these).
-    let read = before_deadline(ctx, async {
-        let snap = fetch(&client, ctx, None)
-            .await
-            .map_err(|e| directory::diagnose(&e))?;
-        let Planned {
-            mut plan, groups, ..
-        } = plan_snapshot(ctx, snap, &members);
-        plan.changes.retain(|c| {
-            c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m))
-        });
-        verify_absent(&client, ctx, &groups, &mut plan, None, &mut book)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(plan)
-    })
-    .await;
-    book.google_requests = client.requests() - before;
-    let plan = match read {
-        Ok(p) => p,
-        Err(e) => {
-            let msg = format!("{e}; nothing was written, the held changes are kept");
-            return book.finish(ctx, RunStatus::Failed, Some(msg), None);
-        }
-    };
-    drop(members);
-    let to_apply: Vec<PlannedChange> = plan.changes;
-    // Held deactivations the new plan no longer wants (the user came back) are dropped.
-    book.counts.skipped += (wanted.len() - to_apply.len()) as u64;
-    let result = apply(ctx, &mut book, to_apply).await;
-    if result.is_ok() {
-        ctx.store.remove_held(run_id)?;
-    }
-    match result {
-        Ok(()) => book.finish(ctx, RunStatus::Ok, None, None),
-        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
-    }
-}
-
 /// `sync discard RUN_ID`: drops the deactivations a run held. Returns how many.
-pub fn discard(ctx: &SyncContext, run_id: &str) -> Result<usize, SyncError> {
+pub fn discard(ctx: &SyncContext, run_id: &RunId) -> Result<usize, SyncError> {
     let held = ctx
         .store
         .remove_held(run_id)?
-        .ok_or_else(|| SyncError::UnknownRun(run_id.to_string()))?;
+        .ok_or_else(|| SyncError::UnknownRun(run_id.clone()))?;
     tracing::info!(
-        run_id,
+        %run_id,
         discarded = held.changes.len(),
         "held deactivations discarded"
     );
@@ -1010,101 +1162,6 @@ pub fn discard(ctx: &SyncContext, run_id: &str) -> Result<usize, SyncError> {
     Ok(held.changes.len())
 }
 
-/// `sync user EMAIL`: reconciles one user now (provision on demand). The guard does not
-/// apply: the owner asked for this one user.
-pub async fn sync_user(
-    ctx: &SyncContext,
-    email: &str,
-    dry_run: bool,
-) -> Result<SyncOutcome, SyncError> {
-    let user_name = UserName::parse(email).map_err(|e| SyncError::Invalid(e.to_string()))?;
-    let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
-    let _running = ctx.running();
-    let mut book = RunBook::new(ctx, "user", dry_run)?;
-    let client = match ctx.client().await {
-        Ok(c) => c,
-        Err(e) => {
-            return book.finish(
-                ctx,
-                RunStatus::Failed,
-                Some(directory::diagnose(&e)),
-                dry(dry_run),
-            )
-        }
-    };
-    let before = client.requests();
-    let fetched = before_deadline(ctx, async {
-        fetch_one(&client, ctx, &user_name)
-            .await
-            .map_err(|e| directory::diagnose(&e))
-    })
-    .await;
-    book.google_requests = client.requests() - before;
-    let snap = match fetched {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e}; nothing was written");
-            return book.finish(ctx, RunStatus::Failed, Some(msg), dry(dry_run));
-        }
-    };
-    // Only the members this user could be: by email, and by the Google id if Google has it.
-    let mut members: HashMap<_, Member> = HashMap::new();
-    if let Some(m) = ctx.store.get_by_user_name(user_name.as_str())? {
-        members.insert(m.id, m);
-    }
-    for u in &snap.users {
-        if let Some(m) = ctx.store.get_by_google_id(&u.id)? {
-            members.insert(m.id, m);
-        }
-    }
-    let members: Vec<Member> = members.into_values().collect();
-    let selection = ctx.rules.select(&snap.users, &snap.groups);
-    let mut desired = Vec::new();
-    let mut unusable = HashSet::new();
-    for u in &selection.users {
-        match Desired::from_google(u, &ctx.rules.domains) {
-            Ok(d) => desired.push(d),
-            Err(e) => {
-                unusable.insert(u.id.clone());
-                book.problem(e)
-            }
-        }
-    }
-    let mut plan = plan::plan(
-        &desired,
-        &members,
-        &PlanContext {
-            domains: &ctx.rules.domains,
-            all_google_ids: None,
-            unusable_ids: Some(&unusable),
-        },
-    );
-    for p in &plan.problems {
-        book.problem(p.clone());
-    }
-    // Never deactivate on the search alone: ask users.get for the member's Google id.
-    let checked = before_deadline(ctx, async {
-        verify_absent(&client, ctx, &snap.groups, &mut plan, None, &mut book)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    book.google_requests = client.requests() - before;
-    if let Err(e) = checked {
-        let msg = format!("{e}; nothing was written");
-        return book.finish(ctx, RunStatus::Failed, Some(msg), dry(dry_run));
-    }
-    if dry_run {
-        count_plan(&mut book, &plan, false);
-        return book.finish(ctx, RunStatus::Ok, None, Some(plan.changes));
-    }
-    book.counts.unchanged += plan.unchanged as u64;
-    match apply(ctx, &mut book, plan.changes).await {
-        Ok(()) => book.finish(ctx, RunStatus::Ok, None, None),
-        Err(e) => book.finish(ctx, RunStatus::Failed, Some(e), None),
-    }
-}
-
 /// Reads one user (by its exact address, users.get) and whatever decides whether it is in
 /// scope. The groups are read even when Google does not know the address: a member with
 /// that name is then checked by its Google id, and judged with them.
@@ -1112,24 +1169,19 @@ async fn fetch_one(
     client: &DirectoryClient,
     ctx: &SyncContext,
     user_name: &UserName,
-) -> Result<Snapshot, DirectoryError> {
+) -> Result<Fetched, DirectoryError> {
     let groups = fetch_groups(client, ctx, None, &mut Progress::default()).await?;
-    let none = |groups| Snapshot {
-        users: Vec::new(),
-        groups,
-    };
+    let mut out = Fetched::new(groups, false, 1);
     let Some(user) = client.get_user(user_name.as_str()).await? else {
-        return Ok(none(groups));
+        return Ok(out);
     };
     if let Some(q) = &ctx.rules.query {
         if !matches_query(client, ctx, q, &user).await? {
-            return Ok(none(groups));
+            return Ok(out);
         }
     }
-    Ok(Snapshot {
-        users: vec![user],
-        groups,
-    })
+    out.add(user, &ctx.rules);
+    Ok(out)
 }
 
 /// A fetch-only pass (the benchmark's baseline): reads and decodes every page a run reads
@@ -1141,4 +1193,44 @@ pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
     let mut users = 0;
     users_pages(&client, ctx, |page| users += page.users.len()).await?;
     Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run_id: Option<RunId>, status: RunStatus) -> SyncReport {
+        SyncReport {
+            run_id,
+            status,
+            counts: RunCounts::default(),
+            google_requests: 3,
+            duration_ms: 12,
+        }
+    }
+
+    /// The types stay off the wire: `sync --output json`, the admin socket and `/healthz`
+    /// print the same strings as when the report held them as text.
+    #[test]
+    fn a_report_reads_and_writes_the_strings_it_always_printed() {
+        let dry = serde_json::to_value(report(None, RunStatus::Ok)).unwrap();
+        assert_eq!(dry["run_id"], "");
+        assert_eq!(dry["status"], "ok");
+        let id = RunId::parse("20261101T020000Z-000042").unwrap();
+        let held = report(Some(id), RunStatus::Held);
+        let wire = serde_json::to_value(&held).unwrap();
+        assert_eq!(wire["run_id"], "20261101T020000Z-000042");
+        assert_eq!(wire["status"], "held");
+        assert_eq!(serde_json::from_value::<SyncReport>(wire).unwrap(), held);
+        assert_eq!(
+            serde_json::from_value::<SyncReport>(dry).unwrap(),
+            report(None, RunStatus::Ok),
+            "an empty run id reads back as a dry run"
+        );
+        let failed = serde_json::to_value(report(None, RunStatus::Failed)).unwrap();
+        assert_eq!(failed["status"], "failed");
+        let mut bad = failed;
+        bad["run_id"] = "last-tuesday".into();
+        assert!(serde_json::from_value::<SyncReport>(bad).is_err());
+    }
 }

@@ -120,6 +120,15 @@ impl ScimError {
         )
     }
 
+    /// 503 once the store cannot write to disk: the daemon stops so that systemd restarts
+    /// it, and the client may retry. The cause is logged, not returned.
+    pub fn read_only() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server could not write to its disk and is restarting; try again shortly",
+        )
+    }
+
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         let mut body = json!({
@@ -168,7 +177,13 @@ pub fn scim_json(value: &serde_json::Value) -> Response {
 
 impl From<StoreError> for ScimError {
     fn from(e: StoreError) -> Self {
-        ScimError::internal(e)
+        match e {
+            StoreError::Io(_) => {
+                tracing::error!(error = %e, "SCIM request failed: the store is read-only");
+                ScimError::read_only()
+            }
+            e => ScimError::internal(e),
+        }
     }
 }
 
@@ -197,7 +212,7 @@ impl From<ProvisionError> for ScimError {
             ProvisionError::Forbidden { what, .. } => {
                 ScimError::new(StatusCode::FORBIDDEN, format!("SCIM may not {what}"))
             }
-            ProvisionError::Store(e) => ScimError::internal(e),
+            ProvisionError::Store(e) => e.into(),
         }
     }
 }
@@ -215,6 +230,23 @@ mod tests {
         let body = e.body().to_string();
         assert!(!body.contains("/var/lib/secret"), "{body}");
         assert!(body.contains("\"status\":\"500\""), "{body}");
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_is_a_503_and_an_internal_failure_a_500() {
+        let io = || StoreError::Io("flush failed: EIO at /var/lib/secret".into());
+        for e in [
+            ScimError::from(io()),
+            ScimError::from(ProvisionError::Store(io())),
+        ] {
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            let body = e.body().to_string();
+            assert!(!body.contains("/var/lib/secret"), "{body}");
+            assert!(body.contains("restarting"), "{body}");
+        }
+        let e = ScimError::from(StoreError::Internal("task panicked".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.body().to_string().contains("panicked"));
     }
 
     #[test]

@@ -178,11 +178,7 @@ pub fn conn_limits(config: &ScimConfig) -> ConnLimits {
 
 /// The answer to every request once the store is read-only.
 fn read_only() -> Response {
-    ScimError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the server could not write to its disk and is restarting; try again shortly",
-    )
-    .into_response()
+    ScimError::read_only().into_response()
 }
 
 /// Answers only from durable state: a read, a 409 or a PUT that changed nothing may show

@@ -64,7 +64,7 @@ impl GroupFlush {
             {
                 let p = progress.borrow_and_update();
                 if let Some(why) = &p.failed {
-                    return Err(StoreError::Corrupt(format!("flush failed: {why}")));
+                    return Err(StoreError::Io(format!("flush failed: {why}")));
                 }
                 if p.done >= ticket {
                     return Ok(());
@@ -72,7 +72,7 @@ impl GroupFlush {
             }
             self.start_flush_if_idle();
             if progress.changed().await.is_err() {
-                return Err(StoreError::Corrupt("the flusher is gone".into()));
+                return Err(StoreError::Internal("the flusher is gone".into()));
             }
         }
     }
@@ -179,14 +179,29 @@ mod tests {
         db.insert(b"k", &b"v"[..]).unwrap();
         let err = g.flush().await.unwrap_err();
         assert!(err.to_string().contains("disk on fire"), "{err}");
+        // A failed write, not a damaged record: the message says so.
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+        assert!(!err.to_string().contains("damaged"), "{err}");
         // Sticky: the next flush would run sled's and succeed, but the store stays failed.
-        assert!(g.flush().await.is_err());
+        assert!(matches!(g.flush().await, Err(StoreError::Io(_))));
         assert_eq!(g.failure().as_deref(), Some("disk on fire"));
         let why = tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(why, "disk on fire");
+    }
+
+    /// The store turned read-only by a failed flush refuses writes as a failed write
+    /// (`Io`), not as a damaged record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_flush_writes_are_refused_as_io_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        store.inject_flush_failure("EIO");
+        assert!(matches!(store.flush().await, Err(StoreError::Io(_))));
+        let refused = store.transact(|_| Ok(()));
+        assert!(matches!(refused, Err(StoreError::Io(_))), "{refused:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@ mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
-pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunStatus, SyncRun};
+pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::TokenRecord;
 
@@ -124,6 +124,17 @@ pub enum StoreError {
     /// A record could not be decoded.
     #[error("the store holds a record it cannot read ({0}); the store may be damaged")]
     Corrupt(String),
+    /// Writing to disk failed (a flush). What is in memory may never reach the disk, so
+    /// the store takes no more writes in this process; sled recovers from its log when the
+    /// store is opened again. The records on disk are not known to be damaged.
+    #[error(
+        "the store could not write to disk ({0}); it takes no more writes until it is opened again"
+    )]
+    Io(String),
+    /// The program failed around the store (a task that panicked or was cancelled, a
+    /// transaction that escaped its retry loop); the records are not at fault.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Two records claim one user name (compared folded), external id or Google id.
     #[error("members {first} and {second} both claim the {what} {key:?}; the store cannot be opened until one of them is changed (user names compare by NFKC and full case folding since schema 3)")]
     Collision {
@@ -146,7 +157,7 @@ impl From<UnabortableTransactionError> for StoreError {
         match e {
             UnabortableTransactionError::Storage(e) => StoreError::Sled(e),
             UnabortableTransactionError::Conflict => {
-                StoreError::Corrupt("transaction conflict escaped its retry loop".into())
+                StoreError::Internal("transaction conflict escaped its retry loop".into())
             }
         }
     }
@@ -509,7 +520,7 @@ impl Store {
     {
         let i = &self.inner;
         if let Some(why) = i.flusher.failure() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Io(format!(
                 "the store is read-only since a flush failed: {why}"
             )));
         }

@@ -11,6 +11,65 @@ use crate::member::MemberId;
 /// How many run records are kept; older ones are pruned.
 const KEEP_RUNS: usize = 1000;
 
+/// A recorded run's id: its UTC start time and a sequence number,
+/// `20261101T020000Z-000042`, so that ids sort in time order. A dry run is not recorded
+/// and has none.
+///
+/// It reads and writes as the plain string; reading one checks its shape, so a run id that
+/// came from a person or over the admin socket is one the store could have made.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    /// Checks the shape of a run id (start time, `-`, six digits), with a message that
+    /// says what one looks like.
+    pub fn parse(s: &str) -> Result<RunId, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a run id such as 20261101T020000Z-000042 (see `retrac-sync sync status`)"
+            )
+        };
+        let (time, seq) = s.split_once('-').ok_or_else(bad)?;
+        let time_ok =
+            chrono::NaiveDateTime::parse_from_str(time, RUN_ID_TIME).is_ok() && time.len() == 16;
+        let seq_ok = seq.len() == 6 && seq.bytes().all(|b| b.is_ascii_digit());
+        if time_ok && seq_ok {
+            Ok(RunId(s.to_string()))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The time part of a run id.
+const RUN_ID_TIME: &str = "%Y%m%dT%H%M%SZ";
+
+impl TryFrom<String> for RunId {
+    type Error = String;
+    fn try_from(s: String) -> Result<RunId, String> {
+        RunId::parse(&s)
+    }
+}
+
+impl From<RunId> for String {
+    fn from(id: RunId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that a table's width applies.
+        f.pad(&self.0)
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,7 +125,7 @@ pub struct RunCounts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncRun {
     /// The run id (also the audit actor: `pull:RUN_ID`).
-    pub run_id: String,
+    pub run_id: RunId,
     /// `sync`, `user`, or `approve`.
     pub kind: String,
     /// When it started (the run id starts with it too).
@@ -94,7 +153,7 @@ pub struct SyncRun {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldSet {
     /// The run that held them.
-    pub run_id: String,
+    pub run_id: RunId,
     /// When the run held them; `sync status` shows their age from it.
     pub held_at: DateTime<Utc>,
     /// The guard's reasons, one per limit passed, as `sync status` shows them.
@@ -128,18 +187,18 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, Sto
 
 impl Store {
     /// A new run id: the start time and a sequence number, sortable.
-    pub fn new_run_id(&self, now: DateTime<Utc>) -> Result<String, StoreError> {
-        Ok(format!(
+    pub fn new_run_id(&self, now: DateTime<Utc>) -> Result<RunId, StoreError> {
+        Ok(RunId(format!(
             "{}-{:06}",
-            now.format("%Y%m%dT%H%M%SZ"),
+            now.format(RUN_ID_TIME),
             self.generate_id()? % 1_000_000
-        ))
+        )))
     }
 
     /// Records (or rewrites) a run, pruning the oldest beyond the last 1000.
     pub fn put_sync_run(&self, run: &SyncRun) -> Result<(), StoreError> {
         let tree = self.sync_runs_tree();
-        tree.insert(run.run_id.as_bytes(), encode(run)?)?;
+        tree.insert(run.run_id.as_str().as_bytes(), encode(run)?)?;
         while tree.len() > KEEP_RUNS {
             match tree.pop_min()? {
                 Some(_) => {}
@@ -160,9 +219,9 @@ impl Store {
     }
 
     /// One run by id.
-    pub fn sync_run(&self, run_id: &str) -> Result<Option<SyncRun>, StoreError> {
+    pub fn sync_run(&self, run_id: &RunId) -> Result<Option<SyncRun>, StoreError> {
         self.sync_runs_tree()
-            .get(run_id.as_bytes())?
+            .get(run_id.as_str().as_bytes())?
             .map(|v| decode("sync run", &v))
             .transpose()
     }
@@ -170,14 +229,14 @@ impl Store {
     /// Stores the deactivations a run held.
     pub fn put_held(&self, held: &HeldSet) -> Result<(), StoreError> {
         self.held_changes_tree()
-            .insert(held.run_id.as_bytes(), encode(held)?)?;
+            .insert(held.run_id.as_str().as_bytes(), encode(held)?)?;
         Ok(())
     }
 
     /// The deactivations a run held.
-    pub fn held(&self, run_id: &str) -> Result<Option<HeldSet>, StoreError> {
+    pub fn held(&self, run_id: &RunId) -> Result<Option<HeldSet>, StoreError> {
         self.held_changes_tree()
-            .get(run_id.as_bytes())?
+            .get(run_id.as_str().as_bytes())?
             .map(|v| decode("held changes", &v))
             .transpose()
     }
@@ -193,9 +252,9 @@ impl Store {
     }
 
     /// Drops a held set; returns it if it was there.
-    pub fn remove_held(&self, run_id: &str) -> Result<Option<HeldSet>, StoreError> {
+    pub fn remove_held(&self, run_id: &RunId) -> Result<Option<HeldSet>, StoreError> {
         self.held_changes_tree()
-            .remove(run_id.as_bytes())?
+            .remove(run_id.as_str().as_bytes())?
             .map(|v| decode("held changes", &v))
             .transpose()
     }
@@ -233,7 +292,8 @@ mod tests {
                 serde_json::to_vec(&old).unwrap(),
             )
             .unwrap();
-        let held = store.held("20261101T020000Z-000042").unwrap().unwrap();
+        let id = RunId::parse("20261101T020000Z-000042").unwrap();
+        let held = store.held(&id).unwrap().unwrap();
         assert_eq!(
             held.changes,
             [HeldDeactivation {
@@ -244,5 +304,32 @@ mod tests {
         // And the store's own record round-trips.
         store.put_held(&held).unwrap();
         assert_eq!(store.held_all().unwrap(), [held]);
+    }
+
+    #[test]
+    fn run_ids_are_checked_when_read_and_the_stores_own_parse() {
+        assert!(RunId::parse("20261101T020000Z-000042").is_ok());
+        for bad in [
+            "",
+            "no-such-run",
+            "20261101T020000Z",
+            "20261101T020000Z-42",
+            "20261341T020000Z-000042",
+            "20261101T020000Z-00004x",
+        ] {
+            assert!(RunId::parse(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<RunId>(bad.into()).is_err(),
+                "{bad}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let made = store.new_run_id(Utc::now()).unwrap();
+        assert_eq!(RunId::parse(made.as_str()), Ok(made.clone()));
+        // On the wire and on disk it is the plain string.
+        let wire = serde_json::to_value(&made).unwrap();
+        assert_eq!(wire, serde_json::Value::String(made.to_string()));
+        assert_eq!(serde_json::from_value::<RunId>(wire).unwrap(), made);
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use fake_google::{FakeGoogle, FakeSeed, FakeUser};
 use retrac_sync::config::Config;
 use retrac_sync::directory::Backoff;
-use retrac_sync::member::Member;
-use retrac_sync::reconcile::{SyncContext, SyncOptions, SyncOutcome};
+use retrac_sync::member::{Member, UserName};
+use retrac_sync::reconcile::{SyncContext, SyncError, SyncOptions, SyncOutcome, Target};
 use retrac_sync::store::{AuditQuery, Store};
 
 pub struct World {
@@ -54,9 +54,25 @@ pub fn context(store: &Store, config: &Config) -> SyncContext {
 }
 
 pub async fn sync(ctx: &SyncContext) -> SyncOutcome {
-    retrac_sync::reconcile::run_sync(ctx, SyncOptions::default())
-        .await
-        .unwrap()
+    pull(ctx, Target::All, false).await.unwrap()
+}
+
+/// One run of the pull, now.
+pub async fn pull(
+    ctx: &SyncContext,
+    target: Target,
+    dry_run: bool,
+) -> Result<SyncOutcome, SyncError> {
+    let opts = SyncOptions {
+        dry_run,
+        progress: None,
+    };
+    retrac_sync::reconcile::run(ctx, target, opts, chrono::Utc::now()).await
+}
+
+/// `sync user EMAIL` as a run's target.
+pub fn one(email: &str) -> Target {
+    Target::User(UserName::parse(email).unwrap())
 }
 
 /// Whether a fake user is in the scope of [`scoped`].

@@ -5,8 +5,8 @@ use crate::common;
 
 use common::*;
 use fake_google::{FakeMember, FakeSeed, FakeUser, Fault};
-use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
-use retrac_sync::store::Store;
+use retrac_sync::reconcile::{self, Request, Response, SyncOptions, Target};
+use retrac_sync::store::{RunStatus, Store};
 
 const GROUPS: [&str; 2] = ["engineering", "sales"];
 
@@ -25,7 +25,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
 
     // First sync: exactly the scope.
     let first = sync(&ctx).await;
-    assert_eq!(first.report.status, "ok", "{first:?}");
+    assert_eq!(first.report.status, RunStatus::Ok, "{first:?}");
     let expected = g.users().iter().filter(|u| scope(u)).count() as u64;
     assert_eq!(first.report.counts.created, expected);
     assert_eq!(first.report.counts.errors, 0, "{:?}", first.problems);
@@ -64,8 +64,8 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     assert!(g.suspend(&suspended));
     let r = sync(&ctx).await;
     assert_eq!(
-        (r.report.counts.deactivated, r.report.status.as_str()),
-        (1, "ok"),
+        (r.report.counts.deactivated, r.report.status),
+        (1, RunStatus::Ok),
         "{r:?}"
     );
     assert!(
@@ -170,7 +170,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
     assert_mirrors(&store, g, scope_now);
 
     // Every run is recorded, newest first, with its counts.
-    let status = reconcile::execute(&ctx, Request::Status { limit: 3 }, None)
+    let status = reconcile::execute(&ctx, Request::Status { limit: 3 }, None, chrono::Utc::now())
         .await
         .unwrap();
     let Response::Status {
@@ -194,7 +194,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         .unwrap();
     assert_eq!(
         entries[0].actor,
-        retrac_sync::member::Actor::Pull(runs[0].run_id.clone())
+        retrac_sync::member::Actor::Pull(runs[0].run_id.to_string())
     );
 }
 
@@ -203,15 +203,7 @@ async fn a_dry_run_plans_and_writes_nothing() {
     let w = world(FakeSeed::sample(50, "example.com")).await;
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
-    let out = reconcile::run_sync(
-        &ctx,
-        SyncOptions {
-            dry_run: true,
-            progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    let out = pull(&ctx, Target::All, true).await.unwrap();
     assert_eq!(out.report.counts.created, 50);
     assert_eq!(out.changes.as_ref().unwrap().len(), 50);
     assert_eq!(store.member_count(), 0);
@@ -355,37 +347,38 @@ async fn sync_user_provisions_one_user_on_demand() {
         .find(|u| u.org_unit_path == "/Sales" && !u.suspended)
         .unwrap();
     let outside = users.iter().find(|u| u.org_unit_path == "/").unwrap();
-    let dry = reconcile::sync_user(&ctx, &inside.primary_email, true)
-        .await
-        .unwrap();
+    let dry = pull(&ctx, one(&inside.primary_email), true).await.unwrap();
     assert_eq!(dry.report.counts.created, 1);
     assert_eq!(store.member_count(), 0);
-    let r = reconcile::sync_user(&ctx, &inside.primary_email.to_uppercase(), false)
+    let r = pull(&ctx, one(&inside.primary_email.to_uppercase()), false)
         .await
         .unwrap();
     assert_eq!(
-        (r.report.counts.created, r.report.status.as_str()),
-        (1, "ok"),
+        (r.report.counts.created, r.report.status),
+        (1, RunStatus::Ok),
         "{r:?}"
     );
     assert!(
         w.google.requests("users.list") == 0,
         "no listing for one user"
     );
-    let r = reconcile::sync_user(&ctx, &outside.primary_email, false)
+    let r = pull(&ctx, one(&outside.primary_email), false)
         .await
         .unwrap();
     assert_eq!(r.report.counts.created, 0, "out of scope");
     assert_eq!(store.member_count(), 1);
     // Suspended in Google: the member goes inactive at once.
     w.google.suspend(&inside.primary_email);
-    let r = reconcile::sync_user(&ctx, &inside.primary_email, false)
-        .await
-        .unwrap();
+    let r = pull(&ctx, one(&inside.primary_email), false).await.unwrap();
     assert_eq!(r.report.counts.deactivated, 1);
-    assert!(reconcile::sync_user(&ctx, "not an email", false)
-        .await
-        .is_err());
+    let bad = Request::SyncUser {
+        email: "not an email".into(),
+        dry_run: false,
+    };
+    assert!(matches!(
+        reconcile::execute(&ctx, bad, None, chrono::Utc::now()).await,
+        Err(reconcile::SyncError::Invalid(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +388,7 @@ async fn the_scope_query_is_passed_to_google() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert!(w
         .google
         .last_query("users.list")
@@ -417,7 +410,7 @@ async fn a_user_missing_from_one_listing_but_found_by_users_get_stays_active() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let g = &w.google;
-    assert_eq!(sync(&ctx).await.report.status, "ok");
+    assert_eq!(sync(&ctx).await.report.status, RunStatus::Ok);
     let lagging = g
         .users()
         .into_iter()
@@ -431,7 +424,7 @@ async fn a_user_missing_from_one_listing_but_found_by_users_get_stays_active() {
         g.requests("users.get"),
     );
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
     assert_eq!(r.report.counts.verified_present, 1);
     assert!(
@@ -469,7 +462,7 @@ async fn a_user_users_get_does_not_find_is_deactivated() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let g = &w.google;
-    assert_eq!(sync(&ctx).await.report.status, "ok");
+    assert_eq!(sync(&ctx).await.report.status, RunStatus::Ok);
     let gone = g
         .users()
         .into_iter()
@@ -521,7 +514,7 @@ async fn a_rename_during_paging_deactivates_nobody() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let g = &w.google;
-    assert_eq!(sync(&ctx).await.report.status, "ok");
+    assert_eq!(sync(&ctx).await.report.status, RunStatus::Ok);
     // The last user by id (page 3) is renamed to an address that sorts first by email
     // (page 1), just after page 1 is read: in email order it would be on no page.
     let moved = g
@@ -540,7 +533,7 @@ async fn a_rename_during_paging_deactivates_nobody() {
         new: "aaa.renamed@example.com".into(),
     });
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
     let after = store.get(member.id).unwrap().unwrap();
     assert!(after.dir.active);
@@ -569,7 +562,7 @@ async fn members_get_exactly_the_persons_addresses_and_a_second_pull_changes_not
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     let emails = |name: &str| -> Vec<String> {
         store
             .get_by_user_name(name)
@@ -648,7 +641,7 @@ async fn a_customer_member_inside_a_nested_group_puts_everyone_in_scope() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 60, "{r:?}");
     all_active_mirrored(&store, &w.google);
 }
@@ -675,7 +668,7 @@ async fn metadata_credentials_pull_without_a_key_file() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 120);
     let g = &w.google;
     // One own token from the metadata server, one signature, one delegated token.
@@ -695,7 +688,7 @@ async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
     let store = Store::open(&w.config.store.path).unwrap();
     async fn failed_run(store: &Store, config: &retrac_sync::config::Config) -> String {
         let r = sync(&context(store, config)).await;
-        assert_eq!(r.report.status, "failed", "{r:?}");
+        assert_eq!(r.report.status, RunStatus::Failed, "{r:?}");
         assert_eq!(store.member_count(), 0);
         r.error.unwrap()
     }
@@ -754,7 +747,7 @@ async fn external_account_credentials_pull_through_sts_and_sign_jwt() {
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 30);
     let g = &w.google;
     assert_eq!(
@@ -848,7 +841,7 @@ async fn url_sourced_subject_tokens_pull_as_text_and_as_json() {
             .unwrap();
         federated(&mut w, file);
         let r = sync_in(&store, &w.config, &[]).await;
-        assert_eq!(r.report.status, "ok", "{source:?}: {r:?}");
+        assert_eq!(r.report.status, RunStatus::Ok, "{source:?}: {r:?}");
         let n = i as u64 + 1;
         let g = &w.google;
         assert_eq!((g.requests("subject token"), g.requests("sts")), (n, n));
@@ -874,7 +867,7 @@ async fn aws_credentials_from_the_instance_metadata_pull_through_a_signed_reques
     use fake_google::SubjectTokenSource;
     let (mut w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
     let r = sync_in(&store, &w.config, &[]).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 20);
     let g = &w.google;
     // IMDSv2 session, zone, role name, role credentials; then one STS exchange that
@@ -924,7 +917,7 @@ async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
     let (w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
     let env = w.google.aws_user_environment();
     let r = sync_in(&store, &w.config, &env).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 20);
     assert_eq!(
         (w.google.requests("aws metadata"), w.google.requests("sts")),
@@ -938,7 +931,7 @@ async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
         .cloned()
         .collect();
     let r = sync_in(&store, &w.config, &keys).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(w.google.requests("aws metadata"), 2);
 
     // A wrong secret key: the signature does not verify, the STS step says so, and
@@ -964,7 +957,7 @@ async fn an_impersonation_url_trades_the_federated_token_for_the_service_account
     use fake_google::SubjectTokenSource;
     let (w, store) = federated_world(SubjectTokenSource::File, true).await;
     let r = sync_in(&store, &w.config, &[]).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(r.report.counts.created, 20);
     let g = &w.google;
     assert_eq!(
@@ -991,4 +984,131 @@ async fn an_impersonation_url_trades_the_federated_token_for_the_service_account
         1,
         "no signJwt without the account's token"
     );
+}
+
+/// `sync`, `sync user` and `sync approve` are one pipeline with a target: each runs, is
+/// recorded under its kind, and stamps its record, its held set and each member it writes
+/// with the `now` it was given (the clock is read once, by the caller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_target_runs_the_one_pipeline_at_the_time_it_is_given() {
+    let w = world(FakeSeed::sample(40, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let at = |day: u32| {
+        use chrono::TimeZone;
+        chrono::Utc.with_ymd_and_hms(2031, 1, day, 2, 0, 0).unwrap()
+    };
+    let opts = SyncOptions::default;
+    let by_kind = |kind: &str, now| {
+        let runs = store.sync_runs(10).unwrap();
+        let run = runs.into_iter().find(|r| r.started == now).unwrap();
+        assert_eq!(run.kind, kind);
+        assert!(run.finished >= now && run.finished < now + chrono::Duration::hours(1));
+        run
+    };
+
+    // Every user in scope.
+    let r = reconcile::run(&ctx, Target::All, opts(), at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.status, r.report.counts.created),
+        (RunStatus::Ok, 40)
+    );
+    let first = r.report.run_id.clone().unwrap();
+    assert!(first.as_str().starts_with("20310101T020000Z-"), "{first}");
+    assert_eq!(by_kind("sync", at(1)).run_id, first);
+    assert!(store.members().all(|m| m.unwrap().last_modified == at(1)));
+    let entries = store.audit(&Default::default()).unwrap();
+    assert_eq!(entries.len(), 40);
+    assert!(entries.iter().all(|e| e.time == at(1)));
+
+    // Past the guard: the deactivations are held, at the run's time.
+    let active: Vec<_> = w
+        .google
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .collect();
+    for u in active.iter().take(20) {
+        w.google.delete(&u.primary_email).unwrap();
+    }
+    let r = reconcile::run(&ctx, Target::All, opts(), at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.status, r.report.counts.held),
+        (RunStatus::Held, 20)
+    );
+    let held = r.report.run_id.clone().unwrap();
+    assert_eq!(store.held(&held).unwrap().unwrap().held_at, at(2));
+    by_kind("sync", at(2));
+
+    // One user: suspended in Google, deactivated at once; the guard does not apply.
+    let one_user = &active[30].primary_email;
+    w.google.suspend(one_user);
+    let r = reconcile::run(&ctx, one(one_user), opts(), at(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.status, r.report.counts.deactivated),
+        (RunStatus::Ok, 1)
+    );
+    by_kind("user", at(3));
+    let m = store.get_by_user_name(one_user).unwrap().unwrap();
+    assert!(!m.dir.active && m.last_modified == at(3));
+
+    // The held run, approved.
+    let r = reconcile::run(&ctx, Target::Approve(held.clone()), opts(), at(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.status, r.report.counts.deactivated),
+        (RunStatus::Ok, 20)
+    );
+    by_kind("approve", at(4));
+    assert!(store.held(&held).unwrap().is_none());
+    let gone = store
+        .get_by_user_name(&active[0].primary_email)
+        .unwrap()
+        .unwrap();
+    assert!(!gone.dir.active && gone.last_modified == at(4));
+    let kinds: Vec<_> = store
+        .sync_runs(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(kinds, ["approve", "user", "sync", "sync"]);
+}
+
+/// A dry run has no run id and is never recorded, however it ends; its JSON still says
+/// `"run_id": ""`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_has_no_run_id_and_is_never_recorded() {
+    let mut w = world(FakeSeed::sample(10, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = pull(&ctx, Target::All, true).await.unwrap();
+    assert_eq!(
+        (r.report.run_id.as_ref(), r.report.counts.created),
+        (None, 10)
+    );
+    assert_eq!(serde_json::to_value(&r.report).unwrap()["run_id"], "");
+    let r = pull(&ctx, one(&w.google.users()[0].primary_email), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.report.run_id.as_ref(), r.report.counts.created),
+        (None, 1)
+    );
+    // A dry run that fails before reading Google (no subject to act as) is still a dry run.
+    w.config.google.subject = None;
+    let ctx = context(&store, &w.config);
+    let r = pull(&ctx, Target::All, true).await.unwrap();
+    assert!(r.failed(), "{r:?}");
+    assert_eq!(r.report.run_id, None);
+    assert_eq!(r.changes, Some(Vec::new()));
+    assert!(store.sync_runs(10).unwrap().is_empty(), "nothing recorded");
+    assert_eq!(store.member_count(), 0);
 }

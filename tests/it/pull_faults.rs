@@ -10,14 +10,27 @@ use common::*;
 use fake_google::{FakeSeed, FakeUser, Fault};
 use retrac_sync::member::{Actor, Change, ManagedBy};
 use retrac_sync::provision;
-use retrac_sync::reconcile::{self, Request, Response, SyncOptions};
-use retrac_sync::store::Store;
+use retrac_sync::reconcile::{self, Request, Response, Target};
+use retrac_sync::store::{RunId, RunStatus, Store};
+
+/// `sync approve` of the run `r` held.
+async fn approve(
+    ctx: &reconcile::SyncContext,
+    r: &reconcile::SyncOutcome,
+) -> Result<reconcile::SyncOutcome, reconcile::SyncError> {
+    pull(
+        ctx,
+        Target::Approve(r.report.run_id.clone().unwrap()),
+        false,
+    )
+    .await
+}
 
 async fn synced(n: usize) -> (World, Store) {
     let w = world(FakeSeed::sample(n, "example.com")).await;
     let store = Store::open(&w.config.store.path).unwrap();
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.status, "ok");
+    assert_eq!(r.report.status, RunStatus::Ok);
     (w, store)
 }
 
@@ -45,7 +58,7 @@ async fn page_two_failing_after_its_retries_fails_the_run_with_zero_writes() {
     let before = (audit_len(&store), members(&store));
     let ctx = context(&store, &w.config);
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "failed");
+    assert_eq!(r.report.status, RunStatus::Failed);
     assert!(r.failed());
     assert!(
         r.error.as_deref().unwrap().contains("nothing was written"),
@@ -53,19 +66,22 @@ async fn page_two_failing_after_its_retries_fails_the_run_with_zero_writes() {
     );
     assert_eq!(r.report.google_requests, 1 + 7);
     assert_eq!((audit_len(&store), members(&store)), before, "zero writes");
-    let run = store.sync_run(&r.report.run_id).unwrap().unwrap();
+    let run = store
+        .sync_run(r.report.run_id.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(run.status, retrac_sync::store::RunStatus::Failed);
     // Google recovers: the next run applies the drift.
     w.google.clear_faults();
     let r = sync(&ctx).await;
     assert_eq!(
         (
-            r.report.status.as_str(),
+            r.report.status,
             r.report.counts.created,
             r.report.counts.updated,
             r.report.counts.deactivated
         ),
-        ("ok", 1, 1, 1),
+        (RunStatus::Ok, 1, 1, 1),
         "{r:?}"
     );
 }
@@ -77,7 +93,7 @@ async fn a_truncated_page_fails_the_run_with_zero_writes() {
     w.google.inject(Fault::TruncatePage { page: 3, times: 1 });
     let before = (audit_len(&store), members(&store));
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.status, "failed", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Failed, "{r:?}");
     assert_eq!((audit_len(&store), members(&store)), before);
 }
 
@@ -88,7 +104,7 @@ async fn a_token_failure_or_a_failing_group_fails_the_run_with_zero_writes() {
     let before = (audit_len(&store), members(&store));
     w.google.inject(Fault::DenyDelegation);
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.status, "failed");
+    assert_eq!(r.report.status, RunStatus::Failed);
     assert!(
         r.error
             .as_deref()
@@ -110,12 +126,12 @@ async fn a_token_failure_or_a_failing_group_fails_the_run_with_zero_writes() {
         reason: "backendError",
     });
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.status, "failed", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Failed, "{r:?}");
     // And a scope group Google does not know.
     w.google.clear_faults();
     w.config.scope.groups = vec!["no-such-group@example.com".into()];
     let r = sync(&context(&store, &w.config)).await;
-    assert_eq!(r.report.status, "failed", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Failed, "{r:?}");
     assert!(r.error.as_deref().unwrap().contains("404"), "{r:?}");
     assert_eq!((audit_len(&store), members(&store)), before);
 }
@@ -136,7 +152,7 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     w.google
         .add_user(FakeUser::new("", "zz.new@example.com", "Zz", "New"));
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "held", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Held, "{r:?}");
     let was_active = users
         .iter()
         .take(120)
@@ -158,7 +174,7 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         .count() as u64;
     assert_eq!(still_active, was_active, "nobody deactivated while held");
     let Response::Status { held, .. } =
-        reconcile::execute(&ctx, Request::Status { limit: 5 }, None)
+        reconcile::execute(&ctx, Request::Status { limit: 5 }, None, chrono::Utc::now())
             .await
             .unwrap()
     else {
@@ -169,12 +185,15 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
     // A newer run holds them again and supersedes the first hold.
     let r2 = sync(&ctx).await;
     assert_eq!(
-        (r2.report.status.as_str(), r2.report.counts.held),
-        ("held", was_active)
+        (r2.report.status, r2.report.counts.held),
+        (RunStatus::Held, was_active)
     );
-    assert!(store.held(&r.report.run_id).unwrap().is_none());
+    assert!(store
+        .held(r.report.run_id.as_ref().unwrap())
+        .unwrap()
+        .is_none());
     assert!(matches!(
-        reconcile::approve(&ctx, &r.report.run_id).await,
+        approve(&ctx, &r).await,
         Err(reconcile::SyncError::UnknownRun(_))
     ));
     let r = r2;
@@ -186,8 +205,8 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         .unwrap()
         .clone();
     w.google.add_user(back.clone());
-    let approved = reconcile::approve(&ctx, &r.report.run_id).await.unwrap();
-    assert_eq!(approved.report.status, "ok", "{approved:?}");
+    let approved = approve(&ctx, &r).await.unwrap();
+    assert_eq!(approved.report.status, RunStatus::Ok, "{approved:?}");
     assert_eq!(approved.report.counts.deactivated, was_active - 1);
     assert_eq!(approved.report.counts.skipped, 1, "the one that came back");
     assert!(
@@ -202,20 +221,23 @@ async fn sixty_percent_deleted_holds_the_deactivations_until_approved() {
         .iter()
         .filter(|e| **e != back.primary_email)
         .all(|e| !store.get_by_user_name(e).unwrap().unwrap().dir.active));
-    assert!(store.held(&r.report.run_id).unwrap().is_none());
+    assert!(store
+        .held(r.report.run_id.as_ref().unwrap())
+        .unwrap()
+        .is_none());
     assert!(matches!(
-        reconcile::approve(&ctx, &r.report.run_id).await,
+        approve(&ctx, &r).await,
         Err(reconcile::SyncError::UnknownRun(_))
     ));
     // Everything is in step now: a plain run holds nothing and deactivates nothing.
     let r = sync(&ctx).await;
     assert_eq!(
         (
-            r.report.status.as_str(),
+            r.report.status,
             r.report.counts.deactivated,
             r.report.counts.held
         ),
-        ("ok", 0, 0)
+        (RunStatus::Ok, 0, 0)
     );
 }
 
@@ -231,13 +253,14 @@ async fn discard_drops_held_deactivations() {
         w.google.delete(&u.primary_email).unwrap();
     }
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "held");
+    assert_eq!(r.report.status, RunStatus::Held);
     let Response::Discarded { count, .. } = reconcile::execute(
         &ctx,
         Request::Discard {
-            run_id: r.report.run_id.clone(),
+            run_id: r.report.run_id.clone().unwrap(),
         },
         None,
+        chrono::Utc::now(),
     )
     .await
     .unwrap() else {
@@ -253,7 +276,8 @@ async fn discard_drops_held_deactivations() {
         active_before,
         "nobody was deactivated"
     );
-    assert!(reconcile::discard(&ctx, "nope").is_err());
+    let unknown = RunId::parse("20000101T000000Z-000000").unwrap();
+    assert!(reconcile::discard(&ctx, &unknown).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,15 +343,7 @@ async fn after_a_crash_midway_the_next_run_converges_without_duplicates() {
     let w = world(FakeSeed::sample(700, "example.com")).await;
     let store = Store::open(&w.config.store.path).unwrap();
     let ctx = context(&store, &w.config);
-    let plan = reconcile::run_sync(
-        &ctx,
-        SyncOptions {
-            dry_run: true,
-            progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    let plan = pull(&ctx, Target::All, true).await.unwrap();
     let changes: Vec<Change> = plan
         .changes
         .unwrap()
@@ -366,7 +382,7 @@ async fn runs_never_overlap() {
         .inject(Fault::Delay(std::time::Duration::from_millis(300)));
     let first = tokio::spawn({
         let ctx = ctx.clone();
-        async move { reconcile::run_sync(&ctx, SyncOptions::default()).await }
+        async move { pull(&ctx, Target::All, false).await }
     });
     wait_until(
         std::time::Duration::from_secs(10),
@@ -375,11 +391,11 @@ async fn runs_never_overlap() {
     )
     .await;
     assert!(matches!(
-        reconcile::run_sync(&ctx, SyncOptions::default()).await,
+        pull(&ctx, Target::All, false).await,
         Err(reconcile::SyncError::Busy)
     ));
     assert!(matches!(
-        reconcile::sync_user(&ctx, "a@example.com", false).await,
+        pull(&ctx, one("a@example.com"), false).await,
         Err(reconcile::SyncError::Busy)
     ));
     assert_eq!(first.await.unwrap().unwrap().report.counts.created, 600);
@@ -407,7 +423,7 @@ async fn checks_of_absent_users_stop_at_the_cap_and_the_rest_are_held() {
     // 2 + 10 users.get checks; the 3 left are held, as are the 12 confirmed ones (over
     // max_deactivations).
     assert_eq!(w.google.requests("users.get") - get, 12);
-    assert_eq!(r.report.status, "held", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Held, "{r:?}");
     assert_eq!((r.report.counts.held, r.report.counts.deactivated), (15, 0));
     assert!(
         r.held_reasons.iter().any(
@@ -418,7 +434,7 @@ async fn checks_of_absent_users_stop_at_the_cap_and_the_rest_are_held() {
     );
     // Approved: every one is checked now (an owner asked), then deactivated.
     let get = w.google.requests("users.get");
-    let a = reconcile::approve(&ctx, &r.report.run_id).await.unwrap();
+    let a = approve(&ctx, &r).await.unwrap();
     assert_eq!(a.report.counts.deactivated, 15, "{a:?}");
     assert_eq!(w.google.requests("users.get") - get, 15);
 }
@@ -445,7 +461,7 @@ async fn a_check_that_fails_skips_that_deactivation_only_until_the_next_run() {
         reason: "backendError",
     });
     let r = sync(&ctx).await;
-    assert_eq!(r.report.status, "ok", "{r:?}");
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     // The suspension came in the listing: applied. The deletion could not be checked.
     assert_eq!(
         (r.report.counts.deactivated, r.report.counts.errors),
@@ -496,7 +512,7 @@ async fn a_run_past_its_deadline_fails_with_nothing_written() {
         "{:?}",
         t0.elapsed()
     );
-    assert_eq!(r.report.status, "failed");
+    assert_eq!(r.report.status, RunStatus::Failed);
     let e = r.error.unwrap();
     assert!(
         e.contains("[sync].run_timeout = 0.8 s") && e.contains("nothing was written"),
@@ -581,9 +597,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
         .into_iter()
         .find(|u| !u.suspended && !u.archived)
         .unwrap();
-    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
-        .await
-        .unwrap();
+    let r = pull(&ctx, one(&user.primary_email), false).await.unwrap();
     assert_eq!(r.report.counts.created, 1, "{r:?}");
     let q = w.google.last_query("users.list").unwrap();
     assert!(
@@ -598,9 +612,7 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
     w.google
         .inject(Fault::SearchLag(user.primary_email.clone()));
     let get = w.google.requests("users.get");
-    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
-        .await
-        .unwrap();
+    let r = pull(&ctx, one(&user.primary_email), false).await.unwrap();
     assert_eq!(r.report.counts.deactivated, 0, "{r:?}");
     assert_eq!(r.report.counts.verified_present, 1, "{r:?}");
     assert_eq!(
@@ -622,17 +634,13 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
     );
     // Suspended: the query no longer matches, users.get agrees: deactivated.
     w.google.suspend(&user.primary_email);
-    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
-        .await
-        .unwrap();
+    let r = pull(&ctx, one(&user.primary_email), false).await.unwrap();
     assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
     // Renamed: users.get finds the user by its old address (an alias now): followed.
     w.google.unsuspend(&user.primary_email);
     w.google
         .rename(&user.primary_email, "renamed.one@example.com");
-    let r = reconcile::sync_user(&ctx, &user.primary_email, false)
-        .await
-        .unwrap();
+    let r = pull(&ctx, one(&user.primary_email), false).await.unwrap();
     assert_eq!(
         (r.report.counts.updated, r.report.counts.deactivated),
         (1, 0),
