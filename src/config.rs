@@ -169,13 +169,16 @@ pub struct GoogleConfig {
     /// `external_account` (Workload Identity Federation); without a key the delegation JWT
     /// is signed by the IAM Credentials API.
     pub credentials: CredentialsKind,
-    /// With `metadata`: the service account whose delegation is used (it signs the JWT).
+    /// Without a key (`metadata`, `external_account`): the service account whose delegation
+    /// is used (signJwt signs the JWT as it).
     pub service_account: Option<String>,
     /// The metadata server's root URL.
     pub metadata_url: String,
-    /// The security token service's root URL (`external_account`).
+    /// The security token service's root URL (`external_account`; the credential file's
+    /// own `token_url` is not used).
     pub sts_url: String,
-    /// The IAM Credentials API's root URL (`signJwt`).
+    /// The IAM Credentials API's root URL (`signJwt`, and `generateAccessToken` when the
+    /// credential file names a `service_account_impersonation_url`: only its path is used).
     pub iam_url: String,
     /// Google's OAuth token endpoint, where a signed delegation JWT is exchanged (with a key
     /// file, the key's own `token_uri` is used).

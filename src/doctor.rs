@@ -639,9 +639,10 @@ async fn check_google_keyless(
 ) {
     let g = &config.google;
     let rules = ScopeRules::from_config(&config.scope, g);
-    let kind = match g.credentials {
-        crate::config::CredentialsKind::Metadata => "the metadata server",
-        _ => "a Workload Identity Federation credential",
+    let kind = match (&g.credentials, &g.key_file) {
+        (crate::config::CredentialsKind::Metadata, _) => "the metadata server".to_string(),
+        (_, Some(file)) => crate::directory::keyless::describe_external_account(file),
+        (_, None) => "Workload Identity Federation (no [google].key_file)".to_string(),
     };
     match crate::directory::connect_configured(
         g,
@@ -650,6 +651,7 @@ async fn check_google_keyless(
         opts.credentials_dir.as_deref(),
         opts.backoff,
         Duration::from_secs(30),
+        &crate::directory::keyless::Environment::Process,
     )
     .await
     {

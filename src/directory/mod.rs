@@ -96,10 +96,11 @@ pub enum DirectoryError {
         /// The group, as configured.
         group: String,
     },
-    /// A step of keyless credentials failed (metadata, signJwt, token exchange).
+    /// A step of keyless credentials failed (metadata, credential file, subject token URL,
+    /// AWS metadata, STS, generateAccessToken, signJwt, token exchange).
     #[error("keyless Google credentials: the {step} step failed ({detail}): {advice}")]
     Keyless {
-        /// `metadata`, `signJwt` or `token exchange`.
+        /// The step, as listed above.
         step: &'static str,
         /// What Google answered.
         detail: String,
@@ -206,7 +207,8 @@ pub async fn connect(
 
 /// Builds the Directory client that `[google]` asks for: from a key file, or keyless
 /// (`credentials = "metadata"` or `"external_account"`). The pull and `doctor` both use it,
-/// so the doctor checks exactly the credentials the pull will use.
+/// so the doctor checks exactly the credentials the pull will use. `env` is where keyless
+/// credentials read `AWS_*` and `GOOGLE_APPLICATION_CREDENTIALS`.
 pub async fn connect_configured(
     g: &crate::config::GoogleConfig,
     subject: &str,
@@ -214,6 +216,7 @@ pub async fn connect_configured(
     credentials_dir: Option<&std::path::Path>,
     backoff: Backoff,
     timeout: std::time::Duration,
+    env: &keyless::Environment,
 ) -> Result<DirectoryClient, DirectoryError> {
     use crate::config::CredentialsKind;
     let own = match g.credentials {
@@ -235,6 +238,7 @@ pub async fn connect_configured(
                 service_account: g.service_account.clone().unwrap_or_default(),
                 subject: subject.to_string(),
                 scopes: auth::scopes(with_groups),
+                env: env.clone(),
             },
             &g.api_base_url,
             backoff,
@@ -254,8 +258,8 @@ pub async fn connect_configured(
     .await
 }
 
-/// Builds a Directory client without a key file: the metadata server's token for the
-/// attached service account, and the IAM Credentials API to sign the delegation JWT.
+/// Builds a Directory client without a key file: the daemon's own token (metadata server
+/// or Workload Identity Federation), and the IAM Credentials API to sign the delegation JWT.
 pub async fn connect_keyless(
     config: keyless::KeylessConfig,
     base_url: &str,
@@ -265,7 +269,7 @@ pub async fn connect_keyless(
     let http = auth::build_http_client()?;
     let subject = config.subject.clone();
     let scopes = config.scopes.clone();
-    let k = keyless::KeylessAuth::new(http.clone(), config, timeout)?;
+    let k = keyless::KeylessAuth::new(http.clone(), config, timeout).await?;
     let auth = GoogleAuth::keyless(k, &subject, scopes);
     Ok(DirectoryClient::new(http, auth, base_url, backoff)?.with_request_timeout(timeout))
 }

@@ -192,6 +192,8 @@ pub struct SyncContext {
     client: tokio::sync::OnceCell<Arc<DirectoryClient>>,
     backoff: Backoff,
     credentials_dir: Option<PathBuf>,
+    /// Where keyless credentials read `AWS_*` (tests give a fixed set).
+    environment: directory::keyless::Environment,
     flight: tokio::sync::Mutex<()>,
     stop: AtomicBool,
     batch_size: usize,
@@ -242,6 +244,7 @@ impl SyncContext {
             client: tokio::sync::OnceCell::new(),
             backoff: Backoff::default(),
             credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            environment: directory::keyless::Environment::Process,
             flight: tokio::sync::Mutex::new(()),
             stop: AtomicBool::new(false),
             batch_size: BATCH_SIZE,
@@ -305,6 +308,12 @@ impl SyncContext {
         self
     }
 
+    /// Reads keyless credentials' environment variables from `env` instead of the process's.
+    pub fn with_environment(mut self, env: directory::keyless::Environment) -> SyncContext {
+        self.environment = env;
+        self
+    }
+
     /// Uses another batch size.
     pub fn with_batch_size(mut self, n: usize) -> SyncContext {
         self.batch_size = n.max(1);
@@ -340,6 +349,7 @@ impl SyncContext {
                     self.credentials_dir.as_deref(),
                     self.backoff,
                     self.request_timeout,
+                    &self.environment,
                 )
                 .await?;
                 Ok(Arc::new(c))

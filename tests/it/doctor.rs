@@ -387,3 +387,48 @@ async fn keyless_credentials_are_checked_as_the_pull_uses_them() {
         "{users:?}"
     );
 }
+
+/// Workload Identity Federation: the doctor says which source the credential file uses
+/// and whom it impersonates, then proves the chain with a users.list page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_credential_is_described_by_its_source_and_checked() {
+    use fake_google::SubjectTokenSource;
+    use retrac_sync::config::CredentialsKind;
+    let mut w = healthy().await;
+    std::fs::remove_file(w.dir.path().join("google-key.json")).unwrap();
+    let g = &w.google;
+    let file = g
+        .write_federation_file(w.dir.path(), SubjectTokenSource::UrlJson, true)
+        .unwrap();
+    w.config.google.key_file = Some(file);
+    w.config.google.credentials = CredentialsKind::ExternalAccount;
+    w.config.google.service_account = Some(g.service_account());
+    w.config.google.sts_url = g.base_url();
+    w.config.google.iam_url = g.base_url();
+    w.config.google.token_url = g.token_uri();
+    w.config.validate().unwrap();
+
+    let report = diagnose(&w.config, &options()).await;
+    let credentials = report.check("google credentials").unwrap();
+    assert_eq!(credentials.status, Status::Ok, "{report:#?}");
+    assert_eq!(
+        credentials.detail,
+        format!(
+            "keyless: Workload Identity Federation from a token URL {}/subject-token?format=json (JSON), impersonating {sa}, signing as {sa}",
+            g.base_url(),
+            sa = g.service_account()
+        )
+    );
+    assert_eq!(
+        status(&report, "users.list customer=my_customer"),
+        Status::Ok,
+        "{report:#?}"
+    );
+    assert_eq!(
+        (
+            g.requests("subject token"),
+            g.requests("generateAccessToken")
+        ),
+        (1, 1)
+    );
+}

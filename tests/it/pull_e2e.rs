@@ -700,7 +700,8 @@ async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
     w.google.inject(Fault::KeylessRefuses("metadata"));
     assert_eq!(
         failed(&w).await,
-        "keyless Google credentials: the metadata step failed (HTTP 404: No service account is attached to this instance.): run on Compute Engine or GKE with a service account attached to the VM or pod; nothing was written"
+        // yup-oauth2 reads the metadata server's 404 page as a token that is not JSON.
+        "keyless Google credentials: the metadata step failed (the metadata server's answer is not a token (expected value at line 1 column 1)): run on Compute Engine or GKE with a service account attached to the VM or pod; nothing was written"
     );
     w.google.clear_faults();
     w.google.inject(Fault::KeylessRefuses("signJwt"));
@@ -712,7 +713,7 @@ async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
     );
     assert!(e.contains(&format!("Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist): projects/-/serviceAccounts/{sa}")), "{e}");
     assert!(
-        e.ends_with("grant the daemon's identity (the attached service account, or the workload identity pool's principal) roles/iam.serviceAccountTokenCreator on [google].service_account, and enable the IAM Service Account Credentials API; nothing was written"),
+        e.ends_with("grant the daemon's identity (the attached service account, the impersonated service account, or the workload identity pool's principal) roles/iam.serviceAccountTokenCreator on [google].service_account, and enable the IAM Service Account Credentials API; nothing was written"),
         "{e}"
     );
     w.google.clear_faults();
@@ -763,7 +764,7 @@ async fn external_account_credentials_pull_through_sts_and_sign_jwt() {
     let r = sync(&ctx).await;
     assert_eq!(
         r.error.as_deref(),
-        Some("keyless Google credentials: the STS step failed (HTTP 400: {\"error\":\"invalid_grant\",\"error_description\":\"The audience in ID Token does not match the expected audience.\"}): check the workload identity pool provider (audience, attribute conditions) and that the subject token is current; nothing was written")
+        Some("keyless Google credentials: the STS step failed (HTTP 400: {\"error\":\"invalid_grant\",\"error_description\":\"The audience in ID Token does not match the expected audience.\"}): check the workload identity pool provider (audience, attribute conditions; for AWS, the account id) and that the subject token is current; nothing was written")
     );
     g.clear_faults();
     // A file that is not an external_account credential.
@@ -771,12 +772,217 @@ async fn external_account_credentials_pull_through_sts_and_sign_jwt() {
     let ctx = context(&store, &w.config);
     let e = sync(&ctx).await.error.unwrap();
     assert!(
-        e.starts_with("keyless Google credentials: the STS step failed ("),
+        e.starts_with("keyless Google credentials: the credential file step failed ("),
         "{e}"
     );
     assert!(
         e.contains("is not an external_account credential file"),
         "{e}"
+    );
+}
+
+/// Workload Identity Federation with the credential file `file`: the fake's STS and IAM
+/// Credentials hosts (the file itself names Google's).
+fn federated(w: &mut common::World, file: std::path::PathBuf) {
+    use retrac_sync::config::CredentialsKind;
+    keyless(w);
+    w.config.google.credentials = CredentialsKind::ExternalAccount;
+    w.config.google.key_file = Some(file);
+    w.config.google.sts_url = w.google.base_url();
+    w.config.validate().unwrap();
+}
+
+/// A world of 20 users pulled with Workload Identity Federation from `source`, and its store.
+async fn federated_world(
+    source: fake_google::SubjectTokenSource,
+    impersonate: bool,
+) -> (common::World, Store) {
+    let mut w = world(FakeSeed::sample(20, "example.com")).await;
+    let file = w
+        .google
+        .write_federation_file(w.dir.path(), source, impersonate)
+        .unwrap();
+    federated(&mut w, file);
+    let store = Store::open(&w.config.store.path).unwrap();
+    (w, store)
+}
+
+/// One pull with keyless credentials reading `AWS_*` from `env` (never the process's).
+async fn sync_in(
+    store: &Store,
+    config: &retrac_sync::config::Config,
+    env: &[(&str, String)],
+) -> retrac_sync::reconcile::SyncOutcome {
+    let env = retrac_sync::directory::keyless::Environment::fixed(
+        env.iter().map(|(k, v)| (k.to_string(), v.clone())),
+    );
+    sync(&context(store, config).with_environment(env)).await
+}
+
+/// No AWS secret, session token or IMDSv2 token the fake uses is in `text`.
+fn no_aws_secret_in(g: &fake_google::FakeGoogle, text: &str) {
+    for secret in g.aws_secrets() {
+        assert!(!text.contains(secret), "a secret in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sourced_subject_tokens_pull_as_text_and_as_json() {
+    use fake_google::SubjectTokenSource;
+    let mut w = world(FakeSeed::sample(20, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    for (i, source) in [SubjectTokenSource::UrlText, SubjectTokenSource::UrlJson]
+        .into_iter()
+        .enumerate()
+    {
+        let file = w
+            .google
+            .write_federation_file(w.dir.path(), source, false)
+            .unwrap();
+        federated(&mut w, file);
+        let r = sync_in(&store, &w.config, &[]).await;
+        assert_eq!(r.report.status, RunStatus::Ok, "{source:?}: {r:?}");
+        let n = i as u64 + 1;
+        let g = &w.google;
+        assert_eq!((g.requests("subject token"), g.requests("sts")), (n, n));
+        assert_eq!(g.last_sign_jwt_caller().as_deref(), Some("federated"));
+    }
+    assert_eq!(store.member_count(), 20);
+    // The identity endpoint refuses: the step is named, with what to check.
+    w.google.inject(Fault::KeylessRefuses("subject token URL"));
+    let e = sync_in(&store, &w.config, &[]).await.error.unwrap();
+    assert_eq!(
+        e,
+        "keyless Google credentials: the subject token URL step failed (HTTP 400: {\"error\":\"invalid_request\",\"error_description\":\"Identity not found\"}): check credential_source.url and its headers: the local identity endpoint (Azure IMDS, or your own) must answer with the workload's token; nothing was written"
+    );
+    assert_eq!(
+        w.google.requests("sts"),
+        2,
+        "no STS call without a subject token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_credentials_from_the_instance_metadata_pull_through_a_signed_request() {
+    use fake_google::SubjectTokenSource;
+    let (mut w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
+    let r = sync_in(&store, &w.config, &[]).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(r.report.counts.created, 20);
+    let g = &w.google;
+    // IMDSv2 session, zone, role name, role credentials; then one STS exchange that
+    // checked the signature.
+    assert_eq!(
+        (
+            g.requests("aws metadata"),
+            g.requests("sts"),
+            g.requests("signJwt")
+        ),
+        (4, 1, 1)
+    );
+
+    // No instance profile: the AWS metadata step fails and says what to attach.
+    g.inject(Fault::KeylessRefuses("AWS metadata"));
+    let e = sync_in(&store, &w.config, &[]).await.error.unwrap();
+    assert!(
+        e.starts_with("keyless Google credentials: the AWS metadata step failed (HTTP 404: ): run on EC2 with an instance profile (IAM role) attached, or set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION"),
+        "{e}"
+    );
+    g.clear_faults();
+
+    // IMDSv2 is required and the file has no session token URL.
+    let file = g
+        .write_federation_file(
+            w.dir.path(),
+            SubjectTokenSource::Aws { imdsv2: false },
+            false,
+        )
+        .unwrap();
+    federated(&mut w, file);
+    let e = sync_in(&store, &w.config, &[]).await.error.unwrap();
+    assert!(
+        e.starts_with("keyless Google credentials: the AWS metadata step failed (HTTP 401: ): ")
+            && e.contains(
+                "the file needs imdsv2_session_token_url (create-cred-config --enable-imdsv2)"
+            ),
+        "{e}"
+    );
+    no_aws_secret_in(&w.google, &e);
+    assert_eq!(store.member_count(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
+    use fake_google::SubjectTokenSource;
+    let (w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
+    let env = w.google.aws_user_environment();
+    let r = sync_in(&store, &w.config, &env).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(r.report.counts.created, 20);
+    assert_eq!(
+        (w.google.requests("aws metadata"), w.google.requests("sts")),
+        (0, 1)
+    );
+
+    // Keys but no region: only the session token and the zone are asked for.
+    let keys: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| *k != "AWS_REGION")
+        .cloned()
+        .collect();
+    let r = sync_in(&store, &w.config, &keys).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(w.google.requests("aws metadata"), 2);
+
+    // A wrong secret key: the signature does not verify, the STS step says so, and
+    // neither secret is in the message.
+    let wrong: Vec<(&str, String)> = env
+        .iter()
+        .map(|(k, v)| match *k {
+            "AWS_SECRET_ACCESS_KEY" => (*k, "not-the-secret-key-0123456789".to_string()),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    let e = sync_in(&store, &w.config, &wrong).await.error.unwrap();
+    assert_eq!(
+        e,
+        "keyless Google credentials: the STS step failed (HTTP 400: {\"error\":\"invalid_grant\",\"error_description\":\"The request signature we calculated does not match the signature you provided.\"}): check the workload identity pool provider (audience, attribute conditions; for AWS, the account id) and that the subject token is current; nothing was written"
+    );
+    assert!(!e.contains("not-the-secret-key"));
+    no_aws_secret_in(&w.google, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impersonation_url_trades_the_federated_token_for_the_service_accounts() {
+    use fake_google::SubjectTokenSource;
+    let (w, store) = federated_world(SubjectTokenSource::File, true).await;
+    let r = sync_in(&store, &w.config, &[]).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(r.report.counts.created, 20);
+    let g = &w.google;
+    assert_eq!(
+        (
+            g.requests("sts"),
+            g.requests("generateAccessToken"),
+            g.requests("signJwt")
+        ),
+        (1, 1, 1)
+    );
+    // signJwt was called with the impersonated account's token, not the STS's.
+    assert_eq!(g.last_sign_jwt_caller().as_deref(), Some("impersonated"));
+
+    // The pool's principal may not impersonate the account.
+    g.inject(Fault::KeylessRefuses("generateAccessToken"));
+    let e = sync_in(&store, &w.config, &[]).await.error.unwrap();
+    let sa = g.service_account();
+    assert_eq!(
+        e,
+        format!("keyless Google credentials: the generateAccessToken step failed (HTTP 403: {{\"error\":{{\"code\":403,\"message\":\"Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist): projects/-/serviceAccounts/{sa}\",\"status\":\"PERMISSION_DENIED\"}}}}): grant the workload identity pool's principal roles/iam.workloadIdentityUser (any other caller: roles/iam.serviceAccountTokenCreator) on the service account in service_account_impersonation_url, and enable the IAM Service Account Credentials API; nothing was written")
+    );
+    assert_eq!(
+        g.requests("signJwt"),
+        1,
+        "no signJwt without the account's token"
     );
 }
 

@@ -784,8 +784,22 @@ impl FakeGoogle {
                 "/computeMetadata/v1/instance/service-accounts/default/token",
                 get(metadata_token),
             )
-            .route("/v1/projects/-/serviceAccounts/{name}", post(sign_jwt))
+            .route(
+                "/v1/projects/-/serviceAccounts/{name}",
+                post(iam_credentials),
+            )
             .route("/v1/token", post(sts_token))
+            .route("/subject-token", get(url_subject_token))
+            .route("/latest/api/token", axum::routing::put(imds_session))
+            .route(
+                "/latest/meta-data/placement/availability-zone",
+                get(imds_zone),
+            )
+            .route("/latest/meta-data/iam/security-credentials", get(imds_role))
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}",
+                get(imds_role_credentials),
+            )
             .route("/admin/directory/v1/users", get(users_list))
             .route("/admin/directory/v1/users/{key}", get(users_get))
             .route(
@@ -933,7 +947,18 @@ impl FakeGoogle {
         s.stats
             .requests
             .iter()
-            .filter(|(k, _)| !matches!(**k, "token" | "metadata" | "signJwt" | "sts"))
+            .filter(|(k, _)| {
+                !matches!(
+                    **k,
+                    "token"
+                        | "metadata"
+                        | "signJwt"
+                        | "sts"
+                        | "generateAccessToken"
+                        | "subject token"
+                        | "aws metadata"
+                )
+            })
             .map(|(_, v)| *v)
             .sum()
     }
@@ -1314,7 +1339,13 @@ async fn sts_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    if s.keyless_refuses == Some("STS") || f("subject_token") != OIDC_SUBJECT_TOKEN {
+    let aws = f("subject_token_type") == AWS_SUBJECT_TOKEN_TYPE;
+    if aws && s.keyless_refuses != Some("STS") {
+        if let Err(why) = check_aws_subject_token(f("subject_token"), f("audience")) {
+            return oauth("invalid_grant", &why);
+        }
+    }
+    if s.keyless_refuses == Some("STS") || (!aws && f("subject_token") != OIDC_SUBJECT_TOKEN) {
         return oauth(
             "invalid_grant",
             "The audience in ID Token does not match the expected audience.",
@@ -1405,6 +1436,529 @@ async fn sign_jwt(
         serde_json::to_vec(&json!({"keyId": "fake0", "signedJwt": jwt})).unwrap_or_default(),
     )
         .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Keyless credentials beyond the metadata server: Workload Identity Federation's URL and
+// AWS subject tokens, and service account impersonation (generateAccessToken).
+// `Fault::KeylessRefuses` also takes `"subject token URL"` (no identity: 400),
+// `"AWS metadata"` (no instance profile: 404) and `"generateAccessToken"` (403).
+// ---------------------------------------------------------------------------------------
+
+/// The subject token type of AWS's signed GetCallerIdentity request
+/// (<https://google.aip.dev/auth/4117>).
+const AWS_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
+
+/// The AWS identities the fake's STS accepts (AWS's documentation example values, not
+/// real keys): an IAM user's long-term key, for `AWS_*` variables...
+const AWS_USER_KEY: (&str, &str) = (
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+);
+/// ...and the EC2 role's temporary credentials, from the fake instance metadata (key id,
+/// secret key, session token).
+const AWS_ROLE_KEY: (&str, &str, &str) = (
+    "ASIAIOSFODNN7EXAMPLE",
+    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    "IQoJb3JpZ2luX2VjEXAMPLE//////////wEaCWV1LXdlc3QtMyJGMEQCIFAKE+session/token==",
+);
+/// The role the fake instance profile names.
+const AWS_ROLE: &str = "retrac-sync-ec2";
+/// The fake instance's availability zone (region `eu-west-3`).
+const AWS_ZONE: &str = "eu-west-3b";
+/// The fake IMDSv2 session token (every fake instance requires IMDSv2, as new EC2 instance
+/// types do by default).
+const IMDS_SESSION: &str = "AQAEAFAKE-imdsv2-session-token==";
+
+/// Which `credential_source` [`FakeGoogle::write_federation_file`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectTokenSource {
+    /// A token file beside the configuration (`credential_source.file`).
+    File,
+    /// The fake's URL source answering in text (no `format`: text is the default).
+    UrlText,
+    /// The fake's URL source answering JSON, as Azure's IMDS does (`access_token`).
+    UrlJson,
+    /// AWS: region and role credentials from the fake instance metadata (with IMDSv2's
+    /// session token URL when `imdsv2`), or from `AWS_*` variables when they are set.
+    Aws {
+        /// Whether the file names `imdsv2_session_token_url`.
+        imdsv2: bool,
+    },
+}
+
+impl FakeGoogle {
+    /// Writes a Workload Identity Federation credential configuration file for `source`, as
+    /// `gcloud iam workload-identity-pools create-cred-config` does: Google's public hosts
+    /// in `token_url` and in `service_account_impersonation_url` (with `impersonate`), so
+    /// only `[google].sts_url` and `iam_url` can bring the daemon here. Returns its path.
+    pub fn write_federation_file(
+        &self,
+        dir: &Path,
+        source: SubjectTokenSource,
+        impersonate: bool,
+    ) -> std::io::Result<std::path::PathBuf> {
+        let base = self.base_url();
+        let jwt = "urn:ietf:params:oauth:token-type:jwt";
+        let (kind, token_type, credential_source) = match source {
+            SubjectTokenSource::File => {
+                let token = dir.join("token.txt");
+                std::fs::write(&token, OIDC_SUBJECT_TOKEN)?;
+                ("file", jwt, json!({"file": token}))
+            }
+            SubjectTokenSource::UrlText => (
+                "url",
+                jwt,
+                json!({"url": format!("{base}/subject-token"), "headers": {"Metadata": "True"}}),
+            ),
+            SubjectTokenSource::UrlJson => (
+                "url-json",
+                jwt,
+                json!({
+                    "url": format!("{base}/subject-token?format=json"),
+                    "headers": {"Metadata": "True"},
+                    "format": {"type": "json", "subject_token_field_name": "access_token"},
+                }),
+            ),
+            SubjectTokenSource::Aws { imdsv2 } => {
+                let mut s = json!({
+                    "environment_id": "aws1",
+                    "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
+                    "url": format!("{base}/latest/meta-data/iam/security-credentials"),
+                    "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                });
+                if imdsv2 {
+                    s["imdsv2_session_token_url"] = json!(format!("{base}/latest/api/token"));
+                }
+                ("aws", AWS_SUBJECT_TOKEN_TYPE, s)
+            }
+        };
+        let mut v = json!({
+            "type": "external_account",
+            "audience": WIF_AUDIENCE,
+            "subject_token_type": token_type,
+            "token_url": "https://sts.googleapis.com/v1/token",
+            "credential_source": credential_source,
+        });
+        if impersonate {
+            v["service_account_impersonation_url"] = json!(format!(
+                "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{}:generateAccessToken",
+                self.shared.client_email
+            ));
+        }
+        let conf = dir.join(format!("external-account-{kind}.json"));
+        std::fs::write(&conf, serde_json::to_string_pretty(&v)?)?;
+        Ok(conf)
+    }
+
+    /// `AWS_*` variables of the IAM user the fake's STS knows, region included.
+    pub fn aws_user_environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", AWS_USER_KEY.0.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", AWS_USER_KEY.1.to_string()),
+            ("AWS_REGION", "eu-west-3".to_string()),
+        ]
+    }
+
+    /// The secrets the fake hands out or accepts for AWS (secret keys, session tokens), so
+    /// that tests can check none reaches a message.
+    pub fn aws_secrets(&self) -> [&'static str; 4] {
+        [AWS_USER_KEY.1, AWS_ROLE_KEY.1, AWS_ROLE_KEY.2, IMDS_SESSION]
+    }
+
+    /// Whose token called signJwt last: `metadata`, `federated` (straight from the STS) or
+    /// `impersonated` (from generateAccessToken).
+    pub fn last_sign_jwt_caller(&self) -> Option<String> {
+        self.last_query("signJwt caller")
+    }
+}
+
+/// What kind of token a bearer is, by the prefix the fake gave it.
+fn cloud_token_kind(bearer: &str) -> &'static str {
+    if bearer.starts_with("ya29.meta-") {
+        "metadata"
+    } else if bearer.starts_with("ya29.fed-") {
+        "federated"
+    } else if bearer.starts_with("ya29.imp-") {
+        "impersonated"
+    } else {
+        "unknown"
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// IAM Credentials' `projects/-/serviceAccounts/{name}`: `EMAIL:signJwt` or
+/// `EMAIL:generateAccessToken` (one route: the router cannot match a suffix after a
+/// parameter). Records the kind of token that calls signJwt.
+async fn iam_credentials(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    AxPath(name): AxPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(account) = name.strip_suffix(":generateAccessToken") {
+        return generate_access_token(&shared, &headers, account, &body);
+    }
+    let kind = cloud_token_kind(bearer(&headers));
+    shared
+        .lock()
+        .stats
+        .last_query
+        .insert("signJwt caller", kind.to_string());
+    sign_jwt(State(shared), headers, AxPath(name), body).await
+}
+
+/// An IAM Credentials error in Google's JSON shape.
+fn iam_error(code: u16, status: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json; charset=UTF-8")],
+        serde_json::to_vec(&json!({"error": {"code": code, "message": message, "status": status}}))
+            .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// `projects.serviceAccounts.generateAccessToken`: the service account's own access token,
+/// for a caller allowed to impersonate it
+/// (<https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken>;
+/// AIP-4117 calls it with the STS token).
+fn generate_access_token(
+    shared: &Shared,
+    headers: &HeaderMap,
+    account: &str,
+    body: &[u8],
+) -> Response {
+    let mut s = shared.lock();
+    s.count("generateAccessToken", "", headers);
+    if !s.cloud_tokens.contains(bearer(headers)) {
+        return iam_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    if s.keyless_refuses == Some("generateAccessToken") || account != shared.client_email {
+        return iam_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!("Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist): projects/-/serviceAccounts/{account}"),
+        );
+    }
+    let request = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let scopes: Vec<&str> = request
+        .get("scope")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if scopes.is_empty() {
+        return iam_error(400, "INVALID_ARGUMENT", "Scope required.");
+    }
+    let lifetime = request
+        .get("lifetime")
+        .and_then(Value::as_str)
+        .and_then(|l| l.strip_suffix('s'))
+        .and_then(|l| l.parse::<i64>().ok())
+        .unwrap_or(3600);
+    let mut raw = [0u8; 24];
+    if getrandom::fill(&mut raw).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token = format!(
+        "ya29.imp-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    s.cloud_tokens.insert(token.clone());
+    let expire = chrono::Utc::now() + chrono::Duration::seconds(lifetime);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json; charset=UTF-8")],
+        serde_json::to_vec(&json!({
+            "accessToken": token,
+            "expireTime": expire.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }))
+        .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// A URL-sourced subject token, as Azure's instance metadata serves one
+/// (<https://learn.microsoft.com/en-us/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>):
+/// only with `Metadata: true`; text, or JSON with `?format=json`.
+async fn url_subject_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut s = shared.lock();
+    s.count("subject token", "", &headers);
+    let oauth = |code: StatusCode, error: &str, description: &str| {
+        (
+            code,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&json!({"error": error, "error_description": description}))
+                .unwrap_or_default(),
+        )
+            .into_response()
+    };
+    if !headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required metadata header not specified",
+        );
+    }
+    if s.keyless_refuses == Some("subject token URL") {
+        return oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
+        );
+    }
+    if q.get("format").map(String::as_str) == Some("json") {
+        let body = json!({"access_token": OIDC_SUBJECT_TOKEN, "expires_in": "3599", "token_type": "Bearer"});
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, OIDC_SUBJECT_TOKEN).into_response()
+}
+
+/// Whether an instance metadata request carries the IMDSv2 session token; AWS answers 401
+/// without one when IMDSv2 is required
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>).
+fn imds_refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    shared.lock().count("aws metadata", "", headers);
+    let session = headers
+        .get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
+    (session != Some(IMDS_SESSION)).then(|| (StatusCode::UNAUTHORIZED, "").into_response())
+}
+
+/// IMDSv2: `PUT /latest/api/token` with the token's lifetime (1 s to 6 h).
+async fn imds_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.lock().count("aws metadata", "", &headers);
+    let ttl = headers
+        .get("x-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match ttl {
+        Some(1..=21600) => (StatusCode::OK, IMDS_SESSION).into_response(),
+        _ => (StatusCode::BAD_REQUEST, "").into_response(),
+    }
+}
+
+/// `/latest/meta-data/placement/availability-zone`.
+async fn imds_zone(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    imds_refused(&shared, &headers).unwrap_or_else(|| (StatusCode::OK, AWS_ZONE).into_response())
+}
+
+/// `/latest/meta-data/iam/security-credentials`: the instance profile's role, or 404 when
+/// none is attached (`KeylessRefuses("AWS metadata")`).
+async fn imds_role(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = imds_refused(&shared, &headers) {
+        return r;
+    }
+    if shared.lock().keyless_refuses == Some("AWS metadata") {
+        return (StatusCode::NOT_FOUND, "").into_response();
+    }
+    (StatusCode::OK, AWS_ROLE).into_response()
+}
+
+/// `/latest/meta-data/iam/security-credentials/ROLE`: the role's temporary credentials
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-security-credentials.html>).
+async fn imds_role_credentials(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    AxPath(role): AxPath<String>,
+) -> Response {
+    if let Some(r) = imds_refused(&shared, &headers) {
+        return r;
+    }
+    if role != AWS_ROLE {
+        return (StatusCode::NOT_FOUND, "").into_response();
+    }
+    let now = chrono::Utc::now();
+    let body = json!({
+        "Code": "Success",
+        "LastUpdated": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": AWS_ROLE_KEY.0,
+        "SecretAccessKey": AWS_ROLE_KEY.1,
+        "Token": AWS_ROLE_KEY.2,
+        "Expiration": (now + chrono::Duration::hours(6)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    (
+        StatusCode::OK,
+        serde_json::to_string(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Checks an AWS subject token as Google's STS does before it asks AWS who signed it
+/// (AIP-4117): the URL-encoded JSON of a POST to `sts.REGION.amazonaws.com`'s
+/// GetCallerIdentity, bound to `audience` by `x-goog-cloud-target-resource`, dated within
+/// 15 minutes, and signed (SigV4) with a key the fake knows. The fake checks the signature
+/// itself, with its own SigV4 code (AWS would). The descriptions are the fake's wording.
+fn check_aws_subject_token(token: &str, audience: &str) -> Result<(), String> {
+    let json = url::form_urlencoded::parse(token.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default();
+    let request: Value = serde_json::from_str(&json)
+        .map_err(|_| "The AWS subject token is not URL-encoded JSON.".to_string())?;
+    if request.get("method").and_then(Value::as_str) != Some("POST") {
+        return Err("The AWS request must be a POST.".into());
+    }
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .and_then(|u| url::Url::parse(u).ok())
+        .ok_or("The AWS request has no URL.")?;
+    let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+    if url.scheme() != "https"
+        || query.get("Action").map(String::as_str) != Some("GetCallerIdentity")
+        || query.get("Version").map(String::as_str) != Some("2011-06-15")
+    {
+        return Err("The AWS request is not GetCallerIdentity.".into());
+    }
+    let headers: BTreeMap<String, String> = request
+        .get("headers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|h| {
+                    Some((
+                        h.get("key")?.as_str()?.to_ascii_lowercase(),
+                        h.get("value")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let h = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
+    if h("x-goog-cloud-target-resource") != audience {
+        return Err("The x-goog-cloud-target-resource header does not match the audience.".into());
+    }
+    // AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/sts/aws4_request, SignedHeaders=..., Signature=...
+    let auth = h("authorization");
+    let parts = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .and_then(|rest| rest.split_once(", SignedHeaders="))
+        .and_then(|(credential, rest)| {
+            let (signed, signature) = rest.split_once(", Signature=")?;
+            Some((credential, signed, signature))
+        });
+    let Some((credential, signed, signature)) = parts else {
+        return Err("The AWS request has no SigV4 Authorization header.".into());
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, region, "sts", "aws4_request"] = scope[..] else {
+        return Err("The AWS credential scope is not KEY/DATE/REGION/sts/aws4_request.".into());
+    };
+    if url.host_str() != Some(&format!("sts.{region}.amazonaws.com"))
+        || h("host") != format!("sts.{region}.amazonaws.com")
+    {
+        return Err("The AWS request is not for the regional STS of its credential scope.".into());
+    }
+    let (secret, session) =
+        match key_id {
+            k if k == AWS_USER_KEY.0 => (AWS_USER_KEY.1, None),
+            k if k == AWS_ROLE_KEY.0 => (AWS_ROLE_KEY.1, Some(AWS_ROLE_KEY.2)),
+            _ => return Err(
+                "The security token included in the request is invalid (unknown access key id)."
+                    .into(),
+            ),
+        };
+    if session.is_some_and(|t| h("x-amz-security-token") != t) {
+        return Err("The security token included in the request is invalid.".into());
+    }
+    let signed_list: Vec<&str> = signed.split(';').collect();
+    for required in ["host", "x-amz-date", "x-goog-cloud-target-resource"]
+        .into_iter()
+        .chain(
+            headers
+                .contains_key("x-amz-security-token")
+                .then_some("x-amz-security-token"),
+        )
+    {
+        if !signed_list.contains(&required) {
+            return Err(format!("The {required} header is not signed."));
+        }
+    }
+    let amz_date = h("x-amz-date");
+    let when = chrono::NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ")
+        .map_err(|_| "The x-amz-date header is not YYYYMMDDTHHMMSSZ.".to_string())?
+        .and_utc();
+    if (chrono::Utc::now() - when).num_seconds().abs() > 900 || !amz_date.starts_with(date) {
+        return Err("Signature expired or not yet valid (x-amz-date).".into());
+    }
+    // SigV4, written apart from the daemon's (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html>).
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+    let sha = |b: &[u8]| hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    let mut q: Vec<String> = url
+        .query_pairs()
+        .map(|(k, v)| format!("{}={}", enc(&k), enc(&v)))
+        .collect();
+    q.sort();
+    let canonical_headers: String = signed_list
+        .iter()
+        .map(|name| format!("{name}:{}\n", h(name).trim()))
+        .collect();
+    let canonical = format!(
+        "POST\n{}\n{}\n{canonical_headers}\n{signed}\n{}",
+        if url.path().is_empty() {
+            "/"
+        } else {
+            url.path()
+        },
+        q.join("&"),
+        sha(b"")
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/sts/aws4_request\n{}",
+        sha(canonical.as_bytes())
+    );
+    let mut key = format!("AWS4{secret}").into_bytes();
+    for part in [date, region, "sts", "aws4_request", to_sign.as_str()] {
+        key = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            part.as_bytes(),
+        )
+        .as_ref()
+        .to_vec();
+    }
+    if hex(&key) != signature {
+        return Err(
+            "The request signature we calculated does not match the signature you provided.".into(),
+        );
+    }
+    Ok(())
 }
 
 async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
