@@ -465,9 +465,12 @@ impl Mirror {
             .copied()
     }
 
-    /// Points `key`'s value of the entry in `slot` at `slot`; returns the slot that already
-    /// held that value, if another did (it is replaced).
-    fn index(&mut self, key: Key, slot: u32) -> Option<u32> {
+    /// The entries, the hasher and `key`'s index, borrowed apart: the index hashes and
+    /// compares through the entries its slots point at.
+    fn index_parts(
+        &mut self,
+        key: Key,
+    ) -> (&[Arc<Entry>], &DefaultHashBuilder, &mut HashTable<u32>) {
         let Mirror {
             entries,
             hasher,
@@ -481,6 +484,13 @@ impl Mirror {
             Key::External => by_ext,
             Key::Google => by_google,
         };
+        (entries, hasher, table)
+    }
+
+    /// Points `key`'s value of the entry in `slot` at `slot`; returns the slot that already
+    /// held that value, if another did (it is replaced).
+    fn index(&mut self, key: Key, slot: u32) -> Option<u32> {
+        let (entries, hasher, table) = self.index_parts(key);
         let value = Key::of(key, &entries[slot as usize])?;
         let hash = hasher.hash_one(value);
         match table.entry(
@@ -502,19 +512,7 @@ impl Mirror {
 
     /// Removes `key`'s value of the entry in `slot` from its index, if it points there.
     fn unindex(&mut self, key: Key, slot: u32) {
-        let Mirror {
-            entries,
-            hasher,
-            by_name,
-            by_ext,
-            by_google,
-            ..
-        } = self;
-        let table = match key {
-            Key::Name => by_name,
-            Key::External => by_ext,
-            Key::Google => by_google,
-        };
+        let (entries, hasher, table) = self.index_parts(key);
         let Some(value) = Key::of(key, &entries[slot as usize]) else {
             return;
         };

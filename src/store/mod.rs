@@ -1147,16 +1147,25 @@ mod tests {
         assert_eq!(entries[1].user_name, "user001@example.com");
     }
 
+    /// A new store holding the members `create(n)` makes for each `n`, created by a SCIM
+    /// client, and that client.
+    fn store_with<const N: usize>(
+        ns: [usize; N],
+    ) -> (tempfile::TempDir, Store, crate::member::Actor) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let actor = crate::member::Actor::Scim("t".into());
+        let changes: Vec<_> = ns.into_iter().map(create).collect();
+        crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
+        (dir, store, actor)
+    }
+
     /// `/healthz` reads the counts on every call, so the mirror keeps them with each write
     /// rather than counting; they must still agree with the records.
     #[test]
     fn the_member_counts_follow_every_write_and_agree_with_the_records() {
-        use crate::member::{Actor, Change};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let actor = Actor::Scim("t".into());
-        let changes: Vec<Change> = [1, 2, 3].into_iter().map(create).collect();
-        crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
+        use crate::member::Change;
+        let (dir, store, actor) = store_with([1, 2, 3]);
         assert_eq!(store.member_counts(), (3, 0));
         let two = store
             .get_by_user_name("user002@example.com")
@@ -1193,11 +1202,7 @@ mod tests {
     #[test]
     fn the_scim_listing_follows_every_write_at_once() {
         use crate::member::{Actor, Change, DirectoryAttrs, UserName};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let actor = Actor::Scim("t".into());
-        let changes: Vec<Change> = [3, 1, 2].into_iter().map(create).collect();
-        crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
+        let (dir, store, actor) = store_with([3, 1, 2]);
         let id = |n: &str| store.get_by_user_name(n).unwrap().unwrap();
         let (one, two, three) = (
             id("user001@example.com"),
@@ -1457,6 +1462,17 @@ mod tests {
         check_upgraded(&store);
     }
 
+    /// Asserts that `err` is a collision on `what` that names both members; returns its text.
+    fn assert_collision(err: StoreError, what: &str, names: [&str; 2]) -> String {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, StoreError::Collision { what: w, .. } if *w == what),
+            "{err:?}"
+        );
+        assert!(text.contains(names[0]) && text.contains(names[1]), "{text}");
+        text
+    }
+
     #[test]
     fn an_upgrade_that_would_fold_two_names_together_refuses_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -1473,21 +1489,10 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let err = Store::open(dir.path()).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            matches!(
-                err,
-                StoreError::Collision {
-                    what: "user name",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(
-            text.contains("σας@example.com") && text.contains("ΣΑΣ@example.com"),
-            "{text}"
+        let text = assert_collision(
+            Store::open(dir.path()).unwrap_err(),
+            "user name",
+            ["σας@example.com", "ΣΑΣ@example.com"],
         );
         assert!(
             text.contains(&MemberId(uuid::Uuid::from_u128(10)).to_string()),
@@ -1529,21 +1534,10 @@ mod tests {
             }
             store.flush_blocking().unwrap();
         }
-        let err = Store::open(dir.path()).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            matches!(
-                err,
-                StoreError::Collision {
-                    what: "Google id",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(
-            text.contains("a@example.com") && text.contains("b@example.com"),
-            "{text}"
+        let text = assert_collision(
+            Store::open(dir.path()).unwrap_err(),
+            "Google id",
+            ["a@example.com", "b@example.com"],
         );
         assert!(text.contains("\"g-1\""), "{text}");
     }
