@@ -404,7 +404,7 @@ impl Store {
     /// A snapshot of every member, ordered by normalised user name, each one built from the
     /// compact mirror: at 1,000,000 members this costs about a gigabyte. A listing that can
     /// stream uses [`Store::members`]. A member that cannot be read fails the snapshot: the
-    /// pull plans from it, and a member left out would look absent.
+    /// pull plans from it, and would take a member left out for one it has never seen.
     pub fn snapshot(&self) -> Result<Vec<Arc<Member>>, StoreError> {
         self.members().map(|m| m.map(Arc::new)).collect()
     }
@@ -923,7 +923,7 @@ mod tests {
 
     #[test]
     fn a_member_that_cannot_be_read_fails_the_snapshot_instead_of_vanishing_from_it() {
-        // The pull plans from the snapshot: a member left out of it would look absent.
+        // The pull plans from the snapshot: a member left out of it would be taken for a new one.
         use crate::member::{Actor, Change};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
