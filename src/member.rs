@@ -554,6 +554,91 @@ impl Member {
     }
 }
 
+/// What the pull's plan reads of a member: a [`Member`], or the store's compact in-memory
+/// copy of one, which the plan reads in place instead of building a `Member` for each of a
+/// million members.
+pub trait MemberLike {
+    /// [`Member::id`].
+    fn id(&self) -> MemberId;
+    /// [`Member::version`].
+    fn version(&self) -> u64;
+    /// [`DirectoryAttrs::user_name`], as given.
+    fn user_name(&self) -> &str;
+    /// The user name's comparison key ([`normalize_email`]).
+    fn folded_user_name(&self) -> std::borrow::Cow<'_, str>;
+    /// [`DirectoryAttrs::google_id`].
+    fn google_id(&self) -> Option<&str>;
+    /// [`DirectoryAttrs::active`].
+    fn active(&self) -> bool;
+    /// [`Member::scim_deleted`].
+    fn scim_deleted(&self) -> bool;
+    /// [`Member::managed_by`].
+    fn managed_by(&self) -> ManagedBy;
+    /// Whether its value of `field` differs from the one in `attrs`, exactly as
+    /// [`Field::differs`] compares the member's attributes with `attrs`.
+    fn differs(&self, field: Field, attrs: &DirectoryAttrs) -> bool;
+}
+
+impl MemberLike for Member {
+    fn id(&self) -> MemberId {
+        self.id
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn user_name(&self) -> &str {
+        self.dir.user_name.as_str()
+    }
+    fn folded_user_name(&self) -> std::borrow::Cow<'_, str> {
+        normalize_email_cow(self.dir.user_name.as_str())
+    }
+    fn google_id(&self) -> Option<&str> {
+        self.dir.google_id.as_deref()
+    }
+    fn active(&self) -> bool {
+        self.dir.active
+    }
+    fn scim_deleted(&self) -> bool {
+        self.scim_deleted
+    }
+    fn managed_by(&self) -> ManagedBy {
+        self.managed_by
+    }
+    fn differs(&self, field: Field, attrs: &DirectoryAttrs) -> bool {
+        field.differs(&self.dir, attrs)
+    }
+}
+
+impl<T: MemberLike + ?Sized> MemberLike for std::sync::Arc<T> {
+    fn id(&self) -> MemberId {
+        (**self).id()
+    }
+    fn version(&self) -> u64 {
+        (**self).version()
+    }
+    fn user_name(&self) -> &str {
+        (**self).user_name()
+    }
+    fn folded_user_name(&self) -> std::borrow::Cow<'_, str> {
+        (**self).folded_user_name()
+    }
+    fn google_id(&self) -> Option<&str> {
+        (**self).google_id()
+    }
+    fn active(&self) -> bool {
+        (**self).active()
+    }
+    fn scim_deleted(&self) -> bool {
+        (**self).scim_deleted()
+    }
+    fn managed_by(&self) -> ManagedBy {
+        (**self).managed_by()
+    }
+    fn differs(&self, field: Field, attrs: &DirectoryAttrs) -> bool {
+        (**self).differs(field, attrs)
+    }
+}
+
 /// A member as the CLI shows it and the admin socket sends it: the member without its kept
 /// SCIM attributes (`dir.scim_extra` is always empty here) or its SCIM-deleted mark.
 ///

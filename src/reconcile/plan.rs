@@ -20,15 +20,18 @@
 //! Any Update or Deactivate that takes an active member to inactive counts as a
 //! deactivation: the guard holds them all alike, because both lock a person out.
 
-use std::borrow::{Borrow, Cow};
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use serde::{Deserialize, Serialize};
 
 use crate::directory::model::GoogleUser;
 use crate::member::{
-    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, Field, ManagedBy, Member,
-    MemberId, UserName,
+    normalize_email, normalize_email_cow, Change, DirectoryAttrs, Email, Field, ManagedBy,
+    MemberId, MemberLike, UserName,
 };
 
 /// A Google user as the member it should be.
@@ -193,37 +196,114 @@ pub struct PlanContext<'a> {
     pub index: Option<&'a MemberIndex>,
 }
 
-fn in_domains(domains: &[String], user_name: &UserName) -> bool {
+/// Whether a user name (as given) is in the managed domains (lower case; empty = all).
+fn in_domains(domains: &[String], user_name: &str) -> bool {
     if domains.is_empty() {
         return true;
     }
-    match user_name.as_str().rsplit_once('@') {
+    match user_name.rsplit_once('@') {
         // The common case without allocating: this runs for every user and member.
         Some((_, d)) if d.is_ascii() => domains.iter().any(|m| m.eq_ignore_ascii_case(d)),
-        _ => domains.iter().any(|m| *m == user_name.domain()),
+        Some((_, d)) => {
+            let d = d.to_lowercase();
+            domains.contains(&d)
+        }
+        None => domains.iter().any(String::is_empty),
     }
 }
 
 /// Whether a member counts as active and managed by Google (the guard's base).
-pub fn is_active_managed(m: &Member, domains: &[String]) -> bool {
-    m.managed_by == ManagedBy::Google
-        && m.dir.active
-        && !m.scim_deleted
-        && in_domains(domains, &m.dir.user_name)
+pub fn is_active_managed<M: MemberLike + ?Sized>(m: &M, domains: &[String]) -> bool {
+    m.managed_by() == ManagedBy::Google
+        && m.active()
+        && !m.scim_deleted()
+        && in_domains(domains, m.user_name())
 }
 
 /// The fields the pull writes that differ between a member and what it should be, by name
 /// ([`Field::pulled`], [`Field::differs`]), and `managedBy` when the member is not Google's.
-fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
+fn changed_fields<M: MemberLike + ?Sized>(m: &M, a: &DirectoryAttrs) -> Vec<String> {
     let mut f: Vec<String> = Field::ALL
         .into_iter()
-        .filter(|f| f.pulled() && f.differs(&m.dir, a))
+        .filter(|f| f.pulled() && m.differs(*f, a))
         .map(|f| f.name().to_string())
         .collect();
-    if m.managed_by != ManagedBy::Google {
+    if m.managed_by() != ManagedBy::Google {
         f.push("managedBy".into());
     }
     f
+}
+
+/// Positions in the member slice by a key that each member gives (its Google id, or its
+/// user name's key), read from the member on each probe: no key is copied. At a million
+/// members this costs a few bytes a member, where a `HashMap<String, usize>` of copied keys
+/// cost about 80.
+#[derive(Default)]
+struct Positions {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for Positions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Positions({})", self.table.len())
+    }
+}
+
+impl Positions {
+    /// Indexes `members` by `key`; of two members with one key, the later one is kept.
+    fn build<M, K>(members: &[M], key: K) -> Positions
+    where
+        K: for<'m> Fn(&'m M) -> Option<Cow<'m, str>>,
+    {
+        let mut p = Positions {
+            table: HashTable::with_capacity(members.len()),
+            hasher: DefaultHashBuilder::default(),
+        };
+        for (i, m) in members.iter().enumerate() {
+            let Some(k) = key(m) else { continue };
+            // The mirror's slots are `u32` too: a store holds fewer than 2^32 members.
+            let Ok(slot) = u32::try_from(i) else { break };
+            let hash = p.hasher.hash_one(&*k);
+            let rehash = |&j: &u32| {
+                let k = key(&members[j as usize]);
+                p.hasher.hash_one(k.as_deref().unwrap_or_default())
+            };
+            match p.table.entry(
+                hash,
+                |&j| key(&members[j as usize]).as_deref() == Some(&*k),
+                rehash,
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = slot,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+            }
+        }
+        p
+    }
+
+    /// The position of the member whose key is `k`.
+    fn get<M, K>(&self, members: &[M], key: K, k: &str) -> Option<usize>
+    where
+        K: for<'m> Fn(&'m M) -> Option<Cow<'m, str>>,
+    {
+        self.table
+            .find(self.hasher.hash_one(k), |&j| {
+                key(&members[j as usize]).as_deref() == Some(k)
+            })
+            .map(|&j| j as usize)
+    }
+}
+
+/// A member's Google id, the first key of the match.
+fn google_key<M: MemberLike>(m: &M) -> Option<Cow<'_, str>> {
+    m.google_id().map(Cow::Borrowed)
+}
+
+/// A member's user name key, the second key of the match.
+fn name_key<M: MemberLike>(m: &M) -> Option<Cow<'_, str>> {
+    Some(m.folded_user_name())
 }
 
 /// What the plan needs from the members alone, built apart from the plan so that a run
@@ -231,7 +311,7 @@ fn changed_fields(m: &Member, a: &DirectoryAttrs) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct MemberIndex {
     /// Position in the member slice by Google id.
-    by_ext: HashMap<String, usize>,
+    by_google: Positions,
     /// Active members managed by Google in the managed domains.
     active_now: usize,
 }
@@ -239,19 +319,16 @@ pub struct MemberIndex {
 impl MemberIndex {
     /// Indexes `members` (the slice later given to [`plan`], with this index in its
     /// [`PlanContext`]).
-    pub fn new<M: Borrow<Member>>(members: &[M], domains: &[String]) -> MemberIndex {
-        let mut by_ext = HashMap::with_capacity(members.len());
-        let mut active_now = 0;
-        for (i, m) in members.iter().enumerate() {
-            let m = m.borrow();
-            if let Some(e) = &m.dir.google_id {
-                by_ext.insert(e.clone(), i);
-            }
-            if is_active_managed(m, domains) {
-                active_now += 1;
-            }
+    pub fn new<M: MemberLike>(members: &[M], domains: &[String]) -> MemberIndex {
+        let by_google = Positions::build(members, google_key);
+        let active_now = members
+            .iter()
+            .filter(|m| is_active_managed(*m, domains))
+            .count();
+        MemberIndex {
+            by_google,
+            active_now,
         }
-        MemberIndex { by_ext, active_now }
     }
 }
 
@@ -260,14 +337,14 @@ const PARALLEL_FROM: usize = 10_000;
 
 /// The changed fields of each matched (member, user) pair, in order; split over two
 /// threads for a large directory.
-fn compare_all(
+fn compare_all<M: MemberLike + Sync>(
     matched: &[(usize, usize, bool)],
-    members: &[&Member],
+    members: &[M],
     desired: &[Desired],
 ) -> Vec<Vec<String>> {
     let compare = |part: &[(usize, usize, bool)]| -> Vec<Vec<String>> {
         part.iter()
-            .map(|&(i, j, _)| changed_fields(members[i], &desired[j].attrs))
+            .map(|&(i, j, _)| changed_fields(&members[i], &desired[j].attrs))
             .collect()
     };
     if matched.len() < PARALLEL_FROM {
@@ -288,7 +365,7 @@ fn compare_all(
 /// The desired state is taken, not copied: each user's attributes move into its change, and
 /// the users that need no change are freed when the plan returns. The plan starts no
 /// thread of its own but to compare a large directory (see `compare_all`).
-pub fn plan<M: Borrow<Member>>(
+pub fn plan<M: MemberLike + Sync>(
     desired: Vec<Desired>,
     members: &[M],
     ctx: &PlanContext<'_>,
@@ -301,10 +378,10 @@ pub fn plan<M: Borrow<Member>>(
             &built
         }
     };
-    let mut out = Plan::default();
-    let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
-    let by_ext = &index.by_ext;
-    out.active_now = index.active_now;
+    let mut out = Plan {
+        active_now: index.active_now,
+        ..Plan::default()
+    };
 
     // Deterministic order, and one Google user per email: Google forbids duplicates, but a
     // listing taken while an address moves between users can show it twice. Keys borrow
@@ -312,7 +389,7 @@ pub fn plan<M: Borrow<Member>>(
     let mut keyed: Vec<(Cow<'_, str>, usize)> = desired
         .iter()
         .enumerate()
-        .filter(|(_, d)| in_domains(ctx.domains, &d.attrs.user_name))
+        .filter(|(_, d)| in_domains(ctx.domains, d.attrs.user_name.as_str()))
         .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
     // users.list is not asked for an order (see `list_users_page_raw`): sort here.
@@ -348,8 +425,11 @@ pub fn plan<M: Borrow<Member>>(
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
     for (key, j) in order {
-        match by_ext.get(desired[j].google_id.as_str()) {
-            Some(&i) => {
+        match index
+            .by_google
+            .get(members, google_key, &desired[j].google_id)
+        {
+            Some(i) => {
                 claimed[i] = true;
                 matched.push((i, j, false));
             }
@@ -358,23 +438,19 @@ pub fn plan<M: Borrow<Member>>(
     }
     // Pass 2: the email, for members not claimed by their Google id. The name index is
     // only built when some user is left (never on a run where nothing changed).
-    let by_name: HashMap<Cow<'_, str>, usize> = if rest.is_empty() {
-        HashMap::new()
+    let by_name = if rest.is_empty() {
+        Positions::default()
     } else {
-        members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (normalize_email_cow(m.dir.user_name.as_str()), i))
-            .collect()
+        Positions::build(members, name_key)
     };
     // Every desired user's id, built only if a member found by email is linked to another id.
     let mut desired_ids: Option<HashSet<&str>> = None;
     for (key, j) in rest {
         let d = &desired[j];
-        match by_name.get(&key) {
-            Some(&i) if !claimed[i] => {
+        match by_name.get(members, name_key, &key) {
+            Some(i) if !claimed[i] => {
                 let m = &members[i];
-                let linked_elsewhere = match (m.dir.google_id.as_deref(), ctx.all_google_ids) {
+                let linked_elsewhere = match (m.google_id(), ctx.all_google_ids) {
                     (Some(old), _) if old == d.google_id => false,
                     (Some(old), Some(ids)) => {
                         ids.contains(old)
@@ -391,8 +467,8 @@ pub fn plan<M: Borrow<Member>>(
                     out.problems.push(format!(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
                         d.attrs.user_name,
-                        m.id,
-                        m.dir.google_id.as_deref().unwrap_or("")
+                        m.id(),
+                        m.google_id().unwrap_or("")
                     ));
                     claimed[i] = true;
                     continue;
@@ -411,7 +487,7 @@ pub fn plan<M: Borrow<Member>>(
     // Comparing every matched pair is most of a run in which little changed; by now Google
     // has been read, so both halves run at once. Only the comparison is parallel: the
     // planning below stays in order.
-    let fields_of = compare_all(&matched, &members, &desired);
+    let fields_of = compare_all(&matched, members, &desired);
 
     // From here a user that becomes a change is taken out of `desired`.
     let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
@@ -420,12 +496,12 @@ pub fn plan<M: Borrow<Member>>(
         let Some(d) = desired.get(j).and_then(Option::as_ref) else {
             continue;
         };
-        let m = members[i];
-        if m.scim_deleted {
+        let m = &members[i];
+        if m.scim_deleted() {
             out.hidden += 1;
             continue;
         }
-        if !in_domains(ctx.domains, &m.dir.user_name) {
+        if !in_domains(ctx.domains, m.user_name()) {
             out.not_owned += 1;
             continue;
         }
@@ -439,11 +515,11 @@ pub fn plan<M: Borrow<Member>>(
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
         };
-        let newly_linked = by_email && m.dir.google_id.is_none();
-        let goes_inactive = m.dir.active && !d.attrs.active;
+        let newly_linked = by_email && m.google_id().is_none();
+        let goes_inactive = m.active() && !d.attrs.active;
         let action = if goes_inactive {
             Action::Deactivate
-        } else if newly_linked || m.managed_by != ManagedBy::Google {
+        } else if newly_linked || m.managed_by() != ManagedBy::Google {
             Action::Link
         } else {
             Action::Update
@@ -452,21 +528,21 @@ pub fn plan<M: Borrow<Member>>(
         let user_name = d.attrs.user_name.to_string();
         let change = if only_link && action == Action::Link {
             Change::Link {
-                id: m.id,
+                id: m.id(),
                 google_id: d.google_id,
-                expected_version: Some(m.version),
+                expected_version: Some(m.version()),
             }
         } else {
             Change::Update {
-                id: m.id,
-                expected_version: Some(m.version),
+                id: m.id(),
+                expected_version: Some(m.version()),
                 attrs: d.attrs,
             }
         };
         updates.push(PlannedChange {
             action,
             user_name,
-            member: Some(m.id),
+            member: Some(m.id()),
             fields,
             change,
         });
@@ -501,7 +577,7 @@ pub fn plan<M: Borrow<Member>>(
         if claimed[i] {
             continue;
         }
-        let still_in_google = m.dir.google_id.as_deref().is_some_and(|e| {
+        let still_in_google = m.google_id().is_some_and(|e| {
             dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
         });
         if still_in_google {
@@ -511,15 +587,15 @@ pub fn plan<M: Borrow<Member>>(
         if is_active_managed(m, ctx.domains) {
             deactivations.push(PlannedChange {
                 action: Action::Deactivate,
-                user_name: m.dir.user_name.to_string(),
-                member: Some(m.id),
+                user_name: m.user_name().to_string(),
+                member: Some(m.id()),
                 fields: vec!["active".into()],
                 change: Change::Deactivate {
-                    id: m.id,
-                    expected_version: Some(m.version),
+                    id: m.id(),
+                    expected_version: Some(m.version()),
                 },
             });
-        } else if m.managed_by == ManagedBy::Manual || !in_domains(ctx.domains, &m.dir.user_name) {
+        } else if m.managed_by() == ManagedBy::Manual || !in_domains(ctx.domains, m.user_name()) {
             out.not_owned += 1;
         }
     }
@@ -538,6 +614,7 @@ pub fn plan<M: Borrow<Member>>(
 mod tests {
     use super::*;
     use crate::directory::model::UserNameParts;
+    use crate::member::Member;
     use crate::member::Role;
     use chrono::{TimeZone, Utc};
 

@@ -24,7 +24,8 @@ use super::codec::RecordRef;
 use super::order::Blocks;
 use super::StoreError;
 use crate::member::{
-    normalize_email_cow, DirectoryAttrs, Email, ManagedBy, Member, MemberId, Role, UserName,
+    normalize_email_cow, DirectoryAttrs, Email, Field, ManagedBy, Member, MemberId, MemberLike,
+    Role, UserName,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -289,7 +290,7 @@ impl Entry {
     }
 
     /// The entry of a record read in place (the open), without building a `Member`.
-    pub(crate) fn of_record(
+    pub(super) fn of_record(
         r: &RecordRef<'_>,
         interner: &mut Interner,
     ) -> Result<Entry, StoreError> {
@@ -339,6 +340,62 @@ impl Entry {
                 | flag(r.scim_deleted, SCIM_DELETED)
                 | flag(!r.scim_extra.is_empty(), HAS_EXTRA),
         }))
+    }
+}
+
+/// The plan reads entries in place (see [`MemberLike`]). Each answer is the one the
+/// `Member` of [`Entry::to_member`] gives (tested for every field and both email layouts).
+impl MemberLike for Entry {
+    fn id(&self) -> MemberId {
+        self.id
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn user_name(&self) -> &str {
+        self.string(USER)
+    }
+    fn folded_user_name(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self.name_key())
+    }
+    fn google_id(&self) -> Option<&str> {
+        self.opt(GOOGLE)
+    }
+    fn active(&self) -> bool {
+        self.flags & ACTIVE != 0
+    }
+    fn scim_deleted(&self) -> bool {
+        self.flags & SCIM_DELETED != 0
+    }
+    fn managed_by(&self) -> ManagedBy {
+        if self.flags & MANUAL != 0 {
+            ManagedBy::Manual
+        } else {
+            ManagedBy::Google
+        }
+    }
+    fn differs(&self, field: Field, a: &DirectoryAttrs) -> bool {
+        match field {
+            Field::UserName => self.user_name() != a.user_name.as_str(),
+            Field::Emails => {
+                if self.flags & EMAILS_DEFAULT != 0 {
+                    !is_default_emails(self.user_name(), &a.emails)
+                } else {
+                    self.emails.len() != a.emails.len()
+                        || self.emails.iter().zip(&a.emails).any(|(c, e)| {
+                            *c.value != *e.value
+                                || c.kind.as_deref() != e.kind.as_deref()
+                                || c.primary != e.primary
+                        })
+                }
+            }
+            Field::GivenName => self.opt(GIVEN) != a.given_name.as_deref(),
+            Field::FamilyName => self.opt(FAMILY) != a.family_name.as_deref(),
+            Field::DisplayName => self.opt(DISPLAY) != a.display_name.as_deref(),
+            Field::Active => self.active() != a.active,
+            Field::GoogleId => self.opt(GOOGLE) != a.google_id.as_deref(),
+            Field::ExternalId => self.opt(EXTERNAL) != a.external_id.as_deref(),
+        }
     }
 }
 
@@ -403,6 +460,32 @@ pub(crate) struct Overlay {
     pub(crate) externals: std::collections::HashMap<String, Option<MemberId>>,
     pub(crate) googles: std::collections::HashMap<String, Option<MemberId>>,
 }
+
+/// Entries handed from the open's reading thread to the tables at a time, and how many
+/// such batches may wait.
+pub(super) const OPEN_BATCH: usize = 4096;
+const OPEN_QUEUE: usize = 8;
+
+/// An entry made on the open's reading thread, with the hashes of its id and of its
+/// [`KEYS`], so that the thread that fills the tables only probes them.
+struct Hashed {
+    entry: Arc<Entry>,
+    id: u64,
+    keys: [Option<u64>; 3],
+}
+
+impl Hashed {
+    fn new(entry: Entry, hasher: &DefaultHashBuilder) -> Hashed {
+        Hashed {
+            id: hasher.hash_one(entry.id),
+            keys: KEYS.map(|k| Key::of(k, &entry).map(|v| hasher.hash_one(v))),
+            entry: Arc::new(entry),
+        }
+    }
+}
+
+/// The identity indexes, in the order a collision is looked for.
+const KEYS: [Key; 3] = [Key::Name, Key::External, Key::Google];
 
 /// Which identity index.
 #[derive(Clone, Copy)]
@@ -490,9 +573,15 @@ impl Mirror {
     /// Points `key`'s value of the entry in `slot` at `slot`; returns the slot that already
     /// held that value, if another did (it is replaced).
     fn index(&mut self, key: Key, slot: u32) -> Option<u32> {
+        let value = Key::of(key, &self.entries[slot as usize])?;
+        let hash = self.hasher.hash_one(value);
+        self.index_hashed(key, slot, hash)
+    }
+
+    /// As [`Mirror::index`], with the hash of the key already made (the entry has the key).
+    fn index_hashed(&mut self, key: Key, slot: u32, hash: u64) -> Option<u32> {
         let (entries, hasher, table) = self.index_parts(key);
         let value = Key::of(key, &entries[slot as usize])?;
-        let hash = hasher.hash_one(value);
         match table.entry(
             hash,
             |&s| Key::of(key, &entries[s as usize]) == Some(value),
@@ -523,10 +612,15 @@ impl Mirror {
     }
 
     fn push(&mut self, entry: Entry) -> u32 {
-        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         let hash = self.hasher.hash_one(entry.id);
+        self.push_hashed(Arc::new(entry), hash)
+    }
+
+    /// As [`Mirror::push`], with the hash of the entry's id already made.
+    fn push_hashed(&mut self, entry: Arc<Entry>, hash: u64) -> u32 {
+        let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.active += usize::from(entry.active());
-        self.entries.push(Arc::new(entry));
+        self.entries.push(entry);
         let Mirror {
             entries,
             hasher,
@@ -553,10 +647,10 @@ impl Mirror {
     }
 
     /// As [`Mirror::build`], from the records as they are stored (the open): each record is
-    /// read in place into its entry, with no `Member` built on the way. `hint` pre-sizes the
-    /// tables.
+    /// read in place into its entry, with no `Member` built on the way, on a thread of its
+    /// own while this one fills the tables. `hint` pre-sizes the tables.
     pub(crate) fn build_from_records(
-        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>>,
+        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>> + Send,
         hint: usize,
     ) -> Result<Mirror, StoreError> {
         let mut mirror = Mirror::default();
@@ -571,20 +665,63 @@ impl Mirror {
         ] {
             table.reserve(hint, |_| 0);
         }
-        for v in records {
-            let v = v?;
-            let rec = super::codec::decode_ref(&v)?;
-            let entry = Entry::of_record(&rec, &mut mirror.interner)?;
-            mirror.add_built(entry)?;
-        }
+        // Two threads: this one reads the records (sled's pages, the decode) and makes the
+        // entries and their hashes; the caller's thread puts them in the tables, in the
+        // records' order, so a collision is found and named as on one thread.
+        let hasher = mirror.hasher.clone();
+        let read = |tx: std::sync::mpsc::SyncSender<Vec<Hashed>>| {
+            let mut interner = Interner::default();
+            let mut batch = Vec::with_capacity(OPEN_BATCH);
+            for v in records {
+                let v = v?;
+                let rec = super::codec::decode_ref(&v)?;
+                let entry = Entry::of_record(&rec, &mut interner)?;
+                batch.push(Hashed::new(entry, &hasher));
+                if batch.len() == OPEN_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(OPEN_BATCH));
+                    if tx.send(full).is_err() {
+                        // The tables stopped at a collision: its error is the one returned.
+                        return Ok(interner);
+                    }
+                }
+            }
+            // The receiver may be gone after a collision in the last batches; its error wins.
+            let _ = tx.send(batch);
+            Ok::<_, StoreError>(interner)
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Hashed>>(OPEN_QUEUE);
+        let (interner, added) = std::thread::scope(|s| {
+            let reader = s.spawn(move || read(tx));
+            let added = (|| {
+                for batch in rx {
+                    for h in batch {
+                        mirror.add_hashed(h)?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })();
+            let interner = reader.join().map_err(|_| {
+                StoreError::Internal("the thread reading the members at open failed".into())
+            });
+            (interner, added)
+        });
+        // A collision is reported before a read error behind it, as on one thread.
+        added?;
+        mirror.interner = interner??;
         mirror.finish_build();
         Ok(mirror)
     }
 
     fn add_built(&mut self, entry: Entry) -> Result<(), StoreError> {
-        let slot = self.push(entry);
-        for key in [Key::Name, Key::External, Key::Google] {
-            if let Some(other) = self.index(key, slot) {
+        let h = Hashed::new(entry, &self.hasher);
+        self.add_hashed(h)
+    }
+
+    fn add_hashed(&mut self, h: Hashed) -> Result<(), StoreError> {
+        let slot = self.push_hashed(h.entry, h.id);
+        for (key, hash) in KEYS.into_iter().zip(h.keys) {
+            let Some(hash) = hash else { continue };
+            if let Some(other) = self.index_hashed(key, slot, hash) {
                 let (a, b) = (&self.entries[other as usize], &self.entries[slot as usize]);
                 let value = Key::of(key, b).unwrap_or_default();
                 return Err(collision(key.what(), value, a, b));
@@ -849,6 +986,74 @@ mod tests {
         let e = Entry::of_member(&x, &mut interner);
         assert!(e.has_extra());
         assert!(e.to_member().unwrap().dir.scim_extra.is_empty());
+    }
+
+    #[test]
+    fn the_plan_reads_an_entry_exactly_as_it_reads_the_member_it_was_made_of() {
+        // Members that differ from one another in every pulled attribute, with both email
+        // layouts (the default one the entry leaves out, and a list it keeps), and names
+        // that are `None`, empty and set.
+        let mut shapes = vec![member("ada@example.com"), member("Ada@Example.com")];
+        let mut listed = member("ada@example.com");
+        listed.dir.emails.push(Email {
+            value: "alias@example.com".into(),
+            kind: None,
+            primary: false,
+        });
+        shapes.push(listed.clone());
+        let mut other_kind = member("ada@example.com");
+        other_kind.dir.emails[0].kind = Some("home".into());
+        shapes.push(other_kind);
+        let mut not_primary = member("ada@example.com");
+        not_primary.dir.emails[0].primary = false;
+        shapes.push(not_primary);
+        let mut swapped = listed.clone();
+        swapped.dir.emails.reverse();
+        shapes.push(swapped);
+        let mut bare = member("ada@example.com");
+        bare.dir.emails.clear();
+        bare.dir.given_name = None;
+        bare.dir.family_name = Some(String::new());
+        bare.dir.display_name = Some("Ada L.".into());
+        bare.dir.active = false;
+        bare.dir.google_id = None;
+        bare.dir.external_id = Some("ext-1".into());
+        bare.managed_by = ManagedBy::Manual;
+        bare.scim_deleted = true;
+        bare.version = 9;
+        shapes.push(bare);
+        let mut interner = Interner::default();
+        for m in &shapes {
+            let e = Entry::of_member(m, &mut interner);
+            assert_eq!(MemberLike::id(&e), m.id);
+            assert_eq!(MemberLike::version(&e), m.version);
+            assert_eq!(MemberLike::user_name(&e), MemberLike::user_name(m));
+            assert_eq!(e.folded_user_name(), m.folded_user_name());
+            assert_eq!(MemberLike::google_id(&e), MemberLike::google_id(m));
+            assert_eq!(MemberLike::active(&e), MemberLike::active(m));
+            assert_eq!(MemberLike::scim_deleted(&e), MemberLike::scim_deleted(m));
+            assert_eq!(MemberLike::managed_by(&e), MemberLike::managed_by(m));
+            for other in &shapes {
+                for f in Field::ALL {
+                    assert_eq!(
+                        e.differs(f, &other.dir),
+                        f.differs(&m.dir, &other.dir),
+                        "{f:?}: {:?} against {:?}",
+                        m.dir,
+                        other.dir
+                    );
+                }
+            }
+        }
+        // Each shape differs from some other one in each field, so no answer is a constant.
+        for f in Field::ALL {
+            assert!(
+                shapes
+                    .iter()
+                    .any(|a| shapes.iter().any(|b| f.differs(&a.dir, &b.dir))),
+                "{f:?}"
+            );
+        }
     }
 
     #[test]

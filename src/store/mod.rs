@@ -41,6 +41,9 @@ pub use scim::TokenRecord;
 mod mirror;
 mod order;
 
+/// One member as the in-memory mirror keeps it (read through [`crate::member::MemberLike`]).
+pub(crate) use mirror::Entry as MemberEntry;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -407,6 +410,23 @@ impl Store {
     /// pull plans from it, and would take a member left out for one it has never seen.
     pub fn snapshot(&self) -> Result<Vec<Arc<Member>>, StoreError> {
         self.members().map(|m| m.map(Arc::new)).collect()
+    }
+
+    /// Every member as the in-memory mirror keeps it, in no order: what the pull plans from
+    /// ([`crate::member::MemberLike`]). The entries are shared with the mirror, 8 bytes a
+    /// member: nothing is decoded or copied, and nothing can fail to be read.
+    pub(crate) fn entries(&self) -> Vec<Arc<MemberEntry>> {
+        self.mirror().all()
+    }
+
+    /// The mirror's entry of the member with this user name (case-insensitive).
+    pub(crate) fn entry_by_user_name(&self, user_name: &str) -> Option<Arc<MemberEntry>> {
+        self.mirror().by_name(&normalize_email_cow(user_name))
+    }
+
+    /// The mirror's entry of the member linked to this Google user.
+    pub(crate) fn entry_by_google_id(&self, google_id: &str) -> Option<Arc<MemberEntry>> {
+        self.mirror().by_google_id(google_id)
     }
 
     /// Every member, ordered by normalised user name, from a snapshot taken now. The
@@ -1540,6 +1560,54 @@ mod tests {
             ["a@example.com", "b@example.com"],
         );
         assert!(text.contains("\"g-1\""), "{text}");
+    }
+
+    /// The open reads the records on one thread and fills the tables on another, in
+    /// batches: a collision or an unreadable record several batches in is found and named
+    /// as on one thread, and the open ends (no thread is left waiting).
+    #[test]
+    fn the_open_finds_a_collision_or_a_bad_record_past_its_first_batches() {
+        let n = 3 * mirror::OPEN_BATCH as u128 + 7;
+        let write = |dir: &Path, last: Option<Vec<u8>>| {
+            let store = Store::open(dir).unwrap();
+            for i in 1..=n {
+                let m = raw_member(i, &format!("user{i}@example.com"));
+                store
+                    .inner
+                    .members
+                    .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
+                    .unwrap();
+            }
+            if let Some(bytes) = last {
+                let id = MemberId(uuid::Uuid::from_u128(n + 1));
+                store.inner.members.insert(id.as_bytes(), bytes).unwrap();
+            }
+            store.flush_blocking().unwrap();
+        };
+        // The last record takes the user name of one in the first batch.
+        let dir = tempfile::tempdir().unwrap();
+        let twin = raw_member(n + 1, "USER5@example.com");
+        write(dir.path(), Some(codec::encode(&twin).unwrap()));
+        assert_collision(
+            Store::open(dir.path()).unwrap_err(),
+            "user name",
+            ["user5@example.com", "USER5@example.com"],
+        );
+        // The last record cannot be read.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), Some(b"not a record".to_vec()));
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        // And without either, every member is there.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), None);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.member_count(), n as usize);
+        assert!(store.check_consistency().unwrap().is_empty());
+        assert!(store
+            .get_by_user_name("USER2000@example.com")
+            .unwrap()
+            .is_some());
     }
 
     proptest::proptest! {
