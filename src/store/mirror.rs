@@ -650,7 +650,7 @@ impl Mirror {
     /// read in place into its entry, with no `Member` built on the way, on a thread of its
     /// own while this one fills the tables. `hint` pre-sizes the tables.
     pub(crate) fn build_from_records(
-        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>> + Send,
+        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>>,
         hint: usize,
     ) -> Result<Mirror, StoreError> {
         let mut mirror = Mirror::default();
@@ -665,10 +665,26 @@ impl Mirror {
         ] {
             table.reserve(hint, |_| 0);
         }
-        // Two threads: this one reads the records (sled's pages, the decode) and makes the
-        // entries and their hashes; the caller's thread puts them in the tables, in the
-        // records' order, so a collision is found and named as on one thread.
+        // Two threads: the caller's reads the records (sled's pages, the decode) and makes the
+        // entries and their hashes; a second one puts them in the tables, in the records'
+        // order, so a collision is found and named as on one thread. sled is only used from
+        // the caller's thread, as before (its deferred frees stay with the thread that
+        // pinned them, and a store dropped is then unlocked at once for the next open).
         let hasher = mirror.hasher.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Hashed>>(OPEN_QUEUE);
+        let fill = move || {
+            let added = (|| {
+                for batch in rx {
+                    for h in batch {
+                        mirror.add_hashed(h)?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })();
+            // Returning drops the receiver: after a collision, the reader stops at its next
+            // batch.
+            (mirror, added)
+        };
         let read = |tx: std::sync::mpsc::SyncSender<Vec<Hashed>>| {
             let mut interner = Interner::default();
             let mut batch = Vec::with_capacity(OPEN_BATCH);
@@ -685,29 +701,21 @@ impl Mirror {
                     }
                 }
             }
-            // The receiver may be gone after a collision in the last batches; its error wins.
+            // The filler may be gone after a collision in the last batches; its error wins.
             let _ = tx.send(batch);
             Ok::<_, StoreError>(interner)
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Hashed>>(OPEN_QUEUE);
-        let (interner, added) = std::thread::scope(|s| {
-            let reader = s.spawn(move || read(tx));
-            let added = (|| {
-                for batch in rx {
-                    for h in batch {
-                        mirror.add_hashed(h)?;
-                    }
-                }
-                Ok::<_, StoreError>(())
-            })();
-            let interner = reader.join().map_err(|_| {
-                StoreError::Internal("the thread reading the members at open failed".into())
-            });
-            (interner, added)
+        let (filled, interner) = std::thread::scope(|s| {
+            let filler = s.spawn(fill);
+            let interner = read(tx);
+            (filler.join(), interner)
         });
+        let (mut mirror, added) = filled.map_err(|_| {
+            StoreError::Internal("the thread building the in-memory mirror at open failed".into())
+        })?;
         // A collision is reported before a read error behind it, as on one thread.
         added?;
-        mirror.interner = interner??;
+        mirror.interner = interner?;
         mirror.finish_build();
         Ok(mirror)
     }
