@@ -335,29 +335,97 @@ impl MemberIndex {
 /// Below this many users, the plan stays on one thread.
 const PARALLEL_FROM: usize = 10_000;
 
-/// The changed fields of each matched (member, user) pair, in order; split over two
-/// threads for a large directory.
+/// What the plan needs of one matched (member, user) pair, found while comparing them.
+enum Compared {
+    /// The member was deleted over SCIM: hidden from the directory.
+    Hidden,
+    /// The member is outside the managed domains.
+    NotOwned,
+    /// They agree; whether the user is active.
+    Unchanged { active: bool },
+    /// The fields that differ ([`changed_fields`]).
+    Changed(Vec<String>),
+}
+
+fn compare<M: MemberLike + ?Sized>(m: &M, d: &Desired, domains: &[String]) -> Compared {
+    if m.scim_deleted() {
+        return Compared::Hidden;
+    }
+    if !in_domains(domains, m.user_name()) {
+        return Compared::NotOwned;
+    }
+    let fields = changed_fields(m, &d.attrs);
+    if fields.is_empty() {
+        Compared::Unchanged {
+            active: d.attrs.active,
+        }
+    } else {
+        Compared::Changed(fields)
+    }
+}
+
+/// Each matched (member, user) pair compared, in order; split over two threads for a large
+/// directory. Everything the plan reads of a pair that agrees is read here, so the ordered
+/// pass after it touches only the pairs that change.
 fn compare_all<M: MemberLike + Sync>(
     matched: &[(usize, usize, bool)],
     members: &[M],
     desired: &[Desired],
-) -> Vec<Vec<String>> {
-    let compare = |part: &[(usize, usize, bool)]| -> Vec<Vec<String>> {
-        part.iter()
-            .map(|&(i, j, _)| changed_fields(&members[i], &desired[j].attrs))
-            .collect()
-    };
-    if matched.len() < PARALLEL_FROM {
-        return compare(matched);
-    }
-    let (front, back) = matched.split_at(matched.len() / 2);
-    std::thread::scope(|s| {
-        let back_half = s.spawn(|| compare(back));
-        let mut fields = compare(front);
-        // A thread that could not finish is redone here rather than lost.
-        fields.extend(back_half.join().unwrap_or_else(|_| compare(back)));
-        fields
+    domains: &[String],
+) -> Vec<Compared> {
+    par_map(matched, |&(i, j, _)| {
+        compare(&members[i], &desired[j], domains)
     })
+}
+
+/// `items` mapped by `f`, in order: on two threads, a half each, from [`PARALLEL_FROM`]
+/// items (a plan at a million users spends most of its time in a few such passes, which
+/// read members and users at random and wait on memory).
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let map = |part: &[T]| -> Vec<R> { part.iter().map(&f).collect() };
+    if items.len() < PARALLEL_FROM {
+        return map(items);
+    }
+    let (front, back) = items.split_at(items.len() / 2);
+    std::thread::scope(|s| {
+        let back_half = s.spawn(|| map(back));
+        let mut out = map(front);
+        // A thread that could not finish is redone here rather than lost.
+        out.extend(back_half.join().unwrap_or_else(|_| map(back)));
+        out
+    })
+}
+
+/// Sorts `v` by `cmp`, a total order, on two threads from [`PARALLEL_FROM`] items: each
+/// half is sorted in place, then the halves are merged.
+fn par_sort<T: Send>(v: &mut Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync) {
+    if v.len() < PARALLEL_FROM {
+        v.sort_unstable_by(&cmp);
+        return;
+    }
+    let mid = v.len() / 2;
+    let back_sorted = std::thread::scope(|s| {
+        let (front, back) = v.split_at_mut(mid);
+        let sorter = s.spawn(|| back.sort_unstable_by(&cmp));
+        front.sort_unstable_by(&cmp);
+        sorter.join().is_ok()
+    });
+    if !back_sorted {
+        // The half is still there, in some order: sorted here instead.
+        v[mid..].sort_unstable_by(&cmp);
+    }
+    let back = v.split_off(mid);
+    let front = std::mem::replace(v, Vec::with_capacity(mid + back.len()));
+    let (mut a, mut b) = (front.into_iter().peekable(), back.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => cmp(x, y).is_le(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        v.extend(if take_a { a.next() } else { b.next() });
+    }
 }
 
 /// Plans the changes that make `members` agree with `desired`.
@@ -397,9 +465,10 @@ pub fn plan<M: MemberLike + Sync>(
         (&a.0, &desired[a.1].google_id).cmp(&(&b.0, &desired[b.1].google_id))
     };
     if !keyed.is_sorted_by(|a, b| by_key(a, b).is_le()) {
-        keyed.sort_by(by_key);
+        // Ties broken by position: the order a stable sort gives, at an unstable sort's cost.
+        par_sort(&mut keyed, |a, b| by_key(a, b).then(a.1.cmp(&b.1)));
     }
-    let mut seen_ids: HashSet<&str> = HashSet::with_capacity(keyed.len());
+    let mut seen_ids: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(keyed.len());
     // Ids dropped as duplicates: their members must not look gone.
     let mut dropped: HashSet<String> = HashSet::new();
     let mut order: Vec<(Cow<'_, str>, usize)> = Vec::with_capacity(keyed.len());
@@ -424,11 +493,13 @@ pub fn plan<M: MemberLike + Sync>(
     let mut unmatched: Vec<usize> = Vec::new();
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
-    for (key, j) in order {
-        match index
+    let found = par_map(&order, |(_, j)| {
+        index
             .by_google
-            .get(members, google_key, &desired[j].google_id)
-        {
+            .get(members, google_key, &desired[*j].google_id)
+    });
+    for ((key, j), found) in order.into_iter().zip(found) {
+        match found {
             Some(i) => {
                 claimed[i] = true;
                 matched.push((i, j, false));
@@ -487,34 +558,35 @@ pub fn plan<M: MemberLike + Sync>(
     // Comparing every matched pair is most of a run in which little changed; by now Google
     // has been read, so both halves run at once. Only the comparison is parallel: the
     // planning below stays in order.
-    let fields_of = compare_all(&matched, members, &desired);
+    let compared = compare_all(&matched, members, &desired, ctx.domains);
 
     // From here a user that becomes a change is taken out of `desired`.
     let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
     let mut updates = Vec::new();
-    for ((i, j, by_email), fields) in matched.into_iter().zip(fields_of) {
-        let Some(d) = desired.get(j).and_then(Option::as_ref) else {
-            continue;
+    for ((i, j, by_email), compared) in matched.into_iter().zip(compared) {
+        let fields = match compared {
+            Compared::Hidden => {
+                out.hidden += 1;
+                continue;
+            }
+            Compared::NotOwned => {
+                out.not_owned += 1;
+                continue;
+            }
+            Compared::Unchanged { active } => {
+                out.active_after += usize::from(active);
+                out.unchanged += 1;
+                continue;
+            }
+            Compared::Changed(fields) => fields,
         };
-        let m = &members[i];
-        if m.scim_deleted() {
-            out.hidden += 1;
-            continue;
-        }
-        if !in_domains(ctx.domains, m.user_name()) {
-            out.not_owned += 1;
-            continue;
-        }
-        if d.attrs.active {
-            out.active_after += 1;
-        }
-        if fields.is_empty() {
-            out.unchanged += 1;
-            continue;
-        }
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
         };
+        if d.attrs.active {
+            out.active_after += 1;
+        }
+        let m = &members[i];
         let newly_linked = by_email && m.google_id().is_none();
         let goes_inactive = m.active() && !d.attrs.active;
         let action = if goes_inactive {
@@ -617,6 +689,26 @@ mod tests {
     use crate::member::Member;
     use crate::member::Role;
     use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn the_two_thread_sort_and_map_give_what_one_thread_gives() {
+        // Past PARALLEL_FROM, with many ties: ties keep their order by position.
+        let n = 3 * PARALLEL_FROM + 17;
+        let keys: Vec<(u32, usize)> = (0..n).map(|i| (((i * 7919) % 1000) as u32, i)).collect();
+        let mut shuffled: Vec<(u32, usize)> = keys.iter().rev().copied().collect();
+        shuffled.rotate_left(n / 3);
+        let mut two = shuffled.clone();
+        par_sort(&mut two, |a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut one = shuffled.clone();
+        one.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        assert_eq!(two, one);
+        assert_eq!(two.len(), n);
+        let mapped = par_map(&shuffled, |&(k, i)| (i, k));
+        assert_eq!(
+            mapped,
+            shuffled.iter().map(|&(k, i)| (i, k)).collect::<Vec<_>>()
+        );
+    }
 
     fn google(id: &str, email: &str, given: &str) -> GoogleUser {
         GoogleUser {
