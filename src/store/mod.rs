@@ -215,7 +215,7 @@ impl Store {
     /// written by a newer schema, or when two records claim one user name, external id or
     /// Google id ([`StoreError::Collision`]). A store of an older schema is upgraded first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = open_db(path)?;
+        let db = open_db(path, CACHE_BYTES)?;
         let meta = db.open_tree("meta")?;
         let members = db.open_tree("members")?;
         let mirror = match stored_schema(path, &meta)? {
@@ -265,16 +265,16 @@ impl Store {
     }
 }
 
-/// Opens sled in `path` (a directory created with mode 0700), mapping a held lock to
-/// [`StoreError::Locked`].
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+/// Opens sled in `path` (a directory created with mode 0700) with a page cache of
+/// `cache_bytes`, mapping a held lock to [`StoreError::Locked`].
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     prepare_dir(path)?;
     let db = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
         // Reads are served by the in-memory mirror, so sled's own page cache only
         // helps writes; its 1 GiB default would dominate the daemon's memory.
-        .cache_capacity(CACHE_BYTES)
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|e| match e {
             sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
