@@ -2,8 +2,8 @@
 # SCIM load bench: seeds 100,000 members (through provision::apply_batch), runs the release
 # binary on 127.0.0.1 and measures with wrk:
 #   - GET /Users?filter=userName eq "..." at 32 connections (target >= 20,000 req/s, p99 < 10 ms)
-#   - POST /Users, each write durable before its 201 (target >= 3,000/s)
-#   - PATCH active (target >= 3,000/s)
+#   - POST /Users at 16 connections, each write durable before its 201 (target >= 5,000/s)
+#   - PATCH active at 16 connections, durable before its 200 (target >= 5,000/s)
 #   - unfiltered paging: startIndex=1 vs startIndex=99,901 (count=100), median of 21
 #   - a filter no index serves (a full scan), for information
 #   - peak RSS (VmHWM) of the server (target <= 300 MB)
@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 MEMBERS=${1:-100000}
 SECONDS_PER_RUN=${2:-15}
 CONNECTIONS=32
+# Writes (issue 11 item 4): 16 connections.
+WRITE_CONNECTIONS=16
 THREADS=2
 
 if ! command -v wrk >/dev/null; then
@@ -138,16 +140,16 @@ rss() {
 rss "after start"
 
 run() {
-    local name=$1 script=$2
-    echo "== $name: wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_PER_RUN}s"
-    TOKEN="$TOKEN" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "http://$ADDR" \
+    local name=$1 script=$2 connections=$3
+    echo "== $name: wrk -t$THREADS -c$connections -d${SECONDS_PER_RUN}s"
+    TOKEN="$TOKEN" wrk -t"$THREADS" -c"$connections" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "http://$ADDR" \
         | tee "$WORK/$name.txt" | grep -E 'RESULT|Non-2xx|Socket errors' || true
     rss "after $name"
 }
 
-run get-filter "$WORK/get.lua"
-run post "$WORK/post.lua"
-run patch-active "$WORK/patch.lua"
+run get-filter "$WORK/get.lua" "$CONNECTIONS"
+run post "$WORK/post.lua" "$WRITE_CONNECTIONS"
+run patch-active "$WORK/patch.lua" "$WRITE_CONNECTIONS"
 
 echo "== unfiltered paging (count=100), median of 21 requests each"
 page_median() {
