@@ -133,6 +133,8 @@ struct Round {
     rss_cold: f64,
     rss_warm: f64,
     disk: (u64, u64),
+    /// sled's blob files (a value or node over 128 KiB is written to a file of its own).
+    blobs: (usize, usize),
 }
 
 /// The parent: starts the fake, then runs each round in a process of its own (this binary
@@ -222,12 +224,17 @@ async fn bench(users: usize, rounds: usize) {
         ms(&|r| vec![r.rss_warm]),
     );
     let disk = results.first().map(|r| r.disk).unwrap_or_default();
+    let blobs = results.first().map(|r| r.blobs).unwrap_or_default();
     println!(
         "store on disk: after the cold sync {:.0} MB ({} bytes a member), after the warm {:.0} MB ({} bytes a member)",
         disk.0 as f64 / 1e6,
         disk.0 / users.max(1) as u64,
         disk.1 as f64 / 1e6,
         disk.1 / users.max(1) as u64,
+    );
+    println!(
+        "sled blob files: after the cold sync {}, after the warm {}",
+        blobs.0, blobs.1
     );
 }
 
@@ -273,6 +280,7 @@ async fn round(users: usize, spec: &str) {
     let req_cold = r.report.google_requests;
     store.flush_blocking().unwrap();
     let disk_cold = disk_bytes(&store_dir);
+    let blobs_cold = blob_files(&store_dir);
 
     let warm_repeat: usize = std::env::var("WARM_REPEAT")
         .ok()
@@ -295,6 +303,7 @@ async fn round(users: usize, spec: &str) {
     }
     store.flush_blocking().unwrap();
     let disk_warm = disk_bytes(&store_dir);
+    let blobs_warm = blob_files(&store_dir);
     // The plan frees the users that need no change before it returns, in the run (it
     // used to hand them to a thread of their own): on a warm sync that is every user.
     // Measured after the syncs' peaks were read: this builds every member twice.
@@ -323,8 +332,16 @@ async fn round(users: usize, spec: &str) {
         rss_cold,
         rss_warm,
         disk: (disk_cold, disk_warm),
+        blobs: (blobs_cold, blobs_warm),
     };
     println!("{}", serde_json::to_string(&result).unwrap());
+}
+
+/// How many blob files sled keeps in the store in `dir`.
+fn blob_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// The disk space (allocated blocks) of every file under `dir`.

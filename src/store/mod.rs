@@ -65,9 +65,12 @@ pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_2_INDEX_TREES: [&str; 2] = ["idx_user_name", "idx_external_id"];
 
 /// At most this many audit entries share one key of the audit tree. sled writes a whole
-/// node (up to 16 keys) to its log when it rewrites it, and moves values over 128 KiB to
-/// blob files; 32 entries keep a group near 5 KiB.
-pub const AUDIT_CHUNK: usize = 32;
+/// node (up to 17 keys) to its log when it rewrites it, and writes anything over 128 KiB
+/// to a blob file of its own, created and later deleted. At 32 entries a key, node
+/// rewrites of the audit tree were such files: 2,034 of them (309 MB) after 1,000,000
+/// creates. At 8, none: 1,000,000 creates took 13.1 s instead of 13.8 s, and the store
+/// took 922 MB instead of 1.1 GB. Stores written with larger groups read the same.
+pub const AUDIT_CHUNK: usize = 8;
 
 const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 
