@@ -758,9 +758,16 @@ async fn apply(
             .unzip();
         let store = ctx.store.clone();
         let actor = actor.clone();
-        let joined =
-            tokio::task::spawn_blocking(move || provision::apply_batch(&store, &just, &actor, now))
-                .await;
+        let joined = tokio::task::spawn_blocking(move || {
+            let results = provision::apply_batch(&store, &just, &actor, now)?;
+            Ok::<_, crate::store::StoreError>(
+                results
+                    .into_iter()
+                    .map(|r| r.map(|o| Applied::of(&o)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
         let results = joined
             .map_err(|e| format!("apply task failed: {e}"))?
             .map_err(|e| format!("the store failed: {e}"))?;
@@ -773,18 +780,39 @@ async fn apply(
     Ok(())
 }
 
+/// What the tally needs of an [`Outcome`], taken on the thread that applied the batch: the
+/// members an outcome holds are freed there, on the thread that made them.
+#[derive(Clone, Copy)]
+enum Applied {
+    Unchanged,
+    Created,
+    Changed { identity_changed: bool },
+}
+
+impl Applied {
+    fn of(o: &Outcome) -> Applied {
+        match o {
+            Outcome::Unchanged(_) => Applied::Unchanged,
+            Outcome::Created(_) => Applied::Created,
+            Outcome::Updated { .. } => Applied::Changed {
+                identity_changed: o.identity_changed(),
+            },
+        }
+    }
+}
+
 fn tally(
     book: &mut RunBook,
     action: Action,
     user_name: &str,
-    result: Result<Outcome, ProvisionError>,
+    result: Result<Applied, ProvisionError>,
 ) {
     let c = &mut book.counts;
     match result {
-        Ok(Outcome::Unchanged(_)) => c.unchanged += 1,
+        Ok(Applied::Unchanged) => c.unchanged += 1,
         Ok(outcome) => {
-            let counted = match (action, &outcome) {
-                (Action::Create, Outcome::Created(_)) => {
+            let counted = match (action, outcome) {
+                (Action::Create, Applied::Created) => {
                     c.created += 1;
                     "create"
                 }
@@ -802,7 +830,10 @@ fn tally(
                     "deactivate"
                 }
             };
-            if outcome.identity_changed() {
+            if let Applied::Changed {
+                identity_changed: true,
+            } = outcome
+            {
                 c.identity_changed += 1;
             }
             // What the pull writes is drift the push did not deliver.
