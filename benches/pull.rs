@@ -135,6 +135,8 @@ struct Round {
     disk: (u64, u64),
     /// sled's blob files (a value or node over 128 KiB is written to a file of its own).
     blobs: (usize, usize),
+    /// Bytes this process caused to be written to disk during the cold sync.
+    cold_written: u64,
 }
 
 /// The parent: starts the fake, then runs each round in a process of its own (this binary
@@ -236,6 +238,13 @@ async fn bench(users: usize, rounds: usize) {
         "sled blob files: after the cold sync {}, after the warm {}",
         blobs.0, blobs.1
     );
+    let written = ms(&|r| vec![r.cold_written as f64]);
+    println!(
+        "written to disk during the cold sync: {:.0} MB ({:.0} MB a second, {:.0} bytes a user)",
+        written / 1e6,
+        written / 1e6 / (c / 1e3),
+        written / users.max(1) as f64
+    );
 }
 
 /// One round, in a process of its own: a fetch-only pass, a cold sync into an empty store,
@@ -268,9 +277,11 @@ async fn round(users: usize, spec: &str) {
     let rss_fetch = peak_rss_mb();
 
     reset_peak_rss();
+    let written_before = written_bytes();
     let t = Instant::now();
     let r = sync(&ctx).await;
     let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    let cold_written = written_bytes().saturating_sub(written_before);
     let rss_cold = peak_rss_mb();
     assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
     assert_eq!(
@@ -333,8 +344,22 @@ async fn round(users: usize, spec: &str) {
         rss_warm,
         disk: (disk_cold, disk_warm),
         blobs: (blobs_cold, blobs_warm),
+        cold_written,
     };
     println!("{}", serde_json::to_string(&result).unwrap());
+}
+
+/// The bytes this process has caused to be written to the disk so far (`write_bytes` of
+/// /proc/self/io; 0 where the kernel does not say).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// How many blob files sled keeps in the store in `dir`.
