@@ -455,10 +455,10 @@ pub(crate) struct Mirror {
 /// One transaction's writes: `None` removes an index entry.
 #[derive(Default)]
 pub(crate) struct Overlay {
-    pub(crate) members: hashbrown::HashMap<MemberId, Member>,
-    pub(crate) names: hashbrown::HashMap<String, Option<MemberId>>,
-    pub(crate) externals: hashbrown::HashMap<String, Option<MemberId>>,
-    pub(crate) googles: hashbrown::HashMap<String, Option<MemberId>>,
+    pub(crate) members: std::collections::HashMap<MemberId, Member>,
+    pub(crate) names: std::collections::HashMap<String, Option<MemberId>>,
+    pub(crate) externals: std::collections::HashMap<String, Option<MemberId>>,
+    pub(crate) googles: std::collections::HashMap<String, Option<MemberId>>,
 }
 
 /// Entries handed from the open's reading thread to the tables at a time, and how many
