@@ -268,26 +268,40 @@ impl Store {
     }
 }
 
+/// How long an open waits while sled's lock is held before it says [`StoreError::Locked`].
+/// A store dropped a moment ago in this process can still hold the lock: sled's background
+/// writer and its deferred frees keep the locked file open until they finish (the tests
+/// that drop a store and open it again at once met this about one run in ten). Another
+/// process's lock is reported after the wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens sled in `path` (a directory created with mode 0700) with a page cache of
-/// `cache_bytes`, mapping a held lock to [`StoreError::Locked`].
+/// `cache_bytes`, mapping a held lock to [`StoreError::Locked`] once it has been held for
+/// [`LOCK_WAIT`].
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     prepare_dir(path)?;
-    let db = sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::HighThroughput)
-        // Reads are served by the in-memory mirror, so sled's own page cache only
-        // helps writes; its 1 GiB default would dominate the daemon's memory.
-        .cache_capacity(cache_bytes)
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked {
-                    path: path.to_path_buf(),
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            // Reads are served by the in-memory mirror, so sled's own page cache only
+            // helps writes; its 1 GiB default would dominate the daemon's memory.
+            .cache_capacity(cache_bytes)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
                 }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => StoreError::Sled(other),
-        })?;
-    Ok(db)
+            Err(other) => return Err(StoreError::Sled(other)),
+        }
+    }
 }
 
 /// The schema version recorded in `meta` (`None` for a new store); a newer one than this
