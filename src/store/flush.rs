@@ -133,6 +133,7 @@ impl GroupFlush {
     }
 
     /// Test support: makes the next flush fail with `why`, as a failed fsync would.
+    #[cfg(any(test, feature = "test-support"))]
     pub(super) fn inject_failure(&self, why: &str) {
         *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
     }

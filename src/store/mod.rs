@@ -541,7 +541,9 @@ impl Store {
     }
 
     /// Test support, never called by the daemon: the next flush fails with `why`, as a
-    /// failed fsync would.
+    /// failed fsync would. Only with the `test-support` feature (on for every test target,
+    /// never in a release build), like `SyncContext::with_before_apply`.
+    #[cfg(any(test, feature = "test-support"))]
     #[doc(hidden)]
     pub fn inject_flush_failure(&self, why: &str) {
         self.inner.flusher.inject_failure(why);
