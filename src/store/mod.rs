@@ -938,7 +938,7 @@ mod tests {
         );
         assert!(err.to_string().contains("upgrade retrac-sync"));
         // Refusing did not rewrite the version.
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_db(dir.path(), CACHE_BYTES).unwrap();
         let v = db
             .open_tree("meta")
             .unwrap()
@@ -1147,7 +1147,7 @@ mod tests {
         });
         {
             // A store as schema 1 wrote it: one entry per key, a per-member audit index.
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path(), CACHE_BYTES).unwrap();
             db.open_tree("meta")
                 .unwrap()
                 .insert(META_SCHEMA_VERSION, &1u32.to_be_bytes())
@@ -1371,7 +1371,7 @@ mod tests {
             audit_entry(6, scim(), &e, Some("entra-e")),
             audit_entry(7, scim(), &f, None),
         ];
-        let db = sled::open(path).unwrap();
+        let db = open_db(path, CACHE_BYTES).unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes())
@@ -1490,7 +1490,7 @@ mod tests {
         drop(store);
         // A crash after everything but the version: the trees are gone, records converted.
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path(), CACHE_BYTES).unwrap();
             db.open_tree("meta")
                 .unwrap()
                 .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes())
@@ -1518,7 +1518,7 @@ mod tests {
         write_schema_2(dir.path(), &[]);
         {
             // Schema 2 lower-cased Σ to σ but did not fold the final ς: two members.
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_db(dir.path(), CACHE_BYTES).unwrap();
             let members = db.open_tree("members").unwrap();
             for (n, name) in [(10, "σας@example.com"), (11, "ΣΑΣ@example.com")] {
                 let m = raw_member(n, name);
@@ -1542,7 +1542,7 @@ mod tests {
             "{text}"
         );
         // Nothing was written: still schema 2, index trees and old records in place.
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_db(dir.path(), CACHE_BYTES).unwrap();
         let v = db
             .open_tree("meta")
             .unwrap()
