@@ -113,6 +113,9 @@ pub struct ScimConfig {
     pub max_extra_bytes: usize,
     /// Most resources one list or search answer holds.
     pub max_results: usize,
+    /// The domains whose addresses SCIM may create, claim or rename a member to; unset =
+    /// `[google].domains`; empty (here and there) = any domain. See [`Config::scim_domains`].
+    pub domains: Option<Vec<String>>,
 }
 
 impl Default for ScimConfig {
@@ -129,6 +132,7 @@ impl Default for ScimConfig {
             max_values_per_attribute: 100,
             max_extra_bytes: 64 * 1024,
             max_results: 1000,
+            domains: None,
         }
     }
 }
@@ -331,6 +335,18 @@ pub fn resolve_path(cli: Option<&Path>, env: Option<&str>) -> Option<PathBuf> {
 }
 
 impl Config {
+    /// The domains SCIM may provision, as caseless keys ([`crate::member::domain_key`]):
+    /// `[scim].domains`, else `[google].domains`; empty = any domain.
+    pub fn scim_domains(&self) -> Vec<String> {
+        self.scim
+            .domains
+            .as_ref()
+            .unwrap_or(&self.google.domains)
+            .iter()
+            .map(|d| crate::member::domain_key(d).into_owned())
+            .collect()
+    }
+
     /// Loads defaults, then `file` (which must exist if given), then the environment, and validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Self::load_with_env(file, std::env::vars())
@@ -458,6 +474,11 @@ impl Config {
         for d in &self.google.domains {
             if crate::member::UserName::parse(&format!("x@{d}")).is_err() {
                 return invalid("google.domains", format!("{d:?} is not a domain name"));
+            }
+        }
+        for d in self.scim.domains.iter().flatten() {
+            if crate::member::UserName::parse(&format!("x@{d}")).is_err() {
+                return invalid("scim.domains", format!("{d:?} is not a domain name"));
             }
         }
         check_url("google.api_base_url", &self.google.api_base_url)?;

@@ -167,7 +167,8 @@ pub async fn launch(
         ),
         _ => None,
     };
-    let scim_state = crate::scim::ScimState::new(store.clone(), &config.scim)?;
+    let scim_state = crate::scim::ScimState::new(store.clone(), &config.scim)?
+        .with_domains(config.scim_domains());
     let scim_task = tokio::spawn(crate::scim::serve(
         listeners.scim,
         tls.clone(),

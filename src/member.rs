@@ -120,11 +120,12 @@ impl UserName {
         normalize_email(&self.0)
     }
 
-    /// The domain part, lower case.
+    /// The domain part as its caseless key ([`domain_key`]); empty when the name is not an
+    /// email address.
     pub fn domain(&self) -> String {
         self.0
             .rsplit_once('@')
-            .map(|(_, d)| d.to_lowercase())
+            .map(|(_, d)| domain_key(d).into_owned())
             .unwrap_or_default()
     }
 }
@@ -145,6 +146,76 @@ fn check_identifier(raw: &str) -> Result<&str, InvalidUserName> {
     Err(InvalidUserName(raw.to_string(), why))
 }
 
+/// Whether `c` is invisible or changes how text around it reads: a bidirectional control
+/// (Bidi_Control), a default-ignorable code point, or a format character (General_Category
+/// Cf). The CLI escapes these in what it prints; [`lookalike_reason`] refuses names that hold
+/// one.
+pub fn is_hidden_char(c: char) -> bool {
+    use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint, GeneralCategory};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    !c.is_ascii()
+        && (CodePointSetData::new::<BidiControl>().contains(c)
+            || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+            || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format)
+}
+
+/// Why a user name or address could pass for someone else's, if it could: it holds an
+/// invisible or direction-changing character (Default_Ignorable_Code_Point, a format
+/// character of General_Category Cf, or a Bidi_Control), named with its code point, or one
+/// of its labels (the parts between `@` and `.`) mixes scripts beyond UTS #39's Highly
+/// Restrictive level (a Cyrillic `а` among Latin letters).
+///
+/// SCIM, the pull and the owner's CLI check a name with this before it is written. Names
+/// already stored are not checked again, so an older store still opens.
+pub fn lookalike_reason(s: &str) -> Option<String> {
+    use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint, GeneralCategory};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    use unicode_security::{RestrictionLevel, RestrictionLevelDetection};
+    if !s.is_ascii() {
+        let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+        let bidi = CodePointSetData::new::<BidiControl>();
+        let category = CodePointMapData::<GeneralCategory>::new();
+        for c in s.chars() {
+            let what = if bidi.contains(c) {
+                "a bidirectional control"
+            } else if ignorable.contains(c) {
+                "an invisible (default-ignorable) character"
+            } else if category.get(c) == GeneralCategory::Format {
+                "a format character"
+            } else {
+                continue;
+            };
+            return Some(format!("it holds {what}, U+{:04X}", u32::from(c)));
+        }
+    }
+    for label in s.split(['@', '.']) {
+        if label.is_ascii() {
+            continue;
+        }
+        // The label's letters and digits: ASCII punctuation (`-`, `_`, `+`, ...) belongs to
+        // no script and is not what UTS #39 judges.
+        let letters: String = label
+            .chars()
+            .filter(|c| !c.is_ascii() || c.is_ascii_alphanumeric())
+            .collect();
+        if !letters
+            .as_str()
+            .check_restriction_level(RestrictionLevel::HighlyRestrictive)
+        {
+            let odd = letters
+                .chars()
+                .find(|c| !c.is_ascii())
+                .map(|c| format!(" (U+{:04X} among them)", u32::from(c)))
+                .unwrap_or_default();
+            return Some(format!(
+                "its part {label:?} mixes scripts or uses characters that UTS #39 does not \
+                 allow in identifiers{odd}, so it could read as another name"
+            ));
+        }
+    }
+    None
+}
+
 /// The case-insensitive comparison key of a user name or email address.
 ///
 /// NFKC plus full Unicode case folding, as Unicode's compatibility caseless match (UAX #44,
@@ -158,6 +229,28 @@ pub fn normalize_email(s: &str) -> String {
 /// lower-case ASCII: the common case on the lookup path).
 pub fn normalize_email_cow(s: &str) -> std::borrow::Cow<'_, str> {
     caseless_key(s.trim())
+}
+
+/// The key a domain is compared by: the same NFKC + full case folding as user names
+/// ([`caseless_key`]), so that `ｅxample.com` (a fullwidth `ｅ`) and `EXAMPLE.com` are
+/// `example.com`. Configured domains are kept as keys; every domain check uses this.
+pub fn domain_key(domain: &str) -> std::borrow::Cow<'_, str> {
+    caseless_key(domain.trim())
+}
+
+/// Whether a user name or address (as given) is in one of `domains`, each a
+/// [`domain_key`] (empty = every domain). A name without `@` is in no domain.
+pub fn in_domains(domains: &[String], user_name: &str) -> bool {
+    if domains.is_empty() {
+        return true;
+    }
+    match user_name.trim().rsplit_once('@') {
+        Some((_, d)) => {
+            let d = domain_key(d);
+            domains.iter().any(|m| *m == *d)
+        }
+        None => false,
+    }
 }
 
 /// The caseless comparison key of any text, untrimmed: NFKC plus full case folding, as for
@@ -526,9 +619,24 @@ pub struct Member {
     pub last_modified: DateTime<Utc>,
     /// Grows by one on each write; the SCIM ETag.
     pub version: u64,
+    /// The last non-empty `externalId` the member had, kept after a SCIM client cleared it
+    /// (`None` while `dir.external_id` is set): part of its identity
+    /// ([`crate::provision::is_identity_change`]), so that clearing and then setting another
+    /// `externalId` is still a change of identity.
+    pub prior_external_id: Option<String>,
 }
 
 impl Member {
+    /// The `externalId` that identifies the member: the current one, else the last one a
+    /// client cleared ([`Member::prior_external_id`]).
+    pub fn identity_external_id(&self) -> Option<&str> {
+        self.dir
+            .external_id
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .or(self.prior_external_id.as_deref())
+    }
+
     /// Whether SCIM sees this member: not SCIM-deleted, and not an owner's invite that no
     /// identity provider has claimed yet (a manual member is linked by a SCIM POST of its
     /// user name, or by the pull).
@@ -1135,6 +1243,7 @@ pub(crate) mod tests {
             created: t,
             last_modified: t,
             version: 3,
+            prior_external_id: None,
         };
         m.dir.scim_extra.insert("title".into(), "Engineer".into());
         let view = m.to_view();

@@ -167,6 +167,12 @@ pub fn execute(
         } => {
             let user_name =
                 UserName::parse(&email).map_err(|e| OwnerError::Invalid(e.to_string()))?;
+            if let Some(why) = crate::member::lookalike_reason(user_name.as_str()) {
+                return Err(OwnerError::Invalid(format!(
+                    "{:?} is refused: {why}",
+                    user_name.as_str().escape_debug().to_string()
+                )));
+            }
             let given = non_empty("--given", &given)?;
             let family = non_empty("--family", &family)?;
             let attrs = DirectoryAttrs::new(user_name, Some(given), Some(family));

@@ -40,32 +40,59 @@ pub enum Outcome {
         before: Box<Member>,
         /// As it is now.
         after: Box<Member>,
+        /// Whether the write changed the member's identity ([`is_identity_change`]), which
+        /// took the owner's grants off it.
+        identity_changed: bool,
     },
     /// Nothing differed; nothing was written.
     Unchanged(Member),
 }
 
-/// Whether `after` took over `before`'s record with a different identity: another Google
-/// id, or another non-empty SCIM `externalId` (ids are compared like with like; a side that
-/// has none proves nothing, as Google's push sends none).
-pub fn is_identity_change(before: &Member, after: &Member) -> bool {
-    let differs = |a: &Option<String>, b: &Option<String>| match (a, b) {
-        (Some(a), Some(b)) => !a.is_empty() && !b.is_empty() && a != b,
-        _ => false,
-    };
-    differs(&before.dir.google_id, &after.dir.google_id)
-        || differs(&before.dir.external_id, &after.dir.external_id)
+/// Whether a write by `actor` changes the identity of a member from `before` to `after`:
+/// the one rule, for SCIM and the pull alike, that decides whether the owner's grants stay.
+///
+/// A member's identity is its Google id when it has one, else the last non-empty
+/// `externalId` it ever had ([`Member::identity_external_id`], kept after a client clears
+/// the field), else its user name's domain. It changes when:
+/// - a Google id replaces another one;
+/// - a non-empty `externalId` replaces another one, current or prior (a member linked to a
+///   Google user is identified by that, so its `externalId` does not count);
+/// - the user name moves to another domain, unless the pull writes it for the member's own
+///   Google user (Google is the source of truth for a linked member: a company that renames
+///   its domain keeps everyone's grants). A SCIM client moving a linked member to another
+///   domain is a change: the address is how a person signs in.
+///
+/// A first Google id, or a first `externalId`, is no change: that is how an owner's invite is
+/// claimed. A rename inside one domain is no change either: people change names.
+pub fn is_identity_change(before: &Member, after: &Member, actor: &Actor) -> bool {
+    match (&before.dir.google_id, &after.dir.google_id) {
+        (Some(a), Some(b)) if a != b => return true,
+        (Some(_), Some(_)) => {
+            return !matches!(actor, Actor::Pull(_))
+                && before.dir.user_name.domain() != after.dir.user_name.domain();
+        }
+        _ => {}
+    }
+    if let (Some(a), Some(b)) = (before.identity_external_id(), after.identity_external_id()) {
+        if a != b {
+            return true;
+        }
+    }
+    before.dir.user_name.domain() != after.dir.user_name.domain()
 }
 
 impl Outcome {
-    /// Whether this write revived or relinked a record to a different identity (its grants
-    /// were removed). A SCIM revival answers [`Outcome::Created`] and is not counted here;
-    /// its audit entry says it.
+    /// Whether this write gave the record a different identity ([`is_identity_change`]:
+    /// its grants were removed). A SCIM revival answers [`Outcome::Created`] and is not
+    /// counted here; its audit entry says it.
     pub fn identity_changed(&self) -> bool {
-        match self {
-            Outcome::Updated { before, after } => is_identity_change(before, after),
-            _ => false,
-        }
+        matches!(
+            self,
+            Outcome::Updated {
+                identity_changed: true,
+                ..
+            }
+        )
     }
 
     /// The member as it is after the change.
@@ -200,13 +227,7 @@ fn apply_one(
             if actor.is_directory() {
                 after.managed_by = ManagedBy::Google;
             }
-            // A SCIM client that changes the externalId of a user it never deleted still
-            // manages that user: only the pull's relink is a new identity here.
-            let removed = match actor {
-                Actor::Pull(_) => drop_grants_on_new_identity(&before, &mut after),
-                _ => None,
-            };
-            commit_noted(tx, before, after, change.kind(), actor, now, removed)
+            commit(tx, before, after, change.kind(), actor, now)
         }
         Change::Deactivate {
             id: _,
@@ -243,8 +264,7 @@ fn apply_one(
             let mut after = before.clone();
             after.dir.google_id = Some(google_id.clone());
             after.managed_by = ManagedBy::Google;
-            let removed = drop_grants_on_new_identity(&before, &mut after);
-            commit_noted(tx, before, after, change.kind(), actor, now, removed)
+            commit(tx, before, after, change.kind(), actor, now)
         }
         Change::Restore { .. } => {
             owner_only(actor, "restore a member")?;
@@ -331,8 +351,7 @@ fn create(
         } else {
             ChangeKind::Link
         };
-        let removed = drop_grants_on_new_identity(&existing, &mut after);
-        let outcome = commit_noted(tx, existing.clone(), after, kind, actor, now, removed)?;
+        let outcome = commit(tx, existing.clone(), after, kind, actor, now)?;
         return Ok(match (existing.scim_deleted, outcome) {
             (true, Outcome::Updated { after, .. }) => Outcome::Created(*after),
             (_, other) => other,
@@ -348,6 +367,7 @@ fn create(
         created: now,
         last_modified: now,
         version: 1,
+        prior_external_id: None,
     };
     write_directory_attrs(tx, &mut member, attrs, actor)?;
     tx.put(None, &member)?;
@@ -396,10 +416,15 @@ fn load(
     Ok(member)
 }
 
-/// When `after` has a different identity than `before` ([`is_identity_change`]), takes the
-/// owner's grants off it and returns what was removed, for the audit entry.
-fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<serde_json::Value> {
-    if !is_identity_change(before, after) {
+/// When a write by `actor` gives the member a different identity ([`is_identity_change`]),
+/// takes the owner's grants off `after` and returns what was removed, for the audit entry.
+/// Only SCIM and the pull write what identifies a member.
+fn drop_grants_on_new_identity(
+    before: &Member,
+    after: &mut Member,
+    actor: &Actor,
+) -> Option<serde_json::Value> {
+    if !actor.is_directory() || !is_identity_change(before, after, actor) {
         return None;
     }
     let removed = serde_json::json!({
@@ -409,6 +434,21 @@ fn drop_grants_on_new_identity(before: &Member, after: &mut Member) -> Option<se
     after.role = Role::Member;
     after.locations.clear();
     Some(removed)
+}
+
+/// Keeps the last non-empty `externalId` in the record once a client clears it, so that it
+/// still identifies the member ([`Member::prior_external_id`]).
+fn remember_external_id(before: &Member, after: &mut Member) {
+    after.prior_external_id = if after
+        .dir
+        .external_id
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        None
+    } else {
+        before.identity_external_id().map(str::to_string)
+    };
 }
 
 /// Copies the directory-owned fields that `actor` writes onto `member` ([`Field::written_by`]:
@@ -499,28 +539,22 @@ fn clean_locations(locations: &[String]) -> Vec<String> {
 }
 
 /// Writes `after` if it differs from `before`, with a new version and an audit entry.
+///
+/// Every update passes here, so the identity rule is applied here once: when the write
+/// changes the member's identity ([`is_identity_change`]), the owner's grants are taken off
+/// and listed in the audit entry's `after` under `grantsRemoved` (the owner restores them
+/// from there if it is the same person).
 fn commit(
-    tx: &MemberTx<'_>,
-    before: Member,
-    after: Member,
-    kind: ChangeKind,
-    actor: &Actor,
-    now: DateTime<Utc>,
-) -> Result<Outcome, ProvisionError> {
-    commit_noted(tx, before, after, kind, actor, now, None)
-}
-
-/// As [`commit`]; `grants_removed`, when given, is recorded in the audit entry's `after`
-/// under `grantsRemoved` (the owner restores them from there if it is the same person).
-fn commit_noted(
     tx: &MemberTx<'_>,
     before: Member,
     mut after: Member,
     kind: ChangeKind,
     actor: &Actor,
     now: DateTime<Utc>,
-    grants_removed: Option<serde_json::Value>,
 ) -> Result<Outcome, ProvisionError> {
+    remember_external_id(&before, &mut after);
+    let grants_removed = drop_grants_on_new_identity(&before, &mut after, actor);
+    let identity_changed = grants_removed.is_some();
     let (old_fields, mut new_fields) = diff(&before, &after);
     if new_fields.is_empty() {
         return Ok(Outcome::Unchanged(before));
@@ -544,6 +578,7 @@ fn commit_noted(
     Ok(Outcome::Updated {
         before: Box::new(before),
         after: Box::new(after),
+        identity_changed,
     })
 }
 

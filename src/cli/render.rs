@@ -229,12 +229,13 @@ fn audit_entries(
     }
 }
 
-/// Escapes the control characters in `s` (C0, DEL, C1, and the bidirectional overrides that
-/// can reorder what a terminal shows), so text from the directory cannot move the cursor,
-/// ring the bell, rewrite the line or disguise itself on the owner's terminal.
+/// Escapes the control characters in `s` (C0, DEL, C1), the bidirectional controls that can
+/// reorder what a terminal shows, and the invisible and format characters that can make one
+/// name read as another ([`crate::member::is_hidden_char`]), so text from the directory
+/// cannot move the cursor, ring the bell, rewrite the line or disguise itself on the owner's
+/// terminal or in a spreadsheet.
 pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| c.is_control() || crate::member::is_hidden_char(c);
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -301,9 +302,19 @@ fn table_row(out: &mut dyn Write, m: &MemberView) -> std::io::Result<()> {
     writeln!(out, "{}", line.trim_end())
 }
 
-/// A CSV cell: a cell that starts like a formula gets a leading `'`; then it is quoted when
-/// it holds a separator, a quote or a line break (RFC 4180).
+/// A CSV cell: its control, bidirectional and invisible characters escaped as in the table
+/// ([`clean`], but for line breaks, which the quoting keeps); a cell that starts like a
+/// formula gets a leading `'`; then it is quoted when it holds a separator, a quote or a
+/// line break (RFC 4180).
 fn csv_field(s: &str) -> String {
+    let cleaned: String = s
+        .split_inclusive(['\n', '\r'])
+        .map(|part| {
+            let end = part.trim_end_matches(['\n', '\r']);
+            format!("{}{}", clean(end), &part[end.len()..])
+        })
+        .collect();
+    let s = cleaned.as_str();
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
@@ -673,13 +684,29 @@ mod tests {
             ("+1", "'+1"),
             ("-2", "'-2"),
             ("@SUM(A1)", "'@SUM(A1)"),
-            ("\tx", "'\tx"),
+            // A tab is a C0 control: escaped as in the table, so no longer a formula start.
+            ("\tx", "\\u{9}x"),
             ("\rx", "\"'\rx\""),
             ("a=b", "a=b"),
             ("2026-11-01T00:00:00+00:00", "2026-11-01T00:00:00+00:00"),
         ] {
             assert_eq!(csv_field(cell), want, "{cell:?}");
         }
+    }
+
+    #[test]
+    fn csv_cells_escape_control_bidi_and_invisible_characters_but_keep_line_breaks() {
+        assert_eq!(
+            csv_field("a\u{1b}]0;owned\u{7}b"),
+            "a\\u{1b}]0;owned\\u{7}b"
+        );
+        assert_eq!(csv_field("\u{202e}moc.elpmaxe"), "\\u{202e}moc.elpmaxe");
+        assert_eq!(
+            csv_field("ada\u{200b}@example.com"),
+            "ada\\u{200b}@example.com"
+        );
+        assert_eq!(csv_field("x\u{9b}31m"), "x\\u{9b}31m");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
     }
 
     #[test]

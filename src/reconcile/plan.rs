@@ -64,6 +64,14 @@ impl Desired {
                 return Err((u.id, msg));
             }
         };
+        if let Some(why) = crate::member::lookalike_reason(user_name.as_str()) {
+            let msg = format!(
+                "Google user {} ({}) is skipped: {why}",
+                u.id,
+                user_name.as_str().escape_debug()
+            );
+            return Err((u.id, msg));
+        }
         let others = u.secondary_addresses(domains);
         let mut emails = Vec::with_capacity(1 + others.len());
         emails.push(Email::primary_work(user_name.as_str()));
@@ -196,28 +204,26 @@ pub struct PlanContext<'a> {
     pub index: Option<&'a MemberIndex>,
 }
 
-/// Whether a user name (as given) is in the managed domains (lower case; empty = all).
+/// Whether a user name (as given) is in the managed domains (caseless keys; empty = all):
+/// [`crate::member::in_domains`], the one domain check of the project.
 fn in_domains(domains: &[String], user_name: &str) -> bool {
-    if domains.is_empty() {
-        return true;
-    }
-    match user_name.rsplit_once('@') {
-        // The common case without allocating: this runs for every user and member.
-        Some((_, d)) if d.is_ascii() => domains.iter().any(|m| m.eq_ignore_ascii_case(d)),
-        Some((_, d)) => {
-            let d = d.to_lowercase();
-            domains.contains(&d)
-        }
-        None => domains.iter().any(String::is_empty),
-    }
+    crate::member::in_domains(domains, user_name)
 }
 
-/// Whether a member counts as active and managed by Google (the guard's base).
+/// Whether the pull owns a member: it is linked to a Google user (then it is judged by that
+/// link, whatever its user name is now: a SCIM rename cannot take it out of the pull), or
+/// its user name is in the managed domains.
+fn owned_by_pull<M: MemberLike + ?Sized>(m: &M, domains: &[String]) -> bool {
+    m.google_id().is_some() || in_domains(domains, m.user_name())
+}
+
+/// Whether a member counts as active and managed by Google (the guard's base): active,
+/// not SCIM-deleted, and owned by the pull ([`owned_by_pull`]).
 pub fn is_active_managed<M: MemberLike + ?Sized>(m: &M, domains: &[String]) -> bool {
     m.managed_by() == ManagedBy::Google
         && m.active()
         && !m.scim_deleted()
-        && in_domains(domains, m.user_name())
+        && owned_by_pull(m, domains)
 }
 
 /// The fields the pull writes that differ between a member and what it should be, by name
@@ -339,20 +345,19 @@ const PARALLEL_FROM: usize = 10_000;
 enum Compared {
     /// The member was deleted over SCIM: hidden from the directory.
     Hidden,
-    /// The member is outside the managed domains.
-    NotOwned,
     /// They agree; whether the user is active.
     Unchanged { active: bool },
     /// The fields that differ ([`changed_fields`]).
     Changed(Vec<String>),
 }
 
-fn compare<M: MemberLike + ?Sized>(m: &M, d: &Desired, domains: &[String]) -> Compared {
+/// A matched pair is always the pull's: the user is in the managed domains (the plan drops
+/// the others first), and the member either has the user's name key (so the same domain) or
+/// is linked to the user's Google id, which makes Google the source of truth for it whatever
+/// its user name is now.
+fn compare<M: MemberLike + ?Sized>(m: &M, d: &Desired) -> Compared {
     if m.scim_deleted() {
         return Compared::Hidden;
-    }
-    if !in_domains(domains, m.user_name()) {
-        return Compared::NotOwned;
     }
     let fields = changed_fields(m, &d.attrs);
     if fields.is_empty() {
@@ -371,11 +376,8 @@ fn compare_all<M: MemberLike + Sync>(
     matched: &[(usize, usize, bool)],
     members: &[M],
     desired: &[Desired],
-    domains: &[String],
 ) -> Vec<Compared> {
-    par_map(matched, |&(i, j, _)| {
-        compare(&members[i], &desired[j], domains)
-    })
+    par_map(matched, |&(i, j, _)| compare(&members[i], &desired[j]))
 }
 
 /// `items` mapped by `f`, in order: on two threads, a half each, from [`PARALLEL_FROM`]
@@ -558,7 +560,7 @@ pub fn plan<M: MemberLike + Sync>(
     // Comparing every matched pair is most of a run in which little changed; by now Google
     // has been read, so both halves run at once. Only the comparison is parallel: the
     // planning below stays in order.
-    let compared = compare_all(&matched, members, &desired, ctx.domains);
+    let compared = compare_all(&matched, members, &desired);
 
     // From here a user that becomes a change is taken out of `desired`.
     let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
@@ -567,10 +569,6 @@ pub fn plan<M: MemberLike + Sync>(
         let fields = match compared {
             Compared::Hidden => {
                 out.hidden += 1;
-                continue;
-            }
-            Compared::NotOwned => {
-                out.not_owned += 1;
                 continue;
             }
             Compared::Unchanged { active } => {
@@ -667,7 +665,7 @@ pub fn plan<M: MemberLike + Sync>(
                     expected_version: Some(m.version()),
                 },
             });
-        } else if m.managed_by() == ManagedBy::Manual || !in_domains(ctx.domains, m.user_name()) {
+        } else if m.managed_by() == ManagedBy::Manual || !owned_by_pull(m, ctx.domains) {
             out.not_owned += 1;
         }
     }
@@ -748,6 +746,7 @@ mod tests {
             created: t,
             last_modified: t,
             version: 3,
+            prior_external_id: None,
         }
     }
 
@@ -881,7 +880,9 @@ mod tests {
         let mut manual = member_of(&google("9", "guest@example.com", "Guest"));
         manual.managed_by = ManagedBy::Manual;
         manual.dir.google_id = None;
-        let foreign = member_of(&google("8", "partner@other.org", "Partner"));
+        // Outside the domains and not linked to a Google user: not the pull's.
+        let mut foreign = member_of(&google("8", "partner@other.org", "Partner"));
+        foreign.dir.google_id = None;
         let domains = vec!["example.com".to_string()];
         let p = plan(
             desired(&[google("8", "partner@other.org", "Renamed")]),
@@ -895,6 +896,48 @@ mod tests {
         );
         assert!(p.changes.is_empty(), "{:?}", p.changes);
         assert_eq!(p.not_owned, 2);
+    }
+
+    #[test]
+    fn a_linked_member_is_judged_by_its_link_whatever_its_user_name() {
+        let domains = vec!["example.com".to_string()];
+        let ctx = PlanContext {
+            domains: &domains,
+            all_google_ids: None,
+            unusable_ids: None,
+            index: None,
+        };
+        let ada = google("1", "ada@example.com", "Ada");
+        // Renamed into a foreign domain, and into a look-alike of the managed one (a
+        // fullwidth `ｅ`, the same domain once folded).
+        for name in ["mallory@evil.test", "ada.lamarr@\u{ff45}xample.com"] {
+            let mut m = member_of(&ada);
+            m.dir.user_name = UserName::parse(name).unwrap();
+            // Google has the user, active: its address comes back.
+            let p = plan(desired(&[ada.clone()]), &[m.clone()], &ctx);
+            assert_eq!(
+                actions(&p),
+                vec![(Action::Update, "ada@example.com")],
+                "{name}"
+            );
+            // Google suspended it: the member goes inactive.
+            let mut suspended = ada.clone();
+            suspended.suspended = Some(true);
+            let p = plan(desired(&[suspended]), &[m.clone()], &ctx);
+            assert_eq!(
+                actions(&p),
+                vec![(Action::Deactivate, "ada@example.com")],
+                "{name}"
+            );
+            // Google no longer lists it: a deactivation to verify.
+            let p = plan(Vec::new(), &[m], &ctx);
+            assert_eq!(actions(&p), vec![(Action::Deactivate, name)], "{name}");
+            assert_eq!(p.active_now, 1);
+        }
+        // The domain check folds as user names do.
+        assert!(in_domains(&domains, "ada@\u{ff45}xample.com"));
+        assert!(in_domains(&domains, "ada@EXAMPLE.COM"));
+        assert!(!in_domains(&domains, "ada@example.org"));
     }
 
     #[test]

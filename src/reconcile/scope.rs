@@ -24,7 +24,7 @@ pub struct ScopeRules {
     pub query: Option<String>,
     /// Glob patterns on email (`*` and `?`, case-insensitive).
     pub exclude: Vec<String>,
-    /// Managed domains (lower case); empty = every domain.
+    /// Managed domains, as caseless keys ([`crate::member::domain_key`]); empty = every domain.
     pub domains: Vec<String>,
 }
 
@@ -43,7 +43,7 @@ impl ScopeRules {
             domains: google
                 .domains
                 .iter()
-                .map(|d| d.trim().to_lowercase())
+                .map(|d| crate::member::domain_key(d).into_owned())
                 .collect(),
         }
     }
@@ -58,11 +58,7 @@ impl ScopeRules {
         if self.domains.is_empty() {
             return true;
         }
-        let n = normalize_email_cow(email);
-        match n.rsplit_once('@') {
-            Some((_, d)) => self.domains.iter().any(|m| m == d),
-            None => false,
-        }
+        crate::member::in_domains(&self.domains, email)
     }
 
     /// Whether an email matches an exclude pattern.

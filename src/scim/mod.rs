@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 pub mod filter;
+pub mod json;
 pub mod patch;
 pub mod resource;
 pub mod schema;
@@ -65,6 +66,8 @@ struct Inner {
     public_base: Option<String>,
     max_body_bytes: usize,
     tls: bool,
+    /// The domains SCIM may provision (caseless keys; empty = any): [`crate::config::Config::scim_domains`].
+    domains: Vec<String>,
 }
 
 impl ScimState {
@@ -82,8 +85,72 @@ impl ScimState {
                     .map(|u| scim_base_url(u, &config.base_path)),
                 max_body_bytes: config.max_body_bytes,
                 tls: config.tls_cert.is_some(),
+                domains: config
+                    .domains
+                    .iter()
+                    .flatten()
+                    .map(|d| crate::member::domain_key(d).into_owned())
+                    .collect(),
             }),
         })
+    }
+
+    /// The same state, provisioning only addresses in `domains` (caseless keys; empty =
+    /// any): the daemon passes [`crate::config::Config::scim_domains`], which falls back on
+    /// `[google].domains`.
+    pub fn with_domains(self, domains: Vec<String>) -> ScimState {
+        let inner = &*self.inner;
+        ScimState {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                auth: auth::Authenticator::new(inner.store.clone()),
+                failures: auth::FailureLog::default(),
+                base_path: inner.base_path.clone(),
+                public_base: inner.public_base.clone(),
+                max_body_bytes: inner.max_body_bytes,
+                tls: inner.tls,
+                domains,
+            }),
+        }
+    }
+
+    /// Refuses a SCIM write whose `userName` is outside `[scim].domains`: a create or a
+    /// claim (`before` is `None`), or a rename into another domain. A member already outside
+    /// them (made before the key was set) can still be updated or deactivated by its client
+    /// as long as its domain stays. The warning names the token's label, since a client
+    /// sending such names is misconfigured or its token is in the wrong hands.
+    pub fn check_domain(
+        &self,
+        label: &str,
+        before: Option<&crate::member::UserName>,
+        after: &crate::member::UserName,
+    ) -> Result<(), error::ScimError> {
+        let domains = &self.inner.domains;
+        if domains.is_empty() || crate::member::in_domains(domains, after.as_str()) {
+            return Ok(());
+        }
+        if before.is_some_and(|b| b.domain() == after.domain()) {
+            return Ok(());
+        }
+        let domain = match after.as_str().rsplit_once('@') {
+            Some((_, d)) => d.to_string(),
+            None => String::new(),
+        };
+        tracing::warn!(
+            token = %label,
+            domain = %domain,
+            "refused a SCIM write of a userName outside [scim].domains"
+        );
+        let shown = if domain.is_empty() {
+            "has no domain".to_string()
+        } else {
+            format!("is in the domain {domain:?}")
+        };
+        Err(error::ScimError::invalid_value(format!(
+            "userName {shown}, which SCIM may not provision here: [scim].domains (by default \
+             [google].domains) allows {}",
+            domains.join(", ")
+        )))
     }
 
     /// The store.
@@ -110,7 +177,7 @@ impl ScimState {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+            .filter(|h| valid_host(h))
             .unwrap_or("localhost");
         let scheme = if self.inner.tls { "https" } else { "http" };
         format!("{scheme}://{host}{}", self.inner.base_path)
@@ -161,8 +228,59 @@ pub fn router(state: ScimState) -> Router {
         durable_answers,
     ))
     .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    .layer(middleware::from_fn(check_host))
     .layer(middleware::from_fn(observe))
     .with_state(state)
+}
+
+/// Refuses a request whose `Host` is not `host[:port]`: without `[scim].public_url` the
+/// answer's own URLs (`Location`, `meta.location`) are built from it, and a `Host` such as
+/// `evil.example:443/phish?` must not reach them.
+async fn check_host(req: Request, next: Next) -> Response {
+    if let Some(h) = req.headers().get(header::HOST) {
+        if !h.to_str().is_ok_and(valid_host) {
+            return ScimError::invalid_syntax(
+                "the Host header must be a host name or an IP address, with an optional port",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether `h` is `host[:port]`: an IP literal in brackets, an IPv4 address or a host name
+/// of RFC 3986's unreserved characters (letters, digits, `-`, `.`, `_`, `~`: every name DNS
+/// serves), and a port of one to five digits.
+pub fn valid_host(h: &str) -> bool {
+    let (host, port) = match h.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, after)) => {
+                if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    p => match p.strip_prefix(':') {
+                        Some(port) => ("", port),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match h.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => (h, ""),
+        },
+    };
+    let port_ok = port.is_empty() && !h.ends_with(':')
+        || (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+    let host_ok = h.starts_with('[')
+        || !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    port_ok && host_ok
 }
 
 /// The connection limits of the SCIM listener from `[scim]`.
@@ -255,8 +373,7 @@ pub async fn read_json(
             e.valid_up_to()
         )));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    json::parse(&bytes).map_err(|e| ScimError::invalid_syntax(e.to_string()))
 }
 
 enum BodyError {

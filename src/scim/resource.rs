@@ -78,23 +78,70 @@ pub fn canonical_key(key: &str) -> Option<&'static str> {
         .copied()
 }
 
-/// Rewrites the top-level keys of a resource body to their canonical spelling.
-pub fn canonicalize(obj: Map<String, Value>) -> Map<String, Value> {
+/// The prefix that names a core attribute by its schema: `urn:...:core:2.0:User:userName`.
+fn strip_core_prefix(key: &str) -> &str {
+    let n = USER_SCHEMA.len();
+    match key.get(..n) {
+        Some(head) if head.eq_ignore_ascii_case(USER_SCHEMA) && key[n..].starts_with(':') => {
+            &key[n + 1..]
+        }
+        _ => key,
+    }
+}
+
+/// Rewrites the top-level keys of a resource body to their canonical spelling: a known
+/// attribute in any case, a core attribute named with its schema's URN
+/// (`urn:...:core:2.0:User:password`), or nested under that URN as an object.
+///
+/// Two keys that name one attribute (`userName` and `USERNAME`, or `userName` and the same
+/// under the core URN) are ambiguous: SCIM attribute names are case-insensitive (RFC 7643
+/// §2.1), so the body gets 400 `invalidSyntax` naming the attribute, rather than one of them
+/// winning in silence.
+pub fn canonicalize(obj: Map<String, Value>) -> Result<Map<String, Value>, ScimError> {
     let mut out = Map::new();
+    let put = |out: &mut Map<String, Value>, key: String, v: Value| {
+        if out.keys().any(|k| k.eq_ignore_ascii_case(&key)) {
+            return Err(ScimError::invalid_syntax(format!(
+                "the attribute {key:?} is given twice in one object (attribute names are \
+                 case-insensitive, and the core schema's URN names the same attribute)"
+            )));
+        }
+        out.insert(key, v);
+        Ok(())
+    };
     for (k, v) in obj {
-        let key = canonical_key(&k).map(str::to_string).unwrap_or(k);
+        let bare = strip_core_prefix(&k);
+        let key = canonical_key(bare)
+            .map(str::to_string)
+            .unwrap_or_else(|| bare.to_string());
         // Attributes of the core schema may also be sent nested under its URN.
         if key == USER_SCHEMA {
             if let Value::Object(inner) = v {
-                for (ik, iv) in canonicalize(inner) {
-                    out.insert(ik, iv);
+                for (ik, iv) in canonicalize(inner)? {
+                    put(&mut out, ik, iv)?;
                 }
             }
             continue;
         }
-        out.insert(key, v);
+        put(&mut out, key, scrub_passwords(v))?;
     }
-    out
+    Ok(out)
+}
+
+/// Drops `password` (in any case, with or without the core URN) from the objects inside a
+/// core attribute's value: the core schema says `returned: never` for it (RFC 7643 §4.1.1),
+/// and this server keeps no password anywhere.
+fn scrub_passwords(v: Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(k, _)| !strip_core_prefix(k).eq_ignore_ascii_case("password"))
+                .map(|(k, v)| (k, scrub_passwords(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(scrub_passwords).collect()),
+        other => other,
+    }
 }
 
 /// The SCIM JSON of a member. `location` is the absolute URL of the resource.
@@ -199,12 +246,21 @@ pub fn from_json_with(
             "the request body must be a JSON object (a SCIM User)",
         ));
     };
-    let mut obj = canonicalize(obj);
+    let mut obj = canonicalize(obj)?;
     // Unassigned attributes (RFC 7643 §2.5): null means "no value".
     obj.retain(|_, v| !v.is_null());
     let user_name = match obj.get("userName") {
-        Some(Value::String(s)) => UserName::parse_identifier(s)
-            .map_err(|e| ScimError::invalid_value(format!("userName: {e}")))?,
+        Some(Value::String(s)) => {
+            let name = UserName::parse_identifier(s)
+                .map_err(|e| ScimError::invalid_value(format!("userName: {e}")))?;
+            if let Some(why) = crate::member::lookalike_reason(name.as_str()) {
+                return Err(ScimError::invalid_value(format!(
+                    "userName {:?} is refused: {why}",
+                    name.as_str().escape_debug().to_string()
+                )));
+            }
+            name
+        }
         Some(other) => {
             return Err(ScimError::invalid_value(format!(
                 "userName must be a string, not {}",
@@ -258,6 +314,14 @@ pub fn from_json_with(
         Some(v) => emails_of(v)?,
         None => Vec::new(),
     };
+    for e in &emails {
+        if let Some(why) = crate::member::lookalike_reason(&e.value) {
+            return Err(ScimError::invalid_value(format!(
+                "the email {:?} is refused: {why}",
+                e.value.escape_debug().to_string()
+            )));
+        }
+    }
     let mut extra = Map::new();
     for (k, v) in obj {
         if NOT_STORED.contains(&k.as_str()) || OWN_FIELDS.contains(&k.as_str()) {

@@ -658,6 +658,7 @@ pub async fn create(
     let projection = Projection::from_query(query.as_deref())?;
     let body = read_json(&state, &headers, body).await?;
     let parsed = resource::from_json_with(body, None, &limits_of(limits))?;
+    state.check_domain(&label, None, &parsed.attrs.user_name)?;
     let change = Change::Create {
         attrs: parsed.attrs,
         managed_by: ManagedBy::Google,
@@ -703,6 +704,7 @@ pub async fn replace(
     // An absent `active` keeps the member as it is: a PUT that forgot it must neither
     // reactivate nor deactivate anyone.
     let parsed = resource::from_json_with(body, Some(m.dir.active), &limits_of(limits))?;
+    state.check_domain(&label, Some(&m.dir.user_name), &parsed.attrs.user_name)?;
     let change = Change::Update {
         id,
         expected_version: expected,
@@ -745,7 +747,7 @@ pub async fn modify(
     let id = parse_id(&id)?;
     let body = std::sync::Arc::new(read_json(&state, &headers, body).await?);
     let limits = limits_of(limits);
-    let actor = Actor::Scim(label);
+    let actor = Actor::Scim(label.clone());
     let base = state.base_url(&headers);
     let mut attempt = 0;
     loop {
@@ -761,6 +763,7 @@ pub async fn modify(
             resource::from_json_with(doc, Some(active), &limits)
         })
         .await?;
+        state.check_domain(&label, Some(&m.dir.user_name), &parsed.attrs.user_name)?;
         let change = Change::Update {
             id,
             expected_version: Some(m.version),

@@ -11,6 +11,11 @@
 //! - 2 (schema 3): `google_id` (the pull's) and `external_id` (SCIM's) apart. A format-1
 //!   record is converted when the store upgrades to schema 3 ([`super::upgrade`]), which
 //!   decides with the audit trail which of the two its `external_id` was.
+//!
+//! A format-2 record may end with a trailer: the member's prior `externalId` (the last
+//! non-empty one, after a client cleared it: [`Member::prior_external_id`]), as a postcard
+//! `String`. It is written only when there is one, so nearly every record has none, and a
+//! build that predates it reads the record as before (postcard ignores trailing bytes).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,7 +74,23 @@ struct Tail {
 pub(super) fn encode(m: &Member) -> Result<Vec<u8>, StoreError> {
     let rec = record_of(m)?;
     let out = vec![FORMAT_V2];
-    postcard::to_extend(&rec, out).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let out = postcard::to_extend(&rec, out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match &m.prior_external_id {
+        Some(prior) => {
+            postcard::to_extend(prior, out).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        None => Ok(out),
+    }
+}
+
+/// The trailer after a record's fields: the prior `externalId`, if any.
+fn trailer(rest: &[u8]) -> Result<Option<String>, StoreError> {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    postcard::from_bytes::<String>(rest)
+        .map(Some)
+        .map_err(|e| bad(format!("the prior externalId after the record: {e}")))
 }
 
 /// A member as a record of the current format.
@@ -175,7 +196,10 @@ fn bad(why: String) -> StoreError {
 }
 
 fn decode_v2(body: &[u8]) -> Result<Member, StoreError> {
-    member_of(postcard::from_bytes(body).map_err(|e| bad(e.to_string()))?)
+    let (rec, rest) = postcard::take_from_bytes(body).map_err(|e| bad(e.to_string()))?;
+    let mut m = member_of(rec)?;
+    m.prior_external_id = trailer(rest)?;
+    Ok(m)
 }
 
 fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
@@ -231,6 +255,7 @@ fn member_of(rec: RecordV2) -> Result<Member, StoreError> {
         created: time(tail.created_micros)?,
         last_modified: time(tail.last_modified_micros)?,
         version: tail.version,
+        prior_external_id: None,
     })
 }
 
@@ -258,12 +283,21 @@ pub(super) struct RecordRef<'a> {
     pub(super) created_micros: i64,
     pub(super) last_modified_micros: i64,
     pub(super) version: u64,
+    /// Whether the record ends with a trailer (the prior `externalId`), which the mirror
+    /// leaves out: its member is then read from the record, as one with extra attributes.
+    #[serde(skip)]
+    pub(super) has_trailer: bool,
 }
 
 /// Reads a record of the current format in place.
 pub(super) fn decode_ref(bytes: &[u8]) -> Result<RecordRef<'_>, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_V2, body)) => postcard::from_bytes(body).map_err(|e| bad(e.to_string())),
+        Some((&FORMAT_V2, body)) => {
+            let (mut rec, rest): (RecordRef<'_>, _) =
+                postcard::take_from_bytes(body).map_err(|e| bad(e.to_string()))?;
+            rec.has_trailer = !rest.is_empty();
+            Ok(rec)
+        }
         // Any other format: the error the ordinary decoder gives.
         _ => Err(decode(bytes)
             .err()
@@ -331,6 +365,7 @@ mod tests {
             created: now,
             last_modified: now,
             version: 42,
+            prior_external_id: None,
         };
         let bytes = encode(&m).unwrap();
         assert_eq!(decode(&bytes).unwrap(), m);

@@ -179,7 +179,8 @@ impl Entry {
         self.flags & ACTIVE != 0
     }
 
-    /// Whether the record holds SCIM attributes this entry leaves out.
+    /// Whether the record holds what this entry leaves out: SCIM attributes, or a prior
+    /// `externalId` ([`Member::prior_external_id`]).
     pub(crate) fn has_extra(&self) -> bool {
         self.flags & HAS_EXTRA != 0
     }
@@ -229,7 +230,10 @@ impl Entry {
                 | flag(member.role == Role::Owner, OWNER)
                 | flag(member.managed_by == ManagedBy::Manual, MANUAL)
                 | flag(member.scim_deleted, SCIM_DELETED)
-                | flag(!m.scim_extra.is_empty(), HAS_EXTRA),
+                | flag(
+                    !m.scim_extra.is_empty() || member.prior_external_id.is_some(),
+                    HAS_EXTRA,
+                ),
         })
     }
 
@@ -286,6 +290,7 @@ impl Entry {
             created: time(self.created_micros),
             last_modified: time(self.last_modified_micros),
             version: self.version,
+            prior_external_id: None,
         })
     }
 
@@ -338,7 +343,7 @@ impl Entry {
                 | flag(r.owner, OWNER)
                 | flag(r.manual, MANUAL)
                 | flag(r.scim_deleted, SCIM_DELETED)
-                | flag(!r.scim_extra.is_empty(), HAS_EXTRA),
+                | flag(!r.scim_extra.is_empty() || r.has_trailer, HAS_EXTRA),
         }))
     }
 }
@@ -942,6 +947,7 @@ mod tests {
             scim_deleted: false,
             created: now,
             last_modified: now,
+            prior_external_id: None,
             version: 7,
         }
     }

@@ -1313,6 +1313,7 @@ mod tests {
             created: at(0),
             last_modified: at(0),
             version: 1,
+            prior_external_id: None,
         }
     }
 

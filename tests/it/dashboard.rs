@@ -160,6 +160,8 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
     config.google.subject = Some(google.admin());
     config.google.api_base_url = google.base_url();
     config.google.domains = vec!["example.com".into()];
+    // The SCIM client pushes users of a domain the pull does not manage.
+    config.scim.domains = Some(vec!["example.com".into(), "elsewhere.example".into()]);
     config.sync.schedule = "0 0 0 1 1 *".into();
 
     let store = Store::open(&config.store.path).unwrap();

@@ -14,6 +14,7 @@ mod daemon;
 mod dashboard;
 mod demo;
 mod doctor;
+mod ownership;
 mod pull_cli;
 mod pull_client;
 mod pull_e2e;
