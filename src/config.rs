@@ -103,8 +103,14 @@ pub struct ScimConfig {
     pub tls_key: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Request bodies in flight at once, in bytes; past it a request waits up to 2 s, then
+    /// gets 503 with `Retry-After`.
+    pub max_inflight_body_bytes: usize,
+    /// Connections served at once. At the cap, a new connection closes the one idle longest;
+    /// when every one has a request in flight, new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (under `max_connections`).
+    pub max_connections_per_ip: usize,
     /// Seconds a connection may sit with no request running and no byte sent or received.
     pub idle_timeout: u64,
     /// Most values one multi-valued attribute (`emails`, `phoneNumbers`, ...) may hold.
@@ -126,8 +132,10 @@ impl Default for ScimConfig {
             public_url: None,
             tls_cert: None,
             tls_key: None,
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 256 * 1024,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
             max_connections: 512,
+            max_connections_per_ip: 64,
             idle_timeout: 30,
             max_values_per_attribute: 100,
             max_extra_bytes: 64 * 1024,
@@ -429,6 +437,24 @@ impl Config {
                 format!(
                     "{} must be between 1 and 65536 (and below systemd's LimitNOFILE=)",
                     self.scim.max_connections
+                ),
+            );
+        }
+        if self.scim.max_inflight_body_bytes < self.scim.max_body_bytes {
+            return invalid(
+                "scim.max_inflight_body_bytes",
+                format!(
+                    "{} is below scim.max_body_bytes ({}): one body must fit",
+                    self.scim.max_inflight_body_bytes, self.scim.max_body_bytes
+                ),
+            );
+        }
+        if !(1..=self.scim.max_connections).contains(&self.scim.max_connections_per_ip) {
+            return invalid(
+                "scim.max_connections_per_ip",
+                format!(
+                    "{} must be between 1 and scim.max_connections ({})",
+                    self.scim.max_connections_per_ip, self.scim.max_connections
                 ),
             );
         }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
@@ -85,6 +86,7 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let _ = crate::telemetry::metrics();
+    zero_series();
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -120,6 +122,7 @@ pub async fn launch(
         None
     };
     if let Some(ctx) = &sync_ctx {
+        pull_gauges(&store, Utc::now());
         let ctx = ctx.clone();
         health.set_overdue_probe(Arc::new(move || ctx.overdue()));
     }
@@ -341,4 +344,67 @@ fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
             notify_systemd(&[sd_notify::NotifyState::Watchdog]);
         }
     }))
+}
+
+/// Every counter whose label values are known in advance, at 0 from the start, and the
+/// histograms registered, so that a fresh daemon's `/metrics` already holds every series the
+/// alert rules and the dashboard query (Prometheus instrumentation practice: "avoid missing
+/// metrics"; a `rate()` or an alert over a series that does not exist yet says nothing).
+/// Counters whose labels come from outside (Google's retry reasons) start with the values
+/// known here.
+pub fn zero_series() {
+    use metrics::{counter, histogram};
+    for reason in ["missing", "malformed", "unknown", "revoked"] {
+        counter!("retrac_scim_auth_failures_total", "reason" => reason).increment(0);
+    }
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "other"] {
+        for status in crate::scim::STATUS_LABELS {
+            counter!("retrac_scim_requests_total", "method" => method, "status" => *status)
+                .increment(0);
+        }
+        let _ = histogram!("retrac_scim_request_duration_seconds", "method" => method);
+    }
+    counter!("retrac_scim_body_budget_refusals_total").increment(0);
+    for source in ["push", "pull", "owner"] {
+        for kind in crate::member::ChangeKind::ALL {
+            counter!("retrac_changes_total", "kind" => kind.as_str(), "source" => source)
+                .increment(0);
+        }
+    }
+    for status in ["ok", "held", "failed"] {
+        counter!("retrac_sync_runs_total", "status" => status).increment(0);
+    }
+    let _ = histogram!("retrac_sync_duration_seconds");
+    for kind in ["create", "link", "update", "deactivate"] {
+        counter!("retrac_sync_drift_corrected_total", "kind" => kind).increment(0);
+    }
+    for endpoint in ["users.list", "members.list", "users.get"] {
+        counter!("retrac_google_requests_total", "endpoint" => endpoint, "status" => "200")
+            .increment(0);
+    }
+    counter!("retrac_google_retries_total", "reason" => "unauthorized").increment(0);
+}
+
+/// The pull's gauges from the store, at start: the held deactivations, and the time of the
+/// last successful run, or the daemon's start when the store has none (so that the alert on
+/// a pull that does not succeed also fires for one that never has, 30 minutes after start).
+/// Only where the pull is configured: a push-only daemon has no pull to be late.
+fn pull_gauges(store: &Store, now: chrono::DateTime<Utc>) {
+    let held: usize = store
+        .held_all()
+        .map(|all| all.iter().map(|h| h.changes.len()).sum())
+        .unwrap_or(0);
+    metrics::gauge!("retrac_sync_held_changes").set(held as f64);
+    let last_success = store
+        .sync_runs(1000)
+        .ok()
+        .and_then(|runs| {
+            runs.iter()
+                .filter(|r| r.status != crate::store::RunStatus::Failed)
+                .map(|r| r.finished)
+                .max()
+        })
+        .unwrap_or(now);
+    metrics::gauge!("retrac_sync_last_success_timestamp_seconds")
+        .set(last_success.timestamp() as f64);
 }

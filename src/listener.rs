@@ -30,9 +30,12 @@ pub struct ConnLimits {
     /// A connection with no request running and no byte in either direction for this
     /// long is closed (an idle keep-alive, a client that stopped reading its answer).
     pub idle_timeout: Duration,
-    /// A request's headers (or a TLS handshake) must be complete this long after their
-    /// first byte.
+    /// A request's headers (or a TLS handshake) must be complete this long after the
+    /// connection was accepted, or, on a kept-alive connection, after their first byte.
     pub header_timeout: Duration,
+    /// Connections one client address may hold open at once; past it, that address's
+    /// idlest connection is closed for the new one, or the new one if all of them are busy.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
 }
@@ -83,6 +86,7 @@ impl ConnLimits {
             max_connections: 64,
             idle_timeout: Duration::from_secs(30),
             header_timeout: HEADER_TIMEOUT,
+            max_connections_per_ip: 64,
             drain_timeout: DRAIN_TIMEOUT,
         }
     }
@@ -115,9 +119,58 @@ impl Listen for UnixListener {
     }
 }
 
+/// The open connections of one listener, so that the cap can close the idlest one.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: std::collections::HashMap<u64, OpenConn>,
+}
+
+struct OpenConn {
+    activity: Arc<Activity>,
+    ip: Option<std::net::IpAddr>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Open {
+    fn per_ip(&self, ip: std::net::IpAddr) -> usize {
+        self.conns.values().filter(|c| c.ip == Some(ip)).count()
+    }
+
+    /// Closes the connection that has been idle longest (no request in flight: a silent new
+    /// socket or an idle keep-alive), among `ip`'s when given. False when every connection
+    /// has a request in flight: those are never shed.
+    fn shed_idlest(&mut self, ip: Option<std::net::IpAddr>) -> bool {
+        let idlest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| ip.is_none() || c.ip == ip)
+            .filter_map(|(id, c)| c.activity.idle_since().map(|t| (t, *id)))
+            .min();
+        match idlest.and_then(|(_, id)| self.conns.remove(&id)) {
+            Some(c) => {
+                c.abort.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn lock_open(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Accepts connections until `shutdown` completes, at most `limits.max_connections` open at
-/// once, each handled by `handle(io, peer, stop)` in its own task; `stop` turns true at
-/// shutdown. Then waits up to `limits.drain_timeout` for the open ones and aborts the rest.
+/// once and `limits.max_connections_per_ip` from one address, each handled by
+/// `handle(io, peer, stop, activity)` in its own task; `stop` turns true at shutdown, and the
+/// handler records the connection's traffic and requests in `activity`. Then waits up to
+/// `limits.drain_timeout` for the open ones and aborts the rest.
+///
+/// At a cap, a new connection closes the connection that has been idle longest (no request in
+/// flight): sockets that say nothing cannot lock the others out. When every connection has
+/// a request in flight, the new one waits for a slot (the ones after it wait in the kernel's
+/// backlog, holding no file), or, past the per-address cap, is closed.
 pub async fn accept_loop<L, H, F>(
     listener: L,
     limits: &ConnLimits,
@@ -125,44 +178,36 @@ pub async fn accept_loop<L, H, F>(
     handle: H,
 ) where
     L: Listen,
-    H: Fn(L::Io, Option<SocketAddr>, watch::Receiver<bool>) -> F,
+    H: Fn(L::Io, Option<SocketAddr>, watch::Receiver<bool>, Arc<Activity>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let cap = limits.max_connections.max(1);
+    let per_ip_cap = limits.max_connections_per_ip.max(1);
     let slots = Arc::new(Semaphore::new(cap));
+    let open = Arc::new(Mutex::new(Open::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     // When the cap was last reached: a burst is over once the cap has not been reached
     // for BURST_GAP, and the next one warns again.
     let mut last_at_cap: Option<Instant> = None;
+    let mut warn_at_cap = |what: &'static str| {
+        let now = Instant::now();
+        if last_at_cap.is_none_or(|t| now.duration_since(t) > BURST_GAP) {
+            // One warning per burst, not one per connection.
+            tracing::warn!(
+                listener = limits.name,
+                max_connections = cap,
+                max_connections_per_ip = per_ip_cap,
+                "{what}"
+            );
+        }
+        last_at_cap = Some(now);
+    };
     tokio::pin!(shutdown);
     loop {
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let now = Instant::now();
-                if last_at_cap.is_none_or(|t| now.duration_since(t) > BURST_GAP) {
-                    // One warning per burst, not one per connection.
-                    tracing::warn!(
-                        listener = limits.name,
-                        max_connections = cap,
-                        "connection cap reached; new connections wait in the kernel backlog"
-                    );
-                }
-                last_at_cap = Some(now);
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    // Keep reaping while waiting for a slot.
-                    Some(_) = connections.join_next() => continue,
-                }
-            }
-        };
+        let permit = slots.clone().try_acquire_owned().ok();
         let (io, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept_conn() => match accepted {
@@ -174,12 +219,53 @@ pub async fn accept_loop<L, H, F>(
                     continue;
                 }
             },
+            // Keep reaping while waiting.
+            Some(_) = connections.join_next() => continue,
         };
-        let task = handle(io, peer, stop_rx.clone());
-        connections.spawn(async move {
+        let ip = peer.map(|p| p.ip());
+        if let Some(ip) = ip {
+            let mut o = lock_open(&open);
+            if o.per_ip(ip) >= per_ip_cap && !o.shed_idlest(Some(ip)) {
+                drop(o);
+                warn_at_cap("per-address connection cap reached with every connection busy; closing the new one");
+                drop(io);
+                continue;
+            }
+        }
+        let permit = match permit {
+            Some(p) => p,
+            None => {
+                if !lock_open(&open).shed_idlest(None) {
+                    warn_at_cap("connection cap reached with every connection busy; new connections wait in the kernel backlog");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let activity = Arc::new(Activity::new());
+        let task = handle(io, peer, stop_rx.clone(), activity.clone());
+        let mut o = lock_open(&open);
+        let id = o.next;
+        o.next += 1;
+        let registry = open.clone();
+        let abort = connections.spawn(async move {
             task.await;
+            lock_open(&registry).conns.remove(&id);
             drop(permit);
         });
+        o.conns.insert(
+            id,
+            OpenConn {
+                activity,
+                ip,
+                abort,
+            },
+        );
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -209,12 +295,11 @@ pub async fn serve_http<L: Listen>(
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let conn_limits = limits.clone();
-    accept_loop(listener, &limits, shutdown, move |io, peer, stop| {
+    accept_loop(listener, &limits, shutdown, move |io, peer, stop, activity| {
         let app = app.clone();
         let acceptor = acceptor.clone();
         let limits = conn_limits.clone();
         async move {
-            let activity = Arc::new(Activity::new());
             let io = Tracked {
                 inner: io,
                 activity: activity.clone(),
@@ -291,8 +376,9 @@ where
     }
 }
 
-/// What a connection has been doing, for its timeouts.
-struct Activity {
+/// What a connection has been doing, for its timeouts and for the cap (which closes the
+/// idlest connection).
+pub struct Activity {
     state: Mutex<ActivityState>,
 }
 
@@ -317,14 +403,25 @@ impl Drop for RequestGuard {
 }
 
 impl Activity {
+    /// A connection just accepted: its first request's headers are due within the header
+    /// timeout from now, so a socket that never sends a byte is closed then, not after the
+    /// idle timeout.
     fn new() -> Self {
+        let now = Instant::now();
         Activity {
             state: Mutex::new(ActivityState {
-                last: Instant::now(),
+                last: now,
                 running: 0,
-                head_started: None,
+                head_started: Some(now),
             }),
         }
+    }
+
+    /// Since when the connection has had no request in flight (its last byte either way), or
+    /// `None` while a request runs.
+    fn idle_since(&self) -> Option<Instant> {
+        let s = self.lock();
+        (s.running == 0).then_some(s.last)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
@@ -452,6 +549,7 @@ mod tests {
             max_connections: 4,
             idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 4,
             drain_timeout: Duration::from_secs(1),
         }
     }
@@ -460,6 +558,13 @@ mod tests {
     fn a_first_byte_brings_the_deadline_to_the_header_timeout_and_a_request_lifts_it() {
         let a = Arc::new(Activity::new());
         let l = limits();
+        // A new connection owes its headers from the accept.
+        let (at, why) = a.deadline(&l).unwrap();
+        assert_eq!(why, "header timeout");
+        assert!(at <= Instant::now() + l.header_timeout);
+        let guard = a.request_started();
+        drop(guard);
+        // A kept-alive connection waits for its next request under the idle timeout...
         let (_, why) = a.deadline(&l).unwrap();
         assert_eq!(why, "idle timeout");
         a.read();

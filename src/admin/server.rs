@@ -51,7 +51,13 @@ pub struct Limits {
     /// A client that takes none of the answer for this long is dropped, so a stalled reader
     /// does not hold a listing's snapshot (and the members it pins) for ever.
     pub stall: Duration,
+    /// Connections served at once; more wait in the socket's backlog, holding no file of
+    /// the daemon (the unit's file limit is shared with SCIM).
+    pub max_connections: usize,
 }
+
+/// The admin socket's connection cap: an owner's CLI needs one or two.
+pub const MAX_CONNECTIONS: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -59,6 +65,7 @@ impl Default for Limits {
             idle: Duration::from_secs(10),
             max_request: MAX_REQUEST,
             stall: Duration::from_secs(60),
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -181,8 +188,17 @@ pub async fn serve_with(
     let ctx = Arc::new(ctx);
     let own_uid = rustix::process::geteuid().as_raw();
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // The cap is taken before accept(2): past it, clients wait in the backlog.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -192,6 +208,7 @@ pub async fn serve_with(
                         if let Err(e) = handle_connection(stream, &ctx, limits, own_uid).await {
                             tracing::warn!(error = %e, "admin connection failed");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => {

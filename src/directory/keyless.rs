@@ -566,6 +566,9 @@ impl KeylessAuth {
                 "an AWS credential_source needs regional_cred_verification_url".into(),
             ));
         };
+        // Before anything is read, signed or sent: the signed request is a credential, so
+        // it may only ever name AWS's own STS.
+        check_aws_verification_url(verification)?;
         let region = env
             .var("AWS_REGION")
             .or_else(|| env.var("AWS_DEFAULT_REGION"));
@@ -1018,6 +1021,51 @@ fn check_aws_metadata_url(url: &str) -> Result<(), DirectoryError> {
     Ok(())
 }
 
+/// AIP-4117: `regional_cred_verification_url` must be AWS STS's GetCallerIdentity,
+/// `https://sts.amazonaws.com` or `https://sts.{region}.amazonaws.com` (the `{region}`
+/// template, or a region's name), with `Action=GetCallerIdentity`. The request signed for it
+/// proves the workload's AWS identity to whoever receives it, so a credential file that
+/// names another host (or another action) is refused before anything is signed or sent.
+fn check_aws_verification_url(url: &str) -> Result<(), DirectoryError> {
+    let bad = |reason: &str| {
+        failed(
+            "credential file",
+            format!("regional_cred_verification_url {url:?} {reason}"),
+        )
+    };
+    let templated = url.replace("{region}", "region");
+    let parsed = url::Url::parse(&templated).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if parsed.scheme() != "https" || parsed.port().is_some() || !parsed.username().is_empty() {
+        return Err(bad("must be https://sts[.REGION].amazonaws.com"));
+    }
+    let host_ok = match parsed.host_str() {
+        Some("sts.amazonaws.com") => true,
+        Some(h) => h
+            .strip_prefix("sts.")
+            .and_then(|r| r.strip_suffix(".amazonaws.com"))
+            .is_some_and(|r| {
+                !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            }),
+        None => false,
+    };
+    if !host_ok {
+        return Err(bad(
+            "must be on AWS STS: https://sts[.REGION].amazonaws.com",
+        ));
+    }
+    let action = parsed
+        .query_pairs()
+        .filter(|(k, _)| k == "Action")
+        .map(|(_, v)| v.into_owned())
+        .collect::<Vec<_>>();
+    if action != ["GetCallerIdentity"] {
+        return Err(bad("must ask for Action=GetCallerIdentity, once"));
+    }
+    Ok(())
+}
+
 /// The serialized, signed GetCallerIdentity request that is AWS's subject token
 /// (AIP-4117): the request's URL, method and headers as JSON, URL-encoded. It is signed with
 /// Signature Version 4
@@ -1432,6 +1480,32 @@ mod tests {
             "https://x"
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_verification_url_must_be_aws_sts_get_caller_identity() {
+        for ok in [
+            "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+            "https://sts.eu-west-3.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+            "https://sts.amazonaws.com/?Action=GetCallerIdentity",
+        ] {
+            assert!(check_aws_verification_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://evil.example?Action=GetCallerIdentity",
+            "https://sts.amazonaws.com.evil.example?Action=GetCallerIdentity",
+            "https://sts.{region}.amazonaws.com.evil.example/?Action=GetCallerIdentity",
+            "http://sts.amazonaws.com?Action=GetCallerIdentity",
+            "https://sts.amazonaws.com:8443?Action=GetCallerIdentity",
+            "https://user@sts.amazonaws.com?Action=GetCallerIdentity",
+            "https://sts.amazonaws.com?Action=AssumeRole",
+            "https://sts.amazonaws.com?Action=GetCallerIdentity&Action=AssumeRole",
+            "https://sts.amazonaws.com",
+            "not a url",
+        ] {
+            let e = check_aws_verification_url(bad).unwrap_err().to_string();
+            assert!(e.contains("regional_cred_verification_url"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -158,6 +158,11 @@ impl IntoResponse for ScimError {
                 HeaderValue::from_static("Bearer realm=\"retrac-sync SCIM\""),
             );
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a moment's state (a busy budget, a restart): say when to retry.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

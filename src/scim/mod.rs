@@ -43,10 +43,14 @@ use error::{scim_json, ScimError};
 /// A request that takes longer than this is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A body over the limit is read and thrown away up to this many bytes (and at most four
-/// times the limit) before the 413, so that a client that writes its whole body before
-/// reading sees the answer; past it the connection is cut.
-const MAX_DRAIN_BYTES: usize = 8 * 1024 * 1024;
+/// A body over the limit is read and thrown away up to this many bytes, for at most
+/// [`MAX_DRAIN_TIME`], before the 413 (nginx's lingering close), so that a client that writes
+/// its whole body before reading sees the answer rather than a broken pipe; past either
+/// bound the connection is cut.
+const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a body over the limit is read and thrown away ([`MAX_DRAIN_BYTES`]).
+const MAX_DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The label of the token that authenticated a request (the audit actor). Never the token.
 #[derive(Clone, Debug)]
@@ -68,7 +72,20 @@ struct Inner {
     tls: bool,
     /// The domains SCIM may provision (caseless keys; empty = any): [`crate::config::Config::scim_domains`].
     domains: Vec<String>,
+    /// Request bodies in flight, in bytes: `[scim].max_inflight_body_bytes`.
+    body_budget: Arc<tokio::sync::Semaphore>,
+    max_inflight_body_bytes: usize,
 }
+
+/// A share of `[scim].max_inflight_body_bytes`, held while a request's body (and what was
+/// parsed from it) is alive.
+pub struct BodyPermit {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// How long a request waits for its share of `[scim].max_inflight_body_bytes` before it is
+/// answered 503 with `Retry-After`.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(2);
 
 impl ScimState {
     /// Prepares the SCIM state over an open store.
@@ -91,6 +108,12 @@ impl ScimState {
                     .flatten()
                     .map(|d| crate::member::domain_key(d).into_owned())
                     .collect(),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    config
+                        .max_inflight_body_bytes
+                        .min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
+                max_inflight_body_bytes: config.max_inflight_body_bytes,
             }),
         })
     }
@@ -110,6 +133,8 @@ impl ScimState {
                 max_body_bytes: inner.max_body_bytes,
                 tls: inner.tls,
                 domains,
+                body_budget: inner.body_budget.clone(),
+                max_inflight_body_bytes: inner.max_inflight_body_bytes,
             }),
         }
     }
@@ -290,6 +315,7 @@ pub fn conn_limits(config: &ScimConfig) -> ConnLimits {
         max_connections: config.max_connections,
         idle_timeout: Duration::from_secs(config.idle_timeout),
         header_timeout: crate::listener::HEADER_TIMEOUT,
+        max_connections_per_ip: config.max_connections_per_ip,
         drain_timeout: crate::listener::DRAIN_TIMEOUT,
     }
 }
@@ -320,12 +346,13 @@ async fn durable_answers(State(state): State<ScimState>, req: Request, next: Nex
 }
 
 /// Reads a JSON request body: media type, size limit, UTF-8 and syntax, each with a
-/// SCIM error that says what is wrong.
+/// SCIM error that says what is wrong. The permit is the body's share of
+/// `[scim].max_inflight_body_bytes`: keep it while the value is alive.
 pub async fn read_json(
     state: &ScimState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Value, ScimError> {
+) -> Result<(Value, BodyPermit), ScimError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim().to_string();
@@ -345,7 +372,7 @@ pub async fn read_json(
             format!("the body is larger than the limit of {limit} bytes ([scim].max_body_bytes)"),
         )
     };
-    let drain = limit.saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit);
+    let drain = MAX_DRAIN_BYTES.max(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -354,7 +381,37 @@ pub async fn read_json(
         // Too big to read and throw away: answer now; the connection is cut.
         return Err(too_large());
     }
-    let bytes = read_limited(body, limit, drain)
+    // The body's share of the budget: its declared length, or the limit when it has none
+    // (chunked). A body over the limit is thrown away as it is read, so it holds no more.
+    let share = declared
+        .map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit))
+        .clamp(1, state.inner.max_inflight_body_bytes.max(1));
+    let permit = match u32::try_from(share) {
+        Ok(n) => {
+            match tokio::time::timeout(
+                BODY_BUDGET_WAIT,
+                state.inner.body_budget.clone().acquire_many_owned(n),
+            )
+            .await
+            {
+                Ok(Ok(p)) => Some(p),
+                _ => {
+                    metrics::counter!("retrac_scim_body_budget_refusals_total").increment(1);
+                    return Err(ScimError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "too many request bodies are being read at once \
+                             ([scim].max_inflight_body_bytes = {} bytes); retry shortly",
+                            state.inner.max_inflight_body_bytes
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    let permit = BodyPermit { _permit: permit };
+    let bytes = read_limited(body, limit, drain, MAX_DRAIN_TIME)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => too_large(),
@@ -373,7 +430,8 @@ pub async fn read_json(
             e.valid_up_to()
         )));
     }
-    json::parse(&bytes).map_err(|e| ScimError::invalid_syntax(e.to_string()))
+    let value = json::parse(&bytes).map_err(|e| ScimError::invalid_syntax(e.to_string()))?;
+    Ok((value, permit))
 }
 
 enum BodyError {
@@ -382,13 +440,28 @@ enum BodyError {
 }
 
 /// Reads a body of at most `limit` bytes. A longer one is read on and thrown away up to
-/// `drain` bytes, so the client is reading by the time the 413 goes out.
-async fn read_limited(body: Body, limit: usize, drain: usize) -> Result<Vec<u8>, BodyError> {
+/// `drain` bytes and for at most `drain_time` after it passed the limit, so the client is
+/// reading by the time the 413 goes out.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    drain: usize,
+    drain_time: Duration,
+) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut out = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    let mut over_since: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match over_since {
+            None => body.frame().await,
+            Some(t0) => match tokio::time::timeout_at(t0 + drain_time, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(BodyError::TooLarge),
+            },
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(BodyError::Read)?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -399,8 +472,11 @@ async fn read_limited(body: Body, limit: usize, drain: usize) -> Result<Vec<u8>,
         }
         if seen <= limit {
             out.extend_from_slice(&data);
-        } else if !out.is_empty() {
-            out = Vec::new();
+        } else {
+            over_since.get_or_insert_with(tokio::time::Instant::now);
+            if !out.is_empty() {
+                out = Vec::new();
+            }
         }
     }
     if seen > limit {
@@ -496,6 +572,12 @@ async fn observe(req: Request, next: Next) -> Response {
     }
     resp
 }
+
+/// Every value of the `status` label of `retrac_scim_requests_total`.
+pub const STATUS_LABELS: &[&str] = &[
+    "200", "201", "204", "304", "400", "401", "403", "404", "405", "409", "412", "413", "415",
+    "500", "501", "503", "other",
+];
 
 /// The `status` label: the code, from a fixed table so that rendering it allocates nothing.
 fn status_label(status: StatusCode) -> &'static str {
@@ -625,15 +707,15 @@ mod tests {
     async fn an_oversized_body_is_read_to_the_drain_bound_then_refused() {
         let body = |n: usize| Body::from(vec![b'x'; n]);
         assert_eq!(
-            read_limited(body(10), 10, 40).await.ok(),
+            read_limited(body(10), 10, 40, MAX_DRAIN_TIME).await.ok(),
             Some(vec![b'x'; 10])
         );
         assert!(matches!(
-            read_limited(body(11), 10, 40).await,
+            read_limited(body(11), 10, 40, MAX_DRAIN_TIME).await,
             Err(BodyError::TooLarge)
         ));
         assert!(matches!(
-            read_limited(body(41), 10, 40).await,
+            read_limited(body(41), 10, 40, MAX_DRAIN_TIME).await,
             Err(BodyError::TooLarge)
         ));
     }

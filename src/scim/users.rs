@@ -61,6 +61,29 @@ fn parse_paths(raw: &str, what: &str) -> Result<Vec<AttrPath>, ScimError> {
         .collect()
 }
 
+/// The most distinct paths one `attributes` or `excludedAttributes` may name.
+pub const MAX_PROJECTION_PATHS: usize = 100;
+
+/// Deduplicates `paths` (attribute names are case-insensitive) and refuses more than
+/// [`MAX_PROJECTION_PATHS`]: a projection is applied to every resource of an answer, so its
+/// length multiplies the cost of a whole listing.
+fn bounded_paths(paths: Vec<AttrPath>, what: &str) -> Result<Vec<AttrPath>, ScimError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for p in paths {
+        if seen.insert(p.to_string().to_lowercase()) {
+            if out.len() == MAX_PROJECTION_PATHS {
+                return Err(ScimError::bad_request(
+                    crate::scim::error::ScimType::TooMany,
+                    format!("{what} names more than {MAX_PROJECTION_PATHS} distinct attributes"),
+                ));
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 fn parse_int(raw: &str, what: &str) -> Result<i64, ScimError> {
     raw.trim()
         .parse::<i64>()
@@ -78,6 +101,8 @@ impl Projection {
                 p.excluded.extend(parse_paths(&v, "excludedAttributes")?);
             }
         }
+        p.attributes = bounded_paths(p.attributes, "attributes")?;
+        p.excluded = bounded_paths(p.excluded, "excludedAttributes")?;
         Ok(p)
     }
 
@@ -357,8 +382,13 @@ impl ListQuery {
                 "count" => q.set_count(int(v, "count")?),
                 "sortby" => q.set_sort_by(&string(v, "sortBy")?)?,
                 "sortorder" => q.set_sort_order(&string(v, "sortOrder")?)?,
-                "attributes" => q.projection.attributes = paths(v, "attributes")?,
-                "excludedattributes" => q.projection.excluded = paths(v, "excludedAttributes")?,
+                "attributes" => {
+                    q.projection.attributes = bounded_paths(paths(v, "attributes")?, "attributes")?
+                }
+                "excludedattributes" => {
+                    q.projection.excluded =
+                        bounded_paths(paths(v, "excludedAttributes")?, "excludedAttributes")?
+                }
                 _ => {}
             }
         }
@@ -614,8 +644,9 @@ pub async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let body = read_json(&state, &headers, body).await?;
+    let (body, _permit) = read_json(&state, &headers, body).await?;
     let q = ListQuery::from_search(&body)?;
+    drop(body);
     list_response(state, &headers, q, limits_of(limits)).await
 }
 
@@ -656,8 +687,9 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(query.as_deref())?;
-    let body = read_json(&state, &headers, body).await?;
+    let (body, permit) = read_json(&state, &headers, body).await?;
     let parsed = resource::from_json_with(body, None, &limits_of(limits))?;
+    drop(permit);
     state.check_domain(&label, None, &parsed.attrs.user_name)?;
     let change = Change::Create {
         attrs: parsed.attrs,
@@ -697,7 +729,7 @@ pub async fn replace(
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(query.as_deref())?;
     let id = parse_id(&id)?;
-    let body = read_json(&state, &headers, body).await?;
+    let (body, _permit) = read_json(&state, &headers, body).await?;
     let m = visible(&state, id)?;
     let expected = if_match(&headers, &m)?;
     check_id(filter::get_ci(&body, "id"), m.id)?;
@@ -745,7 +777,8 @@ pub async fn modify(
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(query.as_deref())?;
     let id = parse_id(&id)?;
-    let body = std::sync::Arc::new(read_json(&state, &headers, body).await?);
+    let (body, _permit) = read_json(&state, &headers, body).await?;
+    let body = std::sync::Arc::new(body);
     let limits = limits_of(limits);
     let actor = Actor::Scim(label.clone());
     let base = state.base_url(&headers);

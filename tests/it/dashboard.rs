@@ -305,3 +305,58 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         retrac_sync::version::COMMIT
     )));
 }
+
+/// A fresh daemon, before any request, pull or retry, already exports every metric that the
+/// alert rules and the dashboard query: counters with known label values start at 0, the
+/// histograms are registered, and the pull's gauges are read from the store at start.
+/// (The daemon is the real binary, in a process of its own: this test binary's recorder is
+/// shared by every in-process daemon.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_daemon_exports_every_metric_that_contrib_queries() {
+    let w = crate::common::world(FakeSeed::sample(3, "example.com")).await;
+    let mut config = crate::common::local_config(w.dir.path());
+    config.google = w.config.google.clone();
+    config.log.format = retrac_sync::config::LogFormat::Json;
+    // No run before the scrape: the first comes 5 s after start, the schedule yearly.
+    config.sync.schedule = "0 0 0 1 1 *".into();
+    let path = crate::common::write_config(w.dir.path(), &config);
+    let log = w.dir.path().join("daemon.log");
+    let mut child = tokio::process::Command::from(crate::common::command(&path))
+        .arg("run")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut metrics_addr = None;
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "retrac-sync is running")
+        {
+            metrics_addr = line["metrics"].as_str().map(|a| a.parse().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let addr = metrics_addr.expect("the daemon started");
+    let exported = exported_names(&scrape(addr).await);
+    let _ = child.kill().await;
+    assert_eq!(
+        w.google.requests("users.list"),
+        0,
+        "no pull ran before the scrape"
+    );
+    let mut queried = named_metrics(&repo("contrib/prometheus/retrac-sync.rules.yml"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo("contrib/grafana/retrac-sync.json")).unwrap();
+    for (_, expr) in dashboard_queries(&dashboard) {
+        queried.extend(named_metrics(&expr));
+    }
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "a fresh daemon lacks {missing:?}; it exports {exported:?}"
+    );
+}

@@ -699,3 +699,45 @@ async fn two_spellings_of_one_attribute_are_refused() {
         .unwrap()
         .is_none());
 }
+
+// Bounded projections (hardening): `attributes` and `excludedAttributes` hold at most 100
+// distinct paths, however they arrive.
+
+#[tokio::test]
+async fn attribute_lists_are_deduplicated_and_bounded() {
+    let app = app(&[]);
+    app.call("POST", "/Users", Some(json!({"userName": "p@example.com"})))
+        .await;
+    // 20,000 entries (the review sent 60,000, which the new 256 KiB body limit refuses
+    // first): 400 tooMany, before any work.
+    let many: Vec<String> = (0..20_000).map(|i| format!("a{i}")).collect();
+    for key in ["attributes", "excludedAttributes"] {
+        let r = app
+            .call(
+                "POST",
+                "/Users/.search",
+                Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], key: many})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.body["scimType"], json!("tooMany"), "{}", r.body);
+        let uri = format!("/Users?{key}={}", many[..101].join(","));
+        let r = app.call("GET", &uri, None).await;
+        assert_eq!(r.body["scimType"], json!("tooMany"), "{}", r.body);
+    }
+    // 100 distinct, or any number of repeats of a few, are fine.
+    let r = app
+        .call(
+            "GET",
+            &format!("/Users?attributes={}", many[..100].join(",")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let repeats = ["userName", "USERNAME", "username"].repeat(500).join(",");
+    let r = app
+        .call("GET", &format!("/Users?attributes={repeats}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["Resources"][0]["userName"], json!("p@example.com"));
+}

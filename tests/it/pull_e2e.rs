@@ -911,6 +911,41 @@ async fn aws_credentials_from_the_instance_metadata_pull_through_a_signed_reques
     assert_eq!(store.member_count(), 20);
 }
 
+/// A credential file whose `regional_cred_verification_url` is not AWS STS's
+/// GetCallerIdentity is refused with a clear message before anything is read, signed or
+/// sent: no metadata request, no STS exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_verification_url_off_aws_sts_is_refused_before_anything_is_sent() {
+    use fake_google::SubjectTokenSource;
+    let (mut w, store) = federated_world(SubjectTokenSource::Aws { imdsv2: true }, false).await;
+    let file = w
+        .google
+        .write_federation_file(
+            w.dir.path(),
+            SubjectTokenSource::Aws { imdsv2: true },
+            false,
+        )
+        .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity",
+        "https://collector.evil.example?Action=GetCallerIdentity",
+    );
+    assert!(text.contains("evil.example"));
+    std::fs::write(&file, text).unwrap();
+    federated(&mut w, file);
+    let (metadata, sts) = (w.google.requests("aws metadata"), w.google.requests("sts"));
+    let e = sync_in(&store, &w.config, &[]).await.error.unwrap();
+    assert!(
+        e.contains("regional_cred_verification_url") && e.contains("sts[.REGION].amazonaws.com"),
+        "{e}"
+    );
+    assert_eq!(
+        (w.google.requests("aws metadata"), w.google.requests("sts")),
+        (metadata, sts),
+        "nothing was read or sent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_credentials_from_the_environment_need_no_instance_metadata() {
     use fake_google::SubjectTokenSource;

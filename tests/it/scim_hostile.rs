@@ -367,101 +367,333 @@ async fn random_methods_and_paths_grow_neither_the_metrics_nor_the_memory() {
     d.stop().await;
 }
 
-/// Issue 9 item 2, the honest variant: with `max_connections = 20`, 220 idle connections are
-/// opened; the daemon holds 20 of them and the rest wait in the kernel's backlog, taking no
-/// file descriptor. A new authenticated `GET /Users` waits behind them, and is answered
-/// within 2 s once the idle clients go away and the cap frees up. One warning is logged for
-/// the burst, not one per connection.
+/// Opens up to `n` TCP connections to `addr` that send nothing, each connect bounded to
+/// 500 ms (past the listen backlog the kernel drops SYNs until the daemon accepts); returns
+/// the ones that connected.
+async fn silent_sockets(addr: &str, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await
+        {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Silent sockets cannot lock anyone out: with 5,000 connections that send nothing open
+/// against SCIM (the review's 520 made a GET take 27.9 s), an authenticated `GET /Users` on a
+/// new connection is answered within 2 s, and the daemon holds no more files than its cap.
+/// At the cap, the new connection closes the one idle longest; one warning per burst at
+/// most. The latency is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_cap_wait_in_the_backlog_without_taking_a_file() {
-    const CAP: usize = 20;
-    let d = spawn(|c| c.scim.max_connections = CAP).await;
+async fn silent_sockets_against_scim_do_not_starve_a_real_client() {
+    let d = spawn(|_| {}).await;
     let (_, token) = d.token().await;
     let files_before = d.open_files();
-    let mut idle = Vec::new();
-    for _ in 0..CAP + 200 {
-        idle.push(TcpStream::connect(&d.scim).await.unwrap());
-    }
-    // A fixed wait on purpose: what is checked is that nothing more happens (no file is
-    // taken past the cap), which no condition can announce.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let silent = silent_sockets(&d.scim, 5_000).await;
     let files_held = d.open_files();
     println!(
-        "{} idle connections: the daemon's open files went from {files_before} to {files_held}",
-        CAP + 200
+        "{} silent connections: the daemon's open files went from {files_before} to {files_held}",
+        silent.len()
     );
+    assert!(silent.len() > 1_000, "only {} connected", silent.len());
     assert!(
-        files_held <= files_before + CAP + 2,
-        "the daemon holds {files_held} files (was {files_before}) with a cap of {CAP}"
+        files_held <= files_before + 512 + 2,
+        "the daemon holds {files_held} files (was {files_before}) with a cap of 512"
     );
-
-    let mut waiting = BufReader::new(TcpStream::connect(&d.scim).await.unwrap());
-    waiting
+    let t = Instant::now();
+    let mut client = BufReader::new(TcpStream::connect(&d.scim).await.unwrap());
+    client
         .get_mut()
         .write_all(get("/scim/v2/Users?count=1", Some(&token)).as_bytes())
         .await
         .unwrap();
-    let early = tokio::time::timeout(Duration::from_secs(1), read_answer(&mut waiting)).await;
-    assert!(early.is_err(), "the cap let a 221st connection in");
-
-    let freed = Instant::now();
-    drop(idle);
-    let answer = tokio::time::timeout(Duration::from_secs(2), read_answer(&mut waiting))
+    let answer = tokio::time::timeout(Duration::from_secs(2), read_answer(&mut client))
         .await
-        .expect("answered within 2 s of the cap freeing up")
+        .expect("answered within 2 s with 5,000 silent sockets open")
         .expect("an answer");
     println!(
-        "GET /Users answered {:.0} ms after the idle connections closed",
-        freed.elapsed().as_secs_f64() * 1000.0
+        "GET /Users with {} silent sockets open: answered in {:.1} ms",
+        silent.len(),
+        t.elapsed().as_secs_f64() * 1000.0
     );
     assert_eq!(answer.status, 200);
-
-    let log = d.log_text();
-    let warnings = log_lines(&log)
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("connection cap reached"))
-        })
-        .count();
-    assert_eq!(warnings, 1, "one warning for the burst: {log}");
     assert!(
-        !log.contains("Too many open files"),
+        !d.log_text().contains("Too many open files"),
         "the daemon ran out of files"
+    );
+    drop(silent);
+    d.stop().await;
+}
+
+/// The same on the health and metrics port (cap 64): with 200 silent sockets open there,
+/// `/healthz` is answered within 1 s (the review: 29.5 s with 70).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_against_the_metrics_port_do_not_starve_healthz() {
+    let d = spawn(|_| {}).await;
+    let silent = silent_sockets(&d.metrics, 200).await;
+    assert_eq!(silent.len(), 200);
+    let t = Instant::now();
+    let mut client = BufReader::new(TcpStream::connect(&d.metrics).await.unwrap());
+    client
+        .get_mut()
+        .write_all(get("/healthz", None).as_bytes())
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(1), read_answer(&mut client))
+        .await
+        .expect("answered within 1 s with 200 silent sockets open")
+        .expect("an answer");
+    println!(
+        "/healthz with 200 silent sockets open: answered in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(answer.status, 200);
+    drop(silent);
+    d.stop().await;
+}
+
+/// A connection with a request in flight is never shed: with a cap of 2, a request whose
+/// body is still arriving keeps its connection while silent sockets come and go, and gets
+/// its answer. Past the per-address cap with every connection busy, the new one is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_a_request_in_flight_is_never_shed() {
+    let d = spawn(|c| {
+        c.scim.max_connections = 2;
+        c.scim.max_connections_per_ip = 2;
+    })
+    .await;
+    let (_, token) = d.token().await;
+    let body = br#"{"userName":"inflight@example.com"}"#;
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&d.scim).await.unwrap();
+        let head = format!(
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // Half the body: the request runs, waiting for the rest.
+        s.write_all(&body[..10]).await.unwrap();
+        busy.push(s);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A third connection while both are busy: closed (per-address cap, nothing to shed).
+    let mut third = TcpStream::connect(&d.scim).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection is closed: {closed:?}"
+    );
+    // Both busy requests finish and are answered: neither was shed.
+    for (i, mut s) in busy.into_iter().enumerate() {
+        s.write_all(&body[10..]).await.unwrap();
+        let mut r = BufReader::new(s);
+        let a = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut r))
+            .await
+            .expect("answered")
+            .expect("an answer, not a reset");
+        assert!(
+            a.status == 201 || a.status == 409,
+            "request {i}: {}",
+            a.status
+        );
+    }
+    d.stop().await;
+}
+
+/// The admin socket holds at most 64 connections (the review: 2,000 connections took 2,018
+/// of the 8,192 descriptors the unit shares with SCIM); the rest wait in the socket's
+/// backlog, and the CLI works again once they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_caps_its_connections() {
+    let d = spawn(|_| {}).await;
+    let files_before = d.open_files();
+    let path = d.dir.path().join("admin.sock");
+    let mut held = Vec::new();
+    for _ in 0..2_000 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let files_held = d.open_files();
+    println!(
+        "{} admin connections: the daemon's open files went from {files_before} to {files_held}",
+        held.len()
+    );
+    assert!(held.len() > 64, "only {} connected", held.len());
+    assert!(
+        files_held <= files_before + 64 + 2,
+        "the daemon holds {files_held} files (was {files_before}) with a cap of 64"
+    );
+    drop(held);
+    let out = d.cli(&["token", "list"]).await;
+    assert!(out.status.success(), "{out:?}");
+    d.stop().await;
+}
+
+/// The daemon's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Memory follows the configuration, not the number of clients: 160 concurrent 1 MiB PATCH
+/// bodies (half `[[0],[0],…]`, which grew about eleven times as JSON values, half one long
+/// string) leave the daemon under 300 MB, and `/healthz` is answered throughout. The review
+/// measured 1.21 GiB. `[scim].max_inflight_body_bytes` bounds the bodies in flight, and the
+/// parse caps the values a body may hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_bodies_stay_within_the_memory_budget() {
+    let d = spawn(|c| {
+        c.scim.max_body_bytes = 1024 * 1024;
+        c.scim.max_connections_per_ip = 512;
+    })
+    .await;
+    let (_, token) = d.token().await;
+    let user = r#"{"userName":"m@example.com"}"#;
+    let created = request(
+        &d.scim,
+        format!(
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{user}",
+            user.len()
+        ),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let id = serde_json::from_slice::<serde_json::Value>(&created.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = |nested: bool| {
+        let head = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"title","value":"#;
+        let mut b = String::from(head);
+        let room = 1024 * 1024 - head.len() - 64;
+        if nested {
+            b.push('[');
+            while b.len() < head.len() + room - 4 {
+                b.push_str("[0],");
+            }
+            b.push_str("[0]]");
+        } else {
+            b.push('"');
+            b.push_str(&"x".repeat(room - 2));
+            b.push('"');
+        }
+        b.push_str("}]}");
+        assert!(b.len() <= 1024 * 1024 && b.len() > 1024 * 1000);
+        b.into_bytes()
+    };
+    let before = peak_rss_mb(d.pid());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = {
+        let (addr, stop) = (d.metrics.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let a = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    request(&addr, get("/healthz", None)),
+                )
+                .await
+                .expect("/healthz answered within 5 s");
+                assert_eq!(a.status, 200);
+                worst = worst.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            worst
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..160 {
+        let (addr, token, id, bytes) =
+            (d.scim.clone(), token.clone(), id.clone(), body(i % 2 == 0));
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "PATCH /scim/v2/Users/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let _ = s.write_all(&bytes).await;
+            let mut r = BufReader::new(s);
+            read_answer(&mut r).await.map(|a| a.status)
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tasks {
+        let status = t.await.unwrap();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = health.await.unwrap();
+    let peak = peak_rss_mb(d.pid());
+    println!(
+        "160 concurrent 1 MiB PATCH bodies: peak RSS {before:.1} MB before, {peak:.1} MB after; \
+         slowest /healthz {:.0} ms; answers {statuses:?}",
+        worst.as_secs_f64() * 1000.0
+    );
+    assert!(peak < 300.0, "peak RSS {peak:.1} MB");
+    assert!(
+        statuses.keys().all(|s| matches!(s, Some(400) | Some(503))),
+        "{statuses:?}"
     );
     d.stop().await;
 }
 
-/// Issue 9 item 7: a 2 MiB body (over the 1 MiB default limit) from a client that writes it
-/// all before reading gets its 413, with `Connection: close`.
+/// A body over the limit from a client that writes it all before reading gets its 413, with
+/// `Connection: close`, not a broken pipe: the daemon reads and throws away up to 16 MiB, for
+/// up to 5 s (nginx's lingering close). 2 MiB and 8 MiB against a 1 MiB limit (the 8 MiB body
+/// was cut off at 4 MiB before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_written_in_full_gets_its_413() {
-    let d = spawn(|_| {}).await;
+    let d = spawn(|c| c.scim.max_body_bytes = 1024 * 1024).await;
     let (_, token) = d.token().await;
-    let body = vec![b' '; 2 * 1024 * 1024];
-    // A small send buffer, so the body cannot all sit in the kernel's buffers: the client
-    // is still writing when the server answers, as a real client on a real network is.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_send_buffer_size(16 * 1024).unwrap();
-    let mut s = socket.connect(d.scim.parse().unwrap()).await.unwrap();
-    let head = format!(
-        "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&body)
-        .await
-        .expect("the whole body is accepted");
-    let mut r = BufReader::new(s);
-    let a = read_answer(&mut r).await.expect("an answer, not a reset");
-    assert_eq!(a.status, 413);
-    assert_eq!(a.header("connection"), Some("close"));
-    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-    assert!(v["detail"]
-        .as_str()
-        .unwrap()
-        .contains("[scim].max_body_bytes"));
+    for mib in [2, 8] {
+        let body = vec![b' '; mib * 1024 * 1024];
+        // A small send buffer, so the body cannot all sit in the kernel's buffers: the client
+        // is still writing when the server answers, as a real client on a real network is.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(16 * 1024).unwrap();
+        let mut s = socket.connect(d.scim.parse().unwrap()).await.unwrap();
+        let head = format!(
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body)
+            .await
+            .unwrap_or_else(|e| panic!("the whole {mib} MiB body is accepted: {e}"));
+        let mut r = BufReader::new(s);
+        let a = read_answer(&mut r).await.expect("an answer, not a reset");
+        assert_eq!(a.status, 413, "{mib} MiB");
+        assert_eq!(a.header("connection"), Some("close"));
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("[scim].max_body_bytes"));
+    }
     d.stop().await;
 }
 

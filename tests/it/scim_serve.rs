@@ -159,6 +159,7 @@ fn short_limits() -> retrac_sync::listener::ConnLimits {
         max_connections: 8,
         idle_timeout: Duration::from_secs(2),
         header_timeout: Duration::from_secs(1),
+        max_connections_per_ip: 8,
         drain_timeout: Duration::from_secs(1),
     }
 }
@@ -223,4 +224,45 @@ async fn a_client_sending_its_headers_slowly_is_cut_at_the_header_timeout() {
         cut >= Duration::from_millis(900) && cut < Duration::from_millis(2500),
         "cut after {cut:?}"
     );
+}
+
+/// A socket that sends nothing is closed at the header timeout counted from the accept (1 s
+/// here), not at the idle timeout (2 s): the header timer used to start at the first byte.
+#[tokio::test]
+async fn a_silent_new_connection_is_closed_at_the_header_timeout_from_accept() {
+    let s = start_with(None, short_limits()).await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let waited = closed_after(&mut conn).await;
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(1900),
+        "closed after {waited:?}"
+    );
+}
+
+/// At the cap (8 here), a new connection closes the silent one that has waited longest and is
+/// served at once.
+#[tokio::test]
+async fn at_the_cap_a_new_connection_closes_the_idlest_one() {
+    let s = start_with(None, short_limits()).await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = std::time::Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(request(&s.token, false).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // The first silent socket, the idlest, was the one closed.
+    let mut b = [0u8; 8];
+    let first = tokio::time::timeout(Duration::from_millis(300), silent[0].read(&mut b)).await;
+    assert!(matches!(first, Ok(Ok(0)) | Ok(Err(_))), "{first:?}");
 }
