@@ -77,12 +77,16 @@ pub struct Config {
 pub struct StoreConfig {
     /// The sled directory (created with mode 0700).
     pub path: PathBuf,
+    /// Below this many bytes free on the store's file system, the daemon refuses writes
+    /// (503), reads go on, and `/healthz` says "degraded"; 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("/var/lib/retrac-sync/store"),
+            min_free_bytes: 256 * 1024 * 1024,
         }
     }
 }

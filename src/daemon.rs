@@ -87,6 +87,8 @@ pub async fn launch(
 ) -> Result<(), DaemonError> {
     let _ = crate::telemetry::metrics();
     zero_series();
+    store.set_min_free_bytes(config.store.min_free_bytes);
+    let _ = store.free_bytes();
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -202,7 +204,7 @@ pub async fn launch(
         "retrac-sync is running"
     );
     notify_systemd(&[sd_notify::NotifyState::Ready]);
-    let watchdog = spawn_watchdog();
+    let watchdog = spawn_watchdog(store.clone());
 
     let failed = tokio::select! {
         _ = shutdown => None,
@@ -253,14 +255,22 @@ fn show_addr(a: Option<std::net::SocketAddr>) -> String {
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path)?;
     let listeners = bind(&config).await?;
-    launch(
+    let kept = store.clone();
+    let result = launch(
         config,
         store,
         listeners,
         LaunchOptions::default(),
         shutdown_signal(),
     )
-    .await
+    .await;
+    if matches!(result, Err(DaemonError::ReadOnly(_))) {
+        // sled flushes when its last handle is dropped, which on a full or failing disk can
+        // wait for ever: the process keeps this handle and exits without that flush (a
+        // restart recovers from the store's log).
+        std::mem::forget(kept);
+    }
+    result
 }
 
 /// Knobs the daemon's callers (tests, the demo) may turn.
@@ -330,7 +340,11 @@ pub fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Pings the systemd watchdog at half its interval, when `WatchdogSec=` is set.
-fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// Pings systemd's watchdog at half its interval, each time only after a no-op has gone
+/// through the store's writer path ([`Store::writer_alive`]) and this task has run: a daemon
+/// whose store or runtime cannot make progress stops pinging, and systemd restarts it. A
+/// plain timer would keep a stuck daemon alive.
+fn spawn_watchdog(store: Store) -> Option<tokio::task::JoinHandle<()>> {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return None;
@@ -341,7 +355,12 @@ fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            match store.writer_alive().await {
+                Ok(()) => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                Err(e) => {
+                    tracing::error!(error = %e, "the store's writer makes no progress: not pinging the watchdog");
+                }
+            }
         }
     }))
 }

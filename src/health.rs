@@ -124,6 +124,11 @@ async fn healthz(State(state): State<HealthState>) -> Response {
     let failures = state.health.consecutive_failures();
     let (active, inactive) = state.store.member_counts();
     let store_ok = state.store.schema_version().is_ok();
+    // Too little space: writes are refused, reads go on.
+    let low_space = match state.store.check_space() {
+        Err(e @ crate::store::StoreError::NoSpace { .. }) => Some(e.to_string()),
+        _ => None,
+    };
     let reason = if let Some(why) = state.store.flush_failure() {
         Some(format!(
             "the store could not write to disk ({why}); it is read-only and the daemon is stopping so that systemd restarts it"
@@ -143,9 +148,14 @@ async fn healthz(State(state): State<HealthState>) -> Response {
     } else {
         StatusCode::OK
     };
+    let status = match (&reason, &low_space) {
+        (Some(_), _) => "unhealthy",
+        (None, Some(_)) => "degraded",
+        (None, None) => "ok",
+    };
     let body = HealthBody {
-        status: if reason.is_some() { "unhealthy" } else { "ok" },
-        reason,
+        status,
+        reason: reason.or(low_space),
         version: env!("CARGO_PKG_VERSION"),
         members: MemberCounts { active, inactive },
         consecutive_sync_failures: failures,
@@ -155,10 +165,14 @@ async fn healthz(State(state): State<HealthState>) -> Response {
 }
 
 async fn metrics(State(state): State<HealthState>) -> Response {
+    // The recorder first: a gauge set before it is installed would be lost.
+    let handle = crate::telemetry::metrics();
+    let _ = state.store.free_bytes();
+    metrics::gauge!("retrac_store_min_free_bytes").set(state.store.min_free_bytes() as f64);
     let (active, inactive) = state.store.member_counts();
     metrics::gauge!("retrac_members", "state" => "active").set(active as f64);
     metrics::gauge!("retrac_members", "state" => "inactive").set(inactive as f64);
-    let text = crate::telemetry::metrics().render();
+    let text = handle.render();
     (
         [(
             header::CONTENT_TYPE,

@@ -46,9 +46,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
         Command::Run => {
             let config = load()?;
             crate::telemetry::init_logging(&config.log);
-            return runtime()?
-                .block_on(crate::daemon::run(config))
-                .map_err(AppError::failed);
+            let rt = runtime()?;
+            let result = rt.block_on(crate::daemon::run(config));
+            // A write stuck on a full disk holds a blocking thread for ever: do not wait for
+            // it to exit (dropping the runtime would).
+            rt.shutdown_timeout(Duration::from_secs(2));
+            return result.map_err(AppError::failed);
         }
         #[cfg(feature = "demo")]
         Command::Demo { users, listen } => {

@@ -243,8 +243,32 @@ impl Authenticator {
             }
         };
         if due {
-            if let Err(e) = self.store.set_token_last_used(id, now) {
-                tracing::warn!(error = %e, token_id = id, "cannot record when a SCIM token was last used");
+            // Off the async worker and never awaited: a full disk may hold the write, and it
+            // must hold no request with it. A write past the deadline turns the store
+            // read-only, as any other write does.
+            let store = self.store.clone();
+            let token_id = id.to_string();
+            let write = async move {
+                let result = store
+                    .write_off_thread({
+                        let token_id = token_id.clone();
+                        move |s| s.set_token_last_used(&token_id, now)
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, token_id = %token_id, "cannot record when a SCIM token was last used");
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn(write);
+                }
+                // Outside a runtime (a unit test): write here.
+                Err(_) => {
+                    if let Err(e) = self.store.set_token_last_used(id, now) {
+                        tracing::warn!(error = %e, token_id = %id, "cannot record when a SCIM token was last used");
+                    }
+                }
             }
         }
     }

@@ -187,6 +187,10 @@ impl From<StoreError> for ScimError {
                 tracing::error!(error = %e, "SCIM request failed: the store is read-only");
                 ScimError::read_only()
             }
+            StoreError::NoSpace { .. } => {
+                tracing::warn!(error = %e, "SCIM write refused: the disk is nearly full");
+                ScimError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             e => ScimError::internal(e),
         }
     }

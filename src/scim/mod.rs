@@ -183,15 +183,24 @@ impl ScimState {
         &self.inner.store
     }
 
-    /// Applies one change through `provision::apply`, at the current time.
-    pub fn apply(
+    /// Applies one change through `provision::apply`, at the current time, on the blocking
+    /// pool within the store's write deadline ([`Store::write_off_thread`]): a full or failing
+    /// disk can hold a write for ever, and it must not hold an async worker (and every
+    /// request queued behind it) with it.
+    pub async fn apply(
         &self,
         change: crate::member::Change,
         actor: &crate::member::Actor,
     ) -> Result<crate::provision::Outcome, crate::provision::ProvisionError> {
         // Member transactions are already one at a time: `Store::transact` holds the
         // store's writer lock for SCIM, the pull and the owner alike.
-        crate::provision::apply(&self.inner.store, change, actor, Utc::now())
+        let actor = actor.clone();
+        self.inner
+            .store
+            .write_off_thread(move |store| {
+                crate::provision::apply(store, change, &actor, Utc::now())
+            })
+            .await
     }
 
     /// The absolute base URL of the endpoint: `[scim].public_url`, else from the Host header.

@@ -695,7 +695,7 @@ pub async fn create(
         attrs: parsed.attrs,
         managed_by: ManagedBy::Google,
     };
-    let outcome = state.apply(change, &Actor::Scim(label))?;
+    let outcome = state.apply(change, &Actor::Scim(label)).await?;
     let m = outcome.member().clone();
     durable(&state).await?;
     Ok(member_response(
@@ -742,7 +742,7 @@ pub async fn replace(
         expected_version: expected,
         attrs: parsed.attrs,
     };
-    let outcome = state.apply(change, &Actor::Scim(label))?;
+    let outcome = state.apply(change, &Actor::Scim(label)).await?;
     finish_update(&state, &headers, outcome, &projection).await
 }
 
@@ -802,7 +802,7 @@ pub async fn modify(
             expected_version: Some(m.version),
             attrs: parsed.attrs,
         };
-        match state.apply(change, &actor) {
+        match state.apply(change, &actor).await {
             Ok(outcome) => return finish_update(&state, &headers, outcome, &projection).await,
             // Another write slipped in between the read and this one: PATCH is relative,
             // so re-read and apply again, unless the client pinned a version.
@@ -830,7 +830,7 @@ pub async fn delete(
         id,
         expected_version: expected,
     };
-    state.apply(change, &Actor::Scim(label))?;
+    state.apply(change, &Actor::Scim(label)).await?;
     durable(&state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -95,12 +95,24 @@ impl GroupFlush {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
+            let deadline = super::WRITE_DEADLINE;
             let result = match injected {
                 Some(why) => Err(why),
-                None => match tokio::task::spawn_blocking(move || db.flush()).await {
-                    Ok(Ok(_)) => Ok(()),
+                None => match tokio::time::timeout(
+                    deadline,
+                    tokio::task::spawn_blocking(move || db.flush()),
+                )
+                .await
+                {
+                    Ok(Ok(Ok(_))) => Ok(()),
+                    Ok(Ok(Err(e))) => Err(e.to_string()),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    // sled waits for ever on a full disk: a flush that takes this long is
+                    // taken for failed.
+                    Err(_) => Err(format!(
+                        "a flush did not finish within {} s (is the disk full or failing?)",
+                        deadline.as_secs()
+                    )),
                 },
             };
             this.state.lock().unwrap_or_else(|p| p.into_inner()).running = false;
@@ -110,6 +122,13 @@ impl GroupFlush {
                     p.failed.get_or_insert(why);
                 }
             });
+        });
+    }
+
+    /// Makes the store read-only for `why`, as a failed flush does.
+    pub(super) fn fail(&self, why: &str) {
+        self.progress.send_modify(|p| {
+            p.failed.get_or_insert_with(|| why.to_string());
         });
     }
 

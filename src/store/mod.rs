@@ -163,6 +163,20 @@ pub enum StoreError {
     /// sled failed.
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
+    /// The store's file system has less free space than `[store].min_free_bytes`: writes are
+    /// refused before they start, reads go on.
+    #[error("the disk holding the store has {} free, below [store].min_free_bytes = {}: writes are refused until space is freed (reads go on)", mib(*free), mib(*floor))]
+    NoSpace {
+        /// Bytes free for the daemon's user.
+        free: u64,
+        /// `[store].min_free_bytes`.
+        floor: u64,
+    },
+}
+
+/// Bytes as MiB with one decimal, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl From<UnabortableTransactionError> for StoreError {
@@ -201,7 +215,15 @@ struct Inner {
     /// Bumped after every token record written through this store (created or revoked),
     /// so the SCIM authenticator's copy of the records knows to reload.
     token_writes: std::sync::atomic::AtomicU64,
+    /// `[store].min_free_bytes`: below this much free space on the store's file system,
+    /// writes are refused ([`StoreError::NoSpace`]); 0 = no check.
+    min_free_bytes: std::sync::atomic::AtomicU64,
 }
+
+/// How long one write (a transaction, a flush) may take before the store is taken for stuck
+/// (a full or failing disk can make sled wait for ever): the write answers
+/// [`StoreError::Io`] and the store turns read-only, as for a failed flush.
+pub const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -244,6 +266,7 @@ impl Store {
                 meta,
                 flusher: flush::GroupFlush::new(db.clone()),
                 token_writes: std::sync::atomic::AtomicU64::new(0),
+                min_free_bytes: std::sync::atomic::AtomicU64::new(0),
                 db,
             }),
         };
@@ -529,10 +552,104 @@ impl Store {
         self.inner.flusher.flush().await
     }
 
-    /// Why the store turned read-only, once a flush has failed: what is in memory may
-    /// never reach the disk, so no write is accepted and the daemon stops.
+    /// Why the store turned read-only, once a write or a flush has failed or missed its
+    /// deadline: what is in memory may never reach the disk, so no write is accepted and the
+    /// daemon stops.
     pub fn flush_failure(&self) -> Option<String> {
         self.inner.flusher.failure()
+    }
+
+    /// Turns the store read-only for `why` (an I/O error, a write past its deadline): every
+    /// later write and flush fails, and [`Store::flush_failed`] resolves, which stops the
+    /// daemon.
+    pub fn fail(&self, why: &str) {
+        if self.inner.flusher.failure().is_none() {
+            tracing::error!(error = %why, "the store turns read-only");
+        }
+        self.inner.flusher.fail(why);
+    }
+
+    /// Sets `[store].min_free_bytes` (0 = no check).
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.inner
+            .min_free_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("retrac_store_min_free_bytes").set(bytes as f64);
+    }
+
+    /// `[store].min_free_bytes` (0 = no check).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.inner
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes free for the daemon on the store's file system (`statvfs`: available blocks
+    /// times the fragment size); also sets the gauge `retrac_store_free_bytes`.
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let st = rustix::fs::statvfs(&self.inner.path)
+            .map_err(|e| StoreError::Io(format!("statvfs {}: {e}", self.inner.path.display())))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        metrics::gauge!("retrac_store_free_bytes").set(free as f64);
+        Ok(free)
+    }
+
+    /// Refuses a write while the store's file system has less free space than
+    /// `[store].min_free_bytes` ([`StoreError::NoSpace`]).
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let floor = self
+            .inner
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if floor == 0 {
+            return Ok(());
+        }
+        let free = self.free_bytes()?;
+        if free < floor {
+            return Err(StoreError::NoSpace { free, floor });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` (a write) on the blocking pool, never on an async worker, and waits at most
+    /// [`WRITE_DEADLINE`]. A write that misses it makes the store read-only (the disk is full
+    /// or failing: sled can wait for ever there) and answers [`StoreError::Io`].
+    pub async fn write_off_thread<T, E>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        let task = tokio::task::spawn_blocking(move || f(&store));
+        match tokio::time::timeout(WRITE_DEADLINE, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StoreError::Internal(format!("a write task failed: {e}")).into()),
+            Err(_) => {
+                let why = format!(
+                    "a write did not finish within {} s (is the disk full or failing?)",
+                    WRITE_DEADLINE.as_secs()
+                );
+                self.fail(&why);
+                Err(StoreError::Io(why).into())
+            }
+        }
+    }
+
+    /// A no-op through the writer path (the writer lock, on the blocking pool, within the
+    /// write deadline): the daemon's watchdog pings systemd only after this succeeds, so a
+    /// store that cannot write is restarted.
+    pub async fn writer_alive(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.flush_failure() {
+            return Err(StoreError::Io(why));
+        }
+        self.write_off_thread(|s| {
+            drop(s.inner.writer.lock().unwrap_or_else(|p| p.into_inner()));
+            Ok::<(), StoreError>(())
+        })
+        .await
     }
 
     /// Resolves with the reason when a flush fails.
@@ -590,10 +707,9 @@ impl Store {
     {
         let i = &self.inner;
         if let Some(why) = i.flusher.failure() {
-            return Err(StoreError::Io(format!(
-                "the store is read-only since a flush failed: {why}"
-            )));
+            return Err(StoreError::Io(format!("the store is read-only: {why}")));
         }
+        self.check_space()?;
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());
@@ -623,8 +739,14 @@ impl Store {
                 mirror.apply(overlay.into_inner());
                 Ok(t)
             }
+            // An I/O error from sled, in the transaction or under it: what is in memory may
+            // not reach the disk; the store turns read-only and the daemon stops.
+            Err(TransactionError::Abort(StoreError::Sled(e)))
+            | Err(TransactionError::Storage(e)) => {
+                self.fail(&format!("a write failed: {e}"));
+                Err(StoreError::Io(e.to_string()))
+            }
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
     }
 }

@@ -13,6 +13,7 @@ mod cli_members;
 mod daemon;
 mod dashboard;
 mod demo;
+mod disk;
 mod doctor;
 mod ownership;
 mod pull_cli;
