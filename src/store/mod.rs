@@ -569,6 +569,19 @@ impl Store {
         self.inner.flusher.fail(why);
     }
 
+    /// The result of a write to a sled tree outside a member transaction: an I/O error makes
+    /// the store read-only ([`Store::fail`]), as one from a transaction or a flush does.
+    pub(crate) fn io_checked<T>(&self, r: Result<T, sled::Error>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if matches!(e, sled::Error::Io(_)) {
+                self.fail(&format!("a write failed: {e}"));
+                StoreError::Io(e.to_string())
+            } else {
+                StoreError::Sled(e)
+            }
+        })
+    }
+
     /// Sets `[store].min_free_bytes` (0 = no check).
     pub fn set_min_free_bytes(&self, bytes: u64) {
         self.inner
@@ -742,10 +755,7 @@ impl Store {
             // An I/O error from sled, in the transaction or under it: what is in memory may
             // not reach the disk; the store turns read-only and the daemon stops.
             Err(TransactionError::Abort(StoreError::Sled(e)))
-            | Err(TransactionError::Storage(e)) => {
-                self.fail(&format!("a write failed: {e}"));
-                Err(StoreError::Io(e.to_string()))
-            }
+            | Err(TransactionError::Storage(e)) => self.io_checked(Err(e)),
             Err(TransactionError::Abort(e)) => Err(e),
         }
     }

@@ -198,7 +198,7 @@ impl Store {
     /// Records (or rewrites) a run, pruning the oldest beyond the last 1000.
     pub fn put_sync_run(&self, run: &SyncRun) -> Result<(), StoreError> {
         let tree = self.sync_runs_tree();
-        tree.insert(run.run_id.as_str().as_bytes(), encode(run)?)?;
+        self.io_checked(tree.insert(run.run_id.as_str().as_bytes(), encode(run)?))?;
         while tree.len() > KEEP_RUNS {
             match tree.pop_min()? {
                 Some(_) => {}
@@ -228,8 +228,10 @@ impl Store {
 
     /// Stores the deactivations a run held.
     pub fn put_held(&self, held: &HeldSet) -> Result<(), StoreError> {
-        self.held_changes_tree()
-            .insert(held.run_id.as_str().as_bytes(), encode(held)?)?;
+        self.io_checked(
+            self.held_changes_tree()
+                .insert(held.run_id.as_str().as_bytes(), encode(held)?),
+        )?;
         Ok(())
     }
 
@@ -253,8 +255,7 @@ impl Store {
 
     /// Drops a held set; returns it if it was there.
     pub fn remove_held(&self, run_id: &RunId) -> Result<Option<HeldSet>, StoreError> {
-        self.held_changes_tree()
-            .remove(run_id.as_str().as_bytes())?
+        self.io_checked(self.held_changes_tree().remove(run_id.as_str().as_bytes()))?
             .map(|v| decode("held changes", &v))
             .transpose()
     }

@@ -52,9 +52,11 @@ impl Store {
     /// Stores a new token record.
     pub fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.inner
-            .tokens
-            .insert(key(TOKEN_PREFIX, &record.id), bytes)?;
+        self.io_checked(
+            self.inner
+                .tokens
+                .insert(key(TOKEN_PREFIX, &record.id), bytes),
+        )?;
         self.inner.token_writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -126,9 +128,11 @@ impl Store {
 
     /// Records when a token was last used.
     pub fn set_token_last_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner
-            .tokens
-            .insert(key(USED_PREFIX, id), at.to_rfc3339().as_bytes())?;
+        self.io_checked(
+            self.inner
+                .tokens
+                .insert(key(USED_PREFIX, id), at.to_rfc3339().as_bytes()),
+        )?;
         Ok(())
     }
 
