@@ -65,42 +65,66 @@ async fn pages_through_every_user_once_with_fields_and_gzip() {
 }
 
 #[tokio::test]
-async fn members_list_expands_nested_groups_and_pages_by_200() {
+async fn nested_groups_are_read_from_direct_listings_each_once_and_paged_by_200() {
+    use retrac_sync::reconcile::run::read_groups;
+    use retrac_sync::reconcile::scope::ScopeRules;
     let mut seed = FakeSeed::sample(1000, "example.com");
     seed.groups.push(fake_google::FakeGroup {
         email: "outer@example.com".into(),
         members: vec![FakeMember::Group("engineering@example.com".into())],
     });
+    // A cycle: kernel@ (nested in engineering@) names outer@ again.
+    for g in &mut seed.groups {
+        if g.email == "kernel@example.com" {
+            g.members
+                .push(FakeMember::Group("outer@example.com".into()));
+        }
+    }
     let g = fake(seed).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&g, &dir).await;
-    let mut token = None;
-    let mut users = 0;
-    let mut pages = 0;
-    loop {
-        let p = c
-            .list_members_page("outer@example.com", token.as_deref())
-            .await
-            .unwrap();
-        pages += 1;
-        assert!(p.members.len() <= 200);
-        users += p
-            .members
-            .iter()
-            .filter(|m| m.kind.as_deref() == Some("USER"))
-            .count();
-        match p.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    // engineering = 200 in /Engineering + 200 in /Engineering/Kernel (through kernel@).
-    assert_eq!(users, 400);
-    assert_eq!(pages, 3);
-    assert!(g
+    // One direct page: members.list is never asked for derived membership.
+    let p = c
+        .list_members_page("outer@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(p.members.len(), 1);
+    assert_eq!(p.members[0].kind.as_deref(), Some("GROUP"));
+    assert!(!g
         .last_query("members.list")
         .unwrap()
-        .contains("includeDerivedMembership=true"));
+        .contains("includeDerivedMembership"));
+    let rules = ScopeRules {
+        groups: vec!["outer@example.com".into()],
+        max_nested_groups: 1000,
+        ..Default::default()
+    };
+    let before = g.requests("members.list");
+    let mut progress = Default::default();
+    let (members, problems) = read_groups(&c, &rules, None, &mut progress).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // engineering = 200 in /Engineering + 200 in /Engineering/Kernel (through kernel@).
+    assert_eq!(members.user_ids.len(), 400);
+    assert_eq!(
+        members.nested_groups, 2,
+        "engineering@ and kernel@, once each"
+    );
+    // outer: 1 page; engineering and kernel: 200 users and a group each, 2 pages each.
+    assert_eq!(g.requests("members.list") - before, 5);
+    assert_eq!(progress.group_pages, 5);
+    // Past [scope].max_nested_groups the read fails.
+    let tight = ScopeRules {
+        max_nested_groups: 1,
+        ..rules
+    };
+    let e = read_groups(&c, &tight, None, &mut Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "too_many_nested_groups");
+    assert_eq!(
+        e.to_string(),
+        "the scope groups hold more than 1 nested groups ([scope].max_nested_groups; kernel@example.com is one past it), so nothing was written: raise [scope].max_nested_groups if they are all meant to be in scope, or put the users in fewer groups"
+    );
 }
 
 #[tokio::test]
@@ -358,7 +382,7 @@ async fn each_setup_mistake_gets_its_own_exact_message() {
         .unwrap_err();
     assert_eq!(
         directory::diagnose(&e),
-        "Google does not know the scope group no-such-group@example.com (members.list answered 404): check the address in [scope].groups; it must be a group of this customer, not a user or an alias"
+        "Google does not know the scope group no-such-group@example.com (members.list answered 404): check the address in [scope].groups; it must be a group of this customer (its address or one of its aliases), not a user"
     );
 }
 
