@@ -215,7 +215,19 @@ impl DirectoryClient {
             let body = self
                 .get("users.list", url.as_str(), Asked::Customer)
                 .await?;
-            let page: UsersPage = decode("users.list", &body)?;
+            // Only the ids: a deleted user's other fields are not needed, nor promised.
+            #[derive(serde::Deserialize)]
+            struct Id {
+                id: String,
+            }
+            #[derive(serde::Deserialize)]
+            struct Page {
+                #[serde(default)]
+                users: Vec<Id>,
+                #[serde(default, rename = "nextPageToken")]
+                next_page_token: Option<String>,
+            }
+            let page: Page = decode("users.list", &body)?;
             ids.extend(page.users.into_iter().map(|u| u.id));
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
