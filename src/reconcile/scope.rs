@@ -504,4 +504,87 @@ mod tests {
         }]);
         assert_eq!(rules.select(&users, &g).users.len(), 4);
     }
+
+    #[test]
+    fn a_query_splits_into_what_users_get_decides_and_what_google_searches() {
+        let q = Query::parse(
+            r"orgUnitPath='/Sales Team' isSuspended=false name:'Ada L' isAdmin=TRUE familyName='O\'Brien'",
+        );
+        assert_eq!(
+            q.remote.as_deref(),
+            Some(r"name:'Ada L' familyName='O\'Brien'"),
+            "kept as written"
+        );
+        let mut u = user("1", "o'brien@example.com", "/Sales Team/Dublin");
+        u.is_admin = Some(true);
+        assert!(q.local_match(&u));
+        u.suspended = Some(true);
+        assert!(!q.local_match(&u));
+        u.suspended = Some(false);
+        u.is_admin = None;
+        assert!(!q.local_match(&u), "not an admin");
+        u.is_admin = Some(true);
+        u.org_unit_path = Some("/Sales".into());
+        assert!(!q.local_match(&u));
+        assert_eq!(
+            q.narrowed("o'brien@example.com").as_deref(),
+            Some(r"name:'Ada L' familyName='O\'Brien' email='o\'brien@example.com'")
+        );
+        // Every clause local: nothing for Google.
+        let all = Query::parse("orgUnitPath=/Sales isArchived=false");
+        assert_eq!(all.remote, None);
+        assert_eq!(all.narrowed("a@example.com"), None);
+        assert!(all.local_match(&user("2", "a@example.com", "/sales/x")));
+        // A flag that is not true/false, or a query that cannot be read, goes to Google whole.
+        assert_eq!(
+            Query::parse("isSuspended=maybe").remote.as_deref(),
+            Some("isSuspended=maybe")
+        );
+        let broken = "orgUnitPath='/Sales";
+        assert_eq!(Query::parse(broken).remote.as_deref(), Some(broken));
+        assert_eq!(
+            Query::parse("email='o'brien@example.com'")
+                .remote
+                .as_deref(),
+            Some("email='o'brien@example.com'"),
+            "a quote ending a value early: not well formed"
+        );
+    }
+
+    #[test]
+    fn values_are_escaped_for_googles_quotes() {
+        assert_eq!(escape_value("o'brien@example.com"), r"o\'brien@example.com");
+        assert_eq!(escape_value(r"a\b'c"), r"a\\b\'c");
+        assert_eq!(escape_value("plain@example.com"), "plain@example.com");
+    }
+
+    #[test]
+    fn guests_are_out_unless_included_and_a_dropped_membership_is_told_apart() {
+        let mut rules = ScopeRules {
+            groups: vec!["eng@example.com".into()],
+            org_units: vec!["/Sales".into()],
+            exclude: vec!["svc-*".into()],
+            ..Default::default()
+        };
+        let mut guest = user("1", "guest@example.com", "/Sales");
+        guest.is_guest_user = Some(true);
+        let none = GroupMembership::default();
+        assert!(!rules.in_scope(&guest, &none));
+        assert_eq!(
+            rules
+                .select(std::slice::from_ref(&guest), &none)
+                .out_of_scope,
+            1
+        );
+        rules.include_guests = true;
+        assert!(rules.in_scope(&guest, &none));
+        // Out of scope only for want of a group: a membership a listing dropped would put it
+        // in. Excluded or in another domain: no membership would.
+        let outside = user("2", "bob@example.com", "/Engineering");
+        assert!(!rules.in_scope(&outside, &none));
+        assert!(rules.in_scope_if_member(&outside));
+        assert!(!rules.in_scope_if_member(&user("3", "svc-x@example.com", "/")));
+        rules.groups.clear();
+        assert!(!rules.in_scope_if_member(&outside), "no group in scope");
+    }
 }

@@ -564,7 +564,7 @@ async fn a_body_that_stalls_halfway_times_out_and_is_retried() {
 }
 
 #[tokio::test]
-async fn the_newer_403_resource_exhausted_shape_is_retried() {
+async fn resource_exhausted_in_the_newer_error_shape_is_retried() {
     let g = fake(FakeSeed::sample(10, "example.com")).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&g, &dir).await;
@@ -629,5 +629,251 @@ async fn retry_after_on_a_429_is_honoured_up_to_the_backoff_maximum() {
         waited >= std::time::Duration::from_millis(1590)
             && waited < std::time::Duration::from_secs(30),
         "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn usage_limits_a_plain_text_rate_refusal_and_members_system_error_are_retried() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    // A 403 in the usageLimits domain, whatever its reason.
+    g.inject(Fault::FailPage {
+        endpoint: "users.list",
+        page: 1,
+        times: 2,
+        status: 403,
+        reason: "dailyLimitExceeded",
+    });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("users.list"), 3);
+    // A 403 whose body is plain text, not JSON.
+    g.inject(Fault::PlainTextRateLimit {
+        endpoint: "users.list",
+        page: 1,
+        times: 2,
+    });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("users.list"), 6);
+    // systemError from members.list, even with a 4xx status.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 2,
+        status: 400,
+        reason: "systemError",
+    });
+    c.list_members_page("everyone@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(g.requests("members.list"), 3);
+    // A 400 of another reason is still not retried.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 1,
+        status: 400,
+        reason: "invalid",
+    });
+    assert!(c
+        .list_members_page("everyone@example.com", None)
+        .await
+        .is_err());
+    assert_eq!(g.requests("members.list"), 4);
+}
+
+#[tokio::test]
+async fn each_token_refusal_names_its_cause_and_is_never_retried() {
+    let g = fake(FakeSeed::sample(3, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    let sa = g.service_account();
+    let admin = g.admin();
+    let cases: [(u16, &str, &str, &str, String); 5] = [
+        (
+            400,
+            "invalid_grant",
+            "Invalid grant: account not found",
+            "service_account_gone",
+            format!("Google refused a token for the service account {sa} (invalid_grant: Invalid grant: account not found): the service account was deleted or disabled. Enable it again in the Google Cloud console (IAM & Admin → Service Accounts), or create a new one with a JSON key, point [google].key_file at it and grant its client id the domain-wide delegation"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "The account has been deleted",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_grant: The account has been deleted): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "Not a valid email",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_grant: Not a valid email): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_request",
+            "Invalid impersonation \"sub\" field: nobody",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_request: Invalid impersonation \"sub\" field: nobody): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "Something Google has not said before",
+            "token_refused",
+            "Google refused the token request (invalid_grant: Something Google has not said before); nothing in its answer names the cause. Check [google].subject, the key file and the domain-wide delegation, then run `retrac-sync doctor`".to_string(),
+        ),
+    ];
+    for (status, error, description, kind, message) in cases {
+        g.clear_faults();
+        g.inject(Fault::TokenRefuses {
+            status,
+            error,
+            description,
+        });
+        let c = connect_as(&g, &key, &admin).await;
+        let before = g.requests("token");
+        let (e, msg) = first_page_error(&c).await;
+        assert_eq!((e.kind(), msg), (kind, message));
+        assert_eq!(
+            g.requests("token") - before,
+            1,
+            "{description}: not retried"
+        );
+        assert_eq!(g.requests("users.list"), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_403_names_the_key_or_the_group_and_only_a_customer_listing_blames_the_admin() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let moved = g.users()[0].clone();
+    g.move_to_other_customer(&moved.primary_email).unwrap();
+    for key in [moved.id.as_str(), moved.primary_email.as_str()] {
+        let e = c.get_user(key).await.unwrap_err();
+        assert_eq!(e.kind(), "not_in_customer");
+        assert_eq!(
+            directory::diagnose(&e),
+            format!("{key} is not in this Google customer, or the admin's role does not cover it (Google users.get answered 403 Not Authorized to access this resource/api)")
+        );
+    }
+    // members.list: the group-not-found message, an alias being no problem.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 1,
+        status: 403,
+        reason: "forbidden",
+    });
+    let e = c
+        .list_members_page("sales@example.com", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        directory::diagnose(&e),
+        "Google does not know the scope group sales@example.com (members.list answered 403): check the address in [scope].groups; it must be a group of this customer (its address or one of its aliases), not a user"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_user_answers_412_for_20_days_then_404_and_is_listed_only_with_show_deleted() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let u = g.users()[3].clone();
+    assert!(c.get_user(&u.id).await.unwrap().is_some());
+    g.delete(&u.primary_email).unwrap();
+    // 412 conditionNotMet, which the client reads as gone.
+    assert_eq!(c.get_user(&u.id).await.unwrap(), None);
+    assert!(!all_users(&c).await.unwrap().contains(&u.primary_email));
+    let deleted = c.deleted_user_ids("my_customer").await.unwrap();
+    assert_eq!(
+        deleted.into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&u.id)
+    );
+    assert!(g
+        .last_query("users.list")
+        .unwrap()
+        .contains("showDeleted=true"));
+    // Restored with its id.
+    assert!(g.undelete(&u.primary_email));
+    assert_eq!(c.get_user(&u.id).await.unwrap().unwrap().id, u.id);
+    assert!(c.deleted_user_ids("my_customer").await.unwrap().is_empty());
+    // Deleted, then 20 days on: purged, 404, and no longer listed or restorable.
+    g.delete(&u.primary_email).unwrap();
+    g.advance_clock(std::time::Duration::from_secs(20 * 24 * 3600));
+    assert_eq!(c.get_user(&u.id).await.unwrap(), None);
+    assert!(c.deleted_user_ids("my_customer").await.unwrap().is_empty());
+    assert!(!g.undelete(&u.primary_email));
+}
+
+#[tokio::test]
+async fn has_member_answers_for_nested_membership_and_400_across_domains() {
+    let mut seed = FakeSeed::sample(50, "example.com");
+    seed.users
+        .push(FakeUser::new("800", "zed@example.org", "Zed", "Other"));
+    seed.groups.push(fake_google::FakeGroup {
+        email: "team@example.com".into(),
+        members: vec![FakeMember::User("zed@example.org".into())],
+    });
+    seed.groups.push(fake_google::FakeGroup {
+        email: "staff@example.com".into(),
+        members: vec![FakeMember::Group("team@example.com".into())],
+    });
+    let g = fake(seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let kernel = g
+        .users()
+        .into_iter()
+        .find(|u| u.org_unit_path == "/Engineering/Kernel")
+        .unwrap();
+    let sales = g
+        .users()
+        .into_iter()
+        .find(|u| u.org_unit_path == "/Sales")
+        .unwrap();
+    // Nested (kernel@ in engineering@), by id and by address; not a member.
+    assert_eq!(
+        c.has_member("engineering@example.com", &kernel.id)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        c.has_member("engineering@example.com", &kernel.primary_email)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        c.has_member("engineering@example.com", &sales.id)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    // A listing that drops the member does not change hasMember.
+    g.inject(Fault::OmitMember {
+        group: "sales@example.com".into(),
+        email: sales.primary_email.clone(),
+    });
+    assert_eq!(
+        c.has_member("sales@example.com", &sales.id).await.unwrap(),
+        Some(true)
+    );
+    // Nested across domains: Google cannot tell.
+    assert_eq!(
+        c.has_member("staff@example.com", "800").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        c.has_member("team@example.com", "800").await.unwrap(),
+        Some(true),
+        "direct membership across domains is fine"
     );
 }

@@ -717,6 +717,18 @@ async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
         "{e}"
     );
     w.google.clear_faults();
+    // A VM with the default access scopes: its token may not call signJwt at all. The fix is
+    // the cloud-platform access scope, not a role.
+    w.google.inject(Fault::KeylessRefuses("signJwt scope"));
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("keyless Google credentials: the signJwt step failed (HTTP 403: "),
+        "{e}"
+    );
+    assert!(e.contains("ACCESS_TOKEN_SCOPE_INSUFFICIENT"), "{e}");
+    assert!(e.contains("cloud-platform"), "{e}");
+    assert!(!e.contains("roles/iam.serviceAccountTokenCreator"), "{e}");
+    w.google.clear_faults();
     // The exchange: delegation not granted to the service account.
     w.google.inject(Fault::DenyDelegation);
     let e = failed(&w).await;

@@ -3222,6 +3222,34 @@ mod tests {
     }
 
     #[test]
+    fn the_query_is_quoted_and_escaped_as_google_reads_it() {
+        let mut u = FakeUser::new("1", "o'brien@example.com", "Siobhan", "O'Brien");
+        u.org_unit_path = "/Sales Team".into();
+        let q = parse_query(r"email='o\'brien@example.com' familyName='O\'Brien'").unwrap();
+        assert!(q.matches(&u));
+        assert!(parse_query(r"orgUnitPath='/Sales Team'")
+            .unwrap()
+            .matches(&u));
+        // The address bare inside quotes: the quote ends the value, text follows: 400.
+        assert!(parse_query("email='o'brien@example.com'").is_err());
+        assert!(parse_query("email=o'brien@example.com").is_err());
+        assert!(parse_query("orgUnitPath='/Sales").is_err(), "unterminated");
+        assert!(
+            parse_query(r"email='a\b@example.com'").is_err(),
+            "a lone backslash"
+        );
+        assert!(
+            parse_query(r"givenName='a\\b'")
+                .unwrap()
+                .given_name
+                .as_deref()
+                == Some(r"a\b")
+        );
+        assert!(parse_query("isAdmin=true").unwrap().admin == Some(true));
+        assert!(parse_query("isAdmin=perhaps").is_err());
+    }
+
+    #[test]
     fn the_sample_has_groups_org_units_and_some_inactive_users() {
         let s = FakeSeed::sample(200, "example.com");
         assert_eq!(s.users.len(), 200);
