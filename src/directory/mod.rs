@@ -4,7 +4,7 @@
 //! crate, `crates/fake-google`.
 //!
 //! There is no maintained generated crate for the Admin SDK (`google-admin1_directory` was
-//! last released in 2020 on hyper 0.10 and yup-oauth2 1.x), so the three calls the pull needs
+//! last released in 2020 on hyper 0.10 and yup-oauth2 1.x), so the calls the pull needs
 //! are written here on the same hyper/rustls stack yup-oauth2 uses.
 
 pub mod auth;
