@@ -180,6 +180,13 @@ pub enum DirectoryError {
         /// The last failure.
         last: String,
     },
+    /// Google's search answered 400 to `[scope].query` narrowed to one address: whether the
+    /// user matches cannot be checked.
+    #[error("Google's search refused [scope].query narrowed to this user: {detail}")]
+    SearchRefused {
+        /// Google's answer.
+        detail: String,
+    },
     /// The scope groups hold more nested groups than `[scope].max_nested_groups`.
     #[error("the scope groups hold more than {limit} nested groups ([scope].max_nested_groups; {last} is one past it), so nothing was written: raise [scope].max_nested_groups if they are all meant to be in scope, or put the users in fewer groups")]
     TooManyNestedGroups {
@@ -224,6 +231,7 @@ impl DirectoryError {
             DirectoryError::GaveUp { .. } => "gave_up",
             DirectoryError::BadResponse { .. } => "bad_response",
             DirectoryError::TooManyNestedGroups { .. } => "too_many_nested_groups",
+            DirectoryError::SearchRefused { .. } => "search_refused",
         }
     }
 }

@@ -1092,13 +1092,19 @@ async fn still_present(
     }
     match &ctx.query {
         None => Ok(Presence::Present),
-        Some(q) => matches_query(client, ctx, q, &user).await,
+        Some(q) => match matches_query(client, ctx, q, &user).await {
+            Err(e @ DirectoryError::SearchRefused { .. }) => {
+                Ok(Presence::CannotCheck(directory::diagnose(&e)))
+            }
+            other => other,
+        },
     }
 }
 
 /// Whether `[scope].query` matches one user: the clauses users.get's answer decides are
 /// judged from it; for the rest, Google's search is asked with them narrowed to the user's
-/// exact address (escaped). A 400 from that search means it cannot be checked.
+/// exact address (escaped). A 400 from that search means it cannot be checked
+/// ([`DirectoryError::SearchRefused`]).
 async fn matches_query(
     client: &DirectoryClient,
     ctx: &SyncContext,
@@ -1115,10 +1121,9 @@ async fn matches_query(
     match client.list_users_page(&target, Some(&narrowed), None).await {
         Ok(page) if page.users.iter().any(|u| u.id == user.id) => Ok(Presence::Present),
         Ok(_) => Ok(Presence::Gone),
-        Err(e @ DirectoryError::Api { status: 400, .. }) => Ok(Presence::CannotCheck(format!(
-            "Google's search refused [scope].query narrowed to this user: {}",
-            directory::diagnose(&e)
-        ))),
+        Err(e @ DirectoryError::Api { status: 400, .. }) => Err(DirectoryError::SearchRefused {
+            detail: directory::diagnose(&e),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -1385,15 +1390,11 @@ async fn fetch_one(
         return Ok(out);
     };
     if let Some(q) = &ctx.query {
-        match matches_query(client, ctx, q, &user).await? {
-            Presence::Present => {}
-            Presence::Gone => return Ok(out),
-            Presence::CannotCheck(why) => {
-                return Err(DirectoryError::BadResponse {
-                    endpoint: "users.list",
-                    detail: why,
-                })
-            }
+        // A search that cannot check the user fails the run, naming why.
+        if let Presence::Gone | Presence::CannotCheck(_) =
+            matches_query(client, ctx, q, &user).await?
+        {
+            return Ok(out);
         }
     }
     out.add(user, &ctx.rules);

@@ -647,3 +647,22 @@ async fn sync_user_asks_for_the_exact_address_and_never_deactivates_on_the_searc
             .active
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_search_google_refuses_fails_sync_user_and_says_why() {
+    let mut w = world(FakeSeed::sample(10, "example.com")).await;
+    // name: is a clause the fake (like any search it does not know) refuses with a 400.
+    w.config.scope.query = Some("isSuspended=false name:'Ada'".into());
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let user = w.google.users()[0].primary_email.clone();
+    let r = pull(&ctx, one(&user), false).await.unwrap();
+    assert!(r.failed(), "{r:?}");
+    let e = r.error.unwrap();
+    assert!(
+        e.starts_with("Google's search refused [scope].query narrowed to this user: Google users.list failed with HTTP 400"),
+        "{e}"
+    );
+    assert!(e.ends_with("; nothing was written"), "{e}");
+    assert_eq!(store.member_count(), 0);
+}
