@@ -123,6 +123,9 @@ enum Asked<'a> {
     Key(&'a str),
     /// A group's members (members.list): the scope group is not one Google shows us.
     Group(&'a str),
+    /// A membership (members.hasMember) in this group: the group or the member is not one
+    /// Google shows us.
+    Membership(&'a str),
 }
 
 enum Attempt {
@@ -312,7 +315,7 @@ impl DirectoryClient {
             is_member: bool,
         }
         match self
-            .get("members.hasMember", url.as_str(), Asked::Group(group))
+            .get("members.hasMember", url.as_str(), Asked::Membership(group))
             .await
         {
             Ok(body) => decode::<Answer>("members.hasMember", &body).map(|a| Some(a.is_member)),
@@ -474,7 +477,7 @@ impl DirectoryClient {
                 && message.contains("Not Authorized to access this resource/api") =>
             {
                 match asked {
-                    Asked::Key(key) => DirectoryError::NotInCustomer {
+                    Asked::Key(key) | Asked::Membership(key) => DirectoryError::NotInCustomer {
                         key: key.to_string(),
                         endpoint,
                     },
