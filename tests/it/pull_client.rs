@@ -877,3 +877,22 @@ async fn has_member_answers_for_nested_membership_and_400_across_domains() {
         "direct membership across domains is fine"
     );
 }
+
+#[tokio::test]
+async fn the_deleted_users_are_read_page_by_page() {
+    let g = fake(FakeSeed::sample(700, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let users = g.users();
+    for u in users.iter().take(600) {
+        g.delete(&u.primary_email).unwrap();
+    }
+    let ids = c.deleted_user_ids("my_customer").await.unwrap();
+    assert_eq!(ids.len(), 600);
+    assert!(users.iter().take(600).all(|u| ids.contains(&u.id)));
+    assert_eq!(g.requests("users.list"), 2, "500 a page");
+    assert!(g
+        .last_query("users.list")
+        .unwrap()
+        .contains("fields=nextPageToken%2Cusers%28id%29"));
+}

@@ -2560,7 +2560,7 @@ async fn users_list(
             s.purge_deleted();
             let mut users: Vec<&FakeUser> = Vec::with_capacity(size);
             let mut next = None;
-            for (id, (u, _)) in s.deleted.range::<String, _>((
+            for (_, (u, _)) in s.deleted.range::<String, _>((
                 if after.is_empty() {
                     std::ops::Bound::Unbounded
                 } else {
@@ -2575,7 +2575,6 @@ async fn users_list(
                     next = users.last().map(|l| encode_token(page + 1, &l.id));
                     break;
                 }
-                let _ = id;
                 users.push(u);
             }
             serde_json::to_vec(&UsersPageOut {
