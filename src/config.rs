@@ -234,10 +234,10 @@ impl Default for GoogleConfig {
 }
 
 /// `[scope]`: which Google users are provisioned.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScopeConfig {
-    /// Group emails; their members (derived) are in scope.
+    /// Group emails; their members, nested groups' included, are in scope.
     pub groups: Vec<String>,
     /// Org unit paths; the whole subtree is in scope.
     pub org_units: Vec<String>,
@@ -245,6 +245,24 @@ pub struct ScopeConfig {
     pub query: Option<String>,
     /// Glob patterns on email removed from scope.
     pub exclude: Vec<String>,
+    /// The most nested groups a run reads under the scope groups; past it the run fails
+    /// before any write.
+    pub max_nested_groups: u32,
+    /// Whether guest accounts (`isGuestUser`) can be in scope.
+    pub include_guests: bool,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        ScopeConfig {
+            groups: Vec::new(),
+            org_units: Vec::new(),
+            query: None,
+            exclude: Vec::new(),
+            max_nested_groups: 1000,
+            include_guests: false,
+        }
+    }
 }
 
 /// `[sync]`: the pull's schedule and safety limits.

@@ -626,6 +626,44 @@ async fn check_directory(config: &Config, client: &DirectoryClient, checks: &mut
             }
         });
     }
+    if !config.scope.groups.is_empty() && checks.iter().all(|c| c.status != Status::Fail) {
+        checks.push(check_nested_groups(config, client).await);
+    }
+}
+
+/// The groups nested in the scope groups, read as the pull reads them (direct listings,
+/// each group once): how many, and whether they stay under `[scope].max_nested_groups`.
+async fn check_nested_groups(config: &Config, client: &DirectoryClient) -> Check {
+    let name = "nested groups";
+    let rules = ScopeRules::from_config(&config.scope, &config.google);
+    let mut progress = crate::reconcile::Progress::default();
+    match crate::reconcile::run::read_groups(client, &rules, None, &mut progress).await {
+        Ok((groups, problems)) if problems.is_empty() => Check::ok(
+            name,
+            format!(
+                "nested groups under the scope groups: {} (at most [scope].max_nested_groups = {})",
+                groups.nested_groups, rules.max_nested_groups
+            ),
+        ),
+        Ok((groups, problems)) => Check::warn(
+            name,
+            format!(
+                "nested groups under the scope groups: {}; {}",
+                groups.nested_groups,
+                problems.join("; ")
+            ),
+            "a nested group outside this Google customer cannot be read: add its members to a scope group directly, or leave them out of scope",
+        ),
+        Err(e @ DirectoryError::TooManyNestedGroups { .. }) => Check::fail(
+            name,
+            e.to_string(),
+            "raise [scope].max_nested_groups, or put the users in fewer groups; the pull fails until then",
+        ),
+        Err(e) => {
+            let fix = fix_for(&e);
+            Check::fail(name, e.to_string(), fix)
+        }
+    }
 }
 
 /// The Google checks for keyless credentials (`[google].credentials = "metadata"` or

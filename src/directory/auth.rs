@@ -151,14 +151,36 @@ pub struct Identity<'a> {
     pub scopes: &'a [String],
 }
 
-/// What an OAuth error answer from the token endpoint means for the operator.
+/// What an OAuth error answer from the token endpoint means for the operator. The
+/// descriptions are those Google sends (GAM `src/gam/gapi/errors.py`, GAM PR #1171,
+/// googleapis/google-cloud-php#3622). An OAuth refusal is never retried: only codes that
+/// mean Google's side failed are.
 pub fn refusal(e: yup_oauth2::error::AuthError, who: &Identity<'_>) -> DirectoryError {
     let description = e.error_description.clone().unwrap_or_default();
+    let subject_refused = || DirectoryError::SubjectRefused {
+        subject: who.subject.to_string(),
+        detail: format!("{}: {description}", e.error.as_str()),
+    };
     match &e.error {
         AuthErrorCode::InvalidGrant if description.contains("Invalid email or User ID") => {
             DirectoryError::SubjectUnknown {
                 subject: who.subject.to_string(),
             }
+        }
+        AuthErrorCode::InvalidGrant if description.contains("account not found") => {
+            DirectoryError::ServiceAccountGone {
+                client_email: who.client_email.to_string(),
+                detail: description,
+            }
+        }
+        AuthErrorCode::InvalidGrant
+            if description.contains("The account has been deleted")
+                || description.contains("Not a valid email") =>
+        {
+            subject_refused()
+        }
+        AuthErrorCode::InvalidRequest if description.contains("Invalid impersonation") => {
+            subject_refused()
         }
         AuthErrorCode::InvalidGrant if description.contains("Invalid JWT Signature") => {
             DirectoryError::KeyRejected {
@@ -177,17 +199,27 @@ pub fn refusal(e: yup_oauth2::error::AuthError, who: &Identity<'_>) -> Directory
         },
         AuthErrorCode::UnauthorizedClient
         | AuthErrorCode::AccessDenied
-        | AuthErrorCode::InvalidScope
-        | AuthErrorCode::InvalidGrant => DirectoryError::Unauthorized {
+        | AuthErrorCode::InvalidScope => DirectoryError::Unauthorized {
             client_id: who.client_id.to_string(),
             scopes: who.scopes.join(","),
             subject: who.subject.to_string(),
             detail: e.to_string(),
             path: DELEGATION_PATH,
         },
-        // Anything else (`internal_failure`, `temporarily_unavailable`, ...) is Google's
-        // side: retried.
-        _ => DirectoryError::TokenUnavailable(e.to_string()),
+        // Google's side failed: retried.
+        AuthErrorCode::Other(code)
+            if matches!(
+                code.as_str(),
+                "internal_failure" | "temporarily_unavailable" | "server_error"
+            ) =>
+        {
+            DirectoryError::TokenUnavailable(e.to_string())
+        }
+        // An `invalid_grant` not recognised above, and every other refusal: Google's words,
+        // no guess at the cause, no retry.
+        _ => DirectoryError::TokenRefused {
+            detail: e.to_string(),
+        },
     }
 }
 

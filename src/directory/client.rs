@@ -1,10 +1,12 @@
-//! A thin typed client for the three Directory API calls the pull makes.
+//! A thin typed client for the Directory API calls the pull makes: users.list, users.get,
+//! members.list and members.hasMember.
 //!
 //! Every request asks for a partial response (`fields=`) and gzip (Google compresses only
 //! when the User-Agent also says `gzip`). Failures Google calls transient (429, 403 with a
-//! rate-limit reason, 500/502/503/504, connection errors) are retried with Google's
-//! exponential backoff; any other 4xx fails at once with Google's message. A 401 gets one
-//! forced token refresh and one retry.
+//! rate-limit reason or in the `usageLimits` domain, a plain-text 403 "Request rate higher
+//! than configured", `systemError` from members.list, 500/502/503/504, connection errors)
+//! are retried with Google's exponential backoff; any other 4xx fails at once with Google's
+//! message. A 401 gets one forced token refresh and one retry.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use http_body_util::BodyExt;
 
 use super::auth::{check_url, GoogleAuth, HttpsClient};
 use super::model::{ErrorBody, GoogleUser, MembersPage, UsersPage};
-use super::model::{MEMBER_FIELDS, ONE_USER_FIELDS, USER_FIELDS};
+use super::model::{DELETED_USER_FIELDS, MEMBER_FIELDS, ONE_USER_FIELDS, USER_FIELDS};
 use super::DirectoryError;
 
 /// Sent with every request; Google compresses only when the User-Agent contains "gzip".
@@ -110,6 +112,22 @@ impl std::fmt::Debug for DirectoryClient {
     }
 }
 
+/// What a call asks about, to name the cause of a 403 "Not Authorized to access this
+/// resource/api": Google sends the same answer for a subject that is not an admin and for a
+/// key outside the customer (slashdevops/idp-scim-sync#49, firezone#12772).
+#[derive(Clone, Copy)]
+enum Asked<'a> {
+    /// users.list of the whole customer: only here does the 403 mean "not an admin".
+    Customer,
+    /// A user or domain key (users.get, users.list of one domain).
+    Key(&'a str),
+    /// A group's members (members.list): the scope group is not one Google shows us.
+    Group(&'a str),
+    /// A membership (members.hasMember) in this group: the group or the member is not one
+    /// Google shows us.
+    Membership(&'a str),
+}
+
 enum Attempt {
     /// Transient: the reason (for the metric), what happened, and how long Google asked us
     /// to wait (`Retry-After`), if it did.
@@ -173,8 +191,52 @@ impl DirectoryClient {
         max_results: u32,
     ) -> Result<UsersPage, DirectoryError> {
         let url = self.users_list_url(target, max_results)?;
-        let body = self.get("users.list", url.as_str()).await?;
+        let body = self.get("users.list", url.as_str(), asked(target)).await?;
         decode("users.list", &body)
+    }
+
+    /// The ids of the customer's deleted users that can still be restored (users.list with
+    /// `showDeleted=true`, which lists only those), every page.
+    pub async fn deleted_user_ids(
+        &self,
+        customer: &str,
+    ) -> Result<std::collections::HashSet<String>, DirectoryError> {
+        let mut ids = std::collections::HashSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = self.url(&["admin", "directory", "v1", "users"])?;
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("customer", customer);
+                q.append_pair("showDeleted", "true");
+                q.append_pair("maxResults", &USERS_PAGE_SIZE.to_string());
+                q.append_pair("fields", DELETED_USER_FIELDS);
+                if let Some(t) = &token {
+                    q.append_pair("pageToken", t);
+                }
+            }
+            let body = self
+                .get("users.list", url.as_str(), Asked::Customer)
+                .await?;
+            // Only the ids: a deleted user's other fields are not needed, nor promised.
+            #[derive(serde::Deserialize)]
+            struct Id {
+                id: String,
+            }
+            #[derive(serde::Deserialize)]
+            struct Page {
+                #[serde(default)]
+                users: Vec<Id>,
+                #[serde(default, rename = "nextPageToken")]
+                next_page_token: Option<String>,
+            }
+            let page: Page = decode("users.list", &body)?;
+            ids.extend(page.users.into_iter().map(|u| u.id));
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(ids),
+            }
+        }
     }
 
     /// One page of users.list, not decoded yet: only its next page token is read (and the
@@ -196,7 +258,7 @@ impl DirectoryClient {
                 q.append_pair("pageToken", t);
             }
         }
-        let body = self.get("users.list", url.as_str()).await?;
+        let body = self.get("users.list", url.as_str(), asked(target)).await?;
         let token: PageToken = decode("users.list", &body)?;
         Ok(RawUsersPage {
             body,
@@ -204,20 +266,67 @@ impl DirectoryClient {
         })
     }
 
-    /// One user by primary email or id; `None` when Google does not know it.
+    /// One user by primary email or id; `None` when the user is gone: 404, or 412
+    /// `conditionNotMet` ("User is deleted."), which Google answers for the 20 days in which
+    /// a deleted user can be restored (firezone PR #15169). A 403 is
+    /// [`DirectoryError::NotInCustomer`]: a key outside the customer, or one the admin's role
+    /// does not cover.
     pub async fn get_user(&self, user_key: &str) -> Result<Option<GoogleUser>, DirectoryError> {
         let mut url = self.url(&["admin", "directory", "v1", "users", user_key])?;
         url.query_pairs_mut()
             .append_pair("projection", "basic")
             .append_pair("fields", ONE_USER_FIELDS);
-        match self.get("users.get", url.as_str()).await {
+        match self
+            .get("users.get", url.as_str(), Asked::Key(user_key))
+            .await
+        {
             Ok(body) => decode("users.get", &body).map(Some),
             Err(DirectoryError::Api { status: 404, .. }) => Ok(None),
+            Err(DirectoryError::Api {
+                status: 412,
+                ref reason,
+                ..
+            }) if reason == "conditionNotMet" => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// One page of members.list with derived membership (members of nested groups).
+    /// members.hasMember: whether the user `member_key` is a member of `group`, directly or
+    /// through nested groups. `None` when Google cannot tell: it answers 400 "Invalid input"
+    /// when the membership would be nested and the two are in different domains
+    /// (<https://developers.google.com/workspace/admin/directory/reference/rest/v1/members/hasMember>).
+    pub async fn has_member(
+        &self,
+        group: &str,
+        member_key: &str,
+    ) -> Result<Option<bool>, DirectoryError> {
+        let url = self.url(&[
+            "admin",
+            "directory",
+            "v1",
+            "groups",
+            group,
+            "hasMember",
+            member_key,
+        ])?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "isMember", default)]
+            is_member: bool,
+        }
+        match self
+            .get("members.hasMember", url.as_str(), Asked::Membership(group))
+            .await
+        {
+            Ok(body) => decode::<Answer>("members.hasMember", &body).map(|a| Some(a.is_member)),
+            Err(DirectoryError::Api { status: 400, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of a group's direct members (no `includeDerivedMembership`: Google's derived
+    /// listing has returned too few members, GAM-team/GAM#1210; nested groups are listed as
+    /// members of type GROUP, and the caller reads them itself).
     pub async fn list_members_page(
         &self,
         group: &str,
@@ -226,19 +335,23 @@ impl DirectoryClient {
         let mut url = self.url(&["admin", "directory", "v1", "groups", group, "members"])?;
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("includeDerivedMembership", "true");
             q.append_pair("maxResults", &MEMBERS_PAGE_SIZE.to_string());
             q.append_pair("fields", MEMBER_FIELDS);
             if let Some(t) = page_token {
                 q.append_pair("pageToken", t);
             }
         }
-        let body = match self.get("members.list", url.as_str()).await {
+        let body = match self
+            .get("members.list", url.as_str(), Asked::Group(group))
+            .await
+        {
             Ok(b) => b,
-            // A scope group Google does not know: name it, it is a setup mistake.
+            // A scope group Google does not know (404), or not one of this customer's (403):
+            // name it, it is a setup mistake.
             Err(DirectoryError::Api { status: 404, .. }) => {
                 return Err(DirectoryError::GroupNotFound {
                     group: group.to_string(),
+                    status: 404,
                 })
             }
             Err(e) => return Err(e),
@@ -282,7 +395,12 @@ impl DirectoryClient {
     }
 
     /// GET with auth, gzip and retries; returns the decompressed body of a 200.
-    async fn get(&self, endpoint: &'static str, url: &str) -> Result<Vec<u8>, DirectoryError> {
+    async fn get(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        asked: Asked<'_>,
+    ) -> Result<Vec<u8>, DirectoryError> {
         let mut retries = 0u32;
         let mut refreshed = false;
         let mut force_refresh = false;
@@ -313,7 +431,7 @@ impl DirectoryClient {
                     tracing::info!(endpoint, "Google answered 401; refreshing the token once");
                     continue;
                 }
-                Err(Attempt::Fail(e)) => return Err(self.explain(e)),
+                Err(Attempt::Fail(e)) => return Err(self.explain(e, asked)),
                 Err(Attempt::Retry(reason, last, asked)) => (reason, last, asked),
             };
             if retries >= self.backoff.max_retries {
@@ -336,21 +454,44 @@ impl DirectoryClient {
         }
     }
 
-    /// Turns the API errors that mean a setup mistake into their own variants.
-    fn explain(&self, e: DirectoryError) -> DirectoryError {
-        match e {
-            DirectoryError::Api {
-                status: 403,
-                ref reason,
-                ref message,
-                ..
-            } if reason == "forbidden"
-                && message.contains("Not Authorized to access this resource/api") =>
-            {
-                DirectoryError::NotAdmin {
-                    subject: self.auth.subject().to_string(),
+    /// Turns the API errors that mean a setup mistake into their own variants. Google answers
+    /// 403 "Not Authorized to access this resource/api" both to a subject that is not an admin
+    /// and for a key outside the customer: only a customer-wide users.list says the former.
+    fn explain(&self, e: DirectoryError, asked: Asked<'_>) -> DirectoryError {
+        match (e, asked) {
+            (DirectoryError::Api { status: 403, .. }, Asked::Group(group)) => {
+                DirectoryError::GroupNotFound {
+                    group: group.to_string(),
+                    status: 403,
                 }
             }
+            (
+                DirectoryError::Api {
+                    status: 403,
+                    endpoint,
+                    ref reason,
+                    ref message,
+                },
+                asked,
+            ) if reason == "forbidden"
+                && message.contains("Not Authorized to access this resource/api") =>
+            {
+                match asked {
+                    Asked::Key(key) | Asked::Membership(key) => DirectoryError::NotInCustomer {
+                        key: key.to_string(),
+                        endpoint,
+                    },
+                    Asked::Customer | Asked::Group(_) => DirectoryError::NotAdmin {
+                        subject: self.auth.subject().to_string(),
+                    },
+                }
+            }
+            (e, _) => self.explain_other(e),
+        }
+    }
+
+    fn explain_other(&self, e: DirectoryError) -> DirectoryError {
+        match e {
             DirectoryError::Api { ref reason, .. } if reason == "domainCannotUseApis" => {
                 DirectoryError::DomainCannotUseApis
             }
@@ -475,11 +616,23 @@ impl DirectoryClient {
                     | "rateLimitExceeded"
                     | "quotaExceeded"
                     | "RESOURCE_EXHAUSTED"
-            ) =>
+            ) || error.usage_limits() =>
+            {
+                Err(Attempt::Retry("rate_limit", last, retry_after))
+            }
+            // Not JSON at all: Google's front end limiting the rate (GAM's checkGAPIError
+            // retries it).
+            403 if String::from_utf8_lossy(&body)
+                .contains("Request rate higher than configured") =>
             {
                 Err(Attempt::Retry("rate_limit", last, retry_after))
             }
             500 | 502 | 503 | 504 => Err(Attempt::Retry("server_error", last, retry_after)),
+            // A transient failure of members.list whatever its status (GAM retries
+            // members.list on `systemError`: MEMBERS_RETRY_REASONS).
+            _ if endpoint == "members.list" && reason == "systemError" => {
+                Err(Attempt::Retry("server_error", last, retry_after))
+            }
             _ => Err(Attempt::Fail(DirectoryError::Api {
                 endpoint,
                 status,
@@ -487,6 +640,14 @@ impl DirectoryClient {
                 message,
             })),
         }
+    }
+}
+
+/// What a users.list of `target` asks about.
+fn asked(target: &UserListTarget) -> Asked<'_> {
+    match target {
+        UserListTarget::Customer(_) => Asked::Customer,
+        UserListTarget::Domain(d) => Asked::Key(d),
     }
 }
 

@@ -292,6 +292,16 @@ fn advice(step: &'static str) -> &'static str {
     }
 }
 
+/// What a signJwt refused with `ACCESS_TOKEN_SCOPE_INSUFFICIENT` asks for: the VM's access
+/// scopes, not a role
+/// (<https://cloud.google.com/compute/docs/access/service-accounts#accesscopesiam>).
+const SCOPE_INSUFFICIENT_ADVICE: &str = "the daemon's own token lacks the access scope to call the IAM Credentials API (ACCESS_TOKEN_SCOPE_INSUFFICIENT), as on a Compute Engine VM created with the default access scopes. Stop the VM, set its access scopes to \"Allow full access to all Cloud APIs\" (the cloud-platform scope: gcloud compute instances set-service-account --scopes=cloud-platform), and start it again; a role grant does not fix this";
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A failure of `step`, with `detail` (never a secret).
 fn failed(step: &'static str, detail: String) -> DirectoryError {
     DirectoryError::Keyless {
@@ -735,6 +745,16 @@ impl KeylessAuth {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);
         let (status, body) = self.send("signJwt", request).await?;
+        if status == 403 && contains(&body, b"ACCESS_TOKEN_SCOPE_INSUFFICIENT") {
+            // The token lacks the access scope to call the IAM Credentials API (a Compute
+            // Engine VM with the default access scopes): no role grant fixes that.
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            return Err(DirectoryError::Keyless {
+                step: "signJwt",
+                detail: format!("HTTP {status}: {}", text.trim()),
+                advice: SCOPE_INSUFFICIENT_ADVICE,
+            });
+        }
         if status != 200 {
             return Err(self.step_failed("signJwt", status, &body));
         }

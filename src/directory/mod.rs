@@ -4,7 +4,7 @@
 //! crate, `crates/fake-google`.
 //!
 //! There is no maintained generated crate for the Admin SDK (`google-admin1_directory` was
-//! last released in 2020 on hyper 0.10 and yup-oauth2 1.x), so the three calls the pull needs
+//! last released in 2020 on hyper 0.10 and yup-oauth2 1.x), so the calls the pull needs
 //! are written here on the same hyper/rustls stack yup-oauth2 uses.
 
 pub mod auth;
@@ -62,6 +62,31 @@ pub enum DirectoryError {
         /// The admin the service account was to act as.
         subject: String,
     },
+    /// `invalid_grant` "The account has been deleted" or "Not a valid email", or
+    /// `invalid_request` "Invalid impersonation \"sub\" field": the subject cannot be acted as.
+    #[error("Google refused [google].subject {subject} ({detail}): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin")]
+    SubjectRefused {
+        /// The admin the service account was to act as.
+        subject: String,
+        /// Google's error code and description.
+        detail: String,
+    },
+    /// `invalid_grant` "Invalid grant: account not found": the service account was deleted or
+    /// disabled (its key still signs, but nobody holds the account any more).
+    #[error("Google refused a token for the service account {client_email} (invalid_grant: {detail}): the service account was deleted or disabled. Enable it again in the Google Cloud console (IAM & Admin → Service Accounts), or create a new one with a JSON key, point [google].key_file at it and grant its client id the domain-wide delegation")]
+    ServiceAccountGone {
+        /// The service account.
+        client_email: String,
+        /// Google's description.
+        detail: String,
+    },
+    /// Any other refusal of the token endpoint (an OAuth 4xx, never retried): Google's own
+    /// words.
+    #[error("Google refused the token request ({detail}); nothing in its answer names the cause. Check [google].subject, the key file and the domain-wide delegation, then run `retrac-sync doctor`")]
+    TokenRefused {
+        /// Google's error code and description.
+        detail: String,
+    },
     /// `invalid_grant` "Invalid JWT Signature": the key was deleted or rotated.
     #[error("Google rejected the key's signature (invalid_grant: Invalid JWT Signature): the key was deleted or rotated. Create a new JSON key for {client_email} and point [google].key_file at it")]
     KeyRejected {
@@ -90,11 +115,23 @@ pub enum DirectoryError {
     /// `domainCannotUseApis`: the account may not use the Admin SDK.
     #[error("Google answered domainCannotUseApis: this Google account may not use the Directory API. Check that its edition includes the Admin SDK and that API access is not turned off (Admin console → Security → Access and data control → API controls)")]
     DomainCannotUseApis,
-    /// members.list answered 404 for a scope group.
-    #[error("Google does not know the scope group {group} (members.list answered 404): check the address in [scope].groups; it must be a group of this customer, not a user or an alias")]
+    /// members.list answered 404 or 403 for a scope group.
+    #[error("Google does not know the scope group {group} (members.list answered {status}): check the address in [scope].groups; it must be a group of this customer (its address or one of its aliases), not a user")]
     GroupNotFound {
         /// The group, as configured.
         group: String,
+        /// Google's answer (404, or 403 for a group outside the customer).
+        status: u16,
+    },
+    /// A keyed call (users.get, members.hasMember) answered 403 "Not Authorized to access
+    /// this resource/api": Google's answer for a key outside the customer as for one the
+    /// admin's role does not cover.
+    #[error("{key} is not in this Google customer, or the admin's role does not cover it (Google {endpoint} answered 403 Not Authorized to access this resource/api)")]
+    NotInCustomer {
+        /// The user or group key asked for.
+        key: String,
+        /// Which call.
+        endpoint: &'static str,
     },
     /// A step of keyless credentials failed (metadata, credential file, subject token URL,
     /// AWS metadata, STS, generateAccessToken, signJwt, token exchange).
@@ -143,6 +180,21 @@ pub enum DirectoryError {
         /// The last failure.
         last: String,
     },
+    /// Google's search answered 400 to `[scope].query` narrowed to one address: whether the
+    /// user matches cannot be checked.
+    #[error("Google's search refused [scope].query narrowed to this user: {detail}")]
+    SearchRefused {
+        /// Google's answer.
+        detail: String,
+    },
+    /// The scope groups hold more nested groups than `[scope].max_nested_groups`.
+    #[error("the scope groups hold more than {limit} nested groups ([scope].max_nested_groups; {last} is one past it), so nothing was written: raise [scope].max_nested_groups if they are all meant to be in scope, or put the users in fewer groups")]
+    TooManyNestedGroups {
+        /// The limit.
+        limit: usize,
+        /// The nested group that went past it.
+        last: String,
+    },
     /// A response that is not what Google sends (truncated, not JSON, not gzip).
     #[error("Google {endpoint} sent a response that cannot be read: {detail}")]
     BadResponse {
@@ -161,6 +213,10 @@ impl DirectoryError {
             DirectoryError::KeyFile { .. } => "key_file",
             DirectoryError::Unauthorized { .. } => "delegation",
             DirectoryError::SubjectUnknown { .. } => "subject_unknown",
+            DirectoryError::SubjectRefused { .. } => "subject_refused",
+            DirectoryError::ServiceAccountGone { .. } => "service_account_gone",
+            DirectoryError::TokenRefused { .. } => "token_refused",
+            DirectoryError::NotInCustomer { .. } => "not_in_customer",
             DirectoryError::KeyRejected { .. } => "key_rejected",
             DirectoryError::AccountUnknown { .. } => "account_unknown",
             DirectoryError::ClockSkew { .. } => "clock_skew",
@@ -174,6 +230,8 @@ impl DirectoryError {
             DirectoryError::Api { .. } => "api",
             DirectoryError::GaveUp { .. } => "gave_up",
             DirectoryError::BadResponse { .. } => "bad_response",
+            DirectoryError::TooManyNestedGroups { .. } => "too_many_nested_groups",
+            DirectoryError::SearchRefused { .. } => "search_refused",
         }
     }
 }

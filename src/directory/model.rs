@@ -7,14 +7,18 @@ use serde::{Deserialize, Serialize};
 /// `nextPageToken` must be in it: Google leaves out whatever the mask does not name, and a
 /// page without its token reads as the last page.
 pub const USER_FIELDS: &str =
-    "nextPageToken,users(id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,emails(address,primary,type),aliases)";
+    "nextPageToken,users(id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,isAdmin,isGuestUser,emails(address,primary,type),aliases)";
 
 /// The `fields=` partial response for members.list.
 pub const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type,status)";
 
 /// The single-user form of [`USER_FIELDS`], for users.get.
 pub const ONE_USER_FIELDS: &str =
-    "id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,emails(address,primary,type),aliases";
+    "id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,isAdmin,isGuestUser,emails(address,primary,type),aliases";
+
+/// The `fields=` partial response for the listing of deleted users (`showDeleted=true`):
+/// only their ids.
+pub const DELETED_USER_FIELDS: &str = "nextPageToken,users(id)";
 
 /// Google's own address of every user (`user@<domain>.test-google-a.com`): listed in
 /// `emails` and `nonEditableAliases`, never a mailbox the person uses.
@@ -55,6 +59,13 @@ pub struct GoogleUser {
     /// The org unit, as `/Engineering/Kernel`.
     #[serde(default)]
     pub org_unit_path: Option<String>,
+    /// An administrator of the customer (`isAdmin`), for `[scope].query`'s `isAdmin=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_admin: Option<bool>,
+    /// A guest account (`users.createGuest`): an ordinary directory user to the API, left
+    /// out of scope unless `[scope].include_guests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_guest_user: Option<bool>,
     /// Google types this as `any`: normally a list of `{address, primary, type}`, where
     /// `type` is `home`, `work`, `other` or `custom` and personal addresses appear too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +79,11 @@ impl GoogleUser {
     /// Whether the user may sign in: not suspended and not archived.
     pub fn is_active(&self) -> bool {
         !self.suspended.unwrap_or(false) && !self.archived.unwrap_or(false)
+    }
+
+    /// Whether the user is a guest account.
+    pub fn is_guest(&self) -> bool {
+        self.is_guest_user.unwrap_or(false)
     }
 
     /// The addresses besides the primary one that belong to the person in the organisation:
@@ -483,6 +499,12 @@ impl ErrorBody {
     /// The first reason, if any.
     pub fn reason(&self) -> Option<&str> {
         self.error.errors.first().map(|e| e.reason.as_str())
+    }
+
+    /// Whether an error is in the `usageLimits` domain: a quota or a rate, whatever its
+    /// reason (GAM's `checkGAPIError` retries them all).
+    pub fn usage_limits(&self) -> bool {
+        self.error.errors.iter().any(|e| e.domain == "usageLimits")
     }
 }
 

@@ -720,6 +720,8 @@ mod tests {
             suspended: Some(false),
             archived: Some(false),
             org_unit_path: Some("/".into()),
+            is_admin: None,
+            is_guest_user: None,
             emails: None,
             aliases: None,
         }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::guard::{self, Limits};
 use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
-use super::scope::{GroupMembership, ScopeRules};
+use super::scope::{GroupMembership, Query, ScopeRules};
 use crate::config::Config;
 use crate::directory::model::{GoogleUser, UsersPage};
 use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
@@ -188,6 +188,11 @@ pub struct SyncContext {
     store: Store,
     config: Arc<Config>,
     rules: ScopeRules,
+    /// `[scope].query`, split into what users.get's answer decides and what Google's
+    /// search must.
+    query: Option<Query>,
+    /// With `[google].domains` empty: the domains the last full listing used.
+    listing_domains: Mutex<HashSet<String>>,
     limits: Limits,
     client: tokio::sync::OnceCell<Arc<DirectoryClient>>,
     backoff: Backoff,
@@ -235,8 +240,11 @@ impl std::fmt::Debug for SyncContext {
 impl SyncContext {
     /// A context over `store` with `config`. `$CREDENTIALS_DIRECTORY` is read now.
     pub fn new(store: Store, config: Config) -> SyncContext {
+        let rules = ScopeRules::from_config(&config.scope, &config.google);
         SyncContext {
-            rules: ScopeRules::from_config(&config.scope, &config.google),
+            query: rules.query.as_deref().map(Query::parse),
+            listing_domains: Mutex::new(HashSet::new()),
+            rules,
             limits: Limits::from_config(&config.sync),
             run_timeout: Duration::from_secs(config.sync.run_timeout.max(1)),
             store,
@@ -374,23 +382,39 @@ struct Fetched {
     problems: Vec<String>,
     /// The scope groups' members, to judge a user read again by users.get.
     groups: GroupMembership,
+    /// With `[google].domains` empty: the domains of the primary addresses and aliases of
+    /// every user listed, the only ones a `work` address is kept in.
+    listing_domains: HashSet<String>,
 }
 
 impl Fetched {
-    fn new(groups: GroupMembership, complete: bool, capacity: usize) -> Fetched {
+    fn new(groups: (GroupMembership, Vec<String>), complete: bool, capacity: usize) -> Fetched {
         Fetched {
             desired: Vec::with_capacity(capacity),
             unusable_ids: HashSet::new(),
             other_ids: HashSet::new(),
             complete,
-            problems: Vec::new(),
-            groups,
+            problems: groups.1,
+            groups: groups.0,
+            listing_domains: HashSet::new(),
         }
     }
 
     /// Takes one user Google listed: desired when in scope and usable; otherwise only its
     /// id is kept.
     fn add(&mut self, u: GoogleUser, rules: &ScopeRules) {
+        if rules.domains.is_empty() {
+            let aliases = u.aliases.iter().flat_map(|a| a.0.iter());
+            for a in
+                std::iter::once(u.primary_email.as_str()).chain(aliases.map(|e| e.address.as_str()))
+            {
+                if let Some((_, d)) = a.trim().rsplit_once('@') {
+                    if !self.listing_domains.contains(d) {
+                        self.listing_domains.insert(d.to_lowercase());
+                    }
+                }
+            }
+        }
         if !rules.in_scope(&u, &self.groups) {
             self.other_ids.insert(u.id);
             return;
@@ -404,22 +428,79 @@ impl Fetched {
             }
         }
     }
+
+    /// With `[google].domains` empty, keeps a desired user's `work` addresses only in the
+    /// domains of the listing (`listing_domains`, with `known`): Google does not verify a
+    /// `work` address, so `ada@partner.net` can be typed there. The primary addresses and
+    /// aliases are in those domains by construction, so only typed addresses go.
+    fn keep_listed_domains(&mut self, known: &HashSet<String>) {
+        let domains = &self.listing_domains;
+        for d in &mut self.desired {
+            let mut first = true;
+            d.attrs.emails.retain(|e| {
+                let keep = first
+                    || e.value.rsplit_once('@').is_some_and(|(_, dom)| {
+                        let dom = dom.to_lowercase();
+                        domains.contains(&dom) || known.contains(&dom)
+                    });
+                first = false;
+                keep
+            });
+        }
+    }
 }
 
-async fn fetch_groups(
+/// Reads the members of the scope groups and of every group nested in them, from direct
+/// listings: Google's derived listing (`includeDerivedMembership`) has returned too few
+/// members (GAM-team/GAM#1210, GAMADV-XTD3#82; awslabs/ssosync expands nested groups itself
+/// since its PRs #95 and #188). Each group is read once, cycles are ignored, and past
+/// `[scope].max_nested_groups` nested groups the read fails (before any write). A scope
+/// group Google does not know fails the read; a nested group that cannot be read (outside
+/// the customer) is reported, and its members are judged by members.hasMember before any of
+/// them is deactivated.
+pub async fn read_groups(
     client: &DirectoryClient,
-    ctx: &SyncContext,
+    rules: &ScopeRules,
     progress: Option<&ProgressFn>,
     p: &mut Progress,
-) -> Result<GroupMembership, DirectoryError> {
+) -> Result<(GroupMembership, Vec<String>), DirectoryError> {
     let mut groups = GroupMembership::default();
-    for g in &ctx.rules.groups {
+    let mut problems = Vec::new();
+    let mut seen: HashSet<String> = rules.groups.iter().map(|g| g.to_lowercase()).collect();
+    let mut queue: std::collections::VecDeque<(String, Option<String>)> =
+        rules.groups.iter().map(|g| (g.clone(), None)).collect();
+    while let Some((g, parent)) = queue.pop_front() {
         let mut token: Option<String> = None;
         loop {
             // A scope group Google does not know is an error, not an empty group: an empty
             // group would deactivate its members.
-            let page = client.list_members_page(g, token.as_deref()).await?;
-            groups.add(&page.members);
+            let page = match client.list_members_page(&g, token.as_deref()).await {
+                Ok(page) => page,
+                Err(e @ DirectoryError::GroupNotFound { .. }) => match &parent {
+                    None => return Err(e),
+                    Some(parent) => {
+                        problems.push(format!(
+                            "the group {g}, nested in {parent}, cannot be read ({}); its members are not in scope through it, and none of them is deactivated without members.hasMember",
+                            directory::diagnose(&e)
+                        ));
+                        break;
+                    }
+                },
+                Err(e) => return Err(e),
+            };
+            for nested in groups.add(&page.members) {
+                if !seen.insert(nested.to_lowercase()) {
+                    continue;
+                }
+                if groups.nested_groups >= rules.max_nested_groups {
+                    return Err(DirectoryError::TooManyNestedGroups {
+                        limit: rules.max_nested_groups,
+                        last: nested,
+                    });
+                }
+                groups.nested_groups += 1;
+                queue.push_back((nested, Some(g.clone())));
+            }
             p.group_pages += 1;
             if let Some(f) = progress {
                 f(*p);
@@ -430,7 +511,16 @@ async fn fetch_groups(
             }
         }
     }
-    Ok(groups)
+    Ok((groups, problems))
+}
+
+async fn fetch_groups(
+    client: &DirectoryClient,
+    ctx: &SyncContext,
+    progress: Option<&ProgressFn>,
+    p: &mut Progress,
+) -> Result<(GroupMembership, Vec<String>), DirectoryError> {
+    read_groups(client, &ctx.rules, progress, p).await
 }
 
 /// Reads the scope groups, then every users page, scoping each page as it arrives.
@@ -455,6 +545,13 @@ async fn fetch(
         }
     })
     .await?;
+    if ctx.rules.domains.is_empty() {
+        out.keep_listed_domains(&HashSet::new());
+        // Kept for the one-user runs, whose listing is one user.
+        *ctx.listing_domains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = out.listing_domains.clone();
+    }
     Ok(out)
 }
 
@@ -855,15 +952,23 @@ struct Verification {
 }
 
 /// Absence from one listing is not proof that a user is gone: Google's search index can lag
-/// (<https://developers.google.com/workspace/admin/directory/v1/guides/search-users>), and a
-/// listing can miss a user that moves while it is paged. Each deactivation of a member with
-/// a Google id that the listing did not return is checked with users.get on that id:
-/// - 404: the user is gone, the deactivation stands;
-/// - found: judged from that answer alone (suspended, archived, out of scope by org unit,
-///   group, exclude or domain; with `[scope].query`, Google's search for that one address
-///   under the query decides); found and in scope: no change, counted `verified_present`;
-/// - an error after its retries: that deactivation only is dropped and reported; the next
-///   run takes it up.
+/// (<https://developers.google.com/workspace/admin/directory/v1/guides/search-users>), a
+/// listing can miss a user that moves while it is paged, and a group listing can miss
+/// members (GAM-team/GAM#1210). Each deactivation of a member with a Google id that the
+/// listing did not return is checked with users.get on that id:
+/// - 404, or 412 `conditionNotMet` (deleted, still restorable for 20 days): the user is
+///   gone, the deactivation stands;
+/// - 403 (a key outside the customer, or a deleted user): gone if the customer's deleted
+///   users (`showDeleted=true`, read once a run, only when needed) list the id; otherwise it
+///   cannot be checked;
+/// - found: judged from that answer (suspended, archived, out of scope by org unit, exclude,
+///   domain or guest; out of scope only by group: members.hasMember for each scope group,
+///   which covers nested membership; `[scope].query`: its clauses users.get's answer decides
+///   are judged here, Google's search for that one address decides the rest); found and in
+///   scope: no change, counted `verified_present`;
+/// - cannot be checked (an error after its retries, hasMember's 400 for a membership nested
+///   across domains, a 400 from the narrowed search): that deactivation only is dropped and
+///   reported; the next run takes it up.
 ///
 /// At most `cap` users are checked (`None` = all); the rest come back unchecked.
 async fn verify_absent(
@@ -876,6 +981,7 @@ async fn verify_absent(
 ) -> Result<Verification, StoreError> {
     let mut out = Verification::default();
     let mut checked = 0usize;
+    let mut deleted: Option<HashSet<String>> = None;
     let mut kept = Vec::with_capacity(plan.changes.len());
     for change in std::mem::take(&mut plan.changes) {
         let Change::Deactivate { id, .. } = &change.change else {
@@ -893,14 +999,18 @@ async fn verify_absent(
             continue;
         }
         checked += 1;
-        match still_present(client, ctx, groups, &google_id).await {
-            Ok(false) => kept.push(change),
-            Ok(true) => {
+        match still_present(client, ctx, groups, &google_id, &mut deleted).await {
+            Ok(Presence::Gone) => kept.push(change),
+            Ok(Presence::Present) => {
                 book.counts.verified_present += 1;
                 plan.active_after += 1;
                 tracing::info!(user = %change.user_name, google_id = %google_id,
-                    "missing from the listing but users.get finds it in scope: left active");
+                    "missing from the listing but Google finds it in scope: left active");
             }
+            Ok(Presence::CannotCheck(why)) => book.problem(format!(
+                "{}: cannot check with Google that the user is gone ({why}); not deactivated, the next run takes it up",
+                change.user_name,
+            )),
             Err(e) => book.problem(format!(
                 "{}: cannot check with Google that the user is gone ({}); not deactivated, the next run takes it up",
                 change.user_name,
@@ -912,39 +1022,110 @@ async fn verify_absent(
     Ok(out)
 }
 
-/// Whether the Google user `google_id` exists, is active and is in scope, from users.get.
+/// What Google says of a user missing from the listing.
+enum Presence {
+    /// Active and in scope: left as it is.
+    Present,
+    /// Deleted, suspended, archived or out of scope: the deactivation stands.
+    Gone,
+    /// Google cannot tell (why): the deactivation is skipped and reported.
+    CannotCheck(String),
+}
+
+/// Whether the Google user `google_id` exists, is active and is in scope, from users.get
+/// (and, when needed, the deleted users, members.hasMember and the narrowed search).
+/// `deleted` holds the customer's deleted users once a 403 made the run read them.
 async fn still_present(
     client: &DirectoryClient,
     ctx: &SyncContext,
     groups: &GroupMembership,
     google_id: &str,
-) -> Result<bool, DirectoryError> {
-    let Some(user) = client.get_user(google_id).await? else {
-        return Ok(false);
+    deleted: &mut Option<HashSet<String>>,
+) -> Result<Presence, DirectoryError> {
+    let user = match client.get_user(google_id).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Ok(Presence::Gone),
+        Err(e @ DirectoryError::NotInCustomer { .. }) => {
+            // Google answers 403 for a key outside the customer; GAM treats it as "does not
+            // exist". Only a user listed among the deleted ones is known to be gone.
+            if deleted.is_none() {
+                let ids = client.deleted_user_ids(&ctx.config.google.customer).await?;
+                *deleted = Some(ids);
+            }
+            if deleted.as_ref().is_some_and(|d| d.contains(google_id)) {
+                return Ok(Presence::Gone);
+            }
+            return Ok(Presence::CannotCheck(directory::diagnose(&e)));
+        }
+        Err(e) => return Err(e),
     };
-    if !user.is_active() || !ctx.rules.in_scope(&user, groups) {
-        return Ok(false);
+    if !user.is_active() {
+        return Ok(Presence::Gone);
     }
-    match &ctx.rules.query {
-        None => Ok(true),
-        Some(q) => matches_query(client, ctx, q, &user).await,
+    if !ctx.rules.in_scope(&user, groups) {
+        // Out of scope only because no group listing named it: ask Google about each scope
+        // group (hasMember covers nested membership).
+        if !(ctx.rules.uses_groups() && ctx.rules.in_scope_if_member(&user)) {
+            return Ok(Presence::Gone);
+        }
+        let mut unknown = None;
+        let mut member = false;
+        for g in &ctx.rules.groups {
+            match client.has_member(g, &user.id).await? {
+                Some(true) => {
+                    member = true;
+                    break;
+                }
+                Some(false) => {}
+                None => unknown = Some(g),
+            }
+        }
+        if !member {
+            return Ok(match unknown {
+                None => Presence::Gone,
+                Some(g) => Presence::CannotCheck(format!(
+                    "members.hasMember cannot tell whether {} is in {g}: Google answers 400 Invalid input for a membership nested across domains",
+                    user.primary_email
+                )),
+            });
+        }
+    }
+    match &ctx.query {
+        None => Ok(Presence::Present),
+        Some(q) => match matches_query(client, ctx, q, &user).await {
+            Err(e @ DirectoryError::SearchRefused { .. }) => {
+                Ok(Presence::CannotCheck(directory::diagnose(&e)))
+            }
+            other => other,
+        },
     }
 }
 
-/// Whether `[scope].query` matches one user: the query is Google's to evaluate, so
-/// users.list is asked for it narrowed to the user's exact address.
+/// Whether `[scope].query` matches one user: the clauses users.get's answer decides are
+/// judged from it; for the rest, Google's search is asked with them narrowed to the user's
+/// exact address (escaped). A 400 from that search means it cannot be checked
+/// ([`DirectoryError::SearchRefused`]).
 async fn matches_query(
     client: &DirectoryClient,
     ctx: &SyncContext,
-    query: &str,
+    query: &Query,
     user: &GoogleUser,
-) -> Result<bool, DirectoryError> {
+) -> Result<Presence, DirectoryError> {
+    if !query.local_match(user) {
+        return Ok(Presence::Gone);
+    }
+    let Some(narrowed) = query.narrowed(&user.primary_email) else {
+        return Ok(Presence::Present);
+    };
     let target = UserListTarget::Customer(ctx.config.google.customer.clone());
-    let narrowed = format!("{query} email='{}'", user.primary_email);
-    let page = client
-        .list_users_page(&target, Some(&narrowed), None)
-        .await?;
-    Ok(page.users.iter().any(|u| u.id == user.id))
+    match client.list_users_page(&target, Some(&narrowed), None).await {
+        Ok(page) if page.users.iter().any(|u| u.id == user.id) => Ok(Presence::Present),
+        Ok(_) => Ok(Presence::Gone),
+        Err(e @ DirectoryError::Api { status: 400, .. }) => Err(DirectoryError::SearchRefused {
+            detail: directory::diagnose(&e),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// The most users.get checks of absent users in one run: `[sync].max_deactivations` + 10.
@@ -1063,6 +1244,7 @@ pub async fn run(
         groups,
     } = plan_fetched(ctx, fetched, &members);
     drop(members);
+    book.counts.nested_groups = groups.nested_groups as u64;
     book.plan_ms = book.millis() - book.fetch_ms;
     if let Some(wanted) = &approved {
         // An approval applies only the deactivations its run held that the new plan still
@@ -1207,12 +1389,23 @@ async fn fetch_one(
     let Some(user) = client.get_user(user_name.as_str()).await? else {
         return Ok(out);
     };
-    if let Some(q) = &ctx.rules.query {
-        if !matches_query(client, ctx, q, &user).await? {
+    if let Some(q) = &ctx.query {
+        // A search that cannot check the user fails the run, naming why.
+        if let Presence::Gone | Presence::CannotCheck(_) =
+            matches_query(client, ctx, q, &user).await?
+        {
             return Ok(out);
         }
     }
     out.add(user, &ctx.rules);
+    if ctx.rules.domains.is_empty() {
+        let known = ctx
+            .listing_domains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        out.keep_listed_domains(&known);
+    }
     Ok(out)
 }
 

@@ -119,6 +119,9 @@ pub struct RunCounts {
     /// left as they were.
     #[serde(default)]
     pub verified_present: u64,
+    /// Nested groups read under the scope groups.
+    #[serde(default)]
+    pub nested_groups: u64,
 }
 
 /// One recorded run.

@@ -70,6 +70,7 @@ async fn a_healthy_setup_passes_every_check() {
         "users.list customer=my_customer",
         "users.list domain=example.com",
         "members.list engineering@example.com",
+        "nested groups",
         "clock",
         "schedule",
     ] {
@@ -77,9 +78,14 @@ async fn a_healthy_setup_passes_every_check() {
     }
     // No daemon runs in this test: that is worth a look, not a failure.
     assert_eq!(status(&report, "admin socket"), Status::Warn);
-    // One user per domain, one members page per group: nothing more.
+    // One user per domain, one members page per group, then the scope group and the group
+    // nested in it read once each, as the pull reads them: nothing more.
     assert_eq!(w.google.requests("users.list"), 2);
-    assert_eq!(w.google.requests("members.list"), 1);
+    assert_eq!(w.google.requests("members.list"), 3);
+    assert_eq!(
+        report.check("nested groups").unwrap().detail,
+        "nested groups under the scope groups: 1 (at most [scope].max_nested_groups = 1000)"
+    );
     assert!(w
         .google
         .last_query("users.list")
@@ -431,4 +437,28 @@ async fn a_federation_credential_is_described_by_its_source_and_checked() {
         ),
         (1, 1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_groups_past_the_limit_fail_with_the_pulls_message() {
+    let mut w = healthy().await;
+    w.config.scope.max_nested_groups = 0;
+    let report = diagnose(&w.config, &options()).await;
+    assert!(!report.ok);
+    let bad = report.check("nested groups").unwrap();
+    assert_eq!(bad.status, Status::Fail);
+    assert!(
+        bad.fix
+            .as_deref()
+            .unwrap()
+            .contains("[scope].max_nested_groups"),
+        "{bad:?}"
+    );
+    let ctx = common::context(&Store::open(&w.config.store.path).unwrap(), &w.config);
+    let pull = common::sync(&ctx).await;
+    assert!(
+        pull.error.as_deref().unwrap().starts_with(&bad.detail),
+        "{pull:?}"
+    );
+    assert_eq!(pull.report.counts.created, 0);
 }

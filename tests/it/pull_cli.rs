@@ -51,6 +51,7 @@ async fn sync_json_status_dry_run_and_failures() {
         "errors",
         "identity_changed",
         "verified_present",
+        "nested_groups",
         "google_requests",
         "duration_ms",
     ];

@@ -65,42 +65,66 @@ async fn pages_through_every_user_once_with_fields_and_gzip() {
 }
 
 #[tokio::test]
-async fn members_list_expands_nested_groups_and_pages_by_200() {
+async fn nested_groups_are_read_from_direct_listings_each_once_and_paged_by_200() {
+    use retrac_sync::reconcile::run::read_groups;
+    use retrac_sync::reconcile::scope::ScopeRules;
     let mut seed = FakeSeed::sample(1000, "example.com");
     seed.groups.push(fake_google::FakeGroup {
         email: "outer@example.com".into(),
         members: vec![FakeMember::Group("engineering@example.com".into())],
     });
+    // A cycle: kernel@ (nested in engineering@) names outer@ again.
+    for g in &mut seed.groups {
+        if g.email == "kernel@example.com" {
+            g.members
+                .push(FakeMember::Group("outer@example.com".into()));
+        }
+    }
     let g = fake(seed).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&g, &dir).await;
-    let mut token = None;
-    let mut users = 0;
-    let mut pages = 0;
-    loop {
-        let p = c
-            .list_members_page("outer@example.com", token.as_deref())
-            .await
-            .unwrap();
-        pages += 1;
-        assert!(p.members.len() <= 200);
-        users += p
-            .members
-            .iter()
-            .filter(|m| m.kind.as_deref() == Some("USER"))
-            .count();
-        match p.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    // engineering = 200 in /Engineering + 200 in /Engineering/Kernel (through kernel@).
-    assert_eq!(users, 400);
-    assert_eq!(pages, 3);
-    assert!(g
+    // One direct page: members.list is never asked for derived membership.
+    let p = c
+        .list_members_page("outer@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(p.members.len(), 1);
+    assert_eq!(p.members[0].kind.as_deref(), Some("GROUP"));
+    assert!(!g
         .last_query("members.list")
         .unwrap()
-        .contains("includeDerivedMembership=true"));
+        .contains("includeDerivedMembership"));
+    let rules = ScopeRules {
+        groups: vec!["outer@example.com".into()],
+        max_nested_groups: 1000,
+        ..Default::default()
+    };
+    let before = g.requests("members.list");
+    let mut progress = Default::default();
+    let (members, problems) = read_groups(&c, &rules, None, &mut progress).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // engineering = 200 in /Engineering + 200 in /Engineering/Kernel (through kernel@).
+    assert_eq!(members.user_ids.len(), 400);
+    assert_eq!(
+        members.nested_groups, 2,
+        "engineering@ and kernel@, once each"
+    );
+    // outer: 1 page; engineering and kernel: 200 users and a group each, 2 pages each.
+    assert_eq!(g.requests("members.list") - before, 5);
+    assert_eq!(progress.group_pages, 5);
+    // Past [scope].max_nested_groups the read fails.
+    let tight = ScopeRules {
+        max_nested_groups: 1,
+        ..rules
+    };
+    let e = read_groups(&c, &tight, None, &mut Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "too_many_nested_groups");
+    assert_eq!(
+        e.to_string(),
+        "the scope groups hold more than 1 nested groups ([scope].max_nested_groups; kernel@example.com is one past it), so nothing was written: raise [scope].max_nested_groups if they are all meant to be in scope, or put the users in fewer groups"
+    );
 }
 
 #[tokio::test]
@@ -358,7 +382,7 @@ async fn each_setup_mistake_gets_its_own_exact_message() {
         .unwrap_err();
     assert_eq!(
         directory::diagnose(&e),
-        "Google does not know the scope group no-such-group@example.com (members.list answered 404): check the address in [scope].groups; it must be a group of this customer, not a user or an alias"
+        "Google does not know the scope group no-such-group@example.com (members.list answered 404): check the address in [scope].groups; it must be a group of this customer (its address or one of its aliases), not a user"
     );
 }
 
@@ -540,7 +564,7 @@ async fn a_body_that_stalls_halfway_times_out_and_is_retried() {
 }
 
 #[tokio::test]
-async fn the_newer_403_resource_exhausted_shape_is_retried() {
+async fn resource_exhausted_in_the_newer_error_shape_is_retried() {
     let g = fake(FakeSeed::sample(10, "example.com")).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&g, &dir).await;
@@ -606,4 +630,269 @@ async fn retry_after_on_a_429_is_honoured_up_to_the_backoff_maximum() {
             && waited < std::time::Duration::from_secs(30),
         "{waited:?}"
     );
+}
+
+#[tokio::test]
+async fn usage_limits_a_plain_text_rate_refusal_and_members_system_error_are_retried() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    // A 403 in the usageLimits domain, whatever its reason.
+    g.inject(Fault::FailPage {
+        endpoint: "users.list",
+        page: 1,
+        times: 2,
+        status: 403,
+        reason: "dailyLimitExceeded",
+    });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("users.list"), 3);
+    // A 403 whose body is plain text, not JSON.
+    g.inject(Fault::PlainTextRateLimit {
+        endpoint: "users.list",
+        page: 1,
+        times: 2,
+    });
+    assert_eq!(all_users(&c).await.unwrap().len(), 10);
+    assert_eq!(g.requests("users.list"), 6);
+    // systemError from members.list, even with a 4xx status.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 2,
+        status: 400,
+        reason: "systemError",
+    });
+    c.list_members_page("everyone@example.com", None)
+        .await
+        .unwrap();
+    assert_eq!(g.requests("members.list"), 3);
+    // A 400 of another reason is still not retried.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 1,
+        status: 400,
+        reason: "invalid",
+    });
+    assert!(c
+        .list_members_page("everyone@example.com", None)
+        .await
+        .is_err());
+    assert_eq!(g.requests("members.list"), 4);
+}
+
+#[tokio::test]
+async fn each_token_refusal_names_its_cause_and_is_never_retried() {
+    let g = fake(FakeSeed::sample(3, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    g.write_key_file(&key).unwrap();
+    let sa = g.service_account();
+    let admin = g.admin();
+    let cases: [(u16, &str, &str, &str, String); 5] = [
+        (
+            400,
+            "invalid_grant",
+            "Invalid grant: account not found",
+            "service_account_gone",
+            format!("Google refused a token for the service account {sa} (invalid_grant: Invalid grant: account not found): the service account was deleted or disabled. Enable it again in the Google Cloud console (IAM & Admin → Service Accounts), or create a new one with a JSON key, point [google].key_file at it and grant its client id the domain-wide delegation"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "The account has been deleted",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_grant: The account has been deleted): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "Not a valid email",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_grant: Not a valid email): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_request",
+            "Invalid impersonation \"sub\" field: nobody",
+            "subject_refused",
+            format!("Google refused [google].subject {admin} (invalid_request: Invalid impersonation \"sub\" field: nobody): the admin was deleted, or the setting is not a user's primary email address. Set it to the primary email of an existing Google Workspace super admin"),
+        ),
+        (
+            400,
+            "invalid_grant",
+            "Something Google has not said before",
+            "token_refused",
+            "Google refused the token request (invalid_grant: Something Google has not said before); nothing in its answer names the cause. Check [google].subject, the key file and the domain-wide delegation, then run `retrac-sync doctor`".to_string(),
+        ),
+    ];
+    for (status, error, description, kind, message) in cases {
+        g.clear_faults();
+        g.inject(Fault::TokenRefuses {
+            status,
+            error,
+            description,
+        });
+        let c = connect_as(&g, &key, &admin).await;
+        let before = g.requests("token");
+        let (e, msg) = first_page_error(&c).await;
+        assert_eq!((e.kind(), msg), (kind, message));
+        assert_eq!(
+            g.requests("token") - before,
+            1,
+            "{description}: not retried"
+        );
+        assert_eq!(g.requests("users.list"), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_403_names_the_key_or_the_group_and_only_a_customer_listing_blames_the_admin() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let moved = g.users()[0].clone();
+    g.move_to_other_customer(&moved.primary_email).unwrap();
+    for key in [moved.id.as_str(), moved.primary_email.as_str()] {
+        let e = c.get_user(key).await.unwrap_err();
+        assert_eq!(e.kind(), "not_in_customer");
+        assert_eq!(
+            directory::diagnose(&e),
+            format!("{key} is not in this Google customer, or the admin's role does not cover it (Google users.get answered 403 Not Authorized to access this resource/api)")
+        );
+    }
+    // members.list: the group-not-found message, an alias being no problem.
+    g.inject(Fault::FailPage {
+        endpoint: "members.list",
+        page: 1,
+        times: 1,
+        status: 403,
+        reason: "forbidden",
+    });
+    let e = c
+        .list_members_page("sales@example.com", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        directory::diagnose(&e),
+        "Google does not know the scope group sales@example.com (members.list answered 403): check the address in [scope].groups; it must be a group of this customer (its address or one of its aliases), not a user"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_user_answers_412_for_20_days_then_404_and_is_listed_only_with_show_deleted() {
+    let g = fake(FakeSeed::sample(10, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let u = g.users()[3].clone();
+    assert!(c.get_user(&u.id).await.unwrap().is_some());
+    g.delete(&u.primary_email).unwrap();
+    // 412 conditionNotMet, which the client reads as gone.
+    assert_eq!(c.get_user(&u.id).await.unwrap(), None);
+    assert!(!all_users(&c).await.unwrap().contains(&u.primary_email));
+    let deleted = c.deleted_user_ids("my_customer").await.unwrap();
+    assert_eq!(
+        deleted.into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&u.id)
+    );
+    assert!(g
+        .last_query("users.list")
+        .unwrap()
+        .contains("showDeleted=true"));
+    // Restored with its id.
+    assert!(g.undelete(&u.primary_email));
+    assert_eq!(c.get_user(&u.id).await.unwrap().unwrap().id, u.id);
+    assert!(c.deleted_user_ids("my_customer").await.unwrap().is_empty());
+    // Deleted, then 20 days on: purged, 404, and no longer listed or restorable.
+    g.delete(&u.primary_email).unwrap();
+    g.advance_clock(std::time::Duration::from_secs(20 * 24 * 3600));
+    assert_eq!(c.get_user(&u.id).await.unwrap(), None);
+    assert!(c.deleted_user_ids("my_customer").await.unwrap().is_empty());
+    assert!(!g.undelete(&u.primary_email));
+}
+
+#[tokio::test]
+async fn has_member_answers_for_nested_membership_and_400_across_domains() {
+    let mut seed = FakeSeed::sample(50, "example.com");
+    seed.users
+        .push(FakeUser::new("800", "zed@example.org", "Zed", "Other"));
+    seed.groups.push(fake_google::FakeGroup {
+        email: "team@example.com".into(),
+        members: vec![FakeMember::User("zed@example.org".into())],
+    });
+    seed.groups.push(fake_google::FakeGroup {
+        email: "staff@example.com".into(),
+        members: vec![FakeMember::Group("team@example.com".into())],
+    });
+    let g = fake(seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let kernel = g
+        .users()
+        .into_iter()
+        .find(|u| u.org_unit_path == "/Engineering/Kernel")
+        .unwrap();
+    let sales = g
+        .users()
+        .into_iter()
+        .find(|u| u.org_unit_path == "/Sales")
+        .unwrap();
+    // Nested (kernel@ in engineering@), by id and by address; not a member.
+    assert_eq!(
+        c.has_member("engineering@example.com", &kernel.id)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        c.has_member("engineering@example.com", &kernel.primary_email)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        c.has_member("engineering@example.com", &sales.id)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    // A listing that drops the member does not change hasMember.
+    g.inject(Fault::OmitMember {
+        group: "sales@example.com".into(),
+        email: sales.primary_email.clone(),
+    });
+    assert_eq!(
+        c.has_member("sales@example.com", &sales.id).await.unwrap(),
+        Some(true)
+    );
+    // Nested across domains: Google cannot tell.
+    assert_eq!(
+        c.has_member("staff@example.com", "800").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        c.has_member("team@example.com", "800").await.unwrap(),
+        Some(true),
+        "direct membership across domains is fine"
+    );
+}
+
+#[tokio::test]
+async fn the_deleted_users_are_read_page_by_page() {
+    let g = fake(FakeSeed::sample(700, "example.com")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&g, &dir).await;
+    let users = g.users();
+    for u in users.iter().take(600) {
+        g.delete(&u.primary_email).unwrap();
+    }
+    let ids = c.deleted_user_ids("my_customer").await.unwrap();
+    assert_eq!(ids.len(), 600);
+    assert!(users.iter().take(600).all(|u| ids.contains(&u.id)));
+    assert_eq!(g.requests("users.list"), 2, "500 a page");
+    assert!(g
+        .last_query("users.list")
+        .unwrap()
+        .contains("fields=nextPageToken%2Cusers%28id%29"));
 }

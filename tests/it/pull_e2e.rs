@@ -717,6 +717,18 @@ async fn each_keyless_step_that_fails_says_which_and_what_to_grant() {
         "{e}"
     );
     w.google.clear_faults();
+    // A VM with the default access scopes: its token may not call signJwt at all. The fix is
+    // the cloud-platform access scope, not a role.
+    w.google.inject(Fault::KeylessRefuses("signJwt scope"));
+    let e = failed(&w).await;
+    assert!(
+        e.starts_with("keyless Google credentials: the signJwt step failed (HTTP 403: "),
+        "{e}"
+    );
+    assert!(e.contains("ACCESS_TOKEN_SCOPE_INSUFFICIENT"), "{e}");
+    assert!(e.contains("cloud-platform"), "{e}");
+    assert!(!e.contains("roles/iam.serviceAccountTokenCreator"), "{e}");
+    w.google.clear_faults();
     // The exchange: delegation not granted to the service account.
     w.google.inject(Fault::DenyDelegation);
     let e = failed(&w).await;
@@ -1146,4 +1158,357 @@ async fn a_dry_run_has_no_run_id_and_is_never_recorded() {
     assert_eq!(r.changes, Some(Vec::new()));
     assert!(store.sync_runs(10).unwrap().is_empty(), "nothing recorded");
     assert_eq!(store.member_count(), 0);
+}
+
+/// Sets a member's locations, as its owner would.
+fn set_locations(store: &Store, email: &str, locations: &[&str]) {
+    let m = store.get_by_user_name(email).unwrap().unwrap();
+    retrac_sync::owner::execute(
+        store,
+        retrac_sync::owner::Request::MembersLocations {
+            who: m.id.to_string(),
+            edit: retrac_sync::owner::LocationEdit::Set,
+            locations: locations.iter().map(|l| l.to_string()).collect(),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+}
+
+fn is_active(store: &Store, email: &str) -> bool {
+    store.get_by_user_name(email).unwrap().unwrap().dir.active
+}
+
+/// Deleting a user is the usual offboarding step. For the 20 days in which it can be
+/// restored, Google answers users.get with 412 conditionNotMet, not 404: the member must
+/// lose access on the next run all the same, and come back, locations kept, when an admin
+/// restores the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_is_deactivated_at_once_and_restored_with_its_locations_after_an_undelete() {
+    let w = world(FakeSeed::sample(40, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, RunStatus::Ok);
+    let u = g
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+        .unwrap();
+    set_locations(&store, &u.primary_email, &["Lyon", "Nantes"]);
+    let member = store.get_by_user_name(&u.primary_email).unwrap().unwrap();
+
+    g.delete(&u.primary_email).unwrap();
+    let get = g.requests("users.get");
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.errors,
+            r.report.status
+        ),
+        (1, 0, RunStatus::Ok),
+        "{r:?}"
+    );
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(g.requests("users.get") - get, 1, "Google answered 412");
+    assert!(!is_active(&store, &u.primary_email));
+
+    // Restored by an admin: listed again with the same id, the member comes back as it was.
+    assert!(g.undelete(&u.primary_email));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.updated,
+            r.report.counts.created,
+            r.report.counts.identity_changed
+        ),
+        (1, 0, 0),
+        "{r:?}"
+    );
+    let back = store.get(member.id).unwrap().unwrap();
+    assert!(back.dir.active);
+    assert_eq!(back.dir.google_id, member.dir.google_id);
+    assert_eq!(back.locations, ["Lyon", "Nantes"]);
+
+    // Deleted again and past the 20 days: Google answers 404, still gone, and no undelete.
+    g.delete(&u.primary_email).unwrap();
+    g.advance_clock(std::time::Duration::from_secs(21 * 24 * 3600));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (r.report.counts.deactivated, r.report.counts.errors),
+        (1, 0),
+        "{r:?}"
+    );
+    assert!(!g.undelete(&u.primary_email));
+    all_active_mirrored(&store, g);
+}
+
+/// Google's derived group listing has returned too few members (GAM-team/GAM#1210): a
+/// member a listing leaves out is asked about with members.hasMember before anything is
+/// done, and stays active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_missing_from_one_listing_is_left_active() {
+    let mut w = world(FakeSeed::sample(200, "example.com")).await;
+    scoped(&mut w.config);
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    let scope = |u: &FakeUser| in_scope(u, &groups());
+    let first = sync(&ctx).await;
+    assert_eq!(first.report.status, RunStatus::Ok, "{first:?}");
+    assert_eq!(
+        first.report.counts.nested_groups, 1,
+        "kernel@ in engineering@"
+    );
+    let pick = |ou: &str| {
+        g.users()
+            .into_iter()
+            .find(|u| u.org_unit_path == ou && scope(u) && !u.suspended && !u.archived)
+            .unwrap()
+            .primary_email
+    };
+    // A direct member of sales@, and a member of kernel@ (nested in engineering@).
+    let direct = pick("/Sales");
+    let nested = pick("/Engineering/Kernel");
+    g.inject(Fault::OmitMember {
+        group: "sales@example.com".into(),
+        email: direct.clone(),
+    });
+    g.inject(Fault::OmitMember {
+        group: "kernel@example.com".into(),
+        email: nested.clone(),
+    });
+    let asked = g.requests("members.hasMember");
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present,
+            r.report.counts.errors
+        ),
+        (0, 2, 0),
+        "{r:?}"
+    );
+    assert!(g.requests("members.hasMember") > asked);
+    assert!(is_active(&store, &direct) && is_active(&store, &nested));
+    g.clear_faults();
+
+    // Really removed from the group (and in no scope org unit): hasMember says no, and the
+    // member is deactivated.
+    assert!(g.group_remove("sales@example.com", &direct));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    assert!(!is_active(&store, &direct));
+}
+
+/// members.hasMember cannot judge a membership nested across domains (Google answers 400
+/// Invalid input): such a deactivation is skipped and reported, never made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_has_member_cannot_check_skips_the_deactivation_and_says_why() {
+    let mut seed = FakeSeed::sample(20, "example.com");
+    seed.users
+        .push(FakeUser::new("800", "zed@example.org", "Zed", "Other"));
+    seed.groups.push(fake_google::FakeGroup {
+        email: "staff@example.com".into(),
+        members: vec![FakeMember::Group("team@example.com".into())],
+    });
+    seed.groups.push(fake_google::FakeGroup {
+        email: "team@example.com".into(),
+        members: vec![FakeMember::User("zed@example.org".into())],
+    });
+    let mut w = world(seed).await;
+    w.config.google.domains = vec!["example.com".into(), "example.org".into()];
+    w.config.scope.groups = vec!["staff@example.com".into()];
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.counts.created, 1, "{r:?}");
+    w.google.inject(Fault::OmitMember {
+        group: "team@example.com".into(),
+        email: "zed@example.org".into(),
+    });
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (r.report.counts.deactivated, r.report.counts.errors),
+        (0, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.problems,
+        ["zed@example.org: cannot check with Google that the user is gone (members.hasMember cannot tell whether zed@example.org is in staff@example.com: Google answers 400 Invalid input for a membership nested across domains); not deactivated, the next run takes it up"]
+    );
+    assert!(is_active(&store, "zed@example.org"));
+}
+
+/// An apostrophe is legal in a Google user name. The address is escaped in the narrowed
+/// search (`email='o\'brien@example.com'`), where Google would refuse it bare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o_brien_is_checked_under_a_query_like_anyone_else() {
+    let mut seed = FakeSeed::sample(20, "example.com");
+    seed.users.push(
+        FakeUser::new("700", "o'brien@example.com", "Siobhan", "O'Brien").in_org_unit("/Sales"),
+    );
+    let mut w = world(seed).await;
+    // Its familyName clause goes to Google's search; orgUnitPath is judged from users.get.
+    w.config.scope.query = Some(r"orgUnitPath='/Sales' familyName='O\'Brien'".into());
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (r.report.counts.created, r.report.status),
+        (1, RunStatus::Ok),
+        "{r:?}"
+    );
+    // The search index lags: the listing leaves the user out, the check finds it.
+    g.inject(Fault::SearchLag("o'brien@example.com".into()));
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (
+            r.report.counts.deactivated,
+            r.report.counts.verified_present,
+            r.report.counts.errors
+        ),
+        (0, 1, 0),
+        "{r:?}"
+    );
+    let q = g.last_query("users.list").unwrap();
+    assert!(
+        q.contains(
+            "query=familyName%3D%27O%5C%27Brien%27+email%3D%27o%5C%27brien%40example.com%27"
+        ),
+        "only the clause users.get cannot decide, and the escaped address: {q}"
+    );
+    assert!(is_active(&store, "o'brien@example.com"));
+    // `sync user` for that address too.
+    let r = pull(&ctx, one("o'brien@example.com"), false).await.unwrap();
+    assert_eq!(
+        (r.report.status, r.report.counts.unchanged),
+        (RunStatus::Ok, 1),
+        "{r:?}"
+    );
+    // Moved out of /Sales: judged from users.get, no search needed to deactivate.
+    g.set_org_unit("o'brien@example.com", "/Support");
+    let list = g.requests("users.list");
+    let r = pull(&ctx, one("o'brien@example.com"), false).await.unwrap();
+    assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
+    assert_eq!(g.requests("users.list"), list);
+}
+
+/// A 403 from users.get (a key outside the customer) is not proof that a user is gone: the
+/// customer's deleted users are read once, and only an id listed there is deactivated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_from_users_get_deactivates_only_a_user_listed_as_deleted() {
+    let w = world(FakeSeed::sample(30, "example.com")).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let g = &w.google;
+    assert_eq!(sync(&ctx).await.report.status, RunStatus::Ok);
+    let active: Vec<FakeUser> = g
+        .users()
+        .into_iter()
+        .filter(|u| !u.suspended && !u.archived)
+        .collect();
+    let (deleted_a, deleted_b, moved) = (&active[0], &active[1], &active[2]);
+    for u in [deleted_a, deleted_b] {
+        g.delete(&u.primary_email).unwrap();
+        g.inject(Fault::UsersGetForbidden(u.id.clone()));
+    }
+    g.move_to_other_customer(&moved.primary_email).unwrap();
+    let list = g.requests("users.list");
+    let r = sync(&ctx).await;
+    assert_eq!(
+        (r.report.counts.deactivated, r.report.counts.errors),
+        (2, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        g.requests("users.list") - list,
+        2,
+        "the listing, and the deleted users once for three 403s"
+    );
+    assert_eq!(
+        r.problems,
+        [format!(
+            "{}: cannot check with Google that the user is gone ({} is not in this Google customer, or the admin's role does not cover it (Google users.get answered 403 Not Authorized to access this resource/api)); not deactivated, the next run takes it up",
+            moved.primary_email, moved.id
+        )]
+    );
+    assert!(!is_active(&store, &deleted_a.primary_email));
+    assert!(!is_active(&store, &deleted_b.primary_email));
+    assert!(is_active(&store, &moved.primary_email));
+}
+
+/// Guest accounts (users.createGuest) are ordinary users to the Directory API: they are
+/// left out of scope unless `[scope].include_guests`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_are_left_out_unless_included() {
+    let mut seed = FakeSeed::sample(10, "example.com");
+    let mut guest = FakeUser::new("600", "visitor@example.com", "Vi", "Sitor");
+    guest.guest = true;
+    seed.users.push(guest);
+    let mut w = world(seed).await;
+    let store = Store::open(&w.config.store.path).unwrap();
+    let r = sync(&context(&store, &w.config)).await;
+    assert_eq!(r.report.counts.created, 10, "{r:?}");
+    assert!(store
+        .get_by_user_name("visitor@example.com")
+        .unwrap()
+        .is_none());
+    w.config.scope.include_guests = true;
+    let r = sync(&context(&store, &w.config)).await;
+    assert_eq!(r.report.counts.created, 1, "{r:?}");
+    assert!(is_active(&store, "visitor@example.com"));
+    // Excluded again: the guest's member is deactivated.
+    w.config.scope.include_guests = false;
+    let r = sync(&context(&store, &w.config)).await;
+    assert_eq!(r.report.counts.deactivated, 1, "{r:?}");
+}
+
+/// A `work` address is free text Google does not verify. With `[google].domains` empty,
+/// one is kept only in a domain that some user's primary address or alias uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_addresses_outside_the_listings_domains_are_left_out() {
+    let mut seed = FakeSeed::sample(10, "example.com");
+    let mut ada = FakeUser::new("500", "ada@example.com", "Ada", "Lovelace");
+    ada.typed_emails = vec![
+        ("ada.desk@example.com".into(), "work".into()),
+        ("ada@partner.net".into(), "work".into()),
+        ("ada@example.org".into(), "work".into()),
+    ];
+    seed.users.push(ada);
+    let mut bob = FakeUser::new("501", "bob@example.com", "Bob", "Builder");
+    bob.aliases = vec!["bob@example.org".into()];
+    seed.users.push(bob);
+    let mut w = world(seed).await;
+    w.config.google.domains = Vec::new();
+    let store = Store::open(&w.config.store.path).unwrap();
+    let ctx = context(&store, &w.config);
+    let r = sync(&ctx).await;
+    assert_eq!(r.report.status, RunStatus::Ok, "{r:?}");
+    let emails = |name: &str| -> Vec<String> {
+        let m = store.get_by_user_name(name).unwrap().unwrap();
+        m.dir.emails.iter().map(|e| e.value.clone()).collect()
+    };
+    // example.org is bob's alias domain; partner.net is nobody's.
+    assert_eq!(
+        emails("ada@example.com"),
+        ["ada@example.com", "ada.desk@example.com", "ada@example.org"]
+    );
+    // One user at a time judges with the domains the last listing used.
+    let r = pull(&ctx, one("ada@example.com"), false).await.unwrap();
+    assert_eq!(r.report.counts.unchanged, 1, "{r:?}");
+    assert_eq!(
+        emails("ada@example.com"),
+        ["ada@example.com", "ada.desk@example.com", "ada@example.org"]
+    );
 }

@@ -1,15 +1,20 @@
-//! A fake Google: the OAuth token endpoint and the three Directory API calls, on real HTTP.
+//! A fake Google: the OAuth token endpoint and the Directory API calls the pull makes, on
+//! real HTTP.
 //!
 //! Tests, the demo and the benchmarks use it. It behaves like Google where the pull cares:
 //! the token endpoint verifies the JWT bearer grant (RS256 signature with the service
 //! account's key, `iss`, `aud`, `sub`, `scope`, `exp`); users.list pages by primary
-//! email (at most 500), honours `customer`/`domain`, `query` (`orgUnitPath='/X'` for the
-//! subtree, `isSuspended=`, `isArchived=`, `email:prefix*`), and trims to the slim shape when
-//! `fields=` is given; members.list expands nested groups with `includeDerivedMembership`;
+//! email (at most 500), honours `customer`/`domain`, `showDeleted`, `query` (parsed with
+//! Google's quoting: `orgUnitPath='/X'` for the subtree, `isSuspended=`, `isArchived=`,
+//! `isAdmin=`, `email:prefix*`, `email='...'`, `givenName=`, `familyName=`), and trims to the
+//! slim shape when `fields=` is given; users.get answers 412 for a user deleted less than 20
+//! days ago and 403 for a key outside the customer; members.list expands nested groups with
+//! `includeDerivedMembership`; members.hasMember answers for direct and nested membership;
 //! errors come back in Google's JSON shape; gzip is used when both `Accept-Encoding: gzip`
 //! and a User-Agent containing `gzip` are sent. Faults can be injected and the directory
-//! mutated while it runs. The service account's key is a fixed, public, test-only key in
-//! `tests/fixtures/fake-google/` (see `key.rs`): never a key that reaches Google.
+//! mutated while it runs, its clock moved forward. The service account's key is a fixed,
+//! public, test-only key in `tests/fixtures/fake-google/` (see `key.rs`): never a key that
+//! reaches Google.
 //!
 //! Its own crate, so the daemon can be built without it (ARCHITECTURE.md, "Decisions").
 
@@ -39,6 +44,10 @@ use key::TestKey;
 use wire::ErrorBody;
 pub use wire::{SCOPE_GROUP_MEMBERS, SCOPE_USERS};
 
+/// How long Google keeps a deleted user restorable
+/// (<https://support.google.com/a/answer/1397578>).
+const RESTORABLE_DAYS: i64 = 20;
+
 /// The JWT bearer grant type.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -64,6 +73,12 @@ pub struct FakeUser {
     /// Other `emails` entries with their `type` (`home`, `work`, `other`, `custom`), such as
     /// a personal address.
     pub typed_emails: Vec<(String, String)>,
+    /// An administrator (`isAdmin`).
+    pub is_admin: bool,
+    /// A guest account made by `users.createGuest` (`isGuestUser`): an ordinary directory
+    /// user to users.list and users.get
+    /// (<https://developers.google.com/workspace/admin/directory/reference/rest/v1/users>).
+    pub guest: bool,
 }
 
 impl FakeUser {
@@ -79,6 +94,8 @@ impl FakeUser {
             org_unit_path: "/".to_string(),
             aliases: Vec::new(),
             typed_emails: Vec::new(),
+            is_admin: false,
+            guest: false,
         }
     }
 
@@ -296,7 +313,7 @@ impl serde::Serialize for UserOut<'_> {
         field!("kind", "admin#directory#user");
         field!("etag", &format_args!("\"{}\"", u.id));
         field!("customerId", self.customer_id);
-        field!("isAdmin", &false);
+        field!("isAdmin", &u.is_admin);
         field!("agreedToTerms", &true);
         field!("isMailboxSetup", &true);
         field!("includeInGlobalAddressList", &true);
@@ -315,6 +332,7 @@ impl serde::Serialize for UserOut<'_> {
         field!("suspended", &u.suspended);
         field!("archived", &u.archived);
         field!("orgUnitPath", &u.org_unit_path);
+        field!("isGuestUser", &u.guest);
         if let Some(emails) = sel.field("emails") {
             m.serialize_entry("emails", &EmailsOut { u, sel: emails })?;
         }
@@ -648,6 +666,43 @@ pub enum Fault {
     /// the VM: 404), `STS` (the subject token does not match the provider: 400) or
     /// `signJwt` (the caller lacks `iam.serviceAccounts.signJwt`: 403).
     KeylessRefuses(&'static str),
+    /// members.list of `group` (direct or derived) leaves out the member `email` until the
+    /// faults are cleared: Google's derived listing has returned too few members, even for
+    /// a group without subgroups (GAM-team/GAM#1210: 14 of 24 members; GAMADV-XTD3#82), and
+    /// awslabs/ssosync stopped relying on it (PRs #95, #188). hasMember still answers true.
+    OmitMember {
+        /// The group whose listing drops the member.
+        group: String,
+        /// The member's email.
+        email: String,
+    },
+    /// users.get on this key (an id or an address) answers 403 "Not Authorized to access this
+    /// resource/api", as Google does for a key outside the customer; GAM treats that answer
+    /// as "does not exist" (slashdevops/idp-scim-sync#49).
+    UsersGetForbidden(String),
+    /// The token endpoint refuses every grant with HTTP `status`, OAuth `error` and
+    /// `error_description`, as Google's does (GAM `src/gam/gapi/errors.py`, GAM PR #1171,
+    /// googleapis/google-cloud-php#3622): `invalid_grant` "Invalid grant: account not found"
+    /// (the service account deleted or disabled), "The account has been deleted" and "Not a
+    /// valid email" (the subject), `invalid_request` "Invalid impersonation \"sub\" field".
+    TokenRefuses {
+        /// HTTP status (400 or 401).
+        status: u16,
+        /// The OAuth error code.
+        error: &'static str,
+        /// Google's description.
+        description: &'static str,
+    },
+    /// Page `page` of `endpoint` answers 403 with the plain-text body "Request rate higher
+    /// than configured.", not JSON, `times` times (GAM `checkGAPIError` retries it).
+    PlainTextRateLimit {
+        /// users.list, members.list or users.get (page 1).
+        endpoint: &'static str,
+        /// 1-based page number.
+        page: usize,
+        /// How many times.
+        times: u32,
+    },
 }
 
 #[derive(Default)]
@@ -682,6 +737,20 @@ struct Inner {
     tokens: HashMap<String, (std::time::Instant, Vec<String>, bool)>,
     stats: Stats,
     next_id: u64,
+    /// Deleted users by id, with when they were deleted on the fake's clock: Google keeps a
+    /// deleted user restorable for 20 days
+    /// (<https://support.google.com/a/answer/1397578>).
+    deleted: BTreeMap<String, (FakeUser, chrono::DateTime<chrono::Utc>)>,
+    /// Ids and normalised addresses of users moved to another Google customer.
+    foreign: BTreeSet<String>,
+    /// How far the fake's clock is ahead of the real one.
+    clock_offset: chrono::Duration,
+    /// (group, member) pairs left out of listings ([`Fault::OmitMember`]).
+    omitted: Vec<(String, String)>,
+    /// Keys users.get answers 403 for ([`Fault::UsersGetForbidden`]).
+    forbidden_keys: BTreeSet<String>,
+    /// The token endpoint's refusal ([`Fault::TokenRefuses`]).
+    token_refusal: Option<(u16, &'static str, &'static str)>,
 }
 
 struct Shared {
@@ -761,6 +830,12 @@ impl FakeGoogle {
             tokens: HashMap::new(),
             stats: Stats::default(),
             next_id: 9_000_000,
+            deleted: BTreeMap::new(),
+            foreign: BTreeSet::new(),
+            clock_offset: chrono::Duration::zero(),
+            omitted: Vec::new(),
+            forbidden_keys: BTreeSet::new(),
+            token_refusal: None,
         };
         for u in seed.users {
             inner.insert_user(u);
@@ -805,6 +880,10 @@ impl FakeGoogle {
             .route(
                 "/admin/directory/v1/groups/{group}/members",
                 get(members_list),
+            )
+            .route(
+                "/admin/directory/v1/groups/{group}/hasMember/{member}",
+                get(has_member),
             )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -906,6 +985,17 @@ impl FakeGoogle {
             Fault::TokenServerError { times } => s.token_errors = times,
             Fault::ClockSkew(secs) => s.clock_skew = secs,
             Fault::KeylessRefuses(step) => s.keyless_refuses = Some(step),
+            Fault::OmitMember { group, email } => {
+                s.omitted.push((group.to_lowercase(), email.to_lowercase()))
+            }
+            Fault::UsersGetForbidden(key) => {
+                s.forbidden_keys.insert(key.to_lowercase());
+            }
+            Fault::TokenRefuses {
+                status,
+                error,
+                description,
+            } => s.token_refusal = Some((status, error, description)),
             other => s.faults.push_back(other),
         }
     }
@@ -921,6 +1011,9 @@ impl FakeGoogle {
         s.token_errors = 0;
         s.clock_skew = 0;
         s.keyless_refuses = None;
+        s.omitted.clear();
+        s.forbidden_keys.clear();
+        s.token_refusal = None;
     }
 
     /// Makes every access token issued so far invalid (as if it expired early).
@@ -1027,13 +1120,66 @@ impl FakeGoogle {
         self.edit(email, |u| u.org_unit_path = ou.to_string())
     }
 
-    /// Deletes a user (its group memberships stay, as Google's do until cleaned up).
+    /// Deletes a user (its group memberships stay, as Google's do until cleaned up). For 20
+    /// days of the fake's clock it can be restored ([`FakeGoogle::undelete`]): users.get on
+    /// its id answers 412 `conditionNotMet` "User is deleted." (firezone PR #15169, a
+    /// production fix; the same 412 comes per part in batch answers), and it is listed only
+    /// by users.list with `showDeleted=true`. After that, 404.
     pub fn delete(&self, email: &str) -> Option<FakeUser> {
         let mut s = self.shared.lock();
         let key = email.to_lowercase();
         let u = s.users.remove(&key)?;
         s.by_id.remove(&u.id);
         s.aliases.retain(|_, v| *v != key);
+        let now = s.now();
+        s.deleted.insert(u.id.clone(), (u.clone(), now));
+        Some(u)
+    }
+
+    /// Restores a user deleted less than 20 days ago (by the fake's clock), with the same
+    /// id, as the Admin console and users.undelete do. Returns whether it could.
+    pub fn undelete(&self, email: &str) -> bool {
+        let mut s = self.shared.lock();
+        s.purge_deleted();
+        let Some(id) = s
+            .deleted
+            .iter()
+            .find(|(_, (u, _))| u.primary_email.eq_ignore_ascii_case(email))
+            .map(|(id, _)| id.clone())
+        else {
+            return false;
+        };
+        if s.users.contains_key(&email.to_lowercase()) {
+            // The address was taken again meanwhile: Google refuses the restore.
+            return false;
+        }
+        match s.deleted.remove(&id) {
+            Some((u, _)) => {
+                s.insert_user(u);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the fake's clock forward (the 20 days of a deleted user, without waiting).
+    pub fn advance_clock(&self, by: Duration) {
+        let mut s = self.shared.lock();
+        s.clock_offset += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+    }
+
+    /// Moves a user to another Google customer: it leaves users.list, and users.get on its id
+    /// or address answers 403 "Not Authorized to access this resource/api", Google's answer
+    /// for a key outside the customer (slashdevops/idp-scim-sync#49; GAM treats it as
+    /// "does not exist").
+    pub fn move_to_other_customer(&self, email: &str) -> Option<FakeUser> {
+        let mut s = self.shared.lock();
+        let key = email.to_lowercase();
+        let u = s.users.remove(&key)?;
+        s.by_id.remove(&u.id);
+        s.aliases.retain(|_, v| *v != key);
+        s.foreign.insert(u.id.clone());
+        s.foreign.insert(key);
         Some(u)
     }
 
@@ -1093,6 +1239,18 @@ impl FakeGoogle {
 }
 
 impl Inner {
+    /// The fake's clock.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.clock_offset
+    }
+
+    /// Forgets the users deleted 20 days ago or more: Google purges them then.
+    fn purge_deleted(&mut self) {
+        let now = self.now();
+        self.deleted
+            .retain(|_, (_, at)| now - *at < chrono::Duration::days(RESTORABLE_DAYS));
+    }
+
     fn insert_user(&mut self, u: FakeUser) {
         let key = u.primary_email.to_lowercase();
         self.by_id.insert(u.id.clone(), key.clone());
@@ -1186,6 +1344,14 @@ impl Inner {
                 Fault::RetryAfter { page: p, times, .. }
                     if endpoint == "users.list" && *p == page && *times > 0 =>
                 {
+                    *times -= 1;
+                    return Some(f.clone());
+                }
+                Fault::PlainTextRateLimit {
+                    endpoint: e,
+                    page: p,
+                    times,
+                } if *e == endpoint && *p == page && *times > 0 => {
                     *times -= 1;
                     return Some(f.clone());
                 }
@@ -1404,6 +1570,25 @@ async fn sign_jwt(
                 "UNAUTHENTICATED",
                 "Request had invalid authentication credentials.",
             );
+        }
+        if s.keyless_refuses == Some("signJwt scope") {
+            // A Compute Engine VM with the default access scopes: its token may not call the
+            // IAM Credentials API, whatever roles it has
+            // (<https://cloud.google.com/compute/docs/access/service-accounts#accesscopesiam>).
+            drop(s);
+            return (
+                StatusCode::FORBIDDEN,
+                [("content-type", "application/json; charset=UTF-8")],
+                serde_json::to_vec(&json!({"error": {"code": 403,
+                    "message": "Request had insufficient authentication scopes.",
+                    "status": "PERMISSION_DENIED",
+                    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com",
+                        "metadata": {"service": "iamcredentials.googleapis.com",
+                            "method": "google.iam.credentials.v1.IAMCredentials.SignJwt"}}]}}))
+                .unwrap_or_default(),
+            )
+                .into_response();
         }
         s.keyless_refuses == Some("signJwt")
     };
@@ -1982,6 +2167,11 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         )
             .into_response();
     }
+    if let Some((status, error, description)) = shared.lock().token_refusal {
+        let mut r = oauth_error(error, description);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return r;
+    }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER) {
         return oauth_error("unsupported_grant_type", "Invalid grant_type");
@@ -2158,35 +2348,106 @@ struct UserQuery {
     org_unit: Option<String>,
     suspended: Option<bool>,
     archived: Option<bool>,
+    admin: Option<bool>,
     email_prefix: Option<String>,
     /// `email='...'`: the address exactly (primary or alias, any case).
     email_exact: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
 }
 
+/// Parses a query as Google does
+/// (<https://developers.google.com/workspace/admin/directory/v1/guides/search-users>):
+/// clauses `field OP value` joined by spaces; a value with spaces or quotes is written in
+/// single quotes, inside which `\'` is a quote and `\\` a backslash. A quote that ends a
+/// value early (`email='o'brien@example.com'`) leaves text after it: a 400 Invalid Input.
 fn parse_query(q: &str) -> Result<UserQuery, String> {
     let mut out = UserQuery {
         org_unit: None,
         suspended: None,
         archived: None,
+        admin: None,
         email_prefix: None,
         email_exact: None,
+        given_name: None,
+        family_name: None,
     };
-    for term in q.split_whitespace() {
-        if let Some(v) = term.strip_prefix("orgUnitPath=") {
-            out.org_unit = Some(v.trim_matches(|c| c == '\'' || c == '"').to_string());
-        } else if let Some(v) = term.strip_prefix("isSuspended=") {
-            out.suspended = Some(v.eq_ignore_ascii_case("true"));
-        } else if let Some(v) = term.strip_prefix("isArchived=") {
-            out.archived = Some(v.eq_ignore_ascii_case("true"));
-        } else if let Some(v) = term.strip_prefix("email:") {
-            out.email_prefix = Some(v.trim_end_matches('*').to_lowercase());
-        } else if let Some(v) = term.strip_prefix("email=") {
-            out.email_exact = Some(v.trim_matches(|c| c == '\'' || c == '"').to_lowercase());
-        } else {
-            return Err(format!("Invalid Input: query term {term:?}"));
+    let bad = |why: &str| format!("Invalid Input: {why} in query {q:?}");
+    let c: Vec<char> = q.chars().collect();
+    let mut at = 0;
+    loop {
+        while at < c.len() && c[at].is_whitespace() {
+            at += 1;
+        }
+        if at == c.len() {
+            return Ok(out);
+        }
+        let start = at;
+        while at < c.len() && (c[at].is_alphanumeric() || c[at] == '.' || c[at] == '_') {
+            at += 1;
+        }
+        let field: String = c[start..at].iter().collect();
+        let op = match c.get(at) {
+            Some('=') => '=',
+            Some(':') => ':',
+            _ => return Err(bad(&format!("no operator after {field:?}"))),
+        };
+        at += 1;
+        let mut value = String::new();
+        match c.get(at) {
+            Some(&quote) if quote == '\'' || quote == '"' => {
+                at += 1;
+                loop {
+                    match c.get(at) {
+                        None => return Err(bad("an unterminated quoted value")),
+                        Some('\\') => {
+                            match c.get(at + 1) {
+                                Some(&e) if e == '\\' || e == '\'' || e == '"' => value.push(e),
+                                _ => return Err(bad("a backslash that escapes nothing")),
+                            }
+                            at += 2;
+                        }
+                        Some(&ch) if ch == quote => {
+                            at += 1;
+                            break;
+                        }
+                        Some(&ch) => {
+                            value.push(ch);
+                            at += 1;
+                        }
+                    }
+                }
+                if at < c.len() && !c[at].is_whitespace() {
+                    return Err(bad("text after a quoted value"));
+                }
+            }
+            _ => {
+                while at < c.len() && !c[at].is_whitespace() {
+                    if c[at] == '\'' || c[at] == '"' || c[at] == '\\' {
+                        return Err(bad("a quote inside an unquoted value"));
+                    }
+                    value.push(c[at]);
+                    at += 1;
+                }
+            }
+        }
+        let boolean = |v: &str| match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad(&format!("{field} takes true or false"))),
+        };
+        match (field.as_str(), op) {
+            ("orgUnitPath", '=') => out.org_unit = Some(value),
+            ("isSuspended", '=') => out.suspended = Some(boolean(&value)?),
+            ("isArchived", '=') => out.archived = Some(boolean(&value)?),
+            ("isAdmin", '=') => out.admin = Some(boolean(&value)?),
+            ("email", ':') => out.email_prefix = Some(value.trim_end_matches('*').to_lowercase()),
+            ("email", '=') => out.email_exact = Some(value.to_lowercase()),
+            ("givenName", '=') => out.given_name = Some(value.to_lowercase()),
+            ("familyName", '=') => out.family_name = Some(value.to_lowercase()),
+            _ => return Err(format!("Invalid Input: query term {field}{op}{value:?}")),
         }
     }
-    Ok(out)
 }
 
 fn in_subtree(ou: &str, root: &str) -> bool {
@@ -2201,6 +2462,15 @@ impl UserQuery {
             .is_none_or(|r| in_subtree(&u.org_unit_path, r))
             && self.suspended.is_none_or(|s| u.suspended == s)
             && self.archived.is_none_or(|a| u.archived == a)
+            && self.admin.is_none_or(|a| u.is_admin == a)
+            && self
+                .given_name
+                .as_ref()
+                .is_none_or(|n| u.given_name.to_lowercase() == *n)
+            && self
+                .family_name
+                .as_ref()
+                .is_none_or(|n| u.family_name.to_lowercase() == *n)
             && self
                 .email_prefix
                 .as_ref()
@@ -2282,6 +2552,41 @@ async fn users_list(
             None => return google_error(400, "invalid", "Invalid Input: pageToken"),
         },
     };
+    // `showDeleted=true` lists the deleted users, and only them, while they can be restored
+    // (<https://developers.google.com/workspace/admin/directory/reference/rest/v1/users/list>).
+    if q.get("showDeleted").is_some_and(|v| v == "true") {
+        let bytes = {
+            let mut s = shared.lock();
+            s.purge_deleted();
+            let mut users: Vec<&FakeUser> = Vec::with_capacity(size);
+            let mut next = None;
+            for (_, (u, _)) in s.deleted.range::<String, _>((
+                if after.is_empty() {
+                    std::ops::Bound::Unbounded
+                } else {
+                    std::ops::Bound::Excluded(after.clone())
+                },
+                std::ops::Bound::Unbounded,
+            )) {
+                if !query.matches(u) {
+                    continue;
+                }
+                if users.len() == size {
+                    next = users.last().map(|l| encode_token(page + 1, &l.id));
+                    break;
+                }
+                users.push(u);
+            }
+            serde_json::to_vec(&UsersPageOut {
+                users: &users,
+                sel: sel_of(&mask),
+                customer_id: &shared.customer_id,
+                next_page_token: next.as_deref(),
+            })
+            .unwrap_or_default()
+        };
+        return json_response(&shared, &headers, bytes);
+    }
     // The page is written straight from the directory while it is locked: no copy of the
     // users and no intermediate JSON tree (this serves 100,000 users in the benchmarks).
     let (bytes, fault, stall, last_page) = {
@@ -2295,6 +2600,10 @@ async fn users_list(
             Some(Fault::ResourceExhausted { .. }) => {
                 drop(s);
                 return resource_exhausted();
+            }
+            Some(Fault::PlainTextRateLimit { .. }) => {
+                drop(s);
+                return plain_text_rate_limit();
             }
             Some(Fault::RetryAfter { seconds, .. }) => {
                 drop(s);
@@ -2427,18 +2736,30 @@ fn stalled_response(bytes: Vec<u8>, stall: Duration) -> Response {
         .into_response()
 }
 
-/// A 403 in the newer error shape: `status` set and no `errors[]`
-/// (<https://cloud.google.com/apis/design/errors#http_mapping>).
+/// `RESOURCE_EXHAUSTED` in the newer error shape: `status` set and no `errors[]`, served as
+/// 429, the HTTP code Google's error model maps it to
+/// (<https://cloud.google.com/apis/design/errors#handling_errors>).
 fn resource_exhausted() -> Response {
     (
-        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
         [("content-type", "application/json; charset=UTF-8")],
         serde_json::to_vec(&json!({"error": {
-            "code": 403,
+            "code": 429,
             "message": "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' of service 'admin.googleapis.com'.",
             "status": "RESOURCE_EXHAUSTED"
         }}))
         .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// A 403 whose body is plain text, not JSON: what Google's front end sends when a caller
+/// goes faster than its configured rate (GAM's `checkGAPIError` retries it).
+fn plain_text_rate_limit() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [("content-type", "text/plain; charset=UTF-8")],
+        "Request rate higher than configured.",
     )
         .into_response()
 }
@@ -2469,23 +2790,46 @@ async fn users_get(
                 drop(s);
                 return resource_exhausted();
             }
+            Some(Fault::PlainTextRateLimit { .. }) => {
+                drop(s);
+                return plain_text_rate_limit();
+            }
             _ => {}
         }
         let k = key.to_lowercase();
+        // A key outside the customer: Google answers 403, not 404
+        // (slashdevops/idp-scim-sync#49, firezone#12772).
+        if s.foreign.contains(&k) || s.forbidden_keys.contains(&k) {
+            drop(s);
+            return google_error(
+                403,
+                "forbidden",
+                "Not Authorized to access this resource/api",
+            );
+        }
         let email = s
             .by_id
             .get(&key)
             .cloned()
             .or_else(|| s.aliases.get(&k).cloned())
             .unwrap_or(k);
-        s.users.get(&email).map(|u| {
+        let found = s.users.get(&email).map(|u| {
             serde_json::to_vec(&UserOut {
                 u,
                 sel: sel_of(&mask),
                 customer_id: &shared.customer_id,
             })
             .unwrap_or_default()
-        })
+        });
+        if found.is_none() {
+            s.purge_deleted();
+            if s.deleted.contains_key(&key) {
+                // Deleted less than 20 days ago: 412, not 404 (firezone PR #15169).
+                drop(s);
+                return google_error(412, "conditionNotMet", "User is deleted.");
+            }
+        }
+        found
     };
     match user {
         Some(body) => json_response(&shared, &headers, body),
@@ -2531,9 +2875,17 @@ async fn members_list(
     let (entries, fault) = {
         let mut s = shared.lock();
         let fault = s.take_fault("members.list", page);
-        let Some(entries) = s.expand(&group.to_lowercase(), derived, &shared.customer_id) else {
+        let key = group.to_lowercase();
+        let Some(mut entries) = s.expand(&key, derived, &shared.customer_id) else {
             return google_error(404, "notFound", "Resource Not Found: groupKey");
         };
+        // Members Google's listing drops (Fault::OmitMember).
+        entries.retain(|e| {
+            let email = e.get("email").and_then(Value::as_str).unwrap_or("");
+            !s.omitted
+                .iter()
+                .any(|(g, m)| *g == key && m.eq_ignore_ascii_case(email))
+        });
         (entries, fault)
     };
     match fault {
@@ -2541,6 +2893,7 @@ async fn members_list(
             return google_error(status, reason, &format!("injected {reason}"))
         }
         Some(Fault::ResourceExhausted { .. }) => return resource_exhausted(),
+        Some(Fault::PlainTextRateLimit { .. }) => return plain_text_rate_limit(),
         _ => {}
     }
     let end = (offset + size).min(entries.len());
@@ -2556,6 +2909,82 @@ async fn members_list(
         &headers,
         serde_json::to_vec(&body).unwrap_or_default(),
     )
+}
+
+/// members.hasMember: whether a user is a member of a group, directly or through nested
+/// groups, read from the directory (not from a listing, so [`Fault::OmitMember`] does not
+/// change it). "Membership can be direct or nested, but if nested, the memberKey and
+/// groupKey must be entities in the same domain or an Invalid input error is returned"
+/// (<https://developers.google.com/workspace/admin/directory/reference/rest/v1/members/hasMember>).
+async fn has_member(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    AxPath((group, member)): AxPath<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = admit(
+        &shared,
+        "members.hasMember",
+        &headers,
+        &q,
+        &[SCOPE_GROUP_MEMBERS],
+    )
+    .await
+    {
+        return r;
+    }
+    let verdict: Result<bool, Response> = {
+        let s = shared.lock();
+        let key = group.to_lowercase();
+        match s.groups.get(&key) {
+            None => Err(google_error(
+                404,
+                "notFound",
+                "Resource Not Found: groupKey",
+            )),
+            Some(root) => {
+                let m = member.to_lowercase();
+                let email = s
+                    .by_id
+                    .get(&member)
+                    .cloned()
+                    .or_else(|| s.aliases.get(&m).cloned())
+                    .unwrap_or(m);
+                let direct = root
+                    .members
+                    .iter()
+                    .any(|x| matches!(x, FakeMember::User(e) if e.eq_ignore_ascii_case(&email)));
+                let nested = root
+                    .members
+                    .iter()
+                    .any(|x| matches!(x, FakeMember::Group(_)));
+                let domain = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_string());
+                if direct {
+                    Ok(true)
+                } else if nested && domain(&email) != domain(&key) {
+                    Err(google_error(400, "invalid", "Invalid Input: memberKey"))
+                } else {
+                    Ok(s.expand(&key, true, &shared.customer_id)
+                        .is_some_and(|entries| {
+                            entries.iter().any(|e| {
+                                e.get("type").and_then(Value::as_str) == Some("USER")
+                                    && e.get("email")
+                                        .and_then(Value::as_str)
+                                        .is_some_and(|x| x.eq_ignore_ascii_case(&email))
+                            })
+                        }))
+                }
+            }
+        }
+    };
+    match verdict {
+        Ok(yes) => json_response(
+            &shared,
+            &headers,
+            serde_json::to_vec(&json!({ "isMember": yes })).unwrap_or_default(),
+        ),
+        Err(r) => r,
+    }
 }
 
 impl Inner {
@@ -2672,6 +3101,8 @@ mod tests {
             suspended: Some(true),
             archived: Some(false),
             org_unit_path: Some("/Sales".into()),
+            is_admin: Some(false),
+            is_guest_user: Some(false),
             emails: Some(Emails(vec![
                 entry("Ada@example.com", true, None),
                 entry("ada.l@example.com", false, None),
@@ -2787,6 +3218,34 @@ mod tests {
         let other = FakeUser::new("2", "b@example.com", "A", "B").in_org_unit("/EngineeringX");
         assert!(!q.matches(&other));
         assert!(parse_query("name:'Ada'").is_err());
+    }
+
+    #[test]
+    fn the_query_is_quoted_and_escaped_as_google_reads_it() {
+        let mut u = FakeUser::new("1", "o'brien@example.com", "Siobhan", "O'Brien");
+        u.org_unit_path = "/Sales Team".into();
+        let q = parse_query(r"email='o\'brien@example.com' familyName='O\'Brien'").unwrap();
+        assert!(q.matches(&u));
+        assert!(parse_query(r"orgUnitPath='/Sales Team'")
+            .unwrap()
+            .matches(&u));
+        // The address bare inside quotes: the quote ends the value, text follows: 400.
+        assert!(parse_query("email='o'brien@example.com'").is_err());
+        assert!(parse_query("email=o'brien@example.com").is_err());
+        assert!(parse_query("orgUnitPath='/Sales").is_err(), "unterminated");
+        assert!(
+            parse_query(r"email='a\b@example.com'").is_err(),
+            "a lone backslash"
+        );
+        assert!(
+            parse_query(r"givenName='a\\b'")
+                .unwrap()
+                .given_name
+                .as_deref()
+                == Some(r"a\b")
+        );
+        assert!(parse_query("isAdmin=true").unwrap().admin == Some(true));
+        assert!(parse_query("isAdmin=perhaps").is_err());
     }
 
     #[test]

@@ -36,7 +36,11 @@ impl ErrorBody {
     /// A body with one error of `reason`; quota reasons are in the `usageLimits` domain.
     pub(crate) fn new(code: u16, reason: &str, message: &str) -> ErrorBody {
         let domain = match reason {
-            "rateLimitExceeded" | "userRateLimitExceeded" | "quotaExceeded" => "usageLimits",
+            "rateLimitExceeded"
+            | "userRateLimitExceeded"
+            | "quotaExceeded"
+            | "dailyLimitExceeded"
+            | "limitExceeded" => "usageLimits",
             _ => "global",
         };
         ErrorBody {
