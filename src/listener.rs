@@ -223,19 +223,24 @@ pub async fn accept_loop<L, H, F>(
             Some(_) = connections.join_next() => continue,
         };
         let ip = peer.map(|p| p.ip());
+        // Whether a connection was closed for this one already (its slot is on its way).
+        let mut shed = false;
         if let Some(ip) = ip {
             let mut o = lock_open(&open);
-            if o.per_ip(ip) >= per_ip_cap && !o.shed_idlest(Some(ip)) {
-                drop(o);
-                warn_at_cap("per-address connection cap reached with every connection busy; closing the new one");
-                drop(io);
-                continue;
+            if o.per_ip(ip) >= per_ip_cap {
+                if !o.shed_idlest(Some(ip)) {
+                    drop(o);
+                    warn_at_cap("per-address connection cap reached with every connection busy; closing the new one");
+                    drop(io);
+                    continue;
+                }
+                shed = true;
             }
         }
         let permit = match permit {
             Some(p) => p,
             None => {
-                if !lock_open(&open).shed_idlest(None) {
+                if !shed && !lock_open(&open).shed_idlest(None) {
                     warn_at_cap("connection cap reached with every connection busy; new connections wait in the kernel backlog");
                 }
                 tokio::select! {
