@@ -25,7 +25,7 @@
 //!   only a connection failure or a timeout is retried within the run.
 //! - **Subject token, STS exchange, impersonation: written here.** yup-oauth2's
 //!   `ExternalAccountFlow` does the three in one call, so a failure cannot be told apart by
-//!   step (the issue asks for the step and what to grant), and there is no way to hand it a
+//!   step (a failure must name its step and what to grant: docs/admin/google-setup.md), and there is no way to hand it a
 //!   subject token. Its `credential_source` knows a file (without `format`) and a URL (with a
 //!   mandatory `format`); it has no AWS source. Its impersonation
 //!   (`service_account_impersonator`) is crate-private except behind an authorized-user
