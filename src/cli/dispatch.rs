@@ -83,11 +83,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
             );
         }
         Command::Completions { shell } => {
-            crate::manpage::completions(shell, out);
+            super::manpage::completions(shell, out);
             return Ok(());
         }
         Command::Man { dir } => {
-            for path in crate::manpage::write_man_pages(&dir).map_err(AppError::failed)? {
+            for path in super::manpage::write_man_pages(&dir).map_err(AppError::failed)? {
                 writeln!(out, "{}", path.display()).map_err(render::output_error)?;
             }
             return Ok(());
