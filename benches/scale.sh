@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale bench (issue 11 item 7): seeds N members through provision::apply_batch
+# Scale bench (its figures: docs/development.md, "Scale"): seeds N members through provision::apply_batch
 # (examples/seed) and measures the release binary at that size:
 #   - the store's size on disk;
 #   - the daemon's time from start to ready (its "retrac-sync is running" line), median of 3;

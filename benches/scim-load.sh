@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 MEMBERS=${1:-100000}
 SECONDS_PER_RUN=${2:-15}
 CONNECTIONS=32
-# Writes (issue 11 item 4): 16 connections.
+# Writes: 16 connections, as the write figures in docs/development.md ("Writes") are taken.
 WRITE_CONNECTIONS=16
 THREADS=2
 

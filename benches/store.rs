@@ -1,4 +1,4 @@
-//! Store benchmarks (issue 2): applying creates through `provision::apply_batch`, and
+//! Store benchmarks (figures: docs/development.md, "Writes"): applying creates through `provision::apply_batch`, and
 //! looking members up by user name.
 //!
 //! `cargo bench --bench store` prints criterion's figures; the throughput line

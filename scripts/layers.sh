@@ -12,7 +12,7 @@ store:1 directory:1
 provision:2
 owner:3 tokens:3
 scim:4 reconcile:4 schedule:4 admin:4 health:4
-main:5 cli:5 daemon:5 demo:5 doctor:5 manpage:5"
+main:5 cli:5 daemon:5 demo:5 doctor:5"
 
 layer_of() { for e in $layers; do [ "${e%%:*}" = "$1" ] && { echo "${e##*:}"; return; }; done; echo "?"; }
 

@@ -7,8 +7,8 @@
 //! failure is shown with the message the pull itself would give.
 //!
 //! The doctor writes nothing, with one exception it shares with every other command: a
-//! store of an older schema is upgraded in place when it is opened (see the README,
-//! "Operations").
+//! store of an older schema is upgraded in place when it is opened (see
+//! docs/admin/operations.md, the "Upgrading" item).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -509,7 +509,7 @@ async fn check_google(config: &Config, opts: &DoctorOptions, checks: &mut Vec<Ch
         checks.push(Check::warn(
             "google",
             "[google].subject is not set: the pull is off (SCIM push still works)",
-            "to pull from Google, set [google].subject and the key (see the README, \"Google setup\")",
+            "to pull from Google, set [google].subject and the key (see docs/admin/google-setup.md)",
         ));
         return;
     };
@@ -731,7 +731,7 @@ async fn token(
 fn fix_for(e: &DirectoryError) -> String {
     match e {
         DirectoryError::Unauthorized { .. } => {
-            "grant the domain-wide delegation as the message says (README, \"Google setup\", step 2)".into()
+            "grant the domain-wide delegation as the message says (docs/admin/google-setup.md, step 2)".into()
         }
         DirectoryError::NoKeyFile { .. } | DirectoryError::KeyFile { .. } => {
             "download a new JSON key for the service account and point [google].key_file at it".into()

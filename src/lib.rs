@@ -24,7 +24,6 @@ pub mod directory;
 pub mod doctor;
 pub mod health;
 pub mod listener;
-pub mod manpage;
 pub mod member;
 pub mod owner;
 pub mod provision;

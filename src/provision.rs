@@ -1,7 +1,8 @@
 //! `apply`: the one write path for members, and its rules.
 //!
 //! SCIM, the pull and the owner's CLI build [`Change`]s; only this module turns them into
-//! writes. The rules (ARCHITECTURE.md, "The write path"; the README, "What the pull does"):
+//! writes. The rules (ARCHITECTURE.md, "The write path"; docs/admin/pull.md; docs/admin/scim.md,
+//! "Who may change a member"):
 //!
 //! - a user name is unique case-insensitively (NFKC and full case folding); a collision is a
 //!   conflict, except that a create from the pull that meets a member not yet linked to

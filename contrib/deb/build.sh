@@ -3,7 +3,7 @@
 # Cargo.toml): the release binary, then the man pages and completions that binary writes
 # from its own clap definitions, then `cargo deb --no-build` to package them.
 # The package is a production install: the binary is built without the default `demo`
-# feature, so it carries no fake Google and no test key (README.md, "Install as a service").
+# feature, so it carries no fake Google and no test key (docs/admin/install.md, "With the Debian package").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -35,7 +35,7 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// The process exit code, as the README documents: 1 failure, 2 usage or config error.
+    /// The process exit code, as docs/admin/cli.md documents: 1 failure, 2 usage or config error.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) | AppError::Config(_) => 2,

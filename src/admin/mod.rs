@@ -211,7 +211,7 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
         }
         Request::Sync(req) => {
             let sync = ctx.sync.as_ref().ok_or_else(|| {
-                AppError::Config("the pull is not configured: set [google].subject and the service account key (see the README, \"Google setup\")".into())
+                AppError::Config("the pull is not configured: set [google].subject and the service account key (see docs/admin/google-setup.md)".into())
             })?;
             let response = reconcile::execute(sync, req, ctx.progress.clone(), Utc::now()).await?;
             if let (reconcile::Response::Run(outcome), Some(hook)) = (&response, &ctx.on_sync) {

@@ -83,11 +83,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
             );
         }
         Command::Completions { shell } => {
-            crate::manpage::completions(shell, out);
+            super::manpage::completions(shell, out);
             return Ok(());
         }
         Command::Man { dir } => {
-            for path in crate::manpage::write_man_pages(&dir).map_err(AppError::failed)? {
+            for path in super::manpage::write_man_pages(&dir).map_err(AppError::failed)? {
                 writeln!(out, "{}", path.display()).map_err(render::output_error)?;
             }
             return Ok(());
@@ -143,8 +143,8 @@ fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppEr
         answer => return answer.map_err(AppError::from),
     }
     // Without a daemon, one member is found by scanning the records and stopping at the
-    // match, not by loading every member into memory first (issue 11: a million-member
-    // store took 7 s and 1 GB to show one).
+    // match, not by loading every member into memory first (a million-member store took 7 s
+    // and 1 GB to show one): docs/decisions/0003-cli-reads-without-a-daemon.md.
     if let Request::Owner(owner::Request::MembersShow { who }) = &request {
         let scan = crate::store::RecordScan::open(&config.store.path)?;
         return match scan.find(who)? {

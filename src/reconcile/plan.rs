@@ -1,7 +1,7 @@
 //! The plan: a pure function from the desired state (Google users in scope) and the observed
 //! state (the members) to the changes that make them agree, in a deterministic order.
 //!
-//! Rules (ARCHITECTURE.md, "The life of a pull"; the README, "What the pull does"):
+//! Rules (ARCHITECTURE.md, "The life of a pull"; docs/admin/pull.md, "What the pull does"):
 //! - a Google user is matched to a member by `google_id` (the immutable Google id), else
 //!   by normalised primary email;
 //! - no match: Create. A match that differs: Update (a rename is an Update, never delete +

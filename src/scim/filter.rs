@@ -27,8 +27,9 @@ pub const MAX_FILTER_CHARS: usize = 4096;
 
 // `and` and `or` chains are flat nodes (`And(Vec)`, `Or(Vec)`), built in a loop, so the tree
 // is only as deep as the nesting: parsing, evaluating, printing and dropping a filter recurse
-// at most about 2 * MAX_NESTING frames deep, whatever the filter's length (issue 9: a
-// 12,000-term `and` chain once built a 12,000-deep tree and overflowed a worker's stack).
+// at most about 2 * MAX_NESTING frames deep, whatever the filter's length (a 12,000-term
+// `and` chain once built a 12,000-deep tree and overflowed a worker's stack; see
+// docs/decisions/0001-scim-input-limits.md).
 
 /// Why a filter or path was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -868,7 +869,8 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// open; here types rank first (null < boolean < number < string < complex), then values
 /// compare within their type: numbers by value (integers and decimals exactly), strings
 /// without case unless the attribute is case-exact, complex values by their JSON text. This
-/// is a total order, so a sort over any mix of values cannot panic (issue 9).
+/// is a total order, so a sort over any mix of values cannot panic (Rust's sort may panic on an order that is
+/// not total; docs/decisions/0001-scim-input-limits.md).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SortKey {
     /// `null`
@@ -1082,7 +1084,7 @@ mod tests {
 
     #[test]
     fn each_size_limit_is_refused_and_named() {
-        // The 12,000-term chain of issue 9 (108 KB): refused on its length, before any work.
+        // The 12,000-term chain of docs/decisions/0001 (108 KB): refused on its length, before any work.
         let attack = vec!["a pr"; 12_000].join(" and ");
         let e = parse(&attack).unwrap_err();
         assert!(e.limit && e.detail.contains("at most 4096"), "{e}");

@@ -174,7 +174,8 @@ fn apply_op(resource: &mut Value, op: &Value, limits: &Limits) -> Result<(), Sci
 }
 
 /// A refused PATCH path: `invalidPath`, or `invalidFilter` when its value filter passes a
-/// size limit (issue 9 asks the same answer for a filter however it arrives).
+/// size limit: a filter gets the same answer however it arrives (query, `.search` body or
+/// PATCH path; docs/decisions/0001-scim-input-limits.md).
 fn path_error(e: filter::FilterError) -> ScimError {
     if e.limit {
         ScimError::invalid_filter(format!("path: {}", e.detail))

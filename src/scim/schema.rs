@@ -15,9 +15,9 @@ use crate::scim::resource::ENTERPRISE_SCHEMA;
 /// Most resources one list or search returns by default (advertised as `filter.maxResults`).
 pub const MAX_RESULTS: usize = 1000;
 
-/// The size limits on what a SCIM client may store and ask for (`[scim]` keys; the README's
-/// "Limits" table). The daemon adds them to the app as an `Extension`; without one, the
-/// defaults apply.
+/// The size limits on what a SCIM client may store and ask for (`[scim]` keys; the "Limits"
+/// table of docs/admin/scim.md). The daemon adds them to the app as an `Extension`; without
+/// one, the defaults apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most values in one multi-valued attribute (`[scim].max_values_per_attribute`).

@@ -6,7 +6,7 @@
 //! The user-name, external-id and Google-id indexes live here only: sled keeps the records,
 //! so a member write is one key.
 //!
-//! Compact (issue 11 item 2): a member is one [`Entry`] in a slot of a `Vec`. Its strings
+//! Compact (docs/decisions/0002-compact-member-mirror.md): a member is one [`Entry`] in a slot of a `Vec`. Its strings
 //! share one allocation, its locations are interned, and the SCIM attributes the project
 //! does not use (`scim_extra`) are not kept: the entry says whether the member has any, and
 //! the store reads them from the record on the rare request that needs them. The indexes

@@ -1125,7 +1125,7 @@ mod tests {
         assert!(store.snapshot().is_err());
     }
 
-    /// Issue 11 item 2: the mirror does not keep the SCIM extra attributes; every read and
+    /// The mirror does not keep the SCIM extra attributes (docs/decisions/0002); every read and
     /// every write still sees them, from the record.
     #[test]
     fn extra_attributes_live_in_the_record_and_survive_reads_writes_and_reopening() {

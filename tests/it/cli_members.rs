@@ -743,7 +743,7 @@ fn token_revoke_all_is_scim_disconnect() {
         .all(|t| !t["revoked"].is_null()));
 }
 
-/// Issue 11 item 6: `audit` says how far back the audit goes, in every output format, with
+/// `audit` says how far back the audit goes, in every output format, with
 /// and without a daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_states_the_oldest_entry_it_still_holds_in_every_format() {
@@ -815,7 +815,7 @@ async fn audit_states_the_oldest_entry_it_still_holds_in_every_format() {
     daemon.stop().await;
 }
 
-/// Issue 11 item 3: without a daemon, `members list` streams the records (no mirror) in the
+/// Without a daemon (docs/decisions/0003-cli-reads-without-a-daemon.md), `members list` streams the records (no mirror) in the
 /// daemon's order, by folded user name, with the same filters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_list_without_a_daemon_lists_in_the_daemons_order() {

@@ -97,7 +97,7 @@ fn the_dashboard_takes_its_data_source_from_a_variable() {
             );
         }
     }
-    // The panels the issue asks for.
+    // The panels docs/admin/operations.md ("Dashboard") describes.
     let titles: Vec<&str> = dashboard["panels"]
         .as_array()
         .unwrap()

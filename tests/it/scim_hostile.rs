@@ -1,4 +1,4 @@
-//! The SCIM listener under hostile and heavy input (issue 9), against the real daemon
+//! The SCIM listener under hostile and heavy input (docs/decisions/0001), against the real daemon
 //! binary over loopback sockets: bounded metrics and memory, the connection cap, failed
 //! logins, bodies over the limit; and, in process, a failed flush.
 //!
@@ -293,7 +293,7 @@ async fn random_requests(addr: &str, token: &str, n: usize, conns: usize, seed: 
     (all[all.len() / 2], all[all.len() - 1])
 }
 
-/// Issue 9 item 1: 10,000 requests with random methods (up to 1,000 bytes) and random paths,
+/// 10,000 requests with random methods (up to 1,000 bytes) and random paths,
 /// most of them unauthenticated, leave `/metrics` under 64 KiB and the daemon's RSS within
 /// 10 MB of where it was after a warm-up of the same traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,7 +697,7 @@ async fn a_body_over_the_limit_written_in_full_gets_its_413() {
     d.stop().await;
 }
 
-/// Issue 9 item 11: refusals are counted by reason and logged at most once a second per
+/// Refusals are counted by reason and logged at most once a second per
 /// client, with the address, the token id and the count left out, never the secret; two
 /// `Authorization` headers are malformed; and a token revoked through the CLI (the admin
 /// socket) is refused on the very next request.
@@ -792,7 +792,7 @@ async fn failed_logins_are_counted_logged_sparingly_and_a_revocation_counts_at_o
     d.stop().await;
 }
 
-/// Issue 9 item 6: a failed flush (injected through the store's test-support hook) makes
+/// A failed flush (injected through the store's test-support hook) makes
 /// the store read-only: the write that hit it and every request after it get 503,
 /// `/healthz` says why with 503, and the daemon stops with an error. Every write that was
 /// acknowledged before is still there when the store is opened again.
@@ -921,7 +921,7 @@ async fn a_failed_flush_makes_the_store_read_only_and_stops_the_daemon() {
     }
 }
 
-/// Issue 9 item 6: no answer shows a write that is not on disk. A create whose flush fails
+/// No answer shows a write that is not on disk. A create whose flush fails
 /// stays in memory, but a read that would show it gets 503, and so does a PUT that changes
 /// nothing (it used to answer 200 without waiting for any flush).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

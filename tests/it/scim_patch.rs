@@ -93,7 +93,7 @@ fn an_add_of_values_already_there_adds_nothing_in_any_key_order_and_duplicates_i
     assert_eq!(doc2["emails"], json!([bjensen()["emails"][0].clone()]));
 }
 
-/// Issue 9, item 4: a value with more values than the limit is refused before any work, and
+/// A value with more values than the limit is refused before any work, and
 /// so is an add that would grow an attribute past it; the document is left as it was.
 #[test]
 fn values_past_the_limit_are_refused_and_change_nothing() {

@@ -199,7 +199,7 @@ async fn discovery_endpoints_answer_and_refuse_writes() {
     assert_eq!(spc["patch"]["supported"], json!(true));
     assert_eq!(spc["filter"]["maxResults"], json!(1000));
     // The Retrac extension is not part of the SCIM surface: no schema, no resource type
-    // extension (issue 9, item 8).
+    // extension (docs/admin/scim.md: "The Retrac extension of earlier versions ... is gone").
     let schemas = app.call("GET", "/Schemas", None).await.body;
     assert_eq!(schemas["totalResults"], json!(2));
     assert!(!schemas.to_string().contains(RETRAC), "{schemas}");
@@ -612,8 +612,8 @@ fn owners_grants(app: &App, id: &str) -> (Vec<String>, retrac_sync::member::Role
     (m.locations, m.role)
 }
 
-/// Issue 9, item 8: the Retrac extension is gone from SCIM. A client that still sends its URN
-/// is treated like any other extension the server does not declare (the README: "kept and
+/// The Retrac extension is gone from SCIM. A client that still sends its URN
+/// is treated like any other extension the server does not declare (docs/admin/scim.md: "kept and
 /// returned as sent"), and nothing it sends, in any shape, reaches the owner's locations or
 /// role.
 #[tokio::test]
@@ -1475,12 +1475,12 @@ async fn still_answers(app: &App) {
     assert_eq!(r.body["totalResults"], json!(1));
 }
 
-/// The filter of issue 9: `a pr and a pr and ...`, `terms` comparisons.
+/// The filter of docs/decisions/0001: `a pr and a pr and ...`, `terms` comparisons.
 fn chain(terms: usize) -> String {
     vec!["userName pr"; terms].join(" and ")
 }
 
-/// Issue 9, item 3: a filter past a size limit is 400 invalidFilter naming the limit, through
+/// A filter past a size limit is 400 invalidFilter naming the limit, through
 /// `.search`, a GET and a PATCH path, and the app still answers afterwards.
 #[tokio::test]
 async fn filters_past_a_size_limit_are_400_invalid_filter_everywhere() {
@@ -1512,7 +1512,7 @@ async fn filters_past_a_size_limit_are_400_invalid_filter_everywhere() {
     );
     names(&app.call("GET", &get, None).await, "at most 4096");
     still_answers(&app).await;
-    // The PATCH path of issue 9: emails[type eq "w" and ...], 12,000 terms.
+    // The PATCH path of docs/decisions/0001: emails[type eq "w" and ...], 12,000 terms.
     let path_attack = format!("emails[{}]", vec!["type eq \"w\""; 12_000].join(" and "));
     let r = app
         .call(
@@ -1556,7 +1556,7 @@ async fn filters_past_a_size_limit_are_400_invalid_filter_everywhere() {
     still_answers(&app).await;
 }
 
-/// Issue 9, item 3, through the real listener: the 12,000-term `.search` gets its 400 over
+/// Through the real listener: the 12,000-term `.search` gets its 400 over
 /// TCP and the server answers the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_12000_term_search_over_tcp_gets_400_and_the_listener_lives() {
@@ -1605,7 +1605,7 @@ async fn the_12000_term_search_over_tcp_gets_400_and_the_listener_lives() {
     server.await.unwrap().unwrap();
 }
 
-/// Issue 9, item 5: 60 users whose custom attribute holds values of every type sort both
+/// 60 users whose custom attribute holds values of every type sort both
 /// ways, types first (null < boolean < number < string < complex), without a panic.
 #[tokio::test]
 async fn sorting_on_an_attribute_of_mixed_types_is_a_total_order() {
@@ -1694,7 +1694,7 @@ async fn sorting_on_an_attribute_of_mixed_types_is_a_total_order() {
     }
 }
 
-/// Issue 9, item 4: the 80,000-value PATCH of the issue is refused (400 invalidValue naming
+/// An 80,000-value PATCH is refused (400 invalidValue naming
 /// the limit) before any quadratic work, and changes nothing. The time it takes is printed,
 /// not asserted (the target is under 1 s).
 #[tokio::test]
@@ -1732,7 +1732,7 @@ async fn an_80000_value_patch_is_refused_and_changes_nothing() {
     assert_eq!(app.call("GET", &path, None).await.body, before);
 }
 
-/// Issue 9, item 4: the value, kept-attribute and page limits hold on every write, follow
+/// The value, kept-attribute and page limits hold on every write, follow
 /// their [scim] keys, and name the limit.
 #[tokio::test]
 async fn value_extra_and_page_limits_follow_their_keys() {
@@ -1841,14 +1841,16 @@ async fn value_extra_and_page_limits_follow_their_keys() {
     }
 }
 
-/// Issue 9, item 4 (a measurement, not a check; run it with
-/// `cargo test --test scim_router healthz_latency -- --ignored --nocapture`): the `/healthz`
-/// and `userName eq` latency while two maximal scans of 100,000 members run, on the real
-/// listeners (SCIM and health) of a two-worker runtime like the daemon's. A scan here is a
-/// `.search` that matches every member, sorts on an attribute no index serves and renders a
-/// page of 1,000. Target: /healthz under 100 ms.
+/// The `/healthz` and `userName eq` latency while two maximal scans of 100,000 members run,
+/// on the real listeners (SCIM and health) of a two-worker runtime like the daemon's. A scan
+/// here is a `.search` that matches every member, sorts on an attribute no index serves and
+/// renders a page of 1,000. Scans, sorts and large pages run on the blocking pool, one per
+/// core at a time, so that the health check and indexed lookups are still answered: the
+/// test fails unless /healthz's p99 during the scans is under 100 ms. Ignored by default, as
+/// a measurement: it seeds 100,000 members and needs a release build and a quiet machine:
+/// `cargo test --release --test it scim_router::healthz_latency -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: seeds 100,000 members and prints figures"]
+#[ignore = "a measurement: seeds 100,000 members; run it with --release (see its comment)"]
 async fn healthz_latency_while_two_maximal_scans_run() {
     use retrac_sync::member::{Change, DirectoryAttrs, ManagedBy, UserName};
     use std::time::{Duration, Instant};
@@ -1973,7 +1975,8 @@ async fn healthz_latency_while_two_maximal_scans_run() {
             body,
         )
     };
-    fn summary(name: &str, mut ms: Vec<f64>) {
+    /// Prints the figures of `ms`; returns its p99.
+    fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
         ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         eprintln!(
@@ -1983,6 +1986,7 @@ async fn healthz_latency_while_two_maximal_scans_run() {
             at(0.99),
             at(1.0)
         );
+        at(0.99)
     }
 
     // Idle figures first.
@@ -2031,9 +2035,19 @@ async fn healthz_latency_while_two_maximal_scans_run() {
         "maximal scan (.search, 100,000 matches, sorted, 1,000 rendered)",
         scan_ms,
     );
-    summary("/healthz during two scans", health_ms);
+    let samples = health_ms.len();
+    let health_p99 = summary("/healthz during two scans", health_ms);
     summary("userName eq during two scans", lookup_ms);
     let _ = stop_tx.send(true);
     scim_task.await.unwrap().unwrap();
     health_task.await.unwrap().unwrap();
+    // The target. Enough samples that the p99 is taken while the scans ran, not before.
+    assert!(
+        samples >= 10,
+        "only {samples} /healthz answers during the scans: too few to judge"
+    );
+    assert!(
+        health_p99 < 100.0,
+        "/healthz p99 during two maximal scans is {health_p99:.1} ms; the target is under 100 ms"
+    );
 }

@@ -25,11 +25,11 @@
 //!   only a connection failure or a timeout is retried within the run.
 //! - **Subject token, STS exchange, impersonation: written here.** yup-oauth2's
 //!   `ExternalAccountFlow` does the three in one call, so a failure cannot be told apart by
-//!   step (the issue asks for the step and what to grant), and there is no way to hand it a
-//!   subject token. Its `credential_source` knows a file (without `format`) and a URL (with a
-//!   mandatory `format`); it has no AWS source. Its impersonation
-//!   (`service_account_impersonator`) is crate-private except behind an authorized-user
-//!   refresh token, with `https://iamcredentials.googleapis.com` hard-coded, so
+//!   step (a failure must name its step and what to grant: docs/admin/google-setup.md),
+//!   and there is no way to hand it a subject token. Its `credential_source` knows a file
+//!   (without `format`) and a URL (with a mandatory `format`); it has no AWS source. Its
+//!   impersonation (`service_account_impersonator`) is crate-private except behind an
+//!   authorized-user refresh token, with `https://iamcredentials.googleapis.com` hard-coded, so
 //!   `[google].iam_url` could not reach the fake.
 //! - **signJwt, and the exchange of a JWT signed elsewhere: written here.** yup-oauth2 signs
 //!   JWTs only with a local key.
@@ -42,6 +42,16 @@
 //! `token_url` is not used, and only the path of its `service_account_impersonation_url`
 //! (which names the account) is: `gcloud` writes Google's public hosts there, and the keys
 //! are where a test, the demo or a private endpoint points elsewhere.
+//!
+//! # The modules
+//!
+//! This file has the types, the daemon's own token (`own_token`), impersonation
+//! (`generateAccessToken`, when the credential file names an account to impersonate), and
+//! the steps every keyless flow ends with: the delegation JWT signed by the IAM Credentials
+//! API (`signJwt`) and its exchange at the token endpoint. `metadata` reads the metadata
+//! servers (Google's, and EC2's for AWS); `sts` reads the credential configuration file,
+//! gets its subject token and exchanges it at the security token service; `sigv4` signs
+//! AWS's GetCallerIdentity request; `url` checks the URLs the credential file names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -311,6 +321,15 @@ fn failed(step: &'static str, detail: String) -> DirectoryError {
     }
 }
 
+mod metadata;
+pub mod sigv4;
+mod sts;
+mod url;
+
+use metadata::yup_metadata;
+pub use sts::{aws_signed_request, describe_external_account};
+pub use url::check_metadata_url;
+
 impl KeylessAuth {
     /// Keyless credentials over `http`; each request may take at most `timeout`.
     ///
@@ -375,324 +394,6 @@ impl KeylessAuth {
                 "the metadata server's authenticator was not built".into(),
             )),
         }
-    }
-
-    /// The attached service account's token, from the metadata server, through yup-oauth2
-    /// (which caches it until a minute before it expires).
-    async fn metadata_token(
-        &self,
-        yup: &YupAuthenticator,
-        force: bool,
-    ) -> Result<String, DirectoryError> {
-        let scopes = [CLOUD_PLATFORM];
-        let call = async {
-            if force {
-                yup.force_refreshed_token(&scopes).await
-            } else {
-                yup.token(&scopes).await
-            }
-        };
-        // yup-oauth2's own timeout stops at the answer's headers; this one covers the body.
-        let answer = tokio::time::timeout(
-            self.timeout.saturating_add(Duration::from_millis(100)),
-            call,
-        )
-        .await
-        .map_err(|_| {
-            DirectoryError::TokenUnavailable(format!(
-                "metadata: no answer within {} s",
-                self.timeout.as_secs_f64()
-            ))
-        })?;
-        match answer {
-            Ok(t) => t.token().map(str::to_string).ok_or_else(|| {
-                failed(
-                    "metadata",
-                    "the metadata server sent no access token".into(),
-                )
-            }),
-            // Not reached or timed out: retried like an API call.
-            Err(
-                e @ (yup_oauth2::Error::HttpError(_)
-                | yup_oauth2::Error::HttpClientError(_)
-                | yup_oauth2::Error::LowLevelError(_)),
-            ) => Err(DirectoryError::TokenUnavailable(format!("metadata: {e}"))),
-            // yup-oauth2 parses the body whatever the status: a 404 (no account attached)
-            // or a 5xx page is "not JSON". serde_json's message gives only the position.
-            Err(yup_oauth2::Error::JSONError(e)) => Err(failed(
-                "metadata",
-                format!("the metadata server's answer is not a token ({e})"),
-            )),
-            Err(e) => Err(failed("metadata", e.to_string())),
-        }
-    }
-
-    /// A federated token: the credential file's subject token exchanged at the STS, then,
-    /// when the file names one, exchanged again for the impersonated account's token.
-    async fn federated_token(
-        &self,
-        file: &std::path::Path,
-        sts_url: &str,
-    ) -> Result<String, DirectoryError> {
-        let conf = read_external_account(file)?;
-        let subject_token = self.subject_token(&conf).await?;
-        let impersonation = match &conf.service_account_impersonation_url {
-            Some(u) => Some(impersonation_url(u, &self.config.iam_url)?),
-            None => None,
-        };
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            )
-            .append_pair("audience", &conf.audience)
-            // With or without impersonation the daemon only calls IAM Credentials, which
-            // takes cloud-platform (AIP-4117: "the cloud platform or IAM scope").
-            .append_pair("scope", CLOUD_PLATFORM)
-            .append_pair(
-                "requested_token_type",
-                "urn:ietf:params:oauth:token-type:access_token",
-            )
-            .append_pair("subject_token", &subject_token)
-            .append_pair("subject_token_type", &conf.subject_token_type)
-            .finish();
-        drop(subject_token);
-        let url = format!("{}/v1/token", sts_url.trim_end_matches('/'));
-        let request = http::Request::post(url)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form);
-        let (status, body) = self.send("STS", request).await?;
-        if status != 200 {
-            return Err(self.step_failed("STS", status, &body));
-        }
-        let t: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| failed("STS", format!("HTTP {status}: not a token answer ({e})")))?;
-        match impersonation {
-            None => Ok(t.access_token),
-            Some(url) => {
-                let lifetime = conf
-                    .service_account_impersonation
-                    .and_then(|o| o.token_lifetime_seconds)
-                    .unwrap_or(3600);
-                self.generate_access_token(&url, &t.access_token, lifetime)
-                    .await
-            }
-        }
-    }
-
-    /// The subject token the credential file's `credential_source` describes
-    /// (AIP-4117: AWS when `environment_id` is there, else a file, else a URL).
-    async fn subject_token(&self, conf: &ExternalAccountFile) -> Result<String, DirectoryError> {
-        let source = &conf.credential_source;
-        if let Some(env_id) = &source.environment_id {
-            if env_id != "aws1" {
-                return Err(failed(
-                    "credential file",
-                    format!("credential_source.environment_id is {env_id:?}; this version knows \"aws1\" only"),
-                ));
-            }
-            return self.aws_subject_token(source, &conf.audience).await;
-        }
-        if let Some(path) = &source.file {
-            let raw = std::fs::read_to_string(path).map_err(|e| {
-                failed(
-                    "credential file",
-                    format!("cannot read the subject token {}: {e}", path.display()),
-                )
-            })?;
-            return extract_token(&raw, source.format.as_ref()).map_err(|why| {
-                failed(
-                    "credential file",
-                    format!("the subject token file {} {why}", path.display()),
-                )
-            });
-        }
-        if let Some(url) = &source.url {
-            return self
-                .url_subject_token(url, source.headers.as_ref(), source.format.as_ref())
-                .await;
-        }
-        let what = if source.executable.is_some() {
-            "an executable credential_source is not supported (AIP-4117 gates it behind GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES); use a file, URL or AWS source"
-        } else {
-            "credential_source has none of file, url or environment_id"
-        };
-        Err(failed("credential file", what.into()))
-    }
-
-    /// A URL-sourced subject token (Azure's IMDS, or any local endpoint): GET with the
-    /// file's headers, then the body as text or one JSON field.
-    async fn url_subject_token(
-        &self,
-        url: &str,
-        headers: Option<&BTreeMap<String, String>>,
-        format: Option<&SourceFormat>,
-    ) -> Result<String, DirectoryError> {
-        const STEP: &str = "subject token URL";
-        check_metadata_url(url).map_err(|e| failed(STEP, e.to_string()))?;
-        let mut request = http::Request::get(url);
-        for (name, value) in headers.into_iter().flatten() {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        // The header values may be credentials: an invalid one is named, never shown.
-        let request = request.body(String::new()).map_err(|_| {
-            failed(
-                STEP,
-                "credential_source.headers has a header name or value HTTP does not allow".into(),
-            )
-        })?;
-        let (status, body) = self.send(STEP, Ok(request)).await?;
-        if status != 200 {
-            return Err(self.step_failed(STEP, status, &body));
-        }
-        let raw = String::from_utf8(body).map_err(|_| {
-            failed(
-                STEP,
-                format!("{url} answered with a body that is not UTF-8"),
-            )
-        })?;
-        extract_token(&raw, format)
-            .map_err(|why| failed(STEP, format!("the answer of {url} {why}")))
-    }
-
-    /// AWS: a GetCallerIdentity request signed with the workload's AWS credentials
-    /// (AIP-4117, "Determining the subject token in AWS"; the same request as Google's
-    /// sample <https://cloud.google.com/iam/docs/samples/iam-workload-identity-aws-credential>).
-    /// Region and credentials come from `AWS_*` variables when set, else from the EC2
-    /// instance metadata URLs the file names.
-    async fn aws_subject_token(
-        &self,
-        source: &CredentialSource,
-        audience: &str,
-    ) -> Result<String, DirectoryError> {
-        const STEP: &str = "AWS metadata";
-        let env = &self.config.env;
-        let Some(verification) = &source.regional_cred_verification_url else {
-            return Err(failed(
-                "credential file",
-                "an AWS credential_source needs regional_cred_verification_url".into(),
-            ));
-        };
-        // Before anything is read, signed or sent: the signed request is a credential, so
-        // it may only ever name AWS's own STS.
-        check_aws_verification_url(verification)?;
-        let region = env
-            .var("AWS_REGION")
-            .or_else(|| env.var("AWS_DEFAULT_REGION"));
-        let credentials = match (
-            env.var("AWS_ACCESS_KEY_ID"),
-            env.var("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(AwsCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token: env.var("AWS_SESSION_TOKEN"),
-            }),
-            _ => None,
-        };
-        // IMDSv2: a session token first, and only when the metadata server is needed.
-        let session = match (
-            &source.imdsv2_session_token_url,
-            region.is_none() || credentials.is_none(),
-        ) {
-            (Some(u), true) => Some(self.imds_session(u).await?),
-            _ => None,
-        };
-        let region = match region {
-            Some(r) => r,
-            None => {
-                let Some(u) = &source.region_url else {
-                    return Err(failed(STEP, "neither AWS_REGION nor AWS_DEFAULT_REGION is set, and the file has no region_url".into()));
-                };
-                // The availability zone (`us-east-1d`): the region is all but its letter.
-                let mut zone = self
-                    .imds_get(u, session.as_deref())
-                    .await?
-                    .trim()
-                    .to_string();
-                zone.pop();
-                zone
-            }
-        };
-        if region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(failed(STEP, format!("{region:?} is not an AWS region")));
-        }
-        let credentials = match credentials {
-            Some(c) => c,
-            None => {
-                let Some(u) = &source.url else {
-                    return Err(failed(STEP, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, and the file has no url for the instance's role".into()));
-                };
-                let role = self.imds_get(u, session.as_deref()).await?;
-                let role = role.lines().next().unwrap_or("").trim().to_string();
-                if role.is_empty() || role.contains('/') {
-                    return Err(failed(
-                        STEP,
-                        format!("{u} names no IAM role (is an instance profile attached?)"),
-                    ));
-                }
-                let body = self
-                    .imds_get(
-                        &format!("{}/{role}", u.trim_end_matches('/')),
-                        session.as_deref(),
-                    )
-                    .await?;
-                // serde_json can quote a value in its message; these are secrets: position only.
-                let c: RoleCredentials = serde_json::from_str(&body).map_err(|e| {
-                    failed(STEP, format!("the credentials of role {role} are not AWS's JSON (line {}, column {})", e.line(), e.column()))
-                })?;
-                AwsCredentials {
-                    access_key_id: c.access_key_id,
-                    secret_access_key: c.secret_access_key,
-                    session_token: c.token.filter(|t| !t.is_empty()),
-                }
-            }
-        };
-        let url = verification.replace("{region}", &region);
-        aws_signed_request(&credentials, &region, &url, audience, chrono::Utc::now())
-            .map_err(|why| failed("credential file", why))
-    }
-
-    /// IMDSv2's session token (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html>).
-    async fn imds_session(&self, url: &str) -> Result<String, DirectoryError> {
-        const STEP: &str = "AWS metadata";
-        check_aws_metadata_url(url)?;
-        let request = http::Request::put(url)
-            .header("x-aws-ec2-metadata-token-ttl-seconds", "300")
-            .body(String::new());
-        let (status, body) = self.send(STEP, request).await?;
-        if status != 200 {
-            return Err(self.step_failed(STEP, status, &body));
-        }
-        String::from_utf8(body)
-            .map_err(|_| failed(STEP, format!("{url} sent a session token that is not text")))
-    }
-
-    /// One GET to the EC2 instance metadata, with the IMDSv2 session token if there is one.
-    async fn imds_get(&self, url: &str, session: Option<&str>) -> Result<String, DirectoryError> {
-        const STEP: &str = "AWS metadata";
-        check_aws_metadata_url(url)?;
-        let mut request = http::Request::get(url);
-        if let Some(s) = session {
-            request = request.header("x-aws-ec2-metadata-token", s);
-        }
-        let (status, body) = self.send(STEP, request.body(String::new())).await?;
-        if status != 200 {
-            return Err(self.step_failed(STEP, status, &body));
-        }
-        String::from_utf8(body).map_err(|_| {
-            failed(
-                STEP,
-                format!("{url} answered with a body that is not UTF-8"),
-            )
-        })
     }
 
     /// Service account impersonation: the federated token for the account's own token
@@ -765,7 +466,7 @@ impl KeylessAuth {
 
     /// Step 3: the signed JWT for an access token, as with a key file.
     async fn exchange(&self, jwt: &str) -> Result<(String, Duration), DirectoryError> {
-        let form = url::form_urlencoded::Serializer::new(String::new())
+        let form = ::url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", jwt)
             .finish();
@@ -840,415 +541,10 @@ impl KeylessAuth {
     }
 }
 
-/// yup-oauth2's instance-metadata authenticator, pointed at `root`.
-async fn yup_metadata(
-    http: &HttpsClient,
-    root: &str,
-    env: &Environment,
-    timeout: Duration,
-) -> Result<YupAuthenticator, DirectoryError> {
-    use yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes;
-    let refuse = |path: String| {
-        DirectoryError::Keyless {
-            step: "metadata",
-            detail: format!("GOOGLE_APPLICATION_CREDENTIALS is set ({path})"),
-            advice: "unset GOOGLE_APPLICATION_CREDENTIALS in the daemon's environment: with it, the metadata flow would use that key file instead; or use credentials = \"key\" with [google].key_file",
-        }
-    };
-    if let Some(path) = env.var("GOOGLE_APPLICATION_CREDENTIALS") {
-        return Err(refuse(path));
-    }
-    let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts {
-        metadata_url: Some(format!(
-            "{}/computeMetadata/v1/instance/service-accounts/default/token",
-            root.trim_end_matches('/')
-        )),
-    };
-    let builder = yup_oauth2::ApplicationDefaultCredentialsAuthenticator::with_client(
-        opts,
-        yup_oauth2::CustomHyperClientBuilder::from(http.clone()),
-    )
-    .await;
-    match builder {
-        ApplicationDefaultCredentialsTypes::InstanceMetadata(b) => b
-            .with_timeout(timeout)
-            .build()
-            .await
-            .map_err(|e| failed("metadata", e.to_string())),
-        // The process has the variable although the environment given did not say so.
-        ApplicationDefaultCredentialsTypes::ServiceAccount(_) => Err(refuse(
-            std::env::var("GOOGLE_APPLICATION_CREDENTIALS").unwrap_or_default(),
-        )),
-    }
-}
-
-/// Reads and checks the credential configuration file (it holds no secret, but an error
-/// keeps to the position anyway).
-fn read_external_account(file: &std::path::Path) -> Result<ExternalAccountFile, DirectoryError> {
-    let text = std::fs::read(file).map_err(|e| {
-        failed(
-            "credential file",
-            format!("cannot read {}: {e}", file.display()),
-        )
-    })?;
-    let conf: ExternalAccountFile = serde_json::from_slice(&text).map_err(|e| {
-        failed(
-            "credential file",
-            format!(
-                "{} is not an external_account credential file (line {}, column {})",
-                file.display(),
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    if conf.kind != "external_account" {
-        return Err(failed(
-            "credential file",
-            format!(
-                "{} has type {:?}, not \"external_account\"",
-                file.display(),
-                conf.kind
-            ),
-        ));
-    }
-    Ok(conf)
-}
-
-/// What the credential configuration file is, for `doctor`: its source, and the account it
-/// impersonates. A file that cannot be read is described as such (the pull's own error
-/// says why).
-pub fn describe_external_account(file: &std::path::Path) -> String {
-    let Ok(conf) = read_external_account(file) else {
-        return format!(
-            "Workload Identity Federation ({} cannot be used)",
-            file.display()
-        );
-    };
-    let s = &conf.credential_source;
-    let source = if let Some(id) = &s.environment_id {
-        format!("an AWS source ({id})")
-    } else if let Some(f) = &s.file {
-        format!("a token file {}", f.display())
-    } else if let Some(u) = &s.url {
-        let json = s.format.as_ref().and_then(|f| f.kind.as_deref()) == Some("json");
-        format!("a token URL {u}{}", if json { " (JSON)" } else { "" })
-    } else {
-        "no usable credential_source".to_string()
-    };
-    let impersonating = conf
-        .service_account_impersonation_url
-        .as_deref()
-        .and_then(|u| u.rsplit('/').next())
-        .and_then(|last| last.strip_suffix(":generateAccessToken"))
-        .map(|sa| format!(", impersonating {sa}"))
-        .unwrap_or_default();
-    format!("Workload Identity Federation from {source}{impersonating}")
-}
-
-/// The token in a file's or URL's text: all of it (`text`, the default), or one field of
-/// its JSON. The error completes "the subject token file X ...".
-fn extract_token(raw: &str, format: Option<&SourceFormat>) -> Result<String, String> {
-    match format {
-        Some(SourceFormat {
-            kind: Some(k),
-            subject_token_field_name,
-        }) if k == "json" => {
-            let Some(field) = subject_token_field_name else {
-                return Err("is JSON, but format.subject_token_field_name is missing".into());
-            };
-            serde_json::from_str::<serde_json::Value>(raw)
-                .ok()
-                .and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_string))
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| format!("has no string field {field:?}"))
-        }
-        Some(SourceFormat { kind: Some(k), .. }) if k != "text" => {
-            Err(format!("has format {k:?}; it must be \"text\" or \"json\""))
-        }
-        _ => {
-            let t = raw.trim();
-            if t.is_empty() {
-                Err("is empty".into())
-            } else {
-                Ok(t.to_string())
-            }
-        }
-    }
-}
-
-/// The file's `service_account_impersonation_url` on the `[google].iam_url` host: only
-/// its path, which names the account, is taken.
-fn impersonation_url(from_file: &str, iam_url: &str) -> Result<String, DirectoryError> {
-    let bad = |why: &str| {
-        failed(
-            "credential file",
-            format!("service_account_impersonation_url {from_file:?} {why}"),
-        )
-    };
-    let parsed = url::Url::parse(from_file).map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    let path = parsed.path();
-    let account = path
-        .strip_prefix("/v1/projects/-/serviceAccounts/")
-        .and_then(|rest| rest.strip_suffix(":generateAccessToken"))
-        .unwrap_or("");
-    if !account.contains('@') || account.contains('/') {
-        return Err(bad(
-            "is not .../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken",
-        ));
-    }
-    Ok(format!("{}{path}", iam_url.trim_end_matches('/')))
-}
-
-/// The metadata server speaks plain http by design: allow it for its own names, and
-/// otherwise apply the usual rule.
-pub fn check_metadata_url(url: &str) -> Result<(), DirectoryError> {
-    let parsed = url::Url::parse(url).map_err(|e| DirectoryError::Url {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
-    let metadata_host = matches!(
-        parsed.host_str(),
-        Some("metadata.google.internal") | Some("169.254.169.254")
-    );
-    if parsed.scheme() == "http" && metadata_host {
-        return Ok(());
-    }
-    check_url(url).map(|_| ())
-}
-
-/// AIP-4117: the AWS metadata URLs (`region_url`, `url`, `imdsv2_session_token_url`) must
-/// be on the instance metadata's addresses, `169.254.169.254` or `fd00:ec2::254`, since
-/// their answers are credentials. Loopback is allowed too (a local proxy, the fake).
-fn check_aws_metadata_url(url: &str) -> Result<(), DirectoryError> {
-    let bad = |reason: &str| failed("credential file", format!("{url:?} {reason}"));
-    let parsed = url::Url::parse(url).map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    let allowed = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => {
-            ip == std::net::Ipv4Addr::new(169, 254, 169, 254) || ip.is_loopback()
-        }
-        Some(url::Host::Ipv6(ip)) => {
-            ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) || ip.is_loopback()
-        }
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if !allowed || !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(
-            "is not on the EC2 instance metadata (169.254.169.254 or [fd00:ec2::254])",
-        ));
-    }
-    Ok(())
-}
-
-/// AIP-4117: `regional_cred_verification_url` must be AWS STS's GetCallerIdentity,
-/// `https://sts.amazonaws.com` or `https://sts.{region}.amazonaws.com` (the `{region}`
-/// template, or a region's name), with `Action=GetCallerIdentity`. The request signed for it
-/// proves the workload's AWS identity to whoever receives it, so a credential file that
-/// names another host (or another action) is refused before anything is signed or sent.
-fn check_aws_verification_url(url: &str) -> Result<(), DirectoryError> {
-    let bad = |reason: &str| {
-        failed(
-            "credential file",
-            format!("regional_cred_verification_url {url:?} {reason}"),
-        )
-    };
-    let templated = url.replace("{region}", "region");
-    let parsed = url::Url::parse(&templated).map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    if parsed.scheme() != "https" || parsed.port().is_some() || !parsed.username().is_empty() {
-        return Err(bad("must be https://sts[.REGION].amazonaws.com"));
-    }
-    let host_ok = match parsed.host_str() {
-        Some("sts.amazonaws.com") => true,
-        Some(h) => h
-            .strip_prefix("sts.")
-            .and_then(|r| r.strip_suffix(".amazonaws.com"))
-            .is_some_and(|r| {
-                !r.is_empty()
-                    && r.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            }),
-        None => false,
-    };
-    if !host_ok {
-        return Err(bad(
-            "must be on AWS STS: https://sts[.REGION].amazonaws.com",
-        ));
-    }
-    let action = parsed
-        .query_pairs()
-        .filter(|(k, _)| k == "Action")
-        .map(|(_, v)| v.into_owned())
-        .collect::<Vec<_>>();
-    if action != ["GetCallerIdentity"] {
-        return Err(bad("must ask for Action=GetCallerIdentity, once"));
-    }
-    Ok(())
-}
-
-/// The serialized, signed GetCallerIdentity request that is AWS's subject token
-/// (AIP-4117): the request's URL, method and headers as JSON, URL-encoded. It is signed with
-/// Signature Version 4
-/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html>),
-/// `x-goog-cloud-target-resource` (the pool provider) included among the signed headers, so
-/// the token is good for that provider only. The request is never sent by us: Google's STS
-/// sends it to AWS to learn who signed it.
-pub fn aws_signed_request(
-    credentials: &AwsCredentials,
-    region: &str,
-    url: &str,
-    audience: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<String, String> {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| format!("regional_cred_verification_url {url:?} is not a URL ({e})"))?;
-    let host = match (parsed.scheme(), parsed.host_str()) {
-        ("https", Some(h)) => h.to_string(),
-        _ => {
-            return Err(format!(
-                "regional_cred_verification_url {url:?} must be an https URL"
-            ))
-        }
-    };
-    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let mut headers = vec![
-        ("host".to_string(), host),
-        ("x-amz-date".to_string(), amz_date.clone()),
-    ];
-    if let Some(t) = &credentials.session_token {
-        headers.push(("x-amz-security-token".to_string(), t.clone()));
-    }
-    headers.push((
-        "x-goog-cloud-target-resource".to_string(),
-        audience.to_string(),
-    ));
-    let authorization = sigv4::authorization(
-        "POST",
-        &parsed,
-        &headers,
-        b"",
-        credentials,
-        region,
-        "sts",
-        &amz_date,
-    );
-    let mut list = vec![serde_json::json!({"key": "Authorization", "value": authorization})];
-    list.extend(
-        headers
-            .iter()
-            .map(|(k, v)| serde_json::json!({"key": k, "value": v})),
-    );
-    let request = serde_json::json!({"url": url, "method": "POST", "headers": list});
-    Ok(url::form_urlencoded::byte_serialize(request.to_string().as_bytes()).collect())
-}
-
-/// AWS Signature Version 4 with ring's HMAC-SHA256 and SHA-256
-/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html>).
-/// Written for the one request signed here (a POST to a path of `/` with a query); the
-/// tests check it against AWS's own test-suite vectors and Google's GetCallerIdentity ones.
-pub mod sigv4 {
-    use super::AwsCredentials;
-    use ring::{digest, hmac};
-
-    /// RFC 3986 percent-encoding of everything but the unreserved characters, as SigV4
-    /// wants it.
-    fn encode(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn mac(key: &[u8], data: &str) -> hmac::Tag {
-        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
-    }
-
-    /// The canonical request and the signed header list for `headers` (lower-case names,
-    /// `host` among them).
-    pub fn canonical_request(
-        method: &str,
-        url: &url::Url,
-        headers: &[(String, String)],
-        payload: &[u8],
-    ) -> (String, String) {
-        // Each path segment encoded again (every service but S3).
-        let path = if url.path().is_empty() {
-            "/"
-        } else {
-            url.path()
-        };
-        let path: Vec<String> = path.split('/').map(encode).collect();
-        let mut query: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| (encode(&k), encode(&v)))
-            .collect();
-        query.sort();
-        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut sorted: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    v.split_whitespace().collect::<Vec<_>>().join(" "),
-                )
-            })
-            .collect();
-        sorted.sort();
-        let canonical_headers: String = sorted.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-        let signed: Vec<&str> = sorted.iter().map(|(k, _)| k.as_str()).collect();
-        let signed = signed.join(";");
-        let request = format!(
-            "{method}\n{}\n{}\n{canonical_headers}\n{signed}\n{}",
-            path.join("/"),
-            query.join("&"),
-            hex(digest::digest(&digest::SHA256, payload).as_ref())
-        );
-        (request, signed)
-    }
-
-    /// The `Authorization` header for the request.
-    #[allow(clippy::too_many_arguments)]
-    pub fn authorization(
-        method: &str,
-        url: &url::Url,
-        headers: &[(String, String)],
-        payload: &[u8],
-        credentials: &AwsCredentials,
-        region: &str,
-        service: &str,
-        amz_date: &str,
-    ) -> String {
-        let (request, signed) = canonical_request(method, url, headers, payload);
-        let date = amz_date.get(..8).unwrap_or(amz_date);
-        let scope = format!("{date}/{region}/{service}/aws4_request");
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(digest::digest(&digest::SHA256, request.as_bytes()).as_ref())
-        );
-        let key = format!("AWS4{}", credentials.secret_access_key);
-        let k = mac(key.as_bytes(), date);
-        let k = mac(k.as_ref(), region);
-        let k = mac(k.as_ref(), service);
-        let k = mac(k.as_ref(), "aws4_request");
-        let signature = hex(mac(k.as_ref(), &to_sign).as_ref());
-        format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
-            credentials.access_key_id
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::sts::extract_token;
+    use super::url::{check_aws_metadata_url, check_aws_verification_url, impersonation_url};
     use super::*;
 
     const SUITE_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -1256,7 +552,7 @@ mod tests {
     fn suite(method: &str, url: &str) -> String {
         // AWS's SigV4 test suite (aws-sig-v4-test-suite): AKIDEXAMPLE, us-east-1, service
         // "service", 20150830T123600Z.
-        let url = url::Url::parse(url).unwrap();
+        let url = ::url::Url::parse(url).unwrap();
         let headers = [
             ("host".to_string(), "example.amazonaws.com".to_string()),
             ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
@@ -1313,7 +609,7 @@ mod tests {
     #[test]
     fn sigv4_matches_googles_get_caller_identity_vectors() {
         const TOKEN: &str = "AQoEXAMPLEH4aoAH0gNCAPyJxz4BlCFFxWNE1OPTgk5TthT+FvwqnKwRcOIfrRh3c/LTo6UDdyJwOOvEVPvLXCrrrUtdnniCEXAMPLE/IvU1dYUg2RVAJBanLiHb4IgRmpRV3zrkuWJOgQs8IZZaIv2BXIa2R4OlgkBN9bkUDNCJiBeb/AXlzBBko7b15fjrBs2+cTQtpZ3CYWFXG8C5zqx37wnOE49mRl/+OtkIKGO7fAE";
-        let url = url::Url::parse(
+        let url = ::url::Url::parse(
             "https://sts.us-east-2.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
         )
         .unwrap();
@@ -1367,7 +663,7 @@ mod tests {
         let url = "https://sts.eu-west-3.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15";
         let token = aws_signed_request(&c, "eu-west-3", url, audience, now).unwrap();
         assert!(!token.contains('{') && !token.contains('"'), "{token}");
-        let json: String = url::form_urlencoded::parse(token.as_bytes())
+        let json: String = ::url::form_urlencoded::parse(token.as_bytes())
             .next()
             .unwrap()
             .0
