@@ -334,14 +334,22 @@ fn read_only() -> Response {
     ScimError::read_only().into_response()
 }
 
-/// Answers only from durable state: a read, a 409 or a PUT that changed nothing may show
-/// another request's write, so the answer waits until every write before it is on disk
-/// (concurrent requests share the flush). Once a flush has failed, every request gets 503.
+/// Answers only from durable state, for every request in one place: a write's answer waits
+/// for the flush that covers it, and a read, a 409 or a PUT that changed nothing, which may
+/// show another request's write, waits until every write before it is on disk (concurrent
+/// requests share the flush). With nothing pending, no flush is asked for. Once the store
+/// has failed, every request gets 503.
 async fn durable_answers(State(state): State<ScimState>, req: Request, next: Next) -> Response {
     if state.store().flush_failure().is_some() {
         return read_only();
     }
     let resp = next.run(req).await;
+    // The one durability point: an answer that may show a write not yet on disk (its own,
+    // or another request's) waits for the flush that covers it; with nothing pending it
+    // takes no part in the group commit at all.
+    if !state.store().flush_pending() {
+        return resp;
+    }
     // Its own task: hyper drops a request's future when the client hangs up.
     let store = state.store().clone();
     match tokio::spawn(async move { store.flush().await }).await {

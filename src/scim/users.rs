@@ -599,18 +599,6 @@ fn visible(state: &ScimState, id: MemberId) -> Result<Member, ScimError> {
     }
 }
 
-/// Makes the write just applied durable before the answer goes out.
-async fn durable(state: &ScimState) -> Result<(), ScimError> {
-    // The flush runs in its own task: hyper drops a request's future when the client hangs
-    // up, and a group-commit leader dropped mid-flush would leave every later writer
-    // waiting (seen under wrk). A spawned task always runs to its end.
-    let store = state.store().clone();
-    tokio::spawn(async move { store.flush().await })
-        .await
-        .map_err(ScimError::internal)??;
-    Ok(())
-}
-
 /// Runs a list, rendering included: off the async workers, unless an index answers it (at
 /// most one member: a `userName eq` lookup must not queue behind scans for a permit).
 async fn list_response(
@@ -697,7 +685,7 @@ pub async fn create(
     };
     let outcome = state.apply(change, &Actor::Scim(label)).await?;
     let m = outcome.member().clone();
-    durable(&state).await?;
+    // Durable before the answer leaves: the router's one durability point (`scim::router`).
     Ok(member_response(
         &state,
         &headers,
@@ -753,9 +741,6 @@ async fn finish_update(
     projection: &Projection,
 ) -> Result<Response, ScimError> {
     let m = outcome.member().clone();
-    if outcome.wrote() {
-        durable(state).await?;
-    }
     Ok(member_response(
         state,
         headers,
@@ -831,6 +816,5 @@ pub async fn delete(
         expected_version: expected,
     };
     state.apply(change, &Actor::Scim(label)).await?;
-    durable(&state).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,4 +1,12 @@
-//! Group commit: concurrent callers of `flush` share one fsync.
+//! Group commit: concurrent callers of `flush` share one fsync, and a caller with nothing to
+//! wait for takes no part.
+//!
+//! The store counts its writes (`writes`, bumped after each write is in sled's memory). A
+//! caller's ticket is that count when it asks: the flush it waits for must have started
+//! after it. When the last finished flush already covers the ticket, nothing written before
+//! the call is pending and the call returns at once, starting nothing: a read that follows
+//! no write costs no flush, which is the one durability rule (ARCHITECTURE.md, "The write
+//! path").
 //!
 //! sled 0.34's `flush_async` hung with many concurrent callers on a small tokio runtime, so
 //! one leader runs the blocking `flush` on the blocking pool while the others wait for a
@@ -11,6 +19,7 @@
 //! every later flush fails too (the store is read-only) and the daemon stops, to recover
 //! from sled's log on restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -19,6 +28,8 @@ use super::StoreError;
 
 pub(super) struct GroupFlush {
     db: sled::Db,
+    /// Writes so far (the store bumps it after each one): a ticket is a value of it.
+    writes: Arc<AtomicU64>,
     state: Mutex<State>,
     progress: watch::Sender<Progress>,
     /// Test support: the next flush fails with this reason instead of running.
@@ -26,28 +37,24 @@ pub(super) struct GroupFlush {
 }
 
 struct State {
-    /// Tickets handed out so far; a caller's ticket covers every write before it.
-    issued: u64,
     /// Whether a flush is running now.
     running: bool,
 }
 
 #[derive(Clone, Default)]
 struct Progress {
-    /// Every ticket up to this one is durable.
+    /// Every write up to this count is durable.
     done: u64,
     /// Why a flush failed, once one has: no later flush succeeds.
     failed: Option<String>,
 }
 
 impl GroupFlush {
-    pub(super) fn new(db: sled::Db) -> Arc<Self> {
+    pub(super) fn new(db: sled::Db, writes: Arc<AtomicU64>) -> Arc<Self> {
         Arc::new(GroupFlush {
             db,
-            state: Mutex::new(State {
-                issued: 0,
-                running: false,
-            }),
+            writes,
+            state: Mutex::new(State { running: false }),
             progress: watch::channel(Progress::default()).0,
             injected: Mutex::new(None),
         })
@@ -55,11 +62,7 @@ impl GroupFlush {
 
     pub(super) async fn flush(self: &Arc<Self>) -> Result<(), StoreError> {
         let mut progress = self.progress.subscribe();
-        let ticket = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.issued += 1;
-            s.issued
-        };
+        let ticket = self.writes.load(Ordering::Acquire);
         loop {
             {
                 let p = progress.borrow_and_update();
@@ -85,7 +88,9 @@ impl GroupFlush {
                 return;
             }
             s.running = true;
-            s.issued
+            // Read under the lock, before the flush starts: every write counted here is in
+            // sled's memory, so this flush makes it durable.
+            self.writes.load(Ordering::Acquire)
         };
         let this = self.clone();
         tokio::spawn(async move {
@@ -151,6 +156,13 @@ impl GroupFlush {
         }
     }
 
+    /// Whether a write is not yet covered by a finished flush (or the store failed, which a
+    /// caller must hear from `flush`).
+    pub(super) fn pending(&self) -> bool {
+        let p = self.progress.borrow();
+        p.failed.is_some() || self.writes.load(Ordering::Acquire) > p.done
+    }
+
     /// Test support: makes the next flush fail with `why`, as a failed fsync would.
     #[cfg(any(test, feature = "test-support"))]
     pub(super) fn inject_failure(&self, why: &str) {
@@ -166,13 +178,16 @@ mod tests {
     async fn many_concurrent_flushes_all_finish() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let g = GroupFlush::new(db.clone());
+        let writes = Arc::new(AtomicU64::new(0));
+        let g = GroupFlush::new(db.clone(), writes.clone());
         let mut tasks = Vec::new();
         for i in 0..64u32 {
             let g = g.clone();
             let db = db.clone();
+            let writes = writes.clone();
             tasks.push(tokio::spawn(async move {
                 db.insert(i.to_be_bytes(), &[1u8][..]).unwrap();
+                writes.fetch_add(1, Ordering::Release);
                 g.flush().await.unwrap();
             }));
         }
@@ -188,7 +203,8 @@ mod tests {
     async fn a_failed_flush_fails_every_later_flush_and_wakes_the_watchers() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let g = GroupFlush::new(db.clone());
+        let writes = Arc::new(AtomicU64::new(0));
+        let g = GroupFlush::new(db.clone(), writes.clone());
         g.flush().await.unwrap();
         assert_eq!(g.failure(), None);
         let watcher = {
@@ -197,6 +213,7 @@ mod tests {
         };
         g.inject_failure("disk on fire");
         db.insert(b"k", &b"v"[..]).unwrap();
+        writes.fetch_add(1, Ordering::Release);
         let err = g.flush().await.unwrap_err();
         assert!(err.to_string().contains("disk on fire"), "{err}");
         // A failed write, not a damaged record: the message says so.
@@ -219,6 +236,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         store.inject_flush_failure("EIO");
+        // Nothing written yet: nothing to flush, so the injected failure waits.
+        assert!(store.flush().await.is_ok());
+        store.transact(|_| Ok(())).unwrap();
         assert!(matches!(store.flush().await, Err(StoreError::Io(_))));
         let refused = store.transact(|_| Ok(()));
         assert!(matches!(refused, Err(StoreError::Io(_))), "{refused:?}");
@@ -228,9 +248,11 @@ mod tests {
     async fn a_caller_dropped_mid_flush_does_not_wedge_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let g = GroupFlush::new(db.clone());
+        let writes = Arc::new(AtomicU64::new(0));
+        let g = GroupFlush::new(db.clone(), writes.clone());
         for round in 0..50u32 {
             db.insert(round.to_be_bytes(), &[1u8][..]).unwrap();
+            writes.fetch_add(1, Ordering::Release);
             // Start a flush and drop the caller at once, as a client hanging up would.
             let g2 = g.clone();
             let dropped = tokio::spawn(async move { g2.flush().await });
@@ -241,5 +263,24 @@ mod tests {
                 .expect("the next flush completes")
                 .unwrap();
         }
+    }
+
+    /// A flush with nothing written since the last one starts no fsync: a read that follows
+    /// no write takes no part in the group commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_with_nothing_pending_starts_no_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let writes = Arc::new(AtomicU64::new(0));
+        let g = GroupFlush::new(db.clone(), writes.clone());
+        // A failure waits for the next flush that runs: none runs while nothing is pending.
+        g.inject_failure("would have run");
+        for _ in 0..10 {
+            g.flush().await.unwrap();
+        }
+        assert_eq!(g.failure(), None);
+        db.insert(b"k", &b"v"[..]).unwrap();
+        writes.fetch_add(1, Ordering::Release);
+        assert!(g.flush().await.is_err(), "a pending write runs the flush");
     }
 }

@@ -215,6 +215,9 @@ struct Inner {
     /// Bumped after every token record written through this store (created or revoked),
     /// so the SCIM authenticator's copy of the records knows to reload.
     token_writes: std::sync::atomic::AtomicU64,
+    /// Writes so far, bumped after each is in sled's memory: the group flush's tickets
+    /// (see `flush.rs`).
+    writes: Arc<std::sync::atomic::AtomicU64>,
     /// `[store].min_free_bytes`: below this much free space on the store's file system,
     /// writes are refused ([`StoreError::NoSpace`]); 0 = no check.
     min_free_bytes: std::sync::atomic::AtomicU64,
@@ -253,6 +256,7 @@ impl Store {
             }
         };
         meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
+        let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let store = Store {
             inner: Arc::new(Inner {
                 mirror: RwLock::new(mirror),
@@ -264,7 +268,8 @@ impl Store {
                 sync_runs: db.open_tree("sync_runs")?,
                 held_changes: db.open_tree("held_changes")?,
                 meta,
-                flusher: flush::GroupFlush::new(db.clone()),
+                flusher: flush::GroupFlush::new(db.clone(), writes.clone()),
+                writes,
                 token_writes: std::sync::atomic::AtomicU64::new(0),
                 min_free_bytes: std::sync::atomic::AtomicU64::new(0),
                 db,
@@ -547,9 +552,16 @@ impl Store {
         Ok(report)
     }
 
-    /// Makes every write so far durable. Concurrent callers share one fsync.
+    /// Makes every write so far durable. Concurrent callers share one fsync; with nothing
+    /// written since the last flush, it returns at once.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flusher.flush().await
+    }
+
+    /// Whether some write is not durable yet (so an answer that may show it must wait for
+    /// [`Store::flush`]), or the store has failed.
+    pub fn flush_pending(&self) -> bool {
+        self.inner.flusher.pending()
     }
 
     /// Why the store turned read-only, once a write or a flush has failed or missed its
@@ -572,6 +584,9 @@ impl Store {
     /// The result of a write to a sled tree outside a member transaction: an I/O error makes
     /// the store read-only ([`Store::fail`]), as one from a transaction or a flush does.
     pub(crate) fn io_checked<T>(&self, r: Result<T, sled::Error>) -> Result<T, StoreError> {
+        if r.is_ok() {
+            self.wrote();
+        }
         r.map_err(|e| {
             if matches!(e, sled::Error::Io(_)) {
                 self.fail(&format!("a write failed: {e}"));
@@ -580,6 +595,14 @@ impl Store {
                 StoreError::Sled(e)
             }
         })
+    }
+
+    /// Counts a write that is now in sled's memory: the next flush must cover it, and a
+    /// flush asked for after it waits for that (`flush.rs`).
+    fn wrote(&self) {
+        self.inner
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Sets `[store].min_free_bytes` (0 = no check).
@@ -750,6 +773,7 @@ impl Store {
                 // Committed: make the mirror agree, still under the writer lock.
                 let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
                 mirror.apply(overlay.into_inner());
+                self.wrote();
                 Ok(t)
             }
             // An I/O error from sled, in the transaction or under it: what is in memory may
