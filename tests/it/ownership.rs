@@ -151,6 +151,29 @@ fn grant(store: &Store, id: MemberId) {
     }
 }
 
+/// A write by the SCIM token `okta-prod` straight through `provision::apply` (what a PATCH
+/// did before `[scim].domains`, and still can with it empty): `edit` changes the member's
+/// directory attributes.
+fn scim_write(
+    store: &Store,
+    id: MemberId,
+    edit: impl FnOnce(&mut retrac_sync::member::DirectoryAttrs),
+) -> retrac_sync::provision::Outcome {
+    let mut attrs = store.get(id).unwrap().unwrap().dir;
+    edit(&mut attrs);
+    retrac_sync::provision::apply(
+        store,
+        Change::Update {
+            id,
+            expected_version: None,
+            attrs,
+        },
+        &Actor::Scim("okta-prod".into()),
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
 fn has_grants(m: &Member) -> bool {
     m.role == Role::Owner && !m.locations.is_empty()
 }
@@ -194,20 +217,11 @@ async fn a_scim_rename_does_not_detach_a_linked_member_from_the_pull() {
 
     // What a SCIM PATCH of userName did before `[scim].domains` (with it empty, a SCIM-only
     // workspace, it still can): the write itself goes through.
-    let mut attrs = store.get(m.id).unwrap().unwrap().dir;
-    attrs.user_name = retrac_sync::member::UserName::parse("mallory@evil.test").unwrap();
-    attrs.active = true;
-    let out = retrac_sync::provision::apply(
-        &store,
-        Change::Update {
-            id: m.id,
-            expected_version: None,
-            attrs,
-        },
-        &Actor::Scim("okta-prod".into()),
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    let mallory = |a: &mut retrac_sync::member::DirectoryAttrs| {
+        a.user_name = retrac_sync::member::UserName::parse("mallory@evil.test").unwrap();
+        a.active = true;
+    };
+    let out = scim_write(&store, m.id, mallory);
     // A rename into another domain is a new identity: the grants are gone at once.
     assert!(out.identity_changed());
     assert!(!has_grants(out.member()), "{:?}", out.member());
@@ -223,20 +237,7 @@ async fn a_scim_rename_does_not_detach_a_linked_member_from_the_pull() {
     assert_eq!(after.dir.user_name.as_str(), target);
 
     // And `sync user` of the Google address plans for the member whatever its name.
-    let mut attrs = after.dir.clone();
-    attrs.user_name = retrac_sync::member::UserName::parse("mallory@evil.test").unwrap();
-    attrs.active = true;
-    retrac_sync::provision::apply(
-        &store,
-        Change::Update {
-            id: m.id,
-            expected_version: None,
-            attrs,
-        },
-        &Actor::Scim("okta-prod".into()),
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    scim_write(&store, m.id, mallory);
     let one = pull(&ctx, one(&target), false).await.unwrap();
     assert_eq!(one.report.counts.deactivated, 1, "{one:?}");
     let after = store.get(m.id).unwrap().unwrap();
@@ -259,20 +260,10 @@ async fn the_pull_writes_googles_address_back_onto_a_linked_member() {
         .find(|u| !u.suspended && !u.archived)
         .unwrap();
     let m = store.get_by_user_name(&u.primary_email).unwrap().unwrap();
-    let mut attrs = m.dir.clone();
-    attrs.user_name = retrac_sync::member::UserName::parse("someone@elsewhere.test").unwrap();
-    attrs.given_name = Some("Mallory".into());
-    retrac_sync::provision::apply(
-        &store,
-        Change::Update {
-            id: m.id,
-            expected_version: None,
-            attrs,
-        },
-        &Actor::Scim("okta-prod".into()),
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    scim_write(&store, m.id, |a| {
+        a.user_name = retrac_sync::member::UserName::parse("someone@elsewhere.test").unwrap();
+        a.given_name = Some("Mallory".into());
+    });
     let r = sync(&ctx).await;
     assert_eq!(r.report.counts.updated, 1, "{r:?}");
     let back = store.get(m.id).unwrap().unwrap();
