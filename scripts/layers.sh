@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # module:layer, as in ARCHITECTURE.md ("The modules, by layer").
-layers="member:0 config:0 telemetry:0 listener:0 version:0
+layers="member:0 events:0 config:0 telemetry:0 listener:0 version:0
 store:1 directory:1
 provision:2
 owner:3 tokens:3

@@ -126,6 +126,7 @@ pub async fn run_until(
         &store,
         TokenRequest::Create {
             label: "demo".into(),
+            scope: crate::store::TokenScope::Scim,
         },
         Some(&scim_url),
         Utc::now(),

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod doctor;
+pub mod events;
 pub mod health;
 pub mod listener;
 pub mod member;

@@ -25,10 +25,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::events::EventType;
 use crate::member::{
     Actor, Change, ChangeKind, DirectoryAttrs, Field, ManagedBy, Member, MemberId, Role,
 };
-use crate::store::{AuditEntry, MemberTx, Store, StoreError};
+use crate::store::{AuditEntry, MemberTx, NewEvent, Store, StoreError};
 
 /// What `apply` did.
 #[derive(Clone, Debug, PartialEq)]
@@ -372,6 +373,18 @@ fn create(
     };
     write_directory_attrs(tx, &mut member, attrs, actor)?;
     tx.put(None, &member)?;
+    let set: FieldMap = fields(&member)
+        .into_iter()
+        .filter(|(_, v)| !is_empty_value(v))
+        .collect();
+    tx.append_event(&NewEvent {
+        event_type: EventType::MemberCreated,
+        time: now,
+        actor: actor.to_string(),
+        changed: set.keys().cloned().collect(),
+        member: Some(&member),
+        data: None,
+    })?;
     tx.append_audit(AuditEntry {
         seq: 0,
         time: now,
@@ -381,10 +394,7 @@ fn create(
         change: ChangeKind::Create,
         before: BTreeMap::new(),
         // A create records only the fields it set, which keeps the entry small.
-        after: fields(&member)
-            .into_iter()
-            .filter(|(_, v)| !is_empty_value(v))
-            .collect(),
+        after: set,
     })?;
     Ok(Outcome::Created(member))
 }
@@ -566,6 +576,14 @@ fn commit(
     after.version = before.version + 1;
     after.last_modified = now;
     tx.put(Some(&before), &after)?;
+    tx.append_event(&NewEvent {
+        event_type: event_type(kind, &before, &after, identity_changed),
+        time: now,
+        actor: actor.to_string(),
+        changed: new_fields.keys().cloned().collect(),
+        member: Some(&after),
+        data: None,
+    })?;
     tx.append_audit(AuditEntry {
         seq: 0,
         time: now,
@@ -581,6 +599,30 @@ fn commit(
         after: Box::new(after),
         identity_changed,
     })
+}
+
+/// What the event of an update says happened. A write can do several things at once (a
+/// pull that links a suspended user also deactivates it); the type names the one a
+/// consumer must not miss, in this order: identity, deletion, loss of access, return,
+/// link, grants, anything else. `changed` lists every field either way.
+fn event_type(kind: ChangeKind, before: &Member, after: &Member, identity: bool) -> EventType {
+    if identity {
+        EventType::MemberIdentityChanged
+    } else if kind == ChangeKind::ScimDelete {
+        EventType::MemberDeleted
+    } else if before.dir.active && !after.dir.active {
+        EventType::MemberDeactivated
+    } else if matches!(kind, ChangeKind::Restore | ChangeKind::Revive) {
+        EventType::MemberRestored
+    } else if !before.dir.active && after.dir.active {
+        EventType::MemberReactivated
+    } else if kind == ChangeKind::Link {
+        EventType::MemberLinked
+    } else if matches!(kind, ChangeKind::SetLocations | ChangeKind::SetRole) {
+        EventType::MemberAccessChanged
+    } else {
+        EventType::MemberUpdated
+    }
 }
 
 /// The fields of a member that an audit entry records, by name.

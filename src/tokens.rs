@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, TokenRecord};
+use crate::store::{Store, StoreError, TokenRecord, TokenScope};
 
 /// The prefix that makes a token recognisable (in secret scanners, in a config file).
 pub const TOKEN_PREFIX: &str = "rtsc_";
@@ -61,6 +61,9 @@ pub struct TokenView {
     pub last_used: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked: Option<DateTime<Utc>>,
+    /// What it opens: `scim`, or `events` (the feed and the member listing).
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 /// An owner's token request.
@@ -71,6 +74,9 @@ pub enum TokenRequest {
     Create {
         /// Who the token is for.
         label: String,
+        /// What it opens (`--scope`, default `scim`).
+        #[serde(default)]
+        scope: TokenScope,
     },
     /// `token list`
     List,
@@ -130,6 +136,7 @@ fn view(store: &Store, r: &TokenRecord) -> Result<TokenView, StoreError> {
         created: r.created,
         last_used: store.token_last_used(&r.id)?,
         revoked: r.revoked,
+        scope: r.scope,
     })
 }
 
@@ -141,7 +148,7 @@ pub fn execute(
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, TokenError> {
     match request {
-        TokenRequest::Create { label } => {
+        TokenRequest::Create { label, scope } => {
             let label = label.trim().to_string();
             if label.is_empty() {
                 return Err(TokenError::Invalid("--label must not be empty".into()));
@@ -165,6 +172,7 @@ pub fn execute(
                 created: now,
                 revoked: None,
                 secret_sha256: sha256_hex(&secret),
+                scope,
             };
             store.put_token(&record)?;
             Ok(TokenResponse::Created {
@@ -236,6 +244,7 @@ pub(crate) mod tests {
             store,
             TokenRequest::Create {
                 label: label.into(),
+                scope: TokenScope::Scim,
             },
             None,
             Utc::now(),
@@ -295,7 +304,10 @@ pub(crate) mod tests {
         assert!(matches!(
             execute(
                 &store,
-                TokenRequest::Create { label: " ".into() },
+                TokenRequest::Create {
+                    label: " ".into(),
+                    scope: TokenScope::Scim,
+                },
                 None,
                 now
             ),
@@ -314,6 +326,7 @@ pub(crate) mod tests {
                 created: Utc::now(),
                 last_used: None,
                 revoked: None,
+                scope: TokenScope::Scim,
             },
             secret: s,
             scim_url: None,

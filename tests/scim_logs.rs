@@ -47,6 +47,7 @@ async fn request_logs_name_the_token_label_and_never_the_token() {
         &store,
         TokenRequest::Create {
             label: "google-workspace".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
         },
         None,
         chrono::Utc::now(),

@@ -114,14 +114,27 @@ pub enum Command {
     },
 }
 
+/// `token create --scope`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// The SCIM endpoint.
+    Scim,
+    /// The event feed and member listing.
+    Events,
+}
+
 /// `token ...`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Make a token for a SCIM client; it is printed once, with the SCIM URL.
+    /// Make a token; it is printed once (with the SCIM URL for a SCIM token).
     Create {
         /// Who it is for, e.g. google-workspace; recorded as the actor of its changes.
         #[arg(long)]
         label: String,
+        /// What it opens: `scim` (the SCIM endpoint, for an identity provider) or `events`
+        /// (the event feed and member listing under /retrac/v1, for the Retrac app).
+        #[arg(long, value_enum, default_value = "scim")]
+        scope: ScopeArg,
     },
     /// List tokens: id, label, created, last used, revoked (never the secret).
     List,

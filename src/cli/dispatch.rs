@@ -12,7 +12,7 @@ use clap::Parser;
 
 use super::args::{
     Cli, Command, ConfigCommand, LocationsCommand, MembersCommand, Output, RoleCommand,
-    ScimCommand, SyncArgs, SyncCommand, TokenCommand,
+    ScimCommand, ScopeArg, SyncArgs, SyncCommand, TokenCommand,
 };
 use super::render;
 use crate::admin::{self, client::ClientError, AppError, Reply, Request};
@@ -103,7 +103,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
             limit: args.limit,
         }),
         Command::Token(cmd) => Request::Token(match cmd {
-            TokenCommand::Create { label } => TokenRequest::Create { label },
+            TokenCommand::Create { label, scope } => TokenRequest::Create {
+                label,
+                scope: match scope {
+                    ScopeArg::Scim => crate::store::TokenScope::Scim,
+                    ScopeArg::Events => crate::store::TokenScope::Events,
+                },
+            },
             TokenCommand::List => TokenRequest::List,
             TokenCommand::Revoke { all: true, .. } => TokenRequest::Disconnect,
             TokenCommand::Revoke { id, .. } => TokenRequest::Revoke {

@@ -1315,7 +1315,9 @@ pub async fn run(
         book.counts.held = held.len() as u64;
         tracing::warn!(%run_id, held = held.len(), reasons = ?reasons,
             "deactivations held; approve with `retrac-sync sync approve {run_id}`");
-        ctx.store.put_held(&HeldSet {
+        // Stored before anything is applied; a store that refuses it (full disk) fails the
+        // run, recorded like any other failure.
+        let stored = ctx.store.put_held(&HeldSet {
             run_id: run_id.clone(),
             held_at: now,
             reasons,
@@ -1328,7 +1330,10 @@ pub async fn run(
                     })
                 })
                 .collect(),
-        })?;
+        });
+        if let Err(e) = stored {
+            return book.fail(ctx, e.to_string());
+        }
     }
     if let Err(e) = apply(ctx, &mut book, &run_id, to_apply).await {
         return book.fail(ctx, e);

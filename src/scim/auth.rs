@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::Store;
+use crate::store::{Store, TokenScope};
 
 pub use crate::tokens::TOKEN_PREFIX;
 
@@ -42,6 +42,16 @@ struct CachedToken {
     label: String,
     sha256: [u8; 32],
     revoked: bool,
+    scope: TokenScope,
+}
+
+/// A request's token, once checked: its label (the audit actor) and what it opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorized {
+    /// The token's label.
+    pub label: String,
+    /// What it opens.
+    pub scope: TokenScope,
 }
 
 /// Why a request was not authenticated: the `reason` label of
@@ -108,6 +118,7 @@ impl Authenticator {
             label: "no such token".into(),
             sha256: Sha256::digest(b"retrac-sync: no such token").into(),
             revoked: false,
+            scope: TokenScope::Scim,
         };
         Authenticator {
             store,
@@ -122,7 +133,7 @@ impl Authenticator {
         &self,
         headers: &http::HeaderMap,
         now: DateTime<Utc>,
-    ) -> Result<String, Denied> {
+    ) -> Result<Authorized, Denied> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let first = values.next();
         if values.next().is_some() {
@@ -138,8 +149,12 @@ impl Authenticator {
         }
     }
 
-    /// Checks an `Authorization` header value; returns the token's label.
-    pub fn check(&self, authorization: Option<&str>, now: DateTime<Utc>) -> Result<String, Denied> {
+    /// Checks an `Authorization` header value; returns the token's label and scope.
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Authorized, Denied> {
         let value = authorization
             .ok_or(Denied::new(AuthFailure::Missing))?
             .trim();
@@ -176,10 +191,13 @@ impl Authenticator {
         let equal: bool = presented[..].ct_eq(&record.sha256[..]).into();
         match found {
             Some(r) if equal && !r.revoked => {
-                let label = r.label.clone();
+                let ok = Authorized {
+                    label: r.label.clone(),
+                    scope: r.scope,
+                };
                 drop(tokens);
                 self.touch(id, now);
-                Ok(label)
+                Ok(ok)
             }
             Some(r) if equal && r.revoked => Err(denied(AuthFailure::Revoked)),
             _ => Err(denied(AuthFailure::Unknown)),
@@ -214,6 +232,7 @@ impl Authenticator {
                             label: r.label,
                             sha256,
                             revoked: r.revoked.is_some(),
+                            scope: r.scope,
                         },
                     );
                 }
@@ -379,6 +398,7 @@ mod tests {
     /// `auth`'s answer to `Authorization: Bearer {token}`.
     fn bearer(auth: &Authenticator, token: &str, now: DateTime<Utc>) -> Result<String, Denied> {
         auth.check(Some(&format!("Bearer {token}")), now)
+            .map(|a| a.label)
     }
 
     #[test]
@@ -390,7 +410,8 @@ mod tests {
         let now = Utc::now();
         assert_eq!(bearer(&auth, &old, now), Ok("old".into()));
         assert_eq!(
-            auth.check(Some(&format!("bearer {new}")), now),
+            auth.check(Some(&format!("bearer {new}")), now)
+                .map(|a| a.label),
             Ok("new".into())
         );
         execute(
@@ -465,7 +486,13 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         let value = http::HeaderValue::from_str(&format!("Bearer {good}")).unwrap();
         headers.append(http::header::AUTHORIZATION, value.clone());
-        assert_eq!(auth.check_headers(&headers, Utc::now()), Ok("g".into()));
+        assert_eq!(
+            auth.check_headers(&headers, Utc::now()),
+            Ok(Authorized {
+                label: "g".into(),
+                scope: TokenScope::Scim
+            })
+        );
         headers.append(http::header::AUTHORIZATION, value);
         assert_eq!(
             auth.check_headers(&headers, Utc::now()),
@@ -486,13 +513,25 @@ mod tests {
     fn tokens_are_checked_from_memory_and_a_revocation_through_the_store_counts_at_once() {
         let (_d, store, auth, id, h) = one_token();
         let now = Utc::now();
-        assert_eq!(auth.check(Some(&h), now), Ok("g".into()));
+        assert_eq!(
+            auth.check(Some(&h), now),
+            Ok(Authorized {
+                label: "g".into(),
+                scope: TokenScope::Scim
+            })
+        );
         // The copy in memory answers: damaging the stored record does not change the
         // answer until a token is written again.
         let key = [b"token:".as_slice(), id.as_bytes()].concat();
         let saved = store.tokens_tree().get(&key).unwrap().unwrap();
         store.tokens_tree().insert(&key, &b"not json"[..]).unwrap();
-        assert_eq!(auth.check(Some(&h), now), Ok("g".into()));
+        assert_eq!(
+            auth.check(Some(&h), now),
+            Ok(Authorized {
+                label: "g".into(),
+                scope: TokenScope::Scim
+            })
+        );
         store.tokens_tree().insert(&key, saved).unwrap();
         // A revocation straight through the store's token API, not through `execute`.
         store.revoke_token(&id, now).unwrap();

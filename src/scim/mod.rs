@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod feed;
 pub mod filter;
 pub mod json;
 pub mod patch;
@@ -37,7 +38,7 @@ use serde_json::Value;
 
 use crate::config::ScimConfig;
 use crate::listener::ConnLimits;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TokenScope};
 use error::{scim_json, ScimError};
 
 /// A request that takes longer than this is answered with 503.
@@ -252,10 +253,16 @@ pub fn router(state: ScimState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found);
     let base_path = state.inner.base_path.clone();
+    let feed = Router::new()
+        .route("/retrac/v1/events", get(feed::events))
+        .route("/retrac/v1/members", get(feed::members));
     let app = if base_path.is_empty() || base_path == "/" {
-        api
+        api.merge(feed)
     } else {
-        Router::new().nest(&base_path, api).fallback(not_found)
+        Router::new()
+            .nest(&base_path, api)
+            .merge(feed)
+            .fallback(not_found)
     };
     app.layer(middleware::from_fn_with_state(
         state.clone(),
@@ -504,7 +511,26 @@ async fn read_limited(
 
 async fn authenticate(State(state): State<ScimState>, mut req: Request, next: Next) -> Response {
     match state.inner.auth.check_headers(req.headers(), Utc::now()) {
-        Ok(label) => {
+        Ok(ok) => {
+            // A token opens SCIM or the event feed, never both.
+            let feed = req.uri().path().starts_with(feed::PREFIX);
+            match (feed, ok.scope) {
+                (true, TokenScope::Scim) => {
+                    return feed::FeedError::forbidden(
+                        "a SCIM token cannot read the event feed: make one with `retrac-sync token create --scope events`",
+                    )
+                    .into_response()
+                }
+                (false, TokenScope::Events) => {
+                    return ScimError::new(
+                        StatusCode::FORBIDDEN,
+                        "an events token reads /retrac/v1/events and /retrac/v1/members only",
+                    )
+                    .into_response()
+                }
+                _ => {}
+            }
+            let label = ok.label;
             req.extensions_mut().insert(AuthLabel(label.clone()));
             let mut resp = next.run(req).await;
             resp.extensions_mut().insert(AuthLabel(label));

@@ -26,6 +26,7 @@
 
 mod audit;
 mod codec;
+mod events;
 mod flush;
 mod retention;
 mod runs;
@@ -33,10 +34,12 @@ mod scan;
 mod scim;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub(crate) use events::NewEvent;
+pub use events::{EventPrune, EVENT_PRUNE_BATCH};
 pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
 pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
 pub use scan::RecordScan;
-pub use scim::TokenRecord;
+pub use scim::{TokenRecord, TokenScope};
 
 mod mirror;
 mod order;
@@ -205,6 +208,10 @@ struct Inner {
     tokens: sled::Tree,
     sync_runs: sled::Tree,
     held_changes: sled::Tree,
+    /// The event outbox (see `events.rs`).
+    events: sled::Tree,
+    /// The outbox's numbering and its watchers.
+    events_clock: events::EventClock,
     flusher: Arc<flush::GroupFlush>,
     /// Every member in memory, with the indexes, kept in step with the records after each
     /// commit, so reads cost no decoding. Only `transact` changes it, under `writer`.
@@ -257,6 +264,8 @@ impl Store {
         };
         meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let events = db.open_tree("events")?;
+        let events_clock = events::EventClock::open(&meta, &events)?;
         let store = Store {
             inner: Arc::new(Inner {
                 mirror: RwLock::new(mirror),
@@ -267,6 +276,8 @@ impl Store {
                 tokens: db.open_tree("tokens")?,
                 sync_runs: db.open_tree("sync_runs")?,
                 held_changes: db.open_tree("held_changes")?,
+                events,
+                events_clock,
                 meta,
                 flusher: flush::GroupFlush::new(db.clone(), writes.clone()),
                 writes,
@@ -749,15 +760,20 @@ impl Store {
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());
+        let first_seq = i.events_clock.next();
+        let next_seq = std::cell::Cell::new(first_seq);
         let result = {
             let mirror = self.mirror();
-            (&i.members, &i.audit).transaction(|(members, audit)| {
+            (&i.members, &i.audit, &i.events).transaction(|(members, audit, events)| {
                 // sled may run this closure again; start from a clean slate each time.
                 *overlay.borrow_mut() = Overlay::default();
                 pending_audit.borrow_mut().clear();
+                next_seq.set(first_seq);
                 let mut tx = MemberTx {
                     members,
                     audit,
+                    events,
+                    next_seq: &next_seq,
                     mirror: &mirror,
                     overlay: &overlay,
                     pending_audit: &pending_audit,
@@ -773,6 +789,9 @@ impl Store {
                 // Committed: make the mirror agree, still under the writer lock.
                 let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
                 mirror.apply(overlay.into_inner());
+                drop(mirror);
+                // After the mirror: whoever sees this seq sees its change.
+                i.events_clock.committed(next_seq.get());
                 self.wrote();
                 Ok(t)
             }
@@ -789,6 +808,9 @@ impl Store {
 pub(crate) struct MemberTx<'a> {
     members: &'a TransactionalTree,
     audit: &'a TransactionalTree,
+    events: &'a TransactionalTree,
+    /// The `seq` the next event of this transaction gets.
+    next_seq: &'a std::cell::Cell<u64>,
     /// The committed state (the writer lock keeps it still during the transaction).
     mirror: &'a Mirror,
     /// This transaction's own writes, read before the mirror.
@@ -876,6 +898,14 @@ impl MemberTx<'_> {
         self.members
             .insert(new.id.as_bytes(), codec::encode(new)?)?;
         overlay.members.insert(new.id, new.clone());
+        Ok(())
+    }
+
+    /// Appends an event to the outbox, numbered after the transaction's previous ones.
+    pub(crate) fn append_event(&self, e: &events::NewEvent<'_>) -> Result<(), StoreError> {
+        let seq = self.next_seq.get();
+        events::write(self.events, seq, e)?;
+        self.next_seq.set(seq + 1);
         Ok(())
     }
 

@@ -230,12 +230,28 @@ impl Store {
     }
 
     /// Stores the deactivations a run held.
+    ///
+    /// With the set, the outbox gets a `sync.deactivations_held` event (so that someone
+    /// approves them), in the same transaction.
     pub fn put_held(&self, held: &HeldSet) -> Result<(), StoreError> {
-        self.io_checked(
-            self.held_changes_tree()
-                .insert(held.run_id.as_str().as_bytes(), encode(held)?),
-        )?;
-        Ok(())
+        let bytes = encode(held)?;
+        let data = serde_json::json!({
+            "runId": held.run_id.as_str(),
+            "held": held.changes.len(),
+            "reasons": held.reasons,
+        });
+        self.transact_side(self.held_changes_tree(), |tx| {
+            tx.tree
+                .insert(held.run_id.as_str().as_bytes(), bytes.as_slice())?;
+            tx.append_event(&super::NewEvent {
+                event_type: crate::events::EventType::SyncDeactivationsHeld,
+                time: held.held_at,
+                actor: format!("pull:{}", held.run_id.as_str()),
+                changed: Vec::new(),
+                member: None,
+                data: Some(data.clone()),
+            })
+        })
     }
 
     /// The deactivations a run held.

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{NewEvent, Store, StoreError};
+use crate::events::EventType;
 
 const TOKEN_PREFIX: &[u8] = b"token:";
 
@@ -28,6 +29,32 @@ pub struct TokenRecord {
     pub revoked: Option<DateTime<Utc>>,
     /// SHA-256 of the secret, lower-case hex.
     pub secret_sha256: String,
+    /// What it may read: SCIM, or the event feed and the member listing.
+    #[serde(default)]
+    pub scope: TokenScope,
+}
+
+/// What a token opens: the SCIM endpoint, or the events feed and member listing
+/// (`/retrac/v1/...`). Never both: a leaked SCIM token shows no locations or roles, and a
+/// leaked events token writes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// The SCIM endpoint (the identity provider's token).
+    #[default]
+    Scim,
+    /// `GET /retrac/v1/events` and `GET /retrac/v1/members`.
+    Events,
+}
+
+impl TokenScope {
+    /// Its name, as `--scope` takes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Scim => "scim",
+            TokenScope::Events => "events",
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenRecord {
@@ -38,7 +65,26 @@ impl std::fmt::Debug for TokenRecord {
             .field("label", &self.label)
             .field("created", &self.created)
             .field("revoked", &self.revoked)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
+    }
+}
+
+/// A token event: the token's id, label, scope and times (never its hash).
+fn token_event(t: EventType, r: &TokenRecord, time: DateTime<Utc>) -> NewEvent<'static> {
+    NewEvent {
+        event_type: t,
+        time,
+        actor: "owner".into(),
+        changed: Vec::new(),
+        member: None,
+        data: Some(serde_json::json!({"token": {
+            "id": r.id,
+            "label": r.label,
+            "scope": r.scope,
+            "created": r.created,
+            "revoked": r.revoked,
+        }})),
     }
 }
 
@@ -49,14 +95,18 @@ fn key(prefix: &[u8], id: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Stores a new token record.
+    /// Stores a new token record, with its `token.created` event.
     pub fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.io_checked(
-            self.inner
-                .tokens
-                .insert(key(TOKEN_PREFIX, &record.id), bytes),
-        )?;
+        self.transact_side(&self.inner.tokens, |tx| {
+            tx.tree
+                .insert(key(TOKEN_PREFIX, &record.id), bytes.as_slice())?;
+            tx.append_event(&token_event(
+                EventType::TokenCreated,
+                record,
+                record.created,
+            ))
+        })?;
         self.inner.token_writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -92,38 +142,32 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks a token revoked (atomically, so concurrent revokes keep the first time).
-    /// Returns the record as it is now, or None for an unknown id.
+    /// Marks a token revoked (atomically, so concurrent revokes keep the first time), with
+    /// its `token.revoked` event when it was not revoked before. Returns the record as it is
+    /// now, or None for an unknown id.
     pub fn revoke_token(
         &self,
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let k = key(TOKEN_PREFIX, id);
-        let mut corrupt = None;
-        let updated = self.inner.tokens.update_and_fetch(&k, |old| {
-            let old = old?;
-            match serde_json::from_slice::<TokenRecord>(old) {
-                Ok(mut r) => {
-                    r.revoked.get_or_insert(now);
-                    serde_json::to_vec(&r).ok()
-                }
-                Err(e) => {
-                    corrupt = Some(e.to_string());
-                    Some(old.to_vec())
-                }
+        let record = self.transact_side(&self.inner.tokens, |tx| {
+            let Some(old) = tx.tree.get(&k)? else {
+                return Ok(None);
+            };
+            let mut r: TokenRecord = serde_json::from_slice(&old)
+                .map_err(|e| StoreError::Corrupt(format!("token record: {e}")))?;
+            if r.revoked.is_none() {
+                r.revoked = Some(now);
+                let bytes =
+                    serde_json::to_vec(&r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tx.tree.insert(k.as_slice(), bytes)?;
+                tx.append_event(&token_event(EventType::TokenRevoked, &r, now))?;
             }
+            Ok(Some(r))
         })?;
         self.inner.token_writes.fetch_add(1, Ordering::Release);
-        if let Some(e) = corrupt {
-            return Err(StoreError::Corrupt(format!("token record: {e}")));
-        }
-        match updated {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("token record: {e}"))),
-            None => Ok(None),
-        }
+        Ok(record)
     }
 
     /// Records when a token was last used.

@@ -169,6 +169,7 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         &store,
         TokenRequest::Create {
             label: "test".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
         },
         None,
         Utc::now(),

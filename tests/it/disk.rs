@@ -28,6 +28,7 @@ fn token(store: &Store) -> String {
         store,
         TokenRequest::Create {
             label: "disk".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
         },
         None,
         chrono::Utc::now(),

@@ -38,6 +38,7 @@ fn app(domains: &[&str]) -> App {
         &store,
         TokenRequest::Create {
             label: "okta-prod".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
         },
         None,
         chrono::Utc::now(),

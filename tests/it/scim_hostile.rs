@@ -806,7 +806,10 @@ async fn a_failed_flush_makes_the_store_read_only_and_stops_the_daemon() {
     let store = Store::open(&config.store.path).unwrap();
     let token = match auth::execute(
         &store,
-        TokenRequest::Create { label: "t".into() },
+        TokenRequest::Create {
+            label: "t".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
+        },
         None,
         chrono::Utc::now(),
     )
@@ -933,7 +936,10 @@ async fn no_answer_shows_a_write_that_is_not_durable() {
     let store = Store::open(&dir.path().join("store")).unwrap();
     let token = match auth::execute(
         &store,
-        TokenRequest::Create { label: "t".into() },
+        TokenRequest::Create {
+            label: "t".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
+        },
         None,
         chrono::Utc::now(),
     )

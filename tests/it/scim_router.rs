@@ -29,6 +29,7 @@ fn token(store: &Store, label: &str) -> (String, String) {
         store,
         TokenRequest::Create {
             label: label.into(),
+            scope: retrac_sync::store::TokenScope::Scim,
         },
         None,
         chrono::Utc::now(),

@@ -38,7 +38,10 @@ async fn start_with(
     let store = Store::open(&dir.path().join("store")).unwrap();
     let token = match auth::execute(
         &store,
-        TokenRequest::Create { label: "t".into() },
+        TokenRequest::Create {
+            label: "t".into(),
+            scope: retrac_sync::store::TokenScope::Scim,
+        },
         None,
         chrono::Utc::now(),
     )

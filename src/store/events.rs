@@ -1,0 +1,400 @@
+//! The event outbox in the `events` tree: one key per event, its `seq` (big endian), so the
+//! tree's order is the events' order.
+//!
+//! Events are appended only inside a store transaction, with the change they describe
+//! ([`MemberTx::append_event`] for members, [`Store::transact_side`] for tokens and held
+//! deactivations), under the store's single writer lock. That lock is what makes `seq`
+//! gap-free: the next number lives in memory ([`EventClock`]), is handed out inside the
+//! transaction and advanced only once it commits, so an aborted or retried transaction
+//! uses the same numbers again.
+//!
+//! A stored event is compact: the type's code, the time, the actor, the changed fields and
+//! the member's record in the store's own format (the same bytes as its `members` key), or
+//! a small JSON object for token and sync events. The JSON a consumer sees
+//! ([`crate::events::Event`]) is made when the event is read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
+
+use super::{codec, Store, StoreError};
+use crate::events::{event_id, Event, EventType};
+use crate::member::Member;
+
+/// meta key: the store's random instance number, part of every event id.
+pub(super) const META_EVENTS_INSTANCE: &[u8] = b"events_instance";
+/// meta key: the highest `seq` pruned so far (so numbering continues past an empty tree).
+pub(super) const META_EVENTS_PRUNED_THROUGH: &[u8] = b"events_pruned_through";
+
+/// At most this many events removed per hold of the writer lock by a prune pass.
+pub const EVENT_PRUNE_BATCH: usize = 256;
+
+/// An event as stored.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// [`EventType::code`].
+    code: u8,
+    /// Microseconds since the epoch.
+    micros: i64,
+    /// `pull:RUN`, `scim:LABEL`, `owner`.
+    actor: String,
+    /// The changed fields, by name.
+    changed: Vec<String>,
+    /// The member's record ([`codec::encode`]), for member events.
+    member: Option<Vec<u8>>,
+    /// Other data, as JSON text, for token and sync events.
+    data: Option<String>,
+}
+
+/// The next `seq` and the last committed one, shared by every handle of the store.
+pub(super) struct EventClock {
+    /// The `seq` the next event gets. Read and advanced only under the writer lock.
+    next: AtomicU64,
+    /// Tells waiting readers (the feed's long poll, the webhook relay) the last committed
+    /// `seq`.
+    watch: tokio::sync::watch::Sender<u64>,
+    /// The store's instance number, part of each event id.
+    pub(super) instance: u64,
+}
+
+impl EventClock {
+    /// Reads where numbering stands: after the last stored event, or after the last pruned
+    /// one when every event was pruned.
+    pub(super) fn open(meta: &sled::Tree, events: &sled::Tree) -> Result<EventClock, StoreError> {
+        let last_stored = match events.last()? {
+            Some((k, _)) => be_u64(&k)?,
+            None => 0,
+        };
+        let pruned = match meta.get(META_EVENTS_PRUNED_THROUGH)? {
+            Some(v) => be_u64(&v)?,
+            None => 0,
+        };
+        let instance = match meta.get(META_EVENTS_INSTANCE)? {
+            Some(v) => be_u64(&v)?,
+            None => {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b)
+                    .map_err(|e| StoreError::Internal(format!("random source: {e}")))?;
+                let n = u64::from_be_bytes(b);
+                meta.insert(META_EVENTS_INSTANCE, &n.to_be_bytes())?;
+                n
+            }
+        };
+        let last = last_stored.max(pruned);
+        Ok(EventClock {
+            next: AtomicU64::new(last + 1),
+            watch: tokio::sync::watch::Sender::new(last),
+            instance,
+        })
+    }
+
+    /// The `seq` the next event would get (call under the writer lock).
+    pub(super) fn next(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// A transaction that used `next..until` committed (call under the writer lock, after
+    /// the mirror was updated, so a reader that sees this `seq` sees its change).
+    pub(super) fn committed(&self, until: u64) {
+        if until > self.next() {
+            self.next.store(until, Ordering::Release);
+            self.watch.send_replace(until - 1);
+        }
+    }
+}
+
+fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
+    b.try_into().map(u64::from_be_bytes).map_err(|_| {
+        StoreError::Corrupt(format!("an events key or meta value of {} bytes", b.len()))
+    })
+}
+
+/// An event a write appends, before it has a number.
+pub(crate) struct NewEvent<'a> {
+    /// What happened.
+    pub event_type: EventType,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Who did it.
+    pub actor: String,
+    /// The changed fields.
+    pub changed: Vec<String>,
+    /// The member after the change (member events).
+    pub member: Option<&'a Member>,
+    /// Other data (token and sync events).
+    pub data: Option<serde_json::Value>,
+}
+
+/// Writes `e` as event `seq` into the transaction's events tree.
+pub(super) fn write(
+    events: &TransactionalTree,
+    seq: u64,
+    e: &NewEvent<'_>,
+) -> Result<(), StoreError> {
+    let stored = Stored {
+        code: e.event_type.code(),
+        micros: e.time.timestamp_micros(),
+        actor: e.actor.clone(),
+        changed: e.changed.clone(),
+        member: e.member.map(codec::encode).transpose()?,
+        data: e.data.as_ref().map(|d| d.to_string()),
+    };
+    let bytes = postcard::to_stdvec(&stored).map_err(|e| StoreError::Internal(e.to_string()))?;
+    events.insert(&seq.to_be_bytes(), bytes)?;
+    Ok(())
+}
+
+fn decode(instance: u64, key: &[u8], value: &[u8]) -> Result<Event, StoreError> {
+    let seq = be_u64(key)?;
+    let s: Stored = postcard::from_bytes(value)
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let event_type = EventType::from_code(s.code)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {seq}: unknown type code {}", s.code)))?;
+    let timestamp = DateTime::from_timestamp_micros(s.micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {seq}: time out of range")))?;
+    let mut data = match &s.data {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?,
+        None => serde_json::Value::Object(serde_json::Map::new()),
+    };
+    if let serde_json::Value::Object(map) = &mut data {
+        if let Some(bytes) = &s.member {
+            let member = codec::decode(bytes)?;
+            map.insert(
+                "member".into(),
+                serde_json::to_value(member.to_view())
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            );
+        }
+        map.insert("changed".into(), serde_json::json!(s.changed));
+        map.insert("actor".into(), serde_json::json!(s.actor));
+    }
+    Ok(Event {
+        id: event_id(instance, seq),
+        seq,
+        event_type,
+        timestamp,
+        data,
+    })
+}
+
+/// A write to one of the store's other trees (tokens, held deactivations) with the events
+/// it appends, inside [`Store::transact_side`].
+pub(crate) struct SideTx<'a> {
+    /// The tree being written.
+    pub tree: &'a TransactionalTree,
+    events: &'a TransactionalTree,
+    next_seq: &'a std::cell::Cell<u64>,
+}
+
+impl SideTx<'_> {
+    /// Appends an event, numbered after the transaction's previous ones.
+    pub(crate) fn append_event(&self, e: &NewEvent<'_>) -> Result<(), StoreError> {
+        let seq = self.next_seq.get();
+        write(self.events, seq, e)?;
+        self.next_seq.set(seq + 1);
+        Ok(())
+    }
+}
+
+/// What one [`Store::prune_events`] pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventPrune {
+    /// Events removed.
+    pub removed: usize,
+    /// The oldest `seq` left (`None`: the outbox is empty).
+    pub oldest_left: Option<u64>,
+}
+
+impl Store {
+    /// Runs `f` in one sled transaction over `tree` and the outbox, under the writer lock
+    /// (so event numbers stay in commit order). `f` may run more than once.
+    pub(crate) fn transact_side<T, F>(&self, tree: &sled::Tree, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(&SideTx<'_>) -> Result<T, StoreError>,
+    {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let i = &self.inner;
+        if let Some(why) = i.flusher.failure() {
+            return Err(StoreError::Io(format!("the store is read-only: {why}")));
+        }
+        self.check_space()?;
+        let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let first_seq = i.events_clock.next();
+        let next_seq = std::cell::Cell::new(first_seq);
+        let result = (tree, &i.events).transaction(|(tree, events)| {
+            next_seq.set(first_seq);
+            let tx = SideTx {
+                tree,
+                events,
+                next_seq: &next_seq,
+            };
+            f(&tx).map_err(ConflictableTransactionError::Abort)
+        });
+        match result {
+            Ok(t) => {
+                i.events_clock.committed(next_seq.get());
+                self.wrote();
+                Ok(t)
+            }
+            Err(TransactionError::Abort(StoreError::Sled(e)))
+            | Err(TransactionError::Storage(e)) => self.io_checked(Err(e)),
+            Err(TransactionError::Abort(e)) => Err(e),
+        }
+    }
+
+    /// Up to `limit` events after `after`, in order.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let instance = self.inner.events_clock.instance;
+        let start = after.saturating_add(1).to_be_bytes();
+        self.inner
+            .events
+            .range(start..)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(instance, &k, &v)
+            })
+            .collect()
+    }
+
+    /// The event `seq`, if it is still kept.
+    pub fn event(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        match self.inner.events.get(seq.to_be_bytes())? {
+            Some(v) => decode(self.inner.events_clock.instance, &seq.to_be_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The last committed event's `seq` (0: none yet). Every change it describes, and every
+    /// change before it, is in the members a reader sees after this call.
+    pub fn last_event_seq(&self) -> u64 {
+        *self.inner.events_clock.watch.borrow()
+    }
+
+    /// The oldest kept event's `seq` (`None`: none is kept).
+    pub fn oldest_event_seq(&self) -> Result<Option<u64>, StoreError> {
+        match self.inner.events.first()? {
+            Some((k, _)) => be_u64(&k).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The time of the first event after `after`, if one is kept (the age of a backlog).
+    pub fn event_time_after(&self, after: u64) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        match self.inner.events.range(start..).next() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some(decode_time(&k, &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Follows the last committed `seq`: the receiver wakes on each commit that adds events.
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.events_clock.watch.subscribe()
+    }
+
+    /// Removes events older than `keep` before `now`, oldest first, but none at or after
+    /// `keep_from` (the first event some enabled webhook endpoint still waits for) unless it
+    /// is older than `max_keep`. In batches of [`EVENT_PRUNE_BATCH`] under the writer lock.
+    /// Blocking: run it on a blocking thread.
+    pub fn prune_events(
+        &self,
+        now: DateTime<Utc>,
+        keep: chrono::Duration,
+        max_keep: chrono::Duration,
+        keep_from: Option<u64>,
+    ) -> Result<EventPrune, StoreError> {
+        let cutoff = now - keep;
+        let hard_cutoff = now - max_keep.max(keep);
+        let mut report = EventPrune::default();
+        while self.flush_failure().is_none() {
+            let _writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch = sled::Batch::default();
+            let mut last = None;
+            let mut n = 0;
+            for kv in self.inner.events.iter().take(EVENT_PRUNE_BATCH) {
+                let (k, v) = kv?;
+                let seq = be_u64(&k)?;
+                let time = decode_time(&k, &v)?;
+                let expired = time < cutoff && keep_from.is_none_or(|f| seq < f);
+                if !(expired || time < hard_cutoff) {
+                    break;
+                }
+                batch.remove(k);
+                last = Some(seq);
+                n += 1;
+            }
+            let Some(last) = last else { break };
+            self.io_checked(self.inner.events.apply_batch(batch))?;
+            self.io_checked(
+                self.inner
+                    .meta
+                    .insert(META_EVENTS_PRUNED_THROUGH, &last.to_be_bytes()),
+            )?;
+            self.wrote();
+            report.removed += n;
+            if n < EVENT_PRUNE_BATCH {
+                break;
+            }
+        }
+        report.oldest_left = self.oldest_event_seq()?;
+        Ok(report)
+    }
+
+    /// Up to `limit` members in id order, after `after` (the member listing's pages).
+    pub fn members_page(
+        &self,
+        after: Option<crate::member::MemberId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        let range = match after {
+            Some(id) => {
+                let mut k = id.as_bytes().to_vec();
+                // The smallest key after `id`.
+                k.push(0);
+                self.inner.members.range(k..)
+            }
+            None => self.inner.members.iter(),
+        };
+        range
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv?;
+                codec::decode(&v)
+            })
+            .collect()
+    }
+
+    /// How many bytes the kept events take in the tree (keys and values), and how many
+    /// there are: for the figures of the outbox's cost.
+    pub fn events_footprint(&self) -> Result<(usize, u64), StoreError> {
+        let mut n = 0;
+        let mut bytes = 0u64;
+        for kv in self.inner.events.iter() {
+            let (k, v) = kv?;
+            n += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok((n, bytes))
+    }
+}
+
+fn decode_time(key: &[u8], value: &[u8]) -> Result<DateTime<Utc>, StoreError> {
+    #[derive(Deserialize)]
+    struct Head {
+        _code: u8,
+        micros: i64,
+    }
+    let head: Head = postcard::take_from_bytes(value)
+        .map(|(h, _)| h)
+        .map_err(|e| StoreError::Corrupt(format!("event {:?}: {e}", be_u64(key).ok())))?;
+    DateTime::from_timestamp_micros(head.micros)
+        .ok_or_else(|| StoreError::Corrupt("event time out of range".into()))
+}
