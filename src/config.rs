@@ -69,6 +69,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[audit]`
     pub audit: AuditConfig,
+    /// `[events]`
+    pub events: EventsConfig,
 }
 
 /// `[store]`: where the member database lives.
@@ -352,6 +354,26 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[events]`: how long the event outbox keeps its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// An event is kept at least this many days, and until every enabled webhook endpoint
+    /// has it.
+    pub retention_days: u32,
+    /// ... but never longer than this many days.
+    pub max_retention_days: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_days: 7,
+            max_retention_days: 30,
+        }
+    }
+}
+
 /// Which config file to read, from `--config`, `$RETRAC_SYNC_CONFIG` or the default path.
 pub fn resolve_path(cli: Option<&Path>, env: Option<&str>) -> Option<PathBuf> {
     if let Some(p) = cli {
@@ -429,8 +451,29 @@ impl Config {
                 format!("{bp:?} must start with '/' and not end with '/', as in \"/scim/v2\""),
             );
         }
+        if bp == "/retrac" || bp.starts_with("/retrac/") {
+            return invalid(
+                "scim.base_path",
+                format!("{bp:?} is taken: /retrac/v1 serves the event feed on the same listener"),
+            );
+        }
         if let Some(u) = &self.scim.public_url {
             check_url("scim.public_url", u)?;
+        }
+        if self.events.retention_days == 0 {
+            return invalid(
+                "events.retention_days",
+                "must be at least 1 (a consumer needs time to read the events)".into(),
+            );
+        }
+        if self.events.max_retention_days < self.events.retention_days {
+            return invalid(
+                "events.max_retention_days",
+                format!(
+                    "must be at least events.retention_days ({})",
+                    self.events.retention_days
+                ),
+            );
         }
         match (&self.scim.tls_cert, &self.scim.tls_key) {
             (Some(_), None) => {

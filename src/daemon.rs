@@ -192,6 +192,15 @@ pub async fn launch(
         stopped(),
     );
 
+    let event_task = crate::store::spawn_event_retention(
+        store.clone(),
+        config.events.clone(),
+        // Until webhooks exist no endpoint waits for an event.
+        |_| None,
+        chrono::Utc::now,
+        stopped(),
+    );
+
     tracing::info!(
         store = %config.store.path.display(),
         scim = %show_addr(scim_addr),
@@ -238,6 +247,7 @@ pub async fn launch(
         // It stops at `stopped`; a pass in progress finishes its batch on its own thread.
         let _ = a.await;
     }
+    let _ = event_task.await;
     let _ = std::fs::remove_file(&listeners.admin_path);
     if let Some(why) = failed {
         return Err(DaemonError::ReadOnly(why));
@@ -388,6 +398,11 @@ pub fn zero_series() {
         for kind in crate::member::ChangeKind::ALL {
             counter!("retrac_changes_total", "kind" => kind.as_str(), "source" => source)
                 .increment(0);
+        }
+    }
+    for t in crate::events::EventType::ALL {
+        if t != crate::events::EventType::WebhookTest {
+            counter!("retrac_events_total", "type" => t.as_str()).increment(0);
         }
     }
     for status in ["ok", "held", "failed"] {

@@ -111,6 +111,35 @@ fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
     })
 }
 
+/// How many events of each type a transaction appended, counted into
+/// `retrac_events_total{type}` once it commits (the closure may run more than once).
+#[derive(Default)]
+pub(super) struct Tally(std::cell::Cell<[u32; 16]>);
+
+impl Tally {
+    fn add(&self, t: EventType) {
+        let mut c = self.0.get();
+        c[usize::from(t.code()) % 16] += 1;
+        self.0.set(c);
+    }
+
+    pub(super) fn clear(&self) {
+        self.0.set([0; 16]);
+    }
+
+    /// Counts the committed events.
+    pub(super) fn publish(&self) {
+        let c = self.0.get();
+        for t in EventType::ALL {
+            let n = c[usize::from(t.code()) % 16];
+            if n > 0 {
+                metrics::counter!("retrac_events_total", "type" => t.as_str())
+                    .increment(u64::from(n));
+            }
+        }
+    }
+}
+
 /// An event a write appends, before it has a number.
 pub(crate) struct NewEvent<'a> {
     /// What happened.
@@ -130,9 +159,11 @@ pub(crate) struct NewEvent<'a> {
 /// Writes `e` as event `seq` into the transaction's events tree.
 pub(super) fn write(
     events: &TransactionalTree,
+    tally: &Tally,
     seq: u64,
     e: &NewEvent<'_>,
 ) -> Result<(), StoreError> {
+    tally.add(e.event_type);
     let stored = Stored {
         code: e.event_type.code(),
         micros: e.time.timestamp_micros(),
@@ -187,13 +218,14 @@ pub(crate) struct SideTx<'a> {
     pub tree: &'a TransactionalTree,
     events: &'a TransactionalTree,
     next_seq: &'a std::cell::Cell<u64>,
+    tally: &'a Tally,
 }
 
 impl SideTx<'_> {
     /// Appends an event, numbered after the transaction's previous ones.
     pub(crate) fn append_event(&self, e: &NewEvent<'_>) -> Result<(), StoreError> {
         let seq = self.next_seq.get();
-        write(self.events, seq, e)?;
+        write(self.events, self.tally, seq, e)?;
         self.next_seq.set(seq + 1);
         Ok(())
     }
@@ -225,18 +257,22 @@ impl Store {
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let first_seq = i.events_clock.next();
         let next_seq = std::cell::Cell::new(first_seq);
+        let tally = Tally::default();
         let result = (tree, &i.events).transaction(|(tree, events)| {
             next_seq.set(first_seq);
+            tally.clear();
             let tx = SideTx {
                 tree,
                 events,
                 next_seq: &next_seq,
+                tally: &tally,
             };
             f(&tx).map_err(ConflictableTransactionError::Abort)
         });
         match result {
             Ok(t) => {
                 i.events_clock.committed(next_seq.get());
+                tally.publish();
                 self.wrote();
                 Ok(t)
             }

@@ -36,7 +36,9 @@ mod scim;
 pub use audit::{AuditEntry, AuditQuery};
 pub(crate) use events::NewEvent;
 pub use events::{EventPrune, EVENT_PRUNE_BATCH};
-pub use retention::{spawn_audit_retention, AUDIT_PRUNE_EVERY};
+pub use retention::{
+    spawn_audit_retention, spawn_event_retention, AUDIT_PRUNE_EVERY, EVENT_PRUNE_EVERY,
+};
 pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::{TokenRecord, TokenScope};
@@ -762,6 +764,7 @@ impl Store {
         let pending_audit = RefCell::new(Vec::new());
         let first_seq = i.events_clock.next();
         let next_seq = std::cell::Cell::new(first_seq);
+        let tally = events::Tally::default();
         let result = {
             let mirror = self.mirror();
             (&i.members, &i.audit, &i.events).transaction(|(members, audit, events)| {
@@ -769,11 +772,13 @@ impl Store {
                 *overlay.borrow_mut() = Overlay::default();
                 pending_audit.borrow_mut().clear();
                 next_seq.set(first_seq);
+                tally.clear();
                 let mut tx = MemberTx {
                     members,
                     audit,
                     events,
                     next_seq: &next_seq,
+                    tally: &tally,
                     mirror: &mirror,
                     overlay: &overlay,
                     pending_audit: &pending_audit,
@@ -792,6 +797,7 @@ impl Store {
                 drop(mirror);
                 // After the mirror: whoever sees this seq sees its change.
                 i.events_clock.committed(next_seq.get());
+                tally.publish();
                 self.wrote();
                 Ok(t)
             }
@@ -811,6 +817,8 @@ pub(crate) struct MemberTx<'a> {
     events: &'a TransactionalTree,
     /// The `seq` the next event of this transaction gets.
     next_seq: &'a std::cell::Cell<u64>,
+    /// The events appended, by type, for the metrics.
+    tally: &'a events::Tally,
     /// The committed state (the writer lock keeps it still during the transaction).
     mirror: &'a Mirror,
     /// This transaction's own writes, read before the mirror.
@@ -904,7 +912,7 @@ impl MemberTx<'_> {
     /// Appends an event to the outbox, numbered after the transaction's previous ones.
     pub(crate) fn append_event(&self, e: &events::NewEvent<'_>) -> Result<(), StoreError> {
         let seq = self.next_seq.get();
-        events::write(self.events, seq, e)?;
+        events::write(self.events, self.tally, seq, e)?;
         self.next_seq.set(seq + 1);
         Ok(())
     }

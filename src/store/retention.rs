@@ -49,3 +49,48 @@ pub fn spawn_audit_retention(
         }
     }))
 }
+
+/// How often the outbox's retention pass runs.
+pub const EVENT_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Starts the outbox's retention task (`[events]`); it ends when `stopped` resolves.
+/// `keep_from` tells the first event some enabled webhook endpoint still waits for (kept
+/// until `max_retention_days`).
+pub fn spawn_event_retention(
+    store: Store,
+    config: crate::config::EventsConfig,
+    keep_from: fn(&Store) -> Option<u64>,
+    clock: fn() -> DateTime<Utc>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::pin!(stopped);
+        loop {
+            let s = store.clone();
+            let pass = tokio::task::spawn_blocking(move || {
+                s.prune_events(
+                    clock(),
+                    chrono::Duration::days(i64::from(config.retention_days)),
+                    chrono::Duration::days(i64::from(config.max_retention_days)),
+                    keep_from(&s),
+                )
+            })
+            .await;
+            match pass {
+                Ok(Ok(r)) if r.removed > 0 => tracing::info!(
+                    removed = r.removed,
+                    oldest_left = ?r.oldest_left,
+                    retention_days = config.retention_days,
+                    "removed events older than the retention"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the event retention pass failed"),
+                Err(e) => tracing::warn!(error = %e, "the event retention pass stopped"),
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(EVENT_PRUNE_EVERY) => {}
+            }
+        }
+    })
+}

@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod disk;
 mod doctor;
+mod events;
 mod ownership;
 mod pull_cli;
 mod pull_client;
