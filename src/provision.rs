@@ -372,19 +372,22 @@ fn create(
         prior_external_id: None,
     };
     write_directory_attrs(tx, &mut member, attrs, actor)?;
-    tx.put(None, &member)?;
     let set: FieldMap = fields(&member)
         .into_iter()
         .filter(|(_, v)| !is_empty_value(v))
         .collect();
-    tx.append_event(&NewEvent {
-        event_type: EventType::MemberCreated,
-        time: now,
-        actor: actor.to_string(),
-        changed: set.keys().cloned().collect(),
-        member: Some(&member),
-        data: None,
-    })?;
+    tx.put_with_event(
+        None,
+        &member,
+        &NewEvent {
+            event_type: EventType::MemberCreated,
+            time: now,
+            actor: actor.to_string(),
+            changed: set.keys().cloned().collect(),
+            member: Some(&member),
+            data: None,
+        },
+    )?;
     tx.append_audit(AuditEntry {
         seq: 0,
         time: now,
@@ -575,15 +578,18 @@ fn commit(
     }
     after.version = before.version + 1;
     after.last_modified = now;
-    tx.put(Some(&before), &after)?;
-    tx.append_event(&NewEvent {
-        event_type: event_type(kind, &before, &after, identity_changed),
-        time: now,
-        actor: actor.to_string(),
-        changed: new_fields.keys().cloned().collect(),
-        member: Some(&after),
-        data: None,
-    })?;
+    tx.put_with_event(
+        Some(&before),
+        &after,
+        &NewEvent {
+            event_type: event_type(kind, &before, &after, identity_changed),
+            time: now,
+            actor: actor.to_string(),
+            changed: new_fields.keys().cloned().collect(),
+            member: Some(&after),
+            data: None,
+        },
+    )?;
     tx.append_audit(AuditEntry {
         seq: 0,
         time: now,

@@ -1,12 +1,15 @@
-//! The event outbox in the `events` tree: one key per event, its `seq` (big endian), so the
-//! tree's order is the events' order.
+//! The event outbox in the `events` tree. Events are stored in groups of up to
+//! [`EVENT_CHUNK`] under the `seq` of the group's first event (big endian), so the tree's
+//! order is the events' order and a batch of a thousand creates costs sixty-three keys,
+//! not a thousand (sled's cost is per key: one event per key made the store's create
+//! benchmark a third slower; see docs/development.md, "Writes").
 //!
 //! Events are appended only inside a store transaction, with the change they describe
-//! ([`MemberTx::append_event`] for members, [`Store::transact_side`] for tokens and held
-//! deactivations), under the store's single writer lock. That lock is what makes `seq`
-//! gap-free: the next number lives in memory ([`EventClock`]), is handed out inside the
-//! transaction and advanced only once it commits, so an aborted or retried transaction
-//! uses the same numbers again.
+//! ([`super::MemberTx::put_with_event`] for members, [`Store::transact_side`] for tokens
+//! and held deactivations), under the store's single writer lock. That lock is what makes
+//! `seq` gap-free: the next number lives in memory ([`EventClock`]), is handed out inside
+//! the transaction ([`Pending`]) and advanced only once it commits, so an aborted or
+//! retried transaction uses the same numbers again.
 //!
 //! A stored event is compact: the type's code, the time, the actor, the changed fields and
 //! the member's record in the store's own format (the same bytes as its `members` key), or
@@ -28,11 +31,16 @@ pub(super) const META_EVENTS_INSTANCE: &[u8] = b"events_instance";
 /// meta key: the highest `seq` pruned so far (so numbering continues past an empty tree).
 pub(super) const META_EVENTS_PRUNED_THROUGH: &[u8] = b"events_pruned_through";
 
-/// At most this many events removed per hold of the writer lock by a prune pass.
-pub const EVENT_PRUNE_BATCH: usize = 256;
+/// At most this many groups removed per hold of the writer lock by a prune pass.
+pub const EVENT_PRUNE_BATCH: usize = 64;
+
+/// At most this many events share one key. A group holds the events of one transaction
+/// only (they share its time); at about 250 bytes an event, a node of 17 keys stays far
+/// below sled's 128 KiB blob threshold.
+pub const EVENT_CHUNK: usize = 16;
 
 /// An event as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Stored {
     /// [`EventType::code`].
     code: u8,
@@ -64,7 +72,7 @@ impl EventClock {
     /// one when every event was pruned.
     pub(super) fn open(meta: &sled::Tree, events: &sled::Tree) -> Result<EventClock, StoreError> {
         let last_stored = match events.last()? {
-            Some((k, _)) => be_u64(&k)?,
+            Some((k, v)) => be_u64(&k)? + decode_group(&k, &v)?.len().saturating_sub(1) as u64,
             None => 0,
         };
         let pruned = match meta.get(META_EVENTS_PRUNED_THROUGH)? {
@@ -111,30 +119,66 @@ fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
     })
 }
 
-/// How many events of each type a transaction appended, counted into
-/// `retrac_events_total{type}` once it commits (the closure may run more than once).
-#[derive(Default)]
-pub(super) struct Tally(std::cell::Cell<[u32; 16]>);
+/// The events one transaction appends, numbered from the clock's next `seq`, written in
+/// groups when the transaction's closure ends. sled may run the closure again:
+/// [`Pending::reset`] starts each run from a clean slate.
+pub(super) struct Pending {
+    first_seq: u64,
+    items: std::cell::RefCell<Vec<Stored>>,
+}
 
-impl Tally {
-    fn add(&self, t: EventType) {
-        let mut c = self.0.get();
-        c[usize::from(t.code()) % 16] += 1;
-        self.0.set(c);
+impl Pending {
+    pub(super) fn new(first_seq: u64) -> Pending {
+        Pending {
+            first_seq,
+            items: std::cell::RefCell::new(Vec::new()),
+        }
     }
 
-    pub(super) fn clear(&self) {
-        self.0.set([0; 16]);
+    pub(super) fn reset(&self) {
+        self.items.borrow_mut().clear();
     }
 
-    /// Counts the committed events.
+    /// Adds an event; `member` is the member's record as the transaction wrote it.
+    pub(super) fn push(&self, e: &NewEvent<'_>, member: Option<Vec<u8>>) {
+        self.items.borrow_mut().push(Stored {
+            code: e.event_type.code(),
+            micros: e.time.timestamp_micros(),
+            actor: e.actor.clone(),
+            changed: e.changed.clone(),
+            member,
+            data: e.data.as_ref().map(|d| d.to_string()),
+        });
+    }
+
+    /// Writes the events in groups of [`EVENT_CHUNK`].
+    pub(super) fn write(&self, events: &TransactionalTree) -> Result<(), StoreError> {
+        let items = self.items.borrow();
+        let mut seq = self.first_seq;
+        for group in items.chunks(EVENT_CHUNK) {
+            let bytes =
+                postcard::to_stdvec(group).map_err(|e| StoreError::Internal(e.to_string()))?;
+            events.insert(&seq.to_be_bytes(), bytes)?;
+            seq += group.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The `seq` after the last event appended.
+    pub(super) fn end(&self) -> u64 {
+        self.first_seq + self.items.borrow().len() as u64
+    }
+
+    /// Counts the committed events into `retrac_events_total{type}`.
     pub(super) fn publish(&self) {
-        let c = self.0.get();
+        let mut counts = [0u64; 16];
+        for s in self.items.borrow().iter() {
+            counts[usize::from(s.code) % 16] += 1;
+        }
         for t in EventType::ALL {
-            let n = c[usize::from(t.code()) % 16];
+            let n = counts[usize::from(t.code()) % 16];
             if n > 0 {
-                metrics::counter!("retrac_events_total", "type" => t.as_str())
-                    .increment(u64::from(n));
+                metrics::counter!("retrac_events_total", "type" => t.as_str()).increment(n);
             }
         }
     }
@@ -150,37 +194,19 @@ pub(crate) struct NewEvent<'a> {
     pub actor: String,
     /// The changed fields.
     pub changed: Vec<String>,
-    /// The member after the change (member events).
+    /// The member after the change (member events; [`super::MemberTx::put_with_event`]
+    /// stores the record it writes instead of encoding it again).
     pub member: Option<&'a Member>,
     /// Other data (token and sync events).
     pub data: Option<serde_json::Value>,
 }
 
-/// Writes `e` as event `seq` into the transaction's events tree.
-pub(super) fn write(
-    events: &TransactionalTree,
-    tally: &Tally,
-    seq: u64,
-    e: &NewEvent<'_>,
-) -> Result<(), StoreError> {
-    tally.add(e.event_type);
-    let stored = Stored {
-        code: e.event_type.code(),
-        micros: e.time.timestamp_micros(),
-        actor: e.actor.clone(),
-        changed: e.changed.clone(),
-        member: e.member.map(codec::encode).transpose()?,
-        data: e.data.as_ref().map(|d| d.to_string()),
-    };
-    let bytes = postcard::to_stdvec(&stored).map_err(|e| StoreError::Internal(e.to_string()))?;
-    events.insert(&seq.to_be_bytes(), bytes)?;
-    Ok(())
+fn decode_group(key: &[u8], value: &[u8]) -> Result<Vec<Stored>, StoreError> {
+    postcard::from_bytes(value)
+        .map_err(|e| StoreError::Corrupt(format!("events group {:?}: {e}", be_u64(key).ok())))
 }
 
-fn decode(instance: u64, key: &[u8], value: &[u8]) -> Result<Event, StoreError> {
-    let seq = be_u64(key)?;
-    let s: Stored = postcard::from_bytes(value)
-        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+fn decode(instance: u64, seq: u64, s: &Stored) -> Result<Event, StoreError> {
     let event_type = EventType::from_code(s.code)
         .ok_or_else(|| StoreError::Corrupt(format!("event {seq}: unknown type code {}", s.code)))?;
     let timestamp = DateTime::from_timestamp_micros(s.micros)
@@ -216,17 +242,14 @@ fn decode(instance: u64, key: &[u8], value: &[u8]) -> Result<Event, StoreError> 
 pub(crate) struct SideTx<'a> {
     /// The tree being written.
     pub tree: &'a TransactionalTree,
-    events: &'a TransactionalTree,
-    next_seq: &'a std::cell::Cell<u64>,
-    tally: &'a Tally,
+    pending: &'a Pending,
 }
 
 impl SideTx<'_> {
     /// Appends an event, numbered after the transaction's previous ones.
     pub(crate) fn append_event(&self, e: &NewEvent<'_>) -> Result<(), StoreError> {
-        let seq = self.next_seq.get();
-        write(self.events, self.tally, seq, e)?;
-        self.next_seq.set(seq + 1);
+        let member = e.member.map(codec::encode).transpose()?;
+        self.pending.push(e, member);
         Ok(())
     }
 }
@@ -255,24 +278,23 @@ impl Store {
         }
         self.check_space()?;
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let first_seq = i.events_clock.next();
-        let next_seq = std::cell::Cell::new(first_seq);
-        let tally = Tally::default();
+        let pending = Pending::new(i.events_clock.next());
         let result = (tree, &i.events).transaction(|(tree, events)| {
-            next_seq.set(first_seq);
-            tally.clear();
+            pending.reset();
             let tx = SideTx {
                 tree,
-                events,
-                next_seq: &next_seq,
-                tally: &tally,
+                pending: &pending,
             };
-            f(&tx).map_err(ConflictableTransactionError::Abort)
+            let t = f(&tx).map_err(ConflictableTransactionError::Abort)?;
+            pending
+                .write(events)
+                .map_err(ConflictableTransactionError::Abort)?;
+            Ok(t)
         });
         match result {
             Ok(t) => {
-                i.events_clock.committed(next_seq.get());
-                tally.publish();
+                i.events_clock.committed(pending.end());
+                pending.publish();
                 self.wrote();
                 Ok(t)
             }
@@ -285,24 +307,42 @@ impl Store {
     /// Up to `limit` events after `after`, in order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let instance = self.inner.events_clock.instance;
-        let start = after.saturating_add(1).to_be_bytes();
-        self.inner
-            .events
-            .range(start..)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(instance, &k, &v)
-            })
-            .collect()
+        let start = after.saturating_add(1);
+        let mut out = Vec::new();
+        // The group that holds `start` may begin before it.
+        let before = self.inner.events.range(..start.to_be_bytes()).next_back();
+        let groups = before
+            .into_iter()
+            .chain(self.inner.events.range(start.to_be_bytes()..));
+        for kv in groups {
+            let (k, v) = kv?;
+            let first = be_u64(&k)?;
+            for (i, s) in decode_group(&k, &v)?.iter().enumerate() {
+                let seq = first + i as u64;
+                if seq < start {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(decode(instance, seq, s)?);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The event `seq`, if it is still kept.
     pub fn event(&self, seq: u64) -> Result<Option<Event>, StoreError> {
-        match self.inner.events.get(seq.to_be_bytes())? {
-            Some(v) => decode(self.inner.events_clock.instance, &seq.to_be_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
+        let Some(before) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        Ok(self
+            .events_after(before, 1)?
+            .into_iter()
+            .find(|e| e.seq == seq))
     }
 
     /// The last committed event's `seq` (0: none yet). Every change it describes, and every
@@ -321,14 +361,7 @@ impl Store {
 
     /// The time of the first event after `after`, if one is kept (the age of a backlog).
     pub fn event_time_after(&self, after: u64) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let start = after.saturating_add(1).to_be_bytes();
-        match self.inner.events.range(start..).next() {
-            Some(kv) => {
-                let (k, v) = kv?;
-                Ok(Some(decode_time(&k, &v)?))
-            }
-            None => Ok(None),
-        }
+        Ok(self.events_after(after, 1)?.first().map(|e| e.timestamp))
     }
 
     /// Follows the last committed `seq`: the receiver wakes on each commit that adds events.
@@ -338,8 +371,9 @@ impl Store {
 
     /// Removes events older than `keep` before `now`, oldest first, but none at or after
     /// `keep_from` (the first event some enabled webhook endpoint still waits for) unless it
-    /// is older than `max_keep`. In batches of [`EVENT_PRUNE_BATCH`] under the writer lock.
-    /// Blocking: run it on a blocking thread.
+    /// is older than `max_keep`. A group goes whole (its events share one time), in batches
+    /// of [`EVENT_PRUNE_BATCH`] groups under the writer lock. Blocking: run it on a
+    /// blocking thread.
     pub fn prune_events(
         &self,
         now: DateTime<Utc>,
@@ -347,27 +381,36 @@ impl Store {
         max_keep: chrono::Duration,
         keep_from: Option<u64>,
     ) -> Result<EventPrune, StoreError> {
-        let cutoff = now - keep;
-        let hard_cutoff = now - max_keep.max(keep);
+        let cutoff = (now - keep).timestamp_micros();
+        let hard_cutoff = (now - max_keep.max(keep)).timestamp_micros();
         let mut report = EventPrune::default();
-        while self.flush_failure().is_none() {
+        'passes: while self.flush_failure().is_none() {
             let _writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             let mut batch = sled::Batch::default();
             let mut last = None;
-            let mut n = 0;
-            for kv in self.inner.events.iter().take(EVENT_PRUNE_BATCH) {
+            let mut groups = 0;
+            let mut done = true;
+            for kv in self.inner.events.iter() {
                 let (k, v) = kv?;
-                let seq = be_u64(&k)?;
-                let time = decode_time(&k, &v)?;
-                let expired = time < cutoff && keep_from.is_none_or(|f| seq < f);
-                if !(expired || time < hard_cutoff) {
+                let first = be_u64(&k)?;
+                let group = decode_group(&k, &v)?;
+                let Some(head) = group.first() else { continue };
+                let end = first + group.len() as u64;
+                let needed = keep_from.is_some_and(|f| end > f);
+                let expired = head.micros < cutoff && !needed;
+                if !(expired || head.micros < hard_cutoff) {
                     break;
                 }
                 batch.remove(k);
-                last = Some(seq);
-                n += 1;
+                last = Some(end - 1);
+                report.removed += group.len();
+                groups += 1;
+                if groups == EVENT_PRUNE_BATCH {
+                    done = false;
+                    break;
+                }
             }
-            let Some(last) = last else { break };
+            let Some(last) = last else { break 'passes };
             self.io_checked(self.inner.events.apply_batch(batch))?;
             self.io_checked(
                 self.inner
@@ -375,8 +418,7 @@ impl Store {
                     .insert(META_EVENTS_PRUNED_THROUGH, &last.to_be_bytes()),
             )?;
             self.wrote();
-            report.removed += n;
-            if n < EVENT_PRUNE_BATCH {
+            if done {
                 break;
             }
         }
@@ -408,29 +450,16 @@ impl Store {
             .collect()
     }
 
-    /// How many bytes the kept events take in the tree (keys and values), and how many
-    /// there are: for the figures of the outbox's cost.
+    /// How many events are kept, and how many bytes they take in the tree (keys and
+    /// values): for the figures of the outbox's cost.
     pub fn events_footprint(&self) -> Result<(usize, u64), StoreError> {
         let mut n = 0;
         let mut bytes = 0u64;
         for kv in self.inner.events.iter() {
             let (k, v) = kv?;
-            n += 1;
+            n += decode_group(&k, &v)?.len();
             bytes += (k.len() + v.len()) as u64;
         }
         Ok((n, bytes))
     }
-}
-
-fn decode_time(key: &[u8], value: &[u8]) -> Result<DateTime<Utc>, StoreError> {
-    #[derive(Deserialize)]
-    struct Head {
-        _code: u8,
-        micros: i64,
-    }
-    let head: Head = postcard::take_from_bytes(value)
-        .map(|(h, _)| h)
-        .map_err(|e| StoreError::Corrupt(format!("event {:?}: {e}", be_u64(key).ok())))?;
-    DateTime::from_timestamp_micros(head.micros)
-        .ok_or_else(|| StoreError::Corrupt("event time out of range".into()))
 }

@@ -762,29 +762,27 @@ impl Store {
         let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());
-        let first_seq = i.events_clock.next();
-        let next_seq = std::cell::Cell::new(first_seq);
-        let tally = events::Tally::default();
+        let pending = events::Pending::new(i.events_clock.next());
         let result = {
             let mirror = self.mirror();
             (&i.members, &i.audit, &i.events).transaction(|(members, audit, events)| {
                 // sled may run this closure again; start from a clean slate each time.
                 *overlay.borrow_mut() = Overlay::default();
                 pending_audit.borrow_mut().clear();
-                next_seq.set(first_seq);
-                tally.clear();
+                pending.reset();
                 let mut tx = MemberTx {
                     members,
                     audit,
-                    events,
-                    next_seq: &next_seq,
-                    tally: &tally,
+                    pending: &pending,
                     mirror: &mirror,
                     overlay: &overlay,
                     pending_audit: &pending_audit,
                 };
                 let t = f(&mut tx).map_err(ConflictableTransactionError::Abort)?;
                 tx.write_audit()
+                    .map_err(ConflictableTransactionError::Abort)?;
+                pending
+                    .write(events)
                     .map_err(ConflictableTransactionError::Abort)?;
                 Ok(t)
             })
@@ -796,8 +794,8 @@ impl Store {
                 mirror.apply(overlay.into_inner());
                 drop(mirror);
                 // After the mirror: whoever sees this seq sees its change.
-                i.events_clock.committed(next_seq.get());
-                tally.publish();
+                i.events_clock.committed(pending.end());
+                pending.publish();
                 self.wrote();
                 Ok(t)
             }
@@ -814,11 +812,8 @@ impl Store {
 pub(crate) struct MemberTx<'a> {
     members: &'a TransactionalTree,
     audit: &'a TransactionalTree,
-    events: &'a TransactionalTree,
-    /// The `seq` the next event of this transaction gets.
-    next_seq: &'a std::cell::Cell<u64>,
-    /// The events appended, by type, for the metrics.
-    tally: &'a events::Tally,
+    /// This transaction's events, written in groups when it ends.
+    pending: &'a events::Pending,
     /// The committed state (the writer lock keeps it still during the transaction).
     mirror: &'a Mirror,
     /// This transaction's own writes, read before the mirror.
@@ -870,8 +865,9 @@ impl MemberTx<'_> {
     }
 
     /// Writes `new` (one key), moving its in-memory index entries away from `old`'s when
-    /// the transaction commits.
-    pub(crate) fn put(&self, old: Option<&Member>, new: &Member) -> Result<(), StoreError> {
+    /// the transaction commits; returns the record written. Private: every member write
+    /// goes through [`MemberTx::put_with_event`], so none lacks its event.
+    fn put(&self, old: Option<&Member>, new: &Member) -> Result<Vec<u8>, StoreError> {
         let new_name = new.dir.user_name.normalized();
         let mut overlay = self.overlay.borrow_mut();
         if let Some(old) = old {
@@ -903,17 +899,22 @@ impl MemberTx<'_> {
         if let Some(g) = &new.dir.google_id {
             overlay.googles.insert(g.clone(), Some(new.id));
         }
-        self.members
-            .insert(new.id.as_bytes(), codec::encode(new)?)?;
+        let bytes = codec::encode(new)?;
+        self.members.insert(new.id.as_bytes(), bytes.as_slice())?;
         overlay.members.insert(new.id, new.clone());
-        Ok(())
+        Ok(bytes)
     }
 
-    /// Appends an event to the outbox, numbered after the transaction's previous ones.
-    pub(crate) fn append_event(&self, e: &events::NewEvent<'_>) -> Result<(), StoreError> {
-        let seq = self.next_seq.get();
-        events::write(self.events, self.tally, seq, e)?;
-        self.next_seq.set(seq + 1);
+    /// [`MemberTx::put`], and appends the member's event to the outbox with the record
+    /// just written (encoded once), numbered after the transaction's previous events.
+    pub(crate) fn put_with_event(
+        &self,
+        old: Option<&Member>,
+        new: &Member,
+        event: &events::NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let bytes = self.put(old, new)?;
+        self.pending.push(event, Some(bytes));
         Ok(())
     }
 
