@@ -160,6 +160,7 @@ pub async fn launch(
             sync: sync_ctx.clone(),
             on_sync: Some(on_sync.clone()),
             progress: None,
+            webhook_retry: options.webhooks.retry.clone(),
         },
         stopped(),
     ));
@@ -192,6 +193,11 @@ pub async fn launch(
         stopped(),
     );
 
+    // The webhook relay: one task per enabled endpoint, woken by each commit of events and
+    // each change of an endpoint; it stops with the rest.
+    let relay_task =
+        crate::webhooks::relay::spawn(store.clone(), options.webhooks.clone(), stopped());
+
     tracing::info!(
         store = %config.store.path.display(),
         scim = %show_addr(scim_addr),
@@ -223,6 +229,7 @@ pub async fn launch(
         let _ = scim_task.await;
         let _ = metrics_task.await;
         let _ = admin_task.await;
+        let _ = relay_task.await;
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}; stopping anyway");
@@ -278,12 +285,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 pub struct LaunchOptions {
     /// How long after start the first pull comes.
     pub first_sync_delay: Duration,
+    /// The webhook relay's retry schedule and clock (tests shorten the schedule).
+    pub webhooks: crate::webhooks::relay::RelayOptions,
 }
 
 impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             first_sync_delay: schedule::FIRST_RUN_DELAY,
+            webhooks: Default::default(),
         }
     }
 }
@@ -402,6 +412,9 @@ pub fn zero_series() {
             .increment(0);
     }
     counter!("retrac_google_retries_total", "reason" => "unauthorized").increment(0);
+    for outcome in crate::webhooks::relay::OUTCOMES {
+        counter!("retrac_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(0);
+    }
 }
 
 /// The pull's gauges from the store, at start: the held deactivations, and the time of the

@@ -196,6 +196,7 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         listeners,
         daemon::LaunchOptions {
             first_sync_delay: Duration::from_millis(50),
+            ..Default::default()
         },
         async move {
             let _ = rx.await;
