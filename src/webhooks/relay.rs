@@ -29,6 +29,8 @@ pub type WebhookClient =
 pub const MAX_RESPONSE_READ: usize = 64 * 1024;
 /// At most this much of it is kept in the delivery log.
 pub const MAX_RESPONSE_KEPT: usize = 1024;
+/// The longest `Retry-After` honoured (the schedule's longest wait).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 3600);
 /// Events read from the outbox at a time.
 const BATCH: usize = 256;
 /// How often the gauges of an endpoint that waits are refreshed.
@@ -80,12 +82,12 @@ impl Default for Retry {
 
 impl Retry {
     /// The wait after the `failures`-th failed attempt (1-based), `None` when the schedule
-    /// is used up. A `Retry-After` replaces the scheduled wait (capped at the longest one).
+    /// is used up. A `Retry-After` replaces the scheduled wait (capped at
+    /// [`MAX_RETRY_AFTER`]).
     pub fn wait(&self, failures: u32, retry_after: Option<Duration>) -> Option<Duration> {
         let base = *self.delays.get((failures as usize).checked_sub(1)?)?;
         if let Some(ra) = retry_after {
-            let cap = self.delays.iter().max().copied().unwrap_or(ra);
-            return Some(ra.min(cap));
+            return Some(ra.min(MAX_RETRY_AFTER));
         }
         let mut r = [0u8; 4];
         let unit = match getrandom::fill(&mut r) {

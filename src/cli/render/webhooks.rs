@@ -233,6 +233,11 @@ fn text(r: &WebhookResponse, out: &mut dyn Write) -> std::io::Result<()> {
             }
             writeln!(
                 out,
+                "The last {} attempts to {id}, newest first:",
+                deliveries.len()
+            )?;
+            writeln!(
+                out,
                 "{:<16} {:>8} {:<24} {:>3} {:>4} {:>6} RESULT",
                 "TIME", "SEQ", "TYPE", "TRY", "HTTP", "TOOK"
             )?;
