@@ -314,6 +314,18 @@ pub fn spawn(
     options: RelayOptions,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    // Every endpoint's series from the start, so that a scrape right after start sees them.
+    if let Ok(endpoints) = store.webhooks() {
+        let now = (options.clock)();
+        for ep in endpoints {
+            metrics::gauge!("retrac_webhook_endpoint_enabled", "endpoint" => ep.id.clone())
+                .set(if ep.enabled { 1.0 } else { 0.0 });
+            match store.webhook_state(&ep.id) {
+                Ok(st) if ep.enabled => set_gauges(&store, &ep.id, st.cursor, now),
+                _ => clear_gauges(&ep.id),
+            }
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let supervisor = supervise(store, options, stop_rx);

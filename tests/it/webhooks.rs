@@ -640,6 +640,27 @@ async fn the_commands_through_the_daemon_show_a_secret_once_and_never_log_it() {
     let missing = cli(&path, &["webhook", "enable", "wh_nope"]).await;
     assert_eq!(missing.status.code(), Some(1));
 
+    // doctor sends webhook.test to the enabled endpoint and reports its answer.
+    let doctor = cli(&path, &["doctor", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == format!("webhook {id}"))
+        .unwrap_or_else(|| panic!("no webhook check in {report}"))
+        .clone();
+    assert_eq!(check["status"], "ok", "{check}");
+    assert!(check["detail"]
+        .as_str()
+        .unwrap()
+        .contains("answered webhook.test with 204"));
+    assert_eq!(
+        rx.got().last().unwrap().json()["type"],
+        "webhook.test",
+        "the receiver got it"
+    );
+
     let events = cli(&path, &["events", "list", "-o", "json"]).await;
     let listed: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
     assert_eq!(listed[0]["type"], "member.created");
