@@ -91,6 +91,7 @@ pub async fn launch(
     let _ = store.free_bytes();
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -161,6 +162,7 @@ pub async fn launch(
             on_sync: Some(on_sync.clone()),
             progress: None,
             webhook_retry: options.webhooks.retry.clone(),
+            stopping: Some(stopping),
         },
         stopped(),
     ));

@@ -212,17 +212,36 @@ pub struct Context {
     pub progress: Option<ProgressFn>,
     /// The timeout of `webhook test` (the relay's retry settings).
     pub webhook_retry: webhooks::relay::Retry,
+    /// Turns true when the daemon stops: a long poll (`events tail`) answers at once then,
+    /// so that it does not hold the shutdown's drain.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The events after `req.after`; with `wait_secs`, waits that long for one when none is
 /// there yet.
-async fn events(store: &Store, req: EventsRequest) -> Result<EventsResponse, AppError> {
+async fn events(
+    store: &Store,
+    req: EventsRequest,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<EventsResponse, AppError> {
     let limit = req.limit.clamp(1, MAX_EVENTS_PAGE);
     let mut watch = store.subscribe_events();
     if req.wait_secs > 0 {
         let wait = std::time::Duration::from_secs(req.wait_secs.min(300));
-        // Returns when a commit takes the last seq past `after`, or when the time is up.
-        let _ = tokio::time::timeout(wait, watch.wait_for(|last| *last > req.after)).await;
+        let stop = async move {
+            match stopping {
+                Some(mut s) => {
+                    let _ = s.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // Returns when a commit takes the last seq past `after`, when the time is up, or
+        // when the daemon stops.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, watch.wait_for(|last| *last > req.after)) => {}
+            _ = stop => {}
+        }
     }
     let s = store.clone();
     let events = blocking(move || s.events_after(req.after, limit)).await?;
@@ -274,7 +293,9 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
             ctx.store.flush().await?;
             Ok(Reply::Webhook(reply))
         }
-        Request::Events(req) => Ok(Reply::Events(events(&ctx.store, req).await?)),
+        Request::Events(req) => Ok(Reply::Events(
+            events(&ctx.store, req, ctx.stopping.clone()).await?,
+        )),
         Request::Sync(req) => {
             let sync = ctx.sync.as_ref().ok_or_else(|| {
                 AppError::Config("the pull is not configured: set [google].subject and the service account key (see docs/admin/google-setup.md)".into())

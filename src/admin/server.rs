@@ -358,6 +358,7 @@ mod tests {
             on_sync: None,
             progress: None,
             webhook_retry: Default::default(),
+            stopping: None,
         }
     }
 

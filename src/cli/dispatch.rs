@@ -231,6 +231,7 @@ fn local_context(
         on_sync: None,
         progress,
         webhook_retry: Default::default(),
+        stopping: None,
     })
 }
 
@@ -300,6 +301,7 @@ fn tail(
                             on_sync: None,
                             progress: None,
                             webhook_retry: Default::default(),
+                            stopping: None,
                         };
                         let local = admin::EventsRequest {
                             wait_secs: 0,

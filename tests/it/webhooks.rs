@@ -574,6 +574,14 @@ async fn the_commands_through_the_daemon_show_a_secret_once_and_never_log_it() {
     assert_eq!(added["url"], rx.url.as_str());
     let raw = secret["whsec_".len()..].to_string();
 
+    // `events tail` follows the outbox through the daemon (from seq 0: every event).
+    let mut tail = tokio::process::Command::from(crate::common::command(&path))
+        .args(["events", "tail", "--after", "0", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
     // A member change reaches the receiver through the running daemon's relay.
     let out = cli(
         &path,
@@ -601,6 +609,20 @@ async fn the_commands_through_the_daemon_show_a_secret_once_and_never_log_it() {
     .await;
     let g = &rx.got()[0];
     assert_eq!(g.json()["type"], "member.created");
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(tail.stdout.take().unwrap());
+        let read = reader.read_line(&mut line);
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .unwrap()
+            .unwrap();
+        let tailed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(tailed["type"], "member.created");
+        assert_eq!(tailed["id"], g.json()["id"]);
+        let _ = tail.kill().await;
+    }
     assert!(signed_by(g, &WebhookSecret(secret.clone())));
 
     let out = cli(&path, &["webhook", "test", &id]).await;
