@@ -91,6 +91,7 @@ pub async fn launch(
     let _ = store.free_bytes();
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -160,6 +161,8 @@ pub async fn launch(
             sync: sync_ctx.clone(),
             on_sync: Some(on_sync.clone()),
             progress: None,
+            webhook_retry: options.webhooks.retry.clone(),
+            stopping: Some(stopping),
         },
         stopped(),
     ));
@@ -192,11 +195,16 @@ pub async fn launch(
         stopped(),
     );
 
+    // The webhook relay: one task per enabled endpoint, woken by each commit of events and
+    // each change of an endpoint; it stops with the rest.
+    let relay_task =
+        crate::webhooks::relay::spawn(store.clone(), options.webhooks.clone(), stopped());
+
+    // The outbox's retention keeps what an enabled webhook endpoint still waits for.
     let event_task = crate::store::spawn_event_retention(
         store.clone(),
         config.events.clone(),
-        // Until webhooks exist no endpoint waits for an event.
-        |_| None,
+        |s| crate::webhooks::min_undelivered_seq(s).ok().flatten(),
         chrono::Utc::now,
         stopped(),
     );
@@ -232,6 +240,7 @@ pub async fn launch(
         let _ = scim_task.await;
         let _ = metrics_task.await;
         let _ = admin_task.await;
+        let _ = relay_task.await;
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}; stopping anyway");
@@ -288,12 +297,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 pub struct LaunchOptions {
     /// How long after start the first pull comes.
     pub first_sync_delay: Duration,
+    /// The webhook relay's retry schedule and clock (tests shorten the schedule).
+    pub webhooks: crate::webhooks::relay::RelayOptions,
 }
 
 impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             first_sync_delay: schedule::FIRST_RUN_DELAY,
+            webhooks: Default::default(),
         }
     }
 }
@@ -417,6 +429,9 @@ pub fn zero_series() {
             .increment(0);
     }
     counter!("retrac_google_retries_total", "reason" => "unauthorized").increment(0);
+    for outcome in crate::webhooks::relay::OUTCOMES {
+        counter!("retrac_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(0);
+    }
 }
 
 /// The pull's gauges from the store, at start: the held deactivations, and the time of the

@@ -150,6 +150,7 @@ pub async fn run_until(
         listeners,
         LaunchOptions {
             first_sync_delay: Duration::from_millis(500),
+            ..Default::default()
         },
         async move {
             let _ = stop_rx.await;

@@ -210,7 +210,101 @@ pub async fn diagnose(config: Result<Config, ConfigError>, opts: &DoctorOptions)
     checks.push(check_public_url(&config));
     check_google(&config, opts, &mut checks).await;
     checks.push(check_schedule(&config, (opts.now)()));
+    check_webhooks(&config, daemon, &mut checks).await;
     Report::new(checks)
+}
+
+/// Sends `webhook.test` to every enabled webhook endpoint (through the daemon when it runs)
+/// and reports each answer; nothing when there is no endpoint.
+async fn check_webhooks(config: &Config, daemon: bool, checks: &mut Vec<Check>) {
+    use crate::webhooks::{WebhookRequest, WebhookResponse};
+    let local = if daemon || !config.store.path.exists() {
+        None
+    } else {
+        match Store::open(&config.store.path) {
+            Ok(s) => Some(s),
+            // The store check above already said why.
+            Err(_) => return,
+        }
+    };
+    let retry = crate::webhooks::relay::Retry::default();
+    let socket = config.admin.socket.clone();
+    let ask = async |req: WebhookRequest| -> Result<WebhookResponse, String> {
+        match &local {
+            Some(store) => crate::webhooks::execute(store, req, &retry, Utc::now())
+                .await
+                .map_err(|e| e.to_string()),
+            None => {
+                let socket = socket.clone();
+                tokio::task::spawn_blocking(move || {
+                    admin::client::call(
+                        &socket,
+                        &AdminRequest::Webhook(req),
+                        Duration::from_secs(30),
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+                .and_then(|r| match r {
+                    AdminResponse::Webhook(w) => Ok(w),
+                    other => Err(format!("the daemon answered {other:?}")),
+                })
+            }
+        }
+    };
+    if !daemon && local.is_none() {
+        return;
+    }
+    let endpoints = match ask(WebhookRequest::List).await {
+        Ok(WebhookResponse::Endpoints { endpoints }) => endpoints,
+        Ok(_) => return,
+        Err(e) => {
+            checks.push(Check::fail("webhooks", e, "see journalctl -u retrac-sync"));
+            return;
+        }
+    };
+    for ep in endpoints {
+        let name = format!("webhook {}", ep.id);
+        if !ep.enabled {
+            checks.push(Check::warn(
+                name,
+                format!(
+                    "{} is disabled: {}",
+                    ep.url,
+                    ep.disabled_reason.as_deref().unwrap_or("no reason recorded")
+                ),
+                format!(
+                    "fix the receiver, then `retrac-sync webhook enable {}` (docs/admin/webhooks.md)",
+                    ep.id
+                ),
+            ));
+            continue;
+        }
+        checks.push(match ask(WebhookRequest::Test { id: ep.id.clone() }).await {
+            Ok(WebhookResponse::Tested { delivery, .. }) => match (&delivery.error, delivery.status) {
+                (None, status) => Check::ok(
+                    name,
+                    format!(
+                        "{} answered webhook.test with {} in {} ms",
+                        ep.url,
+                        status.map(|s| s.to_string()).unwrap_or_default(),
+                        delivery.latency_ms
+                    ),
+                ),
+                (Some(e), _) => Check::fail(
+                    name,
+                    format!("{} refused webhook.test: {e}", ep.url),
+                    format!(
+                        "check the receiver, its URL and its secret; `retrac-sync webhook deliveries {}` shows the answers",
+                        ep.id
+                    ),
+                ),
+            },
+            Ok(_) => continue,
+            Err(e) => Check::fail(name, e, "see journalctl -u retrac-sync"),
+        });
+    }
 }
 
 /// `retrac-sync doctor [--json]`: loads the config, runs the checks, prints the checklist.

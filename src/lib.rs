@@ -35,3 +35,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod version;
+pub mod webhooks;

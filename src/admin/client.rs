@@ -79,6 +79,8 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
         Frame::Written { member, changed } => Ok(Reply::Member { member, changed }),
         Frame::Shown(member) => Ok(Reply::Shown(member)),
         Frame::Token(r) => Ok(Reply::Token(r)),
+        Frame::Webhook(r) => Ok(Reply::Webhook(r)),
+        Frame::Events(r) => Ok(Reply::Events(r)),
         Frame::Sync(r) => Ok(Reply::Sync(r)),
         Frame::Pong { version } => Ok(Reply::Pong { version }),
         Frame::Begin {
@@ -182,6 +184,8 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Written { .. } => "written",
         Frame::Shown(_) => "shown",
         Frame::Token(_) => "token",
+        Frame::Webhook(_) => "webhook",
+        Frame::Events(_) => "events",
         Frame::Sync(_) => "sync",
         Frame::Pong { .. } => "pong",
         Frame::Begin { .. } => "begin",

@@ -11,6 +11,7 @@ use crate::provision::ProvisionError;
 use crate::reconcile::SyncError;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
+use crate::webhooks::WebhookError;
 
 /// Why a command failed. The message is for the owner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -87,6 +88,18 @@ impl From<TokenError> for AppError {
             TokenError::NotFound(_) => AppError::NotFound(e.to_string()),
             TokenError::Random(_) => AppError::Failed(e.to_string()),
             TokenError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for AppError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Invalid(m) => AppError::Usage(m),
+            WebhookError::NotFound(_) => AppError::NotFound(e.to_string()),
+            WebhookError::Conflict(m) => AppError::Conflict(m),
+            WebhookError::Failed(m) => AppError::Failed(m),
+            WebhookError::Store(s) => s.into(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::owner;
 use crate::reconcile::{self, ProgressFn};
 use crate::store::{AuditEntry, Store};
 use crate::tokens::{self, TokenRequest, TokenResponse};
+use crate::webhooks::{self, WebhookRequest, WebhookResponse};
 
 /// A request: what the CLI asks, run locally or sent over the socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,9 +38,39 @@ pub enum Request {
     Sync(reconcile::Request),
     /// A token command (`token ...`, `scim disconnect`).
     Token(TokenRequest),
+    /// A webhook command (`webhook ...`).
+    Webhook(WebhookRequest),
+    /// An outbox command (`events list`, `events tail`).
+    Events(EventsRequest),
     /// Is the daemon there, and which version is it?
     Ping,
 }
+
+/// `events list` and each step of `events tail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsRequest {
+    /// Events after this `seq`.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// When none is there yet, wait up to this many seconds for one (`events tail`).
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// The answer to an [`EventsRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// In `seq` order.
+    pub events: Vec<crate::events::Event>,
+    /// The last committed `seq`.
+    pub last_seq: u64,
+    /// The oldest kept `seq` (`None`: none is kept).
+    pub oldest_seq: Option<u64>,
+}
+
+/// The most events one `events list` answer carries.
+pub const MAX_EVENTS_PAGE: usize = 1000;
 
 /// The answer to a [`Request`]. A listing is read as it is produced.
 #[derive(Debug)]
@@ -66,6 +97,10 @@ pub enum Reply {
     Sync(reconcile::Response),
     /// The answer to a token command (a new token's secret travels only on this socket).
     Token(TokenResponse),
+    /// The answer to a webhook command (a new secret travels only on this socket).
+    Webhook(WebhookResponse),
+    /// Events of the outbox.
+    Events(EventsResponse),
     /// The answer to a ping.
     Pong {
         /// The daemon's version.
@@ -129,6 +164,10 @@ pub enum Frame {
     Token(TokenResponse),
     /// A pull command's answer.
     Sync(reconcile::Response),
+    /// A webhook command's answer.
+    Webhook(WebhookResponse),
+    /// Events of the outbox.
+    Events(EventsResponse),
     /// A ping's answer.
     Pong {
         /// The daemon's version.
@@ -171,6 +210,46 @@ pub struct Context {
     pub on_sync: Option<OnSync>,
     /// Fetch progress of a pull (a local run on a terminal).
     pub progress: Option<ProgressFn>,
+    /// The timeout of `webhook test` (the relay's retry settings).
+    pub webhook_retry: webhooks::relay::Retry,
+    /// Turns true when the daemon stops: a long poll (`events tail`) answers at once then,
+    /// so that it does not hold the shutdown's drain.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// The events after `req.after`; with `wait_secs`, waits that long for one when none is
+/// there yet.
+async fn events(
+    store: &Store,
+    req: EventsRequest,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<EventsResponse, AppError> {
+    let limit = req.limit.clamp(1, MAX_EVENTS_PAGE);
+    let mut watch = store.subscribe_events();
+    if req.wait_secs > 0 {
+        let wait = std::time::Duration::from_secs(req.wait_secs.min(300));
+        let stop = async move {
+            match stopping {
+                Some(mut s) => {
+                    let _ = s.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // Returns when a commit takes the last seq past `after`, when the time is up, or
+        // when the daemon stops.
+        tokio::select! {
+            _ = tokio::time::timeout(wait, watch.wait_for(|last| *last > req.after)) => {}
+            _ = stop => {}
+        }
+    }
+    let s = store.clone();
+    let events = blocking(move || s.events_after(req.after, limit)).await?;
+    Ok(EventsResponse {
+        events,
+        last_seq: store.last_event_seq(),
+        oldest_seq: store.oldest_event_seq()?,
+    })
 }
 
 /// A callback told about each finished pull.
@@ -209,6 +288,14 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
             ctx.store.flush().await?;
             Ok(Reply::Token(reply))
         }
+        Request::Webhook(req) => {
+            let reply = webhooks::execute(&ctx.store, req, &ctx.webhook_retry, Utc::now()).await?;
+            ctx.store.flush().await?;
+            Ok(Reply::Webhook(reply))
+        }
+        Request::Events(req) => Ok(Reply::Events(
+            events(&ctx.store, req, ctx.stopping.clone()).await?,
+        )),
         Request::Sync(req) => {
             let sync = ctx.sync.as_ref().ok_or_else(|| {
                 AppError::Config("the pull is not configured: set [google].subject and the service account key (see docs/admin/google-setup.md)".into())
@@ -261,6 +348,8 @@ impl Reply {
             Reply::Shown(member) => Box::new(std::iter::once(Frame::Shown(member))),
             Reply::Sync(r) => Box::new(std::iter::once(Frame::Sync(r))),
             Reply::Token(r) => Box::new(std::iter::once(Frame::Token(r))),
+            Reply::Webhook(r) => Box::new(std::iter::once(Frame::Webhook(r))),
+            Reply::Events(r) => Box::new(std::iter::once(Frame::Events(r))),
             Reply::Pong { version } => Box::new(std::iter::once(Frame::Pong { version })),
         }
     }

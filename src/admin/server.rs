@@ -337,6 +337,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Owner(_) => "owner",
         Request::Sync(_) => "sync",
         Request::Token(_) => "token",
+        Request::Webhook(_) => "webhook",
+        Request::Events(_) => "events",
         Request::Ping => "ping",
     }
 }
@@ -355,6 +357,8 @@ mod tests {
             sync: None,
             on_sync: None,
             progress: None,
+            webhook_retry: Default::default(),
+            stopping: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::events::EventFilter;
 use crate::member::{Role, UserName};
 use crate::store::RunId;
 
@@ -92,6 +93,19 @@ pub enum Command {
     /// The SCIM connection as a whole.
     #[command(subcommand)]
     Scim(ScimCommand),
+    /// Send each event to HTTP endpoints as signed Standard Webhooks deliveries.
+    ///
+    /// Each endpoint gets its events in `seq` order, one at a time, each a POST of the
+    /// event's JSON with the headers webhook-id (the event's id, the same on every retry),
+    /// webhook-timestamp and webhook-signature (v1, HMAC-SHA256 by the endpoint's secret).
+    /// A failed delivery is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h; the
+    /// later events wait. After the last retry, or at a 410, the endpoint is disabled.
+    /// See docs/admin/webhooks.md.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Read the event outbox: the events every change of a member or token appends.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Check the setup end to end (config, store, daemon, TLS, Google, schedule, clock) and say what to fix.
     ///
     /// One line a check, ✓ fine, ! look at it, ✗ broken, with the fix: the config; the store
@@ -146,6 +160,96 @@ pub enum TokenCommand {
         /// Revoke every token: the same operation as `scim disconnect`.
         #[arg(long, conflicts_with = "id")]
         all: bool,
+    },
+}
+
+/// `webhook ...`
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Add an endpoint; prints its id and its secret, once.
+    ///
+    /// It receives the events committed from now on (not the history: `webhook replay`
+    /// sends that). With --output json: {"id", "url", "secret"}.
+    Add {
+        /// Where to POST the deliveries: an http or https URL, without user name or password.
+        url: String,
+        /// Only these event types: exact names (member.deactivated) or prefixes ending in .*
+        /// (member.*), comma-separated. Default: every type.
+        #[arg(long, value_name = "TYPE,...", value_parser = parse_event_filter)]
+        events: Option<EventFilter>,
+        /// A note for `webhook list` (who consumes it).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+    },
+    /// List the endpoints, their state and where their deliveries stand (never a secret).
+    List,
+    /// Remove an endpoint and its delivery log.
+    Remove {
+        /// The endpoint's id (from `webhook list`).
+        id: String,
+    },
+    /// Enable an endpoint again: it resumes from its first undelivered event.
+    ///
+    /// Refused when that event is no longer kept: the consumer must then list the members
+    /// again (GET /retrac/v1/members), and `webhook replay` sends what is kept.
+    Enable {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Stop delivering to an endpoint (its place is kept; `webhook enable` resumes there).
+    Disable {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Make a new secret, shown once; the old one keeps signing beside it for 24 hours.
+    Rotate {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Send a webhook.test event to an endpoint now and print its answer.
+    Test {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Show the last delivery attempts to an endpoint, newest first (the last 1,000 are kept).
+    Deliveries {
+        /// The endpoint's id.
+        id: String,
+        /// How many attempts.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Deliver again every kept event from a time on (then what follows).
+    Replay {
+        /// The endpoint's id.
+        id: String,
+        /// The time to start from (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        since: DateTime<Utc>,
+    },
+}
+
+/// `events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List kept events in `seq` order.
+    List {
+        /// Only events after this seq.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+        /// At most this many (up to 1000).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+    },
+    /// Follow the outbox: print each new event as it commits, until interrupted.
+    ///
+    /// Through the daemon when it runs; without one, it reads the store every second
+    /// (opening it only for the read, so a daemon can start meanwhile). With --output json,
+    /// one event a line.
+    Tail {
+        /// Start after this seq (default: the last committed event).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
     },
 }
 
@@ -300,6 +404,10 @@ pub struct AuditArgs {
     pub limit: Option<usize>,
 }
 
+fn parse_event_filter(s: &str) -> Result<EventFilter, String> {
+    EventFilter::parse(s)
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
@@ -381,6 +489,41 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--output"));
         assert!(!help.contains("--json"), "--json is hidden: {help}");
+    }
+
+    #[test]
+    fn webhook_arguments_are_checked_while_parsing() {
+        let err = Cli::try_parse_from([
+            "retrac-sync",
+            "webhook",
+            "add",
+            "https://x.example/",
+            "--events",
+            "member.gone",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not an event type"), "{err}");
+        assert!(Cli::try_parse_from([
+            "retrac-sync",
+            "webhook",
+            "add",
+            "https://x.example/",
+            "--events",
+            "member.*,token.revoked"
+        ])
+        .is_ok());
+        let err = Cli::try_parse_from([
+            "retrac-sync",
+            "webhook",
+            "replay",
+            "wh_1",
+            "--since",
+            "yesterday",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(Cli::try_parse_from(["retrac-sync", "webhook", "replay", "wh_1"]).is_err());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::args::{
-    Cli, Command, ConfigCommand, LocationsCommand, MembersCommand, Output, RoleCommand,
-    ScimCommand, ScopeArg, SyncArgs, SyncCommand, TokenCommand,
+    Cli, Command, ConfigCommand, EventsCommand, LocationsCommand, MembersCommand, Output,
+    RoleCommand, ScimCommand, ScopeArg, SyncArgs, SyncCommand, TokenCommand, WebhookCommand,
 };
 use super::render;
 use crate::admin::{self, client::ClientError, AppError, Reply, Request};
@@ -21,6 +21,7 @@ use crate::owner::{self, ActiveFilter, LocationEdit};
 use crate::reconcile::{self, Request as SyncRequest};
 use crate::store::Store;
 use crate::tokens::TokenRequest;
+use crate::webhooks::WebhookRequest;
 
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
@@ -118,6 +119,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
         }),
         Command::Scim(ScimCommand::Disconnect) => Request::Token(TokenRequest::Disconnect),
         Command::Sync(args) => Request::Sync(sync_request(args)),
+        Command::Webhook(cmd) => Request::Webhook(webhook_request(cmd)),
+        Command::Events(EventsCommand::List { after, limit }) => {
+            Request::Events(admin::EventsRequest {
+                after,
+                limit,
+                wait_secs: 0,
+            })
+        }
+        Command::Events(EventsCommand::Tail { after }) => {
+            return tail(&load()?, after, output, out);
+        }
     };
     if output == Output::Csv && !render::has_csv(&request) {
         return Err(AppError::Usage(
@@ -218,7 +230,114 @@ fn local_context(
         sync,
         on_sync: None,
         progress,
+        webhook_retry: Default::default(),
+        stopping: None,
     })
+}
+
+fn webhook_request(cmd: WebhookCommand) -> WebhookRequest {
+    match cmd {
+        WebhookCommand::Add {
+            url,
+            events,
+            description,
+        } => WebhookRequest::Add {
+            url,
+            events: events.unwrap_or_default(),
+            description,
+        },
+        WebhookCommand::List => WebhookRequest::List,
+        WebhookCommand::Remove { id } => WebhookRequest::Remove { id },
+        WebhookCommand::Enable { id } => WebhookRequest::Enable { id },
+        WebhookCommand::Disable { id } => WebhookRequest::Disable { id },
+        WebhookCommand::Rotate { id } => WebhookRequest::Rotate { id },
+        WebhookCommand::Test { id } => WebhookRequest::Test { id },
+        WebhookCommand::Deliveries { id, limit } => WebhookRequest::Deliveries { id, limit },
+        WebhookCommand::Replay { id, since } => WebhookRequest::Replay { id, since },
+    }
+}
+
+/// `events tail`: prints each new event as it commits. Through the daemon, a long poll of
+/// 25 s at a time; without one, a read of the store every second, the store opened only for
+/// the read (so the daemon can start meanwhile, and the tail then goes through it).
+fn tail(
+    config: &Config,
+    after: Option<u64>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    if output == Output::Csv {
+        return Err(AppError::Usage(
+            "events tail prints text or JSON lines; use --output table or json".into(),
+        ));
+    }
+    let runtime = runtime()?;
+    let mut cursor = after;
+    loop {
+        let request = admin::EventsRequest {
+            // Without a start, the first answer only tells where the outbox stands.
+            after: cursor.unwrap_or(u64::MAX),
+            limit: admin::MAX_EVENTS_PAGE,
+            wait_secs: if cursor.is_some() { 25 } else { 0 },
+        };
+        let answer = match admin::client::call(
+            &config.admin.socket,
+            &Request::Events(request.clone()),
+            Duration::from_secs(60),
+        ) {
+            Ok(Reply::Events(r)) => Some(r),
+            Ok(_) => {
+                return Err(AppError::Failed(
+                    "the daemon answered something else".into(),
+                ))
+            }
+            Err(ClientError::NoDaemon(_)) => {
+                match Store::open(&config.store.path) {
+                    Ok(store) => {
+                        let ctx = admin::Context {
+                            store,
+                            scim_url: None,
+                            sync: None,
+                            on_sync: None,
+                            progress: None,
+                            webhook_retry: Default::default(),
+                            stopping: None,
+                        };
+                        let local = admin::EventsRequest {
+                            wait_secs: 0,
+                            ..request
+                        };
+                        match runtime.block_on(admin::execute(&ctx, Request::Events(local)))? {
+                            Reply::Events(r) => Some(r),
+                            _ => None,
+                        }
+                    }
+                    // The daemon is starting: ask it next time round.
+                    Err(crate::store::StoreError::Locked { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match answer {
+            Some(r) => {
+                if cursor.is_none() {
+                    cursor = Some(r.last_seq);
+                    continue;
+                }
+                for e in &r.events {
+                    render::event_line(out, e, output).map_err(render::output_error)?;
+                    cursor = Some(e.seq);
+                }
+                out.flush().map_err(render::output_error)?;
+                if r.events.is_empty() {
+                    // A long poll that timed out answers at once only without a daemon.
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            None => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
 }
 
 fn sync_request(args: SyncArgs) -> SyncRequest {

@@ -17,6 +17,10 @@ use crate::member::{Field, MemberView};
 use crate::reconcile::{self, Response as SyncResponse};
 use crate::store::AuditEntry;
 use crate::tokens::{TokenRequest, TokenResponse};
+use crate::webhooks::WebhookRequest;
+
+mod webhooks;
+pub use webhooks::event_line;
 
 /// A failure to write the output (a closed pipe, a full disk).
 pub fn output_error(e: std::io::Error) -> AppError {
@@ -29,6 +33,10 @@ pub fn has_csv(request: &Request) -> bool {
         Request::Owner(_) => true,
         Request::Token(t) => matches!(t, TokenRequest::List),
         Request::Sync(s) => matches!(s, reconcile::Request::Status { .. }),
+        Request::Webhook(w) => {
+            matches!(w, WebhookRequest::List | WebhookRequest::Deliveries { .. })
+        }
+        Request::Events(_) => true,
         Request::Ping => false,
     }
 }
@@ -56,6 +64,20 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
                 _ => Ok(()),
             }
         }
+        Reply::Webhook(r) => {
+            webhooks::write(&r, output, out).map_err(io)?;
+            match r {
+                crate::webhooks::WebhookResponse::Tested { delivery, .. }
+                    if delivery.error.is_some() =>
+                {
+                    Err(AppError::Failed(
+                        "the test delivery failed (see above)".into(),
+                    ))
+                }
+                _ => Ok(()),
+            }
+        }
+        Reply::Events(r) => webhooks::events(&r, output, out).map_err(io),
         Reply::Pong { version } => writeln!(out, "retrac-sync daemon {version}").map_err(io),
     }
 }

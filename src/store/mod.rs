@@ -5,7 +5,9 @@
 //! - `audit`: time (µs, big endian) ++ sequence -> the audit entries of one transaction (a JSON
 //!   array of at most [`AUDIT_CHUNK`] entries), so it reads in time order;
 //! - `meta`: `schema_version` and other single values;
-//! - `tokens`, `sync_runs`, `held_changes`: owned by the SCIM and pull modules.
+//! - `tokens`, `sync_runs`, `held_changes`: owned by the SCIM and pull modules;
+//! - `webhooks`: the webhook endpoints, where their deliveries stand and their delivery
+//!   logs (`webhooks.rs`), owned by the webhook relay.
 //!
 //! The user-name, external-id and Google-id indexes are not in sled: they live in memory
 //! ([`mirror`]), built at open in one pass over the records. Two records that claim one
@@ -32,6 +34,7 @@ mod retention;
 mod runs;
 mod scan;
 mod scim;
+mod webhooks;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub(crate) use events::NewEvent;
@@ -42,6 +45,9 @@ pub use retention::{
 pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
 pub use scan::RecordScan;
 pub use scim::{TokenRecord, TokenScope};
+pub use webhooks::{
+    DeliveryRecord, DeliveryState, EndpointRecord, PreviousSecret, WebhookSecret, DELIVERY_LOG_KEEP,
+};
 
 mod mirror;
 mod order;
@@ -214,6 +220,10 @@ struct Inner {
     events: sled::Tree,
     /// The outbox's numbering and its watchers.
     events_clock: events::EventClock,
+    /// The webhook endpoints, their delivery state and logs (see `webhooks.rs`).
+    webhooks: sled::Tree,
+    /// Bumped on each change of an endpoint, so the relay picks it up at once.
+    webhook_changes: tokio::sync::watch::Sender<u64>,
     flusher: Arc<flush::GroupFlush>,
     /// Every member in memory, with the indexes, kept in step with the records after each
     /// commit, so reads cost no decoding. Only `transact` changes it, under `writer`.
@@ -280,6 +290,8 @@ impl Store {
                 held_changes: db.open_tree("held_changes")?,
                 events,
                 events_clock,
+                webhooks: db.open_tree("webhooks")?,
+                webhook_changes: tokio::sync::watch::Sender::new(0),
                 meta,
                 flusher: flush::GroupFlush::new(db.clone(), writes.clone()),
                 writes,

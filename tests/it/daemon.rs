@@ -302,6 +302,7 @@ async fn the_daemon_pulls_on_start_and_on_demand_and_reports_it() {
         google,
         daemon::LaunchOptions {
             first_sync_delay: Duration::from_millis(50),
+            ..Default::default()
         },
     )
     .await;

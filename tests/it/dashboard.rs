@@ -179,6 +179,19 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         TokenResponse::Created { secret, .. } => secret.0,
         other => panic!("{other:?}"),
     };
+    // A webhook endpoint, so that its per-endpoint series exist.
+    retrac_sync::webhooks::execute(
+        &store,
+        retrac_sync::webhooks::WebhookRequest::Add {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: Default::default(),
+            description: None,
+        },
+        &Default::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let scim = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let scim_addr = scim.local_addr().unwrap();
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,6 +209,7 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         listeners,
         daemon::LaunchOptions {
             first_sync_delay: Duration::from_millis(50),
+            ..Default::default()
         },
         async move {
             let _ = rx.await;
@@ -309,7 +323,8 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
 
 /// A fresh daemon, before any request, pull or retry, already exports every metric that the
 /// alert rules and the dashboard query: counters with known label values start at 0, the
-/// histograms are registered, and the pull's gauges are read from the store at start.
+/// histograms are registered, and the pull's gauges are read from the store at start (the
+/// webhook gauges, per endpoint, for each endpoint the store holds).
 /// (The daemon is the real binary, in a process of its own: this test binary's recorder is
 /// shared by every in-process daemon.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,6 +336,13 @@ async fn a_fresh_daemon_exports_every_metric_that_contrib_queries() {
     // No run before the scrape: the first comes 5 s after start, the schedule yearly.
     config.sync.schedule = "0 0 0 1 1 *".into();
     let path = crate::common::write_config(w.dir.path(), &config);
+    // The webhook series are per endpoint: the store has one (added without a daemon).
+    let added = crate::common::cli(&path, &["webhook", "add", "http://127.0.0.1:9/hook"]).await;
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let log = w.dir.path().join("daemon.log");
     let mut child = tokio::process::Command::from(crate::common::command(&path))
         .arg("run")

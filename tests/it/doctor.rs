@@ -231,6 +231,7 @@ async fn a_running_daemon_answers_and_holds_the_store() {
         listeners,
         retrac_sync::daemon::LaunchOptions {
             first_sync_delay: Duration::from_secs(3600),
+            ..Default::default()
         },
         async move {
             let _ = rx.await;

@@ -26,3 +26,4 @@ mod scim_patch;
 mod scim_proptest;
 mod scim_router;
 mod scim_serve;
+mod webhooks;
