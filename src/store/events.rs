@@ -39,6 +39,25 @@ pub const EVENT_PRUNE_BATCH: usize = 64;
 /// below sled's 128 KiB blob threshold.
 pub const EVENT_CHUNK: usize = 16;
 
+/// The names `changed` may hold, by bit: a stored event keeps a bit mask rather than the
+/// strings. Append only: a name's position is part of the stored format.
+const CHANGED_NAMES: [&str; 14] = [
+    "userName",
+    "emails",
+    "givenName",
+    "familyName",
+    "displayName",
+    "active",
+    "googleId",
+    "externalId",
+    "scimExtra",
+    "locations",
+    "role",
+    "managedBy",
+    "scimDeleted",
+    "grantsRemoved",
+];
+
 /// An event as stored.
 #[derive(Clone, Serialize, Deserialize)]
 struct Stored {
@@ -48,12 +67,58 @@ struct Stored {
     micros: i64,
     /// `pull:RUN`, `scim:LABEL`, `owner`.
     actor: String,
-    /// The changed fields, by name.
-    changed: Vec<String>,
+    /// The changed fields among [`CHANGED_NAMES`], by bit.
+    changed: u32,
+    /// Changed fields of other names (none today).
+    changed_other: Vec<String>,
     /// The member's record ([`codec::encode`]), for member events.
-    member: Option<Vec<u8>>,
+    member: Option<Bytes>,
     /// Other data, as JSON text, for token and sync events.
     data: Option<String>,
+}
+
+impl Stored {
+    fn changed(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = CHANGED_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.changed & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        out.extend(self.changed_other.iter().map(String::as_str));
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Bytes that serialize as one byte string (serde's default for `Vec<u8>` is a sequence
+/// of numbers, one call each).
+#[derive(Clone)]
+struct Bytes(Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
 }
 
 /// The next `seq` and the last committed one, shared by every handle of the store.
@@ -141,12 +206,21 @@ impl Pending {
 
     /// Adds an event; `member` is the member's record as the transaction wrote it.
     pub(super) fn push(&self, e: &NewEvent<'_>, member: Option<Vec<u8>>) {
+        let mut changed = 0u32;
+        let mut changed_other = Vec::new();
+        for name in &e.changed {
+            match CHANGED_NAMES.iter().position(|n| n == name) {
+                Some(i) => changed |= 1 << i,
+                None => changed_other.push(name.to_string()),
+            }
+        }
         self.items.borrow_mut().push(Stored {
             code: e.event_type.code(),
             micros: e.time.timestamp_micros(),
             actor: e.actor.clone(),
-            changed: e.changed.clone(),
-            member,
+            changed,
+            changed_other,
+            member: member.map(Bytes),
             data: e.data.as_ref().map(|d| d.to_string()),
         });
     }
@@ -193,7 +267,7 @@ pub(crate) struct NewEvent<'a> {
     /// Who did it.
     pub actor: String,
     /// The changed fields.
-    pub changed: Vec<String>,
+    pub changed: Vec<&'a str>,
     /// The member after the change (member events; [`super::MemberTx::put_with_event`]
     /// stores the record it writes instead of encoding it again).
     pub member: Option<&'a Member>,
@@ -217,7 +291,7 @@ fn decode(instance: u64, seq: u64, s: &Stored) -> Result<Event, StoreError> {
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
     if let serde_json::Value::Object(map) = &mut data {
-        if let Some(bytes) = &s.member {
+        if let Some(Bytes(bytes)) = &s.member {
             let member = codec::decode(bytes)?;
             map.insert(
                 "member".into(),
@@ -225,7 +299,7 @@ fn decode(instance: u64, seq: u64, s: &Stored) -> Result<Event, StoreError> {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             );
         }
-        map.insert("changed".into(), serde_json::json!(s.changed));
+        map.insert("changed".into(), serde_json::json!(s.changed()));
         map.insert("actor".into(), serde_json::json!(s.actor));
     }
     Ok(Event {
