@@ -1,5 +1,5 @@
 //! Store benchmarks (figures: docs/development.md, "Writes"): applying creates through `provision::apply_batch`, and
-//! looking members up by user name.
+//! looking members up by user name; it also prints what the event outbox takes on disk.
 //!
 //! `cargo bench --bench store` prints criterion's figures; the throughput line
 //! ("thrpt") is the median members/s and lookups/s.
@@ -63,11 +63,36 @@ fn apply_creates(c: &mut Criterion) {
     group.finish();
 }
 
+/// The bytes of the files under `dir`.
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                walk(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
 fn lookups(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let changes: Vec<Change> = (0..MEMBERS).map(create).collect();
     seed(&store, &changes);
+    // The outbox's share: what its events take in the tree, and the store on disk.
+    let (events, bytes) = store.events_footprint().unwrap();
+    let on_disk: u64 = walk(dir.path());
+    println!(
+        "outbox: {events} events, {bytes} bytes of keys and values ({} per event); the store: {} bytes on disk ({} per member)",
+        bytes / events.max(1) as u64,
+        on_disk,
+        on_disk / MEMBERS as u64
+    );
     // Mixed case on purpose: lookups are case-insensitive.
     let names: Vec<String> = (0..MEMBERS)
         .map(|i| format!("User{:06}@Example.com", (i * 7919) % MEMBERS))
