@@ -204,7 +204,9 @@ pub async fn launch(
     let event_task = crate::store::spawn_event_retention(
         store.clone(),
         config.events.clone(),
-        |s| crate::webhooks::min_undelivered_seq(s).ok().flatten(),
+        // An error reading the endpoints keeps everything this pass (none is older than
+        // `max_retention_days` past which nothing is kept anyway): never prune blind.
+        |s| crate::webhooks::min_undelivered_seq(s).unwrap_or(Some(0)),
         chrono::Utc::now,
         stopped(),
     );

@@ -245,6 +245,10 @@ async fn events(
     }
     let s = store.clone();
     let events = blocking(move || s.events_after(req.after, limit)).await?;
+    // Nothing shown before it is on disk, as the feed and the webhooks.
+    if !events.is_empty() && store.flush_pending() {
+        store.flush().await?;
+    }
     Ok(EventsResponse {
         events,
         last_seq: store.last_event_seq(),

@@ -127,11 +127,11 @@ pub async fn events(
     loop {
         let last = *watch.borrow_and_update();
         let s = store.clone();
-        let (oldest, events) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((
-                s.oldest_event_seq()?,
-                s.events_after(after, limit)?,
-            ))
+        // The events first, then the oldest kept: a retention pass in between can only
+        // make the check below stricter, never let a gap through.
+        let (events, oldest) = tokio::task::spawn_blocking(move || {
+            let events = s.events_after(after, limit)?;
+            Ok::<_, crate::store::StoreError>((events, s.oldest_event_seq()?))
         })
         .await
         .map_err(FeedError::internal)?
@@ -139,7 +139,10 @@ pub async fn events(
         // The first event this answer should start at is `after + 1`: if it was pruned, the
         // consumer missed events and must list again.
         let first_kept = oldest.unwrap_or(last + 1);
-        if after.saturating_add(1) < first_kept || after > last {
+        let gap = events
+            .first()
+            .is_some_and(|e| e.seq != after.saturating_add(1));
+        if gap || after.saturating_add(1) < first_kept || after > last {
             return Ok((
                 StatusCode::GONE,
                 Json(json!({

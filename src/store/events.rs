@@ -367,9 +367,10 @@ impl Store {
         });
         match result {
             Ok(t) => {
+                // Counted before the events are published (see `transact`).
+                self.wrote();
                 i.events_clock.committed(pending.end());
                 pending.publish();
-                self.wrote();
                 Ok(t)
             }
             Err(TransactionError::Abort(StoreError::Sled(e)))
@@ -378,9 +379,12 @@ impl Store {
         }
     }
 
-    /// Up to `limit` events after `after`, in order.
+    /// Up to `limit` events after `after`, in order: only published ones (up to
+    /// [`Store::last_event_seq`]), whose writes are counted, so that a reader that then
+    /// waits for [`Store::flush`] when one is pending shows nothing that is not on disk.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let instance = self.inner.events_clock.instance;
+        let last = self.last_event_seq();
         let start = after.saturating_add(1);
         let mut out = Vec::new();
         // The group that holds `start` may begin before it.
@@ -396,7 +400,7 @@ impl Store {
                 if seq < start {
                     continue;
                 }
-                if out.len() >= limit {
+                if out.len() >= limit || seq > last {
                     return Ok(out);
                 }
                 out.push(decode(instance, seq, s)?);
@@ -485,12 +489,14 @@ impl Store {
                 }
             }
             let Some(last) = last else { break 'passes };
-            self.io_checked(self.inner.events.apply_batch(batch))?;
+            // The mark first: a crash between the two writes must never leave the tree
+            // emptied with an older mark, or numbering would start again below it.
             self.io_checked(
                 self.inner
                     .meta
                     .insert(META_EVENTS_PRUNED_THROUGH, &last.to_be_bytes()),
             )?;
+            self.io_checked(self.inner.events.apply_batch(batch))?;
             self.wrote();
             if done {
                 break;
@@ -515,13 +521,24 @@ impl Store {
             }
             None => self.inner.members.iter(),
         };
-        range
-            .take(limit)
-            .map(|kv| {
-                let (_, v) = kv?;
-                codec::decode(&v)
-            })
-            .collect()
+        // The ids come from the records (in id order), the members from the mirror: a member
+        // whose write is committed but not yet counted (not in the mirror) is left out, and
+        // comes with its event, after the listing's `seq`.
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            let Ok(id) = uuid::Uuid::from_slice(&k).map(crate::member::MemberId) else {
+                continue;
+            };
+            let entry = self.mirror().get(id);
+            if let Some(e) = entry {
+                out.push(self.materialize(&e)?);
+            }
+        }
+        Ok(out)
     }
 
     /// How many events are kept, and how many bytes they take in the tree (keys and

@@ -224,6 +224,9 @@ struct Inner {
     webhooks: sled::Tree,
     /// Bumped on each change of an endpoint, so the relay picks it up at once.
     webhook_changes: tokio::sync::watch::Sender<u64>,
+    /// Held by every read-modify-write of an endpoint or its delivery state (the owner's
+    /// commands and the relay), so that neither undoes the other's change.
+    webhook_lock: Mutex<()>,
     flusher: Arc<flush::GroupFlush>,
     /// Every member in memory, with the indexes, kept in step with the records after each
     /// commit, so reads cost no decoding. Only `transact` changes it, under `writer`.
@@ -292,6 +295,7 @@ impl Store {
                 events_clock,
                 webhooks: db.open_tree("webhooks")?,
                 webhook_changes: tokio::sync::watch::Sender::new(0),
+                webhook_lock: Mutex::new(()),
                 meta,
                 flusher: flush::GroupFlush::new(db.clone(), writes.clone()),
                 writes,
@@ -801,6 +805,9 @@ impl Store {
         };
         match result {
             Ok(t) => {
+                // Counted first: a reader that sees this write in the mirror or the outbox
+                // also sees it pending, and waits for the flush that covers it.
+                self.wrote();
                 // Committed: make the mirror agree, still under the writer lock.
                 let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
                 mirror.apply(overlay.into_inner());
@@ -808,7 +815,6 @@ impl Store {
                 // After the mirror: whoever sees this seq sees its change.
                 i.events_clock.committed(pending.end());
                 pending.publish();
-                self.wrote();
                 Ok(t)
             }
             // An I/O error from sled, in the transaction or under it: what is in memory may

@@ -240,6 +240,16 @@ impl Store {
             .collect()
     }
 
+    /// The lock every read-modify-write of an endpoint or its state holds (the owner's
+    /// commands and the relay's writes), so that a `replay`, `enable` or `rotate` is never
+    /// undone by a relay that read the record before it. Never held across an `await`.
+    pub fn lock_webhooks(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .webhook_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Wakes on each change of an endpoint (added, removed, enabled, disabled, rotated).
     pub fn subscribe_webhooks(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.webhook_changes.subscribe()

@@ -335,6 +335,7 @@ pub async fn execute(
             Ok(WebhookResponse::Endpoints { endpoints })
         }
         WebhookRequest::Remove { id } => {
+            let _lock = store.lock_webhooks();
             let ep = endpoint(store, &id)?;
             let v = view(store, &ep)?;
             store.remove_webhook(&ep.id)?;
@@ -345,6 +346,7 @@ pub async fn execute(
             })
         }
         WebhookRequest::Disable { id } => {
+            let _lock = store.lock_webhooks();
             let mut ep = endpoint(store, &id)?;
             if ep.enabled {
                 ep.enabled = false;
@@ -359,6 +361,7 @@ pub async fn execute(
             })
         }
         WebhookRequest::Enable { id } => {
+            let _lock = store.lock_webhooks();
             let mut ep = endpoint(store, &id)?;
             let mut state = store.webhook_state(&ep.id)?;
             let next = state.cursor + 1;
@@ -398,6 +401,7 @@ pub async fn execute(
             })
         }
         WebhookRequest::Rotate { id } => {
+            let _lock = store.lock_webhooks();
             let mut ep = endpoint(store, &id)?;
             let secret = sign::new_secret().map_err(WebhookError::Failed)?;
             let until = now + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
@@ -432,12 +436,12 @@ pub async fn execute(
             metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
                 .increment(1);
             let delivery = relay::record_of(&event, 1, now, &answer);
-            let mut state = store.webhook_state(&ep.id)?;
-            store.log_delivery(&ep.id, &mut state, &delivery)?;
-            // Only the log's counter changed; the relay's own writes keep the rest.
-            let mut fresh = store.webhook_state(&ep.id)?;
-            fresh.log_next = fresh.log_next.max(state.log_next);
-            store.put_webhook_state(&ep.id, &fresh)?;
+            {
+                let _lock = store.lock_webhooks();
+                let mut state = store.webhook_state(&ep.id)?;
+                store.log_delivery(&ep.id, &mut state, &delivery)?;
+                store.put_webhook_state(&ep.id, &state)?;
+            }
             Ok(WebhookResponse::Tested {
                 id: ep.id,
                 delivery,
@@ -451,6 +455,7 @@ pub async fn execute(
             })
         }
         WebhookRequest::Replay { id, since } => {
+            let _lock = store.lock_webhooks();
             let ep = endpoint(store, &id)?;
             let Some(from) = first_seq_since(store, since)? else {
                 return Err(WebhookError::Conflict(format!(

@@ -4,7 +4,9 @@
 //!
 //! The cursor (`DeliveryState::cursor`) moves only after a 2xx, and is written without
 //! waiting for a flush: after a crash an event may be delivered again, with the same
-//! `webhook-id`, but none is skipped.
+//! `webhook-id`, but none is skipped. An event is sent only once it is on disk (the relay
+//! waits for the store's flush when one is pending), so no receiver hears of a change that a
+//! crash could still undo.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
+
+use crate::store::DeliveryState;
 
 use super::sign;
 use crate::events::Event;
@@ -442,6 +446,7 @@ pub fn disable(
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<(), crate::store::StoreError> {
+    let _lock = store.lock_webhooks();
     if let Some(mut ep) = store.webhook(id)? {
         tracing::warn!(endpoint = %id, url = %ep.url, reason = %reason, "webhook endpoint disabled");
         ep.enabled = false;
@@ -450,6 +455,29 @@ pub fn disable(
         store.put_webhook(&ep)?;
     }
     Ok(())
+}
+
+/// Writes the relay's `state` unless the owner changed where the endpoint stands since the
+/// relay read it as `base` (a `replay`, an `enable`): then nothing is written, and the relay
+/// starts again from what is stored. Under the store's webhook lock, like the owner's
+/// commands.
+fn commit_state(
+    store: &Store,
+    id: &str,
+    base: &mut DeliveryState,
+    state: &DeliveryState,
+) -> Result<bool, crate::store::StoreError> {
+    let _lock = store.lock_webhooks();
+    let current = store.webhook_state(id)?;
+    let stands = |s: &DeliveryState| (s.cursor, s.failures, s.next_attempt);
+    if stands(&current) != stands(base) {
+        return Ok(false);
+    }
+    let mut next = state.clone();
+    next.log_next = next.log_next.max(current.log_next);
+    store.put_webhook_state(id, &next)?;
+    *base = next;
+    Ok(true)
 }
 
 async fn deliver_loop(
@@ -461,7 +489,7 @@ async fn deliver_loop(
     let mut events_rx = store.subscribe_events();
     let mut changes = store.subscribe_webhooks();
     let clock = &options.clock;
-    loop {
+    'outer: loop {
         changes.borrow_and_update();
         let Some(ep) = store.webhook(id)? else {
             return Ok(());
@@ -470,6 +498,8 @@ async fn deliver_loop(
             return Ok(());
         }
         let mut state = store.webhook_state(id)?;
+        // What was read: a write below goes through only if the owner changed nothing since.
+        let mut base = state.clone();
         let now = clock();
         set_gauges(store, id, state.cursor, now);
         if let Some(due) = state.next_attempt {
@@ -493,6 +523,11 @@ async fn deliver_loop(
             }
             continue;
         }
+        // No delivery shows an event before it is on disk (a crash could otherwise lose a
+        // change its consumer was told of): the same rule as the feed's answers.
+        if store.flush_pending() {
+            store.flush().await?;
+        }
         let mut skipped = false;
         for event in batch {
             if event.seq != state.cursor + 1 {
@@ -503,7 +538,9 @@ async fn deliver_loop(
                     state.cursor + 1,
                     event.seq - 1
                 );
-                store.put_webhook_state(id, &state)?;
+                if !commit_state(store, id, &mut base, &state)? {
+                    continue 'outer;
+                }
                 return disable(store, id, reason, clock());
             }
             if !ep.events.matches(event.event_type) {
@@ -516,21 +553,30 @@ async fn deliver_loop(
             let answer = attempt(client, &ep, &event, started, options.retry.timeout).await;
             metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
                 .increment(1);
-            store.log_delivery(
-                id,
-                &mut state,
-                &record_of(&event, attempt_no, started, &answer),
-            )?;
+            {
+                let _lock = store.lock_webhooks();
+                // The log's counter as stored (a `webhook test` may have used one).
+                state.log_next = state.log_next.max(store.webhook_state(id)?.log_next);
+                store.log_delivery(
+                    id,
+                    &mut state,
+                    &record_of(&event, attempt_no, started, &answer),
+                )?;
+            }
             match answer.outcome {
                 Outcome::Delivered => {
                     state.cursor = event.seq;
                     state.failures = 0;
                     state.next_attempt = None;
-                    store.put_webhook_state(id, &state)?;
+                    if !commit_state(store, id, &mut base, &state)? {
+                        continue 'outer;
+                    }
                     skipped = false;
                 }
                 Outcome::Gone => {
-                    store.put_webhook_state(id, &state)?;
+                    if !commit_state(store, id, &mut base, &state)? {
+                        continue 'outer;
+                    }
                     let reason = format!(
                         "the endpoint answered 410 Gone to event {} (seq {})",
                         event.id, event.seq
@@ -546,11 +592,15 @@ async fn deliver_loop(
                             state.next_attempt = Some(
                                 clock() + chrono::Duration::from_std(wait).unwrap_or_default(),
                             );
-                            store.put_webhook_state(id, &state)?;
+                            if !commit_state(store, id, &mut base, &state)? {
+                                continue 'outer;
+                            }
                         }
                         None => {
                             state.next_attempt = None;
-                            store.put_webhook_state(id, &state)?;
+                            if !commit_state(store, id, &mut base, &state)? {
+                                continue 'outer;
+                            }
                             let reason = format!(
                                 "gave up after {attempt_no} attempts at event {} (seq {}): {error}",
                                 event.id, event.seq
@@ -565,8 +615,9 @@ async fn deliver_loop(
                 break;
             }
         }
+        // Whether or not the owner changed the state meanwhile, the loop reads it again.
         if skipped {
-            store.put_webhook_state(id, &state)?;
+            commit_state(store, id, &mut base, &state)?;
         }
     }
 }

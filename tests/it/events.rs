@@ -536,6 +536,8 @@ async fn a_cursor_older_than_the_oldest_kept_event_answers_410_gone() {
     .unwrap()
     .unwrap();
     create(&f.store, "new@example.com", &Actor::Owner);
+    let (status, body) = get(&f.app, "/retrac/v1/events?after=4", &f.events_token).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
     let (status, body) = get(&f.app, "/retrac/v1/events?after=2", &f.events_token).await;
     assert_eq!(status, StatusCode::GONE, "{body}");
     assert_eq!(body["error"], json!("cursor_expired"));
@@ -573,10 +575,30 @@ async fn listing_then_following_the_feed_ends_with_the_stores_state() {
     )
     .unwrap();
     let mut state: BTreeMap<String, Value> = BTreeMap::new();
+    // A writer keeps changing a member while the consumer lists: whatever the listing shows
+    // of it, following the feed from the first page's `seq` must end with its last state.
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (store, busy, id) = (f.store.clone(), busy.clone(), ids[1]);
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                apply(
+                    &store,
+                    Change::SetLocations {
+                        id,
+                        locations: vec![format!("site-{i}")],
+                    },
+                    &Actor::Owner,
+                )
+                .unwrap();
+                i += 1;
+            }
+        })
+    };
     let (status, first) = get(&f.app, "/retrac/v1/members?limit=3", &f.events_token).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let seq = first["seq"].as_u64().unwrap();
-    assert_eq!(seq, f.store.last_event_seq());
     let mut page = first;
     // A write lands while the consumer pages through.
     apply(
@@ -609,6 +631,8 @@ async fn listing_then_following_the_feed_ends_with_the_stores_state() {
         page = next_page;
     }
     assert_eq!(state.len(), 7);
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
     // More writes after the listing.
     let extra = create(&f.store, "late@example.com", &Actor::Owner);
     apply(
@@ -620,13 +644,23 @@ async fn listing_then_following_the_feed_ends_with_the_stores_state() {
         &Actor::Owner,
     )
     .unwrap();
-    let (_, body) = get(
-        &f.app,
-        &format!("/retrac/v1/events?after={seq}"),
-        &f.events_token,
-    )
-    .await;
-    let events: Vec<Event> = serde_json::from_value(body["events"].clone()).unwrap();
+    let mut events: Vec<Event> = Vec::new();
+    let mut after = seq;
+    loop {
+        let (status, body) = get(
+            &f.app,
+            &format!("/retrac/v1/events?after={after}&limit=1000"),
+            &f.events_token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: Vec<Event> = serde_json::from_value(body["events"].clone()).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = body["next_after"].as_u64().unwrap();
+        events.extend(page);
+    }
     for e in &events {
         let Some(m) = e.data.get("member") else {
             continue;

@@ -938,3 +938,50 @@ async fn a_python_receiver_verifies_every_delivery_with_the_standardwebhooks_lib
     drop(daemon);
     drop(receiver);
 }
+
+/// A `replay` made while the relay waits on an attempt is not undone by the relay's write
+/// after it: the relay sees that the owner moved the cursor and starts again from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_during_an_attempt_is_not_undone_by_the_relay() {
+    let (_d, store) = open();
+    events(&store, 3);
+    let rx = Receiver::start(|n, _| {
+        if n == 0 {
+            // The first attempt hangs while the owner replays.
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        ok()
+    })
+    .await;
+    let (id, _) = add(&store, &rx.url, "").await;
+    events(&store, 2);
+    let (stop, stopped) = stopper();
+    let relay = relay::spawn(store.clone(), fast(&[20]), stopped);
+    wait_until(Duration::from_secs(10), "the first attempt", async || {
+        !rx.got().is_empty()
+    })
+    .await;
+    exec(
+        &store,
+        WebhookRequest::Replay {
+            id: id.clone(),
+            since: Utc::now() - chrono::Duration::hours(1),
+        },
+    )
+    .await
+    .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the replay's deliveries",
+        async || rx.got().len() >= 6 && endpoint(&store, &id).await.delivered_through == 5,
+    )
+    .await;
+    let seqs: Vec<u64> = rx
+        .got()
+        .iter()
+        .map(|g| g.json()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4, 1, 2, 3, 4, 5]);
+    let _ = stop.send(());
+    relay.await.unwrap();
+}
