@@ -17,7 +17,7 @@ main:5 cli:5 daemon:5 demo:5 doctor:5"
 layer_of() { for e in $layers; do [ "${e%%:*}" = "$1" ] && { echo "${e##*:}"; return; }; done; echo "?"; }
 
 uses() {
-  find "$1" -name '*.rs' -print0 | xargs -0 -n1 awk '/^#\[cfg\(test\)\]/{exit} !/^[[:space:]]*\/\//' |
+  find "$1" -name '*.rs' ! -name 'tests.rs' -print0 | xargs -0 -n1 awk '/^#\[cfg\(test\)\]/{exit} !/^[[:space:]]*\/\//' |
     grep -oE 'crate::[a-z_]+' | sed 's/crate:://' | sort -u | grep -vx "$2" || true
 }
 
