@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn write(dir: &tempfile::TempDir, body: &str) -> PathBuf {

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::member::{Email, UserName};
 use crate::store::{AuditEntry, AuditQuery};

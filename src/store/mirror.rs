@@ -471,63 +471,6 @@ pub(crate) struct Overlay {
 pub(super) const OPEN_BATCH: usize = 4096;
 const OPEN_QUEUE: usize = 8;
 
-/// An entry made on the open's reading thread, with the hashes of its id and of its
-/// [`KEYS`], so that the thread that fills the tables only probes them.
-struct Hashed {
-    entry: Arc<Entry>,
-    id: u64,
-    keys: [Option<u64>; 3],
-}
-
-impl Hashed {
-    fn new(entry: Entry, hasher: &DefaultHashBuilder) -> Hashed {
-        Hashed {
-            id: hasher.hash_one(entry.id),
-            keys: KEYS.map(|k| Key::of(k, &entry).map(|v| hasher.hash_one(v))),
-            entry: Arc::new(entry),
-        }
-    }
-}
-
-/// The identity indexes, in the order a collision is looked for.
-const KEYS: [Key; 3] = [Key::Name, Key::External, Key::Google];
-
-/// Which identity index.
-#[derive(Clone, Copy)]
-enum Key {
-    Name,
-    External,
-    Google,
-}
-
-impl Key {
-    fn of(self, e: &Entry) -> Option<&str> {
-        match self {
-            Key::Name => Some(e.name_key()),
-            Key::External => e.external_id(),
-            Key::Google => e.google_id(),
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            Key::Name => "user name",
-            Key::External => "external id",
-            Key::Google => "Google id",
-        }
-    }
-}
-
-/// Two records claim one key: the store cannot be served.
-fn collision(what: &'static str, key: &str, first: &Entry, second: &Entry) -> StoreError {
-    StoreError::Collision {
-        what,
-        key: key.to_string(),
-        first: format!("{} ({})", first.id, first.user_name()),
-        second: format!("{} ({})", second.id, second.user_name()),
-    }
-}
-
 impl Mirror {
     fn table(&self, key: Key) -> &HashTable<u32> {
         match key {
@@ -917,6 +860,9 @@ impl Mirror {
 pub(crate) fn sort_by_name(entries: &mut [Arc<Entry>]) {
     entries.sort_unstable_by(|a, b| a.name_key().cmp(b.name_key()));
 }
+
+mod keys;
+use keys::{collision, Hashed, Key, KEYS};
 
 #[cfg(test)]
 mod tests;

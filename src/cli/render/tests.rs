@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn view(given: &str, family: &str) -> MemberView {
