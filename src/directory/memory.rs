@@ -9,11 +9,13 @@
 //!   the order they were added, `users_page_size` a page; a `Domain` target only the users
 //!   whose primary address is in that domain. A `query` is not evaluated: it is answered
 //!   with a 400, so a test of `[scope].query` belongs with the fake Google.
+//!   A user marked [`MemoryDirectory::lag`] is left out, as while Google's index lags.
 //! - users.get: a user by id or primary address (any case); `None` for one removed or
 //!   deleted; [`DirectoryError::NotInCustomer`] for a key marked [`MemoryDirectory::forbid`].
 //! - members.list: a group's direct members, `members_page_size` a page; a member that is
 //!   itself a group here is listed as a `GROUP`, any other as a `USER` (with its id when the
-//!   user is known); an unknown group is [`DirectoryError::GroupNotFound`].
+//!   user is known); an unknown group, or one marked [`MemoryDirectory::unreadable`], is
+//!   [`DirectoryError::GroupNotFound`].
 //! - members.hasMember: membership through nested groups; `None` for a group marked
 //!   [`MemoryDirectory::cannot_tell`].
 //! - the deleted users: the ids of the users [`MemoryDirectory::delete_user`] deleted.
@@ -69,9 +71,12 @@ struct State {
     users: Vec<GoogleUser>,
     deleted: Vec<GoogleUser>,
     forbidden: HashSet<String>,
+    /// Ids users.list leaves out (Google's search index lags) though users.get finds them.
+    lagging: HashSet<String>,
     /// Lower-case group address -> its direct members' addresses.
     groups: BTreeMap<String, Vec<String>>,
     cannot_tell: HashSet<String>,
+    unreadable: HashSet<String>,
     failures: Vec<Failure>,
     calls: HashMap<Call, usize>,
 }
@@ -220,6 +225,17 @@ impl MemoryDirectory {
         true
     }
 
+    /// Leaves a user (by id) out of users.list, as Google's search index does while it lags,
+    /// while users.get still finds it; `false` lists it again.
+    pub fn lag(&self, id: &str, lagging: bool) {
+        let mut s = self.lock();
+        if lagging {
+            s.lagging.insert(id.to_string());
+        } else {
+            s.lagging.remove(id);
+        }
+    }
+
     /// users.get of this key answers 403 (a key outside the customer):
     /// [`DirectoryError::NotInCustomer`].
     pub fn forbid(&self, key: &str) {
@@ -254,6 +270,13 @@ impl MemoryDirectory {
     /// across domains), `None`.
     pub fn cannot_tell(&self, group: &str) {
         self.lock().cannot_tell.insert(group.to_lowercase());
+    }
+
+    /// members.list of this group answers 404 ([`DirectoryError::GroupNotFound`]), as for a
+    /// group outside the customer nested in a scope group; members.hasMember still sees
+    /// through it.
+    pub fn unreadable(&self, group: &str) {
+        self.lock().unreadable.insert(group.to_lowercase());
     }
 
     /// Makes every `call` from the `from`-th (0-based, counted from the directory's start)
@@ -363,19 +386,19 @@ impl Directory for MemoryDirectory {
                 message: format!("the in-memory directory does not evaluate queries ({q:?})"),
             });
         }
-        let listed: Vec<GoogleUser> = match target {
-            UserListTarget::Customer(_) => s.users.clone(),
-            UserListTarget::Domain(d) => s
-                .users
-                .iter()
-                .filter(|u| {
-                    u.primary_email
-                        .rsplit_once('@')
-                        .is_some_and(|(_, dom)| same(dom, d))
-                })
-                .cloned()
-                .collect(),
-        };
+        let listed: Vec<GoogleUser> = s
+            .users
+            .iter()
+            .filter(|u| !s.lagging.contains(&u.id))
+            .filter(|u| match target {
+                UserListTarget::Customer(_) => true,
+                UserListTarget::Domain(d) => u
+                    .primary_email
+                    .rsplit_once('@')
+                    .is_some_and(|(_, dom)| same(dom, d)),
+            })
+            .cloned()
+            .collect();
         let (users, next_page_token) =
             page(&listed, self.users_page_size, page_token, "users.list")?;
         Ok(RawUsersPage::decoded(UsersPage {
@@ -424,7 +447,8 @@ impl Directory for MemoryDirectory {
         page_token: Option<&str>,
     ) -> Result<MembersPage, DirectoryError> {
         let s = self.enter(Call::MembersList)?;
-        let Some(members) = s.groups.get(&group.to_lowercase()) else {
+        let readable = !s.unreadable.contains(&group.to_lowercase());
+        let Some(members) = s.groups.get(&group.to_lowercase()).filter(|_| readable) else {
             return Err(DirectoryError::GroupNotFound {
                 group: group.to_string(),
                 status: 404,
