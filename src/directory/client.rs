@@ -261,7 +261,7 @@ impl DirectoryClient {
         let body = self.get("users.list", url.as_str(), asked(target)).await?;
         let token: PageToken = decode("users.list", &body)?;
         Ok(RawUsersPage {
-            body,
+            body: RawBody::Json(body),
             next_page_token: token.next_page_token.filter(|t| !t.is_empty()),
         })
     }
@@ -651,18 +651,39 @@ fn asked(target: &UserListTarget) -> Asked<'_> {
     }
 }
 
-/// A users.list page as it arrived (decompressed, complete JSON), with its next page token.
+/// A users.list page as it arrived (decompressed, complete JSON), with its next page token;
+/// or, from a directory that is not HTTP (`directory::memory`), already decoded.
 #[derive(Debug)]
 pub struct RawUsersPage {
-    body: Vec<u8>,
+    body: RawBody,
     /// The next page, `None` on the last one.
     pub next_page_token: Option<String>,
 }
 
+#[derive(Debug)]
+enum RawBody {
+    Json(Vec<u8>),
+    Decoded(Vec<GoogleUser>),
+}
+
 impl RawUsersPage {
+    /// A page that is already decoded (a directory that does not speak HTTP).
+    pub fn decoded(page: UsersPage) -> RawUsersPage {
+        RawUsersPage {
+            body: RawBody::Decoded(page.users),
+            next_page_token: page.next_page_token.filter(|t| !t.is_empty()),
+        }
+    }
+
     /// The page, decoded.
     pub fn decode(self) -> Result<UsersPage, DirectoryError> {
-        let mut page: UsersPage = decode("users.list", &self.body)?;
+        let mut page: UsersPage = match self.body {
+            RawBody::Json(body) => decode("users.list", &body)?,
+            RawBody::Decoded(users) => UsersPage {
+                users,
+                next_page_token: None,
+            },
+        };
         page.next_page_token = self.next_page_token;
         Ok(page)
     }

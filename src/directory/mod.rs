@@ -10,10 +10,14 @@
 pub mod auth;
 pub mod client;
 pub mod keyless;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 pub mod model;
+pub mod source;
 
 pub use auth::{GoogleAuth, HttpsClient};
 pub use client::{Backoff, DirectoryClient, RawUsersPage, UserListTarget};
+pub use source::Directory;
 
 /// The read-only scope for users.
 pub const SCOPE_USERS: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";

@@ -144,3 +144,5 @@ pub async fn execute(
         }
     }
 }
+#[cfg(test)]
+mod tests;

@@ -25,8 +25,8 @@ use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
 use super::scope::{GroupMembership, Query, ScopeRules};
 use crate::config::Config;
 use crate::directory::model::{GoogleUser, UsersPage};
-use crate::directory::{self, Backoff, DirectoryClient, DirectoryError, UserListTarget};
-use crate::member::{Actor, Change, MemberLike, UserName};
+use crate::directory::{self, Backoff, Directory, DirectoryClient, DirectoryError, UserListTarget};
+use crate::member::{Actor, Change, MemberId, MemberLike, UserName};
 use crate::provision::{self, Outcome, ProvisionError};
 use crate::store::{
     HeldDeactivation, HeldSet, MemberEntry, RunCounts, RunId, RunStatus, Store, StoreError, SyncRun,
@@ -458,8 +458,8 @@ impl Fetched {
 /// group Google does not know fails the read; a nested group that cannot be read (outside
 /// the customer) is reported, and its members are judged by members.hasMember before any of
 /// them is deactivated.
-pub async fn read_groups(
-    client: &DirectoryClient,
+pub async fn read_groups<D: Directory>(
+    client: &D,
     rules: &ScopeRules,
     progress: Option<&ProgressFn>,
     p: &mut Progress,
@@ -514,8 +514,8 @@ pub async fn read_groups(
     Ok((groups, problems))
 }
 
-async fn fetch_groups(
-    client: &DirectoryClient,
+async fn fetch_groups<D: Directory>(
+    client: &D,
     ctx: &SyncContext,
     progress: Option<&ProgressFn>,
     p: &mut Progress,
@@ -524,14 +524,14 @@ async fn fetch_groups(
 }
 
 /// Reads the scope groups, then every users page, scoping each page as it arrives.
-async fn fetch(
-    client: &Arc<DirectoryClient>,
+async fn fetch<D: Directory + 'static>(
+    client: &Arc<D>,
     ctx: &SyncContext,
     progress: Option<&ProgressFn>,
 ) -> Result<Fetched, DirectoryError> {
     let mut p = Progress::default();
     // Groups first: with them known, each users page is scoped as soon as it arrives.
-    let groups = fetch_groups(client, ctx, progress, &mut p).await?;
+    let groups = fetch_groups(client.as_ref(), ctx, progress, &mut p).await?;
     // About one desired user per member on most runs: grown once, not by doubling.
     let mut out = Fetched::new(groups, ctx.rules.query.is_none(), ctx.store.member_count());
     users_pages(client, ctx, |page| {
@@ -568,8 +568,8 @@ impl<T> Drop for AbortOnDrop<T> {
 /// `on_page`. The next page is asked for as soon as this page's token is known, so Google
 /// serves page N+1 while page N is decoded and handled. Any page that fails fails the whole
 /// listing; the page read ahead is then cancelled.
-async fn users_pages(
-    client: &Arc<DirectoryClient>,
+async fn users_pages<D: Directory + 'static>(
+    client: &Arc<D>,
     ctx: &SyncContext,
     mut on_page: impl FnMut(UsersPage),
 ) -> Result<(), DirectoryError> {
@@ -664,6 +664,9 @@ fn members_of_user(ctx: &SyncContext, user_name: &UserName, fetched: &Fetched) -
     Members::new(found.into_values().collect(), &ctx.rules.domains)
 }
 
+/// Reads a directory's request count ([`Directory::requests`]).
+type RequestCount = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// A run being put together.
 struct RunBook {
     /// `None` for a dry run, which is not recorded.
@@ -677,8 +680,8 @@ struct RunBook {
     counts: RunCounts,
     problems: Vec<String>,
     held_reasons: Vec<String>,
-    /// The Directory client, and its request count when this run took it.
-    google: Option<(Arc<DirectoryClient>, u64)>,
+    /// The directory's request count, and its value when this run took the directory.
+    google: Option<(RequestCount, u64)>,
     /// Time spent reading Google, then planning, in ms (logged: where a slow run spends it).
     fetch_ms: u64,
     plan_ms: u64,
@@ -711,15 +714,17 @@ impl RunBook {
     }
 
     /// Counts the Directory API requests `client` makes from now on as this run's.
-    fn uses(&mut self, client: &Arc<DirectoryClient>) {
-        self.google = Some((client.clone(), client.requests()));
+    fn uses<D: Directory + 'static>(&mut self, client: &Arc<D>) {
+        let client = client.clone();
+        let before = client.requests();
+        self.google = Some((Arc::new(move || client.requests()), before));
     }
 
     /// Directory API requests made so far (retries included).
     fn google_requests(&self) -> u64 {
         self.google
             .as_ref()
-            .map_or(0, |(client, before)| client.requests() - before)
+            .map_or(0, |(requests, before)| requests() - before)
     }
 
     fn millis(&self) -> u64 {
@@ -971,8 +976,8 @@ struct Verification {
 ///   reported; the next run takes it up.
 ///
 /// At most `cap` users are checked (`None` = all); the rest come back unchecked.
-async fn verify_absent(
-    client: &DirectoryClient,
+async fn verify_absent<D: Directory>(
+    client: &D,
     ctx: &SyncContext,
     groups: &GroupMembership,
     plan: &mut Plan,
@@ -1035,8 +1040,8 @@ enum Presence {
 /// Whether the Google user `google_id` exists, is active and is in scope, from users.get
 /// (and, when needed, the deleted users, members.hasMember and the narrowed search).
 /// `deleted` holds the customer's deleted users once a 403 made the run read them.
-async fn still_present(
-    client: &DirectoryClient,
+async fn still_present<D: Directory>(
+    client: &D,
     ctx: &SyncContext,
     groups: &GroupMembership,
     google_id: &str,
@@ -1105,8 +1110,8 @@ async fn still_present(
 /// judged from it; for the rest, Google's search is asked with them narrowed to the user's
 /// exact address (escaped). A 400 from that search means it cannot be checked
 /// ([`DirectoryError::SearchRefused`]).
-async fn matches_query(
-    client: &DirectoryClient,
+async fn matches_query<D: Directory>(
+    client: &D,
     ctx: &SyncContext,
     query: &Query,
     user: &GoogleUser,
@@ -1160,18 +1165,19 @@ enum ReadFailure {
 /// one address) and the members the plan compares them with. Every member is read while
 /// Google is read, since the two are independent until the plan; a one-user run reads only
 /// the members that user could be, once Google has answered.
-async fn read(
+async fn read<D: Directory + 'static>(
     ctx: &SyncContext,
-    client: &Arc<DirectoryClient>,
+    client: &Arc<D>,
     target: &Target,
     opts: &SyncOptions,
     deadline: Instant,
 ) -> Result<(Fetched, Members), ReadFailure> {
     match target {
         Target::User(user_name) => {
-            let fetched = before_deadline(ctx, deadline, fetch_one(client, ctx, user_name))
-                .await
-                .map_err(ReadFailure::Google)?;
+            let fetched =
+                before_deadline(ctx, deadline, fetch_one(client.as_ref(), ctx, user_name))
+                    .await
+                    .map_err(ReadFailure::Google)?;
             let members = members_of_user(ctx, user_name, &fetched);
             Ok((fetched, members))
         }
@@ -1206,8 +1212,44 @@ pub async fn run(
     opts: SyncOptions,
     now: DateTime<Utc>,
 ) -> Result<SyncOutcome, SyncError> {
-    // The deactivations an approval may apply: those its run held.
-    let approved: Option<HashSet<_>> = match &target {
+    let started = start(ctx, &target, opts.dry_run, now)?;
+    let client = match ctx.client().await {
+        Ok(c) => c,
+        Err(e) => return started.book.fail(ctx, directory::diagnose(&e)),
+    };
+    pipeline(ctx, &client, started, target, opts).await
+}
+
+/// As [`run`], reading `directory` instead of the Google that `[google]` names: the same
+/// pipeline, lock and record. The pull's unit tests run it against `directory::memory`.
+pub async fn run_with<D: Directory + 'static>(
+    ctx: &SyncContext,
+    directory: &Arc<D>,
+    target: Target,
+    opts: SyncOptions,
+    now: DateTime<Utc>,
+) -> Result<SyncOutcome, SyncError> {
+    let started = start(ctx, &target, opts.dry_run, now)?;
+    pipeline(ctx, directory, started, target, opts).await
+}
+
+/// A run that has its lock and its record: what [`start`] gives the pipeline.
+struct Started<'a> {
+    /// The deactivations an approval may apply: those its run held.
+    approved: Option<HashSet<MemberId>>,
+    _flight: tokio::sync::MutexGuard<'a, ()>,
+    _running: RunningGuard<'a>,
+    book: RunBook,
+}
+
+/// Starts a run: the held set an approval names, the single-flight lock, the record.
+fn start<'a>(
+    ctx: &'a SyncContext,
+    target: &Target,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<Started<'a>, SyncError> {
+    let approved = match target {
         Target::Approve(id) => {
             let held = ctx
                 .store
@@ -1219,18 +1261,37 @@ pub async fn run(
     };
     let _flight = ctx.flight.try_lock().map_err(|_| SyncError::Busy)?;
     let _running = ctx.running();
-    let mut book = RunBook::new(ctx, target.kind(), opts.dry_run, now)?;
-    let client = match ctx.client().await {
-        Ok(c) => c,
-        Err(e) => return book.fail(ctx, directory::diagnose(&e)),
-    };
-    book.uses(&client);
+    let book = RunBook::new(ctx, target.kind(), dry_run, now)?;
+    Ok(Started {
+        approved,
+        _flight,
+        _running,
+        book,
+    })
+}
+
+/// The steps after [`start`]: fetch, plan, verify, guard, apply, finish, reading `client`.
+async fn pipeline<D: Directory + 'static>(
+    ctx: &SyncContext,
+    client: &Arc<D>,
+    started: Started<'_>,
+    target: Target,
+    opts: SyncOptions,
+) -> Result<SyncOutcome, SyncError> {
+    let Started {
+        approved,
+        _flight,
+        _running,
+        mut book,
+    } = started;
+    let now = book.started;
+    book.uses(client);
     // One deadline covers every read of Google: the listing, then the checks of absent users.
     let deadline = Instant::now() + ctx.run_timeout;
     let untouched = target.untouched();
 
     // Fetch: Google, and the members the plan compares it with.
-    let (fetched, members) = match read(ctx, &client, &target, &opts, deadline).await {
+    let (fetched, members) = match read(ctx, client, &target, &opts, deadline).await {
         Ok(read) => read,
         Err(ReadFailure::Google(e)) => return book.fail(ctx, format!("{e}; {untouched}")),
         Err(ReadFailure::Store(e)) => return Err(e.into()),
@@ -1263,7 +1324,7 @@ pub async fn run(
     // `verification_cap` users; one user, or an approval (an owner asked), checks them all.
     let cap = matches!(target, Target::All).then(|| verification_cap(ctx));
     let checked = before_deadline(ctx, deadline, async {
-        Ok(verify_absent(&client, ctx, &groups, &mut plan, cap, &mut book).await)
+        Ok(verify_absent(client.as_ref(), ctx, &groups, &mut plan, cap, &mut book).await)
     })
     .await;
     let checked = match checked {
@@ -1384,8 +1445,8 @@ pub fn discard(ctx: &SyncContext, run_id: &RunId) -> Result<usize, SyncError> {
 /// Reads one user (by its exact address, users.get) and whatever decides whether it is in
 /// scope. The groups are read even when Google does not know the address: a member with
 /// that name is then checked by its Google id, and judged with them.
-async fn fetch_one(
-    client: &DirectoryClient,
+async fn fetch_one<D: Directory>(
+    client: &D,
     ctx: &SyncContext,
     user_name: &UserName,
 ) -> Result<Fetched, DirectoryError> {
@@ -1419,7 +1480,7 @@ async fn fetch_one(
 /// planning or writing.
 pub async fn fetch_only(ctx: &SyncContext) -> Result<usize, DirectoryError> {
     let client = ctx.client().await?;
-    fetch_groups(&client, ctx, None, &mut Progress::default()).await?;
+    fetch_groups(client.as_ref(), ctx, None, &mut Progress::default()).await?;
     let mut users = 0;
     users_pages(&client, ctx, |page| users += page.users.len()).await?;
     Ok(users)
