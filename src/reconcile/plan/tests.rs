@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::directory::model::UserNameParts;
 use crate::member::Member;

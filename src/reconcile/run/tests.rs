@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn report(run_id: Option<RunId>, status: RunStatus) -> SyncReport {
