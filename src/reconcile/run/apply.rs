@@ -1,4 +1,5 @@
-//! The apply stage: the plan's changes through `provision::apply_batch`, in batches, and their tally.
+//! The apply stage: the plan's changes through `provision::apply_batch`, in batches, and their
+//! tally.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The verify stage: asking Google (users.get, members.hasMember, the query) before a member is deactivated, within a cap and a deadline.
+//! The verify stage: asking Google (users.get, members.hasMember, the query) before a member is
+//! deactivated, within a cap and a deadline.
 
 use super::*;
 
