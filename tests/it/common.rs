@@ -185,3 +185,28 @@ pub fn write_config(dir: &Path, config: &Config) -> PathBuf {
     std::fs::write(&path, config.to_toml()).unwrap();
     path
 }
+
+/// One HTTP/1.1 request on a fresh connection, with a deadline: (status, body), or None
+/// when no answer came in `within`.
+pub async fn request_within(addr: &str, raw: String, within: Duration) -> Option<(u16, String)> {
+    tokio::time::timeout(within, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        tokio::io::AsyncWriteExt::write_all(&mut s, raw.as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf)
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.get(9..12)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    })
+    .await
+    .ok()
+    .flatten()
+}

@@ -17,7 +17,6 @@ use retrac_sync::scim::{router, ScimState};
 use retrac_sync::store::{RunStatus, Store};
 use retrac_sync::tokens::{self as auth, TokenRequest, TokenResponse};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 use crate::common::*;
@@ -187,27 +186,6 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = StdCommand::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-/// One HTTP/1.1 request on a fresh connection, with a deadline: (status, body), or None
-/// when no answer came in `within`.
-async fn request_within(addr: &str, raw: String, within: Duration) -> Option<(u16, String)> {
-    tokio::time::timeout(within, async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(raw.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.get(9..12)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((status, body))
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 fn post_user(token: &str, name: &str, pad: usize) -> String {

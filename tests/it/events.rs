@@ -22,7 +22,6 @@ use retrac_sync::scim::{router, ScimState};
 use retrac_sync::store::{HeldDeactivation, HeldSet, RunId, Store, TokenScope};
 use retrac_sync::tokens::{self, TokenRequest, TokenResponse};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 use crate::common::*;
@@ -681,22 +680,6 @@ async fn listing_then_following_the_feed_ends_with_the_stores_state() {
 
 // ---- kill -9 ---------------------------------------------------------------------------
 
-async fn http(addr: &str, raw: String, within: Duration) -> Option<(u16, String)> {
-    tokio::time::timeout(within, async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(raw.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((status, body))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 fn created_token(config: &Path, scope: &str) -> String {
     let out = command(config)
         .args([
@@ -773,7 +756,7 @@ async fn kill_9_during_a_pull_and_scim_writes_leaves_every_change_with_its_event
                      Content-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                match http(&scim, raw, Duration::from_secs(10)).await {
+                match request_within(&scim, raw, Duration::from_secs(10)).await {
                     Some((201, _)) => acknowledged.lock().unwrap().push(name),
                     Some(_) => {}
                     None => return,
@@ -800,7 +783,7 @@ async fn kill_9_during_a_pull_and_scim_writes_leaves_every_change_with_its_event
             "GET /retrac/v1/events?after={cursor}&limit=1000&wait=5 HTTP/1.1\r\nHost: localhost\r\n\
              Authorization: Bearer {events_token}\r\nConnection: close\r\n\r\n"
         );
-        let Some((200, body)) = http(&scim, raw, Duration::from_secs(10)).await else {
+        let Some((200, body)) = request_within(&scim, raw, Duration::from_secs(10)).await else {
             continue;
         };
         let page: Value = serde_json::from_str(&body).unwrap();
