@@ -17,16 +17,19 @@ main:5 cli:5 daemon:5 demo:5 doctor:5"
 layer_of() { for e in $layers; do [ "${e%%:*}" = "$1" ] && { echo "${e##*:}"; return; }; done; echo "?"; }
 
 uses() {
-  find "$1" -name '*.rs' ! -name 'tests.rs' -print0 | xargs -0 -n1 awk '/^#\[cfg\(test\)\]/{exit} !/^[[:space:]]*\/\//' |
-    grep -oE 'crate::[a-z_]+' | sed 's/crate:://' | sort -u | grep -vx "$2" || true
+  local own=$1; shift
+  find "$@" -name '*.rs' ! -name 'tests.rs' -print0 | xargs -0 -n1 awk '/^#\[cfg\(test\)\]/{exit} !/^[[:space:]]*\/\//' |
+    grep -oE 'crate::[a-z_]+' | sed 's/crate:://' | sort -u | grep -vx "$own" || true
 }
 
 bad=0
 for e in $layers; do
   m=${e%%:*}; own=${e##*:}
-  f=$([ -d "src/$m" ] && echo "src/$m" || echo "src/$m.rs")
-  [ -e "$f" ] || { echo "layers.sh: $f is listed but does not exist"; exit 1; }
-  used=$(uses "$f" "$m" | tr '\n' ' ')
+  # A module is src/$m.rs, src/$m/ (with mod.rs), or both (src/$m.rs with its children).
+  f=$(for p in "src/$m.rs" "src/$m"; do if [ -e "$p" ]; then printf '%s ' "$p"; fi; done)
+  [ -n "$f" ] || { echo "layers.sh: src/$m is listed but does not exist"; exit 1; }
+  # shellcheck disable=SC2086 # $f is one or two paths without spaces
+  used=$(uses "$m" $f | tr '\n' ' ')
   echo "$own $m -> $used"
   for u in $used; do
     l=$(layer_of "$u")
