@@ -344,14 +344,10 @@ impl Store {
     where
         F: Fn(&SideTx<'_>) -> Result<T, StoreError>,
     {
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::transaction::ConflictableTransactionError;
         use sled::Transactional;
         let i = &self.inner;
-        if let Some(why) = i.flusher.failure() {
-            return Err(StoreError::Io(format!("the store is read-only: {why}")));
-        }
-        self.check_space()?;
-        let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self.begin_write()?;
         let pending = Pending::new(i.events_clock.next());
         let result = (tree, &i.events).transaction(|(tree, events)| {
             pending.reset();
@@ -365,18 +361,7 @@ impl Store {
                 .map_err(ConflictableTransactionError::Abort)?;
             Ok(t)
         });
-        match result {
-            Ok(t) => {
-                // Counted before the events are published (see `transact`).
-                self.wrote();
-                i.events_clock.committed(pending.end());
-                pending.publish();
-                Ok(t)
-            }
-            Err(TransactionError::Abort(StoreError::Sled(e)))
-            | Err(TransactionError::Storage(e)) => self.io_checked(Err(e)),
-            Err(TransactionError::Abort(e)) => Err(e),
-        }
+        self.settle(result, &pending, || {})
     }
 
     /// Up to `limit` events after `after`, in order: only published ones (up to

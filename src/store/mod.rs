@@ -774,11 +774,7 @@ impl Store {
         F: Fn(&mut MemberTx<'_>) -> Result<T, StoreError>,
     {
         let i = &self.inner;
-        if let Some(why) = i.flusher.failure() {
-            return Err(StoreError::Io(format!("the store is read-only: {why}")));
-        }
-        self.check_space()?;
-        let _writer = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self.begin_write()?;
         let overlay = RefCell::new(Overlay::default());
         let pending_audit = RefCell::new(Vec::new());
         let pending = events::Pending::new(i.events_clock.next());
@@ -806,22 +802,44 @@ impl Store {
                 Ok(t)
             })
         };
+        self.settle(result, &pending, || {
+            // Committed: make the mirror agree, still under the writer lock.
+            let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
+            mirror.apply(overlay.into_inner());
+        })
+    }
+
+    /// What every write transaction does first: refuse when the store is read-only or the
+    /// disk below `[store].min_free_bytes`, then take the writer lock (one transaction at a
+    /// time: the mirror and the outbox's numbering follow commit order).
+    fn begin_write(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        if let Some(why) = self.inner.flusher.failure() {
+            return Err(StoreError::Io(format!("the store is read-only: {why}")));
+        }
+        self.check_space()?;
+        Ok(self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// What every write transaction does last, still under the writer lock. Committed: the
+    /// write is counted first (a reader that sees it in the mirror or the outbox also sees
+    /// it pending, and waits for the flush that covers it), then `publish` (the mirror),
+    /// then the events (whoever sees their `seq` sees their change). An I/O error from
+    /// sled, in the transaction or under it, turns the store read-only: what is in memory
+    /// may not reach the disk.
+    fn settle<T>(
+        &self,
+        result: Result<T, TransactionError<StoreError>>,
+        pending: &events::Pending,
+        publish: impl FnOnce(),
+    ) -> Result<T, StoreError> {
         match result {
             Ok(t) => {
-                // Counted first: a reader that sees this write in the mirror or the outbox
-                // also sees it pending, and waits for the flush that covers it.
                 self.wrote();
-                // Committed: make the mirror agree, still under the writer lock.
-                let mut mirror = i.mirror.write().unwrap_or_else(|p| p.into_inner());
-                mirror.apply(overlay.into_inner());
-                drop(mirror);
-                // After the mirror: whoever sees this seq sees its change.
-                i.events_clock.committed(pending.end());
+                publish();
+                self.inner.events_clock.committed(pending.end());
                 pending.publish();
                 Ok(t)
             }
-            // An I/O error from sled, in the transaction or under it: what is in memory may
-            // not reach the disk; the store turns read-only and the daemon stops.
             Err(TransactionError::Abort(StoreError::Sled(e)))
             | Err(TransactionError::Storage(e)) => self.io_checked(Err(e)),
             Err(TransactionError::Abort(e)) => Err(e),
