@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 layers="member:0 events:0 config:0 telemetry:0 listener:0 version:0
 store:1 directory:1
 provision:2
-owner:3 tokens:3
-scim:4 reconcile:4 schedule:4 admin:4 health:4 webhooks:4
+owner:3 tokens:3 access:3
+scim:4 reconcile:4 schedule:4 admin:4 health:4 webhooks:4 console:4
 main:5 cli:5 daemon:5 demo:5 doctor:5"
 
 layer_of() { for e in $layers; do [ "${e%%:*}" = "$1" ] && { echo "${e##*:}"; return; }; done; echo "?"; }

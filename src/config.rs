@@ -71,6 +71,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[events]`
     pub events: EventsConfig,
+    /// `[console]`
+    pub console: ConsoleConfig,
 }
 
 /// `[store]`: where the member database lives.
@@ -374,6 +376,96 @@ impl Default for EventsConfig {
     }
 }
 
+/// `[console]`: the owner's web console.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The console's address; empty turns the console off.
+    pub listen: String,
+    /// The URL owners open (behind a reverse proxy, its https:// URL); default
+    /// `http://` + `listen`. Sign-in links and the Google redirect are made from it, and a
+    /// form is accepted only from this origin.
+    pub public_url: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A session unused this many seconds ends.
+    pub session_idle: u64,
+    /// A session ends this many seconds after sign-in, used or not.
+    pub session_max: u64,
+    /// `[console.oidc]`: "Sign in with Google"; without a `client_id`, only the CLI's
+    /// one-time links sign in.
+    pub oidc: OidcConfig,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: "127.0.0.1:9465".into(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            session_idle: 30 * 60,
+            session_max: 12 * 3600,
+            oidc: OidcConfig::default(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Whether the console is on.
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty()
+    }
+
+    /// The URL owners open, without a trailing slash: `public_url`, else the listen address
+    /// over http (https with `tls_cert`).
+    pub fn url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.listen.trim())
+            }
+        }
+    }
+}
+
+/// `[console.oidc]`: the OpenID Connect client the console signs owners in with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer; its discovery document is `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The OAuth client id (Google Cloud console, "OAuth 2.0 Client IDs", a web
+    /// application); empty turns "Sign in with Google" off.
+    pub client_id: String,
+    /// A file holding the client secret (a path, so the config holds no secret).
+    pub client_secret_file: Option<PathBuf>,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: "https://accounts.google.com".into(),
+            client_id: String::new(),
+            client_secret_file: None,
+        }
+    }
+}
+
+impl OidcConfig {
+    /// Whether "Sign in with Google" is on.
+    pub fn enabled(&self) -> bool {
+        !self.client_id.trim().is_empty()
+    }
+}
+
 /// Which config file to read, from `--config`, `$RETRAC_SYNC_CONFIG` or the default path.
 pub fn resolve_path(cli: Option<&Path>, env: Option<&str>) -> Option<PathBuf> {
     if let Some(p) = cli {
@@ -631,6 +723,7 @@ impl Config {
             );
         }
         check_addr("metrics.listen", &self.metrics.listen)?;
+        self.validate_console()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid(
                 "log.level",
@@ -639,6 +732,84 @@ impl Config {
                     self.log.level
                 ),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let c = &self.console;
+        if !c.enabled() {
+            return Ok(());
+        }
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let addr = check_addr("console.listen", c.listen.trim())?;
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return invalid(
+                "console.tls_cert",
+                "tls_cert and tls_key are set together, or neither".into(),
+            );
+        }
+        let url = check_url("console.public_url", &c.url())?;
+        if url.path() != "/" || url.query().is_some() {
+            return invalid(
+                "console.public_url",
+                format!(
+                    "{:?} must be an origin, as in \"https://console.example.com\", with no path",
+                    c.url()
+                ),
+            );
+        }
+        // The session cookie is `Secure` (a `__Host-` cookie must be): a browser keeps it
+        // over https, and over plain http only from a loopback address.
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            return invalid(
+                "console.public_url",
+                format!(
+                    "{:?} is plain http on an address other than loopback: a session cookie would cross the network unencrypted; \
+                     set tls_cert and tls_key, or serve it behind an https proxy and set public_url to its https:// URL",
+                    c.url()
+                ),
+            );
+        }
+        if c.public_url.is_none() && !addr.ip().is_loopback() && c.tls_cert.is_none() {
+            return invalid(
+                "console.listen",
+                format!("{addr} is not a loopback address: set public_url (https) or tls_cert and tls_key"),
+            );
+        }
+        if c.session_idle == 0 || c.session_max == 0 || c.session_idle > c.session_max {
+            return invalid(
+                "console.session_idle",
+                format!(
+                    "session_idle ({}) and session_max ({}) must be seconds above 0, session_idle not above session_max",
+                    c.session_idle, c.session_max
+                ),
+            );
+        }
+        let o = &c.oidc;
+        if o.enabled() {
+            check_url("console.oidc.issuer", &o.issuer)?;
+            if o.client_secret_file
+                .as_ref()
+                .is_none_or(|p| p.as_os_str().is_empty())
+            {
+                return invalid(
+                    "console.oidc.client_secret_file",
+                    "must name the file that holds the OAuth client's secret".into(),
+                );
+            }
+            if self.google.domains.is_empty() {
+                return invalid(
+                    "console.oidc",
+                    "needs [google].domains: only accounts of those domains (the ID token's hd claim) may sign in".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -655,18 +826,36 @@ fn toml_string(config: &Config) -> Option<String> {
     let mut out = String::new();
     let obj = value.as_object()?;
     for (section, body) in obj {
-        out.push_str(&format!("[{section}]\n"));
-        for (k, v) in body.as_object()? {
-            let rendered = match v {
-                serde_json::Value::Null => format!("# {k} is not set"),
-                other => format!("{k} = {other}"),
-            };
-            out.push_str(&rendered);
-            out.push('\n');
-        }
-        out.push('\n');
+        toml_table(&mut out, section, body.as_object()?)?;
     }
     Some(out)
+}
+
+/// One table: its plain values, then each sub-table as `[section.key]`.
+fn toml_table(
+    out: &mut String,
+    name: &str,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Option<()> {
+    out.push_str(&format!("[{name}]\n"));
+    let mut tables = Vec::new();
+    for (k, v) in body {
+        let rendered = match v {
+            serde_json::Value::Null => format!("# {k} is not set"),
+            serde_json::Value::Object(t) => {
+                tables.push((k, t));
+                continue;
+            }
+            other => format!("{k} = {other}"),
+        };
+        out.push_str(&rendered);
+        out.push('\n');
+    }
+    out.push('\n');
+    for (k, t) in tables {
+        toml_table(out, &format!("{name}.{k}"), t)?;
+    }
+    Some(())
 }
 
 /// Parses an environment value the way figment's `Env` does: TOML-like scalars and arrays.

@@ -59,6 +59,8 @@ pub struct Listeners {
     pub admin: UnixListener,
     /// The admin socket's path, removed at shutdown.
     pub admin_path: PathBuf,
+    /// The owner's console (`None`: turned off).
+    pub console: Option<TcpListener>,
 }
 
 /// Binds every listener named in the config.
@@ -73,6 +75,16 @@ pub async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
         metrics: tcp("the metrics address", config.metrics.listen.clone()).await?,
         admin: admin::server::bind(&config.admin.socket)?,
         admin_path: config.admin.socket.clone(),
+        console: match config.console.enabled() {
+            true => Some(
+                tcp(
+                    "the console address",
+                    config.console.listen.trim().to_string(),
+                )
+                .await?,
+            ),
+            false => None,
+        },
     })
 }
 
@@ -149,23 +161,47 @@ pub async fn launch(
         None => None,
     };
 
-    let admin_task = tokio::spawn(admin::server::serve(
-        listeners.admin,
-        admin::server::AdminContext {
-            store: store.clone(),
-            scim_url: config
-                .scim
-                .public_url
-                .as_deref()
-                .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
-            sync: sync_ctx.clone(),
-            on_sync: Some(on_sync.clone()),
-            progress: None,
-            webhook_retry: options.webhooks.retry.clone(),
-            stopping: Some(stopping),
-        },
-        stopped(),
-    ));
+    let admin_ctx = admin::server::AdminContext {
+        store: store.clone(),
+        console_url: config.console.enabled().then(|| config.console.url()),
+        scim_url: config
+            .scim
+            .public_url
+            .as_deref()
+            .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
+        sync: sync_ctx.clone(),
+        on_sync: Some(on_sync.clone()),
+        progress: None,
+        webhook_retry: options.webhooks.retry.clone(),
+        stopping: Some(stopping),
+    };
+    let console_addr = listeners.console.as_ref().and_then(|l| l.local_addr().ok());
+    let console_task = match listeners.console {
+        Some(listener) => {
+            let state = crate::console::ConsoleState::new(
+                admin_ctx.clone(),
+                &config.console,
+                &config.google.domains,
+            )
+            .map_err(DaemonError::Start)?;
+            let tls = match (&config.console.tls_cert, &config.console.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    crate::scim::tls::server_config(cert, key)
+                        .map_err(|e| DaemonError::Start(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            Some(tokio::spawn(crate::listener::serve_http(
+                listener,
+                tls,
+                crate::console::router(state),
+                crate::console::conn_limits(),
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    let admin_task = tokio::spawn(admin::server::serve(listeners.admin, admin_ctx, stopped()));
 
     let scim_addr = listeners.scim.local_addr().ok();
     let tls = match (&config.scim.tls_cert, &config.scim.tls_key) {
@@ -220,6 +256,7 @@ pub async fn launch(
         schedule = %config.sync.schedule,
         metrics = %show_addr(metrics_addr),
         admin = %listeners.admin_path.display(),
+        console = %console_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         "retrac-sync is running"
     );
     notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -243,6 +280,9 @@ pub async fn launch(
         let _ = metrics_task.await;
         let _ = admin_task.await;
         let _ = relay_task.await;
+        if let Some(c) = console_task {
+            let _ = c.await;
+        }
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("some requests were still running after {DRAIN_TIMEOUT:?}; stopping anyway");

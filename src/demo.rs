@@ -105,14 +105,28 @@ pub async fn run_until(
         .await
         .map_err(setup("cannot bind the metrics listener"))?;
     let metrics_addr = metrics.local_addr().map_err(setup("metrics listener"))?;
+    let console = match TcpListener::bind("127.0.0.1:9465").await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(setup("cannot bind the console listener"))?,
+    };
+    let console_addr = console.local_addr().map_err(setup("console listener"))?;
+    let secret_file = dir.path().join("console-client-secret");
+    std::fs::write(&secret_file, fake.oidc_client_secret())
+        .map_err(setup("cannot write the console's client secret"))?;
     let socket = dir.path().join("admin.sock");
     let config_path = dir.path().join("config.toml");
     let config_text = demo_config(
-        dir.path(),
-        &socket,
-        scim_addr,
-        metrics_addr,
-        &key,
+        &DemoSetup {
+            dir: dir.path(),
+            socket: &socket,
+            key: &key,
+            client_secret: &secret_file,
+            scim: scim_addr,
+            metrics: metrics_addr,
+            console: console_addr,
+        },
         &fake,
         &opts.schedule,
     );
@@ -137,11 +151,13 @@ pub async fn run_until(
         _ => return Err(DemoError::Setup("unexpected answer to token create".into())),
     };
 
+    let console_url = config.console.url();
     let listeners = Listeners {
         scim,
         metrics,
         admin: crate::admin::server::bind(&socket).map_err(setup("admin socket"))?,
         admin_path: socket.clone(),
+        console: Some(console),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon_task = tokio::spawn(daemon::launch(
@@ -195,12 +211,15 @@ pub async fn run_until(
     }
     let _ = writeln!(out);
     print_members(&store, out);
+    let sign_in = console_owner(&store, &fake, &console_url);
     let _ = write!(
         out,
         "
 SCIM endpoint   {scim_url}
 SCIM token      {token}
                 (shown once; a real install makes one with `retrac-sync token create --label google`)
+Console         http://{console_addr}
+                {sign_in}
 Health          http://{metrics_addr}/healthz
 Metrics         http://{metrics_addr}/metrics
 Config          {cfg}
@@ -271,15 +290,27 @@ the pull ({}) corrects the drift. Ctrl-C stops.
     Ok(())
 }
 
-fn demo_config(
-    dir: &Path,
-    socket: &Path,
+/// The demo's listeners and files, for its config.
+struct DemoSetup<'a> {
+    dir: &'a Path,
+    socket: &'a Path,
+    key: &'a Path,
+    client_secret: &'a Path,
     scim: SocketAddr,
     metrics: SocketAddr,
-    key: &Path,
-    fake: &FakeGoogle,
-    schedule: &str,
-) -> String {
+    console: SocketAddr,
+}
+
+fn demo_config(setup: &DemoSetup<'_>, fake: &FakeGoogle, schedule: &str) -> String {
+    let DemoSetup {
+        dir,
+        socket,
+        key,
+        client_secret,
+        scim,
+        metrics,
+        console,
+    } = *setup;
     let q = |p: &Path| format!("{:?}", p.display().to_string());
     format!(
         "# Written by `retrac-sync demo`; it points at the demo's fake Google directory.\n\
@@ -288,13 +319,56 @@ fn demo_config(
          [admin]\nsocket = {socket}\n\
          [google]\nkey_file = {key}\nsubject = {subject:?}\napi_base_url = {api:?}\ndomains = [\"example.com\"]\n\
          [sync]\nschedule = {schedule:?}\n\
-         [metrics]\nlisten = \"{metrics}\"\n",
+         [metrics]\nlisten = \"{metrics}\"\n\
+         [console]\nlisten = \"{console}\"\n\
+         [console.oidc]\nissuer = {issuer:?}\nclient_id = {client_id:?}\nclient_secret_file = {secret}\n",
         store = q(&dir.join("store")),
         socket = q(socket),
         key = q(key),
         subject = fake.admin(),
         api = fake.base_url(),
+        issuer = fake.base_url(),
+        client_id = fake.oidc_client_id(),
+        secret = q(client_secret),
     )
+}
+
+/// Makes the first sample user an owner, lets the fake Google sign them in, and makes a
+/// one-time link for them: what the demo prints under the console's address.
+fn console_owner(store: &Store, fake: &FakeGoogle, url: &str) -> String {
+    let Some(first) = fake
+        .users()
+        .into_iter()
+        .find(|u| !u.suspended && !u.archived)
+    else {
+        return "(no active user to sign in as)".into();
+    };
+    let made = crate::owner::execute(
+        store,
+        crate::owner::Request::MembersRole {
+            who: first.primary_email.clone(),
+            role: crate::member::Role::Owner,
+        },
+        Utc::now(),
+    );
+    if let Err(e) = made {
+        return format!("(cannot make {} an owner: {e})", first.primary_email);
+    }
+    fake.oidc_sign_in(Some(&first.primary_email));
+    match crate::access::create_link(
+        store,
+        &crate::access::LoginRequest {
+            email: first.primary_email.clone(),
+        },
+        Some(url),
+        Utc::now(),
+    ) {
+        Ok(link) => format!(
+            "sign in as the owner {} with \"Sign in with Google\" (the fake Google signs them in),\n                or once with this link (10 minutes): {}",
+            first.primary_email, link.url
+        ),
+        Err(e) => format!("(no sign-in link: {e})"),
+    }
 }
 
 /// A few changes in the fake directory: a suspension, a rename, a new hire.

@@ -14,9 +14,11 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -658,6 +658,7 @@ impl Member {
             created: self.created,
             last_modified: self.last_modified,
             version: self.version,
+            scim_deleted: self.scim_deleted,
         }
     }
 }

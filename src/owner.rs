@@ -80,6 +80,17 @@ pub enum Request {
         since: Option<DateTime<Utc>>,
         /// At most this many, the most recent.
         limit: Option<usize>,
+        /// Only entries older than this one (its time and `seq`): the console's next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<(DateTime<Utc>, u64)>,
+    },
+    /// The console's members page: in user-name order, after `after`, at most `limit`
+    /// members that pass `filter` and whose user name or name holds `search`.
+    MembersPage {
+        filter: ActiveFilter,
+        search: String,
+        after: Option<String>,
+        limit: usize,
     },
 }
 
@@ -97,6 +108,13 @@ pub enum Response {
     },
     /// A member that was read (`members show`): a read has no "changed" to report.
     Shown(Box<MemberView>),
+    /// A page of members, and where the next starts (`None`: the last page).
+    Page {
+        /// In user-name order.
+        members: Vec<MemberView>,
+        /// The `after` of the next page.
+        next: Option<String>,
+    },
     /// Audit entries, oldest first.
     Audit {
         /// The entries asked for.
@@ -117,6 +135,11 @@ impl std::fmt::Debug for Response {
                 .field("changed", changed)
                 .finish(),
             Response::Shown(m) => f.debug_tuple("Shown").field(m).finish(),
+            Response::Page { members, next } => f
+                .debug_struct("Page")
+                .field("members", members)
+                .field("next", next)
+                .finish(),
             Response::Audit {
                 entries,
                 oldest_held,
@@ -146,10 +169,21 @@ pub enum OwnerError {
     Store(#[from] StoreError),
 }
 
-/// Executes one request. `now` is the time recorded for any write.
+/// Executes one request for the owner at the CLI. `now` is the time recorded for any write.
 pub fn execute(
     store: &Store,
     request: Request,
+    now: DateTime<Utc>,
+) -> Result<Response, OwnerError> {
+    execute_as(store, request, &Actor::Owner, now)
+}
+
+/// Executes one request for `actor` (the CLI's owner, or an owner in the console), who is
+/// recorded in the audit.
+pub fn execute_as(
+    store: &Store,
+    request: Request,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Response, OwnerError> {
     match request {
@@ -180,7 +214,7 @@ pub fn execute(
                 attrs,
                 managed_by: ManagedBy::Manual,
             };
-            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+            member_response(provision::apply(store, change, actor, now)?)
         }
         Request::MembersLocations {
             who,
@@ -202,26 +236,48 @@ pub fn execute(
                 id: m.id,
                 locations: next,
             };
-            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+            member_response(provision::apply(store, change, actor, now)?)
         }
         Request::MembersRole { who, role } => {
             let m = find(store, &who)?;
             let change = Change::SetRole { id: m.id, role };
-            member_response(provision::apply(store, change, &Actor::Owner, now)?)
+            member_response(provision::apply(store, change, actor, now)?)
         }
         Request::MembersRestore { who } => {
             let m = find(store, &who)?;
             member_response(provision::apply(
                 store,
                 Change::Restore { id: m.id },
-                &Actor::Owner,
+                actor,
                 now,
             )?)
+        }
+        Request::MembersPage {
+            filter,
+            search,
+            after,
+            limit,
+        } => {
+            let page = store.browse(&crate::store::BrowseQuery {
+                after,
+                limit,
+                active: match filter {
+                    ActiveFilter::All => None,
+                    ActiveFilter::Active => Some(true),
+                    ActiveFilter::Inactive => Some(false),
+                },
+                search,
+            })?;
+            Ok(Response::Page {
+                members: page.members.iter().map(|m| m.to_view()).collect(),
+                next: page.next,
+            })
         }
         Request::Audit {
             member,
             since,
             limit,
+            before,
         } => {
             let member = match member {
                 Some(who) => Some(find(store, &who)?.id),
@@ -232,6 +288,7 @@ pub fn execute(
                     member,
                     since,
                     limit,
+                    before,
                 })?,
                 oldest_held: store.oldest_audit_entry()?,
             })

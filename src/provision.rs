@@ -197,7 +197,7 @@ pub fn apply_batch(
     let source = match actor {
         Actor::Scim(_) => "push",
         Actor::Pull(_) => "pull",
-        Actor::Owner => "owner",
+        Actor::Owner | Actor::Console(_) => "owner",
     };
     for (change, result) in changes.iter().zip(&results) {
         if let Ok(outcome) = result {
@@ -336,7 +336,7 @@ fn create(
             // refuse the name forever. Or it claims an owner's invite (Entra and Okta search,
             // then create): link it, as the pull would.
             Actor::Scim(_) => existing.scim_deleted || existing.managed_by == ManagedBy::Manual,
-            Actor::Owner => false,
+            Actor::Owner | Actor::Console(_) => false,
         };
         if !takeover {
             return Err(ProvisionError::UserNameTaken {
@@ -530,7 +530,7 @@ fn id_free(holder: Option<MemberId>, value: &str, id: MemberId) -> Result<(), Pr
 }
 
 fn owner_only(actor: &Actor, what: &'static str) -> Result<(), ProvisionError> {
-    if *actor == Actor::Owner {
+    if actor.is_owner() {
         Ok(())
     } else {
         Err(ProvisionError::Forbidden {

@@ -78,6 +78,8 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     match first {
         Frame::Written { member, changed } => Ok(Reply::Member { member, changed }),
         Frame::Shown(member) => Ok(Reply::Shown(member)),
+        Frame::Page { members, next } => Ok(Reply::Page { members, next }),
+        Frame::ConsoleLink(l) => Ok(Reply::ConsoleLink(l)),
         Frame::Token(r) => Ok(Reply::Token(r)),
         Frame::Webhook(r) => Ok(Reply::Webhook(r)),
         Frame::Events(r) => Ok(Reply::Events(r)),
@@ -183,6 +185,8 @@ fn frame_name(f: &Frame) -> &'static str {
     match f {
         Frame::Written { .. } => "written",
         Frame::Shown(_) => "shown",
+        Frame::Page { .. } => "page",
+        Frame::ConsoleLink(_) => "console_link",
         Frame::Token(_) => "token",
         Frame::Webhook(_) => "webhook",
         Frame::Events(_) => "events",
@@ -234,6 +238,7 @@ mod tests {
             created: chrono::Utc::now(),
             last_modified: chrono::Utc::now(),
             version: 1,
+            scim_deleted: false,
         };
         serde_json::to_string(&Frame::Member(Box::new(m))).unwrap()
     }

@@ -115,6 +115,18 @@ impl From<SyncError> for AppError {
     }
 }
 
+impl From<crate::access::AccessError> for AppError {
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError;
+        match e {
+            AccessError::NotOwner(_) | AccessError::BadLink => AppError::NotFound(e.to_string()),
+            AccessError::Off => AppError::Config(e.to_string()),
+            AccessError::Random(_) => AppError::Failed(e.to_string()),
+            AccessError::Store(s) => s.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

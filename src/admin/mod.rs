@@ -42,6 +42,8 @@ pub enum Request {
     Webhook(WebhookRequest),
     /// An outbox command (`events list`, `events tail`).
     Events(EventsRequest),
+    /// `console login EMAIL`: a one-time sign-in link.
+    ConsoleLogin(crate::access::LoginRequest),
     /// Is the daemon there, and which version is it?
     Ping,
 }
@@ -93,6 +95,15 @@ pub enum Reply {
     },
     /// A member that was read (`members show`).
     Shown(Box<MemberView>),
+    /// A page of members (the console's listing).
+    Page {
+        /// In user-name order.
+        members: Vec<MemberView>,
+        /// The `after` of the next page (`None`: the last page).
+        next: Option<String>,
+    },
+    /// A one-time sign-in link (shown once).
+    ConsoleLink(crate::access::LoginLink),
     /// The answer to a pull command.
     Sync(reconcile::Response),
     /// The answer to a token command (a new token's secret travels only on this socket).
@@ -160,6 +171,15 @@ pub enum Frame {
     },
     /// A member that was read.
     Shown(Box<MemberView>),
+    /// A page of members.
+    Page {
+        /// In user-name order.
+        members: Vec<MemberView>,
+        /// The `after` of the next page.
+        next: Option<String>,
+    },
+    /// A one-time sign-in link.
+    ConsoleLink(crate::access::LoginLink),
     /// A token command's answer.
     Token(TokenResponse),
     /// A pull command's answer.
@@ -204,6 +224,8 @@ pub struct Context {
     pub store: Store,
     /// The SCIM URL printed with new tokens (`[scim].public_url` + base path).
     pub scim_url: Option<String>,
+    /// The console's URL, for sign-in links (`None`: the console is off).
+    pub console_url: Option<String>,
     /// The pull, when `[google]` is configured.
     pub sync: Option<Arc<reconcile::SyncContext>>,
     /// Called after a pull requested here finishes (the daemon's health, systemd status).
@@ -261,13 +283,24 @@ pub use crate::schedule::OnSync;
 
 /// Executes one request: the daemon for each socket request, the CLI when no daemon runs.
 pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError> {
+    execute_as(ctx, request, crate::member::Actor::Owner).await
+}
+
+/// As [`execute`], for `actor`, whom the audit records for a member change (the console
+/// passes the signed-in owner).
+pub async fn execute_as(
+    ctx: &Context,
+    request: Request,
+    actor: crate::member::Actor,
+) -> Result<Reply, AppError> {
     match request {
         Request::Ping => Ok(Reply::Pong {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }),
         Request::Owner(req) => {
             let store = ctx.store.clone();
-            let reply = blocking(move || owner::execute(&store, req, Utc::now())).await?;
+            let reply =
+                blocking(move || owner::execute_as(&store, req, &actor, Utc::now())).await?;
             ctx.store.flush().await?;
             Ok(match reply {
                 owner::Response::Members(items) => {
@@ -282,7 +315,18 @@ pub async fn execute(ctx: &Context, request: Request) -> Result<Reply, AppError>
                 },
                 owner::Response::Member { member, changed } => Reply::Member { member, changed },
                 owner::Response::Shown(member) => Reply::Shown(member),
+                owner::Response::Page { members, next } => Reply::Page { members, next },
             })
+        }
+        Request::ConsoleLogin(req) => {
+            let store = ctx.store.clone();
+            let url = ctx.console_url.clone();
+            let link = blocking(move || {
+                crate::access::create_link(&store, &req, url.as_deref(), Utc::now())
+            })
+            .await?;
+            ctx.store.flush().await?;
+            Ok(Reply::ConsoleLink(link))
         }
         Request::Token(req) => {
             let store = ctx.store.clone();
@@ -350,6 +394,10 @@ impl Reply {
                 Box::new(std::iter::once(Frame::Written { member, changed }))
             }
             Reply::Shown(member) => Box::new(std::iter::once(Frame::Shown(member))),
+            Reply::Page { members, next } => {
+                Box::new(std::iter::once(Frame::Page { members, next }))
+            }
+            Reply::ConsoleLink(l) => Box::new(std::iter::once(Frame::ConsoleLink(l))),
             Reply::Sync(r) => Box::new(std::iter::once(Frame::Sync(r))),
             Reply::Token(r) => Box::new(std::iter::once(Frame::Token(r))),
             Reply::Webhook(r) => Box::new(std::iter::once(Frame::Webhook(r))),

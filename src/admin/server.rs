@@ -339,6 +339,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Token(_) => "token",
         Request::Webhook(_) => "webhook",
         Request::Events(_) => "events",
+        Request::ConsoleLogin(_) => "console_login",
         Request::Ping => "ping",
     }
 }
@@ -354,6 +355,7 @@ mod tests {
         Context {
             store: Store::open(&dir.join("store")).unwrap(),
             scim_url: None,
+            console_url: None,
             sync: None,
             on_sync: None,
             progress: None,

@@ -106,6 +106,9 @@ pub enum Command {
     /// Read the event outbox: the events every change of a member or token appends.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The owner's web console ([console].listen).
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Check the setup end to end (config, store, daemon, TLS, Google, schedule, clock) and say what to fix.
     ///
     /// One line a check, ✓ fine, ! look at it, ✗ broken, with the fix: the config; the store
@@ -259,6 +262,20 @@ pub enum ScimCommand {
     /// Revoke every token, so the SCIM endpoint accepts nothing until a new token is made
     /// (the same operation as `token revoke --all`).
     Disconnect,
+}
+
+/// `console ...`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Print a one-time sign-in link for an owner: it works once, for 10 minutes.
+    ///
+    /// For the first sign-in, and whenever Google's sign-in is not set up or unreachable.
+    /// EMAIL must be an active member with the owner role. The link is a secret: give it only
+    /// to that owner.
+    Login {
+        /// The owner's email address.
+        email: String,
+    },
 }
 
 /// `sync [--dry-run]` and its subcommands.

@@ -11,8 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::args::{
-    Cli, Command, ConfigCommand, EventsCommand, LocationsCommand, MembersCommand, Output,
-    RoleCommand, ScimCommand, ScopeArg, SyncArgs, SyncCommand, TokenCommand, WebhookCommand,
+    Cli, Command, ConfigCommand, ConsoleCommand, EventsCommand, LocationsCommand, MembersCommand,
+    Output, RoleCommand, ScimCommand, ScopeArg, SyncArgs, SyncCommand, TokenCommand,
+    WebhookCommand,
 };
 use super::render;
 use crate::admin::{self, client::ClientError, AppError, Reply, Request};
@@ -102,6 +103,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
             member: args.member,
             since: args.since,
             limit: args.limit,
+            before: None,
         }),
         Command::Token(cmd) => Request::Token(match cmd {
             TokenCommand::Create { label, scope } => TokenRequest::Create {
@@ -118,6 +120,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
             },
         }),
         Command::Scim(ScimCommand::Disconnect) => Request::Token(TokenRequest::Disconnect),
+        Command::Console(ConsoleCommand::Login { email }) => {
+            Request::ConsoleLogin(crate::access::LoginRequest { email })
+        }
         Command::Sync(args) => Request::Sync(sync_request(args)),
         Command::Webhook(cmd) => Request::Webhook(webhook_request(cmd)),
         Command::Events(EventsCommand::List { after, limit }) => {
@@ -221,6 +226,7 @@ fn local_context(
         f
     });
     Ok(admin::Context {
+        console_url: config.console.enabled().then(|| config.console.url()),
         scim_url: config
             .scim
             .public_url
@@ -297,6 +303,7 @@ fn tail(
                         let ctx = admin::Context {
                             store,
                             scim_url: None,
+                            console_url: None,
                             sync: None,
                             on_sync: None,
                             progress: None,

@@ -184,8 +184,16 @@ fn known_keys() -> Vec<(String, String)> {
     if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(Config::default()) {
         for (section, body) in sections {
             if let serde_json::Value::Object(keys) = body {
-                for k in keys.keys() {
-                    out.push((section.clone(), k.clone()));
+                for (k, v) in keys {
+                    match v {
+                        // A table inside the section, as [console.oidc].
+                        serde_json::Value::Object(sub) => {
+                            for sk in sub.keys() {
+                                out.push((format!("{section}.{k}"), sk.clone()));
+                            }
+                        }
+                        _ => out.push((section.clone(), k.clone())),
+                    }
                 }
             }
         }

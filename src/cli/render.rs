@@ -37,7 +37,7 @@ pub fn has_csv(request: &Request) -> bool {
             matches!(w, WebhookRequest::List | WebhookRequest::Deliveries { .. })
         }
         Request::Events(_) => true,
-        Request::Ping => false,
+        Request::ConsoleLogin(_) | Request::Ping => false,
     }
 }
 
@@ -79,7 +79,30 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
         }
         Reply::Events(r) => webhooks::events(&r, output, out).map_err(io),
         Reply::Pong { version } => writeln!(out, "retrac-sync daemon {version}").map_err(io),
+        Reply::Page { members, next } => {
+            let next = next.is_some();
+            json_value(out, &serde_json::json!({"members": members, "more": next})).map_err(io)
+        }
+        Reply::ConsoleLink(link) => console_link(&link, output, out).map_err(io),
     }
+}
+
+/// `console login`: the link, and how long it works.
+fn console_link(
+    link: &crate::access::LoginLink,
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if output == Output::Json {
+        return json_value(out, link);
+    }
+    writeln!(out, "{}", link.url)?;
+    writeln!(
+        out,
+        "# signs in {} once, until {} (10 minutes); it is a secret: give it only to them",
+        link.email,
+        link.expires.format("%Y-%m-%d %H:%M:%S UTC")
+    )
 }
 
 /// `config check`: the effective values as TOML (or JSON).

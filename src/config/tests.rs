@@ -30,9 +30,25 @@ fn defaults_are_valid_and_documented_in_the_example() {
     // a setting or a commented-out one: the example is the configuration reference (and
     // the man page retrac-sync.toml(5) is made from it).
     let v = serde_json::to_value(&c).unwrap();
+    let mut tables: Vec<(String, serde_json::Value)> = Vec::new();
     for (section, body) in v.as_object().unwrap() {
+        for (key, value) in body.as_object().unwrap() {
+            // A table inside a section (as [console.oidc]) is a section of its own.
+            if value.is_object() {
+                tables.push((format!("{section}.{key}"), value.clone()));
+            }
+        }
+        tables.push((section.clone(), body.clone()));
+    }
+    for (section, body) in &tables {
         let text = example_section(section).unwrap_or_else(|| panic!("example lacks [{section}]"));
-        for key in body.as_object().unwrap().keys() {
+        for key in body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_object())
+            .map(|(k, _)| k)
+        {
             let documented = text.lines().any(|line| {
                 let line = line.trim().trim_start_matches('#').trim_start();
                 line.split_once('=').is_some_and(|(k, _)| k.trim() == key)

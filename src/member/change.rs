@@ -17,12 +17,20 @@ pub enum Actor {
     Pull(String),
     /// The workspace owner, through the CLI.
     Owner,
+    /// A workspace owner signed in to the web console, named by their email address.
+    Console(String),
 }
 
 impl Actor {
     /// Whether this actor speaks for the directory (SCIM or the pull).
     pub fn is_directory(&self) -> bool {
         matches!(self, Actor::Scim(_) | Actor::Pull(_))
+    }
+
+    /// Whether this actor is a workspace owner (the CLI, or the console): the owner's rules
+    /// apply to both alike.
+    pub fn is_owner(&self) -> bool {
+        matches!(self, Actor::Owner | Actor::Console(_))
     }
 }
 
@@ -32,6 +40,7 @@ impl fmt::Display for Actor {
             Actor::Scim(label) => write!(f, "scim:{label}"),
             Actor::Pull(run) => write!(f, "pull:{run}"),
             Actor::Owner => f.write_str("owner"),
+            Actor::Console(email) => write!(f, "console:{email}"),
         }
     }
 }

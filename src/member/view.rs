@@ -31,6 +31,9 @@ pub struct MemberView {
     pub last_modified: DateTime<Utc>,
     /// Grows by one on each write (the SCIM ETag).
     pub version: u64,
+    /// Deleted by a SCIM client and hidden from SCIM and the pull until an owner restores
+    /// it (written `"scimDeleted": true`, and only then).
+    pub scim_deleted: bool,
 }
 
 impl Serialize for MemberView {
@@ -47,6 +50,9 @@ impl Serialize for MemberView {
         map.serialize_entry("created", &self.created)?;
         map.serialize_entry("lastModified", &self.last_modified)?;
         map.serialize_entry("version", &self.version)?;
+        if self.scim_deleted {
+            map.serialize_entry("scimDeleted", &true)?;
+        }
         map.end()
     }
 }
@@ -79,6 +85,10 @@ impl<'de> Deserialize<'de> for MemberView {
             created: read!("created"),
             last_modified: read!("lastModified"),
             version: read!("version"),
+            scim_deleted: match take("scimDeleted") {
+                Value::Null => false,
+                v => serde_json::from_value(v).map_err(|e| field("scimDeleted", e))?,
+            },
         };
         match obj.keys().next() {
             Some(unknown) => Err(D::Error::unknown_field(unknown, &[])),

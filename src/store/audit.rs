@@ -38,6 +38,9 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// At most this many, the most recent ones.
     pub limit: Option<usize>,
+    /// Only entries older than this one (its time and `seq`): the next page of a listing
+    /// read newest first.
+    pub before: Option<(DateTime<Utc>, u64)>,
 }
 
 /// The key of an entry: time in microseconds then the sequence, both big endian.
@@ -62,7 +65,14 @@ pub(super) fn query(audit: &sled::Tree, q: &AuditQuery) -> Result<Vec<AuditEntry
     if limit == 0 {
         return Ok(out);
     }
-    for kv in audit.range(start..).rev() {
+    let end = match q.before {
+        Some((time, _)) => std::ops::Bound::Included(key(time, u64::MAX)),
+        None => std::ops::Bound::Unbounded,
+    };
+    for kv in audit
+        .range::<[u8; 16], _>((std::ops::Bound::Included(start), end))
+        .rev()
+    {
         let (_, v) = kv?;
         if let Some(id) = &member {
             if !contains(&v, id.as_bytes()) {
@@ -72,6 +82,7 @@ pub(super) fn query(audit: &sled::Tree, q: &AuditQuery) -> Result<Vec<AuditEntry
         for entry in decode_group(&v)?.into_iter().rev() {
             if q.member.is_some_and(|id| entry.member_id != id)
                 || q.since.is_some_and(|t| entry.time < t)
+                || q.before.is_some_and(|b| (entry.time, entry.seq) >= b)
             {
                 continue;
             }

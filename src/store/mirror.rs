@@ -179,6 +179,14 @@ impl Entry {
         self.flags & ACTIVE != 0
     }
 
+    /// Whether the user name, the given, family or display name holds `needle`, which is
+    /// already lower case; case is ignored.
+    pub(crate) fn mentions(&self, needle: &str) -> bool {
+        [USER, GIVEN, FAMILY, DISPLAY]
+            .into_iter()
+            .any(|i| contains_caseless(self.string(i), needle))
+    }
+
     /// Whether the record holds what this entry leaves out: SCIM attributes, or a prior
     /// `externalId` ([`Member::prior_external_id`]).
     pub(crate) fn has_extra(&self) -> bool {
@@ -450,11 +458,25 @@ pub(crate) struct Mirror {
     by_google: HashTable<u32>,
     /// The members SCIM lists ([`Member::visible_to_scim`]), by folded user name.
     scim_order: Blocks,
+    /// Every member, by folded user name: the console's listing.
+    all_order: Blocks,
     interner: Interner,
     /// How many members are active, kept with every write: `/healthz` and `/metrics` read it
     /// on every call, and counting a large store each time made a health check cost a walk
     /// over every member.
     active: usize,
+}
+
+/// A page of [`Mirror::browse`].
+#[derive(Default)]
+pub(crate) struct Browse {
+    /// The entries, in order.
+    pub(crate) entries: Vec<Arc<Entry>>,
+    /// Whether more may follow.
+    pub(crate) more: bool,
+    /// Where the walk stopped when it ran out of budget (the next page starts after it, not
+    /// after the last entry found).
+    pub(crate) resume: Option<String>,
 }
 
 /// One transaction's writes: `None` removes an index entry.
@@ -687,17 +709,20 @@ impl Mirror {
     }
 
     fn finish_build(&mut self) {
-        let mut listed: Vec<u32> = (0..self.entries.len())
-            .filter(|&s| self.entries[s].visible_to_scim())
-            .map(|s| s as u32)
-            .collect();
+        let mut all: Vec<u32> = (0..self.entries.len()).map(|s| s as u32).collect();
         let entries = &self.entries;
-        listed.sort_unstable_by(|&a, &b| {
+        all.sort_unstable_by(|&a, &b| {
             entries[a as usize]
                 .name_key()
                 .cmp(entries[b as usize].name_key())
         });
-        self.scim_order = Blocks::from_sorted(listed);
+        // One sort serves both orders: SCIM's is the same order without the hidden members.
+        self.scim_order = Blocks::from_sorted(
+            all.iter()
+                .copied()
+                .filter(|&s| entries[s as usize].visible_to_scim()),
+        );
+        self.all_order = Blocks::from_sorted(all);
     }
 
     pub(crate) fn get(&self, id: MemberId) -> Option<Arc<Entry>> {
@@ -759,6 +784,44 @@ impl Mirror {
             .into_iter()
             .map(|s| self.entries[s as usize].id)
             .collect()
+    }
+
+    /// The console's page: up to `limit` entries after the folded user name `after`, in
+    /// user-name order, that `keep` keeps, and whether more follow. Stops after `budget`
+    /// entries looked at (a search that matches few members does not walk a million at
+    /// once): the page then holds what it found, and more may follow.
+    pub(crate) fn browse(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        budget: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Browse {
+        let mut page = Browse::default();
+        let mut looked = 0usize;
+        let entries = &self.entries;
+        self.all_order.walk_after(
+            after,
+            |s| entries[s as usize].name_key(),
+            |s| {
+                let e = &entries[s as usize];
+                looked += 1;
+                if keep(e) {
+                    if page.entries.len() == limit {
+                        page.more = true;
+                        return false;
+                    }
+                    page.entries.push(e.clone());
+                }
+                if looked >= budget {
+                    page.more = true;
+                    page.resume = Some(e.name_key().to_string());
+                    return false;
+                }
+                true
+            },
+        );
+        page
     }
 
     /// Whether two mirrors hold the same members and the same indexes (the consistency
@@ -829,10 +892,13 @@ impl Mirror {
                         self.unindex(key, slot);
                     }
                     let old = &self.entries[slot as usize];
+                    let entries = &self.entries;
                     if old.visible_to_scim() {
-                        let (entries, order) = (&self.entries, &mut self.scim_order);
+                        let order = &mut self.scim_order;
                         order.remove(old.name_key(), |s| entries[s as usize].name_key());
                     }
+                    let order = &mut self.all_order;
+                    order.remove(old.name_key(), |s| entries[s as usize].name_key());
                     written.push((slot, Some(entry)));
                 }
                 None => written.push((self.push(entry), None)),
@@ -847,13 +913,28 @@ impl Mirror {
             for key in [Key::Name, Key::External, Key::Google] {
                 self.index(key, slot);
             }
-            let e = &self.entries[slot as usize];
+            let (entries, e) = (&self.entries, &self.entries[slot as usize]);
             if e.visible_to_scim() {
-                let (entries, order) = (&self.entries, &mut self.scim_order);
+                let order = &mut self.scim_order;
                 order.insert(e.name_key(), slot, |s| entries[s as usize].name_key());
             }
+            let order = &mut self.all_order;
+            order.insert(e.name_key(), slot, |s| entries[s as usize].name_key());
         }
     }
+}
+
+/// Whether `hay` holds `needle` (lower case), ignoring case: byte by byte where both are
+/// ASCII, through Unicode lower-casing otherwise.
+fn contains_caseless(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() && needle.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle.as_bytes());
+        return h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    hay.to_lowercase().contains(needle)
 }
 
 /// Sorts entries by folded user name (the order of listings).

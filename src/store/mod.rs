@@ -28,6 +28,7 @@
 
 mod audit;
 mod codec;
+mod console;
 mod events;
 mod flush;
 mod retention;
@@ -39,6 +40,7 @@ mod upgrade;
 mod webhooks;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use console::{ConsoleLink, ConsoleSession, SecretHash};
 pub(crate) use events::NewEvent;
 pub use events::{EventPrune, EVENT_PRUNE_BATCH};
 pub use retention::{
@@ -225,6 +227,9 @@ struct Inner {
     events_clock: events::EventClock,
     /// The webhook endpoints, their delivery state and logs (see `webhooks.rs`).
     webhooks: sled::Tree,
+    /// The console's sessions and one-time sign-in links, by the SHA-256 of their secret
+    /// (see `console.rs`).
+    console: sled::Tree,
     /// Bumped on each change of an endpoint, so the relay picks it up at once.
     webhook_changes: tokio::sync::watch::Sender<u64>,
     /// Held by every read-modify-write of an endpoint or its delivery state (the owner's
@@ -252,6 +257,32 @@ struct Inner {
 /// (a full or failing disk can make sled wait for ever): the write answers
 /// [`StoreError::Io`] and the store turns read-only, as for a failed flush.
 pub const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// At most this many members are looked at for one [`Store::browse`] page (a search that
+/// matches few of a million members answers in bounded time, with a "more" link).
+pub const BROWSE_BUDGET: usize = 250_000;
+
+/// Which members [`Store::browse`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrowseQuery {
+    /// Start after this folded user name (the `next` of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// Only active (`Some(true)`) or inactive (`Some(false)`) members.
+    pub active: Option<bool>,
+    /// Only members whose user name or name holds this, ignoring case.
+    pub search: String,
+}
+
+/// A page of [`Store::browse`].
+#[derive(Clone, Debug)]
+pub struct MemberPage {
+    /// In user-name order.
+    pub members: Vec<Member>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -297,6 +328,7 @@ impl Store {
                 events,
                 events_clock,
                 webhooks: db.open_tree("webhooks")?,
+                console: db.open_tree("console")?,
                 webhook_changes: tokio::sync::watch::Sender::new(0),
                 webhook_lock: Mutex::new(()),
                 meta,
@@ -514,6 +546,28 @@ impl Store {
         mirror::sort_by_name(&mut entries);
         let store = self.clone();
         entries.into_iter().map(move |e| store.materialize(&e))
+    }
+
+    /// A page of members in user-name order, from the mirror (the console's listing): see
+    /// [`BrowseQuery`]. A page costs the members it walks, not the store's size.
+    pub fn browse(&self, q: &BrowseQuery) -> Result<MemberPage, StoreError> {
+        let needle = q.search.trim().to_lowercase();
+        let page = self
+            .mirror()
+            .browse(q.after.as_deref(), q.limit.max(1), BROWSE_BUDGET, |e| {
+                q.active.is_none_or(|a| e.active() == a) && e.mentions(&needle)
+            });
+        let next = match (page.more, page.resume) {
+            (false, _) => None,
+            (true, Some(resume)) => Some(resume),
+            (true, None) => page.entries.last().map(|e| e.name_key().to_string()),
+        };
+        let members = page
+            .entries
+            .iter()
+            .map(|e| self.materialize(e))
+            .collect::<Result<_, _>>()?;
+        Ok(MemberPage { members, next })
     }
 
     /// Every member in id order, decoded from the records on disk (not the mirror).

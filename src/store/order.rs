@@ -100,6 +100,39 @@ impl Blocks {
 }
 
 impl Blocks {
+    /// The slots after `after` (every slot when `None`), in order, while `visit` returns
+    /// true. Finding the start costs a binary search over blocks and one within a block.
+    pub(crate) fn walk_after<'k>(
+        &self,
+        after: Option<&str>,
+        key_of: impl Fn(u32) -> &'k str,
+        mut visit: impl FnMut(u32) -> bool,
+    ) {
+        let (bi, pos) = match after {
+            None => (0, 0),
+            Some(key) => {
+                let bi = self
+                    .blocks
+                    .partition_point(|b| b.last().is_some_and(|&s| key_of(s) <= key));
+                let pos = self
+                    .blocks
+                    .get(bi)
+                    .map(|b| b.partition_point(|&s| key_of(s) <= key))
+                    .unwrap_or(0);
+                (bi, pos)
+            }
+        };
+        let mut pos = pos;
+        for b in self.blocks.iter().skip(bi) {
+            for &slot in b.get(pos..).unwrap_or_default() {
+                if !visit(slot) {
+                    return;
+                }
+            }
+            pos = 0;
+        }
+    }
+
     /// Builds the order from entries already sorted by key.
     pub(crate) fn from_sorted(entries: impl IntoIterator<Item = u32>) -> Blocks {
         let mut blocks = Blocks::default();
@@ -147,6 +180,19 @@ mod tests {
             let built = Blocks::from_sorted(model.values().copied());
             prop_assert_eq!(built.len, model.len());
             prop_assert_eq!(built.page(start, count, desc), want);
+            // A walk after a key (present or not) goes on where the sorted map's range does.
+            let after = format!("user{start:05}@example.com{}", if desc { "" } else { "~" });
+            let mut walked = Vec::new();
+            blocks.walk_after(Some(&after), key_of, |s| { walked.push(s); walked.len() < count });
+            let want: Vec<u32> = model
+                .range::<str, _>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded))
+                .map(|(_, &s)| s)
+                .take(count.max(1))
+                .collect();
+            prop_assert_eq!(walked, want);
+            let mut from_start = Vec::new();
+            built.walk_after(None, key_of, |s| { from_start.push(s); true });
+            prop_assert_eq!(from_start, model.values().copied().collect::<Vec<_>>());
         }
     }
 }

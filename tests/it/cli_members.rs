@@ -47,6 +47,7 @@ async fn start_daemon(env: &Env) -> Daemon {
         metrics: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: retrac_sync::admin::server::bind(&config.admin.socket).unwrap(),
         admin_path: config.admin.socket.clone(),
+        console: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(daemon::launch(

@@ -176,6 +176,8 @@ pub fn local_config(dir: &Path) -> Config {
     config.admin.socket = dir.join("admin.sock");
     config.scim.listen = "127.0.0.1:0".into();
     config.metrics.listen = "127.0.0.1:0".into();
+    // Off: tests run side by side, and the console's default port is one fixed port.
+    config.console.listen = String::new();
     config
 }
 

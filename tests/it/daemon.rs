@@ -41,6 +41,7 @@ async fn start_with(edit: impl FnOnce(&mut Config), options: daemon::LaunchOptio
         metrics: metrics_listener,
         admin: retrac_sync::admin::server::bind(&socket).unwrap(),
         admin_path: socket.clone(),
+        console: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(daemon::launch(

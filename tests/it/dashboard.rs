@@ -201,6 +201,7 @@ async fn every_panel_and_rule_names_a_metric_the_running_daemon_exports() {
         metrics,
         admin: retrac_sync::admin::server::bind(&config.admin.socket).unwrap(),
         admin_path: config.admin.socket.clone(),
+        console: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(daemon::launch(

@@ -221,6 +221,7 @@ async fn a_running_daemon_answers_and_holds_the_store() {
         metrics: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: retrac_sync::admin::server::bind(&w.config.admin.socket).unwrap(),
         admin_path: w.config.admin.socket.clone(),
+        console: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut config = w.config.clone();

@@ -10,6 +10,7 @@
 mod common;
 
 mod cli_members;
+mod console;
 mod daemon;
 mod dashboard;
 mod demo;

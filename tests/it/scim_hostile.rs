@@ -825,6 +825,7 @@ async fn a_failed_flush_makes_the_store_read_only_and_stops_the_daemon() {
         metrics: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: retrac_sync::admin::server::bind(&config.admin.socket).unwrap(),
         admin_path: config.admin.socket.clone(),
+        console: None,
     };
     let scim_config = config.scim.clone();
     let task = tokio::spawn(daemon::launch(

@@ -80,6 +80,14 @@ impl TestKey {
         Ok(signature)
     }
 
+    /// The public key as a JWK's `n` and `e` (base64url, big endian), for the JWKS the
+    /// fake's OpenID Connect issuer serves.
+    pub(crate) fn jwk_components(&self) -> (String, String) {
+        let c = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(self.pair.public());
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        (b64(&c.n), b64(&c.e))
+    }
+
     /// Whether `signature` is an RS256 signature of `message` by this key, checked with the
     /// public key only, as Google checks a JWT grant.
     pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {

@@ -38,9 +38,11 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 mod key;
+mod oidc;
 mod wire;
 
 use key::TestKey;
+pub use oidc::OidcLogin;
 use wire::ErrorBody;
 pub use wire::{SCOPE_GROUP_MEMBERS, SCOPE_USERS};
 
@@ -764,6 +766,8 @@ struct Shared {
     granted: Vec<String>,
     token_lifetime: Duration,
     token_uri: String,
+    /// The OpenID Connect issuer's state (see `oidc.rs`).
+    oidc: Mutex<oidc::OidcState>,
 }
 
 impl Shared {
@@ -852,6 +856,7 @@ impl FakeGoogle {
             granted: seed.granted_scopes,
             token_lifetime: seed.token_lifetime,
             token_uri: format!("http://{addr}/token"),
+            oidc: Mutex::new(oidc::OidcState::new(format!("http://{addr}"))),
         });
         let app = Router::new()
             .route("/token", post(token))
@@ -885,6 +890,7 @@ impl FakeGoogle {
                 "/admin/directory/v1/groups/{group}/hasMember/{member}",
                 get(has_member),
             )
+            .merge(oidc::routes())
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

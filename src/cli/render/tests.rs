@@ -18,6 +18,7 @@ fn view(given: &str, family: &str) -> MemberView {
         created: Utc::now(),
         last_modified: Utc::now(),
         version: 1,
+        scim_deleted: false,
     }
 }
 
