@@ -599,3 +599,104 @@ async fn the_assets_are_served_and_nothing_else_is() {
         .await;
     assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn role_restore_and_disconnect_go_through_the_owners_rules() {
+    let c = console();
+    member(&c.store, "boss@example.com", "Boss", Role::Owner);
+    // A member an identity provider made over SCIM.
+    let attrs = DirectoryAttrs::new(
+        UserName::parse("staff@example.com").unwrap(),
+        Some("Staff"),
+        Some("Test"),
+    );
+    let staff = crate::provision::apply(
+        &c.store,
+        Change::Create {
+            attrs,
+            managed_by: ManagedBy::Google,
+        },
+        &Actor::Scim("idp".into()),
+        Utc::now(),
+    )
+    .unwrap()
+    .member()
+    .clone();
+    let s = c.sign_in("boss@example.com").await;
+    let form = |rest: &str| format!("csrf={}&{rest}", csrf(&s));
+    // Save role.
+    let a = c
+        .post(
+            &format!("/members/{}/role", staff.id),
+            Some(&s),
+            Some(ORIGIN),
+            &form("role=owner"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(c.store.get(staff.id).unwrap().unwrap().role, Role::Owner);
+    // A role that does not exist is the CLI's usage error, shown as a message.
+    let a = c
+        .post(
+            &format!("/members/{}/role", staff.id),
+            Some(&s),
+            Some(ORIGIN),
+            &form("role=king"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("unknown role"), "{}", a.body);
+    // Restore shows only for a SCIM-deleted member, and brings it back.
+    let page = c.get(&format!("/members/{}", staff.id), Some(&s)).await;
+    assert!(!page.body.contains(">Restore</button>"));
+    crate::provision::apply(
+        &c.store,
+        Change::ScimDelete {
+            id: staff.id,
+            expected_version: None,
+        },
+        &Actor::Scim("idp".into()),
+        Utc::now(),
+    )
+    .unwrap();
+    let page = c.get(&format!("/members/{}", staff.id), Some(&s)).await;
+    assert!(page.body.contains(">Restore</button>"), "{}", page.body);
+    let a = c
+        .post(
+            &format!("/members/{}/restore", staff.id),
+            Some(&s),
+            Some(ORIGIN),
+            &form(""),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(!c.store.get(staff.id).unwrap().unwrap().scim_deleted);
+    // Disconnect SCIM: asks first, then revokes every token and offers the review.
+    for label in ["google", "okta"] {
+        crate::tokens::execute(
+            &c.store,
+            crate::tokens::TokenRequest::Create {
+                label: label.into(),
+                scope: Default::default(),
+            },
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+    }
+    let confirm = c.get("/security/disconnect", Some(&s)).await;
+    assert!(confirm.body.contains(">Disconnect SCIM</button>"));
+    let done = c
+        .post("/security/disconnect", Some(&s), Some(ORIGIN), &form(""))
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(done.body.contains("2 token(s) revoked"), "{}", done.body);
+    assert!(done.body.contains(r#"href="/members?status=active""#));
+    assert!(done.body.contains("Review active members"));
+    assert!(c
+        .store
+        .tokens()
+        .unwrap()
+        .iter()
+        .all(|t| t.revoked.is_some()));
+}

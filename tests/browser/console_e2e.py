@@ -298,7 +298,23 @@ def main():
         check(shown["locations"] == ["Paris", "Lyon"], "the cross-site post changed nothing")
         ok("a cross-site form post is refused")
 
-        # 8. Sign out.
+        # 8. Disconnect SCIM: asks first, revokes every token, offers the review of members.
+        second = cli("token", "create", "--label", "second").split()
+        second = next(w for w in second if w.startswith("rtsc_"))
+        check(scim_status(second) == 200, "SCIM takes a token made by the CLI")
+        d.get(f"{CONSOLE}/security")
+        button(d, "Disconnect SCIM").click()
+        wait(d, EC.title_contains("Disconnect SCIM"), "the confirmation page")
+        axe(d, "Disconnect SCIM (confirmation)")
+        button(d, "Disconnect SCIM").click()
+        wait(d, EC.title_contains("SCIM disconnected"), "the disconnection's page")
+        check(scim_status(second) == 401, "SCIM refuses every token after the disconnection")
+        d.find_element(By.LINK_TEXT, "Review active members").click()
+        wait(d, EC.url_contains("/members?status=active"), "Review active members opens the active members")
+        check(Select(field(d, "Status")).first_selected_option.text == "Active", "the filter shows Active")
+        ok("Disconnect SCIM revokes every token, then offers Review active members")
+
+        # 9. Sign out.
         d.get(f"{CONSOLE}/members")
         button(d, "Sign out").click()
         wait(d, EC.url_to_be(f"{CONSOLE}/login"), "signing out lands on the sign-in page")
@@ -306,7 +322,7 @@ def main():
         wait(d, EC.url_to_be(f"{CONSOLE}/login"), "after signing out, pages need a session again")
         ok("sign out ends the session")
 
-        # 9. Sign in with Google (the fake signs the owner in).
+        # 10. Sign in with Google (the fake signs the owner in).
         button_link = d.find_element(By.LINK_TEXT, "Sign in with Google")
         button_link.click()
         wait(d, EC.url_to_be(f"{CONSOLE}/members"), "Google's sign-in lands on Members")
@@ -315,7 +331,7 @@ def main():
     finally:
         d.quit()
 
-    # 10. With JavaScript off, the core flows work.
+    # 11. With JavaScript off, the core flows work.
     d = browser(javascript=False)
     try:
         sign_in_with_link(d)

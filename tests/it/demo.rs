@@ -90,6 +90,26 @@ async fn the_demo_syncs_serves_scim_and_stops() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"totalResults\":60"), "{resp}");
 
+    // The console, and the one-time sign-in link the demo printed: it opens the page with
+    // the button that uses it.
+    let console = field(&text, "Console").unwrap();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{console}/login/link/")))
+        .unwrap_or_else(|| panic!("no sign-in link in {text}"));
+    let caddr = console.trim_start_matches("http://").to_string();
+    let lpath = link.trim_start_matches(&console);
+    let mut s = tokio::net::TcpStream::connect(&caddr).await.unwrap();
+    s.write_all(
+        format!("GET {lpath} HTTP/1.1\r\nHost: {caddr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(">Sign in</button>"), "{resp}");
+
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

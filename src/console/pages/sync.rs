@@ -15,6 +15,8 @@ use crate::store::RunId;
 
 /// Runs the page lists.
 const RUNS: usize = 20;
+/// Held members listed per held set.
+const HELD_SHOWN: usize = 200;
 
 /// `GET /sync` parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +43,25 @@ pub async fn show(
         Ok(_) => return super::failure("unexpected answer"),
         Err(e) => return action_error(&owner, Nav::Sync, "/sync", &e),
     };
+    // The members each held set holds (a read of the store; the summary above has five).
+    let store = state.ctx().store.clone();
+    let held_members: std::collections::HashMap<String, Vec<String>> =
+        tokio::task::spawn_blocking(move || store.held_all())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| {
+                let names = h
+                    .changes
+                    .into_iter()
+                    .take(HELD_SHOWN)
+                    .map(|c| c.user_name)
+                    .collect();
+                (h.run_id.as_str().to_string(), names)
+            })
+            .collect();
     let body = html! {
         h1 { "Sync" }
         (notice(q.done.as_deref()))
@@ -65,9 +86,10 @@ pub async fn show(
                     h3 id={ "held-" (h.run_id.as_str()) } { "Run " (h.run_id.as_str()) ": " (h.count) " deactivation(s) held" }
                     p { "Held " (when(&h.held_at)) ". " (h.reasons.join(" ")) }
                     p { "Members held:" }
+                    @let names = held_members.get(h.run_id.as_str()).unwrap_or(&h.sample);
                     ul {
-                        @for name in &h.sample { li { (name) } }
-                        @if h.count > h.sample.len() { li { "and " (h.count - h.sample.len()) " more" } }
+                        @for name in names { li { (name) } }
+                        @if h.count > names.len() { li { "and " (h.count - names.len()) " more (" code { "retrac-sync sync status" } ")" } }
                     }
                     div class="actions" {
                         form method="post" action={ "/sync/held/" (h.run_id.as_str()) "/approve" } {
