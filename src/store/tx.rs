@@ -134,9 +134,7 @@ impl MemberTx<'_> {
         for group in pending.chunks(AUDIT_CHUNK) {
             let Some(first) = group.first() else { continue };
             let key = audit::key(first.time, first.seq);
-            let bytes =
-                serde_json::to_vec(group).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.audit.insert(&key[..], bytes)?;
+            self.audit.insert(&key[..], audit::encode_group(group)?)?;
         }
         Ok(())
     }
