@@ -56,6 +56,13 @@ impl Secret {
     }
 }
 
+/// Whether `s` has the shape of a [`Secret`]: 43 characters of base64url.
+pub fn looks_like_secret(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Why a sign-in or a link was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -142,6 +149,28 @@ pub fn create_link(
         url: format!("{base}{LINK_PATH}{}", secret.0),
         expires,
     })
+}
+
+/// `console logout EMAIL|--all`: ends a member's console sessions, or every session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutRequest {
+    /// The member (email or id); `None` ends every session.
+    pub who: Option<String>,
+}
+
+/// Ends the sessions `req` names; how many ended. A member who is not (or no longer) an
+/// owner may still hold one, so any member can be named.
+pub fn end_sessions(store: &Store, req: &LogoutRequest) -> Result<usize, AccessError> {
+    let id = match &req.who {
+        Some(who) => Some(
+            store
+                .find(who.trim())?
+                .ok_or_else(|| AccessError::NotOwner(who.clone()))?
+                .id,
+        ),
+        None => None,
+    };
+    Ok(store.remove_console_sessions_of(id)?)
 }
 
 /// Takes a link: the owner it signs in, once, before it expires, while they are still an

@@ -394,6 +394,10 @@ pub struct ConsoleConfig {
     pub session_idle: u64,
     /// A session ends this many seconds after sign-in, used or not.
     pub session_max: u64,
+    /// The addresses of reverse proxies: a request from one of them is counted, for the
+    /// sign-in rate limit, against the client address the proxy appended to
+    /// `X-Forwarded-For`.
+    pub trusted_proxies: Vec<String>,
     /// `[console.oidc]`: "Sign in with Google"; without a `client_id`, only the CLI's
     /// one-time links sign in.
     pub oidc: OidcConfig,
@@ -408,6 +412,7 @@ impl Default for ConsoleConfig {
             tls_key: None,
             session_idle: 30 * 60,
             session_max: 12 * 3600,
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             oidc: OidcConfig::default(),
         }
     }
@@ -777,17 +782,28 @@ impl Config {
                 ),
             );
         }
-        if c.public_url.is_none() && !addr.ip().is_loopback() && c.tls_cert.is_none() {
+        if !addr.ip().is_loopback() && c.tls_cert.is_none() {
             return invalid(
                 "console.listen",
-                format!("{addr} is not a loopback address: set public_url (https) or tls_cert and tls_key"),
+                format!(
+                    "{addr} is not a loopback address, and the console would speak plain http there: \
+                     bind it to 127.0.0.1 behind your https proxy (and set public_url), or set tls_cert and tls_key"
+                ),
             );
         }
-        if c.session_idle == 0 || c.session_max == 0 || c.session_idle > c.session_max {
+        for p in &c.trusted_proxies {
+            if p.trim().parse::<std::net::IpAddr>().is_err() {
+                return invalid(
+                    "console.trusted_proxies",
+                    format!("{p:?} is not an IP address, as in \"127.0.0.1\""),
+                );
+            }
+        }
+        if c.session_idle < 120 || c.session_max < 120 || c.session_idle > c.session_max {
             return invalid(
                 "console.session_idle",
                 format!(
-                    "session_idle ({}) and session_max ({}) must be seconds above 0, session_idle not above session_max",
+                    "session_idle ({}) and session_max ({}) must be at least 120 seconds (a session's use is recorded once a minute), session_idle not above session_max",
                     c.session_idle, c.session_max
                 ),
             );

@@ -76,13 +76,20 @@ pub async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
         admin: admin::server::bind(&config.admin.socket)?,
         admin_path: config.admin.socket.clone(),
         console: match config.console.enabled() {
-            true => Some(
-                tcp(
-                    "the console address",
-                    config.console.listen.trim().to_string(),
-                )
-                .await?,
-            ),
+            // The console is a convenience: a port taken by something else must not stop
+            // the pull and SCIM, which offboarding depends on. It is logged, loudly.
+            true => match tcp(
+                "the console address",
+                config.console.listen.trim().to_string(),
+            )
+            .await
+            {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "the console is off: its address cannot be bound (change [console].listen, or set it to \"\" to turn the console off)");
+                    None
+                }
+            },
             false => None,
         },
     })

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
+use crate::member::Actor;
 use crate::store::{Store, StoreError, TokenRecord, TokenScope};
 
 /// The prefix that makes a token recognisable (in secret scanners, in a config file).
@@ -147,6 +148,19 @@ pub fn execute(
     scim_url: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, TokenError> {
+    execute_as(store, request, scim_url, &Actor::Owner, now)
+}
+
+/// As [`execute`], for `actor` (the CLI's owner, or an owner in the console), whom the
+/// token's event names.
+pub fn execute_as(
+    store: &Store,
+    request: TokenRequest,
+    scim_url: Option<&str>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, TokenError> {
+    let actor = actor.to_string();
     match request {
         TokenRequest::Create { label, scope } => {
             let label = label.trim().to_string();
@@ -174,7 +188,7 @@ pub fn execute(
                 secret_sha256: sha256_hex(&secret),
                 scope,
             };
-            store.put_token(&record)?;
+            store.put_token(&record, &actor)?;
             Ok(TokenResponse::Created {
                 token: view(store, &record)?,
                 secret: SecretToken(format!("{TOKEN_PREFIX}{id}_{secret}")),
@@ -198,7 +212,7 @@ pub fn execute(
                 .token(&id)?
                 .ok_or_else(|| TokenError::NotFound(id.clone()))?;
             let after = store
-                .revoke_token(&id, now)?
+                .revoke_token(&id, &actor, now)?
                 .ok_or_else(|| TokenError::NotFound(id.clone()))?;
             Ok(TokenResponse::Revoked {
                 token: view(store, &after)?,
@@ -209,7 +223,7 @@ pub fn execute(
             let mut revoked = 0;
             for r in store.tokens()? {
                 if r.revoked.is_none() {
-                    store.revoke_token(&r.id, now)?;
+                    store.revoke_token(&r.id, &actor, now)?;
                     revoked += 1;
                 }
             }

@@ -44,6 +44,8 @@ pub enum Request {
     Events(EventsRequest),
     /// `console login EMAIL`: a one-time sign-in link.
     ConsoleLogin(crate::access::LoginRequest),
+    /// `console logout EMAIL|--all`: end console sessions.
+    ConsoleLogout(crate::access::LogoutRequest),
     /// Is the daemon there, and which version is it?
     Ping,
 }
@@ -104,6 +106,8 @@ pub enum Reply {
     },
     /// A one-time sign-in link (shown once).
     ConsoleLink(crate::access::LoginLink),
+    /// How many console sessions ended.
+    SessionsEnded(usize),
     /// The answer to a pull command.
     Sync(reconcile::Response),
     /// The answer to a token command (a new token's secret travels only on this socket).
@@ -180,6 +184,11 @@ pub enum Frame {
     },
     /// A one-time sign-in link.
     ConsoleLink(crate::access::LoginLink),
+    /// How many console sessions ended.
+    SessionsEnded {
+        /// The count.
+        count: usize,
+    },
     /// A token command's answer.
     Token(TokenResponse),
     /// A pull command's answer.
@@ -293,6 +302,13 @@ pub async fn execute_as(
     request: Request,
     actor: crate::member::Actor,
 ) -> Result<Reply, AppError> {
+    if actor != crate::member::Actor::Owner {
+        if let Some(what) = command_summary(&request) {
+            // The audit names the actor of a member change; the log names the actor of
+            // every other command (a run started, a held set approved, a token revoked).
+            tracing::info!(actor = %actor, command = %what, "an owner's command");
+        }
+    }
     match request {
         Request::Ping => Ok(Reply::Pong {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -328,11 +344,19 @@ pub async fn execute_as(
             ctx.store.flush().await?;
             Ok(Reply::ConsoleLink(link))
         }
+        Request::ConsoleLogout(req) => {
+            let store = ctx.store.clone();
+            let n = blocking(move || crate::access::end_sessions(&store, &req)).await?;
+            ctx.store.flush().await?;
+            Ok(Reply::SessionsEnded(n))
+        }
         Request::Token(req) => {
             let store = ctx.store.clone();
             let url = ctx.scim_url.clone();
-            let reply =
-                blocking(move || tokens::execute(&store, req, url.as_deref(), Utc::now())).await?;
+            let reply = blocking(move || {
+                tokens::execute_as(&store, req, url.as_deref(), &actor, Utc::now())
+            })
+            .await?;
             ctx.store.flush().await?;
             Ok(Reply::Token(reply))
         }
@@ -357,6 +381,42 @@ pub async fn execute_as(
             }
             Ok(Reply::Sync(response))
         }
+    }
+}
+
+/// A state-changing command in a few words, for the log; `None` for a read.
+fn command_summary(request: &Request) -> Option<String> {
+    use crate::reconcile::Request as S;
+    match request {
+        Request::Sync(S::Sync { dry_run: false }) => Some("sync".into()),
+        Request::Sync(S::SyncUser {
+            email,
+            dry_run: false,
+        }) => Some(format!("sync user {email}")),
+        Request::Sync(S::Approve { run_id }) => Some(format!("sync approve {run_id}")),
+        Request::Sync(S::Discard { run_id }) => Some(format!("sync discard {run_id}")),
+        Request::Token(TokenRequest::Create { label, .. }) => {
+            Some(format!("token create --label {label:?}"))
+        }
+        Request::Token(TokenRequest::Revoke { id }) => {
+            // Someone may paste a whole token: only its id part is logged.
+            let id = id.trim().trim_start_matches(tokens::TOKEN_PREFIX);
+            Some(format!(
+                "token revoke {}",
+                id.split('_').next().unwrap_or_default()
+            ))
+        }
+        Request::Token(TokenRequest::Disconnect) => Some("scim disconnect".into()),
+        Request::Owner(owner::Request::MembersLocations { who, .. }) => {
+            Some(format!("members locations set {who}"))
+        }
+        Request::Owner(owner::Request::MembersRole { who, role }) => {
+            Some(format!("members role set {who} {role}"))
+        }
+        Request::Owner(owner::Request::MembersRestore { who }) => {
+            Some(format!("members restore {who}"))
+        }
+        _ => None,
     }
 }
 
@@ -398,6 +458,9 @@ impl Reply {
                 Box::new(std::iter::once(Frame::Page { members, next }))
             }
             Reply::ConsoleLink(l) => Box::new(std::iter::once(Frame::ConsoleLink(l))),
+            Reply::SessionsEnded(count) => {
+                Box::new(std::iter::once(Frame::SessionsEnded { count }))
+            }
             Reply::Sync(r) => Box::new(std::iter::once(Frame::Sync(r))),
             Reply::Token(r) => Box::new(std::iter::once(Frame::Token(r))),
             Reply::Webhook(r) => Box::new(std::iter::once(Frame::Webhook(r))),

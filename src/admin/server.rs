@@ -340,6 +340,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Webhook(_) => "webhook",
         Request::Events(_) => "events",
         Request::ConsoleLogin(_) => "console_login",
+        Request::ConsoleLogout(_) => "console_logout",
         Request::Ping => "ping",
     }
 }

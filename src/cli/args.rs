@@ -276,6 +276,18 @@ pub enum ConsoleCommand {
         /// The owner's email address.
         email: String,
     },
+    /// End a member's console sessions (or every session with --all), at once.
+    ///
+    /// A demoted or deactivated owner is signed out at their next click anyway; this ends
+    /// the sessions now, as after a lost laptop.
+    Logout {
+        /// The member's email address or id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        email: Option<String>,
+        /// Every session of every owner.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `sync [--dry-run]` and its subcommands.

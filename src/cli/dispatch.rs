@@ -123,6 +123,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), AppError> {
         Command::Console(ConsoleCommand::Login { email }) => {
             Request::ConsoleLogin(crate::access::LoginRequest { email })
         }
+        Command::Console(ConsoleCommand::Logout { email, .. }) => {
+            Request::ConsoleLogout(crate::access::LogoutRequest { who: email })
+        }
         Command::Sync(args) => Request::Sync(sync_request(args)),
         Command::Webhook(cmd) => Request::Webhook(webhook_request(cmd)),
         Command::Events(EventsCommand::List { after, limit }) => {

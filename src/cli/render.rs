@@ -37,7 +37,7 @@ pub fn has_csv(request: &Request) -> bool {
             matches!(w, WebhookRequest::List | WebhookRequest::Deliveries { .. })
         }
         Request::Events(_) => true,
-        Request::ConsoleLogin(_) | Request::Ping => false,
+        Request::ConsoleLogin(_) | Request::ConsoleLogout(_) | Request::Ping => false,
     }
 }
 
@@ -84,6 +84,11 @@ pub fn write(reply: Reply, output: Output, out: &mut dyn Write) -> Result<(), Ap
             json_value(out, &serde_json::json!({"members": members, "more": next})).map_err(io)
         }
         Reply::ConsoleLink(link) => console_link(&link, output, out).map_err(io),
+        Reply::SessionsEnded(count) => match output {
+            Output::Json => json_value(out, &serde_json::json!({ "ended": count })),
+            _ => writeln!(out, "{count} console session(s) ended"),
+        }
+        .map_err(io),
     }
 }
 

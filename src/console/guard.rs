@@ -26,6 +26,15 @@ pub const MAX_FORM: usize = 64 * 1024;
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 
+/// A path as the log may show it: a one-time link's secret is left out.
+pub fn loggable(path: &str) -> &str {
+    if path.starts_with(crate::access::LINK_PATH) {
+        "/login/link/<secret>"
+    } else {
+        path
+    }
+}
+
 /// Lets GET and HEAD through; checks every other method as above.
 pub async fn guard(State(state): State<ConsoleState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
@@ -52,7 +61,12 @@ pub async fn guard(State(state): State<ConsoleState>, req: Request, next: Next) 
         None => false,
     };
     if !own {
-        tracing::info!(origin = ?origin, path = %req.uri().path(), "console: a POST from another origin was refused");
+        tracing::info!(
+            origin = ?origin,
+            fetch_site = ?fetch_site,
+            path = %loggable(req.uri().path()),
+            "console: a POST from another origin was refused"
+        );
         return pages::refused(
             StatusCode::FORBIDDEN,
             "This form was not sent from the console's own page, so it was refused.",
@@ -75,7 +89,10 @@ pub async fn guard(State(state): State<ConsoleState>, req: Request, next: Next) 
         .unwrap_or_default();
     let want = csrf_of(&secret);
     if !bool::from(sent.as_bytes().ct_eq(want.as_bytes())) {
-        tracing::info!(path = %parts.uri.path(), "console: a POST without the session's CSRF token was refused");
+        tracing::info!(
+            path = %loggable(parts.uri.path()),
+            "console: a POST without the session's CSRF token was refused"
+        );
         return pages::refused(
             StatusCode::FORBIDDEN,
             "This form's security token does not match your session. Reload the page and try again.",

@@ -18,11 +18,11 @@ mod pages;
 mod session;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -40,8 +40,15 @@ const SCRIPT: &str = include_str!("assets/console.js");
 /// Sign-in attempts (a link used, or Google's answer) one address may make in
 /// [`LIMIT_WINDOW`].
 pub const SIGN_IN_LIMIT: u32 = 20;
+/// Sign-ins with Google one address may start in [`LIMIT_WINDOW`] (each keeps a small
+/// record in memory until Google answers).
+pub const START_LIMIT: u32 = 30;
 /// The window of [`SIGN_IN_LIMIT`].
 pub const LIMIT_WINDOW: Duration = Duration::from_secs(60);
+/// At most this many addresses are counted at once; past that, an address not yet counted
+/// is let through uncounted (the secrets behind a sign-in are 256-bit: the limit slows a
+/// flood, it does not guard them).
+const MAX_COUNTED: usize = 10_000;
 
 /// Everything the console's handlers share.
 #[derive(Clone)]
@@ -57,6 +64,9 @@ struct Inner {
     max: chrono::Duration,
     oidc: Option<oidc::Oidc>,
     limiter: Mutex<RateLimiter>,
+    starts: Mutex<RateLimiter>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpAddr>,
     /// New tokens' secrets, between the POST that made one and the page that shows it
     /// once: (session hash, token id) -> secret and when it was made.
     fresh_tokens: Mutex<HashMap<(crate::store::SecretHash, String), (String, Instant)>>,
@@ -70,7 +80,11 @@ impl ConsoleState {
         config: &ConsoleConfig,
         domains: &[String],
     ) -> Result<ConsoleState, String> {
-        let origin = config.url();
+        // The origin as a browser writes it (lower-case host, no default port).
+        let origin = match url::Url::parse(&config.url()) {
+            Ok(u) => u.origin().ascii_serialization(),
+            Err(e) => return Err(format!("[console].public_url: {e}")),
+        };
         let oidc = match config.oidc.enabled() {
             true => Some(oidc::Oidc::new(&config.oidc, &origin, domains)?),
             false => None,
@@ -82,7 +96,13 @@ impl ConsoleState {
                 idle: chrono::Duration::seconds(config.session_idle as i64),
                 max: chrono::Duration::seconds(config.session_max as i64),
                 oidc,
-                limiter: Mutex::new(RateLimiter::default()),
+                limiter: Mutex::new(RateLimiter::new(SIGN_IN_LIMIT)),
+                starts: Mutex::new(RateLimiter::new(START_LIMIT)),
+                trusted_proxies: config
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect(),
                 fresh_tokens: Mutex::new(HashMap::new()),
             }),
         })
@@ -92,32 +112,82 @@ impl ConsoleState {
         &self.inner.ctx
     }
 
-    /// Counts one sign-in attempt from `ip`; false when it is over the limit.
-    fn allow_sign_in(&self, ip: Option<IpAddr>) -> bool {
-        let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    /// address of `X-Forwarded-For` (the one that proxy appended).
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.inner.trusted_proxies.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or(peer.ip())
+    }
+
+    /// Counts one sign-in attempt from this request's client; false when it is over the
+    /// limit.
+    fn allow_sign_in(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        let ip = self.client(peer, headers);
         let mut l = self.inner.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        l.allow(ip, Instant::now())
+    }
+
+    /// Counts one start of a Google sign-in; false when it is over the limit.
+    fn allow_start(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        let ip = self.client(peer, headers);
+        let mut l = self.inner.starts.lock().unwrap_or_else(|e| e.into_inner());
         l.allow(ip, Instant::now())
     }
 }
 
-/// Sign-in attempts per address in a fixed window.
-#[derive(Default)]
+/// Attempts per address in a fixed window. IPv6 addresses count by their /64, the block
+/// one subscriber usually holds.
 struct RateLimiter {
+    limit: u32,
     seen: HashMap<IpAddr, (Instant, u32)>,
+    purged: Instant,
 }
 
 impl RateLimiter {
-    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.seen.len() > 10_000 {
-            self.seen
-                .retain(|_, (start, _)| now.duration_since(*start) < LIMIT_WINDOW);
+    fn new(limit: u32) -> RateLimiter {
+        RateLimiter {
+            limit,
+            seen: HashMap::new(),
+            purged: Instant::now(),
         }
-        let e = self.seen.entry(ip).or_insert((now, 0));
+    }
+
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let key = match ip {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+            v4 => v4,
+        };
+        if !self.seen.contains_key(&key) && self.seen.len() >= MAX_COUNTED {
+            // Expired counts go at most once a window, so a flood of new addresses costs
+            // one pass a minute, not one a request.
+            if now.duration_since(self.purged) >= LIMIT_WINDOW {
+                self.seen
+                    .retain(|_, (start, _)| now.duration_since(*start) < LIMIT_WINDOW);
+                self.purged = now;
+            }
+            if self.seen.len() >= MAX_COUNTED {
+                return true;
+            }
+        }
+        let e = self.seen.entry(key).or_insert((now, 0));
         if now.duration_since(e.0) >= LIMIT_WINDOW {
             *e = (now, 0);
         }
-        e.1 += 1;
-        e.1 <= SIGN_IN_LIMIT
+        e.1 = e.1.saturating_add(1);
+        e.1 <= self.limit
     }
 }
 

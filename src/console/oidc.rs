@@ -54,9 +54,15 @@ const REFETCH_AFTER: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ID token in the token response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct IdTokenField {
     id_token: String,
+}
+
+impl std::fmt::Debug for IdTokenField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdTokenField(<redacted>)")
+    }
 }
 impl ExtraTokenFields for IdTokenField {}
 
@@ -261,8 +267,13 @@ async fn send(
 }
 
 impl Oidc {
-    /// Checks an ID token; the email address it signs in.
-    async fn verify(&self, d: &Discovery, id_token: &str, nonce: &str) -> Result<String, String> {
+    /// Checks an ID token; the email address it signs in, and the Google user's id (`sub`).
+    async fn verify(
+        &self,
+        d: &Discovery,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<(String, String), String> {
         let head = jsonwebtoken::decode_header(id_token)
             .map_err(|e| format!("the ID token is not a JWT: {e}"))?;
         let key = self.key(d, head.kid.as_deref()).await?;
@@ -295,7 +306,7 @@ impl Oidc {
                 "{email} is not an account of the workspace's Google domains ([google].domains)"
             ));
         }
-        Ok(email)
+        Ok((email, c.sub))
     }
 
     fn keep_flow(&self, state: String, flow: Flow) {
@@ -324,6 +335,7 @@ impl Oidc {
 /// The ID token's claims the console reads.
 #[derive(Debug, Deserialize)]
 struct Claims {
+    sub: String,
     email: Option<String>,
     email_verified: Option<serde_json::Value>,
     hd: Option<String>,
@@ -331,10 +343,17 @@ struct Claims {
 }
 
 /// `GET /login/google`: to Google's sign-in.
-pub async fn start(State(state): State<ConsoleState>) -> Response {
+pub async fn start(
+    State(state): State<ConsoleState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let Some(oidc) = state.inner.oidc.as_ref() else {
         return pages::refused(StatusCode::NOT_FOUND, "Sign-in with Google is not set up.");
     };
+    if !state.allow_start(peer, &headers) {
+        return pages::too_many();
+    }
     let d = match oidc.discovery().await {
         Ok(d) => d,
         Err(e) => return unreachable(&e),
@@ -387,8 +406,8 @@ fn unreachable(e: &str) -> Response {
     )
 }
 
-/// `GET /login/google/callback` parameters.
-#[derive(Debug, Deserialize)]
+/// `GET /login/google/callback` parameters (no `Debug`: the code is a secret).
+#[derive(Deserialize)]
 pub struct Callback {
     code: Option<String>,
     state: Option<String>,
@@ -405,11 +424,12 @@ pub async fn callback(
     let Some(oidc) = state.inner.oidc.as_ref() else {
         return pages::refused(StatusCode::NOT_FOUND, "Sign-in with Google is not set up.");
     };
-    if !state.allow_sign_in(Some(peer.ip())) {
+    if !state.allow_sign_in(peer, &headers) {
         return pages::too_many();
     }
+    let client = state.client(peer, &headers);
     let refuse = |why: &str| {
-        tracing::info!(ip = %peer.ip(), why, "console: a Google sign-in was refused");
+        tracing::info!(%client, why, "console: a Google sign-in was refused");
         pages::refused(StatusCode::FORBIDDEN, &format!("Sign-in refused: {why}"))
     };
     if let Some(e) = cb.error.as_deref() {
@@ -445,8 +465,8 @@ pub async fn callback(
         Err(e) => return refuse(&format!("the code exchange failed: {e}")),
     };
     let id_token = &token.extra_fields().id_token;
-    let email = match oidc.verify(&d, id_token, &flow.nonce).await {
-        Ok(e) => e,
+    let (email, sub) = match oidc.verify(&d, id_token, &flow.nonce).await {
+        Ok(v) => v,
         Err(e) => return refuse(&e),
     };
     let store = state.ctx().store.clone();
@@ -457,6 +477,11 @@ pub async fn callback(
         Ok(Err(e)) => return refuse(&e.to_string()),
         Err(e) => return pages::failure(&e.to_string()),
     };
+    // A member the pull linked to a Google user signs in only as that user: an address
+    // given to someone else since keeps its old member's link until the pull moves it.
+    if member.dir.google_id.as_ref().is_some_and(|g| *g != sub) {
+        return refuse("this Google account is not the Google user the member is linked to");
+    }
     let mut res = session::start(&state, member, "google").await;
     res.headers_mut().append(
         header::SET_COOKIE,

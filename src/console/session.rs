@@ -118,8 +118,13 @@ fn check(state: &ConsoleState, secret: &Secret) -> Result<Option<Owner>, crate::
         return Ok(None);
     };
     if now - s.last_seen >= TOUCH_EVERY {
-        s.last_seen = now;
-        store.put_console_session(&hash, &s)?;
+        // A store that cannot write (a full disk) still lets an owner look: the session's
+        // use is then not recorded, and it ends at its idle time.
+        match store.touch_console_session(&hash, now) {
+            Ok(true) => s.last_seen = now,
+            Ok(false) => return Ok(None),
+            Err(e) => tracing::warn!(error = %e, "cannot record a console session's use"),
+        }
     }
     Ok(Some(Owner {
         member,
@@ -226,7 +231,7 @@ pub async fn login_page(State(state): State<ConsoleState>) -> Response {
 /// `GET /login/link/SECRET`: a page with the button that uses the link. Opening the link
 /// uses nothing, so a mail scanner or a link preview cannot spend it.
 pub async fn link_page(Path(secret): Path<String>) -> Response {
-    if secret.len() > 128 {
+    if !access::looks_like_secret(&secret) {
         return pages::not_found().await;
     }
     page_bare(
@@ -247,10 +252,17 @@ pub async fn link_page(Path(secret): Path<String>) -> Response {
 pub async fn link_redeem(
     State(state): State<ConsoleState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(secret): Path<String>,
 ) -> Response {
-    if !state.allow_sign_in(Some(peer.ip())) {
+    if !state.allow_sign_in(peer, &headers) {
         return pages::too_many();
+    }
+    if !access::looks_like_secret(&secret) {
+        return pages::refused(
+            StatusCode::FORBIDDEN,
+            &access::AccessError::BadLink.to_string(),
+        );
     }
     let store = state.ctx().store.clone();
     let redeemed = tokio::task::spawn_blocking(move || {
@@ -259,10 +271,11 @@ pub async fn link_redeem(
     .await;
     match redeemed {
         Ok(Ok(member)) => start(&state, member, "link").await,
-        Ok(Err(e)) => {
-            tracing::info!(ip = %peer.ip(), "console sign-in link refused");
+        Ok(Err(e @ (access::AccessError::BadLink | access::AccessError::NotOwner(_)))) => {
+            tracing::info!(client = %state.client(peer, &headers), "console sign-in link refused");
             pages::refused(StatusCode::FORBIDDEN, &e.to_string())
         }
+        Ok(Err(e)) => pages::failure(&e.to_string()),
         Err(e) => pages::failure(&e.to_string()),
     }
 }
@@ -271,9 +284,26 @@ pub async fn link_redeem(
 pub async fn logout(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     if let Some(secret) = session_secret(&headers) {
         let store = state.ctx().store.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || store.remove_console_session(&secret.hash())).await;
-        let _ = state.ctx().store.flush().await;
+        let hash = secret.hash();
+        let removed =
+            tokio::task::spawn_blocking(move || store.remove_console_session(&hash)).await;
+        let flushed = state.ctx().store.flush().await;
+        match (removed, flushed) {
+            (Ok(Ok(_)), Ok(())) => {}
+            (Ok(Err(e)), _) | (_, Err(e)) => {
+                return pages::failure(&format!(
+                    "the session could not be ended ({e}); it ends by itself after [console].session_idle"
+                ))
+            }
+            (Err(e), _) => return pages::failure(&e.to_string()),
+        }
+        // A token made in this session and not yet shown is dropped with it.
+        state
+            .inner
+            .fresh_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(h, _), _| *h != hash);
     }
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());

@@ -560,6 +560,17 @@ async fn a_new_token_is_shown_once_and_a_revoked_one_is_refused_by_scim() {
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(auth.check(Some(&bearer), Utc::now()).is_err());
+    // The token's events name the owner who made and revoked it.
+    let events = c.store.events_after(0, 100).unwrap();
+    let actors: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type.as_str().starts_with("token."))
+        .filter_map(|e| e.data["actor"].as_str())
+        .collect();
+    assert_eq!(
+        actors,
+        ["console:boss@example.com", "console:boss@example.com"]
+    );
     let page = c.get("/security", Some(&s)).await;
     assert!(page.body.contains("revoked"));
     assert!(page.body.contains("https://scim.example.com/scim/v2"));
@@ -699,4 +710,74 @@ async fn role_restore_and_disconnect_go_through_the_owners_rules() {
         .unwrap()
         .iter()
         .all(|t| t.revoked.is_some()));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_sign_in_limit() {
+    let c = console();
+    let post = |peer: [u8; 4], xff: &str| {
+        let mut req = Request::post("/login/link/wrong")
+            .header(header::ORIGIN, ORIGIN)
+            .header("x-forwarded-for", xff)
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+        req
+    };
+    let status = |req: Request<Body>| async { c.app.clone().oneshot(req).await.unwrap().status() };
+    // Through the proxy (127.0.0.1, trusted by default): one client uses up its limit ...
+    for _ in 0..SIGN_IN_LIMIT {
+        assert_eq!(
+            status(post([127, 0, 0, 1], "198.51.100.1, 203.0.113.7")).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        status(post([127, 0, 0, 1], "198.51.100.1, 203.0.113.7")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ... and another client, through the same proxy, is still let in.
+    assert_eq!(
+        status(post([127, 0, 0, 1], "203.0.113.8")).await,
+        StatusCode::FORBIDDEN
+    );
+    // A peer that is not a trusted proxy is counted by its own address, whatever it claims.
+    for _ in 0..SIGN_IN_LIMIT {
+        status(post([192, 0, 2, 9], "203.0.113.50")).await;
+    }
+    assert_eq!(
+        status(post([192, 0, 2, 9], "203.0.113.51")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn console_logout_ends_a_members_sessions_or_all() {
+    let c = console();
+    member(&c.store, "boss@example.com", "Boss", Role::Owner);
+    member(&c.store, "chief@example.com", "Chief", Role::Owner);
+    let a = c.sign_in("boss@example.com").await;
+    let b = c.sign_in("chief@example.com").await;
+    let n = access::end_sessions(
+        &c.store,
+        &access::LogoutRequest {
+            who: Some("boss@example.com".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        c.get("/members", Some(&a)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(c.get("/members", Some(&b)).await.status, StatusCode::OK);
+    assert_eq!(
+        access::end_sessions(&c.store, &access::LogoutRequest { who: None }).unwrap(),
+        1
+    );
+    assert_eq!(
+        c.get("/members", Some(&b)).await.status,
+        StatusCode::SEE_OTHER
+    );
 }

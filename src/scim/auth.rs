@@ -534,7 +534,7 @@ mod tests {
         );
         store.tokens_tree().insert(&key, saved).unwrap();
         // A revocation straight through the store's token API, not through `execute`.
-        store.revoke_token(&id, now).unwrap();
+        store.revoke_token(&id, "owner", now).unwrap();
         assert_eq!(
             auth.check(Some(&h), now).unwrap_err().reason,
             AuthFailure::Revoked

@@ -85,6 +85,49 @@ impl Store {
         }
     }
 
+    /// Records that a session was used at `now`, only if it still exists (a sign-out that
+    /// removed it in between stays done); whether it exists.
+    pub fn touch_console_session(
+        &self,
+        hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let k = key(SESSION_PREFIX, hash);
+        self.transact_side(&self.inner.console, |tx| {
+            let Some(v) = tx.tree.get(&k)? else {
+                return Ok(false);
+            };
+            let mut s: ConsoleSession = decode("session", &v)?;
+            s.last_seen = now;
+            tx.tree.insert(k.as_slice(), encode(&s)?)?;
+            Ok(true)
+        })
+    }
+
+    /// Ends every session of the member `id`; how many there were.
+    pub fn remove_console_sessions_of(
+        &self,
+        id: Option<crate::member::MemberId>,
+    ) -> Result<usize, StoreError> {
+        let mut gone = Vec::new();
+        for kv in self.inner.console.scan_prefix(SESSION_PREFIX) {
+            let (k, v) = kv?;
+            let s: Option<ConsoleSession> = decode("session", &v).ok();
+            if id.is_none() || s.is_none_or(|s| Some(s.member_id) == id) {
+                gone.push(k);
+            }
+        }
+        if !gone.is_empty() {
+            self.transact_side(&self.inner.console, |tx| {
+                for k in &gone {
+                    tx.tree.remove(k.as_ref())?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(gone.len())
+    }
+
     /// Ends a session; whether there was one.
     pub fn remove_console_session(&self, hash: &SecretHash) -> Result<bool, StoreError> {
         self.transact_side(&self.inner.console, |tx| {

@@ -876,6 +876,21 @@ impl Mirror {
         {
             out.push("the SCIM listing order differs from the records".into());
         }
+        let console_order = |m: &Mirror| {
+            let mut ids = Vec::with_capacity(m.len());
+            m.all_order.walk_after(
+                None,
+                |s| m.entries[s as usize].name_key(),
+                |s| {
+                    ids.push(m.entries[s as usize].id);
+                    true
+                },
+            );
+            ids
+        };
+        if console_order(self) != console_order(other) {
+            out.push("the console's listing order differs from the records".into());
+        }
         out
     }
 

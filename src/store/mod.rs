@@ -260,7 +260,7 @@ pub const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4
 
 /// At most this many members are looked at for one [`Store::browse`] page (a search that
 /// matches few of a million members answers in bounded time, with a "more" link).
-pub const BROWSE_BUDGET: usize = 250_000;
+pub const BROWSE_BUDGET: usize = 100_000;
 
 /// Which members [`Store::browse`] lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

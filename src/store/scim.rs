@@ -71,11 +71,16 @@ impl std::fmt::Debug for TokenRecord {
 }
 
 /// A token event: the token's id, label, scope and times (never its hash).
-fn token_event(t: EventType, r: &TokenRecord, time: DateTime<Utc>) -> NewEvent<'static> {
+fn token_event(
+    t: EventType,
+    r: &TokenRecord,
+    actor: &str,
+    time: DateTime<Utc>,
+) -> NewEvent<'static> {
     NewEvent {
         event_type: t,
         time,
-        actor: "owner".into(),
+        actor: actor.to_string(),
         changed: Vec::new(),
         member: None,
         data: Some(serde_json::json!({"token": {
@@ -95,8 +100,9 @@ fn key(prefix: &[u8], id: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Stores a new token record, with its `token.created` event.
-    pub fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+    /// Stores a new token record, with its `token.created` event naming `actor` (`owner`, or
+    /// `console:EMAIL`).
+    pub fn put_token(&self, record: &TokenRecord, actor: &str) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.transact_side(&self.inner.tokens, |tx| {
             tx.tree
@@ -104,6 +110,7 @@ impl Store {
             tx.append_event(&token_event(
                 EventType::TokenCreated,
                 record,
+                actor,
                 record.created,
             ))
         })?;
@@ -148,6 +155,7 @@ impl Store {
     pub fn revoke_token(
         &self,
         id: &str,
+        actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let k = key(TOKEN_PREFIX, id);
@@ -162,7 +170,7 @@ impl Store {
                 let bytes =
                     serde_json::to_vec(&r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 tx.tree.insert(k.as_slice(), bytes)?;
-                tx.append_event(&token_event(EventType::TokenRevoked, &r, now))?;
+                tx.append_event(&token_event(EventType::TokenRevoked, &r, actor, now))?;
             }
             Ok(Some(r))
         })?;

@@ -309,6 +309,20 @@ async fn an_owner_signs_in_with_google_and_everyone_else_is_refused() {
     .await;
     assert_eq!(status, 403);
 
+    // The owner's address given to a new Google user (another `sub`): the member is still
+    // linked to the old one, so the new one does not sign in as it.
+    let old = r.google.delete(&owner).unwrap();
+    let mut new = old.clone();
+    new.id = "109999999999999999999".into();
+    r.google.add_user(new);
+    r.google.oidc_sign_in(Some(&owner));
+    let (status, _, body) = google_sign_in(&r, true).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("not the Google user the member is linked to"),
+        "{body}"
+    );
+
     r.stop().await;
 }
 
@@ -335,6 +349,33 @@ async fn console_login_prints_a_link_through_the_daemon() {
     let out = cli(&r.config_path, &["console", "login", &staff]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("owner role"));
+    // `console logout --all` ends every session, through the daemon.
+    let link = url.strip_prefix(&r.url()).unwrap().to_string();
+    let mut raw = format!(
+        "POST {link} HTTP/1.1\r\nHost: {}\r\nOrigin: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        r.console,
+        r.url()
+    );
+    let answer = crate::common::request_within(
+        &r.console.to_string(),
+        std::mem::take(&mut raw),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.0, 200);
+    let out = cli(&r.config_path, &["console", "logout", "--all"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 console session(s) ended"
+    );
+    let out = cli(&r.config_path, &["console", "logout"]).await;
+    assert_eq!(out.status.code(), Some(2), "EMAIL or --all is required");
     r.stop().await;
 }
 

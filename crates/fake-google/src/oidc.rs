@@ -257,11 +257,18 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         return token_error("invalid_grant", "Invalid code verifier.");
     }
     let now = chrono::Utc::now().timestamp();
+    // `sub` is the Google user's id, as the Directory API shows it.
+    let sub = shared
+        .lock()
+        .users
+        .get(&grant.login.email.to_lowercase())
+        .map(|u| u.id.clone())
+        .unwrap_or_else(|| format!("1{:020}", grant.login.email.len()));
     let mut claims = json!({
         "iss": s.issuer,
         "azp": CLIENT_ID,
         "aud": CLIENT_ID,
-        "sub": format!("1{:020}", grant.login.email.len()),
+        "sub": sub,
         "email": grant.login.email,
         "email_verified": grant.login.email_verified,
         "at_hash": "fake",

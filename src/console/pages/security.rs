@@ -177,6 +177,7 @@ pub async fn fresh(
             .fresh_tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        fresh.retain(|_, (_, at)| at.elapsed() < FRESH_FOR);
         fresh
             .remove(&(owner.hash, id.clone()))
             .filter(|(_, at)| at.elapsed() < FRESH_FOR)
