@@ -124,6 +124,23 @@ pub struct RunCounts {
     pub nested_groups: u64,
 }
 
+impl RunCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RunCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deactivated += other.deactivated;
+        self.linked += other.linked;
+        self.unchanged += other.unchanged;
+        self.held += other.held;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+        self.identity_changed += other.identity_changed;
+        self.verified_present += other.verified_present;
+        self.nested_groups += other.nested_groups;
+    }
+}
+
 /// One recorded run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncRun {
