@@ -430,7 +430,9 @@ fn par_sort<T: Send>(v: &mut Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering 
     }
 }
 
-/// Plans the changes that make `members` agree with `desired`.
+/// Plans the changes that make `members` agree with `desired`: the one entry point of the
+/// plan. Its steps: [`order_users`], [`match_users`], then the updates, the creates and
+/// the deactivations ([`plan_updates`], [`plan_creates`], [`plan_deactivations`]).
 ///
 /// The desired state is taken, not copied: each user's attributes move into its change, and
 /// the users that need no change are freed when the plan returns. The plan starts no
@@ -452,14 +454,51 @@ pub fn plan<M: MemberLike + Sync>(
         active_now: index.active_now,
         ..Plan::default()
     };
+    let (order, dropped) = order_users(&desired, ctx.domains, &mut out);
+    let Matching {
+        claimed,
+        matched,
+        unmatched,
+    } = match_users(order, &desired, members, index, ctx, &mut out);
 
-    // Deterministic order, and one Google user per email: Google forbids duplicates, but a
-    // listing taken while an address moves between users can show it twice. Keys borrow
-    // the address when it is already lower case (this runs for every user).
+    // Comparing every matched pair is most of a run in which little changed; by now Google
+    // has been read, so both halves run at once. Only the comparison is parallel: the
+    // planning below stays in order.
+    let compared = compare_all(&matched, members, &desired);
+
+    // From here a user that becomes a change is taken out of `desired`.
+    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
+    let mut updates = plan_updates(matched, compared, &mut desired, members, &mut out);
+    let mut creates = plan_creates(unmatched, &mut desired, &mut out);
+    // The users that needed no change are freed here, in the run that planned them, not
+    // on a thread of their own: `cargo bench --bench pull` prints what that costs.
+    drop(desired);
+    let mut deactivations = plan_deactivations(members, &claimed, &dropped, ctx, &mut out);
+
+    let key = |c: &PlannedChange| normalize_email(&c.user_name);
+    updates.sort_by_cached_key(key);
+    deactivations.sort_by_cached_key(key);
+    out.changes = updates;
+    out.changes.append(&mut creates);
+    out.changes.append(&mut deactivations);
+    out
+}
+
+/// The users of the managed domains in a deterministic order (by user name key, then
+/// Google id), one Google user per email: Google forbids duplicates, but a listing taken
+/// while an address moves between users can show it twice. A duplicate is reported and
+/// left for the next run; its id is returned with the dropped ones, so its member does not
+/// look gone. Keys borrow the address when it is already lower case (this runs for every
+/// user).
+fn order_users<'d>(
+    desired: &'d [Desired],
+    domains: &[String],
+    out: &mut Plan,
+) -> (Vec<(Cow<'d, str>, usize)>, HashSet<String>) {
     let mut keyed: Vec<(Cow<'_, str>, usize)> = desired
         .iter()
         .enumerate()
-        .filter(|(_, d)| in_domains(ctx.domains, d.attrs.user_name.as_str()))
+        .filter(|(_, d)| in_domains(domains, d.attrs.user_name.as_str()))
         .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
     // users.list is not asked for an order (see `list_users_page_raw`): sort here.
@@ -488,11 +527,36 @@ pub fn plan<M: MemberLike + Sync>(
         }
         order.push((key, j));
     }
-    drop(seen_ids);
+    (order, dropped)
+}
 
-    let mut claimed = vec![false; members.len()];
-    let mut matched: Vec<(usize, usize, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
-    let mut unmatched: Vec<usize> = Vec::new();
+/// Which member each user is: [`match_users`]'s answer.
+struct Matching {
+    /// By member position: matched to a user (or holding its address for another).
+    claimed: Vec<bool>,
+    /// (member, user, matched by email), in the users' order.
+    matched: Vec<(usize, usize, bool)>,
+    /// Users no member is, in the users' order.
+    unmatched: Vec<usize>,
+}
+
+/// Matches each user of `order` to a member: first by Google id, which never changes, then
+/// by user name for the members not claimed by their Google id. A member found by name
+/// that is linked to another Google user that Google still has holds the address: the user
+/// is reported, not provisioned.
+fn match_users<M: MemberLike + Sync>(
+    order: Vec<(Cow<'_, str>, usize)>,
+    desired: &[Desired],
+    members: &[M],
+    index: &MemberIndex,
+    ctx: &PlanContext<'_>,
+    out: &mut Plan,
+) -> Matching {
+    let mut m = Matching {
+        claimed: vec![false; members.len()],
+        matched: Vec::with_capacity(order.len()),
+        unmatched: Vec::new(),
+    };
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
     let found = par_map(&order, |(_, j)| {
@@ -503,8 +567,8 @@ pub fn plan<M: MemberLike + Sync>(
     for ((key, j), found) in order.into_iter().zip(found) {
         match found {
             Some(i) => {
-                claimed[i] = true;
-                matched.push((i, j, false));
+                m.claimed[i] = true;
+                m.matched.push((i, j, false));
             }
             None => rest.push((key, j)),
         }
@@ -521,9 +585,10 @@ pub fn plan<M: MemberLike + Sync>(
     for (key, j) in rest {
         let d = &desired[j];
         match by_name.get(members, name_key, &key) {
-            Some(i) if !claimed[i] => {
-                let m = &members[i];
-                let linked_elsewhere = match (m.google_id(), ctx.all_google_ids) {
+            Some(i) if !m.claimed[i] => {
+                let member = &members[i];
+                m.claimed[i] = true;
+                let linked_elsewhere = match (member.google_id(), ctx.all_google_ids) {
                     (Some(old), _) if old == d.google_id => false,
                     (Some(old), Some(ids)) => {
                         ids.contains(old)
@@ -540,30 +605,30 @@ pub fn plan<M: MemberLike + Sync>(
                     out.problems.push(format!(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
                         d.attrs.user_name,
-                        m.id(),
-                        m.google_id().unwrap_or("")
+                        member.id(),
+                        member.google_id().unwrap_or("")
                     ));
-                    claimed[i] = true;
                     continue;
                 }
-                claimed[i] = true;
-                matched.push((i, j, true));
+                m.matched.push((i, j, true));
             }
             // Held by a member that another Google user claimed by id: that user is being
             // renamed away from this address in the same plan, so create after updates.
-            _ => unmatched.push(j),
+            _ => m.unmatched.push(j),
         }
     }
-    drop(by_name);
-    drop(desired_ids);
+    m
+}
 
-    // Comparing every matched pair is most of a run in which little changed; by now Google
-    // has been read, so both halves run at once. Only the comparison is parallel: the
-    // planning below stays in order.
-    let compared = compare_all(&matched, members, &desired);
-
-    // From here a user that becomes a change is taken out of `desired`.
-    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
+/// The updates, links and deactivations by update of the matched pairs that differ, each
+/// taking its user out of `desired`; counts the pairs that agree or are hidden.
+fn plan_updates<M: MemberLike>(
+    matched: Vec<(usize, usize, bool)>,
+    compared: Vec<Compared>,
+    desired: &mut [Option<Desired>],
+    members: &[M],
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut updates = Vec::new();
     for ((i, j, by_email), compared) in matched.into_iter().zip(compared) {
         let fields = match compared {
@@ -584,41 +649,60 @@ pub fn plan<M: MemberLike + Sync>(
         if d.attrs.active {
             out.active_after += 1;
         }
-        let m = &members[i];
-        let newly_linked = by_email && m.google_id().is_none();
-        let goes_inactive = m.active() && !d.attrs.active;
-        let action = if goes_inactive {
-            Action::Deactivate
-        } else if newly_linked || m.managed_by() != ManagedBy::Google {
-            Action::Link
-        } else {
-            Action::Update
-        };
-        let only_link = fields.iter().all(|f| f == "googleId" || f == "managedBy");
-        let user_name = d.attrs.user_name.to_string();
-        let change = if only_link && action == Action::Link {
-            Change::Link {
-                id: m.id(),
-                google_id: d.google_id,
-                expected_version: Some(m.version()),
-            }
-        } else {
-            Change::Update {
-                id: m.id(),
-                expected_version: Some(m.version()),
-                attrs: d.attrs,
-            }
-        };
-        updates.push(PlannedChange {
-            action,
-            user_name,
-            member: Some(m.id()),
-            fields,
-            change,
-        });
+        updates.push(update_of(&members[i], d, by_email, fields));
     }
+    updates
+}
 
-    // Already in user name order: `unmatched` keeps the order of the sorted keys.
+/// The change that makes a matched member `m` what `d` says, given the fields that differ:
+/// a deactivation when it takes an active member to inactive, a link when it links the
+/// member (a [`Change::Link`] when linking is all it does), else an update.
+fn update_of<M: MemberLike>(
+    m: &M,
+    d: Desired,
+    by_email: bool,
+    fields: Vec<String>,
+) -> PlannedChange {
+    let newly_linked = by_email && m.google_id().is_none();
+    let goes_inactive = m.active() && !d.attrs.active;
+    let action = if goes_inactive {
+        Action::Deactivate
+    } else if newly_linked || m.managed_by() != ManagedBy::Google {
+        Action::Link
+    } else {
+        Action::Update
+    };
+    let only_link = fields.iter().all(|f| f == "googleId" || f == "managedBy");
+    let user_name = d.attrs.user_name.to_string();
+    let change = if only_link && action == Action::Link {
+        Change::Link {
+            id: m.id(),
+            google_id: d.google_id,
+            expected_version: Some(m.version()),
+        }
+    } else {
+        Change::Update {
+            id: m.id(),
+            expected_version: Some(m.version()),
+            attrs: d.attrs,
+        }
+    };
+    PlannedChange {
+        action,
+        user_name,
+        member: Some(m.id()),
+        fields,
+        change,
+    }
+}
+
+/// The creates of the users no member is, already in user name order (`unmatched` keeps
+/// the order of the sorted keys), each taking its user out of `desired`.
+fn plan_creates(
+    unmatched: Vec<usize>,
+    desired: &mut [Option<Desired>],
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut creates = Vec::with_capacity(unmatched.len());
     for j in unmatched {
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
@@ -638,15 +722,21 @@ pub fn plan<M: MemberLike + Sync>(
             },
         });
     }
-    // The users that needed no change are freed here, in the run that planned them, not
-    // on a thread of their own: `cargo bench --bench pull` prints what that costs.
-    drop(desired);
+    creates
+}
 
+/// The deactivations of the active managed members no user claimed, except those whose
+/// Google user the plan could not use this time (`dropped`, or unusable); counts the
+/// members the directory does not own.
+fn plan_deactivations<M: MemberLike>(
+    members: &[M],
+    claimed: &[bool],
+    dropped: &HashSet<String>,
+    ctx: &PlanContext<'_>,
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut deactivations = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        if claimed[i] {
-            continue;
-        }
+    for (m, _) in members.iter().zip(claimed).filter(|(_, &c)| !c) {
         let still_in_google = m.google_id().is_some_and(|e| {
             dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
         });
@@ -669,14 +759,7 @@ pub fn plan<M: MemberLike + Sync>(
             out.not_owned += 1;
         }
     }
-
-    let key = |c: &PlannedChange| normalize_email(&c.user_name);
-    updates.sort_by_cached_key(key);
-    deactivations.sort_by_cached_key(key);
-    out.changes = updates;
-    out.changes.append(&mut creates);
-    out.changes.append(&mut deactivations);
-    out
+    deactivations
 }
 
 #[cfg(test)]
