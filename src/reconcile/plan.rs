@@ -147,7 +147,11 @@ impl Action {
 }
 
 /// One change of the plan, with what the output needs to describe it.
+///
+/// On the wire (a dry run's JSON, the admin socket) `fields` is a list of names, with
+/// `managedBy` last when `manages` is set: [`wire::PlannedChange`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "wire::PlannedChange", try_from = "wire::PlannedChange")]
 pub struct PlannedChange {
     /// How it is counted.
     pub action: Action,
@@ -155,10 +159,84 @@ pub struct PlannedChange {
     pub user_name: String,
     /// The member, when it exists.
     pub member: Option<MemberId>,
-    /// The fields that change.
-    pub fields: Vec<String>,
+    /// The directory attributes that change.
+    pub fields: Vec<Field>,
+    /// Whether the change makes the member managed by Google (it is not yet).
+    pub manages: bool,
     /// What `provision::apply` is given.
     pub change: Change,
+}
+
+impl PlannedChange {
+    /// The names of what changes, as the output shows them: the fields, then `managedBy`.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.fields.iter().map(|f| f.name()).collect();
+        if self.manages {
+            names.push(wire::MANAGED_BY);
+        }
+        names
+    }
+}
+
+/// A planned change as its JSON has always been written.
+mod wire {
+    use serde::{Deserialize, Serialize};
+
+    use super::Action;
+    use crate::member::{Change, Field, MemberId};
+
+    /// The name of the member's `managed_by` among a change's fields.
+    pub(super) const MANAGED_BY: &str = "managedBy";
+
+    /// [`super::PlannedChange`] with its fields by name.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct PlannedChange {
+        action: Action,
+        user_name: String,
+        member: Option<MemberId>,
+        fields: Vec<String>,
+        change: Change,
+    }
+
+    impl From<super::PlannedChange> for PlannedChange {
+        fn from(c: super::PlannedChange) -> PlannedChange {
+            PlannedChange {
+                fields: c.field_names().into_iter().map(str::to_string).collect(),
+                action: c.action,
+                user_name: c.user_name,
+                member: c.member,
+                change: c.change,
+            }
+        }
+    }
+
+    impl TryFrom<PlannedChange> for super::PlannedChange {
+        type Error = String;
+
+        fn try_from(c: PlannedChange) -> Result<super::PlannedChange, String> {
+            let mut fields = Vec::with_capacity(c.fields.len());
+            let mut manages = false;
+            for name in &c.fields {
+                if name == MANAGED_BY {
+                    manages = true;
+                    continue;
+                }
+                let field = Field::ALL
+                    .into_iter()
+                    .find(|f| f.name() == name)
+                    .ok_or_else(|| format!("a planned change names an unknown field {name:?}"))?;
+                fields.push(field);
+            }
+            Ok(super::PlannedChange {
+                action: c.action,
+                user_name: c.user_name,
+                member: c.member,
+                fields,
+                manages,
+                change: c.change,
+            })
+        }
+    }
 }
 
 /// The plan.
@@ -226,18 +304,31 @@ pub fn is_active_managed<M: MemberLike + ?Sized>(m: &M, domains: &[String]) -> b
         && owned_by_pull(m, domains)
 }
 
-/// The fields the pull writes that differ between a member and what it should be, by name
-/// ([`Field::pulled`], [`Field::differs`]), and `managedBy` when the member is not Google's.
-fn changed_fields<M: MemberLike + ?Sized>(m: &M, a: &DirectoryAttrs) -> Vec<String> {
-    let mut f: Vec<String> = Field::ALL
-        .into_iter()
-        .filter(|f| f.pulled() && m.differs(*f, a))
-        .map(|f| f.name().to_string())
-        .collect();
-    if m.managed_by() != ManagedBy::Google {
-        f.push("managedBy".into());
+/// What the pull changes of a member: the fields it writes that differ from what the
+/// member should be ([`Field::pulled`], [`Field::differs`]), and whether the member becomes
+/// Google's.
+#[derive(Debug, Default, PartialEq)]
+struct Changed {
+    fields: Vec<Field>,
+    manages: bool,
+}
+
+impl Changed {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty() && !self.manages
     }
-    f
+}
+
+/// The fields the pull writes that differ between a member and what it should be, and
+/// whether the member is not Google's yet.
+fn changed_fields<M: MemberLike + ?Sized>(m: &M, a: &DirectoryAttrs) -> Changed {
+    Changed {
+        fields: Field::ALL
+            .into_iter()
+            .filter(|f| f.pulled() && m.differs(*f, a))
+            .collect(),
+        manages: m.managed_by() != ManagedBy::Google,
+    }
 }
 
 /// Positions in the member slice by a key that each member gives (its Google id, or its
@@ -347,8 +438,8 @@ enum Compared {
     Hidden,
     /// They agree; whether the user is active.
     Unchanged { active: bool },
-    /// The fields that differ ([`changed_fields`]).
-    Changed(Vec<String>),
+    /// What differs ([`changed_fields`]).
+    Changed(Changed),
 }
 
 /// A matched pair is always the pull's: the user is in the managed domains (the plan drops
@@ -359,13 +450,13 @@ fn compare<M: MemberLike + ?Sized>(m: &M, d: &Desired) -> Compared {
     if m.scim_deleted() {
         return Compared::Hidden;
     }
-    let fields = changed_fields(m, &d.attrs);
-    if fields.is_empty() {
+    let changed = changed_fields(m, &d.attrs);
+    if changed.is_empty() {
         Compared::Unchanged {
             active: d.attrs.active,
         }
     } else {
-        Compared::Changed(fields)
+        Compared::Changed(changed)
     }
 }
 
@@ -631,7 +722,7 @@ fn plan_updates<M: MemberLike>(
 ) -> Vec<PlannedChange> {
     let mut updates = Vec::new();
     for ((i, j, by_email), compared) in matched.into_iter().zip(compared) {
-        let fields = match compared {
+        let changed = match compared {
             Compared::Hidden => {
                 out.hidden += 1;
                 continue;
@@ -641,7 +732,7 @@ fn plan_updates<M: MemberLike>(
                 out.unchanged += 1;
                 continue;
             }
-            Compared::Changed(fields) => fields,
+            Compared::Changed(changed) => changed,
         };
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
@@ -649,7 +740,7 @@ fn plan_updates<M: MemberLike>(
         if d.attrs.active {
             out.active_after += 1;
         }
-        updates.push(update_of(&members[i], d, by_email, fields));
+        updates.push(update_of(&members[i], d, by_email, changed));
     }
     updates
 }
@@ -657,12 +748,7 @@ fn plan_updates<M: MemberLike>(
 /// The change that makes a matched member `m` what `d` says, given the fields that differ:
 /// a deactivation when it takes an active member to inactive, a link when it links the
 /// member (a [`Change::Link`] when linking is all it does), else an update.
-fn update_of<M: MemberLike>(
-    m: &M,
-    d: Desired,
-    by_email: bool,
-    fields: Vec<String>,
-) -> PlannedChange {
+fn update_of<M: MemberLike>(m: &M, d: Desired, by_email: bool, changed: Changed) -> PlannedChange {
     let newly_linked = by_email && m.google_id().is_none();
     let goes_inactive = m.active() && !d.attrs.active;
     let action = if goes_inactive {
@@ -672,7 +758,7 @@ fn update_of<M: MemberLike>(
     } else {
         Action::Update
     };
-    let only_link = fields.iter().all(|f| f == "googleId" || f == "managedBy");
+    let only_link = changed.fields.iter().all(|f| *f == Field::GoogleId);
     let user_name = d.attrs.user_name.to_string();
     let change = if only_link && action == Action::Link {
         Change::Link {
@@ -691,7 +777,8 @@ fn update_of<M: MemberLike>(
         action,
         user_name,
         member: Some(m.id()),
-        fields,
+        fields: changed.fields,
+        manages: changed.manages,
         change,
     }
 }
@@ -716,6 +803,7 @@ fn plan_creates(
             user_name: d.attrs.user_name.to_string(),
             member: None,
             fields: Vec::new(),
+            manages: false,
             change: Change::Create {
                 attrs: d.attrs,
                 managed_by: ManagedBy::Google,
@@ -749,7 +837,8 @@ fn plan_deactivations<M: MemberLike>(
                 action: Action::Deactivate,
                 user_name: m.user_name().to_string(),
                 member: Some(m.id()),
-                fields: vec!["active".into()],
+                fields: vec![Field::Active],
+                manages: false,
                 change: Change::Deactivate {
                     id: m.id(),
                     expected_version: Some(m.version()),

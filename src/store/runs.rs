@@ -318,7 +318,8 @@ mod tests {
                 action: Action::Deactivate,
                 user_name: "ada@example.com".into(),
                 member: Some(member),
-                fields: vec!["active".into()],
+                fields: vec![crate::member::Field::Active],
+                manages: false,
                 change: Change::Deactivate { id: member, expected_version: Some(3) },
             }],
         });

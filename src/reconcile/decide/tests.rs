@@ -24,6 +24,7 @@ fn change(action: Action, i: usize) -> PlannedChange {
         user_name,
         member: (action != Action::Create).then_some(id),
         fields: Vec::new(),
+        manages: false,
         change,
     }
 }
