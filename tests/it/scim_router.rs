@@ -1183,7 +1183,7 @@ async fn the_listing_follows_writes_that_do_not_come_from_scim() {
             google_id: "104598721934561230001".into(),
             expected_version: None,
         },
-        &Actor::Pull("run-1".into()),
+        &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000002").unwrap()),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -1330,7 +1330,7 @@ async fn a_put_without_external_id_keeps_the_google_link() {
             google_id: "104598721934561230002".into(),
             expected_version: None,
         },
-        &Actor::Pull("run-1".into()),
+        &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000002").unwrap()),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -1842,7 +1842,7 @@ async fn value_extra_and_page_limits_follow_their_keys() {
     }
 }
 
-/// The `/healthz` and `userName eq` latency while two maximal scans of 30,000 members run,
+/// The `/healthz` and `userName eq` latency while two maximal scans of 10,000 members run,
 /// on the real listeners (SCIM and health) of a two-worker runtime like the daemon's. A scan
 /// here is a `.search` that matches every member, sorts on an attribute no index serves and
 /// renders a page of 1,000. Scans, sorts and large pages run on the blocking pool, one per
@@ -1861,7 +1861,7 @@ async fn healthz_latency_while_two_maximal_scans_run() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const MEMBERS: usize = 30_000;
+    const MEMBERS: usize = 10_000;
     let app = app();
     let started = Instant::now();
     let store = app.store.clone();
@@ -2046,7 +2046,7 @@ async fn healthz_latency_while_two_maximal_scans_run() {
     let (scan_ms, statuses) = scanners.await.unwrap();
     eprintln!("scan answers: {statuses:?}");
     summary(
-        "maximal scan (.search, 30,000 matches, sorted, 1,000 rendered)",
+        "maximal scan (.search, 10,000 matches, sorted, 1,000 rendered)",
         scan_ms,
     );
     let samples = health_ms.len();
