@@ -161,7 +161,7 @@ fn a_batchs_audit_entries_are_grouped_and_read_back_by_member_time_and_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let changes: Vec<Change> = (0..100).map(create).collect();
-    let actor = Actor::Pull("run-1".into());
+    let actor = Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000002").unwrap());
     let results = crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
     assert!(results.iter().all(|r| r.is_ok()));
     // 100 entries in groups of 32: four keys, not a hundred.
@@ -437,7 +437,7 @@ fn audit_entry(seq: u64, actor: crate::member::Actor, m: &Member, ext: Option<&s
 /// trees, and an audit that says who set each id. Returns the members by name.
 fn write_schema_2(path: &Path, already_converted: &[u128]) -> Vec<Member> {
     use crate::member::Actor;
-    let pull = || Actor::Pull("run-1".into());
+    let pull = || Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000002").unwrap());
     let scim = || Actor::Scim("entra".into());
     let a = raw_member(1, "a@example.com"); // created by the pull with its Google id
     let b = raw_member(2, "b@example.com"); // created by SCIM with an externalId
