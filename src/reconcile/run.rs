@@ -1,4 +1,4 @@
-//! One run of the pull: fetch -> scope -> plan -> verify -> guard -> apply -> record.
+//! One run of the pull: fetch -> scope -> plan -> verify -> decide -> apply -> record.
 //!
 //! [`run`] is the one pipeline. Its [`Target`] says what it reconciles: every user in scope
 //! (`sync`), one user (`sync user`), or the deactivations an earlier run held (`sync
@@ -481,7 +481,7 @@ async fn read<D: Directory + 'static>(
 }
 
 /// Performs one run of the pull and records it (a dry run plans and records nothing):
-/// lock, run record, client, fetch, plan, verify, guard, apply, finish. `now` is the run's
+/// lock, run record, client, fetch, plan, verify, decide, apply, finish. `now` is the run's
 /// time, read once by the caller.
 ///
 /// Fails with [`SyncError::Busy`] when a run is already in progress, and with
