@@ -51,7 +51,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let started = Instant::now();
-    let actor = Actor::Pull("bench".into());
+    let actor = Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000007").unwrap());
     for chunk in (0..members).collect::<Vec<_>>().chunks(BATCH) {
         let changes: Vec<Change> = chunk.iter().map(|&i| create(i)).collect();
         for r in provision::apply_batch(&store, &changes, &actor, Utc::now()).unwrap() {

@@ -54,6 +54,8 @@ listen = "127.0.0.1:0"
 socket = "$WORK/admin.sock"
 [metrics]
 listen = "127.0.0.1:0"
+[console]
+listen = ""
 [log]
 level = "warn"
 TOML

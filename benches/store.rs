@@ -29,7 +29,7 @@ fn create(i: usize) -> Change {
 }
 
 fn seed(store: &Store, changes: &[Change]) {
-    let actor = Actor::Pull("bench".into());
+    let actor = Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000007").unwrap());
     for chunk in changes.chunks(BATCH) {
         let results = provision::apply_batch(store, chunk, &actor, Utc::now()).unwrap();
         assert!(results.iter().all(|r| r.is_ok()));

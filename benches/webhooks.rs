@@ -41,7 +41,7 @@ async fn round(events: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let changes: Vec<Change> = (0..events).map(create).collect();
-    let actor = Actor::Pull("bench".into());
+    let actor = Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000007").unwrap());
     for chunk in changes.chunks(1000) {
         provision::apply_batch(&store, chunk, &actor, Utc::now()).unwrap();
     }

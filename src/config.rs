@@ -540,6 +540,16 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return invalid("store.path", "must not be empty".into());
         }
+        self.check_scim_paths()?;
+        self.check_scim_limits()?;
+        self.check_admin_and_google()?;
+        self.check_scope_sync_and_log()?;
+        Ok(())
+    }
+
+    /// Checks `[scim]`'s address, base path and public URL, and `[events]`'s retention.
+    fn check_scim_paths(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         check_addr("scim.listen", &self.scim.listen)?;
         let bp = &self.scim.base_path;
         if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) || bp.contains("//") {
@@ -572,6 +582,12 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Checks `[scim]`'s TLS pair and its limits.
+    fn check_scim_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         match (&self.scim.tls_cert, &self.scim.tls_key) {
             (Some(_), None) => {
                 return invalid(
@@ -642,6 +658,12 @@ impl Config {
                 return invalid(key, format!("{value} is below the minimum of {min}"));
             }
         }
+        Ok(())
+    }
+
+    /// Checks `[admin]`'s socket, and `[google]`: who the pull acts as, the domains and the credentials.
+    fn check_admin_and_google(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         if self.admin.socket.as_os_str().is_empty() {
             return invalid("admin.socket", "must not be empty".into());
         }
@@ -692,6 +714,12 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks `[scope]`, `[sync]`, `[metrics]` and `[log]`.
+    fn check_scope_sync_and_log(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         for g in &self.scope.groups {
             if crate::member::UserName::parse(g).is_err() {
                 return invalid(

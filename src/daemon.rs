@@ -119,117 +119,34 @@ pub async fn launch(
     };
 
     let metrics_addr = listeners.metrics.local_addr().ok();
-    let metrics_app = health::router(HealthState {
-        store: store.clone(),
-        health: health.clone(),
-    });
-    let metrics_task = tokio::spawn({
-        let stopped = stopped();
-        crate::listener::serve_http(
-            listeners.metrics,
-            None,
-            metrics_app,
-            crate::listener::ConnLimits::metrics(),
-            stopped,
-        )
-    });
-
-    // The pull runs only where Google is configured; a push-only install needs no key.
-    let sync_ctx = if config.google.subject.is_some() {
-        Some(Arc::new(SyncContext::new(store.clone(), config.clone())))
-    } else {
-        tracing::warn!(
-            "the pull is disabled: [google].subject is not set (push over SCIM still works)"
-        );
-        None
-    };
-    if let Some(ctx) = &sync_ctx {
-        pull_gauges(&store, Utc::now());
-        let ctx = ctx.clone();
-        health.set_overdue_probe(Arc::new(move || ctx.overdue()));
-    }
-    let on_sync: schedule::OnSync = {
-        let health = health.clone();
-        Arc::new(move |o: &SyncOutcome| record_sync(&health, o))
-    };
-    let schedule = match &sync_ctx {
-        Some(ctx) => Some(
-            schedule::start(
-                &config.sync.schedule,
-                Arc::new(schedule::SyncRunner {
-                    ctx: ctx.clone(),
-                    on_sync: Some(on_sync.clone()),
-                }),
-                options.first_sync_delay,
-            )
-            .await
-            .map_err(|e| DaemonError::Start(e.to_string()))?,
-        ),
-        None => None,
-    };
-
-    let admin_ctx = admin::server::AdminContext {
-        store: store.clone(),
-        console_url: config.console.enabled().then(|| config.console.url()),
-        scim_url: config
-            .scim
-            .public_url
-            .as_deref()
-            .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
-        sync: sync_ctx.clone(),
-        on_sync: Some(on_sync.clone()),
-        progress: None,
-        webhook_retry: options.webhooks.retry.clone(),
-        stopping: Some(stopping),
-    };
-    let console_addr = listeners.console.as_ref().and_then(|l| l.local_addr().ok());
-    let console_task = match listeners.console {
-        Some(listener) => {
-            let state = crate::console::ConsoleState::new(
-                admin_ctx.clone(),
-                &config.console,
-                &config.google.domains,
-            )
-            .map_err(DaemonError::Start)?;
-            let tls = match (&config.console.tls_cert, &config.console.tls_key) {
-                (Some(cert), Some(key)) => Some(
-                    crate::scim::tls::server_config(cert, key)
-                        .map_err(|e| DaemonError::Start(e.to_string()))?,
-                ),
-                _ => None,
-            };
-            Some(tokio::spawn(crate::listener::serve_http(
-                listener,
-                tls,
-                crate::console::router(state),
-                crate::console::conn_limits(),
-                stopped(),
-            )))
-        }
-        None => None,
-    };
-    let admin_task = tokio::spawn(admin::server::serve(listeners.admin, admin_ctx, stopped()));
-
-    let scim_addr = listeners.scim.local_addr().ok();
-    let tls = match (&config.scim.tls_cert, &config.scim.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            crate::scim::tls::server_config(cert, key)
-                .map_err(|e| DaemonError::Start(e.to_string()))?,
-        ),
-        _ => None,
-    };
-    let scim_state = crate::scim::ScimState::new(store.clone(), &config.scim)?
-        .with_domains(config.scim_domains());
-    let scim_task = tokio::spawn(crate::scim::serve(
-        listeners.scim,
-        tls.clone(),
-        // The size limits of [scim] reach the handlers as an extension (scim::schema::Limits).
-        crate::scim::router(scim_state).layer(axum::Extension(
-            crate::scim::schema::Limits::from_config(&config.scim),
-        )),
-        crate::scim::conn_limits(&config.scim),
+    let metrics_task = tokio::spawn(crate::listener::serve_http(
+        listeners.metrics,
+        None,
+        health::router(HealthState {
+            store: store.clone(),
+            health: health.clone(),
+        }),
+        crate::listener::ConnLimits::metrics(),
         stopped(),
     ));
+
+    let Pull {
+        ctx: sync_ctx,
+        on_sync,
+        schedule,
+    } = start_pull(&config, &store, &health, options.first_sync_delay).await?;
+
+    let admin = admin_context(&config, &store, &sync_ctx, &on_sync, &options, stopping);
+    let console_addr = listeners.console.as_ref().and_then(|l| l.local_addr().ok());
+    let console_task = match listeners.console {
+        Some(listener) => Some(spawn_console(&config, admin.clone(), listener, stopped())?),
+        None => None,
+    };
+    let admin_task = tokio::spawn(admin::server::serve(listeners.admin, admin, stopped()));
+
+    let scim_addr = listeners.scim.local_addr().ok();
+    let tls = config.scim.tls_cert.is_some() && config.scim.tls_key.is_some();
+    let scim_task = spawn_scim(&config, &store, listeners.scim, stopped())?;
 
     let audit_task = crate::store::spawn_audit_retention(
         store.clone(),
@@ -243,21 +160,12 @@ pub async fn launch(
     let relay_task =
         crate::webhooks::relay::spawn(store.clone(), options.webhooks.clone(), stopped());
 
-    // The outbox's retention keeps what an enabled webhook endpoint still waits for.
-    let event_task = crate::store::spawn_event_retention(
-        store.clone(),
-        config.events.clone(),
-        // An error reading the endpoints keeps everything this pass (none is older than
-        // `max_retention_days` past which nothing is kept anyway): never prune blind.
-        |s| crate::webhooks::min_undelivered_seq(s).unwrap_or(Some(0)),
-        chrono::Utc::now,
-        stopped(),
-    );
+    let event_task = spawn_event_retention(&store, &config, stopped());
 
     tracing::info!(
         store = %config.store.path.display(),
         scim = %show_addr(scim_addr),
-        scim_tls = tls.is_some(),
+        scim_tls = tls,
         base_path = %config.scim.base_path,
         pull = sync_ctx.is_some(),
         schedule = %config.sync.schedule,
@@ -269,17 +177,7 @@ pub async fn launch(
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(store.clone());
 
-    let failed = tokio::select! {
-        _ = shutdown => None,
-        why = store.flush_failed() => Some(why),
-    };
-    match &failed {
-        None => tracing::info!("shutting down: no new requests, draining those in flight"),
-        Some(why) => tracing::error!(
-            error = %why,
-            "a flush failed: the store is read-only; stopping so that the service restarts and recovers from the store's log"
-        ),
-    }
+    let failed = until_shutdown(&store, shutdown).await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let drain = async {
@@ -313,6 +211,176 @@ pub async fn launch(
     store.flush().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The pull, where Google is configured: its context, the callback that records each run
+/// for `/healthz`, and the schedule that starts it.
+struct Pull {
+    ctx: Option<Arc<SyncContext>>,
+    on_sync: schedule::OnSync,
+    schedule: Option<schedule::ScheduleHandle>,
+}
+
+/// Starts the pull's schedule (none without `[google].subject`).
+async fn start_pull(
+    config: &Config,
+    store: &Store,
+    health: &Arc<Health>,
+    first_sync_delay: std::time::Duration,
+) -> Result<Pull, DaemonError> {
+    // The pull runs only where Google is configured; a push-only install needs no key.
+    let sync_ctx = if config.google.subject.is_some() {
+        Some(Arc::new(SyncContext::new(store.clone(), config.clone())))
+    } else {
+        tracing::warn!(
+            "the pull is disabled: [google].subject is not set (push over SCIM still works)"
+        );
+        None
+    };
+    if let Some(ctx) = &sync_ctx {
+        pull_gauges(store, Utc::now());
+        let ctx = ctx.clone();
+        health.set_overdue_probe(Arc::new(move || ctx.overdue()));
+    }
+    let on_sync: schedule::OnSync = {
+        let health = health.clone();
+        Arc::new(move |o: &SyncOutcome| record_sync(&health, o))
+    };
+    let schedule = match &sync_ctx {
+        Some(ctx) => Some(
+            schedule::start(
+                &config.sync.schedule,
+                Arc::new(schedule::SyncRunner {
+                    ctx: ctx.clone(),
+                    on_sync: Some(on_sync.clone()),
+                }),
+                first_sync_delay,
+            )
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Pull {
+        ctx: sync_ctx,
+        on_sync,
+        schedule,
+    })
+}
+
+/// Serves the owner's console (with TLS when `[console]` names a certificate) on
+/// `listener` until `stopped`; its actions go through the admin context's `execute`.
+fn spawn_console(
+    config: &Config,
+    admin: admin::server::AdminContext,
+    listener: TcpListener,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let state = crate::console::ConsoleState::new(admin, &config.console, &config.google.domains)
+        .map_err(DaemonError::Start)?;
+    let tls = match (&config.console.tls_cert, &config.console.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::scim::tls::server_config(cert, key)
+                .map_err(|e| DaemonError::Start(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    Ok(tokio::spawn(crate::listener::serve_http(
+        listener,
+        tls,
+        crate::console::router(state),
+        crate::console::conn_limits(),
+        stopped,
+    )))
+}
+
+/// Serves SCIM (with TLS when `[scim]` names a certificate) on `listener` until `stopped`.
+fn spawn_scim(
+    config: &Config,
+    store: &Store,
+    listener: tokio::net::TcpListener,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, DaemonError> {
+    let tls = match (&config.scim.tls_cert, &config.scim.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::scim::tls::server_config(cert, key)
+                .map_err(|e| DaemonError::Start(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scim_state = crate::scim::ScimState::new(store.clone(), &config.scim)?
+        .with_domains(config.scim_domains());
+    let scim_task = tokio::spawn(crate::scim::serve(
+        listener,
+        tls,
+        // The size limits of [scim] reach the handlers as an extension (scim::schema::Limits).
+        crate::scim::router(scim_state).layer(axum::Extension(
+            crate::scim::schema::Limits::from_config(&config.scim),
+        )),
+        crate::scim::conn_limits(&config.scim),
+        stopped,
+    ));
+    Ok(scim_task)
+}
+
+/// What the admin socket serves with: the store, the SCIM URL it prints, the pull.
+fn admin_context(
+    config: &Config,
+    store: &Store,
+    sync: &Option<Arc<SyncContext>>,
+    on_sync: &schedule::OnSync,
+    options: &LaunchOptions,
+    stopping: watch::Receiver<bool>,
+) -> admin::server::AdminContext {
+    admin::server::AdminContext {
+        store: store.clone(),
+        console_url: config.console.enabled().then(|| config.console.url()),
+        scim_url: config
+            .scim
+            .public_url
+            .as_deref()
+            .map(|u| crate::scim::scim_base_url(u, &config.scim.base_path)),
+        sync: sync.clone(),
+        on_sync: Some(on_sync.clone()),
+        progress: None,
+        webhook_retry: options.webhooks.retry.clone(),
+        stopping: Some(stopping),
+    }
+}
+
+/// Starts the outbox's retention, which keeps what an enabled webhook endpoint still
+/// waits for.
+fn spawn_event_retention(
+    store: &Store,
+    config: &Config,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    crate::store::spawn_event_retention(
+        store.clone(),
+        config.events.clone(),
+        // An error reading the endpoints keeps everything this pass (none is older than
+        // `max_retention_days` past which nothing is kept anyway): never prune blind.
+        |s| crate::webhooks::min_undelivered_seq(s).unwrap_or(Some(0)),
+        chrono::Utc::now,
+        stopped,
+    )
+}
+
+/// Waits for `shutdown`, or for a failed flush (the store is read-only: the daemon stops so
+/// that the service restarts); returns why the store failed, if it did.
+async fn until_shutdown(store: &Store, shutdown: impl Future<Output = ()>) -> Option<String> {
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        why = store.flush_failed() => Some(why),
+    };
+    match &failed {
+        None => tracing::info!("shutting down: no new requests, draining those in flight"),
+        Some(why) => tracing::error!(
+            error = %why,
+            "a flush failed: the store is read-only; stopping so that the service restarts and recovers from the store's log"
+        ),
+    }
+    failed
 }
 
 fn show_addr(a: Option<std::net::SocketAddr>) -> String {

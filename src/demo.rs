@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::daemon::{self, LaunchOptions, Listeners};
-use crate::store::Store;
+use crate::store::{Store, SyncRun};
 use crate::tokens::{self as scim_auth, TokenRequest, TokenResponse};
 
 /// The demo's options.
@@ -77,44 +77,10 @@ pub async fn run_until(
         .prefix("retrac-sync-demo-")
         .tempdir()
         .map_err(setup("cannot make a temporary directory"))?;
-    let fake_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(setup("cannot start the fake Google directory"))?;
-    let _ = writeln!(
-        out,
-        "Starting a fake Google Workspace directory with {} users...",
-        opts.users
-    );
-    let fake = Arc::new(
-        FakeGoogle::start(fake_listener, FakeSeed::sample(opts.users, "example.com"))
-            .await
-            .map_err(setup("cannot start the fake Google directory"))?,
-    );
-    let key = dir.path().join("google-key.json");
-    fake.write_key_file(&key)
-        .map_err(setup("cannot write the service account key"))?;
+    let (fake, key) = start_fake(out, opts.users, dir.path()).await?;
 
-    let scim = match TcpListener::bind(opts.listen).await {
-        Ok(l) => l,
-        Err(_) => TcpListener::bind(SocketAddr::new(opts.listen.ip(), 0))
-            .await
-            .map_err(setup("cannot bind the SCIM listener"))?,
-    };
-    let scim_addr = scim.local_addr().map_err(setup("SCIM listener"))?;
-    let metrics = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(setup("cannot bind the metrics listener"))?;
-    let metrics_addr = metrics.local_addr().map_err(setup("metrics listener"))?;
-    let console = match TcpListener::bind("127.0.0.1:9465").await {
-        Ok(l) => l,
-        Err(_) => TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(setup("cannot bind the console listener"))?,
-    };
-    let console_addr = console.local_addr().map_err(setup("console listener"))?;
-    let secret_file = dir.path().join("console-client-secret");
-    std::fs::write(&secret_file, fake.oidc_client_secret())
-        .map_err(setup("cannot write the console's client secret"))?;
+    let (scim, scim_addr, metrics, metrics_addr) = bind_scim_and_metrics(opts.listen).await?;
+    let (console, console_addr, secret_file) = bind_console(dir.path(), &fake).await?;
     let socket = dir.path().join("admin.sock");
     let config_path = dir.path().join("config.toml");
     let config_text = demo_config(
@@ -136,20 +102,7 @@ pub async fn run_until(
     let store = Store::open(&config.store.path).map_err(setup("cannot open the store"))?;
 
     let scim_url = format!("http://{scim_addr}{}", config.scim.base_path);
-    let token = match scim_auth::execute(
-        &store,
-        TokenRequest::Create {
-            label: "demo".into(),
-            scope: crate::store::TokenScope::Scim,
-        },
-        Some(&scim_url),
-        Utc::now(),
-    )
-    .map_err(setup("cannot create a SCIM token"))?
-    {
-        TokenResponse::Created { secret, .. } => secret.0,
-        _ => return Err(DemoError::Setup("unexpected answer to token create".into())),
-    };
+    let token = demo_token(&store, &scim_url)?;
 
     let console_url = config.console.url();
     let listeners = Listeners {
@@ -173,42 +126,13 @@ pub async fn run_until(
         },
     ));
 
-    // Wait for the first pull.
-    let mut first = None;
-    for _ in 0..600 {
-        if let Ok(runs) = store.sync_runs(1) {
-            if let Some(r) = runs.into_iter().next() {
-                first = Some(r);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let first = first_pull(&store).await;
     let bin = std::env::args()
         .next()
         .unwrap_or_else(|| "retrac-sync".into());
     let cfg = config_path.display();
     let _ = writeln!(out);
-    match &first {
-        Some(r) => {
-            let (_, inactive) = store.member_counts();
-            let _ = writeln!(
-                out,
-                "First pull {} ({}): {} members created ({inactive} inactive: suspended or archived in Google), {} Google requests, {} ms.",
-                r.run_id,
-                r.status,
-                r.counts.created,
-                r.google_requests,
-                (r.finished - r.started).num_milliseconds()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "The first pull has not finished yet; see `sync status` below."
-            );
-        }
-    }
+    report_first_pull(out, &store, first.as_ref());
     let _ = writeln!(out);
     print_members(&store, out);
     let sign_in = console_owner(&store, &fake, &console_url);
@@ -243,8 +167,153 @@ the pull ({}) corrects the drift. Ctrl-C stops.
     );
     let _ = out.flush();
 
+    follow(out, &fake, &store, opts.mutate_every, first, stop).await;
+    let _ = writeln!(out, "\nStopping...");
+    let _ = stop_tx.send(());
+    daemon_task
+        .await
+        .map_err(|e| DemoError::Setup(format!("the daemon task failed: {e}")))??;
+    let _ = writeln!(
+        out,
+        "Stopped cleanly; the demo's temporary store is removed."
+    );
+    drop(dir);
+    Ok(())
+}
+
+/// Starts the fake Google directory with `users` sample users, and writes its service
+/// account key into `dir`.
+async fn start_fake(
+    out: &mut (dyn Write + Send),
+    users: usize,
+    dir: &Path,
+) -> Result<(Arc<FakeGoogle>, std::path::PathBuf), DemoError> {
+    let fake_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup("cannot start the fake Google directory"))?;
+    let _ = writeln!(
+        out,
+        "Starting a fake Google Workspace directory with {} users...",
+        users
+    );
+    let fake = Arc::new(
+        FakeGoogle::start(fake_listener, FakeSeed::sample(users, "example.com"))
+            .await
+            .map_err(setup("cannot start the fake Google directory"))?,
+    );
+    let key = dir.join("google-key.json");
+    fake.write_key_file(&key)
+        .map_err(setup("cannot write the service account key"))?;
+    Ok((fake, key))
+}
+
+/// The SCIM listener (on `listen`, or another port of its address when that one is taken)
+/// and the metrics listener, with their addresses.
+async fn bind_scim_and_metrics(
+    listen: SocketAddr,
+) -> Result<(TcpListener, SocketAddr, TcpListener, SocketAddr), DemoError> {
+    let scim = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+            .await
+            .map_err(setup("cannot bind the SCIM listener"))?,
+    };
+    let scim_addr = scim.local_addr().map_err(setup("SCIM listener"))?;
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup("cannot bind the metrics listener"))?;
+    let metrics_addr = metrics.local_addr().map_err(setup("metrics listener"))?;
+    Ok((scim, scim_addr, metrics, metrics_addr))
+}
+
+/// The console's listener (port 9465 when free) and the file with its Google client
+/// secret, which the fake Google issued.
+async fn bind_console(
+    dir: &Path,
+    fake: &FakeGoogle,
+) -> Result<(TcpListener, SocketAddr, std::path::PathBuf), DemoError> {
+    let console = match TcpListener::bind("127.0.0.1:9465").await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(setup("cannot bind the console listener"))?,
+    };
+    let console_addr = console.local_addr().map_err(setup("console listener"))?;
+    let secret_file = dir.join("console-client-secret");
+    std::fs::write(&secret_file, fake.oidc_client_secret())
+        .map_err(setup("cannot write the console's client secret"))?;
+    Ok((console, console_addr, secret_file))
+}
+
+/// The demo's SCIM token (shown once).
+fn demo_token(store: &Store, scim_url: &str) -> Result<String, DemoError> {
+    let answer = scim_auth::execute(
+        store,
+        TokenRequest::Create {
+            label: "demo".into(),
+            scope: crate::store::TokenScope::Scim,
+        },
+        Some(scim_url),
+        Utc::now(),
+    )
+    .map_err(setup("cannot create a SCIM token"))?;
+    match answer {
+        TokenResponse::Created { secret, .. } => Ok(secret.0),
+        _ => Err(DemoError::Setup("unexpected answer to token create".into())),
+    }
+}
+
+/// Waits up to a minute for the daemon's first pull, and gives its record.
+async fn first_pull(store: &Store) -> Option<SyncRun> {
+    let mut first = None;
+    for _ in 0..600 {
+        if let Ok(runs) = store.sync_runs(1) {
+            if let Some(r) = runs.into_iter().next() {
+                first = Some(r);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first
+}
+
+/// Says what the first pull did (or that it has not finished).
+fn report_first_pull(out: &mut (dyn Write + Send), store: &Store, first: Option<&SyncRun>) {
+    match first {
+        Some(r) => {
+            let (_, inactive) = store.member_counts();
+            let _ = writeln!(
+                out,
+                "First pull {} ({}): {} members created ({inactive} inactive: suspended or archived in Google), {} Google requests, {} ms.",
+                r.run_id,
+                r.status,
+                r.counts.created,
+                r.google_requests,
+                (r.finished - r.started).num_milliseconds()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "The first pull has not finished yet; see `sync status` below."
+            );
+        }
+    }
+}
+
+/// Changes a few Google users every `mutate_every` and prints each pull that follows, until
+/// `stop` resolves.
+async fn follow(
+    out: &mut (dyn Write + Send),
+    fake: &FakeGoogle,
+    store: &Store,
+    mutate_every: Duration,
+    first: Option<SyncRun>,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval(opts.mutate_every);
+    let mut tick = tokio::time::interval(mutate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await; // the first tick is immediate
     let mut round = 0usize;
@@ -254,7 +323,7 @@ the pull ({}) corrects the drift. Ctrl-C stops.
             _ = &mut stop => break,
             _ = tick.tick() => {
                 round += 1;
-                for line in mutate(&fake, round) {
+                for line in mutate(fake, round) {
                     let _ = writeln!(out, "[google] {line}");
                 }
                 let _ = out.flush();
@@ -277,17 +346,6 @@ the pull ({}) corrects the drift. Ctrl-C stops.
             }
         }
     }
-    let _ = writeln!(out, "\nStopping...");
-    let _ = stop_tx.send(());
-    daemon_task
-        .await
-        .map_err(|e| DemoError::Setup(format!("the daemon task failed: {e}")))??;
-    let _ = writeln!(
-        out,
-        "Stopped cleanly; the demo's temporary store is removed."
-    );
-    drop(dir);
-    Ok(())
 }
 
 /// The demo's listeners and files, for its config.

@@ -485,6 +485,13 @@ pub enum Field {
     ExternalId,
 }
 
+/// The side that alone writes a [`Field`].
+#[derive(Clone, Copy)]
+enum Writer {
+    Pull,
+    Scim,
+}
+
 impl Field {
     /// Every attribute, in the order the plan lists changed ones.
     pub const ALL: [Field; 8] = [
@@ -513,19 +520,28 @@ impl Field {
         }
     }
 
-    /// Whether `actor` writes it; from any other actor it is ignored. The Google id is the
-    /// pull's, `externalId` the SCIM client's (the owner writes neither).
-    pub fn written_by(self, actor: &Actor) -> bool {
+    /// The one side that writes it, if only one does. The Google id is the pull's,
+    /// `externalId` the SCIM client's (the owner writes neither).
+    const fn owner(self) -> Option<Writer> {
         match self {
-            Field::GoogleId => matches!(actor, Actor::Pull(_)),
-            Field::ExternalId => matches!(actor, Actor::Scim(_)),
-            _ => true,
+            Field::GoogleId => Some(Writer::Pull),
+            Field::ExternalId => Some(Writer::Scim),
+            _ => None,
+        }
+    }
+
+    /// Whether `actor` writes it; from any other actor it is ignored ([`Field::owner`]).
+    pub fn written_by(self, actor: &Actor) -> bool {
+        match self.owner() {
+            None => true,
+            Some(Writer::Pull) => matches!(actor, Actor::Pull(_)),
+            Some(Writer::Scim) => matches!(actor, Actor::Scim(_)),
         }
     }
 
     /// Whether the pull writes it (and so compares it).
     pub fn pulled(self) -> bool {
-        self.written_by(&Actor::Pull(String::new()))
+        matches!(self.owner(), None | Some(Writer::Pull))
     }
 
     /// Its value in `a`, as JSON (the audit's `before` and `after`).
@@ -749,8 +765,11 @@ impl<T: MemberLike + ?Sized> MemberLike for std::sync::Arc<T> {
 }
 
 mod change;
+mod run_id;
 mod view;
 pub use change::{Actor, Change, ChangeKind};
+pub use run_id::RunId;
+pub(crate) use run_id::RUN_ID_TIME;
 pub use view::MemberView;
 
 #[cfg(test)]

@@ -280,11 +280,7 @@ pub(crate) mod tests {
         assert_eq!(secret.len(), 43);
         let record = store.token(&id).unwrap().unwrap();
         assert_eq!(record.secret_sha256, sha256_hex(secret));
-        let raw: Vec<u8> = store
-            .tokens_tree()
-            .iter()
-            .flat_map(|kv| kv.unwrap().1.to_vec())
-            .collect();
+        let raw: Vec<u8> = store.raw_token_records().concat();
         assert!(!String::from_utf8_lossy(&raw).contains(secret));
         assert!(!format!("{record:?}").contains(&record.secret_sha256));
     }

@@ -168,28 +168,6 @@ fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppEr
         Err(ClientError::NoDaemon(_)) => {}
         answer => return answer.map_err(AppError::from),
     }
-    // Without a daemon, one member is found by scanning the records and stopping at the
-    // match, not by loading every member into memory first (a million-member store took 7 s
-    // and 1 GB to show one): docs/decisions/0003-cli-reads-without-a-daemon.md.
-    if let Request::Owner(owner::Request::MembersShow { who }) = &request {
-        let scan = crate::store::RecordScan::open(&config.store.path)?;
-        return match scan.find(who)? {
-            Some(m) => Ok(Reply::Shown(Box::new(m.to_view()))),
-            None => Err(AppError::from(owner::OwnerError::NotFound(who.clone()))),
-        };
-    }
-    // And a listing streams the records in user-name order (the daemon's order) without
-    // building the mirror either: see `RecordScan::into_members_by_name`.
-    if let Request::Owner(owner::Request::MembersList { filter }) = &request {
-        let filter = *filter;
-        let scan = crate::store::RecordScan::open(&config.store.path)?;
-        let members = scan
-            .into_members_by_name()?
-            .filter(move |m| filter.keeps(m));
-        return Ok(Reply::Members(admin::Listing::new(
-            members.map(|m| m.map(|m| m.to_view()).map_err(AppError::from)),
-        )));
-    }
     let runtime = runtime()?;
     let ctx = local_context(config, &request, output)?;
     let reply = runtime.block_on(admin::execute(&ctx, request));
@@ -200,13 +178,15 @@ fn ask(config: &Config, request: Request, output: Output) -> Result<Reply, AppEr
 }
 
 /// The context of a run in the CLI's own process: the store opened here, and the pull when
-/// `[google]` is configured, as in the daemon.
+/// `[google]` is configured, as in the daemon. The store is opened lazily
+/// ([`Store::open_lazy`]): a command that only reads members (`members show`, `members
+/// list`) reads them from the records and never builds the mirror.
 fn local_context(
     config: &Config,
     request: &Request,
     output: Output,
 ) -> Result<admin::Context, AppError> {
-    let store = Store::open(&config.store.path)?;
+    let store = Store::open_lazy(&config.store.path)?;
     let sync = config
         .google
         .subject

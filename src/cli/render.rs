@@ -736,10 +736,10 @@ mod sync {
     fn run_text(out: &mut dyn Write, o: &SyncOutcome) -> std::io::Result<()> {
         if let Some(changes) = &o.changes {
             for c in changes {
-                let fields = if c.fields.is_empty() {
+                let fields = if c.field_names().is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", c.fields.join(", "))
+                    format!(" ({})", c.field_names().join(", "))
                 };
                 writeln!(
                     out,

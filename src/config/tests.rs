@@ -199,7 +199,9 @@ fn the_console_is_refused_where_its_cookie_or_its_listener_would_be_plain_http()
     let dir = tempfile::tempdir().unwrap();
     let refused = |body: &str, key: &str| {
         let p = write(&dir, body);
-        let e = Config::load_with_env(Some(&p), no_env()).unwrap_err().to_string();
+        let e = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(key), "{body}: {e}");
     };
     // A listener on the network without TLS, whatever public_url says.
@@ -208,12 +210,24 @@ fn the_console_is_refused_where_its_cookie_or_its_listener_would_be_plain_http()
         "console.listen",
     );
     // A public URL of plain http off loopback, or with a path.
-    refused("[console]\npublic_url = \"http://c.example.com\"\n", "console.public_url");
-    refused("[console]\npublic_url = \"https://c.example.com/console\"\n", "console.public_url");
+    refused(
+        "[console]\npublic_url = \"http://c.example.com\"\n",
+        "console.public_url",
+    );
+    refused(
+        "[console]\npublic_url = \"https://c.example.com/console\"\n",
+        "console.public_url",
+    );
     // Sessions too short to be recorded, or an idle time past the maximum.
     refused("[console]\nsession_idle = 60\n", "console.session_idle");
-    refused("[console]\nsession_idle = 7200\nsession_max = 3600\n", "console.session_idle");
-    refused("[console]\ntrusted_proxies = [\"proxy.local\"]\n", "console.trusted_proxies");
+    refused(
+        "[console]\nsession_idle = 7200\nsession_max = 3600\n",
+        "console.session_idle",
+    );
+    refused(
+        "[console]\ntrusted_proxies = [\"proxy.local\"]\n",
+        "console.trusted_proxies",
+    );
     // Google sign-in needs its secret's file, and the domains it admits.
     refused(
         "[google]\ndomains = [\"example.com\"]\n[console.oidc]\nclient_id = \"x\"\n",

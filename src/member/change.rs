@@ -14,7 +14,7 @@ pub enum Actor {
     /// A SCIM client, named by its token's label.
     Scim(String),
     /// A pull run, named by its run id.
-    Pull(String),
+    Pull(#[serde(with = "super::run_id::as_recorded")] RunId),
     /// The workspace owner, through the CLI.
     Owner,
     /// A workspace owner signed in to the web console, named by their email address.

@@ -197,7 +197,10 @@ fn each_field_copies_compares_and_reads_back_only_itself() {
 
 #[test]
 fn each_identifier_is_written_by_its_own_actor_only() {
-    let (scim, pull) = (Actor::Scim("t".into()), Actor::Pull("r".into()));
+    let (scim, pull) = (
+        Actor::Scim("t".into()),
+        Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
+    );
     for f in Field::ALL {
         let by: Vec<bool> = [&scim, &pull, &Actor::Owner]
             .map(|a| f.written_by(a))

@@ -55,7 +55,7 @@ fn pull_create(
         store,
         attrs,
         ManagedBy::Google,
-        &Actor::Pull(run.into()),
+        &Actor::Pull(crate::member::RunId::parse(run).unwrap()),
         at,
     )
 }
@@ -151,7 +151,7 @@ fn a_pull_create_that_meets_an_unlinked_member_links_it() {
     let invited = invite(&store, "ada@example.com");
     let mut a = attrs("Ada@example.com");
     a.google_id = Some("g-ada".into());
-    let out = pull_create(&store, a, "run-1", t(1)).unwrap();
+    let out = pull_create(&store, a, "20261101T020000Z-000002", t(1)).unwrap();
     let m = out.member();
     assert_eq!(m.id, invited.id, "linked, not duplicated");
     assert_eq!(m.dir.google_id.as_deref(), Some("g-ada"));
@@ -160,7 +160,7 @@ fn a_pull_create_that_meets_an_unlinked_member_links_it() {
     // A pull create for a different Google user with the same email is still a conflict.
     let mut other = attrs("ada@example.com");
     other.google_id = Some("g-other".into());
-    let err = pull_create(&store, other, "run-2", t(2)).unwrap_err();
+    let err = pull_create(&store, other, "20261101T020000Z-000004", t(2)).unwrap_err();
     assert!(matches!(err, ProvisionError::UserNameTaken { .. }));
 }
 
@@ -231,7 +231,7 @@ fn directory_updates_never_touch_locations_or_role() {
             expected_version: None,
             attrs: a,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(3),
     )
     .unwrap();
@@ -260,7 +260,10 @@ fn directory_updates_never_touch_locations_or_role() {
 fn scim_and_the_pull_may_not_write_owner_fields() {
     let (_d, store) = store();
     let m = create(&store, "ada@example.com", &scim());
-    for actor in [scim(), Actor::Pull("r".into())] {
+    for actor in [
+        scim(),
+        Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
+    ] {
         for change in [
             Change::SetLocations {
                 id: m.id,
@@ -331,7 +334,7 @@ fn deactivate_keeps_everything_and_reactivate_brings_locations_back() {
             id: m.id,
             expected_version: None,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(2),
     )
     .unwrap();
@@ -344,7 +347,7 @@ fn deactivate_keeps_everything_and_reactivate_brings_locations_back() {
             id: m.id,
             expected_version: None,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(3),
     )
     .unwrap();
@@ -445,7 +448,7 @@ fn link_sets_the_external_id_and_refuses_one_already_taken() {
     let (_d, store) = store();
     let a = create(&store, "ada@example.com", &scim());
     let b = create(&store, "grace@example.com", &scim());
-    let pull = Actor::Pull("r".into());
+    let pull = Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap());
     apply(
         &store,
         Change::Link {
@@ -485,7 +488,7 @@ fn every_write_is_audited_with_actor_and_changed_fields() {
             expected_version: None,
             attrs: a,
         },
-        &Actor::Pull("run-7".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000003").unwrap()),
         t(1),
     )
     .unwrap();
@@ -501,7 +504,10 @@ fn every_write_is_audited_with_actor_and_changed_fields() {
         "unset fields are left out"
     );
     assert_eq!(entries[1].change, ChangeKind::Update);
-    assert_eq!(entries[1].actor, Actor::Pull("run-7".into()));
+    assert_eq!(
+        entries[1].actor,
+        Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000003").unwrap())
+    );
     assert_eq!(
         entries[1].before.len(),
         1,
@@ -628,7 +634,7 @@ fn pull_update(store: &Store, id: MemberId, google_id: &str) -> Outcome {
             expected_version: None,
             attrs: a,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(2),
     )
     .unwrap()
@@ -639,7 +645,10 @@ fn a_pull_relink_to_another_google_id_drops_the_grants_and_the_same_id_keeps_the
     let (_d, store) = store();
     let mut a = attrs("ada@example.com");
     a.google_id = Some("g-1".into());
-    let m = pull_create(&store, a, "r", t(0)).unwrap().member().clone();
+    let m = pull_create(&store, a, "20261101T020000Z-000001", t(0))
+        .unwrap()
+        .member()
+        .clone();
     grant(&store, m.id);
 
     let same = pull_update(&store, m.id, "g-1");
@@ -671,7 +680,7 @@ fn a_pull_relink_to_another_google_id_drops_the_grants_and_the_same_id_keeps_the
             google_id: "g-3".into(),
             expected_version: None,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(3),
     )
     .unwrap();
@@ -701,7 +710,7 @@ fn the_google_id_is_the_pulls_and_the_external_id_is_scims() {
             expected_version: None,
             attrs: p,
         },
-        &Actor::Pull("r".into()),
+        &Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000001").unwrap()),
         t(1),
     )
     .unwrap();

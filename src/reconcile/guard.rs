@@ -66,6 +66,7 @@ mod tests {
                     user_name: format!("u{i}@example.com"),
                     member: None,
                     fields: vec![],
+                    manages: false,
                     change: Change::Deactivate {
                         id: MemberId::new_random(),
                         expected_version: None,

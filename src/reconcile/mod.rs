@@ -6,6 +6,7 @@
 //! carry the same requests. `sync`, `sync user` and `sync approve` are one pipeline,
 //! [`run()`], with a [`Target`].
 
+pub mod decide;
 pub mod guard;
 pub mod plan;
 pub mod run;

@@ -147,7 +147,11 @@ impl Action {
 }
 
 /// One change of the plan, with what the output needs to describe it.
+///
+/// On the wire (a dry run's JSON, the admin socket) `fields` is a list of names, with
+/// `managedBy` last when `manages` is set: [`wire::PlannedChange`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "wire::PlannedChange", try_from = "wire::PlannedChange")]
 pub struct PlannedChange {
     /// How it is counted.
     pub action: Action,
@@ -155,10 +159,84 @@ pub struct PlannedChange {
     pub user_name: String,
     /// The member, when it exists.
     pub member: Option<MemberId>,
-    /// The fields that change.
-    pub fields: Vec<String>,
+    /// The directory attributes that change.
+    pub fields: Vec<Field>,
+    /// Whether the change makes the member managed by Google (it is not yet).
+    pub manages: bool,
     /// What `provision::apply` is given.
     pub change: Change,
+}
+
+impl PlannedChange {
+    /// The names of what changes, as the output shows them: the fields, then `managedBy`.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.fields.iter().map(|f| f.name()).collect();
+        if self.manages {
+            names.push(wire::MANAGED_BY);
+        }
+        names
+    }
+}
+
+/// A planned change as its JSON has always been written.
+mod wire {
+    use serde::{Deserialize, Serialize};
+
+    use super::Action;
+    use crate::member::{Change, Field, MemberId};
+
+    /// The name of the member's `managed_by` among a change's fields.
+    pub(super) const MANAGED_BY: &str = "managedBy";
+
+    /// [`super::PlannedChange`] with its fields by name.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct PlannedChange {
+        action: Action,
+        user_name: String,
+        member: Option<MemberId>,
+        fields: Vec<String>,
+        change: Change,
+    }
+
+    impl From<super::PlannedChange> for PlannedChange {
+        fn from(c: super::PlannedChange) -> PlannedChange {
+            PlannedChange {
+                fields: c.field_names().into_iter().map(str::to_string).collect(),
+                action: c.action,
+                user_name: c.user_name,
+                member: c.member,
+                change: c.change,
+            }
+        }
+    }
+
+    impl TryFrom<PlannedChange> for super::PlannedChange {
+        type Error = String;
+
+        fn try_from(c: PlannedChange) -> Result<super::PlannedChange, String> {
+            let mut fields = Vec::with_capacity(c.fields.len());
+            let mut manages = false;
+            for name in &c.fields {
+                if name == MANAGED_BY {
+                    manages = true;
+                    continue;
+                }
+                let field = Field::ALL
+                    .into_iter()
+                    .find(|f| f.name() == name)
+                    .ok_or_else(|| format!("a planned change names an unknown field {name:?}"))?;
+                fields.push(field);
+            }
+            Ok(super::PlannedChange {
+                action: c.action,
+                user_name: c.user_name,
+                member: c.member,
+                fields,
+                manages,
+                change: c.change,
+            })
+        }
+    }
 }
 
 /// The plan.
@@ -226,18 +304,31 @@ pub fn is_active_managed<M: MemberLike + ?Sized>(m: &M, domains: &[String]) -> b
         && owned_by_pull(m, domains)
 }
 
-/// The fields the pull writes that differ between a member and what it should be, by name
-/// ([`Field::pulled`], [`Field::differs`]), and `managedBy` when the member is not Google's.
-fn changed_fields<M: MemberLike + ?Sized>(m: &M, a: &DirectoryAttrs) -> Vec<String> {
-    let mut f: Vec<String> = Field::ALL
-        .into_iter()
-        .filter(|f| f.pulled() && m.differs(*f, a))
-        .map(|f| f.name().to_string())
-        .collect();
-    if m.managed_by() != ManagedBy::Google {
-        f.push("managedBy".into());
+/// What the pull changes of a member: the fields it writes that differ from what the
+/// member should be ([`Field::pulled`], [`Field::differs`]), and whether the member becomes
+/// Google's.
+#[derive(Debug, Default, PartialEq)]
+struct Changed {
+    fields: Vec<Field>,
+    manages: bool,
+}
+
+impl Changed {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty() && !self.manages
     }
-    f
+}
+
+/// The fields the pull writes that differ between a member and what it should be, and
+/// whether the member is not Google's yet.
+fn changed_fields<M: MemberLike + ?Sized>(m: &M, a: &DirectoryAttrs) -> Changed {
+    Changed {
+        fields: Field::ALL
+            .into_iter()
+            .filter(|f| f.pulled() && m.differs(*f, a))
+            .collect(),
+        manages: m.managed_by() != ManagedBy::Google,
+    }
 }
 
 /// Positions in the member slice by a key that each member gives (its Google id, or its
@@ -347,8 +438,8 @@ enum Compared {
     Hidden,
     /// They agree; whether the user is active.
     Unchanged { active: bool },
-    /// The fields that differ ([`changed_fields`]).
-    Changed(Vec<String>),
+    /// What differs ([`changed_fields`]).
+    Changed(Changed),
 }
 
 /// A matched pair is always the pull's: the user is in the managed domains (the plan drops
@@ -359,13 +450,13 @@ fn compare<M: MemberLike + ?Sized>(m: &M, d: &Desired) -> Compared {
     if m.scim_deleted() {
         return Compared::Hidden;
     }
-    let fields = changed_fields(m, &d.attrs);
-    if fields.is_empty() {
+    let changed = changed_fields(m, &d.attrs);
+    if changed.is_empty() {
         Compared::Unchanged {
             active: d.attrs.active,
         }
     } else {
-        Compared::Changed(fields)
+        Compared::Changed(changed)
     }
 }
 
@@ -430,7 +521,9 @@ fn par_sort<T: Send>(v: &mut Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering 
     }
 }
 
-/// Plans the changes that make `members` agree with `desired`.
+/// Plans the changes that make `members` agree with `desired`: the one entry point of the
+/// plan. Its steps: [`order_users`], [`match_users`], then the updates, the creates and
+/// the deactivations ([`plan_updates`], [`plan_creates`], [`plan_deactivations`]).
 ///
 /// The desired state is taken, not copied: each user's attributes move into its change, and
 /// the users that need no change are freed when the plan returns. The plan starts no
@@ -452,14 +545,51 @@ pub fn plan<M: MemberLike + Sync>(
         active_now: index.active_now,
         ..Plan::default()
     };
+    let (order, dropped) = order_users(&desired, ctx.domains, &mut out);
+    let Matching {
+        claimed,
+        matched,
+        unmatched,
+    } = match_users(order, &desired, members, index, ctx, &mut out);
 
-    // Deterministic order, and one Google user per email: Google forbids duplicates, but a
-    // listing taken while an address moves between users can show it twice. Keys borrow
-    // the address when it is already lower case (this runs for every user).
+    // Comparing every matched pair is most of a run in which little changed; by now Google
+    // has been read, so both halves run at once. Only the comparison is parallel: the
+    // planning below stays in order.
+    let compared = compare_all(&matched, members, &desired);
+
+    // From here a user that becomes a change is taken out of `desired`.
+    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
+    let mut updates = plan_updates(matched, compared, &mut desired, members, &mut out);
+    let mut creates = plan_creates(unmatched, &mut desired, &mut out);
+    // The users that needed no change are freed here, in the run that planned them, not
+    // on a thread of their own: `cargo bench --bench pull` prints what that costs.
+    drop(desired);
+    let mut deactivations = plan_deactivations(members, &claimed, &dropped, ctx, &mut out);
+
+    let key = |c: &PlannedChange| normalize_email(&c.user_name);
+    updates.sort_by_cached_key(key);
+    deactivations.sort_by_cached_key(key);
+    out.changes = updates;
+    out.changes.append(&mut creates);
+    out.changes.append(&mut deactivations);
+    out
+}
+
+/// The users of the managed domains in a deterministic order (by user name key, then
+/// Google id), one Google user per email: Google forbids duplicates, but a listing taken
+/// while an address moves between users can show it twice. A duplicate is reported and
+/// left for the next run; its id is returned with the dropped ones, so its member does not
+/// look gone. Keys borrow the address when it is already lower case (this runs for every
+/// user).
+fn order_users<'d>(
+    desired: &'d [Desired],
+    domains: &[String],
+    out: &mut Plan,
+) -> (Vec<(Cow<'d, str>, usize)>, HashSet<String>) {
     let mut keyed: Vec<(Cow<'_, str>, usize)> = desired
         .iter()
         .enumerate()
-        .filter(|(_, d)| in_domains(ctx.domains, d.attrs.user_name.as_str()))
+        .filter(|(_, d)| in_domains(domains, d.attrs.user_name.as_str()))
         .map(|(j, d)| (normalize_email_cow(d.attrs.user_name.as_str()), j))
         .collect();
     // users.list is not asked for an order (see `list_users_page_raw`): sort here.
@@ -488,11 +618,36 @@ pub fn plan<M: MemberLike + Sync>(
         }
         order.push((key, j));
     }
-    drop(seen_ids);
+    (order, dropped)
+}
 
-    let mut claimed = vec![false; members.len()];
-    let mut matched: Vec<(usize, usize, bool)> = Vec::with_capacity(order.len()); // (member, user, by email)
-    let mut unmatched: Vec<usize> = Vec::new();
+/// Which member each user is: [`match_users`]'s answer.
+struct Matching {
+    /// By member position: matched to a user (or holding its address for another).
+    claimed: Vec<bool>,
+    /// (member, user, matched by email), in the users' order.
+    matched: Vec<(usize, usize, bool)>,
+    /// Users no member is, in the users' order.
+    unmatched: Vec<usize>,
+}
+
+/// Matches each user of `order` to a member: first by Google id, which never changes, then
+/// by user name for the members not claimed by their Google id. A member found by name
+/// that is linked to another Google user that Google still has holds the address: the user
+/// is reported, not provisioned.
+fn match_users<M: MemberLike + Sync>(
+    order: Vec<(Cow<'_, str>, usize)>,
+    desired: &[Desired],
+    members: &[M],
+    index: &MemberIndex,
+    ctx: &PlanContext<'_>,
+    out: &mut Plan,
+) -> Matching {
+    let mut m = Matching {
+        claimed: vec![false; members.len()],
+        matched: Vec::with_capacity(order.len()),
+        unmatched: Vec::new(),
+    };
     // Pass 1: the Google id, which never changes.
     let mut rest = Vec::new();
     let found = par_map(&order, |(_, j)| {
@@ -503,8 +658,8 @@ pub fn plan<M: MemberLike + Sync>(
     for ((key, j), found) in order.into_iter().zip(found) {
         match found {
             Some(i) => {
-                claimed[i] = true;
-                matched.push((i, j, false));
+                m.claimed[i] = true;
+                m.matched.push((i, j, false));
             }
             None => rest.push((key, j)),
         }
@@ -521,9 +676,10 @@ pub fn plan<M: MemberLike + Sync>(
     for (key, j) in rest {
         let d = &desired[j];
         match by_name.get(members, name_key, &key) {
-            Some(i) if !claimed[i] => {
-                let m = &members[i];
-                let linked_elsewhere = match (m.google_id(), ctx.all_google_ids) {
+            Some(i) if !m.claimed[i] => {
+                let member = &members[i];
+                m.claimed[i] = true;
+                let linked_elsewhere = match (member.google_id(), ctx.all_google_ids) {
                     (Some(old), _) if old == d.google_id => false,
                     (Some(old), Some(ids)) => {
                         ids.contains(old)
@@ -540,33 +696,33 @@ pub fn plan<M: MemberLike + Sync>(
                     out.problems.push(format!(
                         "{} is held by member {} linked to another Google user ({}); not provisioned",
                         d.attrs.user_name,
-                        m.id(),
-                        m.google_id().unwrap_or("")
+                        member.id(),
+                        member.google_id().unwrap_or("")
                     ));
-                    claimed[i] = true;
                     continue;
                 }
-                claimed[i] = true;
-                matched.push((i, j, true));
+                m.matched.push((i, j, true));
             }
             // Held by a member that another Google user claimed by id: that user is being
             // renamed away from this address in the same plan, so create after updates.
-            _ => unmatched.push(j),
+            _ => m.unmatched.push(j),
         }
     }
-    drop(by_name);
-    drop(desired_ids);
+    m
+}
 
-    // Comparing every matched pair is most of a run in which little changed; by now Google
-    // has been read, so both halves run at once. Only the comparison is parallel: the
-    // planning below stays in order.
-    let compared = compare_all(&matched, members, &desired);
-
-    // From here a user that becomes a change is taken out of `desired`.
-    let mut desired: Vec<Option<Desired>> = desired.into_iter().map(Some).collect();
+/// The updates, links and deactivations by update of the matched pairs that differ, each
+/// taking its user out of `desired`; counts the pairs that agree or are hidden.
+fn plan_updates<M: MemberLike>(
+    matched: Vec<(usize, usize, bool)>,
+    compared: Vec<Compared>,
+    desired: &mut [Option<Desired>],
+    members: &[M],
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut updates = Vec::new();
     for ((i, j, by_email), compared) in matched.into_iter().zip(compared) {
-        let fields = match compared {
+        let changed = match compared {
             Compared::Hidden => {
                 out.hidden += 1;
                 continue;
@@ -576,7 +732,7 @@ pub fn plan<M: MemberLike + Sync>(
                 out.unchanged += 1;
                 continue;
             }
-            Compared::Changed(fields) => fields,
+            Compared::Changed(changed) => changed,
         };
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
             continue;
@@ -584,41 +740,56 @@ pub fn plan<M: MemberLike + Sync>(
         if d.attrs.active {
             out.active_after += 1;
         }
-        let m = &members[i];
-        let newly_linked = by_email && m.google_id().is_none();
-        let goes_inactive = m.active() && !d.attrs.active;
-        let action = if goes_inactive {
-            Action::Deactivate
-        } else if newly_linked || m.managed_by() != ManagedBy::Google {
-            Action::Link
-        } else {
-            Action::Update
-        };
-        let only_link = fields.iter().all(|f| f == "googleId" || f == "managedBy");
-        let user_name = d.attrs.user_name.to_string();
-        let change = if only_link && action == Action::Link {
-            Change::Link {
-                id: m.id(),
-                google_id: d.google_id,
-                expected_version: Some(m.version()),
-            }
-        } else {
-            Change::Update {
-                id: m.id(),
-                expected_version: Some(m.version()),
-                attrs: d.attrs,
-            }
-        };
-        updates.push(PlannedChange {
-            action,
-            user_name,
-            member: Some(m.id()),
-            fields,
-            change,
-        });
+        updates.push(update_of(&members[i], d, by_email, changed));
     }
+    updates
+}
 
-    // Already in user name order: `unmatched` keeps the order of the sorted keys.
+/// The change that makes a matched member `m` what `d` says, given the fields that differ:
+/// a deactivation when it takes an active member to inactive, a link when it links the
+/// member (a [`Change::Link`] when linking is all it does), else an update.
+fn update_of<M: MemberLike>(m: &M, d: Desired, by_email: bool, changed: Changed) -> PlannedChange {
+    let newly_linked = by_email && m.google_id().is_none();
+    let goes_inactive = m.active() && !d.attrs.active;
+    let action = if goes_inactive {
+        Action::Deactivate
+    } else if newly_linked || m.managed_by() != ManagedBy::Google {
+        Action::Link
+    } else {
+        Action::Update
+    };
+    let only_link = changed.fields.iter().all(|f| *f == Field::GoogleId);
+    let user_name = d.attrs.user_name.to_string();
+    let change = if only_link && action == Action::Link {
+        Change::Link {
+            id: m.id(),
+            google_id: d.google_id,
+            expected_version: Some(m.version()),
+        }
+    } else {
+        Change::Update {
+            id: m.id(),
+            expected_version: Some(m.version()),
+            attrs: d.attrs,
+        }
+    };
+    PlannedChange {
+        action,
+        user_name,
+        member: Some(m.id()),
+        fields: changed.fields,
+        manages: changed.manages,
+        change,
+    }
+}
+
+/// The creates of the users no member is, already in user name order (`unmatched` keeps
+/// the order of the sorted keys), each taking its user out of `desired`.
+fn plan_creates(
+    unmatched: Vec<usize>,
+    desired: &mut [Option<Desired>],
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut creates = Vec::with_capacity(unmatched.len());
     for j in unmatched {
         let Some(d) = desired.get_mut(j).and_then(Option::take) else {
@@ -632,21 +803,28 @@ pub fn plan<M: MemberLike + Sync>(
             user_name: d.attrs.user_name.to_string(),
             member: None,
             fields: Vec::new(),
+            manages: false,
             change: Change::Create {
                 attrs: d.attrs,
                 managed_by: ManagedBy::Google,
             },
         });
     }
-    // The users that needed no change are freed here, in the run that planned them, not
-    // on a thread of their own: `cargo bench --bench pull` prints what that costs.
-    drop(desired);
+    creates
+}
 
+/// The deactivations of the active managed members no user claimed, except those whose
+/// Google user the plan could not use this time (`dropped`, or unusable); counts the
+/// members the directory does not own.
+fn plan_deactivations<M: MemberLike>(
+    members: &[M],
+    claimed: &[bool],
+    dropped: &HashSet<String>,
+    ctx: &PlanContext<'_>,
+    out: &mut Plan,
+) -> Vec<PlannedChange> {
     let mut deactivations = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        if claimed[i] {
-            continue;
-        }
+    for (m, _) in members.iter().zip(claimed).filter(|(_, &c)| !c) {
         let still_in_google = m.google_id().is_some_and(|e| {
             dropped.contains(e) || ctx.unusable_ids.is_some_and(|u| u.contains(e))
         });
@@ -659,7 +837,8 @@ pub fn plan<M: MemberLike + Sync>(
                 action: Action::Deactivate,
                 user_name: m.user_name().to_string(),
                 member: Some(m.id()),
-                fields: vec!["active".into()],
+                fields: vec![Field::Active],
+                manages: false,
                 change: Change::Deactivate {
                     id: m.id(),
                     expected_version: Some(m.version()),
@@ -669,14 +848,7 @@ pub fn plan<M: MemberLike + Sync>(
             out.not_owned += 1;
         }
     }
-
-    let key = |c: &PlannedChange| normalize_email(&c.user_name);
-    updates.sort_by_cached_key(key);
-    deactivations.sort_by_cached_key(key);
-    out.changes = updates;
-    out.changes.append(&mut creates);
-    out.changes.append(&mut deactivations);
-    out
+    deactivations
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! One run of the pull: fetch -> scope -> plan -> verify -> guard -> apply -> record.
+//! One run of the pull: fetch -> scope -> plan -> verify -> decide -> apply -> record.
 //!
 //! [`run`] is the one pipeline. Its [`Target`] says what it reconciles: every user in scope
 //! (`sync`), one user (`sync user`), or the deactivations an earlier run held (`sync
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::guard::{self, Limits};
+use super::decide::{self, TargetKind};
+use super::guard::Limits;
 use super::plan::{self, Action, Desired, Plan, PlanContext, PlannedChange};
 use super::scope::{GroupMembership, Query, ScopeRules};
 use crate::config::Config;
@@ -87,12 +88,12 @@ pub enum Target {
 }
 
 impl Target {
-    /// The run's kind in its record.
-    fn kind(&self) -> &'static str {
+    /// The kind of target.
+    fn kind(&self) -> TargetKind {
         match self {
-            Target::All => "sync",
-            Target::User(_) => "user",
-            Target::Approve(_) => "approve",
+            Target::All => TargetKind::All,
+            Target::User(_) => TargetKind::User,
+            Target::Approve(_) => TargetKind::Approve,
         }
     }
 
@@ -480,7 +481,7 @@ async fn read<D: Directory + 'static>(
 }
 
 /// Performs one run of the pull and records it (a dry run plans and records nothing):
-/// lock, run record, client, fetch, plan, verify, guard, apply, finish. `now` is the run's
+/// lock, run record, client, fetch, plan, verify, decide, apply, finish. `now` is the run's
 /// time, read once by the caller.
 ///
 /// Fails with [`SyncError::Busy`] when a run is already in progress, and with
@@ -551,7 +552,7 @@ fn start<'a>(
     })
 }
 
-/// The steps after [`start`]: fetch, plan, verify, guard, apply, finish, reading `client`.
+/// The steps after [`start`]: fetch, plan, verify, decide, apply, finish, reading `client`.
 async fn pipeline<D: Directory + 'static>(
     ctx: &SyncContext,
     client: &Arc<D>,
@@ -565,7 +566,6 @@ async fn pipeline<D: Directory + 'static>(
         _running,
         mut book,
     } = started;
-    let now = book.started;
     book.uses(client);
     // One deadline covers every read of Google: the listing, then the checks of absent users.
     let deadline = Instant::now() + ctx.run_timeout;
@@ -579,31 +579,10 @@ async fn pipeline<D: Directory + 'static>(
     };
     book.fetch_ms = book.millis();
 
-    // Plan. The members are released as soon as the plan holds what it needs of them.
-    let Planned {
-        mut plan,
-        problems,
-        groups,
-    } = plan_fetched(ctx, fetched, &members);
-    drop(members);
-    book.counts.nested_groups = groups.nested_groups as u64;
-    book.plan_ms = book.millis() - book.fetch_ms;
-    if let Some(wanted) = &approved {
-        // An approval applies only the deactivations its run held that the new plan still
-        // wants; the rest of the plan is the next run's.
-        plan.changes.retain(|c| {
-            c.action == Action::Deactivate && c.member.is_some_and(|m| wanted.contains(&m))
-        });
-        plan.unchanged = 0;
-    } else {
-        for p in problems {
-            book.problem(p);
-        }
-    }
+    let (mut plan, groups) = plan_step(ctx, &mut book, fetched, members, approved.as_ref());
 
-    // Verify: never deactivate on the listing alone. A full run checks at most
-    // `verification_cap` users; one user, or an approval (an owner asked), checks them all.
-    let cap = matches!(target, Target::All).then(|| verification_cap(ctx));
+    // Verify: never deactivate on the listing alone.
+    let cap = decide::verification_cap(target.kind(), &ctx.limits);
     let checked = before_deadline(ctx, deadline, async {
         Ok(verify_absent(client.as_ref(), ctx, &groups, &mut plan, cap, &mut book).await)
     })
@@ -612,83 +591,115 @@ async fn pipeline<D: Directory + 'static>(
         Ok(r) => r?,
         Err(e) => return book.fail(ctx, format!("{e}; {untouched}")),
     };
-    if let Some(wanted) = &approved {
-        // Held deactivations the new plan no longer wants (the user came back) are dropped.
-        book.counts.skipped += wanted.len().saturating_sub(plan.changes.len()) as u64;
+
+    let decision = decide::decide(decide::Input {
+        kind: target.kind(),
+        dry_run: book.mode == Mode::DryRun,
+        limits: ctx.limits,
+        plan,
+        unchecked: checked.unchecked,
+        approved: approved.map_or(0, |a| a.len()),
+    });
+    book.counts.add(&decision.counts);
+    book.held_reasons = decision.reasons.clone();
+    carry_out(ctx, book, decision, &target).await
+}
+
+/// Plans the fetched users against the members, frees the members, and keeps what the
+/// target wants of the plan (an approval: only its held deactivations).
+fn plan_step(
+    ctx: &SyncContext,
+    book: &mut RunBook,
+    fetched: Fetched,
+    members: Members,
+    approved: Option<&HashSet<MemberId>>,
+) -> (Plan, GroupMembership) {
+    // The members are released as soon as the plan holds what it needs of them.
+    let Planned {
+        mut plan,
+        problems,
+        groups,
+    } = plan_fetched(ctx, fetched, &members);
+    drop(members);
+    book.counts.nested_groups = groups.nested_groups as u64;
+    book.plan_ms = book.millis() - book.fetch_ms;
+    match approved {
+        Some(wanted) => decide::keep_approved(&mut plan, wanted),
+        None => {
+            for p in problems {
+                book.problem(p);
+            }
+        }
     }
+    (plan, groups)
+}
 
-    // Guard: only a full run is held back by its limits.
-    let mut reasons = match target {
-        Target::All => guard::check(&plan, &ctx.limits),
-        Target::User(_) | Target::Approve(_) => Vec::new(),
+/// Does what [`decide::decide`] decided: a dry run ends with its plan; a run that writes
+/// stores its held set, applies the rest, then supersedes or removes the held sets.
+async fn carry_out(
+    ctx: &SyncContext,
+    mut book: RunBook,
+    decision: decide::Decision,
+    target: &Target,
+) -> Result<SyncOutcome, SyncError> {
+    let decide::Decision {
+        status,
+        reasons,
+        apply: to_apply,
+        hold,
+        report,
+        counts: _,
+        then,
+    } = decision;
+    let Mode::Record(run_id) = book.mode.clone() else {
+        return book.finish(ctx, status, None, report.unwrap_or_default());
     };
-    let hold = !reasons.is_empty();
-    if !checked.unchecked.is_empty() {
-        reasons.push(format!(
-            "{} more deactivations of users missing from the listing were not checked with users.get (at most [sync].max_deactivations + 10 = {} checks a run)",
-            checked.unchecked.len(),
-            verification_cap(ctx)
-        ));
-    }
-    book.held_reasons = reasons.clone();
-    let status = if reasons.is_empty() {
-        RunStatus::Ok
-    } else {
-        RunStatus::Held
-    };
-
-    // A dry run ends here, with the plan.
-    let Some(run_id) = book.run_id.clone() else {
-        count_plan(&mut book, &plan, hold);
-        book.counts.held += checked.unchecked.len() as u64;
-        let mut changes = plan.changes;
-        changes.extend(checked.unchecked);
-        return book.finish(ctx, status, None, changes);
-    };
-
-    // Apply, after storing the deactivations held back.
-    book.counts.unchanged += plan.unchanged as u64;
-    let (to_apply, mut held): (Vec<_>, Vec<_>) = plan
-        .changes
-        .into_iter()
-        .partition(|c| !hold || c.action != Action::Deactivate);
-    held.extend(checked.unchecked);
-    if !held.is_empty() {
-        book.counts.held = held.len() as u64;
-        tracing::warn!(%run_id, held = held.len(), reasons = ?reasons,
+    if !hold.is_empty() {
+        tracing::warn!(%run_id, held = hold.len(), reasons = ?reasons,
             "deactivations held; approve with `retrac-sync sync approve {run_id}`");
         // Stored before anything is applied; a store that refuses it (full disk) fails the
         // run, recorded like any other failure.
-        let stored = ctx.store.put_held(&HeldSet {
-            run_id: run_id.clone(),
-            held_at: now,
-            reasons,
-            changes: held
-                .into_iter()
-                .filter_map(|c| {
-                    c.member.map(|member| HeldDeactivation {
-                        member,
-                        user_name: c.user_name,
-                    })
-                })
-                .collect(),
-        });
-        if let Err(e) = stored {
+        if let Err(e) = ctx
+            .store
+            .put_held(&held_set(&run_id, book.started, reasons, hold))
+        {
             return book.fail(ctx, e.to_string());
         }
     }
     if let Err(e) = apply(ctx, &mut book, &run_id, to_apply).await {
         return book.fail(ctx, e);
     }
-    match &target {
-        // Planned against the latest state: the sets earlier runs held are stale.
-        Target::All => supersede_held(ctx, &run_id)?,
-        Target::Approve(approved) => {
+    match (then, target) {
+        (decide::Afterwards::SupersedeOlder, _) => supersede_held(ctx, &run_id)?,
+        (decide::Afterwards::RemoveApproved, Target::Approve(approved)) => {
             ctx.store.remove_held(approved)?;
         }
-        Target::User(_) => {}
+        _ => {}
     }
     book.finish(ctx, status, None, Vec::new())
+}
+
+/// The held set a run stores: its deactivations held back, stamped with the run's time.
+fn held_set(
+    run_id: &RunId,
+    now: DateTime<Utc>,
+    reasons: Vec<String>,
+    held: Vec<PlannedChange>,
+) -> HeldSet {
+    HeldSet {
+        run_id: run_id.clone(),
+        held_at: now,
+        reasons,
+        changes: held
+            .into_iter()
+            .filter_map(|c| {
+                c.member.map(|member| HeldDeactivation {
+                    member,
+                    user_name: c.user_name,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// A complete run planned against the latest state, so the deactivations earlier runs held

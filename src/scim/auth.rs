@@ -523,8 +523,7 @@ mod tests {
         // The copy in memory answers: damaging the stored record does not change the
         // answer until a token is written again.
         let key = [b"token:".as_slice(), id.as_bytes()].concat();
-        let saved = store.tokens_tree().get(&key).unwrap().unwrap();
-        store.tokens_tree().insert(&key, &b"not json"[..]).unwrap();
+        let saved = store.replace_raw_token_record(&key, b"not json").unwrap();
         assert_eq!(
             auth.check(Some(&h), now),
             Ok(Authorized {
@@ -532,7 +531,7 @@ mod tests {
                 scope: TokenScope::Scim
             })
         );
-        store.tokens_tree().insert(&key, saved).unwrap();
+        store.replace_raw_token_record(&key, &saved);
         // A revocation straight through the store's token API, not through `execute`.
         store.revoke_token(&id, "owner", now).unwrap();
         assert_eq!(

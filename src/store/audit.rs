@@ -303,7 +303,7 @@ mod tests {
         let id = MemberId::parse("0192a3b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b").unwrap();
         let actors = [
             Actor::Scim("google: \"prod\"".into()),
-            Actor::Pull("20261207T080000Z-000001".into()),
+            Actor::Pull(crate::member::RunId::parse("20261207T080000Z-000001").unwrap()),
             Actor::Owner,
             Actor::Console("boss@example.com".into()),
         ];
@@ -347,5 +347,41 @@ mod tests {
         // A cut or damaged group is an error, not a panic.
         assert!(decode_group(&bytes[..bytes.len() / 2]).is_err());
         assert!(decode_group(&[BINARY, 0xff, 0xff]).is_err());
+    }
+
+    /// A pull's entries name its run id as `{"kind": "pull", "name": ID}`, as when the actor
+    /// held the id as a string; an entry whose name is not in today's run id shape (an
+    /// older version's, or a test's) still reads, as it was written.
+    #[test]
+    fn a_pull_entry_reads_and_writes_its_run_id_as_the_string_it_stored() {
+        let entry = |name: &str| {
+            serde_json::json!([{
+                "seq": 1,
+                "time": "2026-09-21T10:00:00Z",
+                "actor": {"kind": "pull", "name": name},
+                "member_id": "0192a3b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b",
+                "user_name": "ada@example.com",
+                "change": "deactivate",
+                "before": {"active": true},
+                "after": {"active": false}
+            }])
+        };
+        for name in ["20261101T020000Z-000042", "run-1", ""] {
+            let stored = serde_json::to_vec(&entry(name)).unwrap();
+            let read = decode_group(&stored).unwrap();
+            assert_eq!(read[0].actor.to_string(), format!("pull:{name}"));
+            assert!(matches!(&read[0].actor, Actor::Pull(id) if id.as_str() == name));
+            let back = serde_json::to_value(&read).unwrap();
+            assert_eq!(
+                back,
+                entry(name),
+                "{name:?} is written back as it was stored"
+            );
+        }
+        let id = crate::member::RunId::parse("20261101T020000Z-000042").unwrap();
+        assert_eq!(
+            serde_json::to_value(Actor::Pull(id)).unwrap(),
+            serde_json::json!({"kind": "pull", "name": "20261101T020000Z-000042"})
+        );
     }
 }

@@ -47,7 +47,6 @@ pub use retention::{
     spawn_audit_retention, spawn_event_retention, AUDIT_PRUNE_EVERY, EVENT_PRUNE_EVERY,
 };
 pub use runs::{HeldDeactivation, HeldSet, RunCounts, RunId, RunStatus, SyncRun};
-pub use scan::RecordScan;
 pub use scim::{TokenRecord, TokenScope};
 pub(crate) use tx::MemberTx;
 pub use webhooks::{
@@ -101,6 +100,13 @@ const MAX_SIZE_HINT: u64 = 50_000_000;
 /// edge of the trees (time-ordered ids and audit keys), so a small cache costs no write
 /// speed (measured: 100,000 creates as fast at 16 MiB as at 64 MiB) and keeps memory down.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// sled's page cache for a store opened lazily, whose members are likely read once, in
+/// order, by a scan: a cache then only holds pages that will not be read again (measured at
+/// 1,000,000 members: `members show` of the last record peaked at 104 MB with
+/// [`CACHE_BYTES`], 87.8 MB with this). A one-shot command that goes on to build the mirror
+/// and write keeps this cache: its writes are few.
+const SCAN_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// At most this many audit keys (groups of up to [`AUDIT_CHUNK`] entries) are removed per
 /// hold of the writer lock by [`Store::prune_audit`]. sled removes a key in about 6 µs here,
@@ -239,6 +245,11 @@ struct Inner {
     /// Every member in memory, with the indexes, kept in step with the records after each
     /// commit, so reads cost no decoding. Only `transact` changes it, under `writer`.
     mirror: RwLock<Mirror>,
+    /// Whether `mirror` holds the members: from the open ([`Store::open`]), or from the
+    /// first call that needs it ([`Store::open_lazy`]).
+    mirror_built: std::sync::atomic::AtomicBool,
+    /// Taken while a deferred mirror is built, so it is built once.
+    mirror_building: Mutex<()>,
     /// One member transaction at a time: the mirror is updated in commit order, and sled
     /// never has to retry a member transaction.
     writer: Mutex<()>,
@@ -299,10 +310,36 @@ impl Store {
     /// written by a newer schema, or when two records claim one user name, external id or
     /// Google id ([`StoreError::Collision`]). A store of an older schema is upgraded first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = open_db(path, CACHE_BYTES)?;
+        Store::open_with(path, false)
+    }
+
+    /// Opens the store as a one-shot command of the CLI does, without a daemon: as
+    /// [`Store::open`], but the mirror is built only when a call first needs it. Until then
+    /// [`Store::find`] and [`Store::members`] read the records (`scan.rs`): `members show`
+    /// stops at the record that matches and `members list` streams them, so neither builds
+    /// a copy of every member (at 1,000,000 members the mirror costs about a gigabyte and
+    /// several seconds). A store of another schema is opened as by [`Store::open`].
+    ///
+    /// The uniqueness of user names, external ids and Google ids is checked when the mirror
+    /// is built: a store that fails it then turns read-only ([`Store::fail`]), where
+    /// [`Store::open`] fails. sled's page cache is the scan's, 1 MiB (`SCAN_CACHE_BYTES`).
+    pub fn open_lazy(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, lazy: bool) -> Result<Store, StoreError> {
+        let db = open_db(path, if lazy { SCAN_CACHE_BYTES } else { CACHE_BYTES })?;
         let meta = db.open_tree("meta")?;
         let members = db.open_tree("members")?;
-        let mirror = match stored_schema(path, &meta)? {
+        let schema = stored_schema(path, &meta)?;
+        if lazy && schema != Some(SCHEMA_VERSION) {
+            // A new store, or one to upgrade: opened whole, with the daemon's cache.
+            drop((members, meta, db));
+            return Store::open_with(path, false);
+        }
+        let defer = lazy;
+        let mirror = match schema {
+            _ if defer => Mirror::build_from_records(std::iter::empty(), 0)?,
             Some(found) if found < SCHEMA_VERSION => upgrade::upgrade(&db, &meta, &members, found)?,
             Some(_) => build_mirror(&meta, &members)?,
             None => {
@@ -311,13 +348,17 @@ impl Store {
                 mirror
             }
         };
-        meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
+        if !defer {
+            meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
+        }
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let events = db.open_tree("events")?;
         let events_clock = events::EventClock::open(&meta, &events)?;
         let store = Store {
             inner: Arc::new(Inner {
                 mirror: RwLock::new(mirror),
+                mirror_built: std::sync::atomic::AtomicBool::new(!defer),
+                mirror_building: Mutex::new(()),
                 writer: Mutex::new(()),
                 path: path.to_path_buf(),
                 members,
@@ -341,6 +382,36 @@ impl Store {
         };
         store.inner.db.flush()?;
         Ok(store)
+    }
+
+    /// Whether the mirror holds the members (always, but for a store opened with
+    /// [`Store::open_lazy`] that no call has needed it from yet).
+    fn mirror_built(&self) -> bool {
+        self.inner
+            .mirror_built
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Builds the mirror of a store opened with [`Store::open_lazy`], once. Two records
+    /// that claim one identity turn the store read-only, with why.
+    fn build_deferred_mirror(&self) {
+        let i = &self.inner;
+        let _once = i.mirror_building.lock().unwrap_or_else(|p| p.into_inner());
+        if self.mirror_built() {
+            return;
+        }
+        match build_mirror(&i.meta, &i.members) {
+            Ok(mirror) => {
+                // Only a size hint for the next open: a failure to write it is harmless.
+                let _ = i
+                    .meta
+                    .insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes());
+                *i.mirror.write().unwrap_or_else(|p| p.into_inner()) = mirror;
+            }
+            Err(e) => self.fail(&format!("the members cannot be indexed: {e}")),
+        }
+        i.mirror_built
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The member an entry of the mirror stands for. Its SCIM extra attributes are not in
@@ -422,7 +493,11 @@ impl Store {
         }
     }
 
+    /// The mirror, built first if the store was opened lazily and this is its first need.
     fn mirror(&self) -> std::sync::RwLockReadGuard<'_, Mirror> {
+        if !self.mirror_built() {
+            self.build_deferred_mirror();
+        }
         self.inner.mirror.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -480,8 +555,12 @@ impl Store {
         entry.map(|e| self.materialize(&e)).transpose()
     }
 
-    /// Resolves what an owner typed: a member id, or an email (case-insensitive).
+    /// Resolves what an owner typed: a member id, or an email (case-insensitive). Before a
+    /// lazily opened store has built its mirror, from the records ([`scan::find`]).
     pub fn find(&self, id_or_email: &str) -> Result<Option<Member>, StoreError> {
+        if !self.mirror_built() {
+            return scan::find(&self.inner.members, id_or_email);
+        }
         if let Some(id) = MemberId::parse(id_or_email) {
             if let Some(m) = self.get(id)? {
                 return Ok(Some(m));
@@ -540,12 +619,19 @@ impl Store {
 
     /// Every member, ordered by normalised user name, from a snapshot taken now. The
     /// snapshot shares the mirror's entries (8 bytes a member); each member is built as the
-    /// iterator reaches it.
-    pub fn members(&self) -> impl Iterator<Item = Result<Member, StoreError>> {
+    /// iterator reaches it. Before a lazily opened store has built its mirror, the records
+    /// are streamed in that order instead ([`scan::members_by_name`]).
+    pub fn members(&self) -> Box<dyn Iterator<Item = Result<Member, StoreError>> + Send> {
+        if !self.mirror_built() {
+            return match scan::members_by_name(self.clone()) {
+                Ok(members) => Box::new(members),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+        }
         let mut entries = self.mirror().all();
         mirror::sort_by_name(&mut entries);
         let store = self.clone();
-        entries.into_iter().map(move |e| store.materialize(&e))
+        Box::new(entries.into_iter().map(move |e| store.materialize(&e)))
     }
 
     /// A page of members in user-name order, from the mirror (the console's listing): see
@@ -794,24 +880,38 @@ impl Store {
         Ok(())
     }
 
-    /// The tree of SCIM tokens (owned by the SCIM module).
-    pub fn tokens_tree(&self) -> &sled::Tree {
-        &self.inner.tokens
-    }
-
-    /// The tree of recorded sync runs (owned by the reconcile module).
-    pub fn sync_runs_tree(&self) -> &sled::Tree {
+    /// The tree of recorded sync runs (`runs.rs`; the store's own: read through its methods).
+    fn sync_runs_tree(&self) -> &sled::Tree {
         &self.inner.sync_runs
     }
 
-    /// The tree of held changes (owned by the reconcile module).
-    pub fn held_changes_tree(&self) -> &sled::Tree {
+    /// The tree of held changes (`runs.rs`; the store's own: read through its methods).
+    fn held_changes_tree(&self) -> &sled::Tree {
         &self.inner.held_changes
     }
 
-    /// The tree of single values.
-    pub fn meta_tree(&self) -> &sled::Tree {
+    /// The tree of single values (the store's unit tests write a schema version).
+    #[cfg(test)]
+    fn meta_tree(&self) -> &sled::Tree {
         &self.inner.meta
+    }
+
+    /// Every raw record of the tokens tree (a unit test checks that no secret is stored).
+    #[cfg(test)]
+    pub(crate) fn raw_token_records(&self) -> Vec<sled::IVec> {
+        self.inner
+            .tokens
+            .iter()
+            .values()
+            .map(|v| v.unwrap())
+            .collect()
+    }
+
+    /// Replaces the raw record of the tokens tree at `key`, returning the one it replaced (a
+    /// unit test damages a record to show that the copy in memory answers).
+    #[cfg(test)]
+    pub(crate) fn replace_raw_token_record(&self, key: &[u8], value: &[u8]) -> Option<sled::IVec> {
+        self.inner.tokens.insert(key, value).unwrap()
     }
 
     /// A fresh monotonic id from sled.

@@ -11,64 +11,8 @@ use crate::member::MemberId;
 /// How many run records are kept; older ones are pruned.
 const KEEP_RUNS: usize = 1000;
 
-/// A recorded run's id: its UTC start time and a sequence number,
-/// `20261101T020000Z-000042`, so that ids sort in time order. A dry run is not recorded
-/// and has none.
-///
-/// It reads and writes as the plain string; reading one checks its shape, so a run id that
-/// came from a person or over the admin socket is one the store could have made.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RunId(String);
-
-impl RunId {
-    /// Checks the shape of a run id (start time, `-`, six digits), with a message that
-    /// says what one looks like.
-    pub fn parse(s: &str) -> Result<RunId, String> {
-        let bad = || {
-            format!(
-                "{s:?} is not a run id such as 20261101T020000Z-000042 (see `retrac-sync sync status`)"
-            )
-        };
-        let (time, seq) = s.split_once('-').ok_or_else(bad)?;
-        let time_ok =
-            chrono::NaiveDateTime::parse_from_str(time, RUN_ID_TIME).is_ok() && time.len() == 16;
-        let seq_ok = seq.len() == 6 && seq.bytes().all(|b| b.is_ascii_digit());
-        if time_ok && seq_ok {
-            Ok(RunId(s.to_string()))
-        } else {
-            Err(bad())
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The time part of a run id.
-const RUN_ID_TIME: &str = "%Y%m%dT%H%M%SZ";
-
-impl TryFrom<String> for RunId {
-    type Error = String;
-    fn try_from(s: String) -> Result<RunId, String> {
-        RunId::parse(&s)
-    }
-}
-
-impl From<RunId> for String {
-    fn from(id: RunId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for RunId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so that a table's width applies.
-        f.pad(&self.0)
-    }
-}
+pub use crate::member::RunId;
+use crate::member::RUN_ID_TIME;
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +66,23 @@ pub struct RunCounts {
     /// Nested groups read under the scope groups.
     #[serde(default)]
     pub nested_groups: u64,
+}
+
+impl RunCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RunCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deactivated += other.deactivated;
+        self.linked += other.linked;
+        self.unchanged += other.unchanged;
+        self.held += other.held;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+        self.identity_changed += other.identity_changed;
+        self.verified_present += other.verified_present;
+        self.nested_groups += other.nested_groups;
+    }
 }
 
 /// One recorded run.
@@ -191,11 +152,12 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, Sto
 impl Store {
     /// A new run id: the start time and a sequence number, sortable.
     pub fn new_run_id(&self, now: DateTime<Utc>) -> Result<RunId, StoreError> {
-        Ok(RunId(format!(
+        let id = format!(
             "{}-{:06}",
             now.format(RUN_ID_TIME),
             self.generate_id()? % 1_000_000
-        )))
+        );
+        RunId::parse(&id).map_err(StoreError::Internal)
     }
 
     /// Records (or rewrites) a run, pruning the oldest beyond the last 1000.
@@ -301,7 +263,8 @@ mod tests {
                 action: Action::Deactivate,
                 user_name: "ada@example.com".into(),
                 member: Some(member),
-                fields: vec!["active".into()],
+                fields: vec![crate::member::Field::Active],
+                manages: false,
                 change: Change::Deactivate { id: member, expected_version: Some(3) },
             }],
         });

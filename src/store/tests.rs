@@ -161,7 +161,7 @@ fn a_batchs_audit_entries_are_grouped_and_read_back_by_member_time_and_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let changes: Vec<Change> = (0..100).map(create).collect();
-    let actor = Actor::Pull("run-1".into());
+    let actor = Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000002").unwrap());
     let results = crate::provision::apply_batch(&store, &changes, &actor, at(0)).unwrap();
     assert!(results.iter().all(|r| r.is_ok()));
     // 100 entries in groups of 32: four keys, not a hundred.
@@ -437,7 +437,7 @@ fn audit_entry(seq: u64, actor: crate::member::Actor, m: &Member, ext: Option<&s
 /// trees, and an audit that says who set each id. Returns the members by name.
 fn write_schema_2(path: &Path, already_converted: &[u128]) -> Vec<Member> {
     use crate::member::Actor;
-    let pull = || Actor::Pull("run-1".into());
+    let pull = || Actor::Pull(crate::member::RunId::parse("20261101T020000Z-000002").unwrap());
     let scim = || Actor::Scim("entra".into());
     let a = raw_member(1, "a@example.com"); // created by the pull with its Google id
     let b = raw_member(2, "b@example.com"); // created by SCIM with an externalId
@@ -797,7 +797,7 @@ fn the_audit_retention_removes_old_entries_in_batches_and_says_what_is_left() {
 }
 
 #[test]
-fn a_record_scan_finds_one_member_and_streams_the_rest_without_the_mirror() {
+fn a_lazy_store_finds_one_member_and_streams_the_rest_from_the_records_until_it_needs_the_mirror() {
     use crate::member::Actor;
     let dir = tempfile::tempdir().unwrap();
     {
@@ -820,13 +820,12 @@ fn a_record_scan_finds_one_member_and_streams_the_rest_without_the_mirror() {
         .unwrap();
         store.flush_blocking().unwrap();
     }
-    let scan = RecordScan::open(dir.path()).unwrap();
-    assert_eq!(scan.len(), 301);
-    let m = scan.find("USER150@example.com").unwrap().unwrap();
+    let lazy = Store::open_lazy(dir.path()).unwrap();
+    let m = lazy.find("USER150@example.com").unwrap().unwrap();
     assert_eq!(m.dir.user_name.as_str(), "user150@example.com");
-    assert_eq!(scan.find(&m.id.to_string()).unwrap().unwrap(), m);
+    assert_eq!(lazy.find(&m.id.to_string()).unwrap().unwrap(), m);
     assert_eq!(
-        scan.find("σας@EXAMPLE.com")
+        lazy.find("σας@EXAMPLE.com")
             .unwrap()
             .unwrap()
             .dir
@@ -834,32 +833,61 @@ fn a_record_scan_finds_one_member_and_streams_the_rest_without_the_mirror() {
             .as_str(),
         "ΣΑΣ@example.com"
     );
-    assert!(scan.find("nobody@example.com").unwrap().is_none());
-    let all: Vec<Member> = scan.members().map(|m| m.unwrap()).collect();
-    assert_eq!(all.len(), 301);
-    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "id order");
-    // It holds the lock as the store does.
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(StoreError::Locked { .. })
-    ));
-    // The listing without the mirror is in the daemon's order (folded user name).
-    let listed: Vec<Member> = scan
-        .into_members_by_name()
-        .unwrap()
-        .map(|m| m.unwrap())
-        .collect();
+    assert!(lazy.find("nobody@example.com").unwrap().is_none());
+    // The listing from the records is in the mirror's order (folded user name).
+    let listed: Vec<Member> = lazy.members().map(|m| m.unwrap()).collect();
     assert_eq!(listed.len(), 301);
     assert!(listed
         .windows(2)
         .all(|w| w[0].dir.user_name.normalized() < w[1].dir.user_name.normalized()));
     assert_eq!(listed[300].dir.user_name.as_str(), "ΣΑΣ@example.com");
-    // An old store is upgraded by the scan's open.
+    assert!(!lazy.mirror_built(), "find and members read the records");
+    // It holds the lock as the store does.
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Locked { .. })
+    ));
+    // Anything else builds the mirror, once; then the same answers come from it.
+    assert_eq!(lazy.member_count(), 301);
+    assert!(lazy.mirror_built());
+    assert_eq!(lazy.find("USER150@example.com").unwrap().unwrap(), m);
+    let from_mirror: Vec<Member> = lazy.members().map(|m| m.unwrap()).collect();
+    assert_eq!(from_mirror, listed);
+    crate::provision::apply(&lazy, create(400), &Actor::Owner, at(2)).unwrap();
+    assert_eq!(lazy.member_count(), 302);
+    drop(lazy);
+    // An old store is upgraded by the lazy open, as by the full one.
     let old = tempfile::tempdir().unwrap();
     write_schema_2(old.path(), &[]);
-    let scan = RecordScan::open(old.path()).unwrap();
-    let a = scan.find("a@example.com").unwrap().unwrap();
+    let lazy = Store::open_lazy(old.path()).unwrap();
+    let a = lazy.find("a@example.com").unwrap().unwrap();
     assert_eq!(a.dir.google_id.as_deref(), Some("g-a"));
+}
+
+#[test]
+fn a_lazy_store_whose_records_collide_turns_read_only_when_it_builds_the_mirror() {
+    use crate::member::Actor;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        crate::provision::apply(&store, create(1), &Actor::Owner, at(0)).unwrap();
+        // A second record with the same user name, written past the write path.
+        let (k, v) = store.inner.members.iter().next().unwrap().unwrap();
+        let mut other = k.to_vec();
+        other[15] ^= 1;
+        store.inner.members.insert(other, v).unwrap();
+        store.flush_blocking().unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Collision { .. })
+    ));
+    let lazy = Store::open_lazy(dir.path()).unwrap();
+    assert!(lazy.find("user001@example.com").unwrap().is_some());
+    assert_eq!(lazy.member_count(), 0);
+    assert!(lazy.flush_failure().unwrap().contains("cannot be indexed"));
+    let err = crate::provision::apply(&lazy, create(2), &Actor::Owner, at(1)).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
 }
 
 #[tokio::test]

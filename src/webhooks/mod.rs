@@ -287,45 +287,7 @@ pub async fn execute(
             url,
             events,
             description,
-        } => {
-            let url = check_url(&url)?;
-            // Checked again here: the request may come over the socket from anywhere.
-            let events = EventFilter::parse(&events.0.join(",")).map_err(WebhookError::Invalid)?;
-            let description = description
-                .map(|d| d.trim().to_string())
-                .filter(|d| !d.is_empty());
-            if let Some(d) = &description {
-                if d.chars().count() > MAX_DESCRIPTION || d.chars().any(char::is_control) {
-                    return Err(WebhookError::Invalid(format!(
-                        "--description must be at most {MAX_DESCRIPTION} characters, without control characters"
-                    )));
-                }
-            }
-            let secret = sign::new_secret().map_err(WebhookError::Failed)?;
-            let record = EndpointRecord {
-                id: new_id()?,
-                url: url.to_string(),
-                description,
-                events,
-                enabled: true,
-                disabled_reason: None,
-                disabled_at: None,
-                created: now,
-                secret: secret.clone(),
-                previous: None,
-            };
-            // It starts after the last event committed now: no history (`replay` gives it).
-            let state = DeliveryState {
-                cursor: store.last_event_seq(),
-                ..DeliveryState::default()
-            };
-            store.put_webhook_state(&record.id, &state)?;
-            store.put_webhook(&record)?;
-            Ok(WebhookResponse::Added {
-                endpoint: view(store, &record)?,
-                secret,
-            })
-        }
+        } => add(store, &url, &events, description, now),
         WebhookRequest::List => {
             let endpoints = store
                 .webhooks()?
@@ -360,46 +322,7 @@ pub async fn execute(
                 note: None,
             })
         }
-        WebhookRequest::Enable { id } => {
-            let _lock = store.lock_webhooks();
-            let mut ep = endpoint(store, &id)?;
-            let mut state = store.webhook_state(&ep.id)?;
-            let next = state.cursor + 1;
-            let last = store.last_event_seq();
-            if next <= last {
-                let oldest = store.oldest_event_seq()?;
-                if oldest.is_none_or(|o| o > next) {
-                    return Err(WebhookError::Conflict(format!(
-                        "cannot enable {}: its first undelivered event (seq {next}) is no longer kept ({}). The consumer must list the members again (GET /retrac/v1/members); then `retrac-sync webhook replay {} --since TIME` sends what is kept from TIME on",
-                        ep.id,
-                        match oldest {
-                            Some(o) => format!("the oldest kept is seq {o}"),
-                            None => "no event is kept".into(),
-                        },
-                        ep.id
-                    )));
-                }
-            }
-            state.failures = 0;
-            state.next_attempt = None;
-            store.put_webhook_state(&ep.id, &state)?;
-            ep.enabled = true;
-            ep.disabled_reason = None;
-            ep.disabled_at = None;
-            store.put_webhook(&ep)?;
-            Ok(WebhookResponse::Endpoint {
-                action: "enabled".into(),
-                endpoint: view(store, &ep)?,
-                note: Some(if next <= last {
-                    format!(
-                        "resumes from seq {next} ({} events after it)",
-                        last + 1 - next
-                    )
-                } else {
-                    "nothing waits: it receives the next event".into()
-                }),
-            })
-        }
+        WebhookRequest::Enable { id } => enable(store, &id),
         WebhookRequest::Rotate { id } => {
             let _lock = store.lock_webhooks();
             let mut ep = endpoint(store, &id)?;
@@ -416,37 +339,7 @@ pub async fn execute(
                 previous_until: until,
             })
         }
-        WebhookRequest::Test { id } => {
-            let ep = endpoint(store, &id)?;
-            let client = relay::build_client().map_err(WebhookError::Failed)?;
-            let mut nonce = [0u8; 8];
-            getrandom::fill(&mut nonce)
-                .map_err(|e| WebhookError::Failed(format!("random source: {e}")))?;
-            let event = Event {
-                id: format!(
-                    "evt_test_{}",
-                    nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                ),
-                seq: 0,
-                event_type: EventType::WebhookTest,
-                timestamp: now,
-                data: serde_json::json!({"endpoint": ep.id}),
-            };
-            let answer = relay::attempt(&client, &ep, &event, now, retry.timeout).await;
-            metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
-                .increment(1);
-            let delivery = relay::record_of(&event, 1, now, &answer);
-            {
-                let _lock = store.lock_webhooks();
-                let mut state = store.webhook_state(&ep.id)?;
-                store.log_delivery(&ep.id, &mut state, &delivery)?;
-                store.put_webhook_state(&ep.id, &state)?;
-            }
-            Ok(WebhookResponse::Tested {
-                id: ep.id,
-                delivery,
-            })
-        }
+        WebhookRequest::Test { id } => test(store, &id, retry, now).await,
         WebhookRequest::Deliveries { id, limit } => {
             let ep = endpoint(store, &id)?;
             Ok(WebhookResponse::Deliveries {
@@ -454,44 +347,176 @@ pub async fn execute(
                 id: ep.id,
             })
         }
-        WebhookRequest::Replay { id, since } => {
-            let _lock = store.lock_webhooks();
-            let ep = endpoint(store, &id)?;
-            let Some(from) = first_seq_since(store, since)? else {
-                return Err(WebhookError::Conflict(format!(
-                    "no kept event is at or after {since}: nothing to replay"
-                )));
-            };
-            let oldest = store.oldest_event_seq()?.unwrap_or(from);
-            let mut state = store.webhook_state(&ep.id)?;
-            state.cursor = from - 1;
-            state.failures = 0;
-            state.next_attempt = None;
-            store.put_webhook_state(&ep.id, &state)?;
-            // Wakes the relay's task for it, which reads its new cursor.
-            store.put_webhook(&ep)?;
-            let mut note = format!(
-                "delivers again from seq {from} through {} (then what follows)",
-                store.last_event_seq()
-            );
-            if from == oldest {
-                note.push_str(&format!(
-                    "; seq {oldest} is the oldest event kept: events before it are gone"
-                ));
-            }
-            if !ep.enabled {
-                note.push_str(&format!(
-                    "; the endpoint is disabled: `retrac-sync webhook enable {}` starts it",
-                    ep.id
-                ));
-            }
-            Ok(WebhookResponse::Endpoint {
-                action: "replayed".into(),
-                endpoint: view(store, &ep)?,
-                note: Some(note),
-            })
+        WebhookRequest::Replay { id, since } => replay(store, &id, since),
+    }
+}
+
+/// `webhook add`: a new endpoint with a new secret, starting after the last event committed
+/// now.
+fn add(
+    store: &Store,
+    url: &str,
+    events: &EventFilter,
+    description: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<WebhookResponse, WebhookError> {
+    let url = check_url(url)?;
+    // Checked again here: the request may come over the socket from anywhere.
+    let events = EventFilter::parse(&events.0.join(",")).map_err(WebhookError::Invalid)?;
+    let description = description
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty());
+    if let Some(d) = &description {
+        if d.chars().count() > MAX_DESCRIPTION || d.chars().any(char::is_control) {
+            return Err(WebhookError::Invalid(format!(
+                "--description must be at most {MAX_DESCRIPTION} characters, without control characters"
+            )));
         }
     }
+    let secret = sign::new_secret().map_err(WebhookError::Failed)?;
+    let record = EndpointRecord {
+        id: new_id()?,
+        url: url.to_string(),
+        description,
+        events,
+        enabled: true,
+        disabled_reason: None,
+        disabled_at: None,
+        created: now,
+        secret: secret.clone(),
+        previous: None,
+    };
+    // It starts after the last event committed now: no history (`replay` gives it).
+    let state = DeliveryState {
+        cursor: store.last_event_seq(),
+        ..DeliveryState::default()
+    };
+    store.put_webhook_state(&record.id, &state)?;
+    store.put_webhook(&record)?;
+    Ok(WebhookResponse::Added {
+        endpoint: view(store, &record)?,
+        secret,
+    })
+}
+
+/// `webhook enable`: resumes from the endpoint's cursor, unless its first undelivered event
+/// is no longer kept.
+fn enable(store: &Store, id: &str) -> Result<WebhookResponse, WebhookError> {
+    let _lock = store.lock_webhooks();
+    let mut ep = endpoint(store, id)?;
+    let mut state = store.webhook_state(&ep.id)?;
+    let next = state.cursor + 1;
+    let last = store.last_event_seq();
+    if next <= last {
+        let oldest = store.oldest_event_seq()?;
+        if oldest.is_none_or(|o| o > next) {
+            return Err(WebhookError::Conflict(format!(
+                "cannot enable {}: its first undelivered event (seq {next}) is no longer kept ({}). The consumer must list the members again (GET /retrac/v1/members); then `retrac-sync webhook replay {} --since TIME` sends what is kept from TIME on",
+                ep.id,
+                match oldest {
+                    Some(o) => format!("the oldest kept is seq {o}"),
+                    None => "no event is kept".into(),
+                },
+                ep.id
+            )));
+        }
+    }
+    state.failures = 0;
+    state.next_attempt = None;
+    store.put_webhook_state(&ep.id, &state)?;
+    ep.enabled = true;
+    ep.disabled_reason = None;
+    ep.disabled_at = None;
+    store.put_webhook(&ep)?;
+    Ok(WebhookResponse::Endpoint {
+        action: "enabled".into(),
+        endpoint: view(store, &ep)?,
+        note: Some(if next <= last {
+            format!(
+                "resumes from seq {next} ({} events after it)",
+                last + 1 - next
+            )
+        } else {
+            "nothing waits: it receives the next event".into()
+        }),
+    })
+}
+
+/// `webhook test`: one delivery of a test event, logged with the endpoint's deliveries.
+async fn test(
+    store: &Store,
+    id: &str,
+    retry: &relay::Retry,
+    now: DateTime<Utc>,
+) -> Result<WebhookResponse, WebhookError> {
+    let ep = endpoint(store, id)?;
+    let client = relay::build_client().map_err(WebhookError::Failed)?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| WebhookError::Failed(format!("random source: {e}")))?;
+    let event = Event {
+        id: format!(
+            "evt_test_{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        seq: 0,
+        event_type: EventType::WebhookTest,
+        timestamp: now,
+        data: serde_json::json!({"endpoint": ep.id}),
+    };
+    let answer = relay::attempt(&client, &ep, &event, now, retry.timeout).await;
+    metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
+        .increment(1);
+    let delivery = relay::record_of(&event, 1, now, &answer);
+    {
+        let _lock = store.lock_webhooks();
+        let mut state = store.webhook_state(&ep.id)?;
+        store.log_delivery(&ep.id, &mut state, &delivery)?;
+        store.put_webhook_state(&ep.id, &state)?;
+    }
+    Ok(WebhookResponse::Tested {
+        id: ep.id,
+        delivery,
+    })
+}
+
+/// `webhook replay`: moves the endpoint's cursor back to the first kept event at or after
+/// `since`.
+fn replay(store: &Store, id: &str, since: DateTime<Utc>) -> Result<WebhookResponse, WebhookError> {
+    let _lock = store.lock_webhooks();
+    let ep = endpoint(store, id)?;
+    let Some(from) = first_seq_since(store, since)? else {
+        return Err(WebhookError::Conflict(format!(
+            "no kept event is at or after {since}: nothing to replay"
+        )));
+    };
+    let oldest = store.oldest_event_seq()?.unwrap_or(from);
+    let mut state = store.webhook_state(&ep.id)?;
+    state.cursor = from - 1;
+    state.failures = 0;
+    state.next_attempt = None;
+    store.put_webhook_state(&ep.id, &state)?;
+    // Wakes the relay's task for it, which reads its new cursor.
+    store.put_webhook(&ep)?;
+    let mut note = format!(
+        "delivers again from seq {from} through {} (then what follows)",
+        store.last_event_seq()
+    );
+    if from == oldest {
+        note.push_str(&format!(
+            "; seq {oldest} is the oldest event kept: events before it are gone"
+        ));
+    }
+    if !ep.enabled {
+        note.push_str(&format!(
+            "; the endpoint is disabled: `retrac-sync webhook enable {}` starts it",
+            ep.id
+        ));
+    }
+    Ok(WebhookResponse::Endpoint {
+        action: "replayed".into(),
+        endpoint: view(store, &ep)?,
+        note: Some(note),
+    })
 }
 
 #[cfg(test)]

@@ -480,6 +480,91 @@ fn commit_state(
     Ok(true)
 }
 
+/// What the relay does after one delivery attempt.
+enum AfterAttempt {
+    /// Delivered: on to the next event.
+    Next,
+    /// Failed, to be retried at `next_attempt`: the loop waits.
+    Wait,
+    /// The owner changed the endpoint meanwhile: the loop reads it again.
+    Reread,
+    /// The endpoint is disabled, for this reason.
+    Disable(String),
+}
+
+/// Delivers `event` once to `ep`, logs the attempt and stores the endpoint's new state
+/// (unless the owner changed it since `base`): the cursor moves only after a 2xx.
+async fn deliver_one(
+    store: &Store,
+    client: &WebhookClient,
+    options: &RelayOptions,
+    ep: &EndpointRecord,
+    event: &Event,
+    state: &mut DeliveryState,
+    base: &mut DeliveryState,
+) -> Result<AfterAttempt, crate::store::StoreError> {
+    let id = ep.id.as_str();
+    let clock = &options.clock;
+    let attempt_no = state.failures + 1;
+    let started = clock();
+    let answer = attempt(client, ep, event, started, options.retry.timeout).await;
+    metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
+        .increment(1);
+    {
+        let _lock = store.lock_webhooks();
+        // The log's counter as stored (a `webhook test` may have used one).
+        state.log_next = state.log_next.max(store.webhook_state(id)?.log_next);
+        store.log_delivery(id, state, &record_of(event, attempt_no, started, &answer))?;
+    }
+    match answer.outcome {
+        Outcome::Delivered => {
+            state.cursor = event.seq;
+            state.failures = 0;
+            state.next_attempt = None;
+            if !commit_state(store, id, base, state)? {
+                return Ok(AfterAttempt::Reread);
+            }
+            Ok(AfterAttempt::Next)
+        }
+        Outcome::Gone => {
+            if !commit_state(store, id, base, state)? {
+                return Ok(AfterAttempt::Reread);
+            }
+            let reason = format!(
+                "the endpoint answered 410 Gone to event {} (seq {})",
+                event.id, event.seq
+            );
+            Ok(AfterAttempt::Disable(reason))
+        }
+        Outcome::Failed => {
+            state.failures = attempt_no;
+            let error = answer.error.clone().unwrap_or_default();
+            tracing::info!(endpoint = %id, seq = event.seq, attempt = attempt_no, error = %error, "webhook delivery failed");
+            match options.retry.wait(attempt_no, answer.retry_after) {
+                Some(wait) => {
+                    state.next_attempt =
+                        Some(clock() + chrono::Duration::from_std(wait).unwrap_or_default());
+                    if !commit_state(store, id, base, state)? {
+                        return Ok(AfterAttempt::Reread);
+                    }
+                    Ok(AfterAttempt::Wait)
+                }
+                None => {
+                    state.next_attempt = None;
+                    if !commit_state(store, id, base, state)? {
+                        return Ok(AfterAttempt::Reread);
+                    }
+                    let reason = format!(
+                        "gave up after {attempt_no} attempts at event {} (seq {}): {error}",
+                        event.id, event.seq
+                    );
+                    Ok(AfterAttempt::Disable(reason))
+                }
+            }
+        }
+    }
+}
+
 async fn deliver_loop(
     store: &Store,
     client: &WebhookClient,
@@ -548,68 +633,11 @@ async fn deliver_loop(
                 skipped = true;
                 continue;
             }
-            let attempt_no = state.failures + 1;
-            let started = clock();
-            let answer = attempt(client, &ep, &event, started, options.retry.timeout).await;
-            metrics::counter!("retrac_webhook_deliveries_total", "outcome" => answer.outcome.as_str())
-                .increment(1);
-            {
-                let _lock = store.lock_webhooks();
-                // The log's counter as stored (a `webhook test` may have used one).
-                state.log_next = state.log_next.max(store.webhook_state(id)?.log_next);
-                store.log_delivery(
-                    id,
-                    &mut state,
-                    &record_of(&event, attempt_no, started, &answer),
-                )?;
-            }
-            match answer.outcome {
-                Outcome::Delivered => {
-                    state.cursor = event.seq;
-                    state.failures = 0;
-                    state.next_attempt = None;
-                    if !commit_state(store, id, &mut base, &state)? {
-                        continue 'outer;
-                    }
-                    skipped = false;
-                }
-                Outcome::Gone => {
-                    if !commit_state(store, id, &mut base, &state)? {
-                        continue 'outer;
-                    }
-                    let reason = format!(
-                        "the endpoint answered 410 Gone to event {} (seq {})",
-                        event.id, event.seq
-                    );
-                    return disable(store, id, reason, clock());
-                }
-                Outcome::Failed => {
-                    state.failures = attempt_no;
-                    let error = answer.error.clone().unwrap_or_default();
-                    tracing::info!(endpoint = %id, seq = event.seq, attempt = attempt_no, error = %error, "webhook delivery failed");
-                    match options.retry.wait(attempt_no, answer.retry_after) {
-                        Some(wait) => {
-                            state.next_attempt = Some(
-                                clock() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                            );
-                            if !commit_state(store, id, &mut base, &state)? {
-                                continue 'outer;
-                            }
-                        }
-                        None => {
-                            state.next_attempt = None;
-                            if !commit_state(store, id, &mut base, &state)? {
-                                continue 'outer;
-                            }
-                            let reason = format!(
-                                "gave up after {attempt_no} attempts at event {} (seq {}): {error}",
-                                event.id, event.seq
-                            );
-                            return disable(store, id, reason, clock());
-                        }
-                    }
-                    break;
-                }
+            match deliver_one(store, client, options, &ep, &event, &mut state, &mut base).await? {
+                AfterAttempt::Next => skipped = false,
+                AfterAttempt::Wait => break,
+                AfterAttempt::Reread => continue 'outer,
+                AfterAttempt::Disable(reason) => return disable(store, id, reason, clock()),
             }
             if changes.has_changed().unwrap_or(true) {
                 break;

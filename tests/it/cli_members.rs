@@ -370,7 +370,7 @@ fn restore_brings_back_a_deactivated_member_with_its_locations() {
                 id: m.id,
                 expected_version: None,
             },
-            &Actor::Pull("run-1".into()),
+            &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000002").unwrap()),
             chrono::Utc::now(),
         )
         .unwrap();

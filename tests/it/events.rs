@@ -362,7 +362,7 @@ fn a_batch_of_creates_appends_one_event_each_and_a_failed_transaction_none() {
             managed_by: ManagedBy::Google,
         })
         .collect();
-    let actor = Actor::Pull("20261207T100000Z-000002".into());
+    let actor = Actor::Pull(retrac_sync::member::RunId::parse("20261207T100000Z-000002").unwrap());
     provision::apply_batch(&store, &changes, &actor, Utc::now()).unwrap();
     assert_eq!(store.last_event_seq(), 50);
     // A store that refuses writes (no space) appends nothing, and numbering does not move.

@@ -194,7 +194,7 @@ async fn the_members_follow_google_through_every_kind_of_change() {
         .unwrap();
     assert_eq!(
         entries[0].actor,
-        retrac_sync::member::Actor::Pull(runs[0].run_id.to_string())
+        retrac_sync::member::Actor::Pull(runs[0].run_id.clone())
     );
 }
 

@@ -355,7 +355,7 @@ async fn after_a_crash_midway_the_next_run_converges_without_duplicates() {
     provision::apply_batch(
         &store,
         &changes,
-        &Actor::Pull("crashed".into()),
+        &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000005").unwrap()),
         chrono::Utc::now(),
     )
     .unwrap();

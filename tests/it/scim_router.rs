@@ -1183,7 +1183,7 @@ async fn the_listing_follows_writes_that_do_not_come_from_scim() {
             google_id: "104598721934561230001".into(),
             expected_version: None,
         },
-        &Actor::Pull("run-1".into()),
+        &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000002").unwrap()),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -1330,7 +1330,7 @@ async fn a_put_without_external_id_keeps_the_google_link() {
             google_id: "104598721934561230002".into(),
             expected_version: None,
         },
-        &Actor::Pull("run-1".into()),
+        &Actor::Pull(retrac_sync::member::RunId::parse("20261101T020000Z-000002").unwrap()),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -1842,22 +1842,26 @@ async fn value_extra_and_page_limits_follow_their_keys() {
     }
 }
 
-/// The `/healthz` and `userName eq` latency while two maximal scans of 100,000 members run,
+/// The `/healthz` and `userName eq` latency while two maximal scans of 10,000 members run,
 /// on the real listeners (SCIM and health) of a two-worker runtime like the daemon's. A scan
 /// here is a `.search` that matches every member, sorts on an attribute no index serves and
 /// renders a page of 1,000. Scans, sorts and large pages run on the blocking pool, one per
-/// core at a time, so that the health check and indexed lookups are still answered: the
-/// test fails unless /healthz's p99 during the scans is under 100 ms. Ignored by default, as
-/// a measurement: it seeds 100,000 members and needs a release build and a quiet machine:
-/// `cargo test --release --test it scim_router::healthz_latency -- --ignored --nocapture`.
+/// core at a time, so that the health check and indexed lookups are still answered: were a
+/// scan to hold a worker, /healthz would wait for it (seconds in a debug build).
+///
+/// The target is /healthz under 100 ms. The test runs in the ordinary `cargo test`, in a
+/// debug build and beside the other tests on a machine that may have two cores, so it
+/// judges the median of at least 30 answers taken while the scans run (a worker held by a
+/// scan would put most answers past it), and the p90 against a generous 1 s. The figures
+/// are printed (`-- --nocapture`); at 100,000 members in a release build on a quiet
+/// machine, its p99 was under 100 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: seeds 100,000 members; run it with --release (see its comment)"]
 async fn healthz_latency_while_two_maximal_scans_run() {
     use retrac_sync::member::{Change, DirectoryAttrs, ManagedBy, UserName};
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const MEMBERS: usize = 100_000;
+    const MEMBERS: usize = 10_000;
     let app = app();
     let started = Instant::now();
     let store = app.store.clone();
@@ -1976,18 +1980,19 @@ async fn healthz_latency_while_two_maximal_scans_run() {
             body,
         )
     };
-    /// Prints the figures of `ms`; returns its p99.
-    fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
+    /// Prints the figures of `ms`; returns its median and p90.
+    fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
         ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         eprintln!(
-            "{name}: n={} median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "{name}: n={} median {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             ms.len(),
             at(0.5),
+            at(0.9),
             at(0.99),
             at(1.0)
         );
-        at(0.99)
+        (at(0.5), at(0.9))
     }
 
     // Idle figures first.
@@ -1999,14 +2004,21 @@ async fn healthz_latency_while_two_maximal_scans_run() {
     }
     summary("/healthz, idle", idle);
 
-    // Two scans at a time, three rounds, while /healthz and lookups are polled every 20 ms.
+    // Two scans at a time, at least three rounds and until /healthz has answered 30 times
+    // while they ran (at most 30 rounds), polling /healthz and lookups every 20 ms.
+    const SAMPLES: usize = 30;
     let scans_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let scanners = {
         let done = scans_done.clone();
+        let sampled = sampled.clone();
         tokio::spawn(async move {
             let mut times = Vec::new();
             let mut statuses = Vec::new();
-            for _ in 0..3 {
+            for round in 0..30 {
+                if round >= 3 && sampled.load(std::sync::atomic::Ordering::SeqCst) >= SAMPLES {
+                    break;
+                }
                 let (a, b) = tokio::join!(scan(), scan());
                 times.extend([a.1, b.1]);
                 statuses.extend([a.0, b.0]);
@@ -2022,6 +2034,7 @@ async fn healthz_latency_while_two_maximal_scans_run() {
         let (status, ms) = healthz().await;
         assert!(status.contains("200"), "{status}");
         health_ms.push(ms);
+        sampled.store(health_ms.len(), std::sync::atomic::Ordering::SeqCst);
         let (status, ms) = lookup(n * 7 % MEMBERS).await;
         assert!(status.contains("200"), "{status}");
         lookup_ms.push(ms);
@@ -2033,22 +2046,26 @@ async fn healthz_latency_while_two_maximal_scans_run() {
     let (scan_ms, statuses) = scanners.await.unwrap();
     eprintln!("scan answers: {statuses:?}");
     summary(
-        "maximal scan (.search, 100,000 matches, sorted, 1,000 rendered)",
+        "maximal scan (.search, 10,000 matches, sorted, 1,000 rendered)",
         scan_ms,
     );
     let samples = health_ms.len();
-    let health_p99 = summary("/healthz during two scans", health_ms);
+    let (health_median, health_p90) = summary("/healthz during two scans", health_ms);
     summary("userName eq during two scans", lookup_ms);
     let _ = stop_tx.send(true);
     scim_task.await.unwrap().unwrap();
     health_task.await.unwrap().unwrap();
-    // The target. Enough samples that the p99 is taken while the scans ran, not before.
+    // Enough answers that the figures are taken while the scans ran, not before.
     assert!(
-        samples >= 10,
+        samples >= SAMPLES,
         "only {samples} /healthz answers during the scans: too few to judge"
     );
     assert!(
-        health_p99 < 100.0,
-        "/healthz p99 during two maximal scans is {health_p99:.1} ms; the target is under 100 ms"
+        health_median < 100.0,
+        "/healthz's median during two maximal scans is {health_median:.1} ms; the target is under 100 ms"
+    );
+    assert!(
+        health_p90 < 1000.0,
+        "/healthz's p90 during two maximal scans is {health_p90:.1} ms: a scan holds a worker"
     );
 }

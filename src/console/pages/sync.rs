@@ -193,7 +193,7 @@ pub async fn dry_run(State(state): State<ConsoleState>, owner: Owner) -> Respons
                 thead { tr { th scope="col" { "Action" } th scope="col" { "User name" } th scope="col" { "Fields" } } }
                 tbody {
                     @for c in &changes {
-                        tr { td { (c.action.as_str()) } td { (c.user_name) } td { (c.fields.join(", ")) } }
+                        tr { td { (c.action.as_str()) } td { (c.user_name) } td { (c.field_names().join(", ")) } }
                     }
                 }
             }

@@ -107,7 +107,7 @@ fn a_rename_is_an_update_matched_by_google_id() {
     let p = run(&[renamed], &[m.clone()]);
     assert_eq!(actions(&p), [(Action::Update, "ada.king@example.com")]);
     assert_eq!(p.changes[0].member, Some(m.id));
-    assert!(p.changes[0].fields.contains(&"userName".to_string()));
+    assert!(p.changes[0].fields.contains(&Field::UserName));
     assert!(matches!(
         p.changes[0].change,
         Change::Update {
@@ -124,10 +124,10 @@ fn a_name_change_and_a_case_change_are_updates() {
         &[google("1", "ada@example.com", "Augusta")],
         &[member_of(&ada)],
     );
-    assert_eq!(p.changes[0].fields, ["givenName", "displayName"]);
+    assert_eq!(p.changes[0].fields, [Field::GivenName, Field::DisplayName]);
     let p = run(&[google("1", "Ada@Example.com", "Ada")], &[member_of(&ada)]);
     assert_eq!(p.changes[0].action, Action::Update);
-    assert!(p.changes[0].fields.contains(&"userName".to_string()));
+    assert!(p.changes[0].fields.contains(&Field::UserName));
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn suspended_or_archived_goes_inactive_as_a_deactivation_and_comes_back_as_an_up
     let inactive = member_of(&archived);
     let p = run(&[ada], &[inactive]);
     assert_eq!(actions(&p), [(Action::Update, "ada@example.com")]);
-    assert_eq!(p.changes[0].fields, ["active"]);
+    assert_eq!(p.changes[0].fields, [Field::Active]);
 }
 
 #[test]
@@ -291,7 +291,7 @@ fn a_user_deleted_and_recreated_with_the_same_email_keeps_the_member_relinked() 
         Some(m.id),
         "same member, locations kept"
     );
-    assert_eq!(p.changes[0].fields, ["googleId"]);
+    assert_eq!(p.changes[0].fields, [Field::GoogleId]);
     // If the old id is still a Google user (it moved away), the address is not stolen.
     let ids: HashSet<String> = ["1".to_string(), "5".to_string()].into();
     let p = plan(
@@ -561,5 +561,40 @@ fn a_large_directory_is_compared_on_two_threads_with_the_same_plan() {
         ]
     );
     assert_eq!(p.unchanged, n - 4);
-    assert_eq!(p.changes[0].fields, ["givenName"]);
+    assert_eq!(p.changes[0].fields, [Field::GivenName]);
+}
+
+/// A dry run's JSON and the admin socket carry the fields by name, `managedBy` last, as when
+/// they were strings; the typed fields read back from them.
+#[test]
+fn a_planned_change_writes_and_reads_its_fields_by_name() {
+    let id = MemberId::new_random();
+    let change = PlannedChange {
+        action: Action::Link,
+        user_name: "ada@example.com".into(),
+        member: Some(id),
+        fields: vec![Field::GivenName, Field::GoogleId],
+        manages: true,
+        change: Change::Link {
+            id,
+            google_id: "g1".into(),
+            expected_version: Some(2),
+        },
+    };
+    let wire = serde_json::to_value(&change).unwrap();
+    assert_eq!(
+        wire["fields"],
+        serde_json::json!(["givenName", "googleId", "managedBy"])
+    );
+    let keys: Vec<&String> = wire.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["action", "change", "fields", "member", "user_name"]);
+    let text = serde_json::to_string(&change).unwrap();
+    assert!(text.starts_with(r#"{"action":"link","user_name":"ada@example.com","member":""#));
+    assert_eq!(
+        serde_json::from_str::<PlannedChange>(&text).unwrap(),
+        change
+    );
+    let mut unknown = wire;
+    unknown["fields"] = serde_json::json!(["shoeSize"]);
+    assert!(serde_json::from_value::<PlannedChange>(unknown).is_err());
 }

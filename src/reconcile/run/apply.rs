@@ -15,7 +15,7 @@ pub(super) async fn apply(
     if let Some(hook) = &ctx.before_apply {
         hook(&ctx.store);
     }
-    let actor = Actor::Pull(run_id.to_string());
+    let actor = Actor::Pull(run_id.clone());
     let now = book.started;
     let mut batches = 0usize;
     // Each change is moved once, into its batch. (Splitting the rest off the front of a

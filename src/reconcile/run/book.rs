@@ -5,11 +5,19 @@ use super::*;
 /// Reads a directory's request count ([`Directory::requests`]).
 pub(super) type RequestCount = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Whether a run writes, and so is recorded under an id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Plans and writes nothing; not recorded.
+    DryRun,
+    /// Writes, and is recorded under this id (the audit's `pull:RUN_ID`).
+    Record(RunId),
+}
+
 /// A run being put together.
 pub(super) struct RunBook {
-    /// `None` for a dry run, which is not recorded.
-    pub(super) run_id: Option<RunId>,
-    pub(super) kind: &'static str,
+    pub(super) mode: Mode,
+    pub(super) kind: TargetKind,
     /// The run's time, read once by the caller: the record's start, and the time of every
     /// write the run makes.
     pub(super) started: DateTime<Utc>,
@@ -28,17 +36,17 @@ pub(super) struct RunBook {
 impl RunBook {
     pub(super) fn new(
         ctx: &SyncContext,
-        kind: &'static str,
+        kind: TargetKind,
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> Result<RunBook, SyncError> {
-        let run_id = if dry_run {
-            None
+        let mode = if dry_run {
+            Mode::DryRun
         } else {
-            Some(ctx.store.new_run_id(now)?)
+            Mode::Record(ctx.store.new_run_id(now)?)
         };
         Ok(RunBook {
-            run_id,
+            mode,
             kind,
             started: now,
             t0: Instant::now(),
@@ -94,11 +102,16 @@ impl RunBook {
         // The end is the run's time plus the time it took: the clock is not read again.
         let finished = self.started + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::zero());
         let google_requests = self.google_requests();
-        let dry = self.run_id.is_none();
-        if let Some(run_id) = &self.run_id {
+        let run_id = match self.mode {
+            Mode::DryRun => None,
+            Mode::Record(run_id) => Some(run_id),
+        };
+        let dry = run_id.is_none();
+        let kind = self.kind.as_str();
+        if let Some(run_id) = &run_id {
             ctx.store.put_sync_run(&SyncRun {
                 run_id: run_id.clone(),
-                kind: self.kind.to_string(),
+                kind: kind.to_string(),
                 started: self.started,
                 finished,
                 status,
@@ -121,13 +134,13 @@ impl RunBook {
             }
         }
         let c = &self.counts;
-        let run_id = self.run_id.as_ref().map_or("", RunId::as_str);
+        let shown_id = run_id.as_ref().map_or("", RunId::as_str);
         match &error {
             Some(e) => {
-                tracing::error!(%run_id, kind = self.kind, %status, error = %e,
+                tracing::error!(run_id = %shown_id, kind, %status, error = %e,
                 google_requests, "sync run failed")
             }
-            None => tracing::info!(%run_id, kind = self.kind, %status, dry_run = dry,
+            None => tracing::info!(run_id = %shown_id, kind, %status, dry_run = dry,
                 created = c.created, updated = c.updated, deactivated = c.deactivated,
                 linked = c.linked, unchanged = c.unchanged, held = c.held, skipped = c.skipped,
                 errors = c.errors, google_requests,
@@ -136,7 +149,7 @@ impl RunBook {
         }
         Ok(SyncOutcome {
             report: SyncReport {
-                run_id: self.run_id,
+                run_id,
                 status,
                 counts: self.counts,
                 google_requests,
@@ -148,19 +161,4 @@ impl RunBook {
             changes: dry.then_some(changes),
         })
     }
-}
-
-/// Counts a dry run's plan as if it were applied.
-pub(super) fn count_plan(book: &mut RunBook, plan: &Plan, held: bool) {
-    let c = &mut book.counts;
-    c.created += plan.count(Action::Create) as u64;
-    c.updated += plan.count(Action::Update) as u64;
-    c.linked += plan.count(Action::Link) as u64;
-    let d = plan.count(Action::Deactivate) as u64;
-    if held {
-        c.held += d;
-    } else {
-        c.deactivated += d;
-    }
-    c.unchanged += plan.unchanged as u64;
 }

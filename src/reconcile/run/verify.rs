@@ -187,11 +187,6 @@ pub(super) async fn matches_query<D: Directory>(
     }
 }
 
-/// The most users.get checks of absent users in one run: `[sync].max_deactivations` + 10.
-pub(super) fn verification_cap(ctx: &SyncContext) -> usize {
-    ctx.limits.max_deactivations as usize + 10
-}
-
 /// Runs `f` (reading Google) until the run's deadline.
 pub(super) async fn before_deadline<T>(
     ctx: &SyncContext,
