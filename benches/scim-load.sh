@@ -8,6 +8,8 @@
 #   - a filter no index serves (a full scan), for information
 #   - peak RSS (VmHWM) of the server (target <= 300 MB)
 # Usage: benches/scim-load.sh [MEMBERS] [SECONDS]
+# PERF_POST=FILE also records a CPU profile of the server (perf, call graphs) during the
+# POST run into FILE; read it with `perf report -i FILE --no-children --stdio`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -150,7 +152,13 @@ run() {
 }
 
 run get-filter "$WORK/get.lua" "$CONNECTIONS"
+PERF_PID=
+if [ -n "${PERF_POST:-}" ]; then
+    perf record -q -g -F 499 -p "$SERVER_PID" -o "$PERF_POST" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
+    PERF_PID=$!
+fi
 run post "$WORK/post.lua" "$WRITE_CONNECTIONS"
+if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
 run patch-active "$WORK/patch.lua" "$WRITE_CONNECTIONS"
 
 echo "== unfiltered paging (count=100), median of 21 requests each"
