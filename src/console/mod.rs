@@ -50,6 +50,9 @@ pub const LIMIT_WINDOW: Duration = Duration::from_secs(60);
 /// flood, it does not guard them).
 const MAX_COUNTED: usize = 10_000;
 
+/// New tokens' secrets by (session hash, token id), with when they were made.
+type FreshTokens = HashMap<(crate::store::SecretHash, String), (String, Instant)>;
+
 /// Everything the console's handlers share.
 #[derive(Clone)]
 pub struct ConsoleState {
@@ -69,7 +72,7 @@ struct Inner {
     trusted_proxies: Vec<IpAddr>,
     /// New tokens' secrets, between the POST that made one and the page that shows it
     /// once: (session hash, token id) -> secret and when it was made.
-    fresh_tokens: Mutex<HashMap<(crate::store::SecretHash, String), (String, Instant)>>,
+    fresh_tokens: Mutex<FreshTokens>,
 }
 
 impl ConsoleState {

@@ -229,6 +229,17 @@ impl Oidc {
         jsonwebtoken::DecodingKey::from_jwk(&k).map_err(|e| e.to_string())
     }
 
+    /// The discovery document and the OAuth client made from it, or the page that says why
+    /// Google's sign-in cannot be used now.
+    async fn ready(&self) -> Result<(Discovery, Client), Box<Response>> {
+        let d = self
+            .discovery()
+            .await
+            .map_err(|e| Box::new(unreachable(&e)))?;
+        let client = self.client(&d).map_err(|e| Box::new(pages::failure(&e)))?;
+        Ok((d, client))
+    }
+
     fn client(&self, d: &Discovery) -> Result<Client, String> {
         Ok(oauth2::Client::new(ClientId::new(self.client_id.clone()))
             .set_client_secret(ClientSecret::new(self.client_secret.0.clone()))
@@ -354,13 +365,9 @@ pub async fn start(
     if !state.allow_start(peer, &headers) {
         return pages::too_many();
     }
-    let d = match oidc.discovery().await {
-        Ok(d) => d,
-        Err(e) => return unreachable(&e),
-    };
-    let client = match oidc.client(&d) {
-        Ok(c) => c,
-        Err(e) => return pages::failure(&e),
+    let (_, client) = match oidc.ready().await {
+        Ok(v) => v,
+        Err(r) => return *r,
     };
     let (Ok(nonce), Ok(browser)) = (Secret::generate(), Secret::generate()) else {
         return pages::failure("the random source failed");
@@ -445,13 +452,9 @@ pub async fn callback(
     if !browser.is_some_and(|b| bool::from(b.ct_eq(&flow.browser))) {
         return refuse("this sign-in was started in another browser");
     }
-    let d = match oidc.discovery().await {
-        Ok(d) => d,
-        Err(e) => return unreachable(&e),
-    };
-    let client = match oidc.client(&d) {
-        Ok(c) => c,
-        Err(e) => return pages::failure(&e),
+    let (d, client) = match oidc.ready().await {
+        Ok(v) => v,
+        Err(r) => return *r,
     };
     let http = oidc.http.clone();
     let send = move |req| send(http.clone(), req);

@@ -117,15 +117,20 @@ impl Store {
                 gone.push(k);
             }
         }
-        if !gone.is_empty() {
+        self.remove_console_keys(&gone)
+    }
+
+    /// Removes `keys` in one transaction; how many there were.
+    fn remove_console_keys(&self, keys: &[sled::IVec]) -> Result<usize, StoreError> {
+        if !keys.is_empty() {
             self.transact_side(&self.inner.console, |tx| {
-                for k in &gone {
+                for k in keys {
                     tx.tree.remove(k.as_ref())?;
                 }
                 Ok(())
             })?;
         }
-        Ok(gone.len())
+        Ok(keys.len())
     }
 
     /// Ends a session; whether there was one.
@@ -189,15 +194,6 @@ impl Store {
                 gone.push(k);
             }
         }
-        if gone.is_empty() {
-            return Ok(0);
-        }
-        self.transact_side(&self.inner.console, |tx| {
-            for k in &gone {
-                tx.tree.remove(k.as_ref())?;
-            }
-            Ok(())
-        })?;
-        Ok(gone.len())
+        self.remove_console_keys(&gone)
     }
 }

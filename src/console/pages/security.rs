@@ -151,18 +151,24 @@ pub async fn generate(
     });
     match admin::execute_as(state.ctx(), req, owner.actor()).await {
         Ok(Reply::Token(TokenResponse::Created { token, secret, .. })) => {
-            let mut fresh = state
-                .inner
-                .fresh_tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            fresh.retain(|_, (_, at)| at.elapsed() < FRESH_FOR);
+            let mut fresh = fresh_tokens(&state);
             fresh.insert((owner.hash, token.id.clone()), (secret.0, Instant::now()));
             Redirect::to(&format!("/security/tokens/{}", token.id)).into_response()
         }
         Ok(_) => super::failure("unexpected answer"),
         Err(e) => action_error(&owner, Nav::Security, "/security", &e),
     }
+}
+
+/// The new tokens' secrets waiting to be shown, those past [`FRESH_FOR`] dropped.
+fn fresh_tokens(state: &ConsoleState) -> std::sync::MutexGuard<'_, super::super::FreshTokens> {
+    let mut fresh = state
+        .inner
+        .fresh_tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    fresh.retain(|_, (_, at)| at.elapsed() < FRESH_FOR);
+    fresh
 }
 
 /// `GET /security/tokens/{id}`: a new token, with its secret the first time only.
@@ -172,15 +178,8 @@ pub async fn fresh(
     Path(id): Path<String>,
 ) -> Response {
     let secret = {
-        let mut fresh = state
-            .inner
-            .fresh_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        fresh.retain(|_, (_, at)| at.elapsed() < FRESH_FOR);
-        fresh
+        fresh_tokens(&state)
             .remove(&(owner.hash, id.clone()))
-            .filter(|(_, at)| at.elapsed() < FRESH_FOR)
             .map(|(s, _)| s)
     };
     let body = html! {
