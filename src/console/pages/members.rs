@@ -7,7 +7,7 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-use super::{action_error, csrf, notice, page, when, Nav};
+use super::{action_error, csrf, notice, page, when, Done, Nav};
 use crate::admin::{self, Reply, Request};
 use crate::console::session::Owner;
 use crate::console::ConsoleState;
@@ -149,18 +149,12 @@ fn managed_name(m: ManagedBy) -> &'static str {
     }
 }
 
-/// `GET /members/{id}` parameters.
-#[derive(Debug, Default, Deserialize)]
-pub struct ShowQuery {
-    done: Option<String>,
-}
-
 /// `GET /members/{id}`: every attribute, who manages it, the owner's fields, the audit.
 pub async fn show(
     State(state): State<ConsoleState>,
     owner: Owner,
     Path(id): Path<String>,
-    Query(q): Query<ShowQuery>,
+    Query(q): Query<Done>,
 ) -> Response {
     let ctx = state.ctx();
     let actor = owner.actor();

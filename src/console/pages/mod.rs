@@ -170,6 +170,13 @@ pub fn when(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// The query of a page that an action redirects to: `?done=WHAT` picks its notice.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    /// What was done.
+    pub done: Option<String>,
+}
+
 /// A notice after an action (`?done=...`): only these fixed texts are ever shown.
 pub fn notice(done: Option<&str>) -> Markup {
     let text = match done {

@@ -9,7 +9,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{action_error, csrf, notice, page, when, Nav};
+use super::{action_error, csrf, notice, page, when, Done, Nav};
 use crate::admin::{self, Reply, Request};
 use crate::console::session::Owner;
 use crate::console::ConsoleState;
@@ -26,17 +26,11 @@ const ROTATION: &str = "Copy it now into your identity provider (Google Workspac
     once. To rotate a token, generate a new one, put it in the identity provider, check that \
     provisioning still works, and only then revoke the old one.";
 
-/// `GET /security` parameters.
-#[derive(Debug, Default, Deserialize)]
-pub struct ShowQuery {
-    done: Option<String>,
-}
-
 /// `GET /security`.
 pub async fn show(
     State(state): State<ConsoleState>,
     owner: Owner,
-    Query(q): Query<ShowQuery>,
+    Query(q): Query<Done>,
 ) -> Response {
     let ctx = state.ctx();
     let tokens =

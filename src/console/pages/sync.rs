@@ -4,9 +4,8 @@
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
-use serde::Deserialize;
 
-use super::{action_error, csrf, notice, page, when, Nav};
+use super::{action_error, csrf, notice, page, when, Done, Nav};
 use crate::admin::{self, AppError, Reply, Request};
 use crate::console::session::Owner;
 use crate::console::ConsoleState;
@@ -18,17 +17,11 @@ const RUNS: usize = 20;
 /// Held members listed per held set.
 const HELD_SHOWN: usize = 200;
 
-/// `GET /sync` parameters.
-#[derive(Debug, Default, Deserialize)]
-pub struct ShowQuery {
-    done: Option<String>,
-}
-
 /// `GET /sync`.
 pub async fn show(
     State(state): State<ConsoleState>,
     owner: Owner,
-    Query(q): Query<ShowQuery>,
+    Query(q): Query<Done>,
 ) -> Response {
     if state.ctx().sync.is_none() {
         return not_configured(&owner);
@@ -219,36 +212,13 @@ fn report(o: &SyncOutcome) -> Markup {
     }
 }
 
-fn run_id(raw: &str, owner: &Owner) -> Result<RunId, Box<Response>> {
-    RunId::parse(raw).map_err(|e| {
-        Box::new(action_error(
-            owner,
-            Nav::Sync,
-            "/sync",
-            &AppError::Usage(e.to_string()),
-        ))
-    })
-}
-
 /// `POST /sync/held/{run}/approve`: applies the held deactivations.
 pub async fn approve(
     State(state): State<ConsoleState>,
     owner: Owner,
     Path(run): Path<String>,
 ) -> Response {
-    let run_id = match run_id(&run, &owner) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    let req = Request::Sync(reconcile::Request::Approve { run_id });
-    match admin::execute_as(state.ctx(), req, owner.actor()).await {
-        Ok(Reply::Sync(SyncResponse::Run(o))) if o.failed() => {
-            let e = AppError::Failed(o.error.unwrap_or_else(|| "the approval run failed".into()));
-            action_error(&owner, Nav::Sync, "/sync", &e)
-        }
-        Ok(_) => Redirect::to("/sync?done=approved").into_response(),
-        Err(e) => action_error(&owner, Nav::Sync, "/sync", &e),
-    }
+    held(&state, &owner, &run, true).await
 }
 
 /// `POST /sync/held/{run}/discard`.
@@ -257,13 +227,26 @@ pub async fn discard(
     owner: Owner,
     Path(run): Path<String>,
 ) -> Response {
-    let run_id = match run_id(&run, &owner) {
+    held(&state, &owner, &run, false).await
+}
+
+/// Approves or discards the held set of run `run`.
+async fn held(state: &ConsoleState, owner: &Owner, run: &str, approve: bool) -> Response {
+    let run_id = match RunId::parse(run) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => return action_error(owner, Nav::Sync, "/sync", &AppError::Usage(e.to_string())),
     };
-    let req = Request::Sync(reconcile::Request::Discard { run_id });
+    let req = Request::Sync(match approve {
+        true => reconcile::Request::Approve { run_id },
+        false => reconcile::Request::Discard { run_id },
+    });
     match admin::execute_as(state.ctx(), req, owner.actor()).await {
+        Ok(Reply::Sync(SyncResponse::Run(o))) if o.failed() => {
+            let e = AppError::Failed(o.error.unwrap_or_else(|| "the approval run failed".into()));
+            action_error(owner, Nav::Sync, "/sync", &e)
+        }
+        Ok(_) if approve => Redirect::to("/sync?done=approved").into_response(),
         Ok(_) => Redirect::to("/sync?done=discarded").into_response(),
-        Err(e) => action_error(&owner, Nav::Sync, "/sync", &e),
+        Err(e) => action_error(owner, Nav::Sync, "/sync", &e),
     }
 }
