@@ -194,20 +194,49 @@ pub fn apply_batch(
         Ok(results)
     })?;
     // Counted after the commit: sled may run the closure more than once.
+    for (change, result) in changes.iter().zip(&results) {
+        count(change.kind(), actor, result);
+    }
+    Ok(results)
+}
+
+/// Applies one change on the store's writer thread ([`Store::write_queued`]): in one
+/// transaction with the other changes queued meanwhile (each succeeds or is refused on its
+/// own, as in [`apply_batch`]), at the time that transaction runs, and durable, with every
+/// write before it, when this returns. SCIM's writes come this way.
+pub async fn apply_queued(
+    store: &Store,
+    change: Change,
+    actor: Actor,
+) -> Result<Outcome, ProvisionError> {
+    let kind = change.kind();
+    let counted = actor.clone();
+    let result = store
+        .write_queued(move |tx, now| {
+            let now = chrono::SubsecRound::trunc_subsecs(now, 6);
+            match apply_one(tx, &change, &actor, now) {
+                Err(ProvisionError::Store(e)) => Err(e),
+                other => Ok(other),
+            }
+        })
+        .await?;
+    count(kind, &counted, &result);
+    result
+}
+
+/// Counts an applied change that wrote (`retrac_changes_total`), after its commit.
+fn count(kind: ChangeKind, actor: &Actor, result: &Result<Outcome, ProvisionError>) {
     let source = match actor {
         Actor::Scim(_) => "push",
         Actor::Pull(_) => "pull",
         Actor::Owner | Actor::Console(_) => "owner",
     };
-    for (change, result) in changes.iter().zip(&results) {
-        if let Ok(outcome) = result {
-            if outcome.wrote() {
-                metrics::counter!("retrac_changes_total", "kind" => change.kind().as_str(), "source" => source)
-                    .increment(1);
-            }
+    if let Ok(outcome) = result {
+        if outcome.wrote() {
+            metrics::counter!("retrac_changes_total", "kind" => kind.as_str(), "source" => source)
+                .increment(1);
         }
     }
-    Ok(results)
 }
 
 fn apply_one(

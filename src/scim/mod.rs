@@ -184,24 +184,23 @@ impl ScimState {
         &self.inner.store
     }
 
-    /// Applies one change through `provision::apply`, at the current time, on the blocking
-    /// pool within the store's write deadline ([`Store::write_off_thread`]): a full or failing
-    /// disk can hold a write for ever, and it must not hold an async worker (and every
-    /// request queued behind it) with it.
+    /// Applies one change through `provision::apply_queued`, on the store's writer thread:
+    /// never on an async worker (a full or failing disk can hold a write for ever), within
+    /// the store's write deadline, in one transaction with the writes queued meanwhile, and
+    /// durable, with every write before it, when it answers. The request's answer, built
+    /// from what this returns, then needs no flush of its own ([`durable_answers`]).
     pub async fn apply(
         &self,
         change: crate::member::Change,
         actor: &crate::member::Actor,
     ) -> Result<crate::provision::Outcome, crate::provision::ProvisionError> {
-        // Member transactions are already one at a time: `Store::transact` holds the
-        // store's writer lock for SCIM, the pull and the owner alike.
-        let actor = actor.clone();
-        self.inner
-            .store
-            .write_off_thread(move |store| {
-                crate::provision::apply(store, change, &actor, Utc::now())
-            })
-            .await
+        let result = crate::provision::apply_queued(&self.inner.store, change, actor.clone()).await;
+        // Ok or refused, the writer's flush covered everything the write saw; an error of
+        // the store itself leaves the answer to the middleware's own check.
+        if !matches!(&result, Err(crate::provision::ProvisionError::Store(_))) {
+            let _ = ANSWER_DURABLE.try_with(|d| d.set(true));
+        }
+        result
     }
 
     /// The absolute base URL of the endpoint: `[scim].public_url`, else from the Host header.
@@ -341,20 +340,33 @@ fn read_only() -> Response {
     ScimError::read_only().into_response()
 }
 
+tokio::task_local! {
+    /// Set by [`ScimState::apply`] once the request's write, and every write before it, is
+    /// durable: an answer built from what the write returned needs no flush of its own.
+    static ANSWER_DURABLE: std::cell::Cell<bool>;
+}
+
 /// Answers only from durable state, for every request in one place: a write's answer waits
 /// for the flush that covers it, and a read, a 409 or a PUT that changed nothing, which may
 /// show another request's write, waits until every write before it is on disk (concurrent
-/// requests share the flush). With nothing pending, no flush is asked for. Once the store
-/// has failed, every request gets 503.
+/// requests share the flush). With nothing pending, no flush is asked for, and a request
+/// whose write went through [`ScimState::apply`] already waited for the writer thread's
+/// flush, which covers everything its answer shows. Once the store has failed, every
+/// request gets 503.
 async fn durable_answers(State(state): State<ScimState>, req: Request, next: Next) -> Response {
     if state.store().flush_failure().is_some() {
         return read_only();
     }
-    let resp = next.run(req).await;
+    let (resp, durable) = ANSWER_DURABLE
+        .scope(std::cell::Cell::new(false), async {
+            let resp = next.run(req).await;
+            (resp, ANSWER_DURABLE.with(|d| d.get()))
+        })
+        .await;
     // The one durability point: an answer that may show a write not yet on disk (its own,
     // or another request's) waits for the flush that covers it; with nothing pending it
     // takes no part in the group commit at all.
-    if !state.store().flush_pending() {
+    if durable && state.store().flush_failure().is_none() || !state.store().flush_pending() {
         return resp;
     }
     // Its own task: hyper drops a request's future when the client hangs up.

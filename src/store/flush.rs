@@ -130,6 +130,44 @@ impl GroupFlush {
         });
     }
 
+    /// Flushes on the calling thread (the writer thread, `writer.rs`) unless every write so
+    /// far is durable already, and tells the async waiters what it covered. A failure is
+    /// final, as for [`GroupFlush::flush`]. No deadline here: the callers waiting for this
+    /// thread have theirs.
+    pub(super) fn flush_now(&self) -> Result<(), String> {
+        let covered = {
+            let p = self.progress.borrow();
+            if let Some(why) = &p.failed {
+                return Err(why.clone());
+            }
+            // Read before the flush starts: every write counted here is in sled's memory.
+            let covered = self.writes.load(Ordering::Acquire);
+            if p.done >= covered {
+                return Ok(());
+            }
+            covered
+        };
+        let injected = self
+            .injected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let result = match injected {
+            Some(why) => Err(why),
+            None => self.db.flush().map(|_| ()).map_err(|e| e.to_string()),
+        };
+        self.progress.send_modify(|p| match &result {
+            Ok(()) => p.done = p.done.max(covered),
+            Err(why) => {
+                p.failed.get_or_insert_with(|| why.clone());
+            }
+        });
+        match &self.progress.borrow().failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Makes the store read-only for `why`, as a failed flush does.
     pub(super) fn fail(&self, why: &str) {
         self.progress.send_modify(|p| {

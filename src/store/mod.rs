@@ -38,6 +38,7 @@ mod scim;
 mod tx;
 mod upgrade;
 mod webhooks;
+mod writer;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use console::{ConsoleLink, ConsoleSession, SecretHash};
@@ -253,6 +254,9 @@ struct Inner {
     /// One member transaction at a time: the mirror is updated in commit order, and sled
     /// never has to retry a member transaction.
     writer: Mutex<()>,
+    /// The queue to the writer thread, which runs SCIM's writes and their group flush
+    /// (see `writer.rs`).
+    writer_queue: writer::WriterQueue,
     /// Bumped after every token record written through this store (created or revoked),
     /// so the SCIM authenticator's copy of the records knows to reload.
     token_writes: std::sync::atomic::AtomicU64,
@@ -360,6 +364,7 @@ impl Store {
                 mirror_built: std::sync::atomic::AtomicBool::new(!defer),
                 mirror_building: Mutex::new(()),
                 writer: Mutex::new(()),
+                writer_queue: writer::WriterQueue::default(),
                 path: path.to_path_buf(),
                 members,
                 audit: db.open_tree("audit")?,

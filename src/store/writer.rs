@@ -1,0 +1,202 @@
+//! The writer thread: single member writes (SCIM's) queue for one thread of their own, which
+//! commits the writes queued so far in one transaction and makes them durable with one
+//! flush, on that same thread, before any of their callers hears back.
+//!
+//! Why: sled 0.34 writes its log buffer out twice for every transaction (`pin_log` rolls the
+//! buffer before and after the transaction's manifest), each a `pwrite` and a
+//! `sync_file_range` on its I/O threads. One transaction per SCIM write paid that, plus a
+//! blocking-pool thread per request queueing on the writer lock and a task and a thread per
+//! group flush: about two disk syncs and 18 context switches per write, which bounded
+//! `POST /Users` on a small machine (the profile is in `docs/development.md`, "Writes").
+//! Here the writes that queue while a batch commits and flushes share the next transaction
+//! and the next flush.
+//!
+//! Each write succeeds or is refused on its own, as in [`crate::provision::apply_batch`]:
+//! a refused one writes nothing. A store error in one write must not fail the others: the
+//! batch's transaction then aborts, and each write of it runs again in a transaction of its
+//! own. A write runs at the batch's time, so one transaction's audit entries share one
+//! time.
+//!
+//! A caller waits at most [`super::WRITE_DEADLINE`]; one that waits longer turns the store
+//! read-only ([`Store::fail`]), as the blocking pool's writes do.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+
+use super::{Inner, MemberTx, Store, StoreError, WRITE_DEADLINE};
+
+/// At most this many writes share one transaction and one flush.
+const MAX_BATCH: usize = 64;
+
+/// A write waiting in the queue, its answer's sender included.
+trait Queued: Send {
+    /// Runs the write in the batch's transaction, keeping its result for [`Queued::finish`].
+    /// It may run more than once (sled retries a transaction on conflict; a batch that
+    /// failed runs each write again alone): the last run's result counts.
+    fn run(&self, tx: &MemberTx<'_>, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Sends the answer: the kept result once `outcome` says the write is durable, else
+    /// `outcome`'s error.
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+}
+
+struct Job<R, F> {
+    write: F,
+    result: Mutex<Option<R>>,
+    answer: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R, F> Queued for Job<R, F>
+where
+    R: Send,
+    F: Fn(&MemberTx<'_>, DateTime<Utc>) -> Result<R, StoreError> + Send,
+{
+    fn run(&self, tx: &MemberTx<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let r = (self.write)(tx, now)?;
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
+        let result = self.result.into_inner().unwrap_or_else(|p| p.into_inner());
+        let answer = match (outcome, result) {
+            (Ok(()), Some(r)) => Ok(r),
+            (Ok(()), None) => Err(StoreError::Internal("a queued write left no result".into())),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have given up (its deadline, a client that hung up).
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// The queue to the writer thread, started by the first write that needs it (a CLI command
+/// that opens the store never starts one).
+#[derive(Default)]
+pub(super) struct WriterQueue {
+    sender: Mutex<Option<mpsc::Sender<Box<dyn Queued>>>>,
+}
+
+impl WriterQueue {
+    fn send(&self, inner: &Arc<Inner>, job: Box<dyn Queued>) -> Result<(), StoreError> {
+        let mut sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match &*sender {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let weak = Arc::downgrade(inner);
+                std::thread::Builder::new()
+                    .name("retrac-writer".into())
+                    .spawn(move || run(weak, rx))
+                    .map_err(|e| StoreError::Internal(format!("cannot start the writer: {e}")))?;
+                *sender = Some(tx.clone());
+                tx
+            }
+        };
+        drop(sender);
+        tx.send(job)
+            .map_err(|_| StoreError::Internal("the writer thread is gone".into()))
+    }
+}
+
+/// The writer thread: takes the writes queued so far (at most [`MAX_BATCH`]), commits them,
+/// flushes once, then answers each. It ends when the store is dropped (the queue's sender
+/// lives in the store, and the thread holds it only while it works).
+fn run(store: Weak<Inner>, rx: mpsc::Receiver<Box<dyn Queued>>) {
+    while let Ok(first) = rx.recv() {
+        let Some(inner) = store.upgrade() else { break };
+        let store = Store { inner };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let answers = commit_batch(&store, batch);
+        // Let the store go before anyone hears back: a caller that drops its last handle
+        // on the answer can open the store again at once.
+        drop(store);
+        for (job, outcome) in answers {
+            job.finish(outcome);
+        }
+    }
+}
+
+/// Commits a batch and flushes; returns each write with its outcome.
+fn commit_batch(
+    store: &Store,
+    batch: Vec<Box<dyn Queued>>,
+) -> Vec<(Box<dyn Queued>, Result<(), StoreError>)> {
+    let now = Utc::now();
+    let together = guarded(|| store.transact(|tx| batch.iter().try_for_each(|j| j.run(&*tx, now))));
+    let results: Vec<Result<(), StoreError>> = match together {
+        Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+        Err(e) if batch.len() == 1 => vec![Err(e)],
+        // One write's store error (or panic) fails none of the others: each alone.
+        Err(_) => batch
+            .iter()
+            .map(|j| guarded(|| store.transact(|tx| j.run(&*tx, now))))
+            .collect(),
+    };
+    // Covers every write so far, these and any other writer's.
+    let flushed = store.inner.flusher.flush_now();
+    batch
+        .into_iter()
+        .zip(results)
+        .map(|(job, result)| {
+            let outcome = result.and_then(|()| {
+                flushed
+                    .clone()
+                    .map_err(|why| StoreError::Io(format!("flush failed: {why}")))
+            });
+            (job, outcome)
+        })
+        .collect()
+}
+
+/// A transaction whose write panicked fails, and the thread lives on.
+fn guarded(f: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())))
+}
+
+impl Store {
+    /// Queues `write` for the writer thread, which runs it in a transaction with the other
+    /// writes queued meanwhile, at the batch's time, and answers once it is durable, with
+    /// every write before it: an answer built from what `write` returned may leave at once.
+    /// `write` may run more than once (see the module's comment); its last result counts.
+    /// Waits at most [`WRITE_DEADLINE`]; a write that misses it makes the store read-only
+    /// and answers [`StoreError::Io`], as does a failed flush.
+    pub(crate) async fn write_queued<R, F>(&self, write: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&MemberTx<'_>, DateTime<Utc>) -> Result<R, StoreError> + Send + 'static,
+    {
+        if let Some(why) = self.flush_failure() {
+            return Err(StoreError::Io(format!("the store is read-only: {why}")));
+        }
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(Job {
+            write,
+            result: Mutex::new(None),
+            answer,
+        });
+        self.inner.writer_queue.send(&self.inner, job)?;
+        match tokio::time::timeout(WRITE_DEADLINE, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(StoreError::Internal(
+                "the writer thread dropped a write".into(),
+            )),
+            Err(_) => {
+                let why = format!(
+                    "a write did not finish within {} s (is the disk full or failing?)",
+                    WRITE_DEADLINE.as_secs()
+                );
+                self.fail(&why);
+                Err(StoreError::Io(why))
+            }
+        }
+    }
+}
