@@ -437,6 +437,16 @@ impl Interner {
         self.0.insert(a.clone());
         a
     }
+
+    /// Takes in another interner's strings (one the open's second reader filled); a string
+    /// both hold keeps this one's copy for what is interned next.
+    fn absorb(&mut self, other: Interner) {
+        for s in other.0 {
+            if !self.0.contains(&s) {
+                self.0.insert(s);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -487,11 +497,6 @@ pub(crate) struct Overlay {
     pub(crate) externals: std::collections::HashMap<String, Option<MemberId>>,
     pub(crate) googles: std::collections::HashMap<String, Option<MemberId>>,
 }
-
-/// Entries handed from the open's reading thread to the tables at a time, and how many
-/// such batches may wait.
-pub(super) const OPEN_BATCH: usize = 4096;
-const OPEN_QUEUE: usize = 8;
 
 impl Mirror {
     fn table(&self, key: Key) -> &HashTable<u32> {
@@ -612,80 +617,6 @@ impl Mirror {
             let entry = Entry::of_member(&m, &mut mirror.interner);
             mirror.add_built(entry)?;
         }
-        mirror.finish_build();
-        Ok(mirror)
-    }
-
-    /// As [`Mirror::build`], from the records as they are stored (the open): each record is
-    /// read in place into its entry, with no `Member` built on the way, on a thread of its
-    /// own while this one fills the tables. `hint` pre-sizes the tables.
-    pub(crate) fn build_from_records(
-        records: impl IntoIterator<Item = Result<sled::IVec, StoreError>>,
-        hint: usize,
-    ) -> Result<Mirror, StoreError> {
-        let mut mirror = Mirror::default();
-        mirror.entries.reserve(hint);
-        // Growing a table rehashes every key, and each key is read through its entry (a
-        // cache miss): the profile of an open showed it as a fifth of the time.
-        for table in [
-            &mut mirror.by_id,
-            &mut mirror.by_name,
-            &mut mirror.by_ext,
-            &mut mirror.by_google,
-        ] {
-            table.reserve(hint, |_| 0);
-        }
-        // Two threads: the caller's reads the records (sled's pages, the decode) and makes the
-        // entries and their hashes; a second one puts them in the tables, in the records'
-        // order, so a collision is found and named as on one thread. sled is only used from
-        // the caller's thread, as before (its deferred frees stay with the thread that
-        // pinned them, and a store dropped is then unlocked at once for the next open).
-        let hasher = mirror.hasher.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Hashed>>(OPEN_QUEUE);
-        let fill = move || {
-            let added = (|| {
-                for batch in rx {
-                    for h in batch {
-                        mirror.add_hashed(h)?;
-                    }
-                }
-                Ok::<_, StoreError>(())
-            })();
-            // Returning drops the receiver: after a collision, the reader stops at its next
-            // batch.
-            (mirror, added)
-        };
-        let read = |tx: std::sync::mpsc::SyncSender<Vec<Hashed>>| {
-            let mut interner = Interner::default();
-            let mut batch = Vec::with_capacity(OPEN_BATCH);
-            for v in records {
-                let v = v?;
-                let rec = super::codec::decode_ref(&v)?;
-                let entry = Entry::of_record(&rec, &mut interner)?;
-                batch.push(Hashed::new(entry, &hasher));
-                if batch.len() == OPEN_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(OPEN_BATCH));
-                    if tx.send(full).is_err() {
-                        // The tables stopped at a collision: its error is the one returned.
-                        return Ok(interner);
-                    }
-                }
-            }
-            // The filler may be gone after a collision in the last batches; its error wins.
-            let _ = tx.send(batch);
-            Ok::<_, StoreError>(interner)
-        };
-        let (filled, interner) = std::thread::scope(|s| {
-            let filler = s.spawn(fill);
-            let interner = read(tx);
-            (filler.join(), interner)
-        });
-        let (mut mirror, added) = filled.map_err(|_| {
-            StoreError::Internal("the thread building the in-memory mirror at open failed".into())
-        })?;
-        // A collision is reported before a read error behind it, as on one thread.
-        added?;
-        mirror.interner = interner?;
         mirror.finish_build();
         Ok(mirror)
     }
@@ -957,7 +888,10 @@ pub(crate) fn sort_by_name(entries: &mut [Arc<Entry>]) {
     entries.sort_unstable_by(|a, b| a.name_key().cmp(b.name_key()));
 }
 
+mod build;
 mod keys;
+#[cfg(test)]
+pub(super) use build::OPEN_BATCH;
 use keys::{collision, Hashed, Key, KEYS};
 
 #[cfg(test)]

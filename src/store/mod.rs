@@ -343,7 +343,7 @@ impl Store {
         }
         let defer = lazy;
         let mirror = match schema {
-            _ if defer => Mirror::build_from_records(std::iter::empty(), 0)?,
+            _ if defer => Mirror::build_empty(),
             Some(found) if found < SCHEMA_VERSION => upgrade::upgrade(&db, &meta, &members, found)?,
             Some(_) => build_mirror(&meta, &members)?,
             None => {
@@ -1027,16 +1027,35 @@ fn build_mirror(meta: &sled::Tree, members: &sled::Tree) -> Result<Mirror, Store
         None => 0,
     };
     let started = std::time::Instant::now();
-    let mirror = Mirror::build_from_records(
-        members.iter().values().map(|v| v.map_err(StoreError::from)),
-        hint,
-    )?;
+    let parts = key_halves(members)
+        .into_iter()
+        .map(|part| part.map(|r| r.map(|(_, v)| v).map_err(StoreError::from)))
+        .collect();
+    let mirror = Mirror::build_from_records(parts, hint)?;
     tracing::debug!(
         members = mirror.len(),
         ms = started.elapsed().as_millis() as u64,
         "built the in-memory mirror"
     );
     Ok(mirror)
+}
+
+/// The members tree in two consecutive ranges of about as many records each, cut at the
+/// middle of the ids between the first and the last (random ids, and time-ordered ones
+/// made at a steady pace, spread evenly), for the open's two reading threads. (Not only
+/// for a large store: the count kept for the tables' size is the last open's.)
+fn key_halves(members: &sled::Tree) -> Vec<sled::Iter> {
+    let id = |kv: sled::Result<Option<(sled::IVec, sled::IVec)>>| {
+        let (k, _) = kv.ok()??;
+        <[u8; 16]>::try_from(&k[..]).ok().map(u128::from_be_bytes)
+    };
+    match (id(members.first()), id(members.last())) {
+        (Some(a), Some(b)) if a < b => {
+            let middle = (a / 2 + b / 2 + (a % 2 + b % 2) / 2).to_be_bytes();
+            vec![members.range(..middle), members.range(middle..)]
+        }
+        _ => vec![members.iter()],
+    }
 }
 
 fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {

@@ -176,3 +176,122 @@ fn the_indexes_follow_renames_and_swaps_within_one_transaction() {
     let err = Mirror::build([Ok(b.clone()), Ok(c.clone())]).err().unwrap();
     assert!(err.to_string().contains(&c.id.to_string()), "{err}");
 }
+
+/// The records of `names`, in order, encoded as the store keeps them.
+fn records(names: &[String]) -> Vec<sled::IVec> {
+    names
+        .iter()
+        .map(|n| {
+            let mut m = member(n);
+            m.dir.google_id = None;
+            sled::IVec::from(crate::store::codec::encode(&m).unwrap())
+        })
+        .collect()
+}
+
+type Part = std::vec::IntoIter<Result<sled::IVec, StoreError>>;
+
+/// `records` cut into parts at `cuts`.
+fn parts(records: Vec<Result<sled::IVec, StoreError>>, cuts: &[usize]) -> Vec<Part> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    for &cut in cuts.iter().rev() {
+        out.push(rest.split_off(cut).into_iter());
+    }
+    out.push(rest.into_iter());
+    out.reverse();
+    out
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i}@example.com")).collect()
+}
+
+/// Read in two or three parts, on as many threads, the mirror holds what one part gives:
+/// every member, each found by its name, in the same listing order.
+#[test]
+fn an_open_in_parts_builds_the_mirror_one_part_builds() {
+    let n = 3 * OPEN_BATCH + 11;
+    let ok = |v: Vec<sled::IVec>| v.into_iter().map(Ok).collect::<Vec<_>>();
+    let recs = records(&names(n));
+    let one = Mirror::build_from_records(parts(ok(recs.clone()), &[]), n).unwrap();
+    for cuts in [
+        &[n / 2][..],
+        &[OPEN_BATCH, 2 * OPEN_BATCH + 5][..],
+        &[0][..],
+        &[n][..],
+    ] {
+        let many = Mirror::build_from_records(parts(ok(recs.clone()), cuts), n).unwrap();
+        assert_eq!(many.len(), n, "{cuts:?}");
+        for name in [&names(n)[0], &names(n)[n / 2], &names(n)[n - 1]] {
+            assert_eq!(
+                many.id_by_name(name),
+                one.id_by_name(name),
+                "{cuts:?} {name}"
+            );
+            assert!(many.id_by_name(name).is_some());
+        }
+        let page = |m: &Mirror| m.scim_page(0, n, false);
+        assert_eq!(page(&many), page(&one), "{cuts:?}");
+    }
+}
+
+/// Errors are found and named in the records' order, whichever thread meets them: a
+/// collision across the parts names the first holder first; an unreadable record in the
+/// first part wins over a collision behind it in the second, and a collision in the first
+/// over an unreadable record in the second.
+#[test]
+fn an_open_in_parts_names_the_first_error_in_the_records_order() {
+    let n = 2 * OPEN_BATCH + 3;
+    let mut list = names(n);
+    // The last record takes the name of the fifth.
+    list[n - 1] = "USER5@example.com".into();
+    let recs = records(&list);
+    let ok = |v: &[sled::IVec]| v.iter().cloned().map(Ok).collect::<Vec<_>>();
+    let build_err = |p| match Mirror::build_from_records(p, n) {
+        Ok(_) => panic!("the build succeeded"),
+        Err(e) => e,
+    };
+    let err = build_err(parts(ok(&recs), &[n / 2]));
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Collision { .. }), "{err:?}");
+    let (first, second) = (text.find("user5@").unwrap(), text.find("USER5@").unwrap());
+    assert!(first < second, "{text}");
+
+    let mut bad_first = ok(&recs);
+    bad_first[10] = Ok(sled::IVec::from(&b"not a record"[..]));
+    let err = build_err(parts(bad_first, &[n / 2]));
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    let mut list = names(n);
+    list[20] = "USER5@example.com".into();
+    let mut collide_first = ok(&records(&list));
+    collide_first[n - 2] = Ok(sled::IVec::from(&b"not a record"[..]));
+    let err = build_err(parts(collide_first, &[n / 2]));
+    assert!(matches!(err, StoreError::Collision { .. }), "{err:?}");
+}
+
+/// A store read on two threads at open can be dropped and opened again
+/// at once, again and again: the second reader leaves nothing holding sled's lock.
+#[test]
+fn a_store_read_in_two_parts_reopens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        for i in 0..(3 * OPEN_BATCH + 100) as u128 {
+            let mut m = member(&format!("user{i}@example.com"));
+            m.id = MemberId(uuid::Uuid::from_u128(i + 1));
+            m.dir.google_id = None;
+            store
+                .inner
+                .members
+                .insert(m.id.as_bytes(), crate::store::codec::encode(&m).unwrap())
+                .unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    for _ in 0..10 {
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(store.member_count(), 3 * OPEN_BATCH + 100);
+    }
+}
