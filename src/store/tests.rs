@@ -1,5 +1,5 @@
 use super::*;
-use crate::member::ChangeKind;
+use crate::member::{ChangeKind, MemberId};
 
 #[test]
 fn the_directory_is_created_private() {
