@@ -110,3 +110,6 @@ pub(super) fn upgrade(
     );
     Ok(mirror)
 }
+
+#[cfg(test)]
+mod tests;
