@@ -2,7 +2,7 @@
 # SCIM load bench: seeds 100,000 members (through provision::apply_batch), runs the release
 # binary on 127.0.0.1 and measures with wrk:
 #   - GET /Users?filter=userName eq "..." at 32 connections (target >= 20,000 req/s, p99 < 10 ms)
-#   - POST /Users at 16 connections, each write durable before its 201 (target >= 5,000/s)
+#   - POST /Users at 16 connections, each write durable before its 201 (target >= 8,000/s)
 #   - PATCH active at 16 connections, durable before its 200 (target >= 5,000/s)
 #   - unfiltered paging: startIndex=1 vs startIndex=99,901 (count=100), median of 21
 #   - a filter no index serves (a full scan), for information

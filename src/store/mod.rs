@@ -2,8 +2,11 @@
 //!
 //! Trees (schema 3):
 //! - `members`: member id (16 bytes) -> member record ([`codec`], postcard);
-//! - `audit`: time (µs, big endian) ++ sequence -> the audit entries of one transaction (a JSON
-//!   array of at most [`AUDIT_CHUNK`] entries), so it reads in time order;
+//! - `audit`: time (µs, big endian) ++ sequence -> the audit entries of one transaction (at
+//!   most [`AUDIT_CHUNK`] of them, postcard behind a format byte; a JSON array in stores
+//!   written before, still read: `audit.rs`), so it reads in time order;
+//! - `events`: the event outbox (`events.rs`); `console`: the console's sessions and sign-in
+//!   links (`console.rs`);
 //! - `meta`: `schema_version` and other single values;
 //! - `tokens`, `sync_runs`, `held_changes`: owned by the SCIM and pull modules;
 //! - `webhooks`: the webhook endpoints, where their deliveries stand and their delivery

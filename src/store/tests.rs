@@ -731,3 +731,73 @@ async fn the_retention_task_prunes_by_its_clock_and_stops_when_told() {
         .unwrap()
         .unwrap();
 }
+
+/// The writer thread commits the writes queued together in one transaction; one that fails
+/// with a store error, or panics, fails alone: the batch runs again write by write, the
+/// others are committed, and the failed one leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_in_a_batch_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let m = raw_member(1, "a@example.com");
+    let write = |n: u64, fail: Option<&'static str>| {
+        let store = store.clone();
+        let m = m.clone();
+        tokio::spawn(async move {
+            store
+                .write_queued(move |tx, _now| {
+                    let actor = crate::member::Actor::Scim("t".into());
+                    tx.append_audit(audit_entry(n, actor, &m, None))?;
+                    match fail {
+                        Some("panic") => panic!("a write that panics"),
+                        Some(why) => Err(StoreError::Internal(why.into())),
+                        None => Ok(n),
+                    }
+                })
+                .await
+        })
+    };
+    // The first write holds the writer thread, so the next four queue into one batch.
+    let hold = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write_queued(|_tx, _now| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(0u64)
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let tasks = [
+        write(1, None),
+        write(2, Some("refused")),
+        write(3, None),
+        write(4, Some("panic")),
+    ];
+    assert_eq!(hold.await.unwrap().unwrap(), 0);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(results[0].as_ref().unwrap(), &1);
+    assert!(matches!(&results[1], Err(StoreError::Internal(why)) if why == "refused"));
+    assert_eq!(results[2].as_ref().unwrap(), &3);
+    assert!(
+        matches!(&results[3], Err(StoreError::Internal(_))),
+        "{:?}",
+        results[3]
+    );
+    // Only the two that succeeded left an audit entry, and the store still writes.
+    let mut times: Vec<_> = store
+        .audit(&AuditQuery::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    times.sort();
+    assert_eq!(times, [at(1), at(3)]);
+    assert!(store.flush_failure().is_none());
+    assert_eq!(store.write_queued(|_tx, _now| Ok(5u64)).await.unwrap(), 5);
+}
