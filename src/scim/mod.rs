@@ -195,9 +195,11 @@ impl ScimState {
         actor: &crate::member::Actor,
     ) -> Result<crate::provision::Outcome, crate::provision::ProvisionError> {
         let result = crate::provision::apply_queued(&self.inner.store, change, actor.clone()).await;
-        // Ok or refused, the writer's flush covered everything the write saw; an error of
-        // the store itself leaves the answer to the middleware's own check.
-        if !matches!(&result, Err(crate::provision::ProvisionError::Store(_))) {
+        // The writer's flush covered everything the write saw. Only a write that succeeded
+        // says so: every handler answers from its outcome at once, while a refused one may
+        // be followed by more reads (a PATCH reads the member again and retries), whose
+        // answer the middleware's own check must cover.
+        if result.is_ok() {
             let _ = ANSWER_DURABLE.try_with(|d| d.set(true));
         }
         result
@@ -341,8 +343,9 @@ fn read_only() -> Response {
 }
 
 tokio::task_local! {
-    /// Set by [`ScimState::apply`] once the request's write, and every write before it, is
-    /// durable: an answer built from what the write returned needs no flush of its own.
+    /// Set by [`ScimState::apply`] once the request's write succeeded and it, and every
+    /// write before it, is durable: a handler that reads the store again after a successful
+    /// write must not answer from those reads (none does: each answers from the outcome).
     static ANSWER_DURABLE: std::cell::Cell<bool>;
 }
 

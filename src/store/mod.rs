@@ -97,6 +97,9 @@ const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 /// How many members the store held when it was last opened: only a hint to pre-size the
 /// mirror's tables at the next open (a stale value costs a rehash, nothing else).
 const META_MEMBER_COUNT: &[u8] = b"member_count_hint";
+/// The id of the middle record at the last open: where the next open cuts the members in
+/// two for its two reading threads ([`key_halves`]).
+const META_SPLIT_KEY: &[u8] = b"member_split_hint";
 
 /// A hint larger than this is not trusted for pre-sizing.
 const MAX_SIZE_HINT: u64 = 50_000_000;
@@ -261,6 +264,8 @@ struct Inner {
     /// The queue to the writer thread, which runs SCIM's writes and their group flush
     /// (see `writer.rs`).
     writer_queue: writer::WriterQueue,
+    /// When the writer thread's current step started (its callers' deadline).
+    writer_clock: writer::WriterClock,
     /// Bumped after every token record written through this store (created or revoked),
     /// so the SCIM authenticator's copy of the records knows to reload.
     token_writes: std::sync::atomic::AtomicU64,
@@ -358,6 +363,9 @@ impl Store {
         };
         if !defer {
             meta.insert(META_MEMBER_COUNT, &(mirror.len() as u64).to_be_bytes())?;
+            if let Some(id) = mirror.middle_id() {
+                meta.insert(META_SPLIT_KEY, id.as_bytes())?;
+            }
         }
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let events = db.open_tree("events")?;
@@ -369,6 +377,7 @@ impl Store {
                 mirror_building: Mutex::new(()),
                 writer: Mutex::new(()),
                 writer_queue: writer::WriterQueue::default(),
+                writer_clock: writer::WriterClock::default(),
                 path: path.to_path_buf(),
                 members,
                 audit: db.open_tree("audit")?,
@@ -468,6 +477,12 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
                     return Err(StoreError::Locked {
                         path: path.to_path_buf(),
                     });
+                }
+                // A store this process dropped keeps sled's lock while frees deferred by
+                // other threads (the open's second reader, the writer thread, the blocking
+                // pool) wait for the epoch to move: move it, so they run and let it go.
+                for _ in 0..4 {
+                    crossbeam_epoch::pin().flush();
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -803,7 +818,7 @@ fn build_mirror(meta: &sled::Tree, members: &sled::Tree) -> Result<Mirror, Store
         None => 0,
     };
     let started = std::time::Instant::now();
-    let parts = key_halves(members)
+    let parts = key_halves(meta, members)
         .into_iter()
         .map(|part| part.map(|r| r.map(|(_, v)| v).map_err(StoreError::from)))
         .collect();
@@ -816,22 +831,31 @@ fn build_mirror(meta: &sled::Tree, members: &sled::Tree) -> Result<Mirror, Store
     Ok(mirror)
 }
 
-/// The members tree in two consecutive ranges of about as many records each, cut at the
-/// middle of the ids between the first and the last (random ids, and time-ordered ones
-/// made at a steady pace, spread evenly), for the open's two reading threads. (Not only
-/// for a large store: the count kept for the tables' size is the last open's.)
-fn key_halves(members: &sled::Tree) -> Vec<sled::Iter> {
-    let id = |kv: sled::Result<Option<(sled::IVec, sled::IVec)>>| {
-        let (k, _) = kv.ok()??;
-        <[u8; 16]>::try_from(&k[..]).ok().map(u128::from_be_bytes)
+/// The members tree in two consecutive ranges of about as many records each, for the open's
+/// two reading threads. The cut is the middle record's id of the last open (kept in `meta`),
+/// else the middle of the ids between the first and the last (member ids are time-ordered:
+/// a store made by one cold sync and grown slowly since is far from even there, so the
+/// kept one comes first). Not only for a large store: the count kept for the tables' size
+/// is the last open's too.
+fn key_halves(meta: &sled::Tree, members: &sled::Tree) -> Vec<sled::Iter> {
+    let id = |k: &[u8]| <[u8; 16]>::try_from(k).ok().map(u128::from_be_bytes);
+    let end = |kv: sled::Result<Option<(sled::IVec, sled::IVec)>>| id(&kv.ok()??.0);
+    let (Some(a), Some(b)) = (end(members.first()), end(members.last())) else {
+        return vec![members.iter()];
     };
-    match (id(members.first()), id(members.last())) {
-        (Some(a), Some(b)) if a < b => {
-            let middle = (a / 2 + b / 2 + (a % 2 + b % 2) / 2).to_be_bytes();
-            vec![members.range(..middle), members.range(middle..)]
-        }
-        _ => vec![members.iter()],
+    let kept = meta
+        .get(META_SPLIT_KEY)
+        .ok()
+        .flatten()
+        .and_then(|k| id(&k))
+        .filter(|k| a < *k && *k <= b);
+    let middle = match kept {
+        Some(k) => k,
+        None if a < b => a / 2 + b / 2 + (a % 2 + b % 2) / 2,
+        None => return vec![members.iter()],
     }
+    .to_be_bytes();
+    vec![members.range(..middle), members.range(middle..)]
 }
 
 fn decode_member(bytes: &[u8]) -> Result<Member, StoreError> {

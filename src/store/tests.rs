@@ -801,3 +801,68 @@ async fn a_failed_write_in_a_batch_fails_alone() {
     assert!(store.flush_failure().is_none());
     assert_eq!(store.write_queued(|_tx, _now| Ok(5u64)).await.unwrap(), 5);
 }
+
+/// Each open keeps the id of its middle record, and the next open cuts the members there for
+/// its two readers: two halves of one size, however the ids are spread.
+#[test]
+fn the_open_cuts_the_members_at_the_last_opens_middle_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        // Ids far from evenly spread: 100 close together, then one far away.
+        for n in (1..=100).chain([1u128 << 100]) {
+            let m = raw_member(n, &format!("user{n}@example.com"));
+            store
+                .inner
+                .members
+                .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
+                .unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let kept = store.inner.meta.get(META_SPLIT_KEY).unwrap().unwrap();
+    assert_eq!(&kept[..], MemberId(uuid::Uuid::from_u128(51)).as_bytes());
+    let sizes: Vec<usize> = key_halves(&store.inner.meta, &store.inner.members)
+        .into_iter()
+        .map(|part| part.count())
+        .collect();
+    assert_eq!(sizes, [50, 51]);
+    assert_eq!(store.member_count(), 101);
+}
+
+/// A write queued behind others waits for them past the write deadline without turning the
+/// store read-only, as long as the writer moves: the deadline is for one step (a
+/// transaction, a flush) that does not end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_behind_slow_ones_waits_past_the_deadline_without_failing_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let step = WRITE_DEADLINE * 5 / 8;
+    let slow = |n: u64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write_queued(move |_tx, _now| {
+                    std::thread::sleep(step);
+                    Ok(n)
+                })
+                .await
+        })
+    };
+    let first = slow(1);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = slow(2);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let last = store.write_queued(|_tx, _now| Ok(3u64)).await;
+    assert!(
+        started.elapsed() > WRITE_DEADLINE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(last.unwrap(), 3);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(second.await.unwrap().unwrap(), 2);
+    assert!(store.flush_failure().is_none());
+}

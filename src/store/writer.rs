@@ -54,7 +54,10 @@ where
     F: Fn(&MemberTx<'_>, DateTime<Utc>) -> Result<R, StoreError> + Send,
 {
     fn run(&self, tx: &MemberTx<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let r = (self.write)(tx, now)?;
+        // A write that panics aborts the transaction like one that fails: inside it, before
+        // sled commits, so nothing of the batch is written and the others run again alone.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.write)(tx, now)))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())))?;
         *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         Ok(())
     }
@@ -100,6 +103,48 @@ impl WriterQueue {
     }
 }
 
+/// When the writer thread's current step (a transaction, a flush) started, in milliseconds
+/// since `origin`, or 0 while it waits for work: a caller past its deadline turns the store
+/// read-only only when this step is what holds it, not the writes queued before its own.
+pub(super) struct WriterClock {
+    origin: std::time::Instant,
+    step_started: std::sync::atomic::AtomicU64,
+}
+
+impl Default for WriterClock {
+    fn default() -> Self {
+        WriterClock {
+            origin: std::time::Instant::now(),
+            step_started: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl WriterClock {
+    fn start(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64 + 1;
+        self.step_started
+            .store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    fn idle(&self) {
+        self.step_started
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How long the current step has run, if one is running.
+    fn step_age(&self) -> Option<std::time::Duration> {
+        match self.step_started.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            started => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(started - 1)),
+            ),
+        }
+    }
+}
+
 /// The writer thread: takes the writes queued so far (at most [`MAX_BATCH`]), commits them,
 /// flushes once, then answers each. It ends when the store is dropped (the queue's sender
 /// lives in the store, and the thread holds it only while it works).
@@ -129,19 +174,41 @@ fn commit_batch(
     store: &Store,
     batch: Vec<Box<dyn Queued>>,
 ) -> Vec<(Box<dyn Queued>, Result<(), StoreError>)> {
+    let clock = &store.inner.writer_clock;
     let now = Utc::now();
-    let together = guarded(|| store.transact(|tx| batch.iter().try_for_each(|j| j.run(&*tx, now))));
+    clock.start();
+    let together = commit(store, |tx| batch.iter().try_for_each(|j| j.run(tx, now)));
     let results: Vec<Result<(), StoreError>> = match together {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(e) if batch.len() == 1 => vec![Err(e)],
+        // A panic around the writes (sled's commit, the mirror's update after it) may have
+        // left a commit half published: nothing runs again, the store turns read-only.
+        Err(e) if store.flush_failure().is_some() => {
+            let why = e.to_string();
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Io(why.clone())))
+                .collect()
+        }
         // One write's store error (or panic) fails none of the others: each alone.
         Err(_) => batch
             .iter()
-            .map(|j| guarded(|| store.transact(|tx| j.run(&*tx, now))))
+            .map(|j| {
+                clock.start();
+                commit(store, |tx| j.run(tx, now))
+            })
             .collect(),
     };
     // Covers every write so far, these and any other writer's.
-    let flushed = store.inner.flusher.flush_now();
+    clock.start();
+    let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.inner.flusher.flush_now()
+    }))
+    .unwrap_or_else(|_| Err("the flush panicked".into()));
+    if let Err(why) = &flushed {
+        store.fail(&format!("a flush failed: {why}"));
+    }
+    clock.idle();
     batch
         .into_iter()
         .zip(results)
@@ -156,10 +223,21 @@ fn commit_batch(
         .collect()
 }
 
-/// A transaction whose write panicked fails, and the thread lives on.
-fn guarded(f: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())))
+/// One member transaction of the writer. The writes catch their own panics
+/// ([`Queued::run`]); a panic anywhere else in it (sled's commit, the mirror's update after
+/// it) turns the store read-only, since what it published is not known.
+fn commit(
+    store: &Store,
+    f: impl Fn(&MemberTx<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.transact(|tx| f(tx)))) {
+        Ok(r) => r,
+        Err(_) => {
+            let why = "a write transaction panicked outside its writes";
+            store.fail(why);
+            Err(StoreError::Io(why.into()))
+        }
+    }
 }
 
 impl Store {
@@ -183,20 +261,39 @@ impl Store {
             result: Mutex::new(None),
             answer,
         });
-        self.inner.writer_queue.send(&self.inner, job)?;
-        match tokio::time::timeout(WRITE_DEADLINE, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(StoreError::Internal(
-                "the writer thread dropped a write".into(),
-            )),
-            Err(_) => {
-                let why = format!(
-                    "a write did not finish within {} s (is the disk full or failing?)",
-                    WRITE_DEADLINE.as_secs()
-                );
-                self.fail(&why);
-                Err(StoreError::Io(why))
+        if let Err(e) = self.inner.writer_queue.send(&self.inner, job) {
+            self.fail(&e.to_string());
+            return Err(e);
+        }
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(WRITE_DEADLINE, &mut rx).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(_)) => {
+                    let why = "the writer thread stopped without answering a write";
+                    self.fail(why);
+                    return Err(StoreError::Io(why.into()));
+                }
+                // Still queued behind other writes, with the writer moving: keep waiting.
+                Err(_) if !self.writer_stuck() => continue,
+                Err(_) => {
+                    let why = format!(
+                        "a write did not finish within {} s (is the disk full or failing?)",
+                        WRITE_DEADLINE.as_secs()
+                    );
+                    self.fail(&why);
+                    return Err(StoreError::Io(why));
+                }
             }
         }
+    }
+
+    /// Whether the writer thread's current step (a transaction, a flush) has run for
+    /// [`WRITE_DEADLINE`] or more.
+    fn writer_stuck(&self) -> bool {
+        self.inner
+            .writer_clock
+            .step_age()
+            .is_some_and(|age| age >= WRITE_DEADLINE)
     }
 }

@@ -21,6 +21,12 @@ const OPEN_QUEUE: usize = 8;
 type Read = Result<Interner, StoreError>;
 
 impl Mirror {
+    /// The id of the member in the middle slot: after an open, the middle record in key
+    /// order (the next open's cut, [`crate::store`]'s `key_halves`).
+    pub(crate) fn middle_id(&self) -> Option<MemberId> {
+        self.entries.get(self.entries.len() / 2).map(|e| e.id)
+    }
+
     /// The mirror of no member (a store opened lazily, until a call needs its members).
     pub(crate) fn build_empty() -> Mirror {
         let mut mirror = Mirror::default();
