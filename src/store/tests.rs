@@ -337,6 +337,16 @@ fn the_scim_listing_follows_every_write_at_once() {
     assert!(store.check_consistency().unwrap().is_empty());
 }
 
+/// Writes `m`'s record straight into the members tree, past `provision` and the mirror (for
+/// building stores by hand: the mirror is built from the records at the next open).
+pub(super) fn put_raw(store: &Store, m: &Member) {
+    store
+        .inner
+        .members
+        .insert(m.id.as_bytes(), codec::encode(m).unwrap())
+        .unwrap();
+}
+
 /// A member as it would be stored, for building old stores by hand.
 pub(super) fn raw_member(n: u128, name: &str) -> Member {
     use crate::member::{DirectoryAttrs, ManagedBy, Role, UserName};
@@ -466,11 +476,7 @@ fn two_records_with_one_google_id_are_a_corrupt_store_and_the_open_names_both() 
         for (n, name) in [(1, "a@example.com"), (2, "b@example.com")] {
             let mut m = raw_member(n, name);
             m.dir.google_id = Some("g-1".into());
-            store
-                .inner
-                .members
-                .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
-                .unwrap();
+            put_raw(&store, &m);
         }
         store.flush_blocking().unwrap();
     }
@@ -492,11 +498,7 @@ fn the_open_finds_a_collision_or_a_bad_record_past_its_first_batches() {
         let store = Store::open(dir).unwrap();
         for i in 1..=n {
             let m = raw_member(i, &format!("user{i}@example.com"));
-            store
-                .inner
-                .members
-                .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
-                .unwrap();
+            put_raw(&store, &m);
         }
         if let Some(bytes) = last {
             let id = MemberId(uuid::Uuid::from_u128(n + 1));
@@ -812,11 +814,7 @@ fn the_open_cuts_the_members_at_the_last_opens_middle_record() {
         // Ids far from evenly spread: 100 close together, then one far away.
         for n in (1..=100).chain([1u128 << 100]) {
             let m = raw_member(n, &format!("user{n}@example.com"));
-            store
-                .inner
-                .members
-                .insert(m.id.as_bytes(), codec::encode(&m).unwrap())
-                .unwrap();
+            put_raw(&store, &m);
         }
         store.flush_blocking().unwrap();
     }

@@ -282,11 +282,7 @@ fn a_store_read_in_two_parts_reopens_at_once() {
             let mut m = member(&format!("user{i}@example.com"));
             m.id = MemberId(uuid::Uuid::from_u128(i + 1));
             m.dir.google_id = None;
-            store
-                .inner
-                .members
-                .insert(m.id.as_bytes(), crate::store::codec::encode(&m).unwrap())
-                .unwrap();
+            crate::store::tests::put_raw(&store, &m);
         }
         store.flush_blocking().unwrap();
     }
