@@ -479,8 +479,11 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
                     });
                 }
                 // A store this process dropped keeps sled's lock while frees deferred by
-                // other threads (the open's second reader, the writer thread, the blocking
-                // pool) wait for the epoch to move: move it, so they run and let it go.
+                // threads that have since ended (the open's second reader, a writer
+                // thread) wait in crossbeam's global queue for the epoch to move: move it,
+                // so they run and let it go. Frees still held by a live, idle thread (a
+                // blocking-pool thread lingers about 10 s) stay where they are, so a
+                // `Locked` error can still come after `LOCK_WAIT`.
                 for _ in 0..4 {
                     crossbeam_epoch::pin().flush();
                 }
@@ -774,8 +777,8 @@ impl Store {
     /// write is counted first (a reader that sees it in the mirror or the outbox also sees
     /// it pending, and waits for the flush that covers it), then `publish` (the mirror),
     /// then the events (whoever sees their `seq` sees their change). An I/O error from
-    /// sled, in the transaction or under it, turns the store read-only: what is in memory
-    /// may not reach the disk.
+    /// sled in the transaction, and any error from its commit, turn the store read-only:
+    /// what is in memory may not reach the disk, or the disk may hold half a commit.
     fn settle<T>(
         &self,
         result: Result<T, TransactionError<StoreError>>,
@@ -790,8 +793,16 @@ impl Store {
                 pending.publish();
                 Ok(t)
             }
-            Err(TransactionError::Abort(StoreError::Sled(e)))
-            | Err(TransactionError::Storage(e)) => self.io_checked(Err(e)),
+            Err(TransactionError::Abort(StoreError::Sled(e))) => self.io_checked(Err(e)),
+            // Our closure aborts with its own errors, so this comes from sled's commit,
+            // which writes tree after tree: some of the transaction may be on its way to
+            // disk and the mirror does not show it. Whatever the error's kind, nothing may
+            // run again on top of that (a retried create would write a second record).
+            Err(TransactionError::Storage(e)) => {
+                let why = format!("a commit failed: {e}");
+                self.fail(&why);
+                Err(StoreError::Io(why))
+            }
             Err(TransactionError::Abort(e)) => Err(e),
         }
     }

@@ -1,6 +1,8 @@
 use super::*;
 use crate::member::{ChangeKind, MemberId};
 
+mod writer;
+
 #[test]
 fn the_directory_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
@@ -39,13 +41,18 @@ fn a_newer_schema_is_refused_and_left_alone() {
     assert!(err.to_string().contains("upgrade retrac-sync"));
     // Refusing did not rewrite the version.
     let db = open_db(dir.path(), CACHE_BYTES).unwrap();
+    assert_eq!(schema_on_disk(&db), SCHEMA_VERSION + 1);
+}
+
+/// The schema version a store's meta tree holds, read past `Store::open`.
+pub(super) fn schema_on_disk(db: &sled::Db) -> u32 {
     let v = db
         .open_tree("meta")
         .unwrap()
         .get(META_SCHEMA_VERSION)
         .unwrap()
         .unwrap();
-    assert_eq!(decode_u32(&v).unwrap(), SCHEMA_VERSION + 1);
+    decode_u32(&v).unwrap()
 }
 
 pub(super) fn create(n: usize) -> crate::member::Change {
@@ -734,76 +741,6 @@ async fn the_retention_task_prunes_by_its_clock_and_stops_when_told() {
         .unwrap();
 }
 
-/// The writer thread commits the writes queued together in one transaction; one that fails
-/// with a store error, or panics, fails alone: the batch runs again write by write, the
-/// others are committed, and the failed one leaves nothing behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_write_in_a_batch_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let m = raw_member(1, "a@example.com");
-    let write = |n: u64, fail: Option<&'static str>| {
-        let store = store.clone();
-        let m = m.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(move |tx, _now| {
-                    let actor = crate::member::Actor::Scim("t".into());
-                    tx.append_audit(audit_entry(n, actor, &m, None))?;
-                    match fail {
-                        Some("panic") => panic!("a write that panics"),
-                        Some(why) => Err(StoreError::Internal(why.into())),
-                        None => Ok(n),
-                    }
-                })
-                .await
-        })
-    };
-    // The first write holds the writer thread, so the next four queue into one batch.
-    let hold = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(|_tx, _now| {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    Ok(0u64)
-                })
-                .await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let tasks = [
-        write(1, None),
-        write(2, Some("refused")),
-        write(3, None),
-        write(4, Some("panic")),
-    ];
-    assert_eq!(hold.await.unwrap().unwrap(), 0);
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
-    assert_eq!(results[0].as_ref().unwrap(), &1);
-    assert!(matches!(&results[1], Err(StoreError::Internal(why)) if why == "refused"));
-    assert_eq!(results[2].as_ref().unwrap(), &3);
-    assert!(
-        matches!(&results[3], Err(StoreError::Internal(_))),
-        "{:?}",
-        results[3]
-    );
-    // Only the two that succeeded left an audit entry, and the store still writes.
-    let mut times: Vec<_> = store
-        .audit(&AuditQuery::default())
-        .unwrap()
-        .iter()
-        .map(|e| e.time)
-        .collect();
-    times.sort();
-    assert_eq!(times, [at(1), at(3)]);
-    assert!(store.flush_failure().is_none());
-    assert_eq!(store.write_queued(|_tx, _now| Ok(5u64)).await.unwrap(), 5);
-}
-
 /// Each open keeps the id of its middle record, and the next open cuts the members there for
 /// its two readers: two halves of one size, however the ids are spread.
 #[test]
@@ -827,40 +764,4 @@ fn the_open_cuts_the_members_at_the_last_opens_middle_record() {
         .collect();
     assert_eq!(sizes, [50, 51]);
     assert_eq!(store.member_count(), 101);
-}
-
-/// A write queued behind others waits for them past the write deadline without turning the
-/// store read-only, as long as the writer moves: the deadline is for one step (a
-/// transaction, a flush) that does not end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_queued_behind_slow_ones_waits_past_the_deadline_without_failing_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let step = WRITE_DEADLINE * 5 / 8;
-    let slow = |n: u64| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(move |_tx, _now| {
-                    std::thread::sleep(step);
-                    Ok(n)
-                })
-                .await
-        })
-    };
-    let first = slow(1);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let second = slow(2);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
-    let last = store.write_queued(|_tx, _now| Ok(3u64)).await;
-    assert!(
-        started.elapsed() > WRITE_DEADLINE,
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(last.unwrap(), 3);
-    assert_eq!(first.await.unwrap().unwrap(), 1);
-    assert_eq!(second.await.unwrap().unwrap(), 2);
-    assert!(store.flush_failure().is_none());
 }

@@ -17,8 +17,11 @@
 //! own. A write runs at the batch's time, so one transaction's audit entries share one
 //! time.
 //!
-//! A caller waits at most [`super::WRITE_DEADLINE`]; one that waits longer turns the store
-//! read-only ([`Store::fail`]), as the blocking pool's writes do.
+//! A caller that has waited [`super::WRITE_DEADLINE`] keeps waiting while the writer moves:
+//! the store turns read-only ([`Store::fail`]) when one step of the writer thread (one
+//! write in a transaction, a commit, a flush) has run for the deadline, as the blocking
+//! pool's writes do. The wait for the writer lock counts as the step of the write that
+//! waits for it (another writer, such as a pull's batch, holds it).
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
@@ -177,12 +180,20 @@ fn commit_batch(
     let clock = &store.inner.writer_clock;
     let now = Utc::now();
     clock.start();
-    let together = commit(store, |tx| batch.iter().try_for_each(|j| j.run(tx, now)));
+    // Each write is a step of its own for the deadline: a batch of 64 slow writes must not
+    // look like one stuck write.
+    let together = commit(store, |tx| {
+        batch.iter().try_for_each(|j| {
+            clock.start();
+            j.run(tx, now)
+        })
+    });
     let results: Vec<Result<(), StoreError>> = match together {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(e) if batch.len() == 1 => vec![Err(e)],
-        // A panic around the writes (sled's commit, the mirror's update after it) may have
-        // left a commit half published: nothing runs again, the store turns read-only.
+        // A failed commit (`Store::settle`) or a panic around the writes (sled's commit, the
+        // mirror's update after it) may have left a commit half written: nothing runs
+        // again, the store is read-only.
         Err(e) if store.flush_failure().is_some() => {
             let why = e.to_string();
             batch
@@ -245,8 +256,8 @@ impl Store {
     /// writes queued meanwhile, at the batch's time, and answers once it is durable, with
     /// every write before it: an answer built from what `write` returned may leave at once.
     /// `write` may run more than once (see the module's comment); its last result counts.
-    /// Waits at most [`WRITE_DEADLINE`]; a write that misses it makes the store read-only
-    /// and answers [`StoreError::Io`], as does a failed flush.
+    /// A step of the writer thread that runs past [`WRITE_DEADLINE`] while this waits makes
+    /// the store read-only and answers [`StoreError::Io`], as does a failed flush.
     pub(crate) async fn write_queued<R, F>(&self, write: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -261,21 +272,25 @@ impl Store {
             result: Mutex::new(None),
             answer,
         });
-        if let Err(e) = self.inner.writer_queue.send(&self.inner, job) {
-            self.fail(&e.to_string());
-            return Err(e);
-        }
+        // A writer thread that cannot start (the system is out of threads for now) refuses
+        // this write; the next one tries again.
+        self.inner.writer_queue.send(&self.inner, job)?;
         let mut rx = rx;
+        let mut wait = WRITE_DEADLINE;
         loop {
-            match tokio::time::timeout(WRITE_DEADLINE, &mut rx).await {
+            match tokio::time::timeout(wait, &mut rx).await {
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(_)) => {
                     let why = "the writer thread stopped without answering a write";
                     self.fail(why);
                     return Err(StoreError::Io(why.into()));
                 }
-                // Still queued behind other writes, with the writer moving: keep waiting.
-                Err(_) if !self.writer_stuck() => continue,
+                // Still queued behind other writes, with the writer moving: keep waiting,
+                // and look again when its current step would reach the deadline.
+                Err(_) if !self.writer_stuck() => {
+                    wait = self.until_writer_stuck();
+                    continue;
+                }
                 Err(_) => {
                     let why = format!(
                         "a write did not finish within {} s (is the disk full or failing?)",
@@ -295,5 +310,14 @@ impl Store {
             .writer_clock
             .step_age()
             .is_some_and(|age| age >= WRITE_DEADLINE)
+    }
+
+    /// How long until the writer thread's current step reaches [`WRITE_DEADLINE`] (a whole
+    /// deadline while it waits for work), and at least a millisecond.
+    fn until_writer_stuck(&self) -> std::time::Duration {
+        let age = self.inner.writer_clock.step_age().unwrap_or_default();
+        WRITE_DEADLINE
+            .saturating_sub(age)
+            .max(std::time::Duration::from_millis(1))
     }
 }

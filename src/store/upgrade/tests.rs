@@ -3,8 +3,10 @@
 
 use super::*;
 use crate::member::MemberId;
-use crate::store::tests::{assert_collision, at, create, raw_member, write_schema_2};
-use crate::store::{decode_u32, open_db, AuditQuery, Store, CACHE_BYTES};
+use crate::store::tests::{
+    assert_collision, at, create, raw_member, schema_on_disk, write_schema_2,
+};
+use crate::store::{open_db, AuditQuery, Store, CACHE_BYTES};
 
 #[test]
 fn a_schema_1_store_is_upgraded_in_place_and_its_audit_still_reads() {
@@ -182,13 +184,7 @@ fn an_upgrade_that_would_fold_two_names_together_refuses_and_writes_nothing() {
     );
     // Nothing was written: still schema 2, index trees and old records in place.
     let db = open_db(dir.path(), CACHE_BYTES).unwrap();
-    let v = db
-        .open_tree("meta")
-        .unwrap()
-        .get(META_SCHEMA_VERSION)
-        .unwrap()
-        .unwrap();
-    assert_eq!(decode_u32(&v).unwrap(), 2);
+    assert_eq!(schema_on_disk(&db), 2);
     let names: Vec<Vec<u8>> = db.tree_names().iter().map(|n| n.to_vec()).collect();
     assert!(names.iter().any(|n| n == b"idx_user_name"));
     for kv in db.open_tree("members").unwrap().iter() {
