@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// Queues a write that holds the writer thread for `took`, then answers `n`.
+fn queue_slow(
+    store: &Store,
+    n: u64,
+    took: std::time::Duration,
+) -> tokio::task::JoinHandle<Result<u64, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .write_queued(move |_tx, _now| {
+                std::thread::sleep(took);
+                Ok(n)
+            })
+            .await
+    })
+}
+
 /// The writer thread commits the writes queued together in one transaction; one that fails
 /// with a store error, or panics, fails alone: the batch runs again write by write, the
 /// others are committed, and the failed one leaves nothing behind.
@@ -29,17 +46,7 @@ async fn a_failed_write_in_a_batch_fails_alone() {
         })
     };
     // The first write holds the writer thread, so the next four queue into one batch.
-    let hold = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(|_tx, _now| {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    Ok(0u64)
-                })
-                .await
-        })
-    };
+    let hold = queue_slow(&store, 0, std::time::Duration::from_millis(300));
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let tasks = [
         write(1, None),
@@ -81,17 +88,7 @@ async fn a_write_queued_behind_slow_ones_waits_past_the_deadline_without_failing
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let step = WRITE_DEADLINE * 5 / 8;
-    let slow = |n: u64| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(move |_tx, _now| {
-                    std::thread::sleep(step);
-                    Ok(n)
-                })
-                .await
-        })
-    };
+    let slow = |n: u64| queue_slow(&store, n, step);
     let first = slow(1);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let second = slow(2);
@@ -114,17 +111,7 @@ async fn the_deadline_counts_each_write_of_a_batch_not_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let step = WRITE_DEADLINE * 5 / 8;
-    let write = |n: u64, took: std::time::Duration| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write_queued(move |_tx, _now| {
-                    std::thread::sleep(took);
-                    Ok(n)
-                })
-                .await
-        })
-    };
+    let write = |n: u64, took: std::time::Duration| queue_slow(&store, n, took);
     // The first keeps the writer busy while the next two queue: they share one batch,
     // from about 0.3 s to 5.3 s, longer than the deadline, each of its writes shorter.
     let started = std::time::Instant::now();
