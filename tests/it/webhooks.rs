@@ -945,12 +945,23 @@ async fn a_python_receiver_verifies_every_delivery_with_the_standardwebhooks_lib
 async fn a_replay_during_an_attempt_is_not_undone_by_the_relay() {
     let (_d, store) = open();
     events(&store, 3);
-    let rx = Receiver::start(|n, _| {
-        if n == 0 {
-            // The first attempt hangs while the owner replays.
-            std::thread::sleep(Duration::from_millis(800));
+    let replayed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rx = Receiver::start({
+        let replayed = replayed.clone();
+        move |n, _| {
+            if n == 0 {
+                // The first attempt hangs until the owner has replayed (a fixed pause was
+                // too short when the whole suite loads the machine).
+                let started = Instant::now();
+                while !replayed.load(std::sync::atomic::Ordering::SeqCst)
+                    && started.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok()
         }
-        ok()
     })
     .await;
     let (id, _) = add(&store, &rx.url, "").await;
@@ -970,6 +981,7 @@ async fn a_replay_during_an_attempt_is_not_undone_by_the_relay() {
     )
     .await
     .unwrap();
+    replayed.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_until(
         Duration::from_secs(20),
         "the replay's deliveries",
