@@ -8,8 +8,10 @@
 #   - a filter no index serves (a full scan), for information
 #   - peak RSS (VmHWM) of the server (target <= 300 MB)
 # Usage: benches/scim-load.sh [MEMBERS] [SECONDS]
-# PERF_POST=FILE also records a CPU profile of the server (perf, call graphs) during the
-# POST run into FILE; read it with `perf report -i FILE --no-children --stdio`.
+# Each run also prints the server's CPU time per request (from /proc, user + system).
+# PERF_POST=FILE (PERF_GET=FILE) also records a CPU profile of the server (perf, 199 Hz,
+# call graphs from DWARF) during the POST (filtered GET) run into FILE; read it with
+# `perf report -i FILE --children --stdio`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -143,18 +145,37 @@ rss() {
 }
 rss "after start"
 
+# The server's CPU time (user + system) so far, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"
+}
+
 run() {
     local name=$1 script=$2 connections=$3
     echo "== $name: wrk -t$THREADS -c$connections -d${SECONDS_PER_RUN}s"
+    local before
+    before=$(cpu_ticks)
     TOKEN="$TOKEN" wrk -t"$THREADS" -c"$connections" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "http://$ADDR" \
         | tee "$WORK/$name.txt" | grep -E 'RESULT|Non-2xx|Socket errors' || true
+    # The server's CPU time per request: what it costs, whatever wrk's share of the cores.
+    local ticks requests
+    ticks=$(( $(cpu_ticks) - before ))
+    requests=$(awk '/requests in/ { print $1 }' "$WORK/$name.txt")
+    awk -v t="$ticks" -v n="${requests:-0}" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (n > 0) printf "server CPU: %.1f us a request\n", t / hz * 1e6 / n }'
     rss "after $name"
 }
 
+PERF_PID=
+if [ -n "${PERF_GET:-}" ]; then
+    perf record -q --call-graph dwarf,16384 -F 199 -p "$SERVER_PID" -o "$PERF_GET" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
+    PERF_PID=$!
+fi
 run get-filter "$WORK/get.lua" "$CONNECTIONS"
+if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
 PERF_PID=
 if [ -n "${PERF_POST:-}" ]; then
-    perf record -q -g -F 499 -p "$SERVER_PID" -o "$PERF_POST" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
+    perf record -q --call-graph dwarf,16384 -F 199 -p "$SERVER_PID" -o "$PERF_POST" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
     PERF_PID=$!
 fi
 run post "$WORK/post.lua" "$WRITE_CONNECTIONS"

@@ -431,31 +431,46 @@ pub fn list(
                 sub: None,
             };
             let sort_by = q.sort_by.as_ref().unwrap_or(&default_sort);
-            let mut hits: Vec<(Option<SortKey>, MemberId)> = Vec::new();
-            let candidates: Box<dyn Iterator<Item = Result<Member, crate::store::StoreError>>> =
-                match q.filter.as_ref().and_then(filter::index_lookup) {
-                    Some((key, value)) => Box::new(indexed(state, key, value)?.into_iter().map(Ok)),
-                    None => Box::new(store.members_by_id()),
-                };
-            for m in candidates {
-                let m = m?;
+            let matching = |m: &Member| -> Option<Value> {
                 if !m.visible_to_scim() {
-                    continue;
+                    return None;
                 }
-                let json = resource::to_json(&m, &location(base, &m));
-                if q.filter.as_ref().is_none_or(|f| filter::matches(f, &json)) {
-                    hits.push((SortKey::of(&json, sort_by), m.id));
+                let json = resource::to_json(m, &location(base, m));
+                q.filter
+                    .as_ref()
+                    .is_none_or(|f| filter::matches(f, &json))
+                    .then_some(json)
+            };
+            if let Some((key, value)) = q.filter.as_ref().and_then(filter::index_lookup) {
+                // An identity filter names at most one member: its document, built for the
+                // filter's test, is the page's (the GET the identity providers send most).
+                let mut hits: Vec<(Option<SortKey>, Value)> = indexed(state, key, value)?
+                    .iter()
+                    .filter_map(matching)
+                    .map(|json| (SortKey::of(&json, sort_by), json))
+                    .collect();
+                sort(&mut hits, q.descending);
+                let total = hits.len();
+                let page = hits.into_iter().skip(q.start_index - 1).take(count);
+                (total, page.map(|(_, json)| json).collect())
+            } else {
+                let mut hits: Vec<(Option<SortKey>, MemberId)> = Vec::new();
+                for m in store.members_by_id() {
+                    let m = m?;
+                    if let Some(json) = matching(&m) {
+                        hits.push((SortKey::of(&json, sort_by), m.id));
+                    }
                 }
+                sort(&mut hits, q.descending);
+                let total = hits.len();
+                let mut page = Vec::new();
+                for (_, id) in hits.into_iter().skip(q.start_index - 1).take(count) {
+                    if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
+                        page.push(resource::to_json(&m, &location(base, &m)));
+                    }
+                }
+                (total, page)
             }
-            sort(&mut hits, q.descending);
-            let total = hits.len();
-            let mut page = Vec::new();
-            for (_, id) in hits.into_iter().skip(q.start_index - 1).take(count) {
-                if let Some(m) = store.get(id)?.filter(Member::visible_to_scim) {
-                    page.push(resource::to_json(&m, &location(base, &m)));
-                }
-            }
-            (total, page)
         }
     };
     let resources: Vec<Value> = page.into_iter().map(|r| q.projection.apply(r)).collect();
@@ -482,7 +497,7 @@ fn indexed(state: &ScimState, key: IndexKey, value: &str) -> Result<Vec<Member>,
     Ok(found.into_iter().collect())
 }
 
-fn sort(hits: &mut [(Option<SortKey>, MemberId)], descending: bool) {
+fn sort<T>(hits: &mut [(Option<SortKey>, T)], descending: bool) {
     // `SortKey` is a total order (types first, then values), so the sort cannot panic on
     // mixed types. Resources without the attribute sort last either way (RFC 7644 §3.4.2.3).
     hits.sort_by(|(ka, _), (kb, _)| match (ka, kb) {

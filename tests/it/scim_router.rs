@@ -811,6 +811,50 @@ async fn filters_from_the_lookup_fixture() {
     assert_eq!(probe["itemsPerPage"], json!(1));
 }
 
+/// An identity filter is answered from the one member its index names: hidden when SCIM
+/// deleted it, paged, tested against the rest of the filter, and projected.
+#[tokio::test]
+async fn an_identity_filter_pages_projects_and_hides_like_a_scan() {
+    let app = app();
+    let id = app.grace().await;
+    app.create(json!({"userName": "ada@example.com", "active": false}))
+        .await;
+    let q = |f: &str, rest: &str| format!("/Users?filter={}{rest}", url_encode(f));
+    let grace = r#"userName eq "grace@example.com""#;
+    let r = app
+        .call("GET", &q(grace, "&attributes=userName"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["totalResults"], json!(1));
+    assert_eq!(r.body["itemsPerPage"], json!(1));
+    assert_eq!(r.body["Resources"][0]["id"], json!(id));
+    assert_eq!(
+        r.body["Resources"][0]["userName"],
+        json!("grace@example.com")
+    );
+    assert!(r.body["Resources"][0].get("name").is_none(), "{}", r.body);
+    // Past the one match: counted, not shown.
+    let r = app.call("GET", &q(grace, "&startIndex=2"), None).await;
+    assert_eq!(r.body["totalResults"], json!(1));
+    assert_eq!(r.body["itemsPerPage"], json!(0));
+    assert_eq!(r.body["Resources"], json!([]));
+    // The index names ada; the rest of the filter decides.
+    for (f, n) in [
+        (r#"userName eq "ada@example.com" and active eq false"#, 1),
+        (r#"userName eq "ada@example.com" and active eq true"#, 0),
+    ] {
+        let r = app.call("GET", &q(f, ""), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{f}: {}", r.body);
+        assert_eq!(r.body["totalResults"], json!(n), "{f}: {}", r.body);
+    }
+    // A member SCIM deleted is not found by its name.
+    let r = app.call("DELETE", &format!("/Users/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.call("GET", &q(grace, ""), None).await;
+    assert_eq!(r.body["totalResults"], json!(0), "{}", r.body);
+    assert_eq!(r.body["Resources"], json!([]));
+}
+
 fn url_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
