@@ -84,8 +84,16 @@ pub(super) struct WriterQueue {
     sender: Mutex<Option<mpsc::Sender<Box<dyn Queued>>>>,
 }
 
+/// Why a write could not be queued.
+enum NotQueued {
+    /// The writer thread could not be started (the system is out of threads for now).
+    Spawn(StoreError),
+    /// The writer thread has stopped: it cannot have ended but by a fault.
+    Gone,
+}
+
 impl WriterQueue {
-    fn send(&self, inner: &Arc<Inner>, job: Box<dyn Queued>) -> Result<(), StoreError> {
+    fn send(&self, inner: &Arc<Inner>, job: Box<dyn Queued>) -> Result<(), NotQueued> {
         let mut sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         let tx = match &*sender {
             Some(tx) => tx.clone(),
@@ -95,14 +103,17 @@ impl WriterQueue {
                 std::thread::Builder::new()
                     .name("retrac-writer".into())
                     .spawn(move || run(weak, rx))
-                    .map_err(|e| StoreError::Internal(format!("cannot start the writer: {e}")))?;
+                    .map_err(|e| {
+                        NotQueued::Spawn(StoreError::Internal(format!(
+                            "cannot start the writer: {e}"
+                        )))
+                    })?;
                 *sender = Some(tx.clone());
                 tx
             }
         };
         drop(sender);
-        tx.send(job)
-            .map_err(|_| StoreError::Internal("the writer thread is gone".into()))
+        tx.send(job).map_err(|_| NotQueued::Gone)
     }
 }
 
@@ -272,9 +283,16 @@ impl Store {
             result: Mutex::new(None),
             answer,
         });
-        // A writer thread that cannot start (the system is out of threads for now) refuses
-        // this write; the next one tries again.
-        self.inner.writer_queue.send(&self.inner, job)?;
+        match self.inner.writer_queue.send(&self.inner, job) {
+            Ok(()) => {}
+            // The next write tries to start it again.
+            Err(NotQueued::Spawn(e)) => return Err(e),
+            Err(NotQueued::Gone) => {
+                let why = "the writer thread stopped";
+                self.fail(why);
+                return Err(StoreError::Io(why.into()));
+            }
+        }
         let mut rx = rx;
         let mut wait = WRITE_DEADLINE;
         loop {
